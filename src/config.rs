@@ -1,0 +1,85 @@
+//! Server configuration: every tunable with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::replay::Speed;
+
+/// Where ticks come from besides `/v1/publish`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeedSource {
+    /// The recording compiled into the binary, looped at recorded pace.
+    Embedded,
+    /// A JSON-lines recording on disk.
+    Recording {
+        path: PathBuf,
+        speed: Speed,
+        looping: bool,
+    },
+    /// Publishers only.
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Fan-out workers (one thread and runtime each); 0 = one per core.
+    pub workers: usize,
+    /// Ticks the ingest ring holds (rounded up to a power of two).
+    pub ring_capacity: usize,
+    /// Largest inbound WebSocket message, after reassembly.
+    pub max_message_bytes: usize,
+    /// Most (symbol, channel) keys one connection may subscribe to by name.
+    pub max_keys_per_connection: usize,
+    /// Most distinct symbols the server tracks.
+    pub max_symbols: usize,
+    /// Byte cap on one client's queued-for-socket frames.
+    pub client_buffer_bytes: usize,
+    /// SO_SNDBUF for subscriber sockets (the kernel doubles it).
+    pub socket_send_buffer: usize,
+    /// A client behind for longer than this gets `lagging` and close 4000.
+    pub evict_after: Duration,
+    /// Control messages per second per connection, sustained.
+    pub control_rate_per_sec: u32,
+    /// Control messages a connection may send in a burst.
+    pub control_burst: u32,
+    /// Time allowed to send a complete HTTP request head.
+    pub handshake_timeout: Duration,
+    /// After sending a Close, how long to wait for the peer before dropping it.
+    pub close_timeout: Duration,
+    pub feed: FeedSource,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid literal address"),
+            workers: 0,
+            ring_capacity: 65_536,
+            max_message_bytes: 64 * 1024,
+            max_keys_per_connection: 10_000,
+            max_symbols: 1_000_000,
+            client_buffer_bytes: 256 * 1024,
+            socket_send_buffer: 32 * 1024,
+            evict_after: Duration::from_secs(5),
+            control_rate_per_sec: 50,
+            control_burst: 100,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+            feed: FeedSource::Embedded,
+        }
+    }
+}
+
+impl Config {
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}

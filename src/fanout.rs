@@ -1,0 +1,618 @@
+//! Fan-out: one worker's clients, its subscription index, and the path from
+//! the ingest ring to each client's socket.
+//!
+//! Each worker thread owns its clients outright (`Rc<RefCell>`, no locks):
+//! the ring reader, the sessions' control handling and the per-client writer
+//! tasks all run on the worker's single-threaded runtime.
+//!
+//! Backpressure, per client: every subscribed key has one pending slot. A new
+//! tick of a key whose slot is still full replaces the stale one (counted as
+//! dropped), so a slow client's memory is bounded by one slot per key plus the
+//! byte cap of its write buffer, and when it drains it gets the newest value of
+//! every key that changed. Control replies queue separately and are never
+//! dropped. After each ring batch every client with something pending is
+//! flushed with one `write`; a client whose socket is full is left to its
+//! writer task, which waits for writability and evicts it (close 4000) when it
+//! stays behind too long.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use slab::Slab;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::encode::{self, JsonObject};
+use crate::ingest::{Ingest, RingItem};
+use crate::stats::Stats;
+use crate::tick::{Channel, ChannelSet, KeyId};
+
+/// Index of a client in its worker's slab.
+pub type ClientId = usize;
+
+/// Close codes the server sends.
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const SLOW_CONSUMER: u16 = 4000;
+}
+
+#[derive(Default)]
+struct KeySlot {
+    /// Subscribed by name (as opposed to only through `*`).
+    named: bool,
+    /// Highest seq queued for this client; older or equal ticks are skipped,
+    /// so a key is never repeated or reordered on one connection.
+    last_seq: u64,
+    pending: Option<(RingItem, bool)>,
+}
+
+/// How far a flush got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything pending is in the kernel.
+    Drained,
+    /// The socket is full; the rest waits for writability.
+    Blocked,
+    /// The Close frame has been written: nothing more will be.
+    Closed,
+}
+
+/// One connection's outbound side.
+pub struct Client {
+    write: Option<Rc<OwnedWriteHalf>>,
+    /// Wakes this client's writer task when the socket filled up.
+    pub writer_wake: Rc<Notify>,
+    /// Tells the session's reader to stop (client evicted or dead).
+    pub kill: Rc<Notify>,
+    keys: HashMap<KeyId, KeySlot>,
+    named_keys: usize,
+    star: ChannelSet,
+    control: VecDeque<Bytes>,
+    /// Keys with a pending tick, oldest first (may hold stale entries).
+    order: VecDeque<KeyId>,
+    /// Bytes accepted for the socket; `wbuf[sent..]` is still to be written.
+    wbuf: Vec<u8>,
+    sent: usize,
+    /// End offsets in `wbuf` of the frames it holds.
+    frame_ends: Vec<usize>,
+    dirty: bool,
+    blocked: bool,
+    behind_since: Option<Instant>,
+    /// A Close frame is queued; no more ticks, nothing after it.
+    closing: bool,
+    close_deadline: Option<Instant>,
+    pub dropped: u64,
+    pub frames_sent: u64,
+}
+
+impl Client {
+    fn new(write: OwnedWriteHalf) -> Client {
+        Client {
+            write: Some(Rc::new(write)),
+            writer_wake: Rc::new(Notify::new()),
+            kill: Rc::new(Notify::new()),
+            keys: HashMap::new(),
+            named_keys: 0,
+            star: ChannelSet::default(),
+            control: VecDeque::new(),
+            order: VecDeque::new(),
+            wbuf: Vec::new(),
+            sent: 0,
+            frame_ends: Vec::new(),
+            dirty: false,
+            blocked: false,
+            behind_since: None,
+            closing: false,
+            close_deadline: None,
+            dropped: 0,
+            frames_sent: 0,
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    pub fn named_keys(&self) -> usize {
+        self.named_keys
+    }
+
+    pub fn is_subscribed(&self, key: KeyId) -> bool {
+        self.keys.get(&key).is_some_and(|s| s.named)
+    }
+
+    /// Queues a tick for this client, replacing a stale pending one.
+    fn offer(&mut self, item: &RingItem, snapshot: bool, stats: &Stats) -> bool {
+        if self.closing {
+            return false;
+        }
+        let key = item.tick.key;
+        let slot = self.keys.entry(key).or_default();
+        if item.tick.seq <= slot.last_seq {
+            return false;
+        }
+        slot.last_seq = item.tick.seq;
+        if slot.pending.replace((item.clone(), snapshot)).is_some() {
+            self.dropped += 1;
+            Stats::add(&stats.ticks_dropped_stale, 1);
+        } else {
+            self.order.push_back(key);
+        }
+        true
+    }
+
+    /// Queues a control frame (never dropped).
+    pub fn push_control(&mut self, frame: Bytes) {
+        if !self.closing {
+            self.control.push_back(frame);
+        }
+    }
+
+    /// Queues a Close frame; everything not yet in the write buffer is
+    /// discarded, and a partially written batch is cut after the frame in
+    /// flight so the Close goes out promptly.
+    pub fn close(&mut self, code: u16, reason: &str, grace: Duration) {
+        self.close_with_frame(encode::close_frame(code, reason), grace);
+    }
+
+    /// [`Client::close`] with a ready Close frame (an echo of the peer's).
+    pub fn close_with_frame(&mut self, close: Bytes, grace: Duration) {
+        if self.closing {
+            return;
+        }
+        self.discard_pending();
+        if let Some(&end) = self.frame_ends.iter().find(|&&e| e > self.sent) {
+            self.wbuf.truncate(end);
+            self.frame_ends.retain(|&e| e <= end);
+        }
+        self.control.clear();
+        self.control.push_back(close);
+        self.closing = true;
+        self.close_deadline = Some(Instant::now() + grace);
+    }
+
+    /// Like [`Client::close`], but a final message goes out before the Close.
+    pub fn close_with_message(&mut self, msg: Bytes, code: u16, reason: &str, grace: Duration) {
+        if self.closing {
+            return;
+        }
+        self.close(code, reason, grace);
+        self.control.push_front(msg);
+    }
+
+    fn discard_pending(&mut self) {
+        for slot in self.keys.values_mut() {
+            slot.pending = None;
+        }
+        self.order.clear();
+    }
+
+    /// Moves queued frames into the write buffer: control first, then one
+    /// tick per pending key, up to `cap` bytes.
+    fn fill(&mut self, cap: usize, stats: &Stats) {
+        debug_assert_eq!(self.sent, self.wbuf.len());
+        self.wbuf.clear();
+        self.frame_ends.clear();
+        self.sent = 0;
+        while let Some(f) = self.control.pop_front() {
+            self.wbuf.extend_from_slice(&f);
+            self.frame_ends.push(self.wbuf.len());
+        }
+        if self.closing {
+            return;
+        }
+        while self.wbuf.len() < cap {
+            let Some(key) = self.order.pop_front() else {
+                break;
+            };
+            let Some((item, snap)) = self.keys.get_mut(&key).and_then(|s| s.pending.take()) else {
+                continue; // stale entry: unsubscribed or already taken
+            };
+            self.wbuf.extend_from_slice(item.json_frame(snap));
+            self.frame_ends.push(self.wbuf.len());
+            self.frames_sent += 1;
+            Stats::add(&stats.frames_out, 1);
+        }
+    }
+
+    /// Writes as much as the socket takes, in as few writes as possible.
+    pub fn flush(&mut self, cap: usize, stats: &Stats) -> io::Result<Flushed> {
+        let Some(write) = self.write.clone() else {
+            return Ok(Flushed::Closed);
+        };
+        loop {
+            if self.sent == self.wbuf.len() {
+                if self.closing && self.control.is_empty() {
+                    // The Close frame is out: shut our side down, once.
+                    self.write = None;
+                    self.blocked = false;
+                    return Ok(Flushed::Closed);
+                }
+                self.fill(cap, stats);
+                if self.wbuf.is_empty() {
+                    self.behind_since = None;
+                    self.blocked = false;
+                    if self.wbuf.capacity() > 64 * 1024 {
+                        // Give back what a burst grew.
+                        self.wbuf = Vec::new();
+                        self.frame_ends = Vec::new();
+                    }
+                    return Ok(Flushed::Drained);
+                }
+            }
+            match write.try_write(&self.wbuf[self.sent..]) {
+                Ok(n) => {
+                    Stats::add(&stats.writes, 1);
+                    Stats::add(&stats.bytes_out, n as u64);
+                    self.sent += n;
+                    if self.sent < self.wbuf.len() {
+                        self.mark_blocked();
+                        return Ok(Flushed::Blocked);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.mark_blocked();
+                    return Ok(Flushed::Blocked);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn mark_blocked(&mut self) {
+        self.blocked = true;
+        self.behind_since.get_or_insert_with(Instant::now);
+    }
+
+    /// When the writer task must act even if the socket stays full.
+    pub fn deadline(&self, evict_after: Duration) -> Option<Instant> {
+        if self.closing {
+            self.close_deadline
+        } else {
+            self.behind_since.map(|t| t + evict_after)
+        }
+    }
+
+    pub fn write_half(&self) -> Option<Rc<OwnedWriteHalf>> {
+        self.write.clone()
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    pub fn behind_for(&self) -> Option<Duration> {
+        self.behind_since.map(|t| t.elapsed())
+    }
+
+    /// Our Close is out and our side shut down: the session's reader waits
+    /// for the peer's Close or EOF, for at most the close grace.
+    fn closed_wait(&self) {
+        let kill = self.kill.clone();
+        let grace = self
+            .close_deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+            .max(Duration::from_millis(100));
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(grace).await;
+            kill.notify_one();
+        });
+    }
+
+    /// Drops the socket's write side at once (peer gone or unresponsive).
+    pub fn abandon(&mut self) {
+        self.write = None;
+        self.closing = true;
+        self.discard_pending();
+        self.control.clear();
+        self.kill.notify_one();
+    }
+}
+
+/// A worker's clients and subscription index.
+#[derive(Default)]
+pub struct WorkerState {
+    pub clients: Slab<Client>,
+    /// Clients that subscribed to a key by name.
+    index: HashMap<KeyId, Vec<ClientId>>,
+    /// Clients subscribed to `*`, per channel.
+    star: [Vec<ClientId>; 2],
+    dirty: Vec<ClientId>,
+}
+
+/// Everything a worker's tasks share.
+pub struct Worker {
+    pub id: usize,
+    pub state: std::cell::RefCell<WorkerState>,
+    pub ingest: Arc<Ingest>,
+    pub config: Arc<Config>,
+    pub stats: Arc<Stats>,
+}
+
+fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
+    if let Some(pos) = list.iter().position(|&c| c == id) {
+        list.swap_remove(pos);
+    }
+}
+
+impl WorkerState {
+    pub fn add_client(&mut self, write: OwnedWriteHalf) -> ClientId {
+        self.clients.insert(Client::new(write))
+    }
+
+    /// Removes a client and every subscription it held.
+    pub fn remove_client(&mut self, id: ClientId) -> Option<Client> {
+        let client = self.clients.try_remove(id)?;
+        for (key, slot) in &client.keys {
+            if slot.named
+                && let Some(list) = self.index.get_mut(key)
+            {
+                remove_id(list, id);
+                if list.is_empty() {
+                    self.index.remove(key);
+                }
+            }
+        }
+        for ch in client.star.iter() {
+            remove_id(&mut self.star[ch as usize], id);
+        }
+        Some(client)
+    }
+
+    /// Number of (client, key) subscriptions by name, and `*` subscriptions.
+    pub fn subscription_counts(&self) -> (usize, usize) {
+        (
+            self.index.values().map(Vec::len).sum(),
+            self.star.iter().map(Vec::len).sum(),
+        )
+    }
+
+    /// Subscribes `id` to `keys` by name; returns how many were new.
+    pub fn subscribe_keys(&mut self, id: ClientId, keys: &[KeyId]) -> usize {
+        let Some(c) = self.clients.get_mut(id) else {
+            return 0;
+        };
+        let mut added = 0;
+        for &key in keys {
+            let slot = c.keys.entry(key).or_default();
+            if !slot.named {
+                slot.named = true;
+                c.named_keys += 1;
+                self.index.entry(key).or_default().push(id);
+                added += 1;
+            }
+        }
+        added
+    }
+
+    pub fn subscribe_star(&mut self, id: ClientId, channels: ChannelSet) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        for ch in channels.iter() {
+            if !c.star.contains(ch) {
+                c.star.insert(ch);
+                self.star[ch as usize].push(id);
+            }
+        }
+    }
+
+    /// Ends subscriptions; pending ticks of keys no longer covered are discarded.
+    pub fn unsubscribe_keys(&mut self, id: ClientId, keys: &[KeyId]) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        for &key in keys {
+            let Some(slot) = c.keys.get_mut(&key) else {
+                continue;
+            };
+            if slot.named {
+                slot.named = false;
+                c.named_keys -= 1;
+                if let Some(list) = self.index.get_mut(&key) {
+                    remove_id(list, id);
+                    if list.is_empty() {
+                        self.index.remove(&key);
+                    }
+                }
+            }
+            if !c.star.contains(key.channel()) {
+                c.keys.remove(&key);
+            }
+        }
+    }
+
+    pub fn unsubscribe_star(&mut self, id: ClientId, channels: ChannelSet) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        for ch in channels.iter() {
+            if c.star.contains(ch) {
+                c.star.0 &= !ch.bit();
+                remove_id(&mut self.star[ch as usize], id);
+                c.keys.retain(|k, s| s.named || k.channel() != ch);
+            }
+        }
+    }
+
+    pub fn star_channels(&self, id: ClientId) -> ChannelSet {
+        self.clients.get(id).map(|c| c.star).unwrap_or_default()
+    }
+
+    /// Queues snapshot ticks (newer than what the client already has).
+    pub fn offer_snapshots(&mut self, id: ClientId, items: &[RingItem], stats: &Stats) {
+        if let Some(c) = self.clients.get_mut(id) {
+            for item in items {
+                c.offer(item, true, stats);
+            }
+            self.mark_dirty(id);
+        }
+    }
+
+    fn mark_dirty(&mut self, id: ClientId) {
+        if let Some(c) = self.clients.get_mut(id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Hands one ring item to every subscriber of its key.
+    pub fn deliver(&mut self, item: &RingItem, stats: &Stats) {
+        let key = item.tick.key;
+        let WorkerState {
+            clients,
+            index,
+            star,
+            dirty,
+        } = self;
+        let named = index.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        let everyone = &star[key.channel() as usize];
+        for &id in named.iter().chain(everyone.iter()) {
+            let c = &mut clients[id];
+            if c.offer(item, false, stats) && !c.dirty {
+                c.dirty = true;
+                dirty.push(id);
+            }
+        }
+    }
+
+    /// Flushes every client that got something since the last flush.
+    pub fn flush_dirty(&mut self, cap: usize, stats: &Stats) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
+            self.flush_client(id, cap, stats);
+        }
+        self.dirty = dirty;
+    }
+
+    /// Flushes one client unless its writer task is already waiting on it.
+    pub fn flush_client(&mut self, id: ClientId, cap: usize, stats: &Stats) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        c.dirty = false;
+        if c.blocked {
+            return; // its writer task flushes when the socket drains
+        }
+        match c.flush(cap, stats) {
+            Ok(Flushed::Blocked) => c.writer_wake.notify_one(),
+            Ok(Flushed::Drained) => {}
+            Ok(Flushed::Closed) => c.closed_wait(),
+            Err(e) => {
+                tracing::debug!(client = id, error = %e, "write failed; dropping client");
+                c.abandon();
+            }
+        }
+    }
+
+    pub fn client(&mut self, id: ClientId) -> Option<&mut Client> {
+        self.clients.get_mut(id)
+    }
+}
+
+/// Channel list for replies, in protocol order.
+pub fn channel_names(set: ChannelSet) -> Vec<&'static str> {
+    set.iter().map(Channel::as_str).collect()
+}
+
+/// The `lagging` notice sent before a slow-consumer close.
+pub fn lagging_message(behind: Duration) -> Bytes {
+    let mut o = JsonObject::new("lagging");
+    o.u64("behind_ms", behind.as_millis() as u64);
+    o.into_frame()
+}
+
+impl Worker {
+    /// The worker's ring-reading loop: deliver each batch, then flush every
+    /// client that got something, in one write each.
+    pub async fn run_fanout(
+        self: Rc<Self>,
+        mut reader: crate::ingest::IngestReader,
+        mut shutdown: crate::shutdown::Shutdown,
+    ) {
+        let mut batch: Vec<RingItem> = Vec::with_capacity(1024);
+        let cap = self.config.client_buffer_bytes;
+        loop {
+            batch.clear();
+            if reader.read_batch(&mut batch, 1024) == 0 {
+                tokio::select! {
+                    _ = reader.waker.notified() => continue,
+                    _ = shutdown.triggered() => return,
+                }
+            }
+            {
+                let mut st = self.state.borrow_mut();
+                for item in &batch {
+                    st.deliver(item, &self.stats);
+                }
+                st.flush_dirty(cap, &self.stats);
+            }
+            // Let sessions run between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A client's writer task: waits for its socket to drain while it is
+    /// blocked, and enforces the slow-consumer and close deadlines.
+    pub async fn run_writer(self: Rc<Self>, id: ClientId, wake: Rc<Notify>) {
+        let cap = self.config.client_buffer_bytes;
+        let evict_after = self.config.evict_after;
+        loop {
+            wake.notified().await;
+            loop {
+                let (write, deadline) = {
+                    let st = self.state.borrow();
+                    let Some(c) = st.clients.get(id) else { return };
+                    if !c.is_blocked() {
+                        break;
+                    }
+                    let Some(w) = c.write_half() else { break };
+                    (w, c.deadline(evict_after))
+                };
+                let deadline = deadline.unwrap_or_else(|| Instant::now() + evict_after);
+                tokio::select! {
+                    ready = write.writable() => {
+                        drop(write);
+                        let mut st = self.state.borrow_mut();
+                        let Some(c) = st.client(id) else { return };
+                        match ready.and_then(|()| c.flush(cap, &self.stats)) {
+                            Ok(Flushed::Closed) => c.closed_wait(),
+                            Ok(_) => {}
+                            Err(_) => c.abandon(),
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        drop(write);
+                        let mut st = self.state.borrow_mut();
+                        let Some(c) = st.client(id) else { return };
+                        if c.is_closing() {
+                            // It did not even take the Close frame: cut it off.
+                            c.abandon();
+                        } else {
+                            let behind = c.behind_for().unwrap_or_default();
+                            Stats::add(&self.stats.clients_evicted, 1);
+                            tracing::info!(worker = self.id, client = id, behind_ms = behind.as_millis() as u64, dropped = c.dropped, "evicting slow consumer");
+                            c.close_with_message(lagging_message(behind), close_code::SLOW_CONSUMER, "slow consumer", self.config.close_timeout);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

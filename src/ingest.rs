@@ -1,0 +1,374 @@
+//! Ingest: every tick, whatever its source, enters the server here.
+//!
+//! The [`Ingest`] stage is the ring's single writer. Under one short lock it
+//! gives each tick its per-key `seq` and its `rx` stamp, encodes its frame
+//! once, stores it as the key's last value and pushes it into the broadcast
+//! ring that the fan-out workers read. Readers never take that lock.
+//!
+//! **When the ring is full** (the slowest worker is a whole ring behind),
+//! publishing waits: the publisher's task stops, so a WebSocket publisher
+//! stops being read and TCP pushes back on it, and a recorded source pauses.
+//! Nothing is dropped at ingest and subscribers are never blocked; each
+//! occurrence is counted in [`Stats::ring_full`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::encode::EncodedTick;
+use crate::ring::{RingReader, RingWriter, ring};
+use crate::shutdown::Shutdown;
+use crate::stats::Stats;
+use crate::symbols::{SymbolTable, TableFull};
+use crate::tick::{ChannelSet, Event, KeyId, NewTick, Tick, wall_clock_ns};
+
+/// What the ring carries: a sequenced, encoded tick, shared.
+pub type RingItem = Arc<EncodedTick>;
+
+/// Errors a source can hit; each names what went wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    SymbolTableFull(#[from] TableFull),
+    #[error("{source_name}: {message}")]
+    Source {
+        source_name: String,
+        message: String,
+    },
+}
+
+/// A tick admitted to ingest: its symbol interned, ready to sequence.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    key: KeyId,
+    sym: Arc<str>,
+    ts: u64,
+    event: Event,
+}
+
+struct KeyState {
+    seq: u64,
+    last: Option<RingItem>,
+}
+
+struct Sequencer {
+    writer: RingWriter<RingItem>,
+    /// Indexed by `KeyId`.
+    keys: Vec<KeyState>,
+}
+
+/// The ingest stage shared by all sources and workers.
+pub struct Ingest {
+    sequencer: Mutex<Sequencer>,
+    /// One per ring reader: woken after each publish.
+    reader_wakers: Vec<Arc<Notify>>,
+    /// Set by a publisher waiting for ring space; cleared by the reader that
+    /// frees some and wakes it.
+    writer_waiting: AtomicBool,
+    space: Notify,
+    symbols: Arc<SymbolTable>,
+    stats: Arc<Stats>,
+}
+
+/// A worker's end of the ring, with the waker ingest uses to signal it.
+pub struct IngestReader {
+    pub ring: RingReader<RingItem>,
+    pub waker: Arc<Notify>,
+    ingest: Arc<Ingest>,
+}
+
+impl Ingest {
+    /// Creates the ingest stage with a ring of `capacity` ticks read by
+    /// `readers` fan-out workers.
+    pub fn new(
+        capacity: usize,
+        readers: usize,
+        symbols: Arc<SymbolTable>,
+        stats: Arc<Stats>,
+    ) -> (Arc<Ingest>, Vec<IngestReader>) {
+        let (writer, ring_readers) = ring(capacity, readers);
+        let wakers: Vec<_> = (0..readers).map(|_| Arc::new(Notify::new())).collect();
+        let ingest = Arc::new(Ingest {
+            sequencer: Mutex::new(Sequencer {
+                writer,
+                keys: Vec::new(),
+            }),
+            reader_wakers: wakers.clone(),
+            writer_waiting: AtomicBool::new(false),
+            space: Notify::new(),
+            symbols,
+            stats,
+        });
+        let readers = ring_readers
+            .into_iter()
+            .zip(wakers)
+            .map(|(ring, waker)| IngestReader {
+                ring,
+                waker,
+                ingest: ingest.clone(),
+            })
+            .collect();
+        (ingest, readers)
+    }
+
+    pub fn symbols(&self) -> &Arc<SymbolTable> {
+        &self.symbols
+    }
+
+    /// Interns the tick's symbol. Symbols must already be valid.
+    pub fn admit(&self, t: NewTick) -> Result<Admitted, IngestError> {
+        let (id, sym) = self.symbols.intern(&t.sym)?;
+        Ok(Admitted {
+            key: KeyId::new(id, t.event.channel()),
+            sym,
+            ts: t.ts,
+            event: t.event,
+        })
+    }
+
+    /// Sequences and publishes as many of `batch` as the ring has room for;
+    /// returns how many.
+    pub fn try_publish(&self, batch: &[Admitted]) -> usize {
+        let mut done = 0;
+        {
+            let mut seq = self.sequencer.lock();
+            let free = seq.writer.free();
+            for a in batch.iter().take(free) {
+                let idx = a.key.0 as usize;
+                if seq.keys.len() <= idx {
+                    seq.keys
+                        .resize_with(idx + 1, || KeyState { seq: 0, last: None });
+                }
+                let ks = &mut seq.keys[idx];
+                if ks.seq == 0 {
+                    self.symbols.mark_seen(a.key.symbol());
+                }
+                ks.seq += 1;
+                let item = Arc::new(EncodedTick::new(Tick {
+                    key: a.key,
+                    sym: a.sym.clone(),
+                    seq: ks.seq,
+                    ts: a.ts,
+                    rx: wall_clock_ns(),
+                    event: a.event,
+                }));
+                ks.last = Some(item.clone());
+                if seq.writer.push(item).is_err() {
+                    // Cannot happen: `free` slots were counted under the lock.
+                    unreachable!("ring had {free} free slots under the sequencer lock");
+                }
+                done += 1;
+            }
+        }
+        if done > 0 {
+            Stats::add(&self.stats.ticks_in, done as u64);
+            for w in &self.reader_wakers {
+                w.notify_one();
+            }
+        }
+        done
+    }
+
+    /// Publishes the whole batch, waiting for ring space when it is full.
+    pub async fn publish(&self, batch: &[Admitted]) {
+        let mut done = self.try_publish(batch);
+        while done < batch.len() {
+            Stats::add(&self.stats.ring_full, 1);
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.writer_waiting.store(true, Ordering::SeqCst);
+            // Pairs with the fence in `reader_progress`: either the reader
+            // sees `writer_waiting` and wakes us, or we see its progress here.
+            fence(Ordering::SeqCst);
+            let n = self.try_publish(&batch[done..]);
+            if n > 0 {
+                done += n;
+                continue;
+            }
+            // The timeout is a backstop only; wakeups come from readers.
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+            done += self.try_publish(&batch[done..]);
+        }
+    }
+
+    fn reader_progress(&self) {
+        fence(Ordering::SeqCst);
+        if self.writer_waiting.load(Ordering::Relaxed)
+            && self.writer_waiting.swap(false, Ordering::AcqRel)
+        {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Appends the last value of each of `keys` that has one.
+    pub fn last_values(&self, keys: impl IntoIterator<Item = KeyId>, out: &mut Vec<RingItem>) {
+        let seq = self.sequencer.lock();
+        for k in keys {
+            if let Some(Some(last)) = seq.keys.get(k.0 as usize).map(|s| s.last.as_ref()) {
+                out.push(last.clone());
+            }
+        }
+    }
+
+    /// Appends the last value of every key on `channels`.
+    pub fn all_last_values(&self, channels: ChannelSet, out: &mut Vec<RingItem>) {
+        let seq = self.sequencer.lock();
+        for (i, ks) in seq.keys.iter().enumerate() {
+            if let Some(last) = &ks.last
+                && channels.contains(KeyId(i as u32).channel())
+            {
+                out.push(last.clone());
+            }
+        }
+    }
+
+    /// Ticks waiting in the ring for the slowest worker.
+    pub fn ring_occupancy(&self) -> usize {
+        self.sequencer.lock().writer.occupancy()
+    }
+}
+
+impl IngestReader {
+    /// Reads up to `max` ticks, and lets a waiting publisher know there is room.
+    pub fn read_batch(&mut self, out: &mut Vec<RingItem>, max: usize) -> usize {
+        let n = self.ring.read_batch(out, max);
+        if n > 0 {
+            self.ingest.reader_progress();
+        }
+        n
+    }
+}
+
+/// A source of ticks: a recorded feed, a message bus, a test generator.
+///
+/// `next_batch` waits until the next ticks are due, appends them to `out` and
+/// returns `Ok(true)`, or `Ok(false)` once the source is exhausted. Pacing is
+/// the source's business; sequencing and everything after is ingest's.
+pub trait TickSource: Send {
+    fn name(&self) -> &str;
+    fn next_batch<'a>(
+        &'a mut self,
+        out: &'a mut Vec<NewTick>,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, IngestError>> + Send + 'a>>;
+}
+
+/// Drives a source into ingest until it ends or the server shuts down.
+pub async fn run_source(
+    mut source: Box<dyn TickSource>,
+    ingest: Arc<Ingest>,
+    mut shutdown: Shutdown,
+) -> Result<(), IngestError> {
+    let mut batch = Vec::new();
+    let mut admitted = Vec::new();
+    loop {
+        batch.clear();
+        let more = tokio::select! {
+            r = source.next_batch(&mut batch) => r?,
+            _ = shutdown.triggered() => return Ok(()),
+        };
+        admitted.clear();
+        for t in batch.drain(..) {
+            admitted.push(ingest.admit(t)?);
+        }
+        ingest.publish(&admitted).await;
+        if !more {
+            tracing::info!(source = source.name(), "source finished");
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decimal::Fixed;
+    use crate::tick::Side;
+
+    fn trade(sym: &str, px: i64) -> NewTick {
+        NewTick {
+            sym: sym.into(),
+            ts: 1,
+            event: Event::Trade {
+                px: Fixed(px),
+                qty: Fixed(1),
+                side: Side::Buy,
+            },
+        }
+    }
+
+    fn setup(cap: usize) -> (Arc<Ingest>, Vec<IngestReader>) {
+        Ingest::new(
+            cap,
+            1,
+            Arc::new(SymbolTable::new(100)),
+            Arc::new(Stats::default()),
+        )
+    }
+
+    #[test]
+    fn seq_is_per_key_and_contiguous() {
+        let (ingest, mut readers) = setup(16);
+        let batch: Vec<_> = ["A", "B", "A", "A", "B"]
+            .iter()
+            .map(|s| ingest.admit(trade(s, 1)).unwrap())
+            .collect();
+        assert_eq!(ingest.try_publish(&batch), 5);
+        let mut out = Vec::new();
+        readers[0].read_batch(&mut out, 10);
+        let seqs: Vec<_> = out
+            .iter()
+            .map(|e| (e.tick.sym.to_string(), e.tick.seq))
+            .collect();
+        assert_eq!(
+            seqs,
+            [("A", 1), ("B", 1), ("A", 2), ("A", 3), ("B", 2)].map(|(s, n)| (s.to_string(), n))
+        );
+        let mut last = Vec::new();
+        ingest.all_last_values(ChannelSet::BOTH, &mut last);
+        assert_eq!(last.iter().map(|e| e.tick.seq).collect::<Vec<_>>(), [3, 2]);
+        assert_eq!(ingest.symbols().seen().len(), 2);
+    }
+
+    #[test]
+    fn a_full_ring_accepts_only_what_fits() {
+        let (ingest, mut readers) = setup(4);
+        let batch: Vec<_> = (0..6)
+            .map(|i| ingest.admit(trade("A", i)).unwrap())
+            .collect();
+        assert_eq!(ingest.try_publish(&batch), 4);
+        assert_eq!(ingest.try_publish(&batch[4..]), 0);
+        let mut out = Vec::new();
+        readers[0].read_batch(&mut out, 1);
+        assert_eq!(ingest.try_publish(&batch[4..]), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn publish_waits_for_space_then_delivers_everything() {
+        let (ingest, mut readers) = setup(4);
+        let batch: Vec<_> = (0..100)
+            .map(|i| ingest.admit(trade("A", i)).unwrap())
+            .collect();
+        let mut reader = readers.pop().unwrap();
+        let consumer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 100 {
+                let mut out = Vec::new();
+                if reader.read_batch(&mut out, 3) == 0 {
+                    reader.waker.notified().await;
+                }
+                got.extend(out.iter().map(|e| e.tick.seq));
+            }
+            got
+        });
+        ingest.publish(&batch).await;
+        let got = consumer.await.unwrap();
+        assert_eq!(got, (1..=100).collect::<Vec<u64>>());
+        assert!(ingest.stats.ring_full.load(Ordering::Relaxed) > 0);
+    }
+}

@@ -1,0 +1,22 @@
+//! tickwire: a low-latency market-data feed over WebSocket.
+//!
+//! Ticks enter through [`ingest`] (publishers, recorded feeds), are sequenced
+//! and encoded once into WebSocket frames ([`encode`]), pass through the
+//! lock-free broadcast [`ring`], and are fanned out by per-core workers
+//! ([`fanout`]) to subscriber [`session`]s with per-client backpressure.
+//! The wire contract is PROTOCOL.md; [`protocol`] parses what comes in.
+
+pub mod config;
+pub mod decimal;
+pub mod encode;
+pub mod fanout;
+pub mod ingest;
+pub mod protocol;
+pub mod replay;
+pub mod ring;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod stats;
+pub mod symbols;
+pub mod tick;

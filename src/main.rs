@@ -1,0 +1,181 @@
+//! The `tickwire` command: `serve` runs the feed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tickwire::config::{Config, FeedSource};
+use tickwire::replay::Speed;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "tickwire",
+    version,
+    about = "Low-latency market-data feed over WebSocket"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the feed server (with no flags: the bundled recording, looped, on 127.0.0.1:8080).
+    Serve(ServeArgs),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write e.g. 5s, 250ms)"))
+}
+
+fn parse_speed(s: &str) -> Result<Speed, String> {
+    if s == "max" {
+        return Ok(Speed::Max);
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
+        _ => Err(format!(
+            "`{s}` is not a speed: write a factor > 0 (1 = recorded pace) or `max`"
+        )),
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (IPv4 or [IPv6]:port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Fan-out worker threads; 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Play this JSON-lines recording instead of the bundled one.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_feed")]
+    replay: Option<PathBuf>,
+    /// Playback speed for --replay: a factor (1 = recorded pace) or `max`.
+    #[arg(long, default_value = "1", value_parser = parse_speed, requires = "replay")]
+    speed: Speed,
+    /// Loop the --replay recording.
+    #[arg(long = "loop", requires = "replay")]
+    looping: bool,
+    /// No built-in feed: only ticks from publishers on /v1/publish.
+    #[arg(long)]
+    no_feed: bool,
+    /// Ticks the ingest ring holds (a power of two; publishers wait when it is full).
+    #[arg(long, default_value_t = 65_536)]
+    ring_capacity: usize,
+    /// Largest inbound WebSocket message in bytes (bigger: close 1009).
+    #[arg(long, default_value_t = 65_536)]
+    max_message_bytes: usize,
+    /// Most (symbol, channel) keys a connection may subscribe to by name.
+    #[arg(long, default_value_t = 10_000)]
+    max_keys_per_connection: usize,
+    /// Most distinct symbols the server tracks.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_symbols: usize,
+    /// Byte cap on one client's frames queued for its socket.
+    #[arg(long, default_value_t = 262_144)]
+    client_buffer_bytes: usize,
+    /// SO_SNDBUF for subscriber sockets, bytes (the kernel doubles it).
+    #[arg(long, default_value_t = 32_768)]
+    socket_send_buffer: usize,
+    /// Close a client with 4000 after it has been behind this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    evict_after: Duration,
+    /// Control messages per second per connection (sustained).
+    #[arg(long, default_value_t = 50)]
+    control_rate: u32,
+    /// Control messages per connection in a burst.
+    #[arg(long, default_value_t = 100)]
+    control_burst: u32,
+    /// Time a client has to send its HTTP request head.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
+    /// After sending Close, how long to wait for the peer's.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    close_timeout: Duration,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Config {
+        let feed = match (self.replay, self.no_feed) {
+            (Some(path), _) => FeedSource::Recording {
+                path,
+                speed: self.speed,
+                looping: self.looping,
+            },
+            (None, true) => FeedSource::None,
+            (None, false) => FeedSource::Embedded,
+        };
+        Config {
+            listen: self.listen,
+            workers: self.workers,
+            ring_capacity: self.ring_capacity,
+            max_message_bytes: self.max_message_bytes,
+            max_keys_per_connection: self.max_keys_per_connection,
+            max_symbols: self.max_symbols,
+            client_buffer_bytes: self.client_buffer_bytes,
+            socket_send_buffer: self.socket_send_buffer,
+            evict_after: self.evict_after,
+            control_rate_per_sec: self.control_rate,
+            control_burst: self.control_burst,
+            handshake_timeout: self.handshake_timeout,
+            close_timeout: self.close_timeout,
+            feed,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args.into_config()),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    let feed = config.feed.clone();
+    let handle = match tickwire::server::start(config) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("tickwire: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match feed {
+        FeedSource::Embedded => {
+            tracing::info!("playing the bundled recording (replay-data/default.jsonl) in a loop")
+        }
+        FeedSource::Recording { path, .. } => {
+            tracing::info!(file = %path.display(), "playing recording")
+        }
+        FeedSource::None => tracing::info!("no built-in feed; publish ticks on /v1/publish"),
+    }
+    tracing::info!("subscribe at ws://{}/v1/stream", handle.addr());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building the signal runtime");
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    });
+    tracing::info!("shutting down: closing every connection with 1001");
+    handle.shutdown();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,426 @@
+//! The server: listeners, worker threads, HTTP routing and lifecycle.
+//!
+//! One thread per core runs a single-threaded tokio runtime with its own
+//! `SO_REUSEPORT` listener, its own clients and its own ring reader, so
+//! per-client state needs no locks. A separate ingest thread runs recorded
+//! sources. HTTP is hyper's; WebSocket upgrades are answered here (with the
+//! subprotocol negotiated here, which fastwebsockets leaves to us) and the
+//! raw `TcpStream` is taken back from hyper for the session.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::{Config, FeedSource};
+use crate::fanout::{Worker, WorkerState};
+use crate::ingest::{Ingest, IngestReader, TickSource, run_source};
+use crate::replay::{RecordedFeed, RecordingError, parse_jsonl};
+use crate::session::{self, JSON_PROTOCOL, SessionKind};
+use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
+use crate::stats::Stats;
+use crate::symbols::SymbolTable;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the feed: {0}")]
+    Feed(#[from] RecordingError),
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A running server.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    trigger: ShutdownTrigger,
+    threads: Vec<JoinHandle<()>>,
+    stats: Arc<Stats>,
+    ingest: Arc<Ingest>,
+}
+
+impl ServerHandle {
+    /// The address actually bound (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    pub fn ingest(&self) -> &Arc<Ingest> {
+        &self.ingest
+    }
+
+    /// Closes every connection with 1001 and waits for the threads to end.
+    pub fn shutdown(self) {
+        self.trigger.trigger();
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    // Inherited by accepted sockets on Linux.
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// Starts the server on its own threads and returns once it is listening.
+pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
+    let workers = config.worker_count();
+    let config = Arc::new(config);
+    let stats = Arc::new(Stats::default());
+    let symbols = Arc::new(SymbolTable::new(config.max_symbols));
+    let (ingest, readers) = Ingest::new(config.ring_capacity, workers, symbols, stats.clone());
+    let (trigger, shutdown) = shutdown_pair();
+
+    // The first listener picks the port (it may be 0); the others share it.
+    let first = bind(config.listen).map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let addr = first.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind(addr).map_err(|source| ServerError::Bind { addr, source })?);
+    }
+
+    let source: Option<Box<dyn TickSource>> = match &config.feed {
+        FeedSource::Embedded => Some(Box::new(RecordedFeed::embedded_default()?)),
+        FeedSource::Recording {
+            path,
+            speed,
+            looping,
+        } => {
+            let name = path.display().to_string();
+            let data = std::fs::read(path).map_err(|source| RecordingError::Io {
+                file: name.clone(),
+                source,
+            })?;
+            let ticks = parse_jsonl(&name, &data)?;
+            Some(Box::new(RecordedFeed::new(
+                name, ticks, *speed, *looping, false,
+            )))
+        }
+        FeedSource::None => None,
+    };
+
+    let mut threads = Vec::new();
+    for (i, (listener, reader)) in listeners.into_iter().zip(readers).enumerate() {
+        let ctx = (
+            config.clone(),
+            ingest.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        );
+        let t = std::thread::Builder::new()
+            .name(format!("tickwire-worker-{i}"))
+            .spawn(move || run_worker(i, listener, reader, ctx.0, ctx.1, ctx.2, ctx.3))
+            .map_err(ServerError::Thread)?;
+        threads.push(t);
+    }
+    if let Some(source) = source {
+        let ingest = ingest.clone();
+        let shutdown = shutdown.clone();
+        let t = std::thread::Builder::new()
+            .name("tickwire-ingest".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("building the ingest runtime");
+                let name = source.name().to_owned();
+                if let Err(e) = rt.block_on(run_source(source, ingest, shutdown)) {
+                    tracing::error!(source = name, error = %e, "feed source stopped");
+                }
+            })
+            .map_err(ServerError::Thread)?;
+        threads.push(t);
+    }
+    tracing::info!(%addr, workers, "tickwire listening");
+    Ok(ServerHandle {
+        addr,
+        trigger,
+        threads,
+        stats,
+        ingest,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_worker(
+    id: usize,
+    listener: std::net::TcpListener,
+    reader: IngestReader,
+    config: Arc<Config>,
+    ingest: Arc<Ingest>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a worker runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let worker = Rc::new(Worker {
+            id,
+            state: std::cell::RefCell::new(WorkerState::default()),
+            ingest,
+            config,
+            stats,
+        });
+        let listener = TcpListener::from_std(listener).expect("registering the listener");
+        tokio::task::spawn_local(worker.clone().run_fanout(reader, shutdown.clone()));
+        let mut stop = shutdown.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        tokio::task::spawn_local(serve_http(worker.clone(), stream, peer, shutdown.clone()));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                _ = stop.triggered() => break,
+            }
+        }
+        drop(listener);
+        // Sessions close themselves with 1001 on shutdown; wait for them,
+        // bounded by the close grace plus a margin.
+        let deadline = tokio::time::Instant::now() + worker.config.close_timeout + std::time::Duration::from_millis(500);
+        while !worker.state.borrow().clients.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+}
+
+async fn serve_http(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+    let io = TokioIo::new(stream);
+    let w = worker.clone();
+    let sd = shutdown.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let w = w.clone();
+        let sd = sd.clone();
+        async move { Ok::<_, Infallible>(route(w, req, sd)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(worker.config.handshake_timeout)
+        .max_buf_size(16 * 1024)
+        .serve_connection(io, service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "http connection ended with an error");
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.into())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn route(worker: Rc<Worker>, req: Request<Incoming>, shutdown: Shutdown) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match path.as_str() {
+        "/v1/stream" => upgrade(worker, req, SessionKind::Subscriber, shutdown),
+        "/v1/publish" => upgrade(worker, req, SessionKind::Publisher, shutdown),
+        "/healthz" if req.method() == Method::GET => {
+            if shutdown.is_triggered() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            } else {
+                text(StatusCode::OK, "ok\n")
+            }
+        }
+        "/v1/symbols" if req.method() == Method::GET => {
+            let mut o = Vec::with_capacity(256);
+            o.push(b'[');
+            for (i, (name, _)) in worker.ingest.symbols().seen().iter().enumerate() {
+                if i > 0 {
+                    o.push(b',');
+                }
+                crate::encode::json_string(&mut o, name);
+            }
+            o.push(b']');
+            let mut r = Response::new(Full::new(Bytes::from(o)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        "/healthz" | "/v1/symbols" => {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} accepts GET only\n"),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            r
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/symbols, /healthz\n"
+            ),
+        ),
+    }
+}
+
+/// Subprotocols offered in `Sec-WebSocket-Protocol` (all header lines).
+fn offered_protocols(req: &Request<Incoming>) -> Vec<String> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn upgrade(
+    worker: Rc<Worker>,
+    mut req: Request<Incoming>,
+    kind: SessionKind,
+    shutdown: Shutdown,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if req.method() != Method::GET {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} is a WebSocket endpoint: open it with GET and `Upgrade: websocket`\n"),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return r;
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        let mut r = text(
+            StatusCode::UPGRADE_REQUIRED,
+            format!(
+                "{path} is a WebSocket endpoint: send `Connection: Upgrade` and `Upgrade: websocket` (a WebSocket client does this)\n"
+            ),
+        );
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        return r;
+    }
+    if shutdown.is_triggered() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down\n",
+        );
+    }
+    let offered = offered_protocols(&req);
+    let chosen = if kind == SessionKind::Publisher || offered.is_empty() {
+        None
+    } else if offered.iter().any(|p| p == JSON_PROTOCOL) {
+        Some(JSON_PROTOCOL)
+    } else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "none of the offered subprotocols ({}) is supported; offer {JSON_PROTOCOL}, or none\n",
+                offered.join(", ")
+            ),
+        );
+    };
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            let version_wrong = matches!(
+                e,
+                fastwebsockets::WebSocketError::InvalidSecWebsocketVersion
+            );
+            let mut r = text(
+                if version_wrong {
+                    StatusCode::UPGRADE_REQUIRED
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                format!("WebSocket handshake refused: {e}\n"),
+            );
+            if version_wrong {
+                r.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            return r;
+        }
+    };
+    tokio::task::spawn_local(async move {
+        let ws = match fut.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        // Take the TcpStream back from hyper: the session writes pre-encoded
+        // frames to it directly. `read_buf` holds bytes the client sent right
+        // after its request; they are read first.
+        let upgraded = ws.into_inner().into_inner();
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                session::run(
+                    worker,
+                    parts.io.into_inner(),
+                    parts.read_buf,
+                    kind,
+                    shutdown,
+                )
+                .await;
+            }
+            Err(_) => tracing::error!("upgraded connection is not a plain TCP stream"),
+        }
+    });
+    let (mut parts, _) = response.into_parts();
+    if let Some(p) = chosen {
+        parts
+            .headers
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}

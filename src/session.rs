@@ -1,0 +1,615 @@
+//! Sessions: one WebSocket connection each, subscriber or publisher.
+//!
+//! A session's task owns the connection's read side: it reads frames
+//! (reassembling fragments under the size cap), answers control messages or
+//! takes in published ticks, and when it ends it removes the client and its
+//! subscriptions. Reading has its own task because fastwebsockets'
+//! `read_frame` is not cancel-safe; writing goes through the client's outbox
+//! in [`crate::fanout`].
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use fastwebsockets::{OpCode, Role, WebSocketError, WebSocketRead};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::encode::{self, JsonObject};
+use crate::fanout::{ClientId, Worker, channel_names, close_code};
+use crate::ingest::{Admitted, RingItem};
+use crate::protocol::{
+    ErrorCode, ProtocolError, Published, Request, SymbolList, parse_publish, parse_request,
+};
+use crate::shutdown::Shutdown;
+use crate::stats::Stats;
+use crate::tick::{ChannelSet, KeyId, wall_clock_ns};
+
+/// Which endpoint the connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    Subscriber,
+    Publisher,
+}
+
+/// The subprotocol name spoken on subscriber connections.
+pub const JSON_PROTOCOL: &str = "tickwire.json.v1";
+
+/// A complete inbound message.
+enum Inbound {
+    Text(Vec<u8>),
+    Binary,
+    Close,
+}
+
+/// Why reading stopped.
+enum ReadEnd {
+    /// The peer went away (EOF, reset).
+    Gone,
+    /// The peer broke the protocol: close with this code.
+    Violation(u16, String),
+}
+
+/// Reads whole messages: reassembles fragments under the size cap and
+/// turns framing errors into the close code RFC 6455 asks for.
+struct MessageReader<S> {
+    ws: WebSocketRead<S>,
+    max: usize,
+    partial: Option<(OpCode, Vec<u8>)>,
+}
+
+impl<S: AsyncRead + Unpin> MessageReader<S> {
+    fn new(stream: S, max: usize) -> Self {
+        let (mut ws, _) =
+            fastwebsockets::after_handshake_split(stream, tokio::io::sink(), Role::Server);
+        // A single frame larger than the cap is refused from its header,
+        // before any of its payload is buffered.
+        ws.set_max_message_size(max.saturating_add(1));
+        ws.set_auto_close(true);
+        ws.set_auto_pong(true);
+        MessageReader {
+            ws,
+            max,
+            partial: None,
+        }
+    }
+
+    /// Reads the next message; `obligated` receives the frames the protocol
+    /// obliges us to send (pong, close echo) as complete frames.
+    async fn next(
+        &mut self,
+        obligated: &mut impl FnMut(OpCode, Bytes),
+    ) -> Result<Inbound, ReadEnd> {
+        loop {
+            let mut send = |f: fastwebsockets::Frame<'_>| {
+                obligated(f.opcode, encode::frame(f.opcode as u8, &f.payload));
+                std::future::ready(Ok::<(), std::io::Error>(()))
+            };
+            let frame = match self.ws.read_frame(&mut send).await {
+                Ok(f) => f,
+                Err(e) => return Err(self.classify(e)),
+            };
+            match frame.opcode {
+                OpCode::Close => return Ok(Inbound::Close),
+                OpCode::Ping | OpCode::Pong => continue,
+                OpCode::Text | OpCode::Binary => {
+                    if self.partial.is_some() {
+                        return Err(ReadEnd::Violation(
+                            close_code::PROTOCOL_ERROR,
+                            "new message started inside a fragmented one".into(),
+                        ));
+                    }
+                    if frame.fin {
+                        return Ok(match frame.opcode {
+                            // fastwebsockets checked UTF-8 of unfragmented text.
+                            OpCode::Text => Inbound::Text(frame.payload.to_vec()),
+                            _ => Inbound::Binary,
+                        });
+                    }
+                    self.partial = Some((frame.opcode, frame.payload.to_vec()));
+                }
+                OpCode::Continuation => {
+                    let Some((opcode, mut buf)) = self.partial.take() else {
+                        return Err(ReadEnd::Violation(
+                            close_code::PROTOCOL_ERROR,
+                            "continuation frame without a message to continue".into(),
+                        ));
+                    };
+                    if buf.len() + frame.payload.len() > self.max {
+                        return Err(ReadEnd::Violation(
+                            close_code::TOO_BIG,
+                            format!("message larger than {} bytes", self.max),
+                        ));
+                    }
+                    buf.extend_from_slice(&frame.payload);
+                    if !frame.fin {
+                        self.partial = Some((opcode, buf));
+                        continue;
+                    }
+                    if opcode == OpCode::Text {
+                        if std::str::from_utf8(&buf).is_err() {
+                            return Err(ReadEnd::Violation(
+                                close_code::INVALID_DATA,
+                                "text message is not valid UTF-8".into(),
+                            ));
+                        }
+                        return Ok(Inbound::Text(buf));
+                    }
+                    return Ok(Inbound::Binary);
+                }
+            }
+        }
+    }
+
+    fn classify(&self, e: WebSocketError) -> ReadEnd {
+        use WebSocketError as E;
+        match e {
+            E::UnexpectedEOF | E::IoError(_) | E::ConnectionClosed => ReadEnd::Gone,
+            E::FrameTooLarge => ReadEnd::Violation(
+                close_code::TOO_BIG,
+                format!("message larger than {} bytes", self.max),
+            ),
+            E::InvalidUTF8 => ReadEnd::Violation(
+                close_code::INVALID_DATA,
+                "text message is not valid UTF-8".into(),
+            ),
+            other => ReadEnd::Violation(close_code::PROTOCOL_ERROR, other.to_string()),
+        }
+    }
+}
+
+/// Token bucket for control messages.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+    /// Consecutive refusals; persistent abuse closes the connection.
+    strikes: u32,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32) -> Self {
+        RateLimit {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: Instant::now(),
+            strikes: 0,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.strikes = 0;
+            true
+        } else {
+            self.strikes += 1;
+            false
+        }
+    }
+}
+
+/// Refusals in a row after which a flooding client is closed with 1008.
+const MAX_STRIKES: u32 = 100;
+
+fn error_frame(e: &ProtocolError) -> Bytes {
+    let mut o = JsonObject::new("error");
+    o.id(e.id)
+        .str("code", e.code.as_str())
+        .str("message", &e.message);
+    o.into_frame()
+}
+
+fn hello_frame(worker: &Worker, kind: SessionKind) -> Bytes {
+    let c = &worker.config;
+    let limits_json = format!(
+        r#"{{"max_message_bytes":{},"max_keys_per_connection":{},"control_per_sec":{},"control_burst":{},"client_buffer_bytes":{},"evict_after_ms":{}}}"#,
+        c.max_message_bytes,
+        c.max_keys_per_connection,
+        c.control_rate_per_sec,
+        c.control_burst,
+        c.client_buffer_bytes,
+        c.evict_after.as_millis()
+    );
+    let mut o = JsonObject::new("hello");
+    o.str("server", "tickwire")
+        .str("version", env!("CARGO_PKG_VERSION"))
+        .str("protocol", JSON_PROTOCOL)
+        .str(
+            "role",
+            match kind {
+                SessionKind::Subscriber => "subscriber",
+                SessionKind::Publisher => "publisher",
+            },
+        )
+        .raw("limits", limits_json.as_bytes());
+    o.into_frame()
+}
+
+/// Runs one upgraded connection to completion.
+pub async fn run(
+    worker: Rc<Worker>,
+    stream: TcpStream,
+    prefix: Bytes,
+    kind: SessionKind,
+    shutdown: Shutdown,
+) {
+    let peer = stream.peer_addr().ok();
+    if kind == SessionKind::Subscriber {
+        let _ =
+            socket2::SockRef::from(&stream).set_send_buffer_size(worker.config.socket_send_buffer);
+    }
+    let (read, write) = stream.into_split();
+    let id = worker.state.borrow_mut().add_client(write);
+    let (wake, kill) = {
+        let mut st = worker.state.borrow_mut();
+        let c = st.client(id).expect("just added");
+        (c.writer_wake.clone(), c.kill.clone())
+    };
+    let gauge = match kind {
+        SessionKind::Subscriber => &worker.stats.subscribers,
+        SessionKind::Publisher => &worker.stats.publishers,
+    };
+    gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Stats::add(&worker.stats.connections_total, 1);
+    tracing::debug!(
+        worker = worker.id,
+        client = id,
+        ?peer,
+        ?kind,
+        "connection open"
+    );
+
+    let writer = tokio::task::spawn_local(worker.clone().run_writer(id, wake));
+    let mut session = Session {
+        worker: worker.clone(),
+        id,
+        kind,
+        limit: RateLimit::new(
+            worker.config.control_rate_per_sec,
+            worker.config.control_burst,
+        ),
+        reason: "client closed",
+    };
+    session.send(hello_frame(&worker, kind));
+
+    let reader = MessageReader::new(
+        std::io::Cursor::new(prefix).chain(read),
+        worker.config.max_message_bytes,
+    );
+    tokio::select! {
+        _ = session.read_loop(reader, shutdown) => {}
+        _ = kill.notified() => {}
+    }
+
+    writer.abort();
+    let client = worker.state.borrow_mut().remove_client(id);
+    gauge.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let (dropped, frames) = client
+        .map(|c| (c.dropped, c.frames_sent))
+        .unwrap_or_default();
+    tracing::debug!(
+        worker = worker.id,
+        client = id,
+        ?peer,
+        reason = session.reason,
+        frames,
+        dropped,
+        "connection closed"
+    );
+}
+
+struct Session {
+    worker: Rc<Worker>,
+    id: ClientId,
+    kind: SessionKind,
+    limit: RateLimit,
+    reason: &'static str,
+}
+
+impl Session {
+    /// Queues a control frame and flushes it.
+    fn send(&self, frame: Bytes) {
+        let mut st = self.worker.state.borrow_mut();
+        if let Some(c) = st.client(self.id) {
+            c.push_control(frame);
+        }
+        st.flush_client(
+            self.id,
+            self.worker.config.client_buffer_bytes,
+            &self.worker.stats,
+        );
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        let mut st = self.worker.state.borrow_mut();
+        if let Some(c) = st.client(self.id) {
+            c.close(code, reason, self.worker.config.close_timeout);
+        }
+        st.flush_client(
+            self.id,
+            self.worker.config.client_buffer_bytes,
+            &self.worker.stats,
+        );
+    }
+
+    fn refuse(&self, e: &ProtocolError) {
+        Stats::add(&self.worker.stats.request_errors, 1);
+        self.send(error_frame(e));
+    }
+
+    async fn read_loop<S: AsyncRead + Unpin>(
+        &mut self,
+        mut reader: MessageReader<S>,
+        mut shutdown: Shutdown,
+    ) {
+        let worker = self.worker.clone();
+        let id = self.id;
+        let mut obligated = |op: OpCode, frame: Bytes| {
+            let mut st = worker.state.borrow_mut();
+            if let Some(c) = st.client(id) {
+                if op == OpCode::Close {
+                    c.close_with_frame(frame, worker.config.close_timeout);
+                } else {
+                    c.push_control(frame);
+                }
+            }
+            st.flush_client(id, worker.config.client_buffer_bytes, &worker.stats);
+        };
+        let mut shutting_down = false;
+        loop {
+            let next = if shutting_down {
+                reader.next(&mut obligated).await
+            } else {
+                tokio::select! {
+                    r = reader.next(&mut obligated) => r,
+                    _ = shutdown.triggered() => {
+                        // Dropping the read future is safe here: we only wait
+                        // for the peer's Close from now on.
+                        shutting_down = true;
+                        self.reason = "server shutting down";
+                        self.close(close_code::GOING_AWAY, "server shutting down");
+                        continue;
+                    }
+                }
+            };
+            let closing = self
+                .worker
+                .state
+                .borrow_mut()
+                .client(self.id)
+                .is_none_or(|c| c.is_closing());
+            match next {
+                Ok(Inbound::Close) | Err(ReadEnd::Gone) => return,
+                Err(ReadEnd::Violation(code, why)) => {
+                    tracing::debug!(client = self.id, code, why, "protocol violation");
+                    self.reason = "protocol violation";
+                    self.close(code, &why);
+                    // Wait for the peer to close, within the close grace.
+                    let _ = tokio::time::timeout(self.worker.config.close_timeout, async {
+                        let mut discard = |_: OpCode, _: Bytes| {};
+                        while reader.next(&mut discard).await.is_ok() {}
+                    })
+                    .await;
+                    return;
+                }
+                Ok(_) if closing => continue,
+                Ok(Inbound::Binary) => self.refuse(&ProtocolError::new(
+                    None,
+                    ErrorCode::BadJson,
+                    "binary frames are not accepted here; send JSON text frames",
+                )),
+                Ok(Inbound::Text(mut payload)) => match self.kind {
+                    SessionKind::Subscriber => self.on_control(&mut payload),
+                    SessionKind::Publisher => self.on_publish(&payload).await,
+                },
+            }
+        }
+    }
+
+    fn rate_limited(&mut self) -> bool {
+        if self.limit.allow() {
+            return false;
+        }
+        if self.limit.strikes >= MAX_STRIKES {
+            self.reason = "control message flood";
+            self.close(close_code::POLICY, "too many control messages");
+        } else {
+            self.refuse(&ProtocolError::new(
+                None,
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} control messages per second (burst {}); this message was ignored",
+                    self.worker.config.control_rate_per_sec, self.worker.config.control_burst
+                ),
+            ));
+        }
+        true
+    }
+
+    fn on_control(&mut self, payload: &mut [u8]) {
+        if self.rate_limited() {
+            return;
+        }
+        match parse_request(payload) {
+            Err(e) => self.refuse(&e),
+            Ok(Request::Ping { id }) => {
+                let mut o = JsonObject::new("pong");
+                o.id(id).u64("ts", wall_clock_ns());
+                self.send(o.into_frame());
+            }
+            Ok(Request::Symbols { id }) => {
+                let seen = self.worker.ingest.symbols().seen();
+                let mut o = JsonObject::new("symbols");
+                o.id(id)
+                    .strs("symbols", seen.iter().map(|(n, _)| n.as_ref()));
+                self.send(o.into_frame());
+            }
+            Ok(Request::Subscribe {
+                id,
+                symbols,
+                channels,
+                snapshot,
+            }) => {
+                if let Err(e) = self.subscribe(id, &symbols, channels, snapshot) {
+                    self.refuse(&e);
+                }
+            }
+            Ok(Request::Unsubscribe {
+                id,
+                symbols,
+                channels,
+            }) => self.unsubscribe(id, &symbols, channels),
+        }
+    }
+
+    fn subscribe(
+        &self,
+        id: Option<i64>,
+        symbols: &SymbolList,
+        channels: ChannelSet,
+        snapshot: bool,
+    ) -> Result<(), ProtocolError> {
+        let w = &self.worker;
+        let table = w.ingest.symbols();
+        let mut ids = Vec::with_capacity(symbols.names.len());
+        for name in &symbols.names {
+            let (sid, _) = table.intern(name).map_err(|e| {
+                ProtocolError::new(
+                    id,
+                    ErrorCode::TooManySymbols,
+                    format!("{e}; nothing was subscribed"),
+                )
+            })?;
+            ids.push((name.as_str(), sid));
+        }
+        let keys: Vec<KeyId> = ids
+            .iter()
+            .flat_map(|&(_, sid)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
+            .collect();
+        let mut st = w.state.borrow_mut();
+        let Some(c) = st.client(self.id) else {
+            return Ok(());
+        };
+        let new = keys.iter().filter(|k| !c.is_subscribed(**k)).count();
+        if c.named_keys() + new > w.config.max_keys_per_connection {
+            return Err(ProtocolError::new(
+                id,
+                ErrorCode::TooManySymbols,
+                format!(
+                    "this would make {} subscribed (symbol, channel) keys on this connection; the limit is {}. Nothing was subscribed",
+                    c.named_keys() + new,
+                    w.config.max_keys_per_connection
+                ),
+            ));
+        }
+        st.subscribe_keys(self.id, &keys);
+        if symbols.all {
+            st.subscribe_star(self.id, channels);
+        }
+        let mut names: Vec<&str> = ids.iter().map(|(n, _)| *n).collect();
+        let seen;
+        let id_pairs: Vec<(&str, u32)> = if symbols.all {
+            names.insert(0, "*");
+            seen = table.seen();
+            let mut v: Vec<(&str, u32)> = seen.iter().map(|(n, i)| (n.as_ref(), *i)).collect();
+            v.extend(
+                ids.iter()
+                    .filter(|(n, _)| !seen.iter().any(|(s, _)| s.as_ref() == *n))
+                    .copied(),
+            );
+            v
+        } else {
+            ids.clone()
+        };
+        let mut o = JsonObject::new("subscribed");
+        o.id(id)
+            .strs("symbols", names)
+            .strs("channels", channel_names(channels))
+            .ids("ids", id_pairs);
+        if let Some(c) = st.client(self.id) {
+            c.push_control(o.into_frame());
+        }
+        if snapshot {
+            let mut last: Vec<RingItem> = Vec::new();
+            if symbols.all {
+                w.ingest.all_last_values(channels, &mut last);
+            } else {
+                w.ingest.last_values(keys.iter().copied(), &mut last);
+            }
+            st.offer_snapshots(self.id, &last, &w.stats);
+        }
+        st.flush_client(self.id, w.config.client_buffer_bytes, &w.stats);
+        Ok(())
+    }
+
+    fn unsubscribe(&self, id: Option<i64>, symbols: &SymbolList, channels: ChannelSet) {
+        let w = &self.worker;
+        let table = w.ingest.symbols();
+        let keys: Vec<KeyId> = symbols
+            .names
+            .iter()
+            .filter_map(|n| table.lookup(n))
+            .flat_map(|(sid, _)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
+            .collect();
+        let mut st = w.state.borrow_mut();
+        st.unsubscribe_keys(self.id, &keys);
+        if symbols.all {
+            st.unsubscribe_star(self.id, channels);
+        }
+        let mut names: Vec<&str> = symbols.names.iter().map(String::as_str).collect();
+        if symbols.all {
+            names.insert(0, "*");
+        }
+        let mut o = JsonObject::new("unsubscribed");
+        o.id(id)
+            .strs("symbols", names)
+            .strs("channels", channel_names(channels));
+        if let Some(c) = st.client(self.id) {
+            c.push_control(o.into_frame());
+        }
+        st.flush_client(self.id, w.config.client_buffer_bytes, &w.stats);
+    }
+
+    async fn on_publish(&mut self, payload: &[u8]) {
+        let mut batch: Vec<Admitted> = Vec::new();
+        for item in parse_publish(payload) {
+            match item {
+                Ok(Published::Tick(t)) => match self.worker.ingest.admit(t) {
+                    Ok(a) => batch.push(a),
+                    Err(e) => {
+                        Stats::add(&self.worker.stats.publish_errors, 1);
+                        self.refuse(&ProtocolError::new(
+                            None,
+                            ErrorCode::TooManySymbols,
+                            e.to_string(),
+                        ));
+                    }
+                },
+                Ok(Published::Ping { id }) => {
+                    // A pong confirms every tick before it has been ingested.
+                    self.worker.ingest.publish(&batch).await;
+                    batch.clear();
+                    if self.rate_limited() {
+                        continue;
+                    }
+                    let mut o = JsonObject::new("pong");
+                    o.id(id).u64("ts", wall_clock_ns());
+                    self.send(o.into_frame());
+                }
+                Err(e) => {
+                    Stats::add(&self.worker.stats.publish_errors, 1);
+                    self.refuse(&e);
+                }
+            }
+        }
+        // Waits while the ring is full: this publisher is not read meanwhile.
+        self.worker.ingest.publish(&batch).await;
+    }
+}
