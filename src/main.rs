@@ -98,10 +98,14 @@ struct ServeArgs {
     /// After sending Close, how long to wait for the peer's.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     close_timeout: Duration,
+    /// Once listening, write the bound address (e.g. 127.0.0.1:41234) to this
+    /// file: lets a parent process use `--listen 127.0.0.1:0`.
+    #[arg(long, value_name = "FILE")]
+    addr_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
-    fn into_config(self) -> Config {
+    fn into_config(self) -> (Config, Option<PathBuf>) {
         let feed = match (self.replay, self.no_feed) {
             (Some(path), _) => FeedSource::Recording {
                 path,
@@ -111,7 +115,7 @@ impl ServeArgs {
             (None, true) => FeedSource::None,
             (None, false) => FeedSource::Embedded,
         };
-        Config {
+        let config = Config {
             listen: self.listen,
             workers: self.workers,
             ring_capacity: self.ring_capacity,
@@ -126,7 +130,8 @@ impl ServeArgs {
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,
             feed,
-        }
+        };
+        (config, self.addr_file)
     }
 }
 
@@ -136,14 +141,18 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args.into_config()),
+        Command::Serve(args) => {
+            let (config, addr_file) = args.into_config();
+            serve(config, addr_file)
+        }
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
     let feed = config.feed.clone();
     let handle = match tickwire::server::start(config) {
         Ok(h) => h,
@@ -152,6 +161,17 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = addr_file {
+        // Write then rename, so a reader never sees a partial address.
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, handle.addr().to_string())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+        {
+            eprintln!("tickwire: cannot write --addr-file {}: {e}", path.display());
+            handle.shutdown();
+            return ExitCode::FAILURE;
+        }
+    }
     match feed {
         FeedSource::Embedded => {
             tracing::info!("playing the bundled recording (replay-data/default.jsonl) in a loop")
