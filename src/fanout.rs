@@ -101,11 +101,11 @@ pub struct Client {
 }
 
 impl Client {
-    fn new(write: OwnedWriteHalf, stats: Arc<Stats>, cap: usize) -> Client {
+    fn new(write: Option<OwnedWriteHalf>, stats: Arc<Stats>, cap: usize) -> Client {
         Client {
             stats,
             cap,
-            write: Some(Rc::new(write)),
+            write: write.map(Rc::new),
             writer_wake: Rc::new(Notify::new()),
             kill: Rc::new(Notify::new()),
             keys: HashMap::new(),
@@ -364,6 +364,17 @@ impl Client {
         });
     }
 
+    /// Takes the bytes an in-memory client would have written, as if its
+    /// socket had taken them all; returns how many there were.
+    pub fn take_output(&mut self) -> usize {
+        let n = self.unsent();
+        Stats::gauge(&self.stats.queued_bytes, -(n as i64));
+        self.wbuf.clear();
+        self.frame_ends.clear();
+        self.sent = 0;
+        n
+    }
+
     /// Drops the socket's write side at once (peer gone or unresponsive).
     pub fn abandon(&mut self) {
         self.write = None;
@@ -414,7 +425,13 @@ fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
 
 impl WorkerState {
     pub fn add_client(&mut self, write: OwnedWriteHalf, stats: Arc<Stats>, cap: usize) -> ClientId {
-        self.clients.insert(Client::new(write, stats, cap))
+        self.clients.insert(Client::new(Some(write), stats, cap))
+    }
+
+    /// A client with no socket, whose output stays in memory until
+    /// [`Client::take_output`]: for benchmarks of the fan-out path itself.
+    pub fn add_in_memory_client(&mut self, stats: Arc<Stats>, cap: usize) -> ClientId {
+        self.clients.insert(Client::new(None, stats, cap))
     }
 
     /// Removes a client and every subscription it held.

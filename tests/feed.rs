@@ -127,7 +127,7 @@ async fn snapshot_on_subscribe_carries_the_last_value() {
 
     let mut sub = subscriber(h.addr()).await;
     sub.subscribe(1, &["IBM", "NEW"], None, true).await;
-    let mut snaps = vec![sub.recv_json().await, sub.recv_json().await];
+    let mut snaps = [sub.recv_json().await, sub.recv_json().await];
     snaps.sort_by_key(|v| v["type"].as_str().unwrap().to_string());
     assert_eq!(snaps[0]["type"], "quote");
     assert_eq!(snaps[0]["snap"], true);

@@ -1,0 +1,183 @@
+//! Hot-path micro-benchmarks: ring hop, tick encoding, fan-out enqueue.
+//!
+//! `cargo bench --bench hot_path`. Figures are in README.md (Performance).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use tickwire::decimal::Fixed;
+use tickwire::encode::{EncodedTick, tick_json};
+use tickwire::fanout::WorkerState;
+use tickwire::ring::ring;
+use tickwire::stats::Stats;
+use tickwire::tick::{Channel, Event, KeyId, Side, Tick};
+
+fn sample_tick(seq: u64) -> Tick {
+    Tick {
+        key: KeyId::new(7, Channel::Quote),
+        sym: "AAPL".into(),
+        seq,
+        ts: 1_700_000_000_123_456_999,
+        rx: 1_700_000_000_123_460_100,
+        event: Event::Quote {
+            bid: Fixed(189_220_000_000),
+            bsz: Fixed(300_000_000_000),
+            ask: Fixed(189_240_000_000),
+            asz: Fixed(200_000_000_000),
+        },
+    }
+}
+
+fn encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::Elements(1));
+    let quote = sample_tick(43);
+    let trade = Tick {
+        event: Event::Trade {
+            px: Fixed(189_230_000_000),
+            qty: Fixed(100_000_000_000),
+            side: Side::Buy,
+        },
+        ..sample_tick(42)
+    };
+    let mut buf = Vec::with_capacity(256);
+    g.bench_function("tick_json/quote", |b| {
+        b.iter(|| {
+            buf.clear();
+            tick_json(&mut buf, black_box(&quote), false);
+            black_box(buf.len())
+        })
+    });
+    g.bench_function("tick_json/trade", |b| {
+        b.iter(|| {
+            buf.clear();
+            tick_json(&mut buf, black_box(&trade), false);
+            black_box(buf.len())
+        })
+    });
+    // What ingest does per tick: encode into its own shared frame.
+    g.bench_function("encoded_tick/quote_frame", |b| {
+        b.iter_batched(
+            || quote.clone(),
+            |t| black_box(EncodedTick::new(t)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn ring_hop(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ring");
+    const N: u64 = 1_000_000;
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    // One producer thread, one consumer thread, Arc items (what ingest carries).
+    g.bench_function("spsc_throughput_1M", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (mut w, mut readers) = ring::<Arc<u64>>(65_536, 1);
+                let mut r = readers.pop().unwrap();
+                let item = Arc::new(0u64);
+                let start = Instant::now();
+                let consumer = std::thread::spawn(move || {
+                    let mut out = Vec::with_capacity(1024);
+                    let mut got = 0u64;
+                    while got < N {
+                        out.clear();
+                        got += r.read_batch(&mut out, 1024) as u64;
+                    }
+                });
+                let mut sent = 0;
+                while sent < N {
+                    if w.push(item.clone()).is_ok() {
+                        sent += 1;
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                consumer.join().unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+
+    // Hop latency: the time from push until the other thread has read it,
+    // ping-ponged through two rings so one clock measures both ends.
+    let mut g = c.benchmark_group("ring");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("hop_latency_round_trip", |b| {
+        let (mut there_w, mut there_r) = ring::<u64>(1024, 1);
+        let (mut back_w, mut back_r) = ring::<u64>(1024, 1);
+        let mut there_r = there_r.pop().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let echo = std::thread::spawn(move || {
+            let mut out = Vec::with_capacity(16);
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                out.clear();
+                if there_r.read_batch(&mut out, 16) > 0 {
+                    for v in &out {
+                        while back_w.push(*v).is_err() {}
+                    }
+                }
+            }
+        });
+        let mut back = back_r.pop().unwrap();
+        let mut out = Vec::with_capacity(16);
+        b.iter(|| {
+            while there_w.push(1).is_err() {}
+            loop {
+                out.clear();
+                if back.read_batch(&mut out, 16) > 0 {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        echo.join().unwrap();
+    });
+    g.finish();
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout");
+    const SUBSCRIBERS: usize = 1_000;
+    g.throughput(Throughput::Elements(SUBSCRIBERS as u64));
+    let stats = Arc::new(Stats::default());
+    let mut st = WorkerState::default();
+    let key = KeyId::new(7, Channel::Quote);
+    let ids: Vec<_> = (0..SUBSCRIBERS)
+        .map(|_| {
+            let id = st.add_in_memory_client(stats.clone(), 256 * 1024);
+            st.subscribe_keys(id, &[key]);
+            id
+        })
+        .collect();
+    let mut seq = 0;
+    // One tick to 1,000 subscribers: an in-order append to each one's buffer.
+    g.bench_function("one_tick_to_1000_subscribers", |b| {
+        b.iter_batched(
+            || {
+                seq += 1;
+                Arc::new(EncodedTick::new(sample_tick(seq)))
+            },
+            |item| {
+                st.deliver(&item);
+                for &id in &ids {
+                    black_box(st.client(id).unwrap().take_output());
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, encode, ring_hop, fanout);
+criterion_main!(benches);
