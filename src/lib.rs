@@ -13,6 +13,7 @@ pub mod fanout;
 pub mod import;
 pub mod ingest;
 pub mod protocol;
+pub mod record;
 pub mod recording;
 pub mod replay;
 pub mod ring;
