@@ -11,7 +11,7 @@ use crate::replay::Speed;
 pub enum FeedSource {
     /// The recording compiled into the binary, looped at recorded pace.
     Embedded,
-    /// A JSON-lines recording on disk.
+    /// A recording on disk (any encoding `recording` reads).
     Recording {
         path: PathBuf,
         speed: Speed,

@@ -5,15 +5,15 @@
 //! the ring reader, the sessions' control handling and the per-client writer
 //! tasks all run on the worker's single-threaded runtime.
 //!
-//! Backpressure, per client: every subscribed key has one pending slot. A new
-//! tick of a key whose slot is still full replaces the stale one (counted as
-//! dropped), so a slow client's memory is bounded by one slot per key plus the
-//! byte cap of its write buffer, and when it drains it gets the newest value of
-//! every key that changed. Control replies queue separately and are never
-//! dropped. After each ring batch every client with something pending is
-//! flushed with one `write`; a client whose socket is full is left to its
-//! writer task, which waits for writability and evicts it (close 4000) when it
-//! stays behind too long.
+//! Backpressure, per client: frames are appended in order to the client's
+//! write buffer until it holds the byte cap. Past that, every key has one
+//! pending slot: a new tick of a key whose slot is still full replaces the
+//! stale one (counted as dropped), so a slow client's memory is bounded by the
+//! byte cap plus one slot per key, and when it drains it gets the newest value
+//! of every key that changed. Control replies are never dropped. After each
+//! ring batch every client with something queued is flushed with one `write`;
+//! a client whose socket is full is left to its writer task, which waits for
+//! writability and evicts it (close 4000) when it stays behind too long.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -151,16 +151,17 @@ impl Client {
 
     /// Queues a tick for this client.
     ///
-    /// While the client keeps up, the frame goes straight into its write
-    /// buffer, in order. Once its socket is full (or the byte cap reached),
-    /// the key's pending slot holds it instead, and a newer tick of the key
-    /// replaces a stale one there.
+    /// Frames go straight into the write buffer, in order, while it holds
+    /// less than the byte cap: a client that is only briefly behind loses
+    /// nothing. Past the cap the client is coalescing: each key's newest tick
+    /// waits in its pending slot (replacing a stale one) until the buffer
+    /// has fully drained, and then one tick per key goes out.
     fn offer(&mut self, item: &RingItem, snapshot: bool) -> bool {
         if self.closing {
             return false;
         }
         let key = item.tick.key;
-        let direct = !self.blocked && self.unsent() < self.cap;
+        let direct = self.order.is_empty() && self.control.is_empty() && self.unsent() < self.cap;
         let slot = self.keys.entry(key).or_default();
         if item.tick.seq <= slot.last_seq {
             return false;
@@ -182,12 +183,13 @@ impl Client {
         true
     }
 
-    /// Queues a control frame (never dropped), in order with ticks.
+    /// Queues a control frame (never dropped), in order with the ticks
+    /// already in the write buffer; pending slots go out after it.
     pub fn push_control(&mut self, frame: Bytes) {
         if self.closing {
             return;
         }
-        if !self.blocked && self.control.is_empty() {
+        if self.control.is_empty() {
             self.append_frame(&frame);
         } else {
             self.control.push_back(frame);
@@ -573,7 +575,14 @@ impl WorkerState {
         let everyone = &star[key.channel() as usize];
         for &id in named.iter().chain(everyone.iter()) {
             let c = &mut clients[id];
-            if c.offer(item, false) && !c.dirty {
+            if !c.offer(item, false) {
+                continue;
+            }
+            if !c.blocked && c.unsent() >= c.cap / 2 {
+                // A big batch: write now rather than let a client that keeps
+                // up reach its cap before the batch ends.
+                flush_now(id, c);
+            } else if !c.dirty {
                 c.dirty = true;
                 dirty.push(id);
             }
@@ -598,19 +607,24 @@ impl WorkerState {
         if c.blocked {
             return; // its writer task flushes when the socket drains
         }
-        match c.flush() {
-            Ok(Flushed::Blocked) => c.writer_wake.notify_one(),
-            Ok(Flushed::Drained) => {}
-            Ok(Flushed::Closed) => c.closed_wait(),
-            Err(e) => {
-                tracing::debug!(client = id, error = %e, "write failed; dropping client");
-                c.abandon();
-            }
-        }
+        flush_now(id, c);
     }
 
     pub fn client(&mut self, id: ClientId) -> Option<&mut Client> {
         self.clients.get_mut(id)
+    }
+}
+
+/// Writes what a (not blocked) client has queued and acts on the outcome.
+fn flush_now(id: ClientId, c: &mut Client) {
+    match c.flush() {
+        Ok(Flushed::Blocked) => c.writer_wake.notify_one(),
+        Ok(Flushed::Drained) => {}
+        Ok(Flushed::Closed) => c.closed_wait(),
+        Err(e) => {
+            tracing::debug!(client = id, error = %e, "write failed; dropping client");
+            c.abandon();
+        }
     }
 }
 

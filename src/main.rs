@@ -27,6 +27,12 @@ struct Cli {
 enum Command {
     /// Run the feed server (with no flags: the bundled recording, looped, on 127.0.0.1:8080).
     Serve(ServeArgs),
+    /// Convert vendor files (Lean, Tardis, Databento DBN) into a tickwire recording.
+    Import(tickwire::import::ImportArgs),
+    /// Play recordings into a server's /v1/publish, paced by their timestamps.
+    Replay(tickwire::replay::client::ReplayArgs),
+    /// Subscribe to a server and write the ticks it sends to a recording.
+    Record(tickwire::record::RecordArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -53,7 +59,7 @@ struct ServeArgs {
     /// Fan-out worker threads; 0 = one per core.
     #[arg(long, default_value_t = 0)]
     workers: usize,
-    /// Play this JSON-lines recording instead of the bundled one.
+    /// Play this recording (.twr or .jsonl, optionally .zst) instead of the bundled one.
     #[arg(long, value_name = "FILE", conflicts_with = "no_feed")]
     replay: Option<PathBuf>,
     /// Playback speed for --replay: a factor (1 = recorded pace) or `max`.
@@ -149,6 +155,9 @@ fn main() -> ExitCode {
             let (config, addr_file) = args.into_config();
             serve(config, addr_file)
         }
+        Command::Import(args) => tickwire::import::run(args),
+        Command::Replay(args) => tickwire::replay::client::run(args),
+        Command::Record(args) => tickwire::record::run(args),
     }
 }
 
@@ -174,7 +183,9 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
     }
     match feed {
         FeedSource::Embedded => {
-            tracing::info!("playing the bundled recording (replay-data/default.jsonl) in a loop")
+            tracing::info!(
+                "playing the bundled recording (replay-data/us-equities-20131007-open30.twr.zst) in a loop"
+            )
         }
         FeedSource::Recording { path, .. } => {
             tracing::info!(file = %path.display(), "playing recording")

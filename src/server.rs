@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::config::{Config, FeedSource};
 use crate::fanout::{Worker, WorkerState};
 use crate::ingest::{Ingest, IngestReader, TickSource, run_source};
-use crate::replay::{RecordedFeed, RecordingError, parse_jsonl};
+use crate::replay::{RecordedFeed, RecordingError};
 use crate::session::{self, JSON_PROTOCOL, SessionKind};
 use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 use crate::stats::Stats;
@@ -119,17 +119,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             path,
             speed,
             looping,
-        } => {
-            let name = path.display().to_string();
-            let data = std::fs::read(path).map_err(|source| RecordingError::Io {
-                file: name.clone(),
-                source,
-            })?;
-            let ticks = parse_jsonl(&name, &data)?;
-            Some(Box::new(RecordedFeed::new(
-                name, ticks, *speed, *looping, false,
-            )))
-        }
+        } => Some(Box::new(RecordedFeed::from_file(path, *speed, *looping)?)),
         FeedSource::None => None,
     };
 

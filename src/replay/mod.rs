@@ -1,12 +1,18 @@
-//! Recorded feeds played back as a [`TickSource`], at their recorded pace
-//! (or faster), once or in a loop.
+//! Playing recordings: into this process's ingest as a [`TickSource`]
+//! ([`RecordedFeed`], used by `serve`), or into any server's `/v1/publish`
+//! over a socket (`tickwire replay`, in [`client`]). Both read recordings
+//! with [`crate::recording::RecordingReader`] and pace ticks by their `ts`
+//! deltas divided by the speed.
 //!
-//! The format read here is JSON lines of the protocol's publish ticks (one
-//! object per line, `ts` non-decreasing). The bundled default recording,
-//! `replay-data/default.jsonl`, is compiled into the binary so that
-//! `tickwire serve` works with no files and no configuration.
+//! The bundled default recording, `replay-data/us-equities-20131007-open30.twr.zst`,
+//! is compiled into the binary so that `tickwire serve` works with no files
+//! and no configuration.
+
+pub mod client;
+mod merge;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,71 +20,22 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::ingest::{IngestError, TickSource};
-use crate::protocol::{Published, parse_publish};
+pub use crate::recording::RecordingError;
+use crate::recording::{RecordingReader, read_all};
 use crate::tick::{NewTick, wall_clock_ns};
+pub use merge::{MergedReader, pacing_offsets};
 
-/// The bundled recording: NYSE/Nasdaq trades of AIG, BAC, IBM, SPY and IBM
-/// quotes, 2013-10-07 09:30–09:40 New York time (see replay-data/README.md).
-pub const DEFAULT_RECORDING: &[u8] = include_bytes!("../replay-data/default.jsonl");
-pub const DEFAULT_RECORDING_NAME: &str = "replay-data/default.jsonl (embedded)";
+/// The bundled recording: trades of AIG, BAC, IBM, SPY and IBM quotes,
+/// 2013-10-07 09:30–10:00 New York time (see replay-data/README.md).
+pub const DEFAULT_RECORDING: &[u8] =
+    include_bytes!("../../replay-data/us-equities-20131007-open30.twr.zst");
+pub const DEFAULT_RECORDING_NAME: &str =
+    "replay-data/us-equities-20131007-open30.twr.zst (embedded)";
 
-/// Why a recording could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordingError {
-    #[error("{file}:{line}: {message}")]
-    BadLine {
-        file: String,
-        line: usize,
-        message: String,
-    },
-    #[error("{file}: the recording holds no ticks")]
-    Empty { file: String },
-    #[error("{file}: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Parses a JSON-lines recording; blank lines are skipped.
-pub fn parse_jsonl(name: &str, data: &[u8]) -> Result<Vec<NewTick>, RecordingError> {
-    let mut ticks = Vec::new();
-    let mut last_ts = 0u64;
-    for (i, line) in data.split(|&b| b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let bad = |message: String| RecordingError::BadLine {
-            file: name.to_owned(),
-            line: i + 1,
-            message,
-        };
-        let mut parsed = parse_publish(line);
-        if parsed.len() != 1 {
-            return Err(bad("expected one tick object per line".into()));
-        }
-        match parsed.pop().expect("one element") {
-            Ok(Published::Tick(t)) => {
-                if t.ts < last_ts {
-                    return Err(bad(format!(
-                        "ts {} is earlier than the previous line's {last_ts}; a recording must be in time order",
-                        t.ts
-                    )));
-                }
-                last_ts = t.ts;
-                ticks.push(t);
-            }
-            Ok(Published::Ping { .. }) => return Err(bad("expected a tick, found a ping".into())),
-            Err(e) => return Err(bad(format!("{}: {}", e.code.as_str(), e.message))),
-        }
-    }
-    if ticks.is_empty() {
-        return Err(RecordingError::Empty {
-            file: name.to_owned(),
-        });
-    }
-    Ok(ticks)
+/// Reads the embedded default recording.
+pub fn embedded_ticks() -> Result<Vec<NewTick>, RecordingError> {
+    RecordingReader::from_bytes(DEFAULT_RECORDING_NAME, DEFAULT_RECORDING)?
+        .collect::<Result<Vec<_>, _>>()
 }
 
 /// How fast to play.
@@ -90,10 +47,27 @@ pub enum Speed {
     Max,
 }
 
+impl Speed {
+    /// `max`, or a factor > 0 (1 = recorded pace).
+    pub fn parse(s: &str) -> Result<Speed, String> {
+        if s == "max" {
+            return Ok(Speed::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
+            _ => Err(format!(
+                "`{s}` is not a speed: write a factor > 0 (1 = recorded pace) or `max`"
+            )),
+        }
+    }
+}
+
 /// A recording played as a source.
 pub struct RecordedFeed {
     name: String,
     ticks: Arc<[NewTick]>,
+    /// Pacing offset of each tick from the first, ns (see [`pacing_offsets`]).
+    offsets: Arc<[u64]>,
     speed: Speed,
     looping: bool,
     /// Rewrite `ts` so that it reads as "now" (keeps a looped demo feed
@@ -112,9 +86,11 @@ impl RecordedFeed {
         looping: bool,
         rebase_ts: bool,
     ) -> Self {
+        let offsets = pacing_offsets(ticks.iter().map(|t| t.ts));
         RecordedFeed {
             name: name.into(),
             ticks: ticks.into(),
+            offsets: offsets.into(),
             speed,
             looping,
             rebase_ts,
@@ -126,7 +102,7 @@ impl RecordedFeed {
 
     /// The bundled recording, looped at its recorded pace with `ts` rebased.
     pub fn embedded_default() -> Result<Self, RecordingError> {
-        let ticks = parse_jsonl(DEFAULT_RECORDING_NAME, DEFAULT_RECORDING)?;
+        let ticks = embedded_ticks()?;
         Ok(Self::new(
             DEFAULT_RECORDING_NAME,
             ticks,
@@ -136,19 +112,32 @@ impl RecordedFeed {
         ))
     }
 
+    /// A recording file (any encoding), played with its own `ts`.
+    pub fn from_file(path: &Path, speed: Speed, looping: bool) -> Result<Self, RecordingError> {
+        let ticks = read_all(path)?;
+        Ok(Self::new(
+            path.display().to_string(),
+            ticks,
+            speed,
+            looping,
+            false,
+        ))
+    }
+
     /// Recorded length of one lap, ns (at least 1 ms, so a lap always advances time).
     fn span_ns(&self) -> u64 {
-        let first = self.ticks[0].ts;
-        let last = self.ticks[self.ticks.len() - 1].ts;
-        (last - first).max(1_000_000)
+        self.offsets.last().copied().unwrap_or(0).max(1_000_000)
     }
 
     /// Offset of tick `i` of lap `lap` from the start of play, in recorded ns.
     fn offset_ns(&self, i: usize) -> u64 {
-        self.lap * (self.span_ns() + 1_000_000) + (self.ticks[i].ts - self.ticks[0].ts)
+        self.lap * (self.span_ns() + 1_000_000) + self.offsets[i]
     }
 
     async fn next(&mut self, out: &mut Vec<NewTick>) -> Result<bool, IngestError> {
+        if self.ticks.is_empty() {
+            return Ok(false);
+        }
         let (start, start_wall) = *self
             .start
             .get_or_insert_with(|| (Instant::now(), wall_clock_ns()));
@@ -205,22 +194,9 @@ mod tests {
 
     #[test]
     fn the_embedded_recording_parses() {
-        let ticks = parse_jsonl("default", DEFAULT_RECORDING).unwrap();
-        assert!(ticks.len() > 10_000);
+        let ticks = embedded_ticks().unwrap();
+        assert_eq!(ticks.len(), 62_183);
         assert!(ticks.windows(2).all(|w| w[0].ts <= w[1].ts));
-    }
-
-    #[test]
-    fn bad_lines_are_reported_with_their_number() {
-        let data = b"{\"type\":\"trade\",\"sym\":\"A\",\"ts\":5,\"px\":1,\"qty\":1}\n\n{\"type\":\"trade\",\"sym\":\"A\",\"ts\":4,\"px\":1,\"qty\":1}\n";
-        let e = parse_jsonl("f.jsonl", data).unwrap_err().to_string();
-        assert!(e.starts_with("f.jsonl:3:"), "{e}");
-        assert!(e.contains("time order"), "{e}");
-        let e = parse_jsonl("g.jsonl", b"{\"type\":\"trade\"}")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("g.jsonl:1: bad_field"), "{e}");
-        assert!(parse_jsonl("h", b"\n\n").is_err());
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
