@@ -39,18 +39,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write e.g. 5s, 250ms)"))
 }
 
-fn parse_speed(s: &str) -> Result<Speed, String> {
-    if s == "max" {
-        return Ok(Speed::Max);
-    }
-    match s.parse::<f64>() {
-        Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
-        _ => Err(format!(
-            "`{s}` is not a speed: write a factor > 0 (1 = recorded pace) or `max`"
-        )),
-    }
-}
-
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on (IPv4 or [IPv6]:port).
@@ -63,7 +51,7 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "no_feed")]
     replay: Option<PathBuf>,
     /// Playback speed for --replay: a factor (1 = recorded pace) or `max`.
-    #[arg(long, default_value = "1", value_parser = parse_speed, requires = "replay")]
+    #[arg(long, default_value = "1", value_parser = Speed::parse, requires = "replay")]
     speed: Speed,
     /// Loop the --replay recording.
     #[arg(long = "loop", requires = "replay")]
