@@ -63,7 +63,7 @@ impl Fixed {
         out.extend_from_slice(buf.format(whole).as_bytes());
         if frac != 0 {
             let mut digits = FRACTION_DIGITS;
-            while frac % 10 == 0 {
+            while frac.is_multiple_of(10) {
                 frac /= 10;
                 digits -= 1;
             }
@@ -160,7 +160,7 @@ fn parse_fixed(text: &str) -> Result<Fixed, DecimalError> {
     let mut shift = exponent - frac_digits + FRACTION_DIGITS as i64;
     let mut units = mantissa;
     while shift < 0 {
-        if units % 10 != 0 {
+        if !units.is_multiple_of(10) {
             return Err(DecimalError::TooPrecise(text.to_owned()));
         }
         units /= 10;

@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the feed server (with no flags: the bundled recording, looped, on 127.0.0.1:8080).
     Serve(ServeArgs),
+    /// Measure a feed server's latency under load (this one, or any server speaking PROTOCOL.md).
+    Bench(tickwire::bench::BenchArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -149,6 +151,7 @@ fn main() -> ExitCode {
             let (config, addr_file) = args.into_config();
             serve(config, addr_file)
         }
+        Command::Bench(args) => tickwire::bench::run(args),
     }
 }
 
