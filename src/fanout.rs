@@ -71,6 +71,9 @@ pub enum Flushed {
 
 /// One connection's outbound side.
 pub struct Client {
+    stats: Arc<Stats>,
+    /// Byte cap on the write buffer.
+    cap: usize,
     write: Option<Rc<OwnedWriteHalf>>,
     /// Wakes this client's writer task when the socket filled up.
     pub writer_wake: Rc<Notify>,
@@ -98,8 +101,10 @@ pub struct Client {
 }
 
 impl Client {
-    fn new(write: OwnedWriteHalf) -> Client {
+    fn new(write: OwnedWriteHalf, stats: Arc<Stats>, cap: usize) -> Client {
         Client {
+            stats,
+            cap,
             write: Some(Rc::new(write)),
             writer_wake: Rc::new(Notify::new()),
             kill: Rc::new(Notify::new()),
@@ -133,29 +138,58 @@ impl Client {
         self.keys.get(&key).is_some_and(|s| s.named)
     }
 
-    /// Queues a tick for this client, replacing a stale pending one.
-    fn offer(&mut self, item: &RingItem, snapshot: bool, stats: &Stats) -> bool {
+    /// Unsent bytes in the write buffer.
+    fn unsent(&self) -> usize {
+        self.wbuf.len() - self.sent
+    }
+
+    fn append_frame(&mut self, frame: &[u8]) {
+        self.wbuf.extend_from_slice(frame);
+        self.frame_ends.push(self.wbuf.len());
+        Stats::gauge(&self.stats.queued_bytes, frame.len() as i64);
+    }
+
+    /// Queues a tick for this client.
+    ///
+    /// While the client keeps up, the frame goes straight into its write
+    /// buffer, in order. Once its socket is full (or the byte cap reached),
+    /// the key's pending slot holds it instead, and a newer tick of the key
+    /// replaces a stale one there.
+    fn offer(&mut self, item: &RingItem, snapshot: bool) -> bool {
         if self.closing {
             return false;
         }
         let key = item.tick.key;
+        let direct = !self.blocked && self.unsent() < self.cap;
         let slot = self.keys.entry(key).or_default();
         if item.tick.seq <= slot.last_seq {
             return false;
         }
         slot.last_seq = item.tick.seq;
-        if slot.pending.replace((item.clone(), snapshot)).is_some() {
+        if slot.pending.is_some() {
+            slot.pending = Some((item.clone(), snapshot));
             self.dropped += 1;
-            Stats::add(&stats.ticks_dropped_stale, 1);
+            Stats::add(&self.stats.ticks_dropped_stale, 1);
+        } else if direct {
+            self.append_frame(item.json_frame(snapshot));
+            self.frames_sent += 1;
+            Stats::add(&self.stats.frames_out, 1);
         } else {
+            slot.pending = Some((item.clone(), snapshot));
+            Stats::gauge(&self.stats.pending_ticks, 1);
             self.order.push_back(key);
         }
         true
     }
 
-    /// Queues a control frame (never dropped).
+    /// Queues a control frame (never dropped), in order with ticks.
     pub fn push_control(&mut self, frame: Bytes) {
-        if !self.closing {
+        if self.closing {
+            return;
+        }
+        if !self.blocked && self.control.is_empty() {
+            self.append_frame(&frame);
+        } else {
             self.control.push_back(frame);
         }
     }
@@ -174,6 +208,10 @@ impl Client {
         }
         self.discard_pending();
         if let Some(&end) = self.frame_ends.iter().find(|&&e| e > self.sent) {
+            Stats::gauge(
+                &self.stats.queued_bytes,
+                end as i64 - self.wbuf.len() as i64,
+            );
             self.wbuf.truncate(end);
             self.frame_ends.retain(|&e| e <= end);
         }
@@ -193,42 +231,54 @@ impl Client {
     }
 
     fn discard_pending(&mut self) {
+        let mut n = 0;
         for slot in self.keys.values_mut() {
-            slot.pending = None;
+            n += i64::from(slot.pending.take().is_some());
         }
+        Stats::gauge(&self.stats.pending_ticks, -n);
         self.order.clear();
     }
 
-    /// Moves queued frames into the write buffer: control first, then one
-    /// tick per pending key, up to `cap` bytes.
-    fn fill(&mut self, cap: usize, stats: &Stats) {
+    /// Forgets a key's delivery state (unsubscribed), with its pending tick.
+    fn remove_slot(&mut self, key: KeyId) {
+        if let Some(slot) = self.keys.remove(&key)
+            && slot.pending.is_some()
+        {
+            Stats::gauge(&self.stats.pending_ticks, -1);
+        }
+    }
+
+    /// Once the write buffer has drained: moves queued control frames into
+    /// it, then one tick per pending key, up to the byte cap.
+    fn fill(&mut self) {
         debug_assert_eq!(self.sent, self.wbuf.len());
         self.wbuf.clear();
         self.frame_ends.clear();
         self.sent = 0;
         while let Some(f) = self.control.pop_front() {
-            self.wbuf.extend_from_slice(&f);
-            self.frame_ends.push(self.wbuf.len());
+            self.append_frame(&f);
         }
         if self.closing {
             return;
         }
-        while self.wbuf.len() < cap {
+        let mut taken = 0;
+        while self.wbuf.len() < self.cap {
             let Some(key) = self.order.pop_front() else {
                 break;
             };
             let Some((item, snap)) = self.keys.get_mut(&key).and_then(|s| s.pending.take()) else {
                 continue; // stale entry: unsubscribed or already taken
             };
-            self.wbuf.extend_from_slice(item.json_frame(snap));
-            self.frame_ends.push(self.wbuf.len());
-            self.frames_sent += 1;
-            Stats::add(&stats.frames_out, 1);
+            self.append_frame(item.json_frame(snap));
+            taken += 1;
         }
+        self.frames_sent += taken;
+        Stats::add(&self.stats.frames_out, taken);
+        Stats::gauge(&self.stats.pending_ticks, -(taken as i64));
     }
 
     /// Writes as much as the socket takes, in as few writes as possible.
-    pub fn flush(&mut self, cap: usize, stats: &Stats) -> io::Result<Flushed> {
+    pub fn flush(&mut self) -> io::Result<Flushed> {
         let Some(write) = self.write.clone() else {
             return Ok(Flushed::Closed);
         };
@@ -240,7 +290,7 @@ impl Client {
                     self.blocked = false;
                     return Ok(Flushed::Closed);
                 }
-                self.fill(cap, stats);
+                self.fill();
                 if self.wbuf.is_empty() {
                     self.behind_since = None;
                     self.blocked = false;
@@ -254,8 +304,9 @@ impl Client {
             }
             match write.try_write(&self.wbuf[self.sent..]) {
                 Ok(n) => {
-                    Stats::add(&stats.writes, 1);
-                    Stats::add(&stats.bytes_out, n as u64);
+                    Stats::add(&self.stats.writes, 1);
+                    Stats::add(&self.stats.bytes_out, n as u64);
+                    Stats::gauge(&self.stats.queued_bytes, -(n as i64));
                     self.sent += n;
                     if self.sent < self.wbuf.len() {
                         self.mark_blocked();
@@ -323,6 +374,18 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    /// Settles the gauges for whatever the client still held.
+    fn drop(&mut self) {
+        Stats::gauge(
+            &self.stats.queued_bytes,
+            -((self.wbuf.len() - self.sent) as i64),
+        );
+        let pending = self.keys.values().filter(|s| s.pending.is_some()).count();
+        Stats::gauge(&self.stats.pending_ticks, -(pending as i64));
+    }
+}
+
 /// A worker's clients and subscription index.
 #[derive(Default)]
 pub struct WorkerState {
@@ -350,8 +413,8 @@ fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
 }
 
 impl WorkerState {
-    pub fn add_client(&mut self, write: OwnedWriteHalf) -> ClientId {
-        self.clients.insert(Client::new(write))
+    pub fn add_client(&mut self, write: OwnedWriteHalf, stats: Arc<Stats>, cap: usize) -> ClientId {
+        self.clients.insert(Client::new(write, stats, cap))
     }
 
     /// Removes a client and every subscription it held.
@@ -431,7 +494,7 @@ impl WorkerState {
                 }
             }
             if !c.star.contains(key.channel()) {
-                c.keys.remove(&key);
+                c.remove_slot(key);
             }
         }
     }
@@ -444,7 +507,15 @@ impl WorkerState {
             if c.star.contains(ch) {
                 c.star.0 &= !ch.bit();
                 remove_id(&mut self.star[ch as usize], id);
-                c.keys.retain(|k, s| s.named || k.channel() != ch);
+                let gone: Vec<KeyId> = c
+                    .keys
+                    .iter()
+                    .filter(|(k, s)| !s.named && k.channel() == ch)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in gone {
+                    c.remove_slot(k);
+                }
             }
         }
     }
@@ -454,10 +525,10 @@ impl WorkerState {
     }
 
     /// Queues snapshot ticks (newer than what the client already has).
-    pub fn offer_snapshots(&mut self, id: ClientId, items: &[RingItem], stats: &Stats) {
+    pub fn offer_snapshots(&mut self, id: ClientId, items: &[RingItem]) {
         if let Some(c) = self.clients.get_mut(id) {
             for item in items {
-                c.offer(item, true, stats);
+                c.offer(item, true);
             }
             self.mark_dirty(id);
         }
@@ -473,7 +544,7 @@ impl WorkerState {
     }
 
     /// Hands one ring item to every subscriber of its key.
-    pub fn deliver(&mut self, item: &RingItem, stats: &Stats) {
+    pub fn deliver(&mut self, item: &RingItem) {
         let key = item.tick.key;
         let WorkerState {
             clients,
@@ -485,7 +556,7 @@ impl WorkerState {
         let everyone = &star[key.channel() as usize];
         for &id in named.iter().chain(everyone.iter()) {
             let c = &mut clients[id];
-            if c.offer(item, false, stats) && !c.dirty {
+            if c.offer(item, false) && !c.dirty {
                 c.dirty = true;
                 dirty.push(id);
             }
@@ -493,16 +564,16 @@ impl WorkerState {
     }
 
     /// Flushes every client that got something since the last flush.
-    pub fn flush_dirty(&mut self, cap: usize, stats: &Stats) {
+    pub fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
-            self.flush_client(id, cap, stats);
+            self.flush_client(id);
         }
         self.dirty = dirty;
     }
 
     /// Flushes one client unless its writer task is already waiting on it.
-    pub fn flush_client(&mut self, id: ClientId, cap: usize, stats: &Stats) {
+    pub fn flush_client(&mut self, id: ClientId) {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
@@ -510,7 +581,7 @@ impl WorkerState {
         if c.blocked {
             return; // its writer task flushes when the socket drains
         }
-        match c.flush(cap, stats) {
+        match c.flush() {
             Ok(Flushed::Blocked) => c.writer_wake.notify_one(),
             Ok(Flushed::Drained) => {}
             Ok(Flushed::Closed) => c.closed_wait(),
@@ -547,7 +618,6 @@ impl Worker {
         mut shutdown: crate::shutdown::Shutdown,
     ) {
         let mut batch: Vec<RingItem> = Vec::with_capacity(1024);
-        let cap = self.config.client_buffer_bytes;
         loop {
             batch.clear();
             if reader.read_batch(&mut batch, 1024) == 0 {
@@ -559,9 +629,9 @@ impl Worker {
             {
                 let mut st = self.state.borrow_mut();
                 for item in &batch {
-                    st.deliver(item, &self.stats);
+                    st.deliver(item);
                 }
-                st.flush_dirty(cap, &self.stats);
+                st.flush_dirty();
             }
             // Let sessions run between batches.
             tokio::task::yield_now().await;
@@ -571,7 +641,6 @@ impl Worker {
     /// A client's writer task: waits for its socket to drain while it is
     /// blocked, and enforces the slow-consumer and close deadlines.
     pub async fn run_writer(self: Rc<Self>, id: ClientId, wake: Rc<Notify>) {
-        let cap = self.config.client_buffer_bytes;
         let evict_after = self.config.evict_after;
         loop {
             wake.notified().await;
@@ -591,7 +660,7 @@ impl Worker {
                         drop(write);
                         let mut st = self.state.borrow_mut();
                         let Some(c) = st.client(id) else { return };
-                        match ready.and_then(|()| c.flush(cap, &self.stats)) {
+                        match ready.and_then(|()| c.flush()) {
                             Ok(Flushed::Closed) => c.closed_wait(),
                             Ok(_) => {}
                             Err(_) => c.abandon(),

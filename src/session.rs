@@ -246,7 +246,11 @@ pub async fn run(
             socket2::SockRef::from(&stream).set_send_buffer_size(worker.config.socket_send_buffer);
     }
     let (read, write) = stream.into_split();
-    let id = worker.state.borrow_mut().add_client(write);
+    let id = worker.state.borrow_mut().add_client(
+        write,
+        worker.stats.clone(),
+        worker.config.client_buffer_bytes,
+    );
     let (wake, kill) = {
         let mut st = worker.state.borrow_mut();
         let c = st.client(id).expect("just added");
@@ -320,11 +324,7 @@ impl Session {
         if let Some(c) = st.client(self.id) {
             c.push_control(frame);
         }
-        st.flush_client(
-            self.id,
-            self.worker.config.client_buffer_bytes,
-            &self.worker.stats,
-        );
+        st.flush_client(self.id);
     }
 
     fn close(&self, code: u16, reason: &str) {
@@ -332,11 +332,7 @@ impl Session {
         if let Some(c) = st.client(self.id) {
             c.close(code, reason, self.worker.config.close_timeout);
         }
-        st.flush_client(
-            self.id,
-            self.worker.config.client_buffer_bytes,
-            &self.worker.stats,
-        );
+        st.flush_client(self.id);
     }
 
     fn refuse(&self, e: &ProtocolError) {
@@ -360,7 +356,7 @@ impl Session {
                     c.push_control(frame);
                 }
             }
-            st.flush_client(id, worker.config.client_buffer_bytes, &worker.stats);
+            st.flush_client(id);
         };
         let mut shutting_down = false;
         loop {
@@ -543,9 +539,9 @@ impl Session {
             } else {
                 w.ingest.last_values(keys.iter().copied(), &mut last);
             }
-            st.offer_snapshots(self.id, &last, &w.stats);
+            st.offer_snapshots(self.id, &last);
         }
-        st.flush_client(self.id, w.config.client_buffer_bytes, &w.stats);
+        st.flush_client(self.id);
         Ok(())
     }
 
@@ -574,7 +570,7 @@ impl Session {
         if let Some(c) = st.client(self.id) {
             c.push_control(o.into_frame());
         }
-        st.flush_client(self.id, w.config.client_buffer_bytes, &w.stats);
+        st.flush_client(self.id);
     }
 
     async fn on_publish(&mut self, payload: &[u8]) {

@@ -23,6 +23,10 @@ pub struct Stats {
     pub publish_errors: AtomicU64,
     /// Control messages refused with an `error`.
     pub request_errors: AtomicU64,
+    /// Bytes accepted for subscriber sockets and not yet written (gauge).
+    pub queued_bytes: AtomicI64,
+    /// Ticks waiting in per-key pending slots (gauge).
+    pub pending_ticks: AtomicI64,
     pub subscribers: AtomicI64,
     pub publishers: AtomicI64,
     pub connections_total: AtomicU64,
@@ -34,5 +38,10 @@ impl Stats {
     }
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+    pub fn gauge(g: &AtomicI64, delta: i64) {
+        if delta != 0 {
+            g.fetch_add(delta, Ordering::Relaxed);
+        }
     }
 }
