@@ -458,6 +458,8 @@ fn start_watchdog(limit: Duration) {
 
 /// CPU seconds of this process and of each client thread.
 struct CpuSample {
+    /// The whole machine: busy CPU-seconds.
+    system: Option<f64>,
     runner: f64,
     threads: Vec<f64>,
     server: Option<f64>,
@@ -467,6 +469,7 @@ struct CpuSample {
 fn sample_cpu(live: &Live, pid: Option<u32>) -> CpuSample {
     let tids = live.tids.lock().unwrap_or_else(|p| p.into_inner()).clone();
     CpuSample {
+        system: procstat::system_cpu().map(|(busy, _)| busy),
         runner: procstat::process_cpu(std::process::id()).unwrap_or(0.0),
         threads: tids
             .iter()
@@ -850,6 +853,17 @@ fn run_once(
             used / window
         ));
     }
+    // Other engineers' builds or tests on a shared machine take CPU from
+    // both sides; say how much.
+    let others = match (cpu0.system, cpu1.system) {
+        (Some(a), Some(b)) => ((b - a) - used).max(0.0) / window,
+        _ => 0.0,
+    };
+    if others > 0.25 {
+        warnings.push(format!(
+            "other processes kept {others:.2} of {cores} cores busy during the run: the figures include waiting for CPU"
+        ));
+    }
     let late_p99 = pub_out.lateness.value_at_quantile(0.99);
     if late_p99 > 1_000_000 {
         warnings.push(format!(
@@ -957,6 +971,7 @@ fn run_once(
         server_resources,
         runner: RunnerResources {
             cpu_seconds: runner_cpu,
+            other_processes_cores: others,
             cpu_seconds_per_million: per_million(runner_cpu),
             busiest_client_thread: busiest,
         },

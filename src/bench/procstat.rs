@@ -84,6 +84,25 @@ pub fn thread_cpu(tid: i32) -> Option<f64> {
     cpu_from_stat(&format!("/proc/self/task/{tid}/stat"))
 }
 
+/// The whole machine's CPU time so far, in seconds: (busy, total), summed
+/// over cores, from the first line of `/proc/stat`.
+pub fn system_cpu() -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 5 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v[3] + v[4];
+    let hz = clock_ticks();
+    Some(((total - idle) / hz, total / hz))
+}
+
 /// Resident set size in bytes.
 pub fn process_rss(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
@@ -158,6 +177,8 @@ mod tests {
         assert!(process_cpu(me).is_some());
         assert!(process_rss(me).unwrap() > 1024 * 1024);
         assert!(thread_cpu(current_tid()).is_some());
+        let (busy, total) = system_cpu().unwrap();
+        assert!(busy >= 0.0 && total >= busy);
         assert!(alive(me));
     }
 
