@@ -847,10 +847,15 @@ fn run_once(
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let used = runner_cpu + server_resources.as_ref().map_or(0.0, |s| s.cpu_seconds);
-    if used / window > 0.9 * cores {
+    let system = match (cpu0.system, cpu1.system) {
+        (Some(a), Some(b)) => (b - a) / window,
+        _ => used / window,
+    };
+    if system > 0.9 * cores {
         warnings.push(format!(
-            "the machine was saturated: server and runner used {:.2} of {cores} cores, so both waited for CPU; the figures measure this machine as much as the server",
-            used / window
+            "the machine was saturated ({system:.2} of {cores} cores busy; server {:.2}, runner {:.2}): everything waited for CPU, so the figures measure this machine as much as the server",
+            server_resources.as_ref().map_or(0.0, |s| s.cpu_cores),
+            runner_cpu / window
         ));
     }
     // Other engineers' builds or tests on a shared machine take CPU from
@@ -1191,11 +1196,23 @@ fn write_outputs(
                     .map_or(color, |i| i * targets.len() + color),
                 None => color,
             };
-            let mut v = vec![plot::Series {
-                label: format!("{} (from rx)", r.report.label),
-                hist: &r.rx,
-                color,
-                dashed: false,
+            // Two servers' rx stamps come from two clocks; the intended send
+            // time and the receive time both come from ours, so comparisons
+            // are drawn from intended send time.
+            let mut v = vec![if targets.len() > 1 {
+                plot::Series {
+                    label: format!("{} (from intended send time)", r.report.label),
+                    hist: &r.intended,
+                    color,
+                    dashed: false,
+                }
+            } else {
+                plot::Series {
+                    label: format!("{} (from rx)", r.report.label),
+                    hist: &r.rx,
+                    color,
+                    dashed: false,
+                }
             }];
             if runs.len() == 1 {
                 v.push(plot::Series {
@@ -1245,10 +1262,18 @@ fn write_outputs(
                                     && (targets.len() == 1 || r.label.starts_with(["A:", "B:"][ti]))
                             })
                             .collect();
+                        // Two servers: their rx clocks differ, ours does not.
+                        let lat = |r: &&RunReport| {
+                            if targets.len() > 1 {
+                                r.latency_intended.clone()
+                            } else {
+                                r.latency.clone()
+                            }
+                        };
                         (
                             *v,
-                            median(mine.iter().map(|r| r.latency.p50_ns as f64).collect()),
-                            median(mine.iter().map(|r| r.latency.p99_ns as f64).collect()),
+                            median(mine.iter().map(|r| lat(r).p50_ns as f64).collect()),
+                            median(mine.iter().map(|r| lat(r).p99_ns as f64).collect()),
                         )
                     })
                     .filter(|p| p.1.is_finite() && p.2.is_finite())
@@ -1261,10 +1286,16 @@ fn write_outputs(
                 .and_then(|s| s.to_str())
                 .unwrap_or("latency")
         ));
+        let y = if targets.len() > 1 {
+            "latency from intended send time"
+        } else {
+            "latency from rx"
+        };
         plot::sweep_plot(
             &sweep_svg,
             &format!("p50 / p99 against {param}"),
             param,
+            y,
             &lines,
         )?;
         println!("sweep plot: {}", sweep_svg.display());

@@ -83,11 +83,18 @@ pub fn percentile_plot(path: &Path, title: &str, series: &[Series]) -> Result<()
             (s, pts)
         })
         .collect();
-    let x_max = lines
+    // The last point (q = 1, the max) is drawn one decade past the last
+    // measured percentile, not at infinity.
+    let x_last = lines
         .iter()
-        .flat_map(|(_, p)| p.iter().map(|v| v.0))
-        .fold(100.0f64, f64::max)
-        .clamp(100.0, 1e6);
+        .flat_map(|(_, p)| p.iter().rev().skip(1).map(|v| v.0))
+        .fold(10.0f64, f64::max)
+        .clamp(10.0, 1e5);
+    let x_max = x_last * 10.0;
+    let lines: Vec<(&Series, Vec<(f64, f64)>)> = lines
+        .into_iter()
+        .map(|(s, p)| (s, p.into_iter().map(|(x, y)| (x.min(x_max), y)).collect()))
+        .collect();
     let (mut y_min, mut y_max) = (f64::MAX, 0.0f64);
     for (_, p) in &lines {
         for &(_, y) in p {
@@ -155,6 +162,7 @@ pub fn sweep_plot(
     path: &Path,
     title: &str,
     x_name: &str,
+    y_name: &str,
     lines: &[SweepLine],
 ) -> Result<(), PlotError> {
     let e = err(path);
@@ -181,7 +189,7 @@ pub fn sweep_plot(
     chart
         .configure_mesh()
         .x_desc(x_name)
-        .y_desc("latency from rx")
+        .y_desc(y_name)
         .x_label_formatter(&|v| format!("{v}"))
         .y_label_formatter(&|v| micros_label(*v))
         .draw()
@@ -271,6 +279,7 @@ mod tests {
             &q,
             "t",
             "clients",
+            "latency",
             &[SweepLine {
                 label: "a".into(),
                 points: vec![(100.0, 50e3, 90e3), (1000.0, 80e3, 300e3)],

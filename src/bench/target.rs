@@ -57,7 +57,7 @@ impl Target {
 
     pub fn describe(&self) -> String {
         match self {
-            Target::Spawn { .. } => "self".into(),
+            Target::Spawn { .. } => "tickwire".into(),
             Target::Url(u) => u.clone(),
         }
     }
