@@ -1299,7 +1299,55 @@ fn write_outputs(
             &lines,
         )?;
         println!("sweep plot: {}", sweep_svg.display());
+        // S2's figure: the most delivered/s whose p99 stayed under 10 ms.
+        let mut best = Vec::new();
+        for ti in 0..targets.len() {
+            let mut top: Option<(f64, f64)> = None;
+            for v in vals {
+                let mine: Vec<&RunReport> = runs
+                    .iter()
+                    .map(|r| &r.report)
+                    .filter(|r| {
+                        r.point.as_ref().map(|p| p.1) == Some(*v)
+                            && (targets.len() == 1 || r.label.starts_with(["A:", "B:"][ti]))
+                    })
+                    .collect();
+                let p99 = median(
+                    mine.iter()
+                        .map(|r| {
+                            let p = if targets.len() > 1 {
+                                &r.latency_intended
+                            } else {
+                                &r.latency
+                            };
+                            p.p99_ns as f64
+                        })
+                        .collect(),
+                );
+                let rate = median(mine.iter().map(|r| r.delivered_per_sec).collect());
+                if p99 < 10e6 && rate > top.map_or(0.0, |t| t.0) {
+                    top = Some((rate, *v));
+                }
+            }
+            match top {
+                Some((rate, v)) => println!(
+                    "{}: highest delivered/s with p99 under 10 ms: {} (at {param}={v})",
+                    targets[ti].describe(),
+                    thousands(rate as u64)
+                ),
+                None => println!(
+                    "{}: p99 was over 10 ms at every point",
+                    targets[ti].describe()
+                ),
+            }
+            best.push(serde_json::json!({
+                "target": targets[ti].describe(),
+                "delivered_per_sec": top.map(|t| t.0),
+                "at": top.map(|t| t.1),
+            }));
+        }
         sweep_json = Some(serde_json::json!({
+            "best_under_10ms_p99": best,
             "parameter": param,
             "plot": sweep_svg.display().to_string(),
             "lines": lines.iter().map(|l| serde_json::json!({
