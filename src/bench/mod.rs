@@ -1092,27 +1092,19 @@ const METRICS: [Metric; 10] = [
     ("missing (fast clients)", |r| Some(r.fast.missing as f64)),
 ];
 
+/// A round is "clean" when other processes kept less than this many cores
+/// busy during both of its runs.
+const CLEAN_OTHERS: f64 = 0.3;
+
 fn compare(runs: &[RunData], targets: &[Target], loads: &[Load]) -> Comparison {
     use std::fmt::Write as _;
     let mut text = String::new();
     let mut points = Vec::new();
     let names: Vec<String> = targets.iter().map(|t| t.describe()).collect();
-    for load in loads {
-        let of = |ti: usize| -> Vec<&RunReport> {
-            runs.iter()
-                .map(|r| &r.report)
-                .filter(|r| r.point == load.point && r.label.starts_with(["A:", "B:"][ti]))
-                .collect()
-        };
-        let (a, b) = (of(0), of(1));
-        let point = load
-            .point
-            .as_ref()
-            .map_or(String::new(), |(k, v)| format!(" at {k}={v}"));
+    let block = |text: &mut String, title: String, a: &[&RunReport], b: &[&RunReport]| {
         let _ = writeln!(
             text,
-            "comparison{point}: median of {} alternating runs each\n  {:<32}{:>14}{:>14}{:>9}\n  {:<32}{:>14}{:>14}",
-            a.len().min(b.len()),
+            "{title}\n  {:<32}{:>14}{:>14}{:>9}\n  {:<32}{:>14}{:>14}",
             "",
             "A",
             "B",
@@ -1136,7 +1128,70 @@ fn compare(runs: &[RunData], targets: &[Target], loads: &[Load]) -> Comparison {
                 serde_json::json!({ "a": finite(ma), "b": finite(mb), "a_over_b": finite(ratio) }),
             );
         }
-        points.push(serde_json::json!({ "point": load.point, "medians": rows }));
+        rows
+    };
+    for load in loads {
+        let of = |ti: usize| -> Vec<&RunReport> {
+            runs.iter()
+                .map(|r| &r.report)
+                .filter(|r| r.point == load.point && r.label.starts_with(["A:", "B:"][ti]))
+                .collect()
+        };
+        let (a, b) = (of(0), of(1));
+        let point = load
+            .point
+            .as_ref()
+            .map_or(String::new(), |(k, v)| format!(" at {k}={v}"));
+        let n = a.len().min(b.len());
+        let all = block(
+            &mut text,
+            format!("comparison{point}: median of {n} alternating runs each"),
+            &a,
+            &b,
+        );
+        // On a shared machine, rounds where someone else's build ran are
+        // noise for both sides; show the quiet rounds on their own too.
+        let clean: Vec<usize> = (1..=n)
+            .filter(|&round| {
+                a.iter()
+                    .chain(&b)
+                    .filter(|r| r.round == round)
+                    .all(|r| r.runner.other_processes_cores < CLEAN_OTHERS)
+            })
+            .collect();
+        let ca: Vec<&RunReport> = a
+            .iter()
+            .filter(|r| clean.contains(&r.round))
+            .copied()
+            .collect();
+        let cb: Vec<&RunReport> = b
+            .iter()
+            .filter(|r| clean.contains(&r.round))
+            .copied()
+            .collect();
+        let clean_rows = (!clean.is_empty() && clean.len() < n).then(|| {
+            block(
+                &mut text,
+                format!(
+                    "comparison{point}: quiet rounds only ({} of {n}: other processes under {CLEAN_OTHERS} cores in both runs)",
+                    clean.len()
+                ),
+                &ca,
+                &cb,
+            )
+        });
+        if clean.is_empty() {
+            let _ = writeln!(
+                text,
+                "  (no round was quiet: other processes took {CLEAN_OTHERS}+ cores in every round; the figures include waiting for CPU)"
+            );
+        }
+        points.push(serde_json::json!({
+            "point": load.point,
+            "medians": all,
+            "quiet_rounds": clean,
+            "quiet_medians": clean_rows,
+        }));
     }
     Comparison {
         text,
