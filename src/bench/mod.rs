@@ -458,8 +458,8 @@ fn start_watchdog(limit: Duration) {
 
 /// CPU seconds of this process and of each client thread.
 struct CpuSample {
-    /// The whole machine: busy CPU-seconds.
-    system: Option<f64>,
+    /// The whole machine.
+    system: Option<procstat::SystemCpu>,
     runner: f64,
     threads: Vec<f64>,
     server: Option<f64>,
@@ -469,7 +469,7 @@ struct CpuSample {
 fn sample_cpu(live: &Live, pid: Option<u32>) -> CpuSample {
     let tids = live.tids.lock().unwrap_or_else(|p| p.into_inner()).clone();
     CpuSample {
-        system: procstat::system_cpu().map(|(busy, _)| busy),
+        system: procstat::system_cpu(),
         runner: procstat::process_cpu(std::process::id()).unwrap_or(0.0),
         threads: tids
             .iter()
@@ -847,23 +847,23 @@ fn run_once(
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let used = runner_cpu + server_resources.as_ref().map_or(0.0, |s| s.cpu_seconds);
-    let system = match (cpu0.system, cpu1.system) {
-        (Some(a), Some(b)) => (b - a) / window,
-        _ => used / window,
+    let (system, interrupts, others) = match (cpu0.system, cpu1.system) {
+        (Some(a), Some(b)) => {
+            let process = (b.process - a.process) / window;
+            let irq = (b.interrupts - a.interrupts) / window;
+            (process + irq, irq, (process - used / window).max(0.0))
+        }
+        _ => (used / window, 0.0, 0.0),
     };
     if system > 0.9 * cores {
         warnings.push(format!(
-            "the machine was saturated ({system:.2} of {cores} cores busy; server {:.2}, runner {:.2}): everything waited for CPU, so the figures measure this machine as much as the server",
+            "the machine was saturated ({system:.2} of {cores} cores busy: server {:.2}, runner {:.2}, interrupts (loopback TCP) {interrupts:.2}, other processes {others:.2}): everything waited for CPU, so the figures measure this machine as much as the server",
             server_resources.as_ref().map_or(0.0, |s| s.cpu_cores),
             runner_cpu / window
         ));
     }
     // Other engineers' builds or tests on a shared machine take CPU from
     // both sides; say how much.
-    let others = match (cpu0.system, cpu1.system) {
-        (Some(a), Some(b)) => ((b - a) - used).max(0.0) / window,
-        _ => 0.0,
-    };
     if others > 0.25 {
         warnings.push(format!(
             "other processes kept {others:.2} of {cores} cores busy during the run: the figures include waiting for CPU"
@@ -977,6 +977,7 @@ fn run_once(
         runner: RunnerResources {
             cpu_seconds: runner_cpu,
             other_processes_cores: others,
+            interrupt_cores: interrupts,
             cpu_seconds_per_million: per_million(runner_cpu),
             busiest_client_thread: busiest,
         },

@@ -123,6 +123,9 @@ pub struct RunnerResources {
     pub cpu_seconds: f64,
     /// Cores kept busy by other processes (neither server nor runner).
     pub other_processes_cores: f64,
+    /// Cores spent in interrupts (on loopback: the TCP receive path of
+    /// both server and runner, charged to no process).
+    pub interrupt_cores: f64,
     pub cpu_seconds_per_million: f64,
     /// Share of the window the busiest client thread was on a CPU.
     pub busiest_client_thread: f64,
@@ -329,10 +332,11 @@ pub fn human(r: &RunReport) -> String {
     }
     let _ = writeln!(
         o,
-        "  runner       {:.2} CPU-s · {:.3} CPU-s per M deliveries · busiest client thread {:.0}% · other processes {:.2} cores · publisher {} ticks ({:.0}/s), late p99 {}",
+        "  runner       {:.2} CPU-s · {:.3} CPU-s per M deliveries · busiest client thread {:.0}% · interrupts {:.2} cores · other processes {:.2} cores · publisher {} ticks ({:.0}/s), late p99 {}",
         r.runner.cpu_seconds,
         r.runner.cpu_seconds_per_million,
         r.runner.busiest_client_thread * 100.0,
+        r.runner.interrupt_cores,
         r.runner.other_processes_cores,
         thousands(r.publish.published),
         r.publish.ticks_per_sec,
