@@ -802,7 +802,18 @@ fn on_message(conn: &mut Conn, payload: &[u8], now: u64, ctx: &ThreadCtx, acc: &
         .get(t.sym)
         .and_then(|sym| conn.keys.binary_search_by_key(sym, |k| k.0).ok());
     let Some(slot) = slot else {
-        acc.unexpected += 1;
+        // A `*` subscriber gets snapshots of every symbol the server has
+        // seen, including other runs' symbols: that is not a fault.
+        if t.snap {
+            let counts = if conn.spec.slow {
+                &mut acc.slow
+            } else {
+                &mut acc.fast
+            };
+            counts.snapshots += 1;
+        } else {
+            acc.unexpected += 1;
+        }
         return;
     };
     let last = &mut conn.keys[slot].1[t.channel];

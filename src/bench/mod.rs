@@ -882,6 +882,16 @@ fn run_once(
             acc.clock_skew
         ));
     }
+    let missing = pub_out.expected_fast.saturating_sub(acc.fast.delivered);
+    if missing > 0 {
+        warnings.push(format!(
+            "{} of {} ticks expected by fast clients never arrived ({:.1}%): the server dropped them or was still behind when the drain ended (--drain {} s)",
+            thousands(missing),
+            thousands(pub_out.expected_fast),
+            100.0 * missing as f64 / pub_out.expected_fast.max(1) as f64,
+            args.drain
+        ));
+    }
     if acc.unexpected > 0 {
         problems.push(format!(
             "{} ticks arrived for keys nobody subscribed to",
@@ -1381,7 +1391,13 @@ fn write_outputs(
                         .collect(),
                 );
                 let rate = median(mine.iter().map(|r| r.delivered_per_sec).collect());
-                if p99 < 10e6 && rate > top.map_or(0.0, |t| t.0) {
+                // A point where nothing was timed (everything arrived late
+                // or not at all) or ticks went missing does not count.
+                let sound = !mine.is_empty()
+                    && mine
+                        .iter()
+                        .all(|r| r.latency.count > 0 && r.fast.missing == 0);
+                if sound && p99 < 10e6 && rate > top.map_or(0.0, |t| t.0) {
                     top = Some((rate, *v));
                 }
             }
