@@ -33,6 +33,8 @@ enum Command {
     Replay(tickwire::replay::client::ReplayArgs),
     /// Subscribe to a server and write the ticks it sends to a recording.
     Record(tickwire::record::RecordArgs),
+    /// Measure a feed server's latency under load (this one, or any server speaking PROTOCOL.md).
+    Bench(tickwire::bench::BenchArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -146,6 +148,7 @@ fn main() -> ExitCode {
         Command::Import(args) => tickwire::import::run(args),
         Command::Replay(args) => tickwire::replay::client::run(args),
         Command::Record(args) => tickwire::record::run(args),
+        Command::Bench(args) => tickwire::bench::run(args),
     }
 }
 

@@ -1,0 +1,209 @@
+//! What the runner learns from the OS: CPU seconds and RSS of a process or
+//! thread (from `/proc`), which local process listens on a port, and the
+//! file-descriptor limit.
+
+use std::net::SocketAddr;
+
+/// Why the file-descriptor limit is not enough.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error(
+        "the file-descriptor limit is {hard} (hard), but {need} connections need about {want}: raise it (e.g. `ulimit -Hn {want}` as root, or LimitNOFILE= in a unit) and run again"
+    )]
+    TooLow { hard: u64, need: usize, want: u64 },
+    #[error("cannot read or set RLIMIT_NOFILE: {0}")]
+    Os(#[source] std::io::Error),
+}
+
+/// Raises the soft RLIMIT_NOFILE to fit `connections` (plus a margin), up to
+/// the hard limit. Returns a note when it changed something. A server the
+/// runner spawns inherits the raised limit.
+pub fn raise_fd_limit(connections: usize) -> Result<Option<String>, LimitError> {
+    let want = connections as u64 + 256;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(LimitError::Os(std::io::Error::last_os_error()));
+    }
+    if lim.rlim_cur >= want {
+        return Ok(None);
+    }
+    if lim.rlim_max < want {
+        return Err(LimitError::TooLow {
+            hard: lim.rlim_max,
+            need: connections,
+            want,
+        });
+    }
+    let old = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max.min(want.max(65_536));
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(LimitError::Os(std::io::Error::last_os_error()));
+    }
+    Ok(Some(format!(
+        "raised the soft file-descriptor limit from {old} to {} for {connections} connections",
+        lim.rlim_cur
+    )))
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as u64 } else { 4096 }
+}
+
+/// user + system CPU seconds from a `/proc/.../stat` file.
+fn cpu_from_stat(path: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(path).ok()?;
+    // The command name may hold spaces and parentheses: fields start after
+    // the last ')'. utime and stime are fields 14 and 15 (1-based).
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// CPU seconds (user + system) a process has used, all threads.
+pub fn process_cpu(pid: u32) -> Option<f64> {
+    cpu_from_stat(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds one thread of this process has used.
+pub fn thread_cpu(tid: i32) -> Option<f64> {
+    cpu_from_stat(&format!("/proc/self/task/{tid}/stat"))
+}
+
+/// The whole machine's CPU time so far, summed over cores, from the first
+/// line of `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemCpu {
+    /// Seconds spent running processes (user, nice, system, steal).
+    pub process: f64,
+    /// Seconds in hard and soft interrupts. On loopback this is mostly the
+    /// receive side of TCP, which no process is charged for: it belongs to
+    /// the server and the runner, not to "other processes".
+    pub interrupts: f64,
+}
+
+pub fn system_cpu() -> Option<SystemCpu> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 8 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let hz = clock_ticks();
+    Some(SystemCpu {
+        process: (v[0] + v[1] + v[2] + v[7]) / hz,
+        interrupts: (v[5] + v[6]) / hz,
+    })
+}
+
+/// Resident set size in bytes.
+pub fn process_rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// This thread's id, for [`thread_cpu`].
+pub fn current_tid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+pub fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The local process that listens on `addr`'s port, found through the
+/// socket inode in `/proc/net/tcp{,6}` and the processes' fd links. `None`
+/// when it is not local or not visible to us.
+pub fn find_listener_pid(addr: SocketAddr) -> Option<u32> {
+    let port = format!(":{:04X}", addr.port());
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is field 1, st field 3 (0A = LISTEN), inode 9.
+            if f.len() > 9 && f[1].ends_with(&port) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| link.as_os_str() == i.as_str())
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_process() {
+        let me = std::process::id();
+        assert!(process_cpu(me).is_some());
+        assert!(process_rss(me).unwrap() > 1024 * 1024);
+        assert!(thread_cpu(current_tid()).is_some());
+        let sys = system_cpu().unwrap();
+        assert!(sys.process > 0.0 && sys.interrupts >= 0.0);
+        assert!(alive(me));
+    }
+
+    #[test]
+    fn finds_a_listener_in_this_process_only_when_it_is_not_us() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // We skip our own pid on purpose (the runner is never the server).
+        assert_eq!(find_listener_pid(l.local_addr().unwrap()), None);
+    }
+
+    #[test]
+    fn fd_limit_for_a_few_connections_is_fine() {
+        raise_fd_limit(10).unwrap();
+        // Either above the hard limit or refused by the kernel: an error.
+        assert!(raise_fd_limit(usize::MAX / 2).is_err());
+    }
+}

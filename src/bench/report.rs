@@ -1,0 +1,427 @@
+//! What a run found, as JSON (every figure) and as a table a person reads,
+//! plus the HdrHistogram interval log.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use serde::Serialize;
+
+/// Latency percentiles, in ns.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub min_ns: u64,
+    pub mean_ns: f64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub p9999_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: h.len(),
+            min_ns: h.min(),
+            mean_ns: h.mean(),
+            p50_ns: h.value_at_quantile(0.5),
+            p90_ns: h.value_at_quantile(0.9),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            p9999_ns: h.value_at_quantile(0.9999),
+            max_ns: h.max(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadReport {
+    pub clients: usize,
+    pub per_client: usize,
+    pub symbols: usize,
+    pub all_symbols: bool,
+    pub channels: Vec<&'static str>,
+    /// "synthetic" or the recording's path.
+    pub source: String,
+    /// Ticks/s for synthetic; null for a recording.
+    pub rate: Option<f64>,
+    pub speed: Option<String>,
+    pub seconds: f64,
+    pub warmup_seconds: f64,
+    pub slow_clients: usize,
+    pub stall_seconds: Option<f64>,
+    pub stall_at_seconds: Option<f64>,
+    pub seed: u64,
+    pub client_threads: usize,
+}
+
+/// One group of clients (fast or slow).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GroupReport {
+    pub clients: usize,
+    pub expected: u64,
+    pub delivered: u64,
+    pub missing: u64,
+    pub snapshots: u64,
+    pub gap_events: u64,
+    pub gap_ticks: u64,
+    pub reorders: u64,
+    pub delivered_per_sec: f64,
+    /// How connections ended early, by close code, "eof" or "error".
+    pub ended_early: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PublishReport {
+    pub published: u64,
+    pub seconds: f64,
+    pub ticks_per_sec: f64,
+    pub lateness_p99_ns: u64,
+    pub lateness_max_ns: u64,
+    pub server_errors: u64,
+    pub server_error_samples: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SlowReport {
+    pub group: GroupReport,
+    pub latency: Percentiles,
+    pub lagging_notices: u64,
+    /// Fast clients' latency (from rx) before, during and after the stall.
+    pub fast_before: Percentiles,
+    pub fast_during: Percentiles,
+    pub fast_after: Percentiles,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServerResources {
+    pub pid: u32,
+    /// CPU seconds over the measured window (publishing and drain).
+    pub cpu_seconds: f64,
+    pub cpu_cores: f64,
+    pub cpu_seconds_per_million: f64,
+    pub rss_before_connect: u64,
+    pub rss_after_connect: u64,
+    /// (after connect − before connect) / connections: memory per idle connection.
+    pub rss_per_connection: f64,
+    pub rss_start: u64,
+    pub rss_end: u64,
+    pub rss_peak: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunnerResources {
+    pub cpu_seconds: f64,
+    /// Cores kept busy by other processes (neither server nor runner).
+    pub other_processes_cores: f64,
+    /// Cores spent in interrupts (on loopback: the TCP receive path of
+    /// both server and runner, charged to no process).
+    pub interrupt_cores: f64,
+    pub cpu_seconds_per_million: f64,
+    /// Share of the window the busiest client thread was on a CPU.
+    pub busiest_client_thread: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IntervalSummary {
+    pub second: u64,
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub label: String,
+    pub target: String,
+    pub url: String,
+    /// `server` and `version` from the server's `hello`.
+    pub server: String,
+    pub spawned: bool,
+    pub round: usize,
+    /// The swept parameter and its value, in a sweep.
+    pub point: Option<(String, f64)>,
+    /// False when the run was cut short: see `problems`.
+    pub complete: bool,
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+    pub load: LoadReport,
+    pub connect_seconds: f64,
+    /// Seconds from the first publish to the end of the drain.
+    pub window_seconds: f64,
+    pub publish: PublishReport,
+    /// Fast clients, receive time − `rx`.
+    pub latency: Percentiles,
+    /// Fast clients, receive time − intended send time (`ts`).
+    pub latency_intended: Percentiles,
+    pub fast: GroupReport,
+    pub slow: Option<SlowReport>,
+    /// All live deliveries per second of publishing.
+    pub delivered_per_sec: f64,
+    pub parse_errors: u64,
+    pub unexpected_ticks: u64,
+    pub clock_skew_ticks: u64,
+    pub subscriber_server_errors: u64,
+    pub samples: Vec<String>,
+    pub server_resources: Option<ServerResources>,
+    pub runner: RunnerResources,
+    pub intervals: Vec<IntervalSummary>,
+}
+
+/// A run's report with the histograms behind it.
+pub struct RunData {
+    pub report: RunReport,
+    pub rx: Histogram<u64>,
+    pub intended: Histogram<u64>,
+    /// Wall clock of the publish start, for the interval log.
+    pub start: SystemTime,
+    pub intervals: Vec<Histogram<u64>>,
+}
+
+/// A duration in ns, short: `850ns`, `85.2µs`, `1.25ms`, `2.10s`.
+pub fn ns(v: u64) -> String {
+    let f = v as f64;
+    if v < 1_000 {
+        format!("{v}ns")
+    } else if v < 1_000_000 {
+        format!("{:.1}µs", f / 1e3)
+    } else if v < 1_000_000_000 {
+        format!("{:.2}ms", f / 1e6)
+    } else {
+        format!("{:.2}s", f / 1e9)
+    }
+}
+
+/// 1234567 → "1,234,567".
+pub fn thousands(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn mb(b: u64) -> String {
+    format!("{:.1} MB", b as f64 / 1e6)
+}
+
+fn pct_row(out: &mut String, name: &str, p: &Percentiles) {
+    let _ = writeln!(
+        out,
+        "  {name:<13}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}",
+        ns(p.p50_ns),
+        ns(p.p90_ns),
+        ns(p.p99_ns),
+        ns(p.p999_ns),
+        ns(p.p9999_ns),
+        ns(p.max_ns)
+    );
+}
+
+/// The table printed after each run.
+pub fn human(r: &RunReport) -> String {
+    let mut o = String::new();
+    let status = if r.complete { "" } else { "  [PARTIAL]" };
+    let _ = writeln!(o, "── {} ── {} ({}){status}", r.label, r.url, r.server);
+    let l = &r.load;
+    let subs = if l.all_symbols {
+        "\"*\"".to_owned()
+    } else {
+        format!("{} of {} symbols", l.per_client, l.symbols)
+    };
+    let source = match l.rate {
+        Some(rate) => format!("{rate} ticks/s"),
+        None => format!(
+            "{} at speed {}",
+            l.source,
+            l.speed.as_deref().unwrap_or("?")
+        ),
+    };
+    let _ = writeln!(
+        o,
+        "  load         {} clients × {subs} [{}], {source}, {} s (warm-up {} s){}",
+        thousands(l.clients as u64),
+        l.channels.join(","),
+        l.seconds,
+        l.warmup_seconds,
+        if l.slow_clients > 0 {
+            format!(
+                ", {} slow clients on \"*\" stalling {} s",
+                l.slow_clients,
+                l.stall_seconds.unwrap_or(0.0)
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  latency           p50      p90      p99    p99.9   p99.99      max   (fast clients, {} timed ticks)",
+        thousands(r.latency.count)
+    );
+    pct_row(&mut o, "from rx", &r.latency);
+    pct_row(&mut o, "from intended", &r.latency_intended);
+    let f = &r.fast;
+    let _ = writeln!(
+        o,
+        "  delivered    {} of {} expected ({}/s) · missing {} · gaps {} ({} ticks) · reorders {} · parse errors {}",
+        thousands(f.delivered),
+        thousands(f.expected),
+        thousands(r.delivered_per_sec as u64),
+        thousands(f.missing),
+        thousands(f.gap_events),
+        thousands(f.gap_ticks),
+        f.reorders,
+        r.parse_errors
+    );
+    if let Some(s) = &r.slow {
+        let _ = writeln!(
+            o,
+            "  slow         {} clients: {} delivered of {} expected · gaps {} ({} ticks dropped) · lagging notices {} · closed early {:?}",
+            s.group.clients,
+            thousands(s.group.delivered),
+            thousands(s.group.expected),
+            thousands(s.group.gap_events),
+            thousands(s.group.gap_ticks),
+            s.lagging_notices,
+            s.group.ended_early
+        );
+        let _ = writeln!(
+            o,
+            "  fast p99     before the stall {} · during {} · after {}",
+            ns(s.fast_before.p99_ns),
+            ns(s.fast_during.p99_ns),
+            ns(s.fast_after.p99_ns)
+        );
+    }
+    match &r.server_resources {
+        Some(s) => {
+            let _ = writeln!(
+                o,
+                "  server       {:.2} CPU-s ({:.2} cores) · {:.3} CPU-s per M deliveries · RSS {} → {} (peak {}) · {:.1} KiB per connection",
+                s.cpu_seconds,
+                s.cpu_cores,
+                s.cpu_seconds_per_million,
+                mb(s.rss_start),
+                mb(s.rss_end),
+                mb(s.rss_peak),
+                s.rss_per_connection / 1024.0
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  server       not sampled (not a local process we can see; try --server-pid)"
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "  runner       {:.2} CPU-s · {:.3} CPU-s per M deliveries · busiest client thread {:.0}% · interrupts {:.2} cores · other processes {:.2} cores · publisher {} ticks ({:.0}/s), late p99 {}",
+        r.runner.cpu_seconds,
+        r.runner.cpu_seconds_per_million,
+        r.runner.busiest_client_thread * 100.0,
+        r.runner.interrupt_cores,
+        r.runner.other_processes_cores,
+        thousands(r.publish.published),
+        r.publish.ticks_per_sec,
+        ns(r.publish.lateness_p99_ns)
+    );
+    for w in &r.warnings {
+        let _ = writeln!(o, "  warning: {w}");
+    }
+    for p in &r.problems {
+        let _ = writeln!(o, "  PROBLEM: {p}");
+    }
+    o
+}
+
+/// Writes every run's per-second histograms into one HdrHistogram interval
+/// log, tagged by run.
+pub fn write_interval_log(path: &std::path::Path, runs: &[RunData]) -> std::io::Result<()> {
+    let Some(first) = runs.iter().map(|r| r.start).min() else {
+        return Ok(());
+    };
+    let mut buf = Vec::new();
+    let mut ser = V2DeflateSerializer::new();
+    {
+        let mut w = IntervalLogWriterBuilder::new()
+            .add_comment(
+                "tickwire bench: fast clients' latency from rx, ns, one histogram per second",
+            )
+            .with_start_time(first)
+            .with_base_time(first)
+            .with_max_value_divisor(1e6)
+            .begin_log_with(&mut buf, &mut ser)?;
+        for r in runs {
+            let tag: String = r
+                .report
+                .label
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let base = r.start.duration_since(first).unwrap_or_default();
+            for (k, h) in r.intervals.iter().enumerate() {
+                w.write_histogram(
+                    h,
+                    base + Duration::from_secs(k as u64),
+                    Duration::from_secs(1),
+                    Tag::new(&tag),
+                )
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            }
+        }
+    }
+    std::fs::write(path, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(ns(850), "850ns");
+        assert_eq!(ns(85_200), "85.2µs");
+        assert_eq!(ns(1_250_000), "1.25ms");
+        assert_eq!(ns(2_100_000_000), "2.10s");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+    }
+
+    #[test]
+    fn percentiles_are_ordered() {
+        let mut h = crate::bench::clients::new_histogram();
+        for v in 1..100_000u64 {
+            h.record(v * 10).unwrap();
+        }
+        let p = Percentiles::of(&h);
+        assert!(p.min_ns <= p.p50_ns && p.p50_ns <= p.p90_ns && p.p90_ns <= p.p99_ns);
+        assert!(p.p99_ns <= p.p999_ns && p.p999_ns <= p.p9999_ns && p.p9999_ns <= p.max_ns);
+        assert_eq!(
+            Percentiles::of(&crate::bench::clients::new_histogram()).count,
+            0
+        );
+    }
+}

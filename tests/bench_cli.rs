@@ -1,0 +1,365 @@
+//! `tickwire bench` end to end: the real binary, a real server on loopback,
+//! short bounded runs, and the report files checked for consistency.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tickwire");
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tickwire-bench-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs the child to completion, killing it (and failing) past `limit`.
+fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "bench did not finish within {limit:?}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn bench(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_bounded(child, limit)
+}
+
+/// A small well-formedness check: one root `<svg>`, every tag closed in
+/// order (no XML parser in the dependency tree).
+fn assert_well_formed_svg(text: &str) {
+    let body = text.trim_start_matches(|c: char| c.is_whitespace());
+    let body = if body.starts_with("<?xml") {
+        &body[body.find("?>").unwrap() + 2..]
+    } else {
+        body
+    };
+    assert!(
+        body.trim_start().starts_with("<svg"),
+        "root element is not <svg>"
+    );
+    let mut stack: Vec<String> = Vec::new();
+    let mut elements = 0;
+    let mut rest = body;
+    while let Some(i) = rest.find('<') {
+        let end = rest[i..].find('>').expect("unclosed tag") + i;
+        let tag = &rest[i + 1..end];
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.trim()),
+                "mismatched </{name}>"
+            );
+            if stack.is_empty() {
+                assert!(
+                    rest[end + 1..].trim().is_empty(),
+                    "content after the root element"
+                );
+            }
+        } else if !tag.starts_with('!') && !tag.starts_with('?') {
+            elements += 1;
+            let name = tag
+                .split(|c: char| c.is_whitespace() || c == '/')
+                .next()
+                .unwrap();
+            if !tag.ends_with('/') {
+                stack.push(name.to_owned());
+            }
+        }
+        rest = &rest[end + 1..];
+    }
+    assert!(stack.is_empty(), "unclosed elements: {stack:?}");
+    assert!(
+        elements > 50,
+        "only {elements} elements: not much of a plot"
+    );
+}
+
+#[test]
+fn short_run_against_a_spawned_server_reports_consistent_figures() {
+    let dir = tmpdir("short");
+    let out = bench(
+        &[
+            "--clients",
+            "50",
+            "--seconds",
+            "2",
+            "--warmup",
+            "0.5",
+            "--rate",
+            "200",
+            "--drain",
+            "2",
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("p99.9") && stdout.contains("from intended"),
+        "{stdout}"
+    );
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(doc["complete"], true);
+    let run = &doc["runs"][0];
+    let fast = &run["fast"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"));
+    assert_eq!(n(&fast["clients"]), 50);
+    let published = n(&run["publish"]["published"]);
+    assert!((350..=410).contains(&published), "published {published}");
+    assert!(n(&fast["expected"]) > 0);
+    assert_eq!(
+        n(&fast["delivered"]),
+        n(&fast["expected"]),
+        "fast clients missed ticks: {fast}"
+    );
+    assert_eq!(n(&fast["missing"]), 0);
+    assert_eq!(n(&fast["gap_events"]), 0);
+    assert_eq!(n(&fast["reorders"]), 0);
+    assert_eq!(n(&run["parse_errors"]), 0);
+    assert_eq!(n(&run["unexpected_ticks"]), 0);
+    for key in ["latency", "latency_intended"] {
+        let l = &run[key];
+        let seq: Vec<u64> = [
+            "min_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "p9999_ns", "max_ns",
+        ]
+        .iter()
+        .map(|k| n(&l[k]))
+        .collect();
+        assert!(
+            seq.windows(2).all(|w| w[0] <= w[1]),
+            "{key} percentiles out of order: {seq:?}"
+        );
+        assert!(seq[0] > 0 && seq[6] < 10_000_000_000, "{key}: {seq:?}");
+        // Only ticks after the warm-up are timed.
+        assert!(n(&l["count"]) > 0 && n(&l["count"]) <= n(&fast["delivered"]));
+    }
+    let server = &run["server_resources"];
+    assert!(server["cpu_seconds"].as_f64().unwrap() >= 0.0);
+    assert!(n(&server["rss_peak"]) > 1_000_000);
+    assert!(run["runner"]["cpu_seconds"].as_f64().unwrap() > 0.0);
+
+    assert_well_formed_svg(&std::fs::read_to_string(dir.join("latency.svg")).unwrap());
+    let hlog = std::fs::read_to_string(dir.join("latency.hlog")).unwrap();
+    assert!(
+        hlog.contains("#[StartTime:") && hlog.contains("HISTF"),
+        "{hlog}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_url_nobody_listens_on_is_a_clear_error() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}");
+    let out = bench(
+        &["--url", &url, "--seconds", "1", "--quiet"],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect") && stderr.contains("refused"),
+        "{stderr}"
+    );
+}
+
+/// A loopback server that answers every connection with `reply`.
+fn fake_server(reply: &'static [u8]) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(reply);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_server_speaking_another_protocol_is_a_clear_error() {
+    let port = fake_server(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+    let out = bench(
+        &[
+            "--url",
+            &format!("ws://127.0.0.1:{port}"),
+            "--seconds",
+            "1",
+            "--quiet",
+        ],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("404 Not Found") && stderr.contains("instead of switching"),
+        "{stderr}"
+    );
+
+    let port = fake_server(b"SSH-2.0-OpenSSH_9.2\r\n");
+    let out = bench(
+        &[
+            "--url",
+            &format!("ws://127.0.0.1:{port}"),
+            "--seconds",
+            "1",
+            "--quiet",
+        ],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+}
+
+// The child is handed to the caller, which kills and waits for it.
+#[allow(clippy::zombie_processes)]
+fn start_server(dir: &Path) -> (Child, String) {
+    let addr_file = dir.join("addr");
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-feed",
+            "--addr-file",
+        ])
+        .arg(&addr_file)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            return (child, format!("ws://{}", a.trim()));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_server_dying_mid_run_gives_a_partial_report() {
+    let dir = tmpdir("dies");
+    let (mut server, url) = start_server(&dir);
+    let child = Command::new(BIN)
+        .args([
+            "bench",
+            "--url",
+            &url,
+            "--clients",
+            "20",
+            "--seconds",
+            "5",
+            "--warmup",
+            "0",
+            "--rate",
+            "200",
+        ])
+        .args(["--quiet", "--out", dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let out = wait_bounded(child, Duration::from_secs(40));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("PARTIAL"), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(doc["complete"], false);
+    assert_eq!(doc["runs"][0]["complete"], false);
+    assert!(!doc["runs"][0]["problems"].as_array().unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_file_descriptor_limit_below_clients_is_a_clear_error() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["bench", "--clients", "5000", "--seconds", "1", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit in the child before exec; lowering is always allowed.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 512,
+                rlim_max: 512,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let out = wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("file-descriptor limit is 512"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_starts() {
+    for args in [
+        &["--seconds", "0"][..],
+        &["--channels", "trades"],
+        &["--per-client", "200", "--symbols", "100"],
+        &["--sweep", "threads=1,2"],
+        &["--url", "http://127.0.0.1:1"],
+    ] {
+        let out = bench(args, Duration::from_secs(20));
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+    }
+}
