@@ -417,17 +417,6 @@ pub struct Worker {
     pub ingest: Arc<Ingest>,
     pub config: Arc<Config>,
     pub stats: Arc<Stats>,
-    /// Where this worker hands publisher connections after their upgrade
-    /// (the ingest thread), so that reading published ticks never waits
-    /// behind a fan-out batch. `None` on the ingest thread itself.
-    pub publisher_handoff: Option<tokio::sync::mpsc::UnboundedSender<PublisherHandoff>>,
-}
-
-/// An upgraded publisher connection on its way to the ingest thread.
-pub struct PublisherHandoff {
-    pub stream: std::net::TcpStream,
-    /// Bytes the client sent right after its request, to be read first.
-    pub prefix: Bytes,
 }
 
 fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {

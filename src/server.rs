@@ -22,14 +22,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{Config, FeedSource};
-use crate::fanout::{PublisherHandoff, Worker, WorkerState};
+use crate::fanout::{Worker, WorkerState};
 use crate::ingest::{Ingest, IngestReader, TickSource, run_source};
 use crate::replay::{RecordedFeed, RecordingError};
 use crate::session::{self, JSON_PROTOCOL, SessionKind};
 use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 use crate::stats::Stats;
 use crate::symbols::SymbolTable;
-use tokio::sync::mpsc::UnboundedSender;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -125,33 +124,37 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     };
 
     let mut threads = Vec::new();
-    let (handoff, publishers) = tokio::sync::mpsc::unbounded_channel();
     for (i, (listener, reader)) in listeners.into_iter().zip(readers).enumerate() {
-        let site = Site {
-            config: config.clone(),
-            ingest: ingest.clone(),
-            stats: stats.clone(),
-            shutdown: shutdown.clone(),
-        };
-        let handoff = handoff.clone();
+        let ctx = (
+            config.clone(),
+            ingest.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        );
         let t = std::thread::Builder::new()
             .name(format!("tickwire-worker-{i}"))
-            .spawn(move || run_worker(i, listener, reader, handoff, site))
+            .spawn(move || run_worker(i, listener, reader, ctx.0, ctx.1, ctx.2, ctx.3))
             .map_err(ServerError::Thread)?;
         threads.push(t);
     }
-    drop(handoff);
-    let site = Site {
-        config: config.clone(),
-        ingest: ingest.clone(),
-        stats: stats.clone(),
-        shutdown: shutdown.clone(),
-    };
-    let t = std::thread::Builder::new()
-        .name("tickwire-ingest".into())
-        .spawn(move || run_ingest_thread(workers, source, publishers, site))
-        .map_err(ServerError::Thread)?;
-    threads.push(t);
+    if let Some(source) = source {
+        let ingest = ingest.clone();
+        let shutdown = shutdown.clone();
+        let t = std::thread::Builder::new()
+            .name("tickwire-ingest".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("building the ingest runtime");
+                let name = source.name().to_owned();
+                if let Err(e) = rt.block_on(run_source(source, ingest, shutdown)) {
+                    tracing::error!(source = name, error = %e, "feed source stopped");
+                }
+            })
+            .map_err(ServerError::Thread)?;
+        threads.push(t);
+    }
     tracing::info!(%addr, workers, "tickwire listening");
     Ok(ServerHandle {
         addr,
@@ -162,58 +165,29 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     })
 }
 
-/// What every server thread shares.
-struct Site {
-    config: Arc<Config>,
-    ingest: Arc<Ingest>,
-    stats: Arc<Stats>,
-    shutdown: Shutdown,
-}
-
-impl Site {
-    fn worker(self, id: usize, handoff: Option<UnboundedSender<PublisherHandoff>>) -> Rc<Worker> {
-        Rc::new(Worker {
-            id,
-            state: std::cell::RefCell::new(WorkerState::default()),
-            ingest: self.ingest,
-            config: self.config,
-            stats: self.stats,
-            publisher_handoff: handoff,
-        })
-    }
-}
-
-fn current_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("building a single-threaded runtime")
-}
-
-/// Once shutdown is triggered, sessions close themselves with 1001; wait
-/// for them, bounded by the close grace plus a margin.
-async fn wait_for_sessions(worker: &Worker) {
-    let deadline = tokio::time::Instant::now()
-        + worker.config.close_timeout
-        + std::time::Duration::from_millis(500);
-    while !worker.state.borrow().clients.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
-/// A fan-out worker: accepts connections on its own listener, serves HTTP,
-/// runs its subscribers and its ring reader.
+#[allow(clippy::too_many_arguments)]
 fn run_worker(
     id: usize,
     listener: std::net::TcpListener,
     reader: IngestReader,
-    handoff: UnboundedSender<PublisherHandoff>,
-    site: Site,
+    config: Arc<Config>,
+    ingest: Arc<Ingest>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
 ) {
-    let shutdown = site.shutdown.clone();
-    let worker = site.worker(id, Some(handoff));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a worker runtime");
     let local = tokio::task::LocalSet::new();
-    local.block_on(&current_thread_runtime(), async move {
+    local.block_on(&rt, async move {
+        let worker = Rc::new(Worker {
+            id,
+            state: std::cell::RefCell::new(WorkerState::default()),
+            ingest,
+            config,
+            stats,
+        });
         let listener = TcpListener::from_std(listener).expect("registering the listener");
         tokio::task::spawn_local(worker.clone().run_fanout(reader, shutdown.clone()));
         let mut stop = shutdown.clone();
@@ -233,49 +207,12 @@ fn run_worker(
             }
         }
         drop(listener);
-        wait_for_sessions(&worker).await;
-    });
-}
-
-/// The ingest thread: recorded sources, and every publisher connection
-/// (handed over by the workers after the upgrade), so that ticks enter the
-/// ring without waiting for a worker busy with fan-out.
-fn run_ingest_thread(
-    id: usize,
-    source: Option<Box<dyn TickSource>>,
-    mut publishers: tokio::sync::mpsc::UnboundedReceiver<PublisherHandoff>,
-    site: Site,
-) {
-    let shutdown = site.shutdown.clone();
-    let ingest = site.ingest.clone();
-    let worker = site.worker(id, None);
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&current_thread_runtime(), async move {
-        if let Some(source) = source {
-            let (ingest, shutdown) = (ingest.clone(), shutdown.clone());
-            tokio::task::spawn_local(async move {
-                let name = source.name().to_owned();
-                if let Err(e) = run_source(source, ingest, shutdown).await {
-                    tracing::error!(source = name, error = %e, "feed source stopped");
-                }
-            });
+        // Sessions close themselves with 1001 on shutdown; wait for them,
+        // bounded by the close grace plus a margin.
+        let deadline = tokio::time::Instant::now() + worker.config.close_timeout + std::time::Duration::from_millis(500);
+        while !worker.state.borrow().clients.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let mut stop = shutdown.clone();
-        loop {
-            tokio::select! {
-                handed = publishers.recv() => {
-                    let Some(PublisherHandoff { stream, prefix }) = handed else { break };
-                    match TcpStream::from_std(stream) {
-                        Ok(stream) => {
-                            tokio::task::spawn_local(session::run(worker.clone(), stream, prefix, SessionKind::Publisher, shutdown.clone()));
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot take over a publisher connection"),
-                    }
-                }
-                _ = stop.triggered() => break,
-            }
-        }
-        wait_for_sessions(&worker).await;
     });
 }
 
