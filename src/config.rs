@@ -48,6 +48,11 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// After sending a Close, how long to wait for the peer before dropping it.
     pub close_timeout: Duration,
+    /// Conformance echo listener (Autobahn); `None` (the default) = off.
+    pub echo_listen: Option<SocketAddr>,
+    /// Largest message on the echo listener, after reassembly: Autobahn's
+    /// cases 9.x send up to 16 MiB, far more than `/v1/stream` accepts.
+    pub echo_max_message_bytes: usize,
     pub feed: FeedSource,
 }
 
@@ -67,6 +72,8 @@ impl Default for Config {
             control_burst: 100,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
+            echo_listen: None,
+            echo_max_message_bytes: 16 * 1024 * 1024,
             feed: FeedSource::Embedded,
         }
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod decimal;
 pub mod encode;
 pub mod fanout;
+pub mod framing;
 pub mod import;
 pub mod ingest;
 pub mod protocol;
