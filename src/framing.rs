@@ -17,7 +17,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Instant;
 
 /// A framing rule a client broke (RFC 6455 §5.1, §5.5): close with 1002.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -133,12 +137,15 @@ impl HeaderScanner {
     }
 }
 
-/// An `AsyncRead` that enforces [`FrameViolation`]'s rules on what it reads.
+/// An `AsyncRead` that enforces [`FrameViolation`]'s rules on what it reads,
+/// and notes when bytes last arrived (the session's idle timeout reads it:
+/// a client sending a large message slowly is not idle).
 pub struct FrameGuard<S> {
     inner: S,
     scanner: HeaderScanner,
     /// A violation found after bytes that were still handed on.
     pending: Option<FrameViolation>,
+    heard: Rc<Cell<Instant>>,
 }
 
 impl<S> FrameGuard<S> {
@@ -147,7 +154,13 @@ impl<S> FrameGuard<S> {
             inner,
             scanner: HeaderScanner::default(),
             pending: None,
+            heard: Rc::new(Cell::new(Instant::now())),
         }
+    }
+
+    /// When bytes last arrived from the peer (initially: when created).
+    pub fn heard(&self) -> Rc<Cell<Instant>> {
+        self.heard.clone()
     }
 }
 
@@ -169,6 +182,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {}
             other => return other,
+        }
+        if buf.filled().len() > before {
+            this.heard.set(Instant::now());
         }
         if let Err((at, v)) = this.scanner.feed(&buf.filled()[before..]) {
             if at == 0 {

@@ -13,6 +13,7 @@ pub mod fanout;
 pub mod framing;
 pub mod import;
 pub mod ingest;
+pub mod limits;
 pub mod protocol;
 pub mod record;
 pub mod recording;

@@ -8,7 +8,7 @@
 //! raw `TcpStream` is taken back from hyper for the session.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::config::{Config, FeedSource};
 use crate::fanout::{Worker, WorkerState};
 use crate::ingest::{Ingest, IngestReader, TickSource, run_source};
+use crate::limits::Admission;
 use crate::replay::{RecordedFeed, RecordingError};
 use crate::session::{self, JSON_PROTOCOL, SessionKind};
 use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
@@ -104,6 +105,11 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let symbols = Arc::new(SymbolTable::new(config.max_symbols));
     let (ingest, readers) = Ingest::new(config.ring_capacity, workers, symbols, stats.clone());
     let (trigger, shutdown) = shutdown_pair();
+    let admission = Admission::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.max_publishers,
+    );
 
     // The first listener picks the port (it may be 0); the others share it.
     let first = bind(config.listen).map_err(|source| ServerError::Bind {
@@ -156,6 +162,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             ingest.clone(),
             stats.clone(),
             shutdown.clone(),
+            admission.clone(),
         );
         let t = std::thread::Builder::new()
             .name(format!("tickwire-worker-{i}"))
@@ -171,6 +178,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
                     ctx.1,
                     ctx.2,
                     ctx.3,
+                    ctx.4,
                 )
             })
             .map_err(ServerError::Thread)?;
@@ -232,6 +240,7 @@ fn run_worker(
     ingest: Arc<Ingest>,
     stats: Arc<Stats>,
     shutdown: Shutdown,
+    admission: Arc<Admission>,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -245,6 +254,7 @@ fn run_worker(
             ingest,
             config,
             stats,
+            admission,
         });
         let listener = TcpListener::from_std(listeners.main).expect("registering the listener");
         let echo = listeners
@@ -305,9 +315,9 @@ async fn serve_http(
         let sd = sd.clone();
         async move {
             Ok::<_, Infallible>(if echo {
-                upgrade(w, req, SessionKind::Echo, sd)
+                upgrade(w, req, SessionKind::Echo, sd, peer.ip())
             } else {
-                route(w, req, sd)
+                route(w, req, sd, peer.ip())
             })
         }
     });
@@ -334,11 +344,16 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     r
 }
 
-fn route(worker: Rc<Worker>, req: Request<Incoming>, shutdown: Shutdown) -> Response<Body> {
+fn route(
+    worker: Rc<Worker>,
+    req: Request<Incoming>,
+    shutdown: Shutdown,
+    peer: IpAddr,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match path.as_str() {
-        "/v1/stream" => upgrade(worker, req, SessionKind::Subscriber, shutdown),
-        "/v1/publish" => upgrade(worker, req, SessionKind::Publisher, shutdown),
+        "/v1/stream" => upgrade(worker, req, SessionKind::Subscriber, shutdown, peer),
+        "/v1/publish" => upgrade(worker, req, SessionKind::Publisher, shutdown, peer),
         "/healthz" if req.method() == Method::GET => {
             if shutdown.is_triggered() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
@@ -398,6 +413,7 @@ fn upgrade(
     mut req: Request<Incoming>,
     kind: SessionKind,
     shutdown: Shutdown,
+    peer: IpAddr,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if req.method() != Method::GET {
@@ -442,6 +458,17 @@ fn upgrade(
             ),
         );
     };
+    // Counted from here until the session ends (the permit moves into it).
+    let permit = match worker.admission.admit(peer, kind == SessionKind::Publisher) {
+        Ok(p) => p,
+        Err(refused) => {
+            tracing::debug!(%peer, %refused, "upgrade refused");
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+    };
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -467,6 +494,7 @@ fn upgrade(
         }
     };
     tokio::task::spawn_local(async move {
+        let _permit = permit;
         let ws = match fut.await {
             Ok(ws) => ws,
             Err(e) => {

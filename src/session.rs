@@ -60,6 +60,7 @@ enum ReadEnd {
 /// turns framing errors into the close code RFC 6455 asks for.
 struct MessageReader<S> {
     ws: WebSocketRead<FrameGuard<S>>,
+    heard: Rc<std::cell::Cell<Instant>>,
     max: usize,
     partial: Option<(OpCode, Vec<u8>)>,
 }
@@ -68,11 +69,10 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
     fn new(stream: S, max: usize) -> Self {
         // The guard enforces the framing rules fastwebsockets 0.10 skips
         // (masking, control frame length) before it sees the bytes.
-        let (mut ws, _) = fastwebsockets::after_handshake_split(
-            FrameGuard::new(stream),
-            tokio::io::sink(),
-            Role::Server,
-        );
+        let guard = FrameGuard::new(stream);
+        let heard = guard.heard();
+        let (mut ws, _) =
+            fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
         // A single frame larger than the cap is refused from its header,
         // before any of its payload is buffered.
         ws.set_max_message_size(max.saturating_add(1));
@@ -80,9 +80,15 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
         ws.set_auto_pong(true);
         MessageReader {
             ws,
+            heard,
             max,
             partial: None,
         }
+    }
+
+    /// When bytes last arrived from the peer.
+    fn heard(&self) -> Rc<std::cell::Cell<Instant>> {
+        self.heard.clone()
     }
 
     /// Reads the next message; `obligated` receives the frames the protocol
@@ -385,19 +391,46 @@ impl Session {
             st.flush_client(id);
         };
         let mut shutting_down = false;
+        // Idle timeout: a peer silent for half of it is pinged; one still
+        // silent at the end of it is closed with 1008 (policy: it does not
+        // keep the connection alive), once.
+        let idle = self.worker.config.idle_timeout;
+        let heard = reader.heard();
+        let mut pinged_at: Option<Instant> = None;
+        let mut idle_closed = idle.is_zero();
         loop {
-            let next = if shutting_down {
-                reader.next(&mut obligated).await
-            } else {
-                tokio::select! {
-                    r = reader.next(&mut obligated) => r,
-                    _ = shutdown.triggered() => {
-                        // Dropping the read future is safe here: we only wait
-                        // for the peer's Close from now on.
-                        shutting_down = true;
-                        self.reason = "server shutting down";
-                        self.close(close_code::GOING_AWAY, "server shutting down");
-                        continue;
+            // The read future stays pinned while timers and shutdown fire:
+            // `read_frame` is not cancel-safe, so it is never dropped midway.
+            let next = {
+                let read = reader.next(&mut obligated);
+                tokio::pin!(read);
+                loop {
+                    let last = heard.get();
+                    let ping_due = !idle_closed && pinged_at.is_none_or(|p| p < last);
+                    tokio::select! {
+                        r = &mut read => break r,
+                        _ = shutdown.triggered(), if !shutting_down => {
+                            shutting_down = true;
+                            self.reason = "server shutting down";
+                            self.close(close_code::GOING_AWAY, "server shutting down");
+                        }
+                        // The read future takes pongs in without returning, so
+                        // a timer may fire on a stale `last`: check it again.
+                        _ = tokio::time::sleep_until(last + idle / 2), if ping_due => {
+                            if heard.get() != last {
+                                continue;
+                            }
+                            self.send(encode::frame(encode::OPCODE_PING, b"idle"));
+                            pinged_at = Some(Instant::now());
+                        }
+                        _ = tokio::time::sleep_until(last + idle), if !idle_closed => {
+                            if heard.get() != last {
+                                continue;
+                            }
+                            idle_closed = true;
+                            self.reason = "idle timeout";
+                            self.close(close_code::POLICY, "idle timeout: no answer to ping");
+                        }
                     }
                 }
             };
