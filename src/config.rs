@@ -48,6 +48,20 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// After sending a Close, how long to wait for the peer before dropping it.
     pub close_timeout: Duration,
+    /// WebSocket connections the server holds at once (503 beyond).
+    pub max_connections: usize,
+    /// WebSocket connections from one client IP address (503 beyond).
+    pub max_connections_per_ip: usize,
+    /// Publishers connected at once (503 beyond).
+    pub max_publishers: usize,
+    /// A connection silent this long is pinged at half of it and closed
+    /// with 1008 at the end of it; zero turns the check off.
+    pub idle_timeout: Duration,
+    /// Conformance echo listener (Autobahn); `None` (the default) = off.
+    pub echo_listen: Option<SocketAddr>,
+    /// Largest message on the echo listener, after reassembly: Autobahn's
+    /// cases 9.x send up to 16 MiB, far more than `/v1/stream` accepts.
+    pub echo_max_message_bytes: usize,
     pub feed: FeedSource,
 }
 
@@ -67,6 +81,12 @@ impl Default for Config {
             control_burst: 100,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            max_publishers: 16,
+            idle_timeout: Duration::from_secs(60),
+            echo_listen: None,
+            echo_max_message_bytes: 16 * 1024 * 1024,
             feed: FeedSource::Embedded,
         }
     }

@@ -417,6 +417,8 @@ pub struct Worker {
     pub ingest: Arc<Ingest>,
     pub config: Arc<Config>,
     pub stats: Arc<Stats>,
+    /// Connection limits, shared with the other workers.
+    pub admission: Arc<crate::limits::Admission>,
 }
 
 fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {

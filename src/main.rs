@@ -94,6 +94,26 @@ struct ServeArgs {
     /// After sending Close, how long to wait for the peer's.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     close_timeout: Duration,
+    /// WebSocket connections the server holds at once (HTTP 503 beyond).
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// WebSocket connections from one client IP address (HTTP 503 beyond).
+    #[arg(long, default_value_t = 100)]
+    max_connections_per_ip: usize,
+    /// Publishers connected at once (HTTP 503 beyond).
+    #[arg(long, default_value_t = 16)]
+    max_publishers: usize,
+    /// Ping a connection silent for half of this; close it (1008) if it is
+    /// still silent at the end. 0 = never.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Also listen here for the conformance echo (Autobahn): every message
+    /// on any path is sent back. Off by default; never expose it publicly.
+    #[arg(long, value_name = "ADDR")]
+    echo_listen: Option<SocketAddr>,
+    /// Largest message the echo listener accepts, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, requires = "echo_listen")]
+    echo_max_message_bytes: usize,
     /// Once listening, write the bound address (e.g. 127.0.0.1:41234) to this
     /// file: lets a parent process use `--listen 127.0.0.1:0`.
     #[arg(long, value_name = "FILE")]
@@ -125,6 +145,12 @@ impl ServeArgs {
             control_burst: self.control_burst,
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_publishers: self.max_publishers,
+            idle_timeout: self.idle_timeout,
+            echo_listen: self.echo_listen,
+            echo_max_message_bytes: self.echo_max_message_bytes,
             feed,
         };
         (config, self.addr_file)

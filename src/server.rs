@@ -8,7 +8,7 @@
 //! raw `TcpStream` is taken back from hyper for the session.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::config::{Config, FeedSource};
 use crate::fanout::{Worker, WorkerState};
 use crate::ingest::{Ingest, IngestReader, TickSource, run_source};
+use crate::limits::Admission;
 use crate::replay::{RecordedFeed, RecordingError};
 use crate::session::{self, JSON_PROTOCOL, SessionKind};
 use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
@@ -48,6 +49,7 @@ pub enum ServerError {
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
+    echo_addr: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     threads: Vec<JoinHandle<()>>,
     stats: Arc<Stats>,
@@ -58,6 +60,11 @@ impl ServerHandle {
     /// The address actually bound (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The conformance echo listener's address, when `echo_listen` is set.
+    pub fn echo_addr(&self) -> Option<SocketAddr> {
+        self.echo_addr
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -98,6 +105,11 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let symbols = Arc::new(SymbolTable::new(config.max_symbols));
     let (ingest, readers) = Ingest::new(config.ring_capacity, workers, symbols, stats.clone());
     let (trigger, shutdown) = shutdown_pair();
+    let admission = Admission::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.max_publishers,
+    );
 
     // The first listener picks the port (it may be 0); the others share it.
     let first = bind(config.listen).map_err(|source| ServerError::Bind {
@@ -112,6 +124,21 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     for _ in 1..workers {
         listeners.push(bind(addr).map_err(|source| ServerError::Bind { addr, source })?);
     }
+    // The echo listener, like the main one, has one socket per worker.
+    let mut echo_listeners: Vec<Option<std::net::TcpListener>> =
+        (0..workers).map(|_| None).collect();
+    let mut echo_addr = None;
+    if let Some(want) = config.echo_listen {
+        let mut at = want;
+        for slot in &mut echo_listeners {
+            let l = bind(at).map_err(|source| ServerError::Bind { addr: at, source })?;
+            at = l
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr: at, source })?;
+            *slot = Some(l);
+        }
+        echo_addr = Some(at);
+    }
 
     let source: Option<Box<dyn TickSource>> = match &config.feed {
         FeedSource::Embedded => Some(Box::new(RecordedFeed::embedded_default()?)),
@@ -124,16 +151,36 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     };
 
     let mut threads = Vec::new();
-    for (i, (listener, reader)) in listeners.into_iter().zip(readers).enumerate() {
+    for (i, ((listener, echo), reader)) in listeners
+        .into_iter()
+        .zip(echo_listeners)
+        .zip(readers)
+        .enumerate()
+    {
         let ctx = (
             config.clone(),
             ingest.clone(),
             stats.clone(),
             shutdown.clone(),
+            admission.clone(),
         );
         let t = std::thread::Builder::new()
             .name(format!("tickwire-worker-{i}"))
-            .spawn(move || run_worker(i, listener, reader, ctx.0, ctx.1, ctx.2, ctx.3))
+            .spawn(move || {
+                run_worker(
+                    i,
+                    Listeners {
+                        main: listener,
+                        echo,
+                    },
+                    reader,
+                    ctx.0,
+                    ctx.1,
+                    ctx.2,
+                    ctx.3,
+                    ctx.4,
+                )
+            })
             .map_err(ServerError::Thread)?;
         threads.push(t);
     }
@@ -156,8 +203,12 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         threads.push(t);
     }
     tracing::info!(%addr, workers, "tickwire listening");
+    if let Some(echo) = echo_addr {
+        tracing::warn!(%echo, "conformance echo listener on (for Autobahn; not for production)");
+    }
     Ok(ServerHandle {
         addr,
+        echo_addr,
         trigger,
         threads,
         stats,
@@ -165,15 +216,31 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     })
 }
 
+/// One worker's listening sockets.
+struct Listeners {
+    main: std::net::TcpListener,
+    /// The conformance echo listener, when enabled.
+    echo: Option<std::net::TcpListener>,
+}
+
+/// Accepts on an optional listener; never completes when there is none.
+async fn accept_opt(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_worker(
     id: usize,
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     reader: IngestReader,
     config: Arc<Config>,
     ingest: Arc<Ingest>,
     stats: Arc<Stats>,
     shutdown: Shutdown,
+    admission: Arc<Admission>,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -187,15 +254,29 @@ fn run_worker(
             ingest,
             config,
             stats,
+            admission,
         });
-        let listener = TcpListener::from_std(listener).expect("registering the listener");
+        let listener = TcpListener::from_std(listeners.main).expect("registering the listener");
+        let echo = listeners
+            .echo
+            .map(|l| TcpListener::from_std(l).expect("registering the echo listener"));
         tokio::task::spawn_local(worker.clone().run_fanout(reader, shutdown.clone()));
         let mut stop = shutdown.clone();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tokio::task::spawn_local(serve_http(worker.clone(), stream, peer, shutdown.clone()));
+                        tokio::task::spawn_local(serve_http(worker.clone(), stream, peer, shutdown.clone(), false));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                accepted = accept_opt(&echo) => match accepted {
+                    Ok((stream, peer)) => {
+                        tokio::task::spawn_local(serve_http(worker.clone(), stream, peer, shutdown.clone(), true));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -207,6 +288,7 @@ fn run_worker(
             }
         }
         drop(listener);
+        drop(echo);
         // Sessions close themselves with 1001 on shutdown; wait for them,
         // bounded by the close grace plus a margin.
         let deadline = tokio::time::Instant::now() + worker.config.close_timeout + std::time::Duration::from_millis(500);
@@ -216,14 +298,28 @@ fn run_worker(
     });
 }
 
-async fn serve_http(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+/// Serves one HTTP connection; `echo` marks the conformance listener, where
+/// every path is the echo endpoint.
+async fn serve_http(
+    worker: Rc<Worker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: Shutdown,
+    echo: bool,
+) {
     let io = TokioIo::new(stream);
     let w = worker.clone();
     let sd = shutdown.clone();
     let service = hyper::service::service_fn(move |req| {
         let w = w.clone();
         let sd = sd.clone();
-        async move { Ok::<_, Infallible>(route(w, req, sd)) }
+        async move {
+            Ok::<_, Infallible>(if echo {
+                upgrade(w, req, SessionKind::Echo, sd, peer.ip())
+            } else {
+                route(w, req, sd, peer.ip())
+            })
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -248,11 +344,16 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     r
 }
 
-fn route(worker: Rc<Worker>, req: Request<Incoming>, shutdown: Shutdown) -> Response<Body> {
+fn route(
+    worker: Rc<Worker>,
+    req: Request<Incoming>,
+    shutdown: Shutdown,
+    peer: IpAddr,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match path.as_str() {
-        "/v1/stream" => upgrade(worker, req, SessionKind::Subscriber, shutdown),
-        "/v1/publish" => upgrade(worker, req, SessionKind::Publisher, shutdown),
+        "/v1/stream" => upgrade(worker, req, SessionKind::Subscriber, shutdown, peer),
+        "/v1/publish" => upgrade(worker, req, SessionKind::Publisher, shutdown, peer),
         "/healthz" if req.method() == Method::GET => {
             if shutdown.is_triggered() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
@@ -312,6 +413,7 @@ fn upgrade(
     mut req: Request<Incoming>,
     kind: SessionKind,
     shutdown: Shutdown,
+    peer: IpAddr,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if req.method() != Method::GET {
@@ -343,7 +445,7 @@ fn upgrade(
         );
     }
     let offered = offered_protocols(&req);
-    let chosen = if kind == SessionKind::Publisher || offered.is_empty() {
+    let chosen = if kind != SessionKind::Subscriber || offered.is_empty() {
         None
     } else if offered.iter().any(|p| p == JSON_PROTOCOL) {
         Some(JSON_PROTOCOL)
@@ -355,6 +457,17 @@ fn upgrade(
                 offered.join(", ")
             ),
         );
+    };
+    // Counted from here until the session ends (the permit moves into it).
+    let permit = match worker.admission.admit(peer, kind == SessionKind::Publisher) {
+        Ok(p) => p,
+        Err(refused) => {
+            tracing::debug!(%peer, %refused, "upgrade refused");
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
     };
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
@@ -381,6 +494,7 @@ fn upgrade(
         }
     };
     tokio::task::spawn_local(async move {
+        let _permit = permit;
         let ws = match fut.await {
             Ok(ws) => ws,
             Err(e) => {

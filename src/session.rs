@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::encode::{self, JsonObject};
 use crate::fanout::{ClientId, Worker, channel_names, close_code};
+use crate::framing::{FrameGuard, FrameViolation};
 use crate::ingest::{Admitted, RingItem};
 use crate::protocol::{
     ErrorCode, ProtocolError, Published, Request, SymbolList, parse_publish, parse_request,
@@ -30,6 +31,11 @@ use crate::tick::{ChannelSet, KeyId, wall_clock_ns};
 pub enum SessionKind {
     Subscriber,
     Publisher,
+    /// The conformance listener (`serve --echo-listen`, off by default):
+    /// every text or binary message is sent back as one frame of the same
+    /// opcode, through the same reader, limits and outbox as `/v1/stream`,
+    /// so Autobahn's fuzzing cases test the framing stack subscribers get.
+    Echo,
 }
 
 /// The subprotocol name spoken on subscriber connections.
@@ -38,7 +44,7 @@ pub const JSON_PROTOCOL: &str = "tickwire.json.v1";
 /// A complete inbound message.
 enum Inbound {
     Text(Vec<u8>),
-    Binary,
+    Binary(Vec<u8>),
     Close,
 }
 
@@ -53,15 +59,20 @@ enum ReadEnd {
 /// Reads whole messages: reassembles fragments under the size cap and
 /// turns framing errors into the close code RFC 6455 asks for.
 struct MessageReader<S> {
-    ws: WebSocketRead<S>,
+    ws: WebSocketRead<FrameGuard<S>>,
+    heard: Rc<std::cell::Cell<Instant>>,
     max: usize,
     partial: Option<(OpCode, Vec<u8>)>,
 }
 
 impl<S: AsyncRead + Unpin> MessageReader<S> {
     fn new(stream: S, max: usize) -> Self {
+        // The guard enforces the framing rules fastwebsockets 0.10 skips
+        // (masking, control frame length) before it sees the bytes.
+        let guard = FrameGuard::new(stream);
+        let heard = guard.heard();
         let (mut ws, _) =
-            fastwebsockets::after_handshake_split(stream, tokio::io::sink(), Role::Server);
+            fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
         // A single frame larger than the cap is refused from its header,
         // before any of its payload is buffered.
         ws.set_max_message_size(max.saturating_add(1));
@@ -69,9 +80,15 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
         ws.set_auto_pong(true);
         MessageReader {
             ws,
+            heard,
             max,
             partial: None,
         }
+    }
+
+    /// When bytes last arrived from the peer.
+    fn heard(&self) -> Rc<std::cell::Cell<Instant>> {
+        self.heard.clone()
     }
 
     /// Reads the next message; `obligated` receives the frames the protocol
@@ -103,7 +120,7 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
                         return Ok(match frame.opcode {
                             // fastwebsockets checked UTF-8 of unfragmented text.
                             OpCode::Text => Inbound::Text(frame.payload.to_vec()),
-                            _ => Inbound::Binary,
+                            _ => Inbound::Binary(frame.payload.to_vec()),
                         });
                     }
                     self.partial = Some((frame.opcode, frame.payload.to_vec()));
@@ -135,7 +152,7 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
                         }
                         return Ok(Inbound::Text(buf));
                     }
-                    return Ok(Inbound::Binary);
+                    return Ok(Inbound::Binary(buf));
                 }
             }
         }
@@ -144,6 +161,12 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
     fn classify(&self, e: WebSocketError) -> ReadEnd {
         use WebSocketError as E;
         match e {
+            E::IoError(io) if FrameViolation::from_io(&io).is_some() => ReadEnd::Violation(
+                close_code::PROTOCOL_ERROR,
+                FrameViolation::from_io(&io)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            ),
             E::UnexpectedEOF | E::IoError(_) | E::ConnectionClosed => ReadEnd::Gone,
             E::FrameTooLarge => ReadEnd::Violation(
                 close_code::TOO_BIG,
@@ -226,6 +249,7 @@ fn hello_frame(worker: &Worker, kind: SessionKind) -> Bytes {
             match kind {
                 SessionKind::Subscriber => "subscriber",
                 SessionKind::Publisher => "publisher",
+                SessionKind::Echo => "echo",
             },
         )
         .raw("limits", limits_json.as_bytes());
@@ -257,10 +281,13 @@ pub async fn run(
         (c.writer_wake.clone(), c.kill.clone())
     };
     let gauge = match kind {
-        SessionKind::Subscriber => &worker.stats.subscribers,
-        SessionKind::Publisher => &worker.stats.publishers,
+        SessionKind::Subscriber => Some(&worker.stats.subscribers),
+        SessionKind::Publisher => Some(&worker.stats.publishers),
+        SessionKind::Echo => None,
     };
-    gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(g) = gauge {
+        g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     Stats::add(&worker.stats.connections_total, 1);
     tracing::debug!(
         worker = worker.id,
@@ -281,12 +308,15 @@ pub async fn run(
         ),
         reason: "client closed",
     };
-    session.send(hello_frame(&worker, kind));
+    let max_message = if kind == SessionKind::Echo {
+        // A conformance peer expects nothing but its own messages back.
+        worker.config.echo_max_message_bytes
+    } else {
+        session.send(hello_frame(&worker, kind));
+        worker.config.max_message_bytes
+    };
 
-    let reader = MessageReader::new(
-        std::io::Cursor::new(prefix).chain(read),
-        worker.config.max_message_bytes,
-    );
+    let reader = MessageReader::new(std::io::Cursor::new(prefix).chain(read), max_message);
     tokio::select! {
         _ = session.read_loop(reader, shutdown) => {}
         _ = kill.notified() => {}
@@ -294,7 +324,9 @@ pub async fn run(
 
     writer.abort();
     let client = worker.state.borrow_mut().remove_client(id);
-    gauge.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(g) = gauge {
+        g.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let (dropped, frames) = client
         .map(|c| (c.dropped, c.frames_sent))
         .unwrap_or_default();
@@ -359,19 +391,46 @@ impl Session {
             st.flush_client(id);
         };
         let mut shutting_down = false;
+        // Idle timeout: a peer silent for half of it is pinged; one still
+        // silent at the end of it is closed with 1008 (policy: it does not
+        // keep the connection alive), once.
+        let idle = self.worker.config.idle_timeout;
+        let heard = reader.heard();
+        let mut pinged_at: Option<Instant> = None;
+        let mut idle_closed = idle.is_zero();
         loop {
-            let next = if shutting_down {
-                reader.next(&mut obligated).await
-            } else {
-                tokio::select! {
-                    r = reader.next(&mut obligated) => r,
-                    _ = shutdown.triggered() => {
-                        // Dropping the read future is safe here: we only wait
-                        // for the peer's Close from now on.
-                        shutting_down = true;
-                        self.reason = "server shutting down";
-                        self.close(close_code::GOING_AWAY, "server shutting down");
-                        continue;
+            // The read future stays pinned while timers and shutdown fire:
+            // `read_frame` is not cancel-safe, so it is never dropped midway.
+            let next = {
+                let read = reader.next(&mut obligated);
+                tokio::pin!(read);
+                loop {
+                    let last = heard.get();
+                    let ping_due = !idle_closed && pinged_at.is_none_or(|p| p < last);
+                    tokio::select! {
+                        r = &mut read => break r,
+                        _ = shutdown.triggered(), if !shutting_down => {
+                            shutting_down = true;
+                            self.reason = "server shutting down";
+                            self.close(close_code::GOING_AWAY, "server shutting down");
+                        }
+                        // The read future takes pongs in without returning, so
+                        // a timer may fire on a stale `last`: check it again.
+                        _ = tokio::time::sleep_until(last + idle / 2), if ping_due => {
+                            if heard.get() != last {
+                                continue;
+                            }
+                            self.send(encode::frame(encode::OPCODE_PING, b"idle"));
+                            pinged_at = Some(Instant::now());
+                        }
+                        _ = tokio::time::sleep_until(last + idle), if !idle_closed => {
+                            if heard.get() != last {
+                                continue;
+                            }
+                            idle_closed = true;
+                            self.reason = "idle timeout";
+                            self.close(close_code::POLICY, "idle timeout: no answer to ping");
+                        }
                     }
                 }
             };
@@ -382,21 +441,30 @@ impl Session {
                 .client(self.id)
                 .is_none_or(|c| c.is_closing());
             match next {
-                Ok(Inbound::Close) | Err(ReadEnd::Gone) => return,
+                Err(ReadEnd::Gone) => return,
+                Ok(Inbound::Close) => {
+                    // Our echo of the Close is queued (a second Close from
+                    // the peer is ignored). Read on until the peer's EOF,
+                    // within the close grace: closing a socket with unread
+                    // input would reset the connection instead of ending it.
+                    self.drain(&mut reader).await;
+                    return;
+                }
                 Err(ReadEnd::Violation(code, why)) => {
                     tracing::debug!(client = self.id, code, why, "protocol violation");
                     self.reason = "protocol violation";
                     self.close(code, &why);
-                    // Wait for the peer to close, within the close grace.
-                    let _ = tokio::time::timeout(self.worker.config.close_timeout, async {
-                        let mut discard = |_: OpCode, _: Bytes| {};
-                        while reader.next(&mut discard).await.is_ok() {}
-                    })
-                    .await;
+                    self.drain(&mut reader).await;
                     return;
                 }
                 Ok(_) if closing => continue,
-                Ok(Inbound::Binary) => self.refuse(&ProtocolError::new(
+                Ok(Inbound::Text(payload)) if self.kind == SessionKind::Echo => {
+                    self.send(encode::frame(encode::OPCODE_TEXT, &payload));
+                }
+                Ok(Inbound::Binary(payload)) if self.kind == SessionKind::Echo => {
+                    self.send(encode::frame(encode::OPCODE_BINARY, &payload));
+                }
+                Ok(Inbound::Binary(_)) => self.refuse(&ProtocolError::new(
                     None,
                     ErrorCode::BadJson,
                     "binary frames are not accepted here; send JSON text frames",
@@ -404,9 +472,20 @@ impl Session {
                 Ok(Inbound::Text(mut payload)) => match self.kind {
                     SessionKind::Subscriber => self.on_control(&mut payload),
                     SessionKind::Publisher => self.on_publish(&payload).await,
+                    SessionKind::Echo => {}
                 },
             }
         }
+    }
+
+    /// After a Close has been sent: reads and discards until the peer's EOF
+    /// or the close grace runs out.
+    async fn drain<S: AsyncRead + Unpin>(&self, reader: &mut MessageReader<S>) {
+        let _ = tokio::time::timeout(self.worker.config.close_timeout, async {
+            let mut discard = |_: OpCode, _: Bytes| {};
+            while reader.next(&mut discard).await.is_ok() {}
+        })
+        .await;
     }
 
     fn rate_limited(&mut self) -> bool {

@@ -239,6 +239,15 @@ async fn framing_violations_are_closed_with_1002() {
         encode_frame(false, 9, b"fragmented ping"),
         encode_frame(true, 9, &[0u8; 126]),
         encode_frame(true, 8, &999u16.to_be_bytes()),
+        // fastwebsockets 0.10 lets these through; `framing::FrameGuard` does not.
+        vec![0x81, 0x02, b'{', b'}'],        // an unmasked client frame
+        encode_frame(true, 10, &[0u8; 126]), // a pong over 125 bytes
+        {
+            // A close over 125 bytes (a valid code and a long reason).
+            let mut p = 1000u16.to_be_bytes().to_vec();
+            p.extend_from_slice(&[b'x'; 124]);
+            encode_frame(true, 8, &p)
+        },
     ] {
         let mut ws = subscriber(h.addr()).await;
         use tokio::io::AsyncWriteExt;

@@ -62,6 +62,12 @@ impl RecordingReader {
         Self::from_reader(name.to_owned(), data, Some(data.len() as u64))
     }
 
+    /// Reads a recording from an owned buffer (tests, fuzzing, uploads).
+    pub fn from_owned(name: &str, data: Vec<u8>) -> Result<Self, RecordingError> {
+        let len = data.len() as u64;
+        Self::from_reader(name.to_owned(), std::io::Cursor::new(data), Some(len))
+    }
+
     fn from_reader(
         name: String,
         source: impl Read + Send + 'static,

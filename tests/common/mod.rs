@@ -15,11 +15,14 @@ use tokio::net::TcpStream;
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A test config: loopback, ephemeral port, no built-in feed.
+/// A test config: loopback, ephemeral port, no built-in feed. Every test
+/// client connects from 127.0.0.1, so the per-address limit is raised to the
+/// total one (tests/limits.rs sets it where it is under test).
 pub fn config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         feed: FeedSource::None,
+        max_connections_per_ip: Config::default().max_connections,
         ..Config::default()
     }
 }

@@ -1,0 +1,146 @@
+//! Admission limits shared by every worker: WebSocket connections in total,
+//! per client IP, and publishers.
+//!
+//! A connection is counted from the moment its upgrade is accepted until its
+//! session ends, by holding a [`Permit`]; a request over a limit is refused
+//! with HTTP 503 before the upgrade, so a flood costs one HTTP exchange each,
+//! never a session. Plain HTTP requests are not counted (the handshake
+//! timeout bounds them). The counts sit under one short lock: they change
+//! only on connect and disconnect, never per tick.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// Why a WebSocket upgrade was refused (the 503 body says it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the server is at its limit of {limit} WebSocket connections; try again later")]
+    TooManyConnections { limit: usize },
+    #[error("{ip} already has {limit} WebSocket connections open, the limit per client address")]
+    TooManyFromAddress { ip: IpAddr, limit: usize },
+    #[error("the server is at its limit of {limit} publishers")]
+    TooManyPublishers { limit: usize },
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    publishers: usize,
+}
+
+/// The limits and the live counts.
+pub struct Admission {
+    max_total: usize,
+    max_per_ip: usize,
+    max_publishers: usize,
+    counts: Mutex<Counts>,
+}
+
+/// One admitted connection; dropping it gives its place back.
+pub struct Permit {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+    publisher: bool,
+}
+
+impl Admission {
+    pub fn new(max_total: usize, max_per_ip: usize, max_publishers: usize) -> Arc<Admission> {
+        Arc::new(Admission {
+            max_total,
+            max_per_ip,
+            max_publishers,
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    /// Admits a connection from `ip` (a publisher if `publisher`), or says
+    /// which limit it would break.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, publisher: bool) -> Result<Permit, Refused> {
+        // An IPv4 client seen through an IPv6 socket counts as itself.
+        let ip = ip.to_canonical();
+        let mut c = self.counts.lock();
+        if c.total >= self.max_total {
+            return Err(Refused::TooManyConnections {
+                limit: self.max_total,
+            });
+        }
+        let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if from_ip >= self.max_per_ip {
+            return Err(Refused::TooManyFromAddress {
+                ip,
+                limit: self.max_per_ip,
+            });
+        }
+        if publisher && c.publishers >= self.max_publishers {
+            return Err(Refused::TooManyPublishers {
+                limit: self.max_publishers,
+            });
+        }
+        c.total += 1;
+        *c.per_ip.entry(ip).or_default() += 1;
+        c.publishers += usize::from(publisher);
+        Ok(Permit {
+            admission: self.clone(),
+            ip,
+            publisher,
+        })
+    }
+
+    /// Connections counted now: (total, publishers).
+    pub fn counts(&self) -> (usize, usize) {
+        let c = self.counts.lock();
+        (c.total, c.publishers)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut c = self.admission.counts.lock();
+        c.total -= 1;
+        c.publishers -= usize::from(self.publisher);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                // Keeps the map as small as the set of connected addresses.
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_hold_and_places_come_back() {
+        let a = Admission::new(3, 2, 1);
+        let one: IpAddr = "10.0.0.1".parse().unwrap();
+        let two: IpAddr = "10.0.0.2".parse().unwrap();
+        let p1 = a.admit(one, true).unwrap();
+        assert_eq!(
+            a.admit(two, true).err(),
+            Some(Refused::TooManyPublishers { limit: 1 })
+        );
+        let _p2 = a.admit(one, false).unwrap();
+        assert_eq!(
+            a.admit(one, false).err(),
+            Some(Refused::TooManyFromAddress { ip: one, limit: 2 })
+        );
+        // IPv4-mapped IPv6 is the same client.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(a.admit(mapped, false).is_err());
+        let _p3 = a.admit(two, false).unwrap();
+        assert_eq!(
+            a.admit(two, false).err(),
+            Some(Refused::TooManyConnections { limit: 3 })
+        );
+        drop(p1);
+        assert_eq!(a.counts(), (2, 0));
+        let _p4 = a.admit(two, true).unwrap();
+    }
+}
