@@ -22,10 +22,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{Config, FeedSource};
+use crate::encode::Encoding;
 use crate::fanout::{Worker, WorkerState};
 use crate::ingest::{Ingest, IngestReader, TickSource, run_source};
 use crate::replay::{RecordedFeed, RecordingError};
-use crate::session::{self, JSON_PROTOCOL, SessionKind};
+use crate::session::{self, BIN_PROTOCOL, JSON_PROTOCOL, SessionKind};
 use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 use crate::stats::Stats;
 use crate::symbols::SymbolTable;
@@ -343,19 +344,24 @@ fn upgrade(
         );
     }
     let offered = offered_protocols(&req);
+    // Binary wins when both are offered (PROTOCOL.md); nothing offered
+    // means JSON without a header (RFC 6455).
     let chosen = if kind == SessionKind::Publisher || offered.is_empty() {
         None
+    } else if offered.iter().any(|p| p == BIN_PROTOCOL) {
+        Some(Encoding::Binary)
     } else if offered.iter().any(|p| p == JSON_PROTOCOL) {
-        Some(JSON_PROTOCOL)
+        Some(Encoding::Json)
     } else {
         return text(
             StatusCode::BAD_REQUEST,
             format!(
-                "none of the offered subprotocols ({}) is supported; offer {JSON_PROTOCOL}, or none\n",
+                "none of the offered subprotocols ({}) is supported; offer {BIN_PROTOCOL} or {JSON_PROTOCOL}, or none\n",
                 offered.join(", ")
             ),
         );
     };
+    let encoding = chosen.unwrap_or_default();
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -399,6 +405,7 @@ fn upgrade(
                     parts.io.into_inner(),
                     parts.read_buf,
                     kind,
+                    encoding,
                     shutdown,
                 )
                 .await;
@@ -407,10 +414,11 @@ fn upgrade(
         }
     });
     let (mut parts, _) = response.into_parts();
-    if let Some(p) = chosen {
-        parts
-            .headers
-            .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    if let Some(e) = chosen {
+        parts.headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(e.protocol()),
+        );
     }
     Response::from_parts(parts, Full::new(Bytes::new()))
 }

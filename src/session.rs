@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::encode::{self, JsonObject};
+use crate::encode::{self, Encoding, JsonObject};
 use crate::fanout::{ClientId, Worker, channel_names, close_code};
 use crate::ingest::{Admitted, RingItem};
 use crate::protocol::{
@@ -32,8 +32,10 @@ pub enum SessionKind {
     Publisher,
 }
 
-/// The subprotocol name spoken on subscriber connections.
-pub const JSON_PROTOCOL: &str = "tickwire.json.v1";
+/// The JSON subprotocol's name.
+pub const JSON_PROTOCOL: &str = Encoding::JSON_PROTOCOL;
+/// The binary subprotocol's name.
+pub const BIN_PROTOCOL: &str = Encoding::BIN_PROTOCOL;
 
 /// A complete inbound message.
 enum Inbound {
@@ -206,7 +208,7 @@ fn error_frame(e: &ProtocolError) -> Bytes {
     o.into_frame()
 }
 
-fn hello_frame(worker: &Worker, kind: SessionKind) -> Bytes {
+fn hello_frame(worker: &Worker, kind: SessionKind, encoding: Encoding) -> Bytes {
     let c = &worker.config;
     let limits_json = format!(
         r#"{{"max_message_bytes":{},"max_keys_per_connection":{},"control_per_sec":{},"control_burst":{},"client_buffer_bytes":{},"evict_after_ms":{}}}"#,
@@ -220,7 +222,7 @@ fn hello_frame(worker: &Worker, kind: SessionKind) -> Bytes {
     let mut o = JsonObject::new("hello");
     o.str("server", "tickwire")
         .str("version", env!("CARGO_PKG_VERSION"))
-        .str("protocol", JSON_PROTOCOL)
+        .str("protocol", encoding.protocol())
         .str(
             "role",
             match kind {
@@ -238,6 +240,7 @@ pub async fn run(
     stream: TcpStream,
     prefix: Bytes,
     kind: SessionKind,
+    encoding: Encoding,
     shutdown: Shutdown,
 ) {
     let peer = stream.peer_addr().ok();
@@ -250,6 +253,7 @@ pub async fn run(
         write,
         worker.stats.clone(),
         worker.config.client_buffer_bytes,
+        encoding,
     );
     let (wake, kill) = {
         let mut st = worker.state.borrow_mut();
@@ -281,7 +285,7 @@ pub async fn run(
         ),
         reason: "client closed",
     };
-    session.send(hello_frame(&worker, kind));
+    session.send(hello_frame(&worker, kind, encoding));
 
     let reader = MessageReader::new(
         std::io::Cursor::new(prefix).chain(read),
@@ -528,9 +532,10 @@ impl Session {
         o.id(id)
             .strs("symbols", names)
             .strs("channels", channel_names(channels))
-            .ids("ids", id_pairs);
+            .ids("ids", id_pairs.iter().copied());
         if let Some(c) = st.client(self.id) {
             c.push_control(o.into_frame());
+            c.learn_ids(id_pairs.iter().map(|&(_, sid)| sid));
         }
         if snapshot {
             let mut last: Vec<RingItem> = Vec::new();

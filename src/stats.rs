@@ -12,9 +12,15 @@ pub struct Stats {
     pub ring_full: AtomicU64,
     /// Pending ticks replaced by a newer tick of the same key (slow clients).
     pub ticks_dropped_stale: AtomicU64,
-    /// Tick frames handed to sockets.
-    pub frames_out: AtomicU64,
-    pub bytes_out: AtomicU64,
+    /// Ticks queued for subscriber sockets, per [`crate::encode::Encoding`]
+    /// (index `Encoding as usize`).
+    pub ticks_out: [AtomicU64; 2],
+    /// WebSocket frames carrying ticks, per encoding (a binary frame may
+    /// carry many ticks).
+    pub tick_frames_out: [AtomicU64; 2],
+    /// Bytes written to subscriber sockets, per the client's encoding
+    /// (control messages included).
+    pub bytes_out: [AtomicU64; 2],
     /// Write system calls made for subscribers.
     pub writes: AtomicU64,
     /// Clients closed with 4000 for staying behind.
