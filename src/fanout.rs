@@ -92,6 +92,9 @@ pub struct Client {
     /// Binary clients: offset in `wbuf` of the last frame if it is a binary
     /// frame that more records may join.
     open_bin: Option<usize>,
+    /// `rx` of the oldest live tick queued since the last write, for the
+    /// encode→write latency histogram.
+    oldest_rx: Option<u64>,
     /// Byte cap on the write buffer.
     cap: usize,
     write: Option<Rc<OwnedWriteHalf>>,
@@ -132,6 +135,7 @@ impl Client {
             encoding,
             known_ids: HashSet::new(),
             open_bin: None,
+            oldest_rx: None,
             cap,
             write: write.map(Rc::new),
             writer_wake: Rc::new(Notify::new()),
@@ -194,6 +198,9 @@ impl Client {
     fn append_tick(&mut self, item: &RingItem, snapshot: bool) {
         let e = self.encoding as usize;
         Stats::add(&self.stats.ticks_out[e], 1);
+        if !snapshot && self.oldest_rx.is_none() {
+            self.oldest_rx = Some(item.tick.rx);
+        }
         match self.encoding {
             Encoding::Json => {
                 self.append_frame(item.json_frame(snapshot));
@@ -419,6 +426,11 @@ impl Client {
             }
             match write.try_write(&self.wbuf[self.sent..]) {
                 Ok(n) => {
+                    if let Some(rx) = self.oldest_rx.take() {
+                        self.stats
+                            .encode_to_write
+                            .observe_ns(crate::tick::wall_clock_ns().saturating_sub(rx));
+                    }
                     Stats::add(&self.stats.writes, 1);
                     Stats::add(&self.stats.bytes_out[self.encoding as usize], n as u64);
                     Stats::gauge(&self.stats.queued_bytes, -(n as i64));
@@ -487,6 +499,7 @@ impl Client {
         self.wbuf.clear();
         self.frame_ends.clear();
         self.open_bin = None;
+        self.oldest_rx = None;
         self.sent = 0;
         n
     }
@@ -575,6 +588,14 @@ impl WorkerState {
     /// Removes a client and every subscription it held.
     pub fn remove_client(&mut self, id: ClientId) -> Option<Client> {
         let client = self.clients.try_remove(id)?;
+        Stats::gauge(
+            &client.stats.named_subscriptions,
+            -(client.named_keys as i64),
+        );
+        Stats::gauge(
+            &client.stats.star_subscriptions,
+            -(client.star.iter().count() as i64),
+        );
         for (key, slot) in &client.keys {
             if slot.named
                 && let Some(list) = self.index.get_mut(key)
@@ -614,6 +635,7 @@ impl WorkerState {
                 added += 1;
             }
         }
+        Stats::gauge(&c.stats.named_subscriptions, added as i64);
         added
     }
 
@@ -625,6 +647,7 @@ impl WorkerState {
             if !c.star.contains(ch) {
                 c.star.insert(ch);
                 self.star[ch as usize].push(id);
+                Stats::gauge(&c.stats.star_subscriptions, 1);
             }
         }
     }
@@ -641,6 +664,7 @@ impl WorkerState {
             if slot.named {
                 slot.named = false;
                 c.named_keys -= 1;
+                Stats::gauge(&c.stats.named_subscriptions, -1);
                 if let Some(list) = self.index.get_mut(&key) {
                     remove_id(list, id);
                     if list.is_empty() {
@@ -662,6 +686,7 @@ impl WorkerState {
             if c.star.contains(ch) {
                 c.star.0 &= !ch.bit();
                 remove_id(&mut self.star[ch as usize], id);
+                Stats::gauge(&c.stats.star_subscriptions, -1);
                 let gone: Vec<KeyId> = c
                     .keys
                     .iter()

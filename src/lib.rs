@@ -12,6 +12,7 @@ pub mod encode;
 pub mod fanout;
 pub mod import;
 pub mod ingest;
+pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod recording;

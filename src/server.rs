@@ -278,7 +278,17 @@ fn route(worker: Rc<Worker>, req: Request<Incoming>, shutdown: Shutdown) -> Resp
             );
             r
         }
-        "/healthz" | "/v1/symbols" => {
+        "/metrics" if req.method() == Method::GET => {
+            let body =
+                crate::metrics::render(&worker.stats, &worker.ingest, worker.config.ring_capacity);
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            r
+        }
+        "/healthz" | "/v1/symbols" | "/metrics" => {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{path} accepts GET only\n"),
@@ -290,7 +300,7 @@ fn route(worker: Rc<Worker>, req: Request<Incoming>, shutdown: Shutdown) -> Resp
         _ => text(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/symbols, /healthz\n"
+                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/symbols, /healthz, /metrics\n"
             ),
         ),
     }
