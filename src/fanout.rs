@@ -121,6 +121,9 @@ pub struct Client {
     close_deadline: Option<Instant>,
     pub dropped: u64,
     pub frames_sent: u64,
+    /// Why the server ended the connection from the write side, for the
+    /// close log line (the session knows the read-side reasons).
+    pub end_reason: Option<&'static str>,
 }
 
 impl Client {
@@ -155,6 +158,7 @@ impl Client {
             close_deadline: None,
             dropped: 0,
             frames_sent: 0,
+            end_reason: None,
         }
     }
 
@@ -511,6 +515,8 @@ impl Client {
 
     /// Drops the socket's write side at once (peer gone or unresponsive).
     pub fn abandon(&mut self) {
+        self.end_reason
+            .get_or_insert("connection lost or unresponsive");
         self.write = None;
         self.closing = true;
         self.discard_pending();
@@ -877,6 +883,7 @@ impl Worker {
                         } else {
                             let behind = c.behind_for().unwrap_or_default();
                             Stats::add(&self.stats.clients_evicted, 1);
+                            c.end_reason = Some("slow consumer (4000)");
                             tracing::info!(worker = self.id, client = id, behind_ms = behind.as_millis() as u64, dropped = c.dropped, "evicting slow consumer");
                             c.close_with_message(lagging_message(behind), close_code::SLOW_CONSUMER, "slow consumer", self.config.close_timeout);
                         }

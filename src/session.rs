@@ -266,11 +266,16 @@ pub async fn run(
     };
     gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Stats::add(&worker.stats.connections_total, 1);
-    tracing::debug!(
+    let kind_name = match kind {
+        SessionKind::Subscriber => "subscriber",
+        SessionKind::Publisher => "publisher",
+    };
+    tracing::info!(
         worker = worker.id,
         client = id,
-        ?peer,
-        ?kind,
+        peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
+        kind = kind_name,
+        protocol = encoding.protocol(),
         "connection open"
     );
 
@@ -299,14 +304,15 @@ pub async fn run(
     writer.abort();
     let client = worker.state.borrow_mut().remove_client(id);
     gauge.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    let (dropped, frames) = client
-        .map(|c| (c.dropped, c.frames_sent))
+    let (dropped, frames, end_reason) = client
+        .map(|c| (c.dropped, c.frames_sent, c.end_reason))
         .unwrap_or_default();
-    tracing::debug!(
+    tracing::info!(
         worker = worker.id,
         client = id,
-        ?peer,
-        reason = session.reason,
+        peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
+        kind = kind_name,
+        reason = end_reason.unwrap_or(session.reason),
         frames,
         dropped,
         "connection closed"
