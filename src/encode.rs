@@ -18,7 +18,7 @@ pub const OPCODE_PONG: u8 = 0xA;
 
 /// Room reserved in front of a payload for the largest header we write
 /// (2 bytes + 8-byte extended length; server frames are never masked).
-const MAX_HEADER: usize = 10;
+pub const MAX_HEADER: usize = 10;
 
 /// Builds one server frame: reserve the header, write the payload, then
 /// [`FrameBuilder::finish`] moves the payload up against the real header.
@@ -255,6 +255,64 @@ impl JsonObject {
     }
 }
 
+/// How ticks are encoded for one subscriber, chosen by subprotocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// `tickwire.json.v1`: one JSON text frame per tick.
+    #[default]
+    Json,
+    /// `tickwire.bin.v1`: 64-byte records, several per binary frame.
+    Binary,
+}
+
+impl Encoding {
+    pub const JSON_PROTOCOL: &str = "tickwire.json.v1";
+    pub const BIN_PROTOCOL: &str = "tickwire.bin.v1";
+
+    /// The subprotocol name, as answered and as `hello.protocol`.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Encoding::Json => Self::JSON_PROTOCOL,
+            Encoding::Binary => Self::BIN_PROTOCOL,
+        }
+    }
+
+    /// Label value in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Binary => "binary",
+        }
+    }
+}
+
+/// Size of one `tickwire.bin.v1` record.
+pub const RECORD_LEN: usize = 64;
+/// Offset of the flags byte in a record; bit 0 is "snapshot".
+pub const RECORD_FLAGS: usize = 1;
+pub const FLAG_SNAPSHOT: u8 = 1;
+
+/// The `tickwire.bin.v1` record of a tick (PROTOCOL.md's layout), live.
+/// Prices and sizes are the raw 1e-9 fixed-point units.
+pub fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
+    let mut r = [0u8; RECORD_LEN];
+    let (kind, a, b, c, d) = match t.event {
+        Event::Trade { px, qty, side } => (1u8, px.raw(), qty.raw(), i64::from(side.as_byte()), 0),
+        Event::Quote { bid, bsz, ask, asz } => (2u8, bid.raw(), bsz.raw(), ask.raw(), asz.raw()),
+    };
+    r[0] = kind;
+    // r[1] flags and r[2..4] reserved stay 0 for a live tick.
+    r[4..8].copy_from_slice(&t.key.symbol().to_le_bytes());
+    r[8..16].copy_from_slice(&t.seq.to_le_bytes());
+    r[16..24].copy_from_slice(&t.ts.to_le_bytes());
+    r[24..32].copy_from_slice(&t.rx.to_le_bytes());
+    r[32..40].copy_from_slice(&a.to_le_bytes());
+    r[40..48].copy_from_slice(&b.to_le_bytes());
+    r[48..56].copy_from_slice(&c.to_le_bytes());
+    r[56..64].copy_from_slice(&d.to_le_bytes());
+    r
+}
+
 /// A sequenced tick with its frames, encoded once and shared by every
 /// subscriber of its key (and by the last-value cache).
 #[derive(Debug)]
@@ -264,6 +322,9 @@ pub struct EncodedTick {
     pub json: Bytes,
     /// The same tick flagged `"snap":true`, encoded on first use.
     snap_json: std::sync::OnceLock<Bytes>,
+    /// The `tickwire.bin.v1` record, encoded when the first binary
+    /// subscriber needs it: a feed with no binary client never pays for it.
+    record: std::sync::OnceLock<[u8; RECORD_LEN]>,
 }
 
 impl EncodedTick {
@@ -273,7 +334,18 @@ impl EncodedTick {
             tick,
             json,
             snap_json: std::sync::OnceLock::new(),
+            record: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The binary record, live or flagged snapshot. The snapshot variant is
+    /// the shared record with one flag bit set in the copy: no second cache.
+    pub fn record(&self, snapshot: bool) -> [u8; RECORD_LEN] {
+        let mut r = *self.record.get_or_init(|| tick_record(&self.tick));
+        if snapshot {
+            r[RECORD_FLAGS] |= FLAG_SNAPSHOT;
+        }
+        r
     }
 
     /// The JSON frame, live or as a snapshot.
@@ -402,6 +474,52 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["message"], "bad \"x\"\n\u{1}");
         assert!(v["id"].is_null());
+    }
+
+    #[test]
+    fn trade_record_follows_the_protocol_layout() {
+        let t = trade(189_230_000_000, 100_000_000_000);
+        let r = tick_record(&t);
+        let u64_at = |o: usize| u64::from_le_bytes(r[o..o + 8].try_into().unwrap());
+        let i64_at = |o: usize| i64::from_le_bytes(r[o..o + 8].try_into().unwrap());
+        assert_eq!((r[0], r[1], r[2], r[3]), (1, 0, 0, 0));
+        assert_eq!(u32::from_le_bytes(r[4..8].try_into().unwrap()), 0);
+        assert_eq!(u64_at(8), 42);
+        assert_eq!(u64_at(16), 1_700_000_000_123_456_789);
+        assert_eq!(u64_at(24), 1_700_000_000_123_460_001);
+        assert_eq!(i64_at(32), 189_230_000_000);
+        assert_eq!(i64_at(40), 100_000_000_000);
+        assert_eq!(i64_at(48), i64::from(b'B'));
+        assert_eq!(i64_at(56), 0);
+        let e = EncodedTick::new(t);
+        assert_eq!(e.record(false), r);
+        assert_eq!(e.record(true)[1], FLAG_SNAPSHOT);
+        assert_eq!(e.record(true)[2..], r[2..]);
+    }
+
+    #[test]
+    fn quote_record_carries_raw_fixed_point_and_the_symbol_id() {
+        let t = Tick {
+            key: KeyId::new(9, Channel::Quote),
+            sym: "MSFT".into(),
+            seq: 7,
+            ts: 1,
+            rx: 2,
+            event: Event::Quote {
+                bid: Fixed(-1),
+                bsz: Fixed(i64::MAX),
+                ask: Fixed(i64::MIN),
+                asz: Fixed(5),
+            },
+        };
+        let r = tick_record(&t);
+        let i64_at = |o: usize| i64::from_le_bytes(r[o..o + 8].try_into().unwrap());
+        assert_eq!(r[0], 2);
+        assert_eq!(u32::from_le_bytes(r[4..8].try_into().unwrap()), 9);
+        assert_eq!(
+            [i64_at(32), i64_at(40), i64_at(48), i64_at(56)],
+            [-1, i64::MAX, i64::MIN, 5]
+        );
     }
 
     #[test]

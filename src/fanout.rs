@@ -14,8 +14,16 @@
 //! ring batch every client with something queued is flushed with one `write`;
 //! a client whose socket is full is left to its writer task, which waits for
 //! writability and evicts it (close 4000) when it stays behind too long.
+//!
+//! Binary (`tickwire.bin.v1`) clients get 64-byte records instead of JSON
+//! frames. Records queued back to back share one binary frame: the last
+//! frame in the write buffer is extended (its header rewritten) while no byte
+//! of it has been written and it holds fewer than [`MAX_RECORDS_PER_FRAME`].
+//! Before the first record of a symbol whose id the client was never given
+//! (a `*` subscriber meeting a new symbol), a `symbol` control message
+//! announces the id.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,10 +36,15 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::encode::{self, JsonObject};
+use crate::encode::{self, Encoding, JsonObject, OPCODE_BINARY, RECORD_LEN};
 use crate::ingest::{Ingest, RingItem};
 use crate::stats::Stats;
-use crate::tick::{Channel, ChannelSet, KeyId};
+use crate::tick::{Channel, ChannelSet, KeyId, SymbolId, Tick};
+
+/// Most records one binary frame carries (16 KiB of payload): big enough
+/// that a backlog costs few frame headers, small enough that a client can
+/// start decoding before a whole burst has arrived.
+pub const MAX_RECORDS_PER_FRAME: usize = 256;
 
 /// Index of a client in its worker's slab.
 pub type ClientId = usize;
@@ -72,6 +85,16 @@ pub enum Flushed {
 /// One connection's outbound side.
 pub struct Client {
     stats: Arc<Stats>,
+    encoding: Encoding,
+    /// Binary clients: symbol ids this client has been told (in `subscribed`
+    /// or a `symbol` announcement).
+    known_ids: HashSet<SymbolId>,
+    /// Binary clients: offset in `wbuf` of the last frame if it is a binary
+    /// frame that more records may join.
+    open_bin: Option<usize>,
+    /// `rx` of the oldest live tick queued since the last write, for the
+    /// encode→write latency histogram.
+    oldest_rx: Option<u64>,
     /// Byte cap on the write buffer.
     cap: usize,
     write: Option<Rc<OwnedWriteHalf>>,
@@ -98,12 +121,24 @@ pub struct Client {
     close_deadline: Option<Instant>,
     pub dropped: u64,
     pub frames_sent: u64,
+    /// Why the server ended the connection from the write side, for the
+    /// close log line (the session knows the read-side reasons).
+    pub end_reason: Option<&'static str>,
 }
 
 impl Client {
-    fn new(write: Option<OwnedWriteHalf>, stats: Arc<Stats>, cap: usize) -> Client {
+    fn new(
+        write: Option<OwnedWriteHalf>,
+        stats: Arc<Stats>,
+        cap: usize,
+        encoding: Encoding,
+    ) -> Client {
         Client {
             stats,
+            encoding,
+            known_ids: HashSet::new(),
+            open_bin: None,
+            oldest_rx: None,
             cap,
             write: write.map(Rc::new),
             writer_wake: Rc::new(Notify::new()),
@@ -123,6 +158,7 @@ impl Client {
             close_deadline: None,
             dropped: 0,
             frames_sent: 0,
+            end_reason: None,
         }
     }
 
@@ -143,10 +179,94 @@ impl Client {
         self.wbuf.len() - self.sent
     }
 
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Records symbol ids the client has just been given (in `subscribed`),
+    /// so no `symbol` announcement repeats them.
+    pub fn learn_ids(&mut self, ids: impl IntoIterator<Item = SymbolId>) {
+        if self.encoding == Encoding::Binary {
+            self.known_ids.extend(ids);
+        }
+    }
+
     fn append_frame(&mut self, frame: &[u8]) {
         self.wbuf.extend_from_slice(frame);
         self.frame_ends.push(self.wbuf.len());
+        self.open_bin = None;
         Stats::gauge(&self.stats.queued_bytes, frame.len() as i64);
+    }
+
+    /// Appends a tick in the client's encoding.
+    fn append_tick(&mut self, item: &RingItem, snapshot: bool) {
+        let e = self.encoding as usize;
+        Stats::add(&self.stats.ticks_out[e], 1);
+        if !snapshot && self.oldest_rx.is_none() {
+            self.oldest_rx = Some(item.tick.rx);
+        }
+        match self.encoding {
+            Encoding::Json => {
+                self.append_frame(item.json_frame(snapshot));
+                Stats::add(&self.stats.tick_frames_out[e], 1);
+            }
+            Encoding::Binary => self.append_record(&item.record(snapshot)),
+        }
+    }
+
+    /// Appends a binary record: into the last frame when it is an unwritten
+    /// binary frame with room (rewriting its header, which grows from 2 to 4
+    /// bytes at the second record), else as a new frame.
+    fn append_record(&mut self, rec: &[u8; RECORD_LEN]) {
+        let before = self.wbuf.len();
+        let joinable = self.open_bin.filter(|&start| {
+            start >= self.sent
+                && self.frame_ends.last() == Some(&before)
+                && before - start < MAX_RECORDS_PER_FRAME * RECORD_LEN
+        });
+        let start = match joinable {
+            Some(start) => {
+                // Lengths up to MAX_RECORDS_PER_FRAME records fit the 2-byte
+                // (< 126) or the 4-byte (126 + u16) form.
+                let head = if self.wbuf[start + 1] & 0x7f == 126 {
+                    4
+                } else {
+                    2
+                };
+                let payload = before - start - head + RECORD_LEN;
+                let mut h = [0u8; encode::MAX_HEADER];
+                let n = encode::write_header(&mut h, OPCODE_BINARY, payload);
+                if n > head {
+                    self.wbuf
+                        .splice(start + head..start + head, std::iter::repeat_n(0, n - head));
+                }
+                self.wbuf[start..start + n].copy_from_slice(&h[..n]);
+                self.wbuf.extend_from_slice(rec);
+                if let Some(end) = self.frame_ends.last_mut() {
+                    *end = self.wbuf.len();
+                }
+                start
+            }
+            None => {
+                let mut h = [0u8; encode::MAX_HEADER];
+                let n = encode::write_header(&mut h, OPCODE_BINARY, RECORD_LEN);
+                self.wbuf.extend_from_slice(&h[..n]);
+                self.wbuf.extend_from_slice(rec);
+                self.frame_ends.push(self.wbuf.len());
+                Stats::add(&self.stats.tick_frames_out[Encoding::Binary as usize], 1);
+                before
+            }
+        };
+        self.open_bin = Some(start);
+        Stats::gauge(&self.stats.queued_bytes, (self.wbuf.len() - before) as i64);
+    }
+
+    /// Binary clients: announces the tick's symbol id before its first
+    /// record if the client has never been given it.
+    fn announce_symbol(&mut self, tick: &Tick) {
+        if self.encoding == Encoding::Binary && self.known_ids.insert(tick.key.symbol()) {
+            self.push_control(symbol_message(tick));
+        }
     }
 
     /// Queues a tick for this client.
@@ -161,21 +281,24 @@ impl Client {
             return false;
         }
         let key = item.tick.key;
-        let direct = self.order.is_empty() && self.control.is_empty() && self.unsent() < self.cap;
         let slot = self.keys.entry(key).or_default();
         if item.tick.seq <= slot.last_seq {
             return false;
         }
         slot.last_seq = item.tick.seq;
         if slot.pending.is_some() {
+            // Its symbol was announced when the first pending tick came.
             slot.pending = Some((item.clone(), snapshot));
             self.dropped += 1;
             Stats::add(&self.stats.ticks_dropped_stale, 1);
-        } else if direct {
-            self.append_frame(item.json_frame(snapshot));
+            return true;
+        }
+        self.announce_symbol(&item.tick);
+        let direct = self.order.is_empty() && self.control.is_empty() && self.unsent() < self.cap;
+        if direct {
+            self.append_tick(item, snapshot);
             self.frames_sent += 1;
-            Stats::add(&self.stats.frames_out, 1);
-        } else {
+        } else if let Some(slot) = self.keys.get_mut(&key) {
             slot.pending = Some((item.clone(), snapshot));
             Stats::gauge(&self.stats.pending_ticks, 1);
             self.order.push_back(key);
@@ -216,6 +339,7 @@ impl Client {
             );
             self.wbuf.truncate(end);
             self.frame_ends.retain(|&e| e <= end);
+            self.open_bin = None;
         }
         self.control.clear();
         self.control.push_back(close);
@@ -256,6 +380,7 @@ impl Client {
         debug_assert_eq!(self.sent, self.wbuf.len());
         self.wbuf.clear();
         self.frame_ends.clear();
+        self.open_bin = None;
         self.sent = 0;
         while let Some(f) = self.control.pop_front() {
             self.append_frame(&f);
@@ -271,11 +396,10 @@ impl Client {
             let Some((item, snap)) = self.keys.get_mut(&key).and_then(|s| s.pending.take()) else {
                 continue; // stale entry: unsubscribed or already taken
             };
-            self.append_frame(item.json_frame(snap));
+            self.append_tick(&item, snap);
             taken += 1;
         }
         self.frames_sent += taken;
-        Stats::add(&self.stats.frames_out, taken);
         Stats::gauge(&self.stats.pending_ticks, -(taken as i64));
     }
 
@@ -306,8 +430,13 @@ impl Client {
             }
             match write.try_write(&self.wbuf[self.sent..]) {
                 Ok(n) => {
+                    if let Some(rx) = self.oldest_rx.take() {
+                        self.stats
+                            .encode_to_write
+                            .observe_ns(crate::tick::wall_clock_ns().saturating_sub(rx));
+                    }
                     Stats::add(&self.stats.writes, 1);
-                    Stats::add(&self.stats.bytes_out, n as u64);
+                    Stats::add(&self.stats.bytes_out[self.encoding as usize], n as u64);
                     Stats::gauge(&self.stats.queued_bytes, -(n as i64));
                     self.sent += n;
                     if self.sent < self.wbuf.len() {
@@ -373,12 +502,21 @@ impl Client {
         Stats::gauge(&self.stats.queued_bytes, -(n as i64));
         self.wbuf.clear();
         self.frame_ends.clear();
+        self.open_bin = None;
+        self.oldest_rx = None;
         self.sent = 0;
         n
     }
 
+    /// The bytes queued and not yet written (tests of the framing).
+    pub fn queued(&self) -> &[u8] {
+        &self.wbuf[self.sent..]
+    }
+
     /// Drops the socket's write side at once (peer gone or unresponsive).
     pub fn abandon(&mut self) {
+        self.end_reason
+            .get_or_insert("connection lost or unresponsive");
         self.write = None;
         self.closing = true;
         self.discard_pending();
@@ -428,19 +566,44 @@ fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
 }
 
 impl WorkerState {
-    pub fn add_client(&mut self, write: OwnedWriteHalf, stats: Arc<Stats>, cap: usize) -> ClientId {
-        self.clients.insert(Client::new(Some(write), stats, cap))
+    pub fn add_client(
+        &mut self,
+        write: OwnedWriteHalf,
+        stats: Arc<Stats>,
+        cap: usize,
+        encoding: Encoding,
+    ) -> ClientId {
+        self.clients
+            .insert(Client::new(Some(write), stats, cap, encoding))
     }
 
     /// A client with no socket, whose output stays in memory until
     /// [`Client::take_output`]: for benchmarks of the fan-out path itself.
     pub fn add_in_memory_client(&mut self, stats: Arc<Stats>, cap: usize) -> ClientId {
-        self.clients.insert(Client::new(None, stats, cap))
+        self.add_in_memory_client_with(stats, cap, Encoding::Json)
+    }
+
+    /// [`WorkerState::add_in_memory_client`] in a chosen encoding.
+    pub fn add_in_memory_client_with(
+        &mut self,
+        stats: Arc<Stats>,
+        cap: usize,
+        encoding: Encoding,
+    ) -> ClientId {
+        self.clients.insert(Client::new(None, stats, cap, encoding))
     }
 
     /// Removes a client and every subscription it held.
     pub fn remove_client(&mut self, id: ClientId) -> Option<Client> {
         let client = self.clients.try_remove(id)?;
+        Stats::gauge(
+            &client.stats.named_subscriptions,
+            -(client.named_keys as i64),
+        );
+        Stats::gauge(
+            &client.stats.star_subscriptions,
+            -(client.star.iter().count() as i64),
+        );
         for (key, slot) in &client.keys {
             if slot.named
                 && let Some(list) = self.index.get_mut(key)
@@ -480,6 +643,7 @@ impl WorkerState {
                 added += 1;
             }
         }
+        Stats::gauge(&c.stats.named_subscriptions, added as i64);
         added
     }
 
@@ -491,6 +655,7 @@ impl WorkerState {
             if !c.star.contains(ch) {
                 c.star.insert(ch);
                 self.star[ch as usize].push(id);
+                Stats::gauge(&c.stats.star_subscriptions, 1);
             }
         }
     }
@@ -507,6 +672,7 @@ impl WorkerState {
             if slot.named {
                 slot.named = false;
                 c.named_keys -= 1;
+                Stats::gauge(&c.stats.named_subscriptions, -1);
                 if let Some(list) = self.index.get_mut(&key) {
                     remove_id(list, id);
                     if list.is_empty() {
@@ -528,6 +694,7 @@ impl WorkerState {
             if c.star.contains(ch) {
                 c.star.0 &= !ch.bit();
                 remove_id(&mut self.star[ch as usize], id);
+                Stats::gauge(&c.stats.star_subscriptions, -1);
                 let gone: Vec<KeyId> = c
                     .keys
                     .iter()
@@ -635,6 +802,15 @@ pub fn channel_names(set: ChannelSet) -> Vec<&'static str> {
     set.iter().map(Channel::as_str).collect()
 }
 
+/// `{"type":"symbol","sym":…,"id":…}`: tells a binary client the id of a
+/// symbol before its first record.
+pub fn symbol_message(tick: &Tick) -> Bytes {
+    let mut o = JsonObject::new("symbol");
+    o.str("sym", &tick.sym)
+        .u64("id", u64::from(tick.key.symbol()));
+    o.into_frame()
+}
+
 /// The `lagging` notice sent before a slow-consumer close.
 pub fn lagging_message(behind: Duration) -> Bytes {
     let mut o = JsonObject::new("lagging");
@@ -709,6 +885,7 @@ impl Worker {
                         } else {
                             let behind = c.behind_for().unwrap_or_default();
                             Stats::add(&self.stats.clients_evicted, 1);
+                            c.end_reason = Some("slow consumer (4000)");
                             tracing::info!(worker = self.id, client = id, behind_ms = behind.as_millis() as u64, dropped = c.dropped, "evicting slow consumer");
                             c.close_with_message(lagging_message(behind), close_code::SLOW_CONSUMER, "slow consumer", self.config.close_timeout);
                         }
@@ -716,5 +893,134 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decimal::Fixed;
+    use crate::encode::EncodedTick;
+    use crate::tick::{Event, Side};
+
+    fn item(sym: u32, seq: u64) -> RingItem {
+        Arc::new(EncodedTick::new(Tick {
+            key: KeyId::new(sym, Channel::Trade),
+            sym: format!("S{sym}").into(),
+            seq,
+            ts: seq,
+            rx: seq,
+            event: Event::Trade {
+                px: Fixed(seq as i64),
+                qty: Fixed(1),
+                side: Side::Sell,
+            },
+        }))
+    }
+
+    /// Splits queued bytes into (opcode, payload) frames.
+    fn frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let (len, off) = match b[1] {
+                126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+                127 => panic!("binary frames stay under 64 KiB"),
+                n => (n as usize, 2),
+            };
+            assert!(off == 2 || len >= 126, "length in its shortest form");
+            out.push((b[0] & 0x0f, b[off..off + len].to_vec()));
+            b = &b[off + len..];
+        }
+        out
+    }
+
+    fn binary_star_client() -> (WorkerState, ClientId, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let mut st = WorkerState::default();
+        let id = st.add_in_memory_client_with(stats.clone(), 1 << 20, Encoding::Binary);
+        st.subscribe_star(id, ChannelSet::BOTH);
+        (st, id, stats)
+    }
+
+    #[test]
+    fn pending_records_share_one_frame_after_the_symbol_announcement() {
+        let (mut st, id, stats) = binary_star_client();
+        for seq in 1..=3 {
+            st.deliver(&item(5, seq));
+        }
+        let c = st.client(id).unwrap();
+        let f = frames(c.queued());
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(f[0].0, encode::OPCODE_TEXT);
+        let v: serde_json::Value = serde_json::from_slice(&f[0].1).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"symbol","sym":"S5","id":5}));
+        assert_eq!(f[1].0, OPCODE_BINARY);
+        assert_eq!(f[1].1.len(), 3 * RECORD_LEN);
+        for (i, rec) in f[1].1.chunks(RECORD_LEN).enumerate() {
+            assert_eq!(rec, item(5, i as u64 + 1).record(false));
+        }
+        let queued = stats
+            .queued_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            queued as usize,
+            c.queued().len(),
+            "gauge follows the rewrites"
+        );
+        assert_eq!(Stats::get(&stats.ticks_out[1]), 3);
+        assert_eq!(Stats::get(&stats.tick_frames_out[1]), 1);
+    }
+
+    #[test]
+    fn a_full_frame_starts_the_next_and_a_known_symbol_is_not_announced() {
+        let (mut st, id, _) = binary_star_client();
+        st.client(id).unwrap().learn_ids([5]);
+        for seq in 1..=(MAX_RECORDS_PER_FRAME as u64 + 10) {
+            st.deliver(&item(5, seq));
+        }
+        let c = st.client(id).unwrap();
+        let f = frames(c.queued());
+        let sizes: Vec<(u8, usize)> = f.iter().map(|(op, p)| (*op, p.len())).collect();
+        assert_eq!(
+            sizes,
+            vec![
+                (OPCODE_BINARY, MAX_RECORDS_PER_FRAME * RECORD_LEN),
+                (OPCODE_BINARY, 10 * RECORD_LEN)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_control_message_between_records_closes_the_frame() {
+        let (mut st, id, _) = binary_star_client();
+        st.deliver(&item(1, 1));
+        st.client(id)
+            .unwrap()
+            .push_control(encode::frame(encode::OPCODE_TEXT, b"{}"));
+        st.deliver(&item(1, 2));
+        st.deliver(&item(2, 1));
+        let f = frames(st.client(id).unwrap().queued());
+        let ops: Vec<(u8, usize)> = f.iter().map(|(op, p)| (*op, p.len())).collect();
+        assert_eq!(ops[0].0, 1); // symbol S1
+        assert_eq!(ops[1], (2, 64));
+        assert_eq!(ops[2], (1, 2));
+        assert_eq!(ops[3], (2, 64));
+        assert_eq!(ops[4].0, 1); // symbol S2
+        assert_eq!(ops[5], (2, 64));
+        assert_eq!(ops.len(), 6);
+    }
+
+    #[test]
+    fn json_clients_are_unchanged() {
+        let stats = Arc::new(Stats::default());
+        let mut st = WorkerState::default();
+        let id = st.add_in_memory_client(stats.clone(), 1 << 20);
+        st.subscribe_star(id, ChannelSet::BOTH);
+        st.deliver(&item(3, 1));
+        st.deliver(&item(3, 2));
+        let f = frames(st.client(id).unwrap().queued());
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[1].1, item(3, 2).json[2..].to_vec());
+        assert_eq!(Stats::get(&stats.tick_frames_out[0]), 2);
     }
 }

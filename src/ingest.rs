@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use crate::encode::EncodedTick;
 use crate::ring::{RingReader, RingWriter, ring};
 use crate::shutdown::Shutdown;
-use crate::stats::Stats;
+use crate::stats::{Origin, Stats};
 use crate::symbols::{SymbolTable, TableFull};
 use crate::tick::{ChannelSet, Event, KeyId, NewTick, Tick, wall_clock_ns};
 
@@ -134,7 +134,13 @@ impl Ingest {
     /// Sequences and publishes as many of `batch` as the ring has room for;
     /// returns how many.
     pub fn try_publish(&self, batch: &[Admitted]) -> usize {
+        self.try_publish_from(batch, Origin::Publisher)
+    }
+
+    /// [`Ingest::try_publish`], counting the ticks under `origin`.
+    pub fn try_publish_from(&self, batch: &[Admitted], origin: Origin) -> usize {
         let mut done = 0;
+        let mut last_rx = 0;
         {
             let mut seq = self.sequencer.lock();
             let free = seq.writer.free();
@@ -157,6 +163,7 @@ impl Ingest {
                     rx: wall_clock_ns(),
                     event: a.event,
                 }));
+                last_rx = item.tick.rx;
                 ks.last = Some(item.clone());
                 if seq.writer.push(item).is_err() {
                     // Cannot happen: `free` slots were counted under the lock.
@@ -164,9 +171,17 @@ impl Ingest {
                 }
                 done += 1;
             }
+            if done > 0 {
+                // One clock read per batch, not per tick.
+                let encoded = wall_clock_ns();
+                self.stats
+                    .ingest_to_encode
+                    .observe_ns(encoded.saturating_sub(last_rx));
+            }
         }
         if done > 0 {
             Stats::add(&self.stats.ticks_in, done as u64);
+            Stats::add(&self.stats.ticks_in_by_origin[origin as usize], done as u64);
             for w in &self.reader_wakers {
                 w.notify_one();
             }
@@ -176,7 +191,12 @@ impl Ingest {
 
     /// Publishes the whole batch, waiting for ring space when it is full.
     pub async fn publish(&self, batch: &[Admitted]) {
-        let mut done = self.try_publish(batch);
+        self.publish_from(batch, Origin::Publisher).await
+    }
+
+    /// [`Ingest::publish`], counting the ticks under `origin`.
+    pub async fn publish_from(&self, batch: &[Admitted], origin: Origin) {
+        let mut done = self.try_publish_from(batch, origin);
         while done < batch.len() {
             Stats::add(&self.stats.ring_full, 1);
             let notified = self.space.notified();
@@ -186,14 +206,14 @@ impl Ingest {
             // Pairs with the fence in `reader_progress`: either the reader
             // sees `writer_waiting` and wakes us, or we see its progress here.
             fence(Ordering::SeqCst);
-            let n = self.try_publish(&batch[done..]);
+            let n = self.try_publish_from(&batch[done..], origin);
             if n > 0 {
                 done += n;
                 continue;
             }
             // The timeout is a backstop only; wakeups come from readers.
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-            done += self.try_publish(&batch[done..]);
+            done += self.try_publish_from(&batch[done..], origin);
         }
     }
 
@@ -276,7 +296,7 @@ pub async fn run_source(
         for t in batch.drain(..) {
             admitted.push(ingest.admit(t)?);
         }
-        ingest.publish(&admitted).await;
+        ingest.publish_from(&admitted, Origin::Recorded).await;
         if !more {
             tracing::info!(source = source.name(), "source finished");
             return Ok(());

@@ -15,6 +15,7 @@ pub mod framing;
 pub mod import;
 pub mod ingest;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod recording;

@@ -22,11 +22,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{Config, FeedSource};
+use crate::encode::Encoding;
 use crate::fanout::{Worker, WorkerState};
 use crate::ingest::{Ingest, IngestReader, TickSource, run_source};
 use crate::limits::Admission;
 use crate::replay::{RecordedFeed, RecordingError};
-use crate::session::{self, JSON_PROTOCOL, SessionKind};
+use crate::session::{self, BIN_PROTOCOL, JSON_PROTOCOL, SessionKind};
 use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 use crate::stats::Stats;
 use crate::symbols::SymbolTable;
@@ -378,7 +379,17 @@ fn route(
             );
             r
         }
-        "/healthz" | "/v1/symbols" => {
+        "/metrics" if req.method() == Method::GET => {
+            let body =
+                crate::metrics::render(&worker.stats, &worker.ingest, worker.config.ring_capacity);
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            r
+        }
+        "/healthz" | "/v1/symbols" | "/metrics" => {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{path} accepts GET only\n"),
@@ -390,7 +401,7 @@ fn route(
         _ => text(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/symbols, /healthz\n"
+                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/symbols, /healthz, /metrics\n"
             ),
         ),
     }
@@ -445,19 +456,24 @@ fn upgrade(
         );
     }
     let offered = offered_protocols(&req);
+    // Binary wins when both are offered (PROTOCOL.md); nothing offered
+    // means JSON without a header (RFC 6455). Only subscribers negotiate.
     let chosen = if kind != SessionKind::Subscriber || offered.is_empty() {
         None
+    } else if offered.iter().any(|p| p == BIN_PROTOCOL) {
+        Some(Encoding::Binary)
     } else if offered.iter().any(|p| p == JSON_PROTOCOL) {
-        Some(JSON_PROTOCOL)
+        Some(Encoding::Json)
     } else {
         return text(
             StatusCode::BAD_REQUEST,
             format!(
-                "none of the offered subprotocols ({}) is supported; offer {JSON_PROTOCOL}, or none\n",
+                "none of the offered subprotocols ({}) is supported; offer {BIN_PROTOCOL} or {JSON_PROTOCOL}, or none\n",
                 offered.join(", ")
             ),
         );
     };
+    let encoding = chosen.unwrap_or_default();
     // Counted from here until the session ends (the permit moves into it).
     let permit = match worker.admission.admit(peer, kind == SessionKind::Publisher) {
         Ok(p) => p,
@@ -513,6 +529,7 @@ fn upgrade(
                     parts.io.into_inner(),
                     parts.read_buf,
                     kind,
+                    encoding,
                     shutdown,
                 )
                 .await;
@@ -521,10 +538,11 @@ fn upgrade(
         }
     });
     let (mut parts, _) = response.into_parts();
-    if let Some(p) = chosen {
-        parts
-            .headers
-            .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    if let Some(e) = chosen {
+        parts.headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(e.protocol()),
+        );
     }
     Response::from_parts(parts, Full::new(Bytes::new()))
 }

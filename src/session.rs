@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::encode::{self, JsonObject};
+use crate::encode::{self, Encoding, JsonObject};
 use crate::fanout::{ClientId, Worker, channel_names, close_code};
 use crate::framing::{FrameGuard, FrameViolation};
 use crate::ingest::{Admitted, RingItem};
@@ -38,8 +38,10 @@ pub enum SessionKind {
     Echo,
 }
 
-/// The subprotocol name spoken on subscriber connections.
-pub const JSON_PROTOCOL: &str = "tickwire.json.v1";
+/// The JSON subprotocol's name.
+pub const JSON_PROTOCOL: &str = Encoding::JSON_PROTOCOL;
+/// The binary subprotocol's name.
+pub const BIN_PROTOCOL: &str = Encoding::BIN_PROTOCOL;
 
 /// A complete inbound message.
 enum Inbound {
@@ -229,7 +231,7 @@ fn error_frame(e: &ProtocolError) -> Bytes {
     o.into_frame()
 }
 
-fn hello_frame(worker: &Worker, kind: SessionKind) -> Bytes {
+fn hello_frame(worker: &Worker, kind: SessionKind, encoding: Encoding) -> Bytes {
     let c = &worker.config;
     let limits_json = format!(
         r#"{{"max_message_bytes":{},"max_keys_per_connection":{},"control_per_sec":{},"control_burst":{},"client_buffer_bytes":{},"evict_after_ms":{}}}"#,
@@ -243,7 +245,7 @@ fn hello_frame(worker: &Worker, kind: SessionKind) -> Bytes {
     let mut o = JsonObject::new("hello");
     o.str("server", "tickwire")
         .str("version", env!("CARGO_PKG_VERSION"))
-        .str("protocol", JSON_PROTOCOL)
+        .str("protocol", encoding.protocol())
         .str(
             "role",
             match kind {
@@ -262,6 +264,7 @@ pub async fn run(
     stream: TcpStream,
     prefix: Bytes,
     kind: SessionKind,
+    encoding: Encoding,
     shutdown: Shutdown,
 ) {
     let peer = stream.peer_addr().ok();
@@ -274,6 +277,7 @@ pub async fn run(
         write,
         worker.stats.clone(),
         worker.config.client_buffer_bytes,
+        encoding,
     );
     let (wake, kill) = {
         let mut st = worker.state.borrow_mut();
@@ -289,11 +293,17 @@ pub async fn run(
         g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Stats::add(&worker.stats.connections_total, 1);
-    tracing::debug!(
+    let kind_name = match kind {
+        SessionKind::Subscriber => "subscriber",
+        SessionKind::Publisher => "publisher",
+        SessionKind::Echo => "echo",
+    };
+    tracing::info!(
         worker = worker.id,
         client = id,
-        ?peer,
-        ?kind,
+        peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
+        kind = kind_name,
+        protocol = encoding.protocol(),
         "connection open"
     );
 
@@ -312,7 +322,7 @@ pub async fn run(
         // A conformance peer expects nothing but its own messages back.
         worker.config.echo_max_message_bytes
     } else {
-        session.send(hello_frame(&worker, kind));
+        session.send(hello_frame(&worker, kind, encoding));
         worker.config.max_message_bytes
     };
 
@@ -327,14 +337,15 @@ pub async fn run(
     if let Some(g) = gauge {
         g.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let (dropped, frames) = client
-        .map(|c| (c.dropped, c.frames_sent))
+    let (dropped, frames, end_reason) = client
+        .map(|c| (c.dropped, c.frames_sent, c.end_reason))
         .unwrap_or_default();
-    tracing::debug!(
+    tracing::info!(
         worker = worker.id,
         client = id,
-        ?peer,
-        reason = session.reason,
+        peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
+        kind = kind_name,
+        reason = end_reason.unwrap_or(session.reason),
         frames,
         dropped,
         "connection closed"
@@ -607,9 +618,10 @@ impl Session {
         o.id(id)
             .strs("symbols", names)
             .strs("channels", channel_names(channels))
-            .ids("ids", id_pairs);
+            .ids("ids", id_pairs.iter().copied());
         if let Some(c) = st.client(self.id) {
             c.push_control(o.into_frame());
+            c.learn_ids(id_pairs.iter().map(|&(_, sid)| sid));
         }
         if snapshot {
             let mut last: Vec<RingItem> = Vec::new();

@@ -1,20 +1,85 @@
 //! Server-wide counters, shared by every thread and read by tests and logs.
 //!
 //! Plain relaxed atomics: each is a count on its own, no invariant spans two.
+//! These are the only counters on the hot path; `/metrics` ([`crate::metrics`])
+//! reads and renders them at scrape time.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Where ingested ticks came from (index into [`Stats::ticks_in_by_origin`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A WebSocket publisher on `/v1/publish`.
+    Publisher = 0,
+    /// A recorded source played by the server (bundled or `--replay`).
+    Recorded = 1,
+}
+
+/// Upper bounds of the latency buckets, in ns: 1 µs to 1 s, roughly
+/// 1-2.5-5 per decade, which is what a feed whose p50 is microseconds and
+/// whose slow clients are evicted after seconds needs to tell apart.
+pub const LATENCY_BOUNDS_NS: [u64; 19] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
+/// A fixed-bucket latency histogram of relaxed atomics: one `fetch_add`
+/// per bucket hit plus sum and count. Buckets are not cumulative here; the
+/// scrape makes them so.
+#[derive(Default, Debug)]
+pub struct Histogram {
+    /// `buckets[i]` counts values `<= LATENCY_BOUNDS_NS[i]` and above the
+    /// previous bound; the last one is +Inf.
+    pub buckets: [AtomicU64; LATENCY_BOUNDS_NS.len() + 1],
+    pub sum_ns: AtomicU64,
+    pub count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe_ns(&self, ns: u64) {
+        let i = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 #[derive(Default, Debug)]
 pub struct Stats {
     /// Ticks that entered the ring.
     pub ticks_in: AtomicU64,
+    /// The same, per [`Origin`].
+    pub ticks_in_by_origin: [AtomicU64; 2],
     /// Times a publish found the ring full and had to wait.
     pub ring_full: AtomicU64,
     /// Pending ticks replaced by a newer tick of the same key (slow clients).
     pub ticks_dropped_stale: AtomicU64,
-    /// Tick frames handed to sockets.
-    pub frames_out: AtomicU64,
-    pub bytes_out: AtomicU64,
+    /// Ticks queued for subscriber sockets, per [`crate::encode::Encoding`]
+    /// (index `Encoding as usize`).
+    pub ticks_out: [AtomicU64; 2],
+    /// WebSocket frames carrying ticks, per encoding (a binary frame may
+    /// carry many ticks).
+    pub tick_frames_out: [AtomicU64; 2],
+    /// Bytes written to subscriber sockets, per the client's encoding
+    /// (control messages included).
+    pub bytes_out: [AtomicU64; 2],
     /// Write system calls made for subscribers.
     pub writes: AtomicU64,
     /// Clients closed with 4000 for staying behind.
@@ -27,6 +92,17 @@ pub struct Stats {
     pub queued_bytes: AtomicI64,
     /// Ticks waiting in per-key pending slots (gauge).
     pub pending_ticks: AtomicI64,
+    /// (client, key) subscriptions by name (gauge).
+    pub named_subscriptions: AtomicI64,
+    /// (client, channel) subscriptions to `*` (gauge).
+    pub star_subscriptions: AtomicI64,
+    /// From a tick's `rx` stamp to its frame being encoded: one observation
+    /// per ingest batch, for its last tick (the batch's worst).
+    pub ingest_to_encode: Histogram,
+    /// From a tick's `rx` (its encoding follows within the same lock) to the
+    /// `write()` that hands it to a socket: one observation per write, for
+    /// the oldest live tick in it. Snapshots are not counted.
+    pub encode_to_write: Histogram,
     pub subscribers: AtomicI64,
     pub publishers: AtomicI64,
     pub connections_total: AtomicU64,
@@ -43,5 +119,26 @@ impl Stats {
         if delta != 0 {
             g.fetch_add(delta, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_by_upper_bound() {
+        let h = Histogram::default();
+        for ns in [0, 1_000, 1_001, 2_000_000_000] {
+            h.observe_ns(ns);
+        }
+        let b: Vec<u64> = h
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!((b[0], b[1], b[LATENCY_BOUNDS_NS.len()]), (2, 1, 1));
+        assert_eq!(Stats::get(&h.count), 4);
+        assert_eq!(Stats::get(&h.sum_ns), 2_000_002_001);
     }
 }

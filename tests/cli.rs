@@ -130,3 +130,73 @@ fn bad_flags_are_refused_with_a_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/feed.jsonl"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_one_line_per_connection_open_and_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr_file = dir.path().join("addr");
+    let log = dir.path().join("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "serve",
+            "--no-feed",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--addr-file",
+        ])
+        .arg(&addr_file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut s = Server {
+        child,
+        addr: "0.0.0.0:0".parse().unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !addr_file.exists() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.addr = std::fs::read_to_string(&addr_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut ws = subscriber(s.addr).await;
+    let local = ws.stream.local_addr().unwrap().to_string();
+    ws.send_close(1000, "bye").await;
+    ws.recv_close().await;
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let closed = loop {
+        if let Some(v) = lines()
+            .into_iter()
+            .find(|v| v["fields"]["message"] == "connection closed")
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no close line: {:?}", lines());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let open = lines()
+        .into_iter()
+        .find(|v| v["fields"]["message"] == "connection open")
+        .unwrap();
+    assert_eq!(open["level"], "INFO");
+    assert_eq!(open["fields"]["peer"], local.as_str());
+    assert_eq!(open["fields"]["kind"], "subscriber");
+    assert_eq!(closed["fields"]["peer"], local.as_str());
+    assert_eq!(closed["fields"]["reason"], "client closed");
+    assert_eq!(closed["fields"]["frames"], 0);
+    assert_eq!(closed["fields"]["dropped"], 0);
+}

@@ -1,0 +1,191 @@
+//! `/metrics` over HTTP after a known workload: every figure checked
+//! against what the test did.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use serde_json::json;
+use tickwire::config::FeedSource;
+
+/// GET `path`, reading until EOF (the request says `Connection: close`).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("a whole response")
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// Scrapes `/metrics`: `series → value`, where a series is written as in
+/// the exposition (`name{label="v"}`).
+async fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
+    let r = http_get(addr, "/metrics").await;
+    let (head, body) = r.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+fn get(m: &HashMap<String, f64>, k: &str) -> f64 {
+    *m.get(k)
+        .unwrap_or_else(|| panic!("no series {k} in {:?}", m.keys()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_known_workload() {
+    let h = start(config());
+    let addr = h.addr();
+    let m = scrape(addr).await;
+    assert_eq!(
+        get(&m, r#"tickwire_ticks_in_total{source="publisher"}"#),
+        0.0
+    );
+    assert_eq!(get(&m, r#"tickwire_connections{kind="subscriber"}"#), 0.0);
+
+    let mut publ = publisher(addr).await;
+    let mut js = subscriber(addr).await;
+    js.subscribe(1, &["AAPL"], None, false).await;
+    let (mut bin, _) = connect_with(
+        addr,
+        "/v1/stream",
+        "Sec-WebSocket-Protocol: tickwire.bin.v1\r\n",
+        None,
+    )
+    .await;
+    assert_eq!(bin.recv_json().await["protocol"], "tickwire.bin.v1");
+    bin.subscribe(1, &["*"], Some(&["trade"]), false).await;
+    // One refused control message, one refused tick.
+    js.send_text(r#"{"op":"nope","id":5}"#).await;
+    assert_eq!(js.recv_json().await["code"], "unknown_op");
+    publ.send_text(r#"{"type":"trade","sym":"AAPL","ts":1,"px":"x","qty":1}"#)
+        .await;
+    assert_eq!(publ.recv_json().await["type"], "error");
+
+    let mut ticks = Vec::new();
+    for i in 0..5 {
+        ticks.push(trade("AAPL", 10 + i, "1.25", "3"));
+    }
+    for i in 0..3 {
+        ticks.push(quote("AAPL", 20 + i, "1", "2"));
+    }
+    publ.publish(&ticks).await;
+    for _ in 0..8 {
+        assert_ne!(js.recv_json().await["type"], "error");
+    }
+    let mut records = 0;
+    let mut announcements = 0;
+    while records < 5 {
+        match bin.recv().await {
+            Msg::Binary(p) => records += p.len() / 64,
+            Msg::Text(t) => {
+                assert!(t.contains(r#""type":"symbol""#), "{t}");
+                announcements += 1;
+            }
+            m => panic!("{m:?}"),
+        }
+    }
+    assert_eq!((records, announcements), (5, 1));
+
+    let m = scrape(addr).await;
+    let expect = [
+        (r#"tickwire_connections{kind="subscriber"}"#, 2.0),
+        (r#"tickwire_connections{kind="publisher"}"#, 1.0),
+        ("tickwire_connections_opened_total", 3.0),
+        (r#"tickwire_subscriptions{type="named"}"#, 2.0),
+        (r#"tickwire_subscriptions{type="star"}"#, 1.0),
+        (r#"tickwire_ticks_in_total{source="publisher"}"#, 8.0),
+        (r#"tickwire_ticks_in_total{source="recorded"}"#, 0.0),
+        (r#"tickwire_ticks_out_total{encoding="json"}"#, 8.0),
+        (r#"tickwire_ticks_out_total{encoding="binary"}"#, 5.0),
+        (r#"tickwire_frames_out_total{encoding="json"}"#, 8.0),
+        ("tickwire_ticks_dropped_stale_total", 0.0),
+        ("tickwire_clients_evicted_total", 0.0),
+        ("tickwire_ring_occupancy", 0.0),
+        ("tickwire_ring_capacity", 65536.0),
+        ("tickwire_ring_full_total", 0.0),
+        ("tickwire_publish_errors_total", 1.0),
+        // `error` replies: the bad control message and the bad tick.
+        ("tickwire_request_errors_total", 2.0),
+        ("tickwire_queued_bytes", 0.0),
+        ("tickwire_pending_ticks", 0.0),
+    ];
+    for (k, v) in expect {
+        assert_eq!(get(&m, k), v, "{k}");
+    }
+    let bin_frames = get(&m, r#"tickwire_frames_out_total{encoding="binary"}"#);
+    assert!((1.0..=5.0).contains(&bin_frames), "{bin_frames}");
+    // hello + subscribed + symbol + pong-free: at least the 5 records.
+    assert!(get(&m, r#"tickwire_bytes_out_total{encoding="binary"}"#) > 5.0 * 64.0);
+    assert!(get(&m, r#"tickwire_bytes_out_total{encoding="json"}"#) > 8.0 * 100.0);
+    assert!(get(&m, "tickwire_socket_writes_total") >= 3.0);
+    for h in [
+        "tickwire_ingest_to_encode_seconds",
+        "tickwire_encode_to_write_seconds",
+    ] {
+        let count = get(&m, &format!("{h}_count"));
+        assert!(count >= 1.0, "{h}: {count}");
+        assert_eq!(get(&m, &format!("{h}_bucket{{le=\"+Inf\"}}")), count);
+        let sum = get(&m, &format!("{h}_sum"));
+        assert!(sum >= 0.0 && sum / count < 1.0, "{h}: mean {}", sum / count);
+    }
+    // Every tick written was live, within a second: 8 ticks to the JSON
+    // client reached it in at most 8 writes, 5 to the binary one in at most 5.
+    assert!(get(&m, "tickwire_encode_to_write_seconds_count") <= 13.0);
+
+    // Unsubscribing and leaving bring the gauges back.
+    js.send_json(json!({"op":"unsubscribe","id":2,"symbols":["AAPL"],"channels":["quote"]}))
+        .await;
+    js.recv_until("unsubscribed").await;
+    let m = scrape(addr).await;
+    assert_eq!(get(&m, r#"tickwire_subscriptions{type="named"}"#), 1.0);
+    drop((js, bin, publ));
+    assert_no_leaks(&h).await;
+    let m = scrape(addr).await;
+    assert_eq!(get(&m, r#"tickwire_subscriptions{type="named"}"#), 0.0);
+    assert_eq!(get(&m, r#"tickwire_subscriptions{type="star"}"#), 0.0);
+    assert_eq!(get(&m, r#"tickwire_connections{kind="subscriber"}"#), 0.0);
+    h.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_ticks_are_counted_apart_from_published_ones() {
+    let h = start(tickwire::config::Config {
+        feed: FeedSource::Embedded,
+        ..config()
+    });
+    let addr = h.addr();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = scrape(addr).await;
+        let recorded = get(&m, r#"tickwire_ticks_in_total{source="recorded"}"#);
+        assert_eq!(
+            get(&m, r#"tickwire_ticks_in_total{source="publisher"}"#),
+            0.0
+        );
+        if recorded > 0.0 {
+            assert!(get(&m, "tickwire_ingest_to_encode_seconds_count") >= 1.0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no recorded ticks");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    h.shutdown();
+}
