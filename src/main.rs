@@ -62,7 +62,7 @@ struct ServeArgs {
     #[arg(long)]
     no_feed: bool,
     /// Ticks the ingest ring holds (a power of two; publishers wait when it is full).
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = 16_384)]
     ring_capacity: usize,
     /// Largest inbound WebSocket message in bytes (bigger: close 1009).
     #[arg(long, default_value_t = 65_536)]

@@ -80,7 +80,7 @@ pub struct Stats {
     /// Bytes written to subscriber sockets, per the client's encoding
     /// (control messages included).
     pub bytes_out: [AtomicU64; 2],
-    /// Write system calls made for subscribers.
+    /// Write system calls made to clients (subscribers, and replies to publishers).
     pub writes: AtomicU64,
     /// Clients closed with 4000 for staying behind.
     pub clients_evicted: AtomicU64,
