@@ -24,6 +24,7 @@ pub mod ring;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod sse;
 pub mod stats;
 pub mod symbols;
 pub mod tick;

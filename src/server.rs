@@ -308,6 +308,17 @@ async fn serve_http(
     shutdown: Shutdown,
     echo: bool,
 ) {
+    if !echo {
+        // `GET /v1/sse` is answered here, on the raw stream (see crate::sse).
+        match crate::sse::peek(&stream, worker.config.handshake_timeout).await {
+            Some(crate::sse::Peeked::Sse) => {
+                crate::sse::serve(worker, stream, peer, shutdown).await;
+                return;
+            }
+            Some(_) => {}
+            None => return, // no request in time, or the peer went away
+        }
+    }
     let io = TokioIo::new(stream);
     let w = worker.clone();
     let sd = shutdown.clone();
@@ -315,11 +326,15 @@ async fn serve_http(
         let w = w.clone();
         let sd = sd.clone();
         async move {
-            Ok::<_, Infallible>(if echo {
+            let mut r = if echo {
                 upgrade(w, req, SessionKind::Echo, sd, peer.ip())
             } else {
                 route(w, req, sd, peer.ip())
-            })
+            };
+            if r.status() != StatusCode::SWITCHING_PROTOCOLS {
+                one_request_per_connection(&mut r);
+            }
+            Ok::<_, Infallible>(r)
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -334,6 +349,20 @@ async fn serve_http(
 }
 
 type Body = Full<Bytes>;
+
+/// Adds `close` to a plain HTTP response's `Connection` header, so hyper
+/// ends the connection after it: every request is then the first on its
+/// connection, which is where `GET /v1/sse` is recognised (crate::sse).
+/// (Not `keep_alive(false)`: hyper would then also mark a 101 `close`.)
+fn one_request_per_connection(r: &mut Response<Body>) {
+    let value = match r.headers().get(header::CONNECTION) {
+        Some(v) => format!("{}, close", v.to_str().unwrap_or("")),
+        None => "close".to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header::CONNECTION, v);
+    }
+}
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.into())));
@@ -389,7 +418,11 @@ fn route(
             );
             r
         }
-        "/healthz" | "/v1/symbols" | "/metrics" => {
+        crate::sse::PATH if req.method() == Method::GET => text(
+            StatusCode::BAD_REQUEST,
+            "open /v1/sse as the first request of a connection\n",
+        ),
+        "/healthz" | "/v1/symbols" | "/metrics" | crate::sse::PATH => {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{path} accepts GET only\n"),
@@ -401,7 +434,7 @@ fn route(
         _ => text(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/symbols, /healthz, /metrics\n"
+                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/sse (Server-Sent Events), /v1/symbols, /healthz, /metrics\n"
             ),
         ),
     }
