@@ -28,4 +28,5 @@ pub mod sse;
 pub mod stats;
 pub mod symbols;
 pub mod tick;
+pub mod web;
 pub mod window;

@@ -384,6 +384,9 @@ fn route(
     match path.as_str() {
         "/v1/stream" => upgrade(worker, req, SessionKind::Subscriber, shutdown, peer),
         "/v1/publish" => upgrade(worker, req, SessionKind::Publisher, shutdown, peer),
+        "/" | "/index.html" | "/ticker.js" | "/ticker.css" if req.method() == Method::GET => {
+            crate::web::asset(&path)
+        }
         "/healthz" if req.method() == Method::GET => {
             if shutdown.is_triggered() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
@@ -422,7 +425,14 @@ fn route(
             StatusCode::BAD_REQUEST,
             "open /v1/sse as the first request of a connection\n",
         ),
-        "/healthz" | "/v1/symbols" | "/metrics" | crate::sse::PATH => {
+        "/healthz"
+        | "/v1/symbols"
+        | "/metrics"
+        | crate::sse::PATH
+        | "/"
+        | "/index.html"
+        | "/ticker.js"
+        | "/ticker.css" => {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{path} accepts GET only\n"),
@@ -434,7 +444,7 @@ fn route(
         _ => text(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/sse (Server-Sent Events), /v1/symbols, /healthz, /metrics\n"
+                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/sse (Server-Sent Events), /v1/symbols, /healthz, /metrics, /\n"
             ),
         ),
     }

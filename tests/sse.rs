@@ -1,4 +1,4 @@
-//! Server-Sent Events on /v1/sse, over real sockets with a hand-written
+//! Server-Sent Events on /v1/sse (and the page at /), over real sockets with a hand-written
 //! HTTP client: event format and ids, snapshots, heartbeats, 400s, resume
 //! with Last-Event-ID, and a stalled client's bounded cost and eviction.
 
@@ -415,4 +415,66 @@ async fn a_slow_but_draining_client_gets_the_newest_value_of_every_key() {
     assert!(got < rounds as usize * KEYS, "coalesced ({got})");
     drop((sse, publ));
     assert_no_leaks(&h).await;
+}
+
+/// Sends raw bytes; reads the whole answer until EOF.
+async fn http_raw(addr: SocketAddr, req: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the server ends the connection after one response")
+        .unwrap();
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_one_request_per_connection_so_sse_is_always_recognised() {
+    let h = start(config());
+    let a = h.addr();
+    // Two pipelined requests: one answer, `Connection: close`, then EOF.
+    let r = http_raw(
+        a,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/sse?symbols=A HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.matches("HTTP/1.1").count(), 1, "{r}");
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    // A 426 keeps its `Connection: Upgrade` and adds close.
+    let r = http_raw(a, "GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("connection: upgrade, close"),
+        "{r}"
+    );
+    // The 101 of a WebSocket upgrade is untouched.
+    let (_, head) = connect_with(a, "/v1/stream", "", None).await;
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("connection: upgrade") && !lower.contains("close"),
+        "{head}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ticker_page_and_its_assets_are_served_from_the_binary() {
+    let h = start(config());
+    let a = h.addr();
+    for (path, ctype, needle) in [
+        ("/", "text/html", "<script src=\"/ticker.js\">"),
+        (
+            "/ticker.js",
+            "text/javascript",
+            "new EventSource(\"/v1/sse?symbols=\"",
+        ),
+        ("/ticker.css", "text/css", "@keyframes"),
+    ] {
+        let r = http_raw(a, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+        assert!(r.contains(&format!("content-type: {ctype}")), "{path}: {r}");
+        assert!(r.contains(needle), "{path}");
+    }
+    let r = http_raw(a, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
 }
