@@ -308,6 +308,7 @@ async fn serve_http(
     shutdown: Shutdown,
     echo: bool,
 ) {
+    let arrived = tokio::time::Instant::now();
     if !echo {
         // `GET /v1/sse` is answered here, on the raw stream (see crate::sse).
         match crate::sse::peek(&stream, worker.config.handshake_timeout).await {
@@ -339,7 +340,14 @@ async fn serve_http(
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(worker.config.handshake_timeout)
+        // One budget for the whole head, the peek above included.
+        .header_read_timeout(
+            worker
+                .config
+                .handshake_timeout
+                .saturating_sub(arrived.elapsed())
+                .max(std::time::Duration::from_millis(1)),
+        )
         .max_buf_size(16 * 1024)
         .serve_connection(io, service)
         .with_upgrades();
