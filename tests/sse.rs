@@ -478,3 +478,20 @@ async fn the_ticker_page_and_its_assets_are_served_from_the_binary() {
     let r = http_raw(a, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 405"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_count_against_connection_limits_and_end_at_shutdown() {
+    let mut c = config();
+    c.max_connections_per_ip = 1;
+    let h = start(c);
+    let a = h.addr();
+    let (head, mut first) = open(a, "/v1/sse?symbols=A", "", None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, _) = open(a, "/v1/sse?symbols=A", "", None).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("Retry-After: 5"), "{head}");
+    // Shutdown ends the stream (FIN) and the server stops.
+    let stop = tokio::task::spawn_blocking(move || h.shutdown());
+    first.expect_end().await;
+    tokio::time::timeout(WAIT, stop).await.unwrap().unwrap();
+}
