@@ -39,32 +39,47 @@
   }
 
   // ---- symbols -----------------------------------------------------------
+  const known = new Set();
+  let firstLoad = true;
+
+  function addSymbol(sym) {
+    known.add(sym);
+    const box = $("symbols");
+    const label = document.createElement("label");
+    label.dataset.sym = sym;
+    const cb = document.createElement("input");
+    cb.type = "checkbox";
+    cb.checked = selected.has(sym);
+    cb.addEventListener("change", () => {
+      if (cb.checked) selected.add(sym); else { selected.delete(sym); dropRow(sym); }
+      if (transport) transport.resubscribe();
+    });
+    label.append(cb, " " + sym);
+    const after = [...box.querySelectorAll("label")].find((l) => l.dataset.sym > sym);
+    box.insertBefore(label, after || null);
+  }
+
+  // Loads /v1/symbols; later calls add symbols the server has seen since.
   async function loadSymbols() {
     let list = [];
     try {
       const r = await fetch("/v1/symbols", { cache: "no-store" });
       list = await r.json();
     } catch (e) {
-      message("could not load /v1/symbols: " + e);
+      if (firstLoad) message("could not load /v1/symbols: " + e);
     }
     list.sort();
-    const saved = (params.get("symbols") || "").split(",").filter(Boolean);
-    selected = new Set(saved.length ? saved : list.slice(0, MAX_DEFAULT));
     const box = $("symbols");
-    box.textContent = "";
-    if (!list.length) box.innerHTML = "<em>no symbols yet (publish some)</em>";
-    for (const sym of list) {
-      const label = document.createElement("label");
-      const cb = document.createElement("input");
-      cb.type = "checkbox";
-      cb.checked = selected.has(sym);
-      cb.addEventListener("change", () => {
-        if (cb.checked) selected.add(sym); else { selected.delete(sym); dropRow(sym); }
-        if (transport) transport.resubscribe();
-      });
-      label.append(cb, " " + sym);
-      box.append(label);
+    if (firstLoad) {
+      firstLoad = false;
+      const asked = (params.get("symbols") || "").split(",").filter(Boolean);
+      selected = new Set(asked.length ? asked : list.slice(0, MAX_DEFAULT));
+      box.textContent = "";
+      for (const sym of asked) if (!list.includes(sym)) list.push(sym);
     }
+    for (const sym of list) if (!known.has(sym)) addSymbol(sym);
+    if (!known.size) box.innerHTML = "<em>no symbols yet (publish some)</em>";
+    else box.querySelector("em")?.remove();
   }
 
   // ---- table and charts --------------------------------------------------
@@ -258,6 +273,7 @@
   }
 
   loadSymbols().then(connect);
+  setInterval(loadSymbols, 10000);
   setInterval(updateReadout, 500);
   requestAnimationFrame(drawCharts);
 })();

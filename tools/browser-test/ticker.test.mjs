@@ -116,6 +116,15 @@ try {
   const note = await blocked.textContent("#messages");
   check(/Server-Sent Events/.test(note), `fallback is announced ("${note.trim()}")`);
 
+  // 4. A server `error` is shown to the user (an invalid symbol asked for).
+  const bad = await context.newPage();
+  await bad.goto(base + "?symbols=IBM,bad%20sym");
+  const shown = await waitFor("error message on the page", () => bad.evaluate(() => {
+    const t = document.getElementById("messages").textContent;
+    return /invalid_symbol/.test(t) ? t : null;
+  }), 3_000);
+  check(true, `server error shown ("${shown.trim()}")`);
+
   check(errors.length === 0, `no page errors ${errors.join("; ")}`);
 } catch (e) {
   failed = true;
