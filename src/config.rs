@@ -62,6 +62,8 @@ pub struct Config {
     /// Largest message on the echo listener, after reassembly: Autobahn's
     /// cases 9.x send up to 16 MiB, far more than `/v1/stream` accepts.
     pub echo_max_message_bytes: usize,
+    /// SSE streams get a `: heartbeat` comment this often.
+    pub sse_heartbeat: Duration,
     pub feed: FeedSource,
 }
 
@@ -90,6 +92,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             echo_listen: None,
             echo_max_message_bytes: 16 * 1024 * 1024,
+            sse_heartbeat: Duration::from_secs(15),
             feed: FeedSource::Embedded,
         }
     }

@@ -134,6 +134,26 @@ pub fn tick_json_frame(t: &Tick, snapshot: bool) -> Bytes {
     b.finish(OPCODE_TEXT)
 }
 
+/// A tick as one Server-Sent Events block:
+/// `event: trade\ndata: {json}\nid: SYM:trade:SEQ\n\n`. The JSON has no
+/// newline, so one `data:` line carries it.
+pub fn tick_sse_event(t: &Tick, snapshot: bool) -> Bytes {
+    let channel = t.event.channel().as_str();
+    let mut out = Vec::with_capacity(220);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(channel.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    tick_json(&mut out, t, snapshot);
+    out.extend_from_slice(b"\nid: ");
+    out.extend_from_slice(t.sym.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(channel.as_bytes());
+    out.push(b':');
+    push_u64(&mut out, t.seq);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 /// Writes `s` as a JSON string literal, escaping as RFC 8259 requires.
 pub fn json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
@@ -263,17 +283,25 @@ pub enum Encoding {
     Json,
     /// `tickwire.bin.v1`: 64-byte records, several per binary frame.
     Binary,
+    /// Server-Sent Events on `/v1/sse`: one `event:`/`data:`/`id:` block per
+    /// tick, written as plain text (no WebSocket framing).
+    Sse,
 }
 
 impl Encoding {
     pub const JSON_PROTOCOL: &str = "tickwire.json.v1";
     pub const BIN_PROTOCOL: &str = "tickwire.bin.v1";
+    /// Not a WebSocket subprotocol: the name SSE connections log under.
+    pub const SSE_PROTOCOL: &str = "sse";
+    /// Every encoding, in `as usize` order (metrics label them).
+    pub const ALL: [Encoding; 3] = [Encoding::Json, Encoding::Binary, Encoding::Sse];
 
     /// The subprotocol name, as answered and as `hello.protocol`.
     pub fn protocol(self) -> &'static str {
         match self {
             Encoding::Json => Self::JSON_PROTOCOL,
             Encoding::Binary => Self::BIN_PROTOCOL,
+            Encoding::Sse => Self::SSE_PROTOCOL,
         }
     }
 
@@ -282,6 +310,7 @@ impl Encoding {
         match self {
             Encoding::Json => "json",
             Encoding::Binary => "binary",
+            Encoding::Sse => "sse",
         }
     }
 }
@@ -325,6 +354,9 @@ pub struct EncodedTick {
     /// The `tickwire.bin.v1` record, encoded when the first binary
     /// subscriber needs it: a feed with no binary client never pays for it.
     record: std::sync::OnceLock<[u8; RECORD_LEN]>,
+    /// The Server-Sent Events block, encoded when the first SSE client
+    /// needs it, like the record.
+    sse: std::sync::OnceLock<Bytes>,
 }
 
 impl EncodedTick {
@@ -335,6 +367,7 @@ impl EncodedTick {
             json,
             snap_json: std::sync::OnceLock::new(),
             record: std::sync::OnceLock::new(),
+            sse: std::sync::OnceLock::new(),
         }
     }
 
@@ -346,6 +379,18 @@ impl EncodedTick {
             r[RECORD_FLAGS] |= FLAG_SNAPSHOT;
         }
         r
+    }
+
+    /// The SSE event block, live or as a snapshot (snapshots are rare, as
+    /// for JSON: built when needed, the live one is shared).
+    pub fn sse_event(&self, snapshot: bool) -> Bytes {
+        if snapshot {
+            tick_sse_event(&self.tick, true)
+        } else {
+            self.sse
+                .get_or_init(|| tick_sse_event(&self.tick, false))
+                .clone()
+        }
     }
 
     /// The JSON frame, live or as a snapshot.
@@ -393,6 +438,21 @@ mod tests {
             r#"{"type":"trade","sym":"AAPL","seq":42,"ts":1700000000123456789,"rx":1700000000123460001,"px":189.23,"qty":100,"side":"B"}"#
         );
         assert!(json(&t, true).ends_with(r#""side":"B","snap":true}"#));
+    }
+
+    #[test]
+    fn sse_event_carries_the_json_and_a_resumable_id() {
+        let e = EncodedTick::new(trade(189_230_000_000, 100_000_000_000));
+        assert_eq!(
+            std::str::from_utf8(&e.sse_event(false)).unwrap(),
+            "event: trade\ndata: {\"type\":\"trade\",\"sym\":\"AAPL\",\"seq\":42,\"ts\":1700000000123456789,\"rx\":1700000000123460001,\"px\":189.23,\"qty\":100,\"side\":\"B\"}\nid: AAPL:trade:42\n\n"
+        );
+        let snap = e.sse_event(true);
+        assert!(
+            std::str::from_utf8(&snap)
+                .unwrap()
+                .contains(r#""side":"B","snap":true}"#)
+        );
     }
 
     #[test]

@@ -211,6 +211,10 @@ impl Client {
                 Stats::add(&self.stats.tick_frames_out[e], 1);
             }
             Encoding::Binary => self.append_record(&item.record(snapshot)),
+            Encoding::Sse => {
+                self.append_frame(&item.sse_event(snapshot));
+                Stats::add(&self.stats.tick_frames_out[e], 1);
+            }
         }
     }
 
@@ -322,8 +326,22 @@ impl Client {
     /// Queues a Close frame; everything not yet in the write buffer is
     /// discarded, and a partially written batch is cut after the frame in
     /// flight so the Close goes out promptly.
+    /// An SSE stream has no Close frame: it just ends (FIN) after what is
+    /// in the write buffer, and `code`/`reason` are only logged by callers.
     pub fn close(&mut self, code: u16, reason: &str, grace: Duration) {
-        self.close_with_frame(encode::close_frame(code, reason), grace);
+        let frame = if self.encoding == Encoding::Sse {
+            Bytes::new()
+        } else {
+            encode::close_frame(code, reason)
+        };
+        self.close_with_frame(frame, grace);
+    }
+
+    /// SSE resume (`Last-Event-ID`): the client already has `key` up to
+    /// `seq`, so neither its snapshot nor a live tick at or below it is sent.
+    pub fn resume_after(&mut self, key: KeyId, seq: u64) {
+        let slot = self.keys.entry(key).or_default();
+        slot.last_seq = slot.last_seq.max(seq);
     }
 
     /// [`Client::close`] with a ready Close frame (an echo of the peer's).
@@ -417,6 +435,9 @@ impl Client {
                     return Ok(Flushed::Closed);
                 }
                 self.fill();
+                if self.wbuf.is_empty() && self.closing {
+                    continue; // an empty close (SSE): shut down above
+                }
                 if self.wbuf.is_empty() {
                     self.behind_since = None;
                     self.blocked = false;
@@ -818,6 +839,16 @@ pub fn lagging_message(behind: Duration) -> Bytes {
     o.into_frame()
 }
 
+/// The same notice for an SSE client: `event: lagging` with the same JSON.
+pub fn sse_lagging_event(behind: Duration) -> Bytes {
+    let mut o = JsonObject::new("lagging");
+    o.u64("behind_ms", behind.as_millis() as u64);
+    let mut out = b"event: lagging\ndata: ".to_vec();
+    out.extend_from_slice(&o.into_bytes());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 impl Worker {
     /// The worker's ring-reading loop: deliver each batch, then flush every
     /// client that got something, in one write each.
@@ -887,7 +918,12 @@ impl Worker {
                             Stats::add(&self.stats.clients_evicted, 1);
                             c.end_reason = Some("slow consumer (4000)");
                             tracing::info!(worker = self.id, client = id, behind_ms = behind.as_millis() as u64, dropped = c.dropped, "evicting slow consumer");
-                            c.close_with_message(lagging_message(behind), close_code::SLOW_CONSUMER, "slow consumer", self.config.close_timeout);
+                            let notice = if c.encoding() == Encoding::Sse {
+                                sse_lagging_event(behind)
+                            } else {
+                                lagging_message(behind)
+                            };
+                            c.close_with_message(notice, close_code::SLOW_CONSUMER, "slow consumer", self.config.close_timeout);
                         }
                     }
                 }

@@ -107,6 +107,9 @@ struct ServeArgs {
     /// still silent at the end. 0 = never.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Send SSE clients a `: heartbeat` comment this often.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    sse_heartbeat: Duration,
     /// Also listen here for the conformance echo (Autobahn): every message
     /// on any path is sent back. Off by default; never expose it publicly.
     #[arg(long, value_name = "ADDR")]
@@ -174,6 +177,7 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             echo_listen: self.echo_listen,
             echo_max_message_bytes: self.echo_max_message_bytes,
+            sse_heartbeat: self.sse_heartbeat,
             feed,
         };
         (config, self.addr_file)

@@ -118,9 +118,8 @@ fn histogram(e: &mut DescriptorEncoder, name: &str, help: &str, h: &Histogram) -
 impl Collector for StatsCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let s = &*self.stats;
-        let by_encoding = |a: &[AtomicU64; 2]| {
-            [Encoding::Json, Encoding::Binary].map(|enc| (enc.as_str(), load(&a[enc as usize])))
-        };
+        let by_encoding =
+            |a: &[AtomicU64; 3]| Encoding::ALL.map(|enc| (enc.as_str(), load(&a[enc as usize])));
         gauges(
             &mut e,
             "tickwire_connections",

@@ -308,6 +308,18 @@ async fn serve_http(
     shutdown: Shutdown,
     echo: bool,
 ) {
+    let arrived = tokio::time::Instant::now();
+    if !echo {
+        // `GET /v1/sse` is answered here, on the raw stream (see crate::sse).
+        match crate::sse::peek(&stream, worker.config.handshake_timeout).await {
+            Some(crate::sse::Peeked::Sse) => {
+                crate::sse::serve(worker, stream, peer, shutdown).await;
+                return;
+            }
+            Some(_) => {}
+            None => return, // no request in time, or the peer went away
+        }
+    }
     let io = TokioIo::new(stream);
     let w = worker.clone();
     let sd = shutdown.clone();
@@ -315,16 +327,27 @@ async fn serve_http(
         let w = w.clone();
         let sd = sd.clone();
         async move {
-            Ok::<_, Infallible>(if echo {
+            let mut r = if echo {
                 upgrade(w, req, SessionKind::Echo, sd, peer.ip())
             } else {
                 route(w, req, sd, peer.ip())
-            })
+            };
+            if r.status() != StatusCode::SWITCHING_PROTOCOLS {
+                one_request_per_connection(&mut r);
+            }
+            Ok::<_, Infallible>(r)
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(worker.config.handshake_timeout)
+        // One budget for the whole head, the peek above included.
+        .header_read_timeout(
+            worker
+                .config
+                .handshake_timeout
+                .saturating_sub(arrived.elapsed())
+                .max(std::time::Duration::from_millis(1)),
+        )
         .max_buf_size(16 * 1024)
         .serve_connection(io, service)
         .with_upgrades();
@@ -334,6 +357,20 @@ async fn serve_http(
 }
 
 type Body = Full<Bytes>;
+
+/// Adds `close` to a plain HTTP response's `Connection` header, so hyper
+/// ends the connection after it: every request is then the first on its
+/// connection, which is where `GET /v1/sse` is recognised (crate::sse).
+/// (Not `keep_alive(false)`: hyper would then also mark a 101 `close`.)
+fn one_request_per_connection(r: &mut Response<Body>) {
+    let value = match r.headers().get(header::CONNECTION) {
+        Some(v) => format!("{}, close", v.to_str().unwrap_or("")),
+        None => "close".to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header::CONNECTION, v);
+    }
+}
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.into())));
@@ -355,6 +392,9 @@ fn route(
     match path.as_str() {
         "/v1/stream" => upgrade(worker, req, SessionKind::Subscriber, shutdown, peer),
         "/v1/publish" => upgrade(worker, req, SessionKind::Publisher, shutdown, peer),
+        "/" | "/index.html" | "/ticker.js" | "/ticker.css" if req.method() == Method::GET => {
+            crate::web::asset(&path)
+        }
         "/healthz" if req.method() == Method::GET => {
             if shutdown.is_triggered() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
@@ -389,7 +429,18 @@ fn route(
             );
             r
         }
-        "/healthz" | "/v1/symbols" | "/metrics" => {
+        crate::sse::PATH if req.method() == Method::GET => text(
+            StatusCode::BAD_REQUEST,
+            "open /v1/sse as the first request of a connection\n",
+        ),
+        "/healthz"
+        | "/v1/symbols"
+        | "/metrics"
+        | crate::sse::PATH
+        | "/"
+        | "/index.html"
+        | "/ticker.js"
+        | "/ticker.css" => {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{path} accepts GET only\n"),
@@ -401,7 +452,7 @@ fn route(
         _ => text(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/symbols, /healthz, /metrics\n"
+                "no such endpoint: {path}\nendpoints: /v1/stream, /v1/publish (WebSocket), /v1/sse (Server-Sent Events), /v1/symbols, /healthz, /metrics, /\n"
             ),
         ),
     }

@@ -73,13 +73,13 @@ pub struct Stats {
     pub ticks_dropped_stale: AtomicU64,
     /// Ticks queued for subscriber sockets, per [`crate::encode::Encoding`]
     /// (index `Encoding as usize`).
-    pub ticks_out: [AtomicU64; 2],
+    pub ticks_out: [AtomicU64; 3],
     /// WebSocket frames carrying ticks, per encoding (a binary frame may
     /// carry many ticks).
-    pub tick_frames_out: [AtomicU64; 2],
+    pub tick_frames_out: [AtomicU64; 3],
     /// Bytes written to subscriber sockets, per the client's encoding
     /// (control messages included).
-    pub bytes_out: [AtomicU64; 2],
+    pub bytes_out: [AtomicU64; 3],
     /// Write system calls made to clients (subscribers, and replies to publishers).
     pub writes: AtomicU64,
     /// Clients closed with 4000 for staying behind.

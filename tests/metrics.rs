@@ -119,7 +119,12 @@ async fn metrics_follow_a_known_workload() {
         ("tickwire_ticks_dropped_stale_total", 0.0),
         ("tickwire_clients_evicted_total", 0.0),
         ("tickwire_ring_occupancy", 0.0),
-        ("tickwire_ring_capacity", 65536.0),
+        (
+            "tickwire_ring_capacity",
+            tickwire::config::Config::default()
+                .ring_capacity
+                .next_power_of_two() as f64,
+        ),
         ("tickwire_ring_full_total", 0.0),
         ("tickwire_publish_errors_total", 1.0),
         // `error` replies: the bad control message and the bad tick.

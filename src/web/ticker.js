@@ -1,0 +1,279 @@
+// tickwire live ticker: WebSocket first, Server-Sent Events as the fallback.
+// No build step: this file is served as is by the binary.
+(() => {
+  "use strict";
+  const params = new URLSearchParams(location.search);
+  const forced = params.get("transport"); // "ws", "sse" or null (auto)
+  const MAX_DEFAULT = 8;       // symbols selected on first load
+  const CHART_POINTS = 240;    // trade prices kept per symbol
+  const LAT_WINDOW_MS = 5000;  // latency readout window
+
+  const $ = (id) => document.getElementById(id);
+  const tbody = document.querySelector("#ticker tbody");
+  const rows = new Map();      // sym -> {tr, cells, canvas, prices, last}
+  let selected = new Set();
+  let transport = null;        // {kind, close, resubscribe}
+  let wsFailures = 0;
+  let backoff = 500;
+  let reconnectTimer = null;
+  let latencies = [];          // [arrivalMs, latencyMs]
+  let tickCount = 0, rateCount = 0;
+
+  // Exposed for tests and curious users.
+  window.tickwire = { get transport() { return transport && transport.kind; }, get ticks() { return tickCount; }, latency: null };
+
+  function setState(cls, text) {
+    const s = $("state");
+    s.className = "state " + cls;
+    s.textContent = text;
+  }
+
+  function message(text, cls) {
+    const box = $("messages");
+    const d = document.createElement("div");
+    if (cls) d.className = cls;
+    d.textContent = text;
+    box.prepend(d);
+    while (box.children.length > 4) box.lastChild.remove();
+    setTimeout(() => d.remove(), 15000);
+  }
+
+  // ---- symbols -----------------------------------------------------------
+  const known = new Set();
+  let firstLoad = true;
+
+  function addSymbol(sym) {
+    known.add(sym);
+    const box = $("symbols");
+    const label = document.createElement("label");
+    label.dataset.sym = sym;
+    const cb = document.createElement("input");
+    cb.type = "checkbox";
+    cb.checked = selected.has(sym);
+    cb.addEventListener("change", () => {
+      if (cb.checked) selected.add(sym); else { selected.delete(sym); dropRow(sym); }
+      if (transport) transport.resubscribe();
+    });
+    label.append(cb, " " + sym);
+    const after = [...box.querySelectorAll("label")].find((l) => l.dataset.sym > sym);
+    box.insertBefore(label, after || null);
+  }
+
+  // Loads /v1/symbols; later calls add symbols the server has seen since.
+  async function loadSymbols() {
+    let list = [];
+    try {
+      const r = await fetch("/v1/symbols", { cache: "no-store" });
+      list = await r.json();
+    } catch (e) {
+      if (firstLoad) message("could not load /v1/symbols: " + e);
+    }
+    list.sort();
+    const box = $("symbols");
+    if (firstLoad) {
+      firstLoad = false;
+      const asked = (params.get("symbols") || "").split(",").filter(Boolean);
+      selected = new Set(asked.length ? asked : list.slice(0, MAX_DEFAULT));
+      box.textContent = "";
+      for (const sym of asked) if (!list.includes(sym)) list.push(sym);
+    }
+    for (const sym of list) if (!known.has(sym)) addSymbol(sym);
+    if (!known.size) box.innerHTML = "<em>no symbols yet (publish some)</em>";
+    else box.querySelector("em")?.remove();
+  }
+
+  // ---- table and charts --------------------------------------------------
+  const COLS = ["px", "qty", "side", "bid", "bsz", "ask", "asz"];
+  function row(sym) {
+    let r = rows.get(sym);
+    if (r) return r;
+    const tr = document.createElement("tr");
+    const name = document.createElement("td");
+    name.textContent = sym;
+    tr.append(name);
+    const cells = {};
+    for (const c of COLS) { const td = document.createElement("td"); td.textContent = "–"; cells[c] = td; tr.append(td); }
+    const ctd = document.createElement("td");
+    ctd.className = "chart";
+    const canvas = document.createElement("canvas");
+    canvas.width = 180; canvas.height = 36;
+    ctd.append(canvas);
+    tr.append(ctd);
+    // Keep rows in symbol order.
+    const after = [...rows.keys()].sort().find((s) => s > sym);
+    tbody.insertBefore(tr, after ? rows.get(after).tr : null);
+    r = { tr, cells, canvas, prices: [], last: {}, dirty: false };
+    rows.set(sym, r);
+    return r;
+  }
+
+  function dropRow(sym) {
+    const r = rows.get(sym);
+    if (r) { r.tr.remove(); rows.delete(sym); }
+  }
+
+  function setCell(r, key, value) {
+    if (value === undefined) return;
+    const old = r.last[key];
+    if (old === value) return;
+    const td = r.cells[key];
+    td.textContent = String(value);
+    const cls = typeof value === "number" && typeof old === "number"
+      ? (value > old ? "flash-up" : value < old ? "flash-down" : "flash") : "flash";
+    td.classList.remove("flash-up", "flash-down", "flash");
+    void td.offsetWidth; // restart the animation
+    td.classList.add(cls);
+    r.last[key] = value;
+  }
+
+  function onTick(t) {
+    if (!t || !t.sym || !selected.has(t.sym)) return;
+    tickCount++; rateCount++;
+    const now = Date.now();
+    if (typeof t.rx === "number" && !t.snap) latencies.push([now, now - t.rx / 1e6]);
+    const r = row(t.sym);
+    if (t.type === "trade") {
+      setCell(r, "px", t.px); setCell(r, "qty", t.qty); setCell(r, "side", t.side);
+      r.prices.push(t.px);
+      if (r.prices.length > CHART_POINTS) r.prices.shift();
+      r.dirty = true;
+    } else if (t.type === "quote") {
+      setCell(r, "bid", t.bid); setCell(r, "bsz", t.bsz);
+      setCell(r, "ask", t.ask); setCell(r, "asz", t.asz);
+    }
+  }
+
+  function drawCharts() {
+    for (const r of rows.values()) {
+      if (!r.dirty) continue;
+      r.dirty = false;
+      const c = r.canvas, g = c.getContext("2d"), p = r.prices;
+      g.clearRect(0, 0, c.width, c.height);
+      if (p.length < 2) continue;
+      let lo = Math.min(...p), hi = Math.max(...p);
+      if (hi === lo) { hi += 0.5; lo -= 0.5; }
+      g.strokeStyle = p[p.length - 1] >= p[0] ? "#2ecc71" : "#e74c3c";
+      g.lineWidth = 1.5;
+      g.beginPath();
+      p.forEach((v, i) => {
+        const x = (i / Math.max(p.length - 1, 1)) * (c.width - 2) + 1;
+        const y = c.height - 2 - ((v - lo) / (hi - lo)) * (c.height - 4);
+        if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+      });
+      g.stroke();
+    }
+    requestAnimationFrame(drawCharts);
+  }
+
+  function pct(sorted, q) {
+    return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  }
+
+  function updateReadout() {
+    const cutoff = Date.now() - LAT_WINDOW_MS;
+    while (latencies.length && latencies[0][0] < cutoff) latencies.shift();
+    const el = $("latency");
+    if (!latencies.length) {
+      el.textContent = "latency p50 – · p99 –";
+      window.tickwire.latency = null;
+    } else {
+      const s = latencies.map((x) => x[1]).sort((a, b) => a - b);
+      const p50 = pct(s, 0.5), p99 = pct(s, 0.99);
+      el.innerHTML = `latency p50 <b>${p50.toFixed(1)} ms</b> · p99 <b>${p99.toFixed(1)} ms</b> (${s.length} ticks)`;
+      window.tickwire.latency = { p50, p99, n: s.length };
+    }
+    $("rate").textContent = `${(rateCount * 2).toFixed(0)} ticks/s`;
+    rateCount = 0;
+  }
+
+  // ---- transports --------------------------------------------------------
+  function symbolList() { return [...selected]; }
+
+  function connectWs() {
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/stream";
+    let opened = false, closedByUs = false, nextId = 1;
+    const ws = new WebSocket(url, ["tickwire.json.v1"]);
+    let subscribedTo = [];
+    const subscribe = () => {
+      if (ws.readyState !== WebSocket.OPEN) return;
+      const want = symbolList();
+      const gone = subscribedTo.filter((s) => !selected.has(s));
+      if (gone.length) ws.send(JSON.stringify({ op: "unsubscribe", id: nextId++, symbols: gone }));
+      if (want.length) ws.send(JSON.stringify({ op: "subscribe", id: nextId++, symbols: want }));
+      subscribedTo = want;
+    };
+    ws.onopen = () => { opened = true; wsFailures = 0; backoff = 500; setState("open", "live · WebSocket"); subscribe(); };
+    ws.onmessage = (ev) => {
+      let m;
+      try { m = JSON.parse(ev.data); } catch { return; }
+      if (m.type === "trade" || m.type === "quote") onTick(m);
+      else if (m.type === "error") message(`server error (${m.code}): ${m.message}`);
+      else if (m.type === "lagging") message(`the server says this page is ${m.behind_ms} ms behind`, "info");
+    };
+    ws.onclose = (ev) => {
+      if (closedByUs) return;
+      if (!opened) {
+        // WebSocket never opened (blocked by a proxy, refused): fall back to
+        // SSE at once, and stay on it for this page's life.
+        wsFailures++;
+        if (forced !== "ws") { message("WebSocket unavailable; using Server-Sent Events", "info"); reconnect(0); return; }
+      }
+      if (ev.code && ev.code !== 1000 && ev.code !== 1006) message(`connection closed: ${ev.code} ${ev.reason}`, "info");
+      reconnect();
+    };
+    return { kind: "ws", resubscribe: subscribe, close: () => { closedByUs = true; ws.close(1000); } };
+  }
+
+  function connectSse() {
+    let es = null, closedByUs = false;
+    const open = () => {
+      const syms = symbolList();
+      if (es) es.close();
+      if (!syms.length) { setState("open", "idle · SSE (no symbols)"); return; }
+      es = new EventSource("/v1/sse?symbols=" + syms.map(encodeURIComponent).join(","));
+      es.onopen = () => { backoff = 500; setState("open", "live · SSE"); };
+      const tick = (ev) => { try { onTick(JSON.parse(ev.data)); } catch { /* ignore */ } };
+      es.addEventListener("trade", tick);
+      es.addEventListener("quote", tick);
+      es.addEventListener("status", (ev) => {
+        const s = JSON.parse(ev.data);
+        if (s.missed) message("reconnected: some ticks were skipped (newest values shown)", "info");
+      });
+      es.addEventListener("lagging", (ev) => message(`the server says this page is ${JSON.parse(ev.data).behind_ms} ms behind`, "info"));
+      es.onerror = () => {
+        if (closedByUs) return;
+        // EventSource retries by itself while the server answers 200; a 400
+        // or a refused connection closes it for good: reconnect ourselves.
+        if (es.readyState === EventSource.CLOSED) {
+          const ac = new AbortController();
+          fetch(es.url, { signal: ac.signal })
+            .then((r) => r.ok ? ac.abort() : r.text().then((t) => message(`server refused the stream: ${t}`)))
+            .catch(() => {}).finally(() => reconnect());
+        } else setState("reconnecting", "reconnecting · SSE");
+      };
+    };
+    open();
+    return { kind: "sse", resubscribe: open, close: () => { closedByUs = true; if (es) es.close(); } };
+  }
+
+  function connect() {
+    reconnectTimer = null;
+    const useSse = forced === "sse" || (forced !== "ws" && wsFailures >= 1);
+    setState("connecting", useSse ? "connecting · SSE" : "connecting · WebSocket");
+    transport = useSse ? connectSse() : connectWs();
+  }
+
+  function reconnect(delay) {
+    if (reconnectTimer) return;
+    if (transport) { try { transport.close(); } catch { /* already gone */ } }
+    const wait = delay === undefined ? backoff : delay;
+    if (delay === undefined) backoff = Math.min(backoff * 2, 5000);
+    setState("reconnecting", `reconnecting in ${(wait / 1000).toFixed(1)} s`);
+    reconnectTimer = setTimeout(connect, wait);
+  }
+
+  loadSymbols().then(connect);
+  setInterval(loadSymbols, 10000);
+  setInterval(updateReadout, 500);
+  requestAnimationFrame(drawCharts);
+})();

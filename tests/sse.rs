@@ -1,0 +1,497 @@
+//! Server-Sent Events on /v1/sse (and the page at /), over real sockets with a hand-written
+//! HTTP client: event format and ids, snapshots, heartbeats, 400s, resume
+//! with Last-Event-ID, and a stalled client's bounded cost and eviction.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One SSE block: its `event`, `data`, `id` fields and comment lines.
+#[derive(Debug, Default, Clone)]
+struct Event {
+    event: Option<String>,
+    data: Option<String>,
+    id: Option<String>,
+    comments: Vec<String>,
+}
+
+impl Event {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.data.as_deref().expect("data")).expect("data is JSON")
+    }
+}
+
+struct Sse {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Sends `GET path`; returns the response head and the stream after it.
+async fn open(addr: SocketAddr, path: &str, headers: &str, rcvbuf: Option<u32>) -> (String, Sse) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(n) = rcvbuf {
+        socket.set_recv_buffer_size(n).unwrap();
+    }
+    let mut stream = socket.connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut sse = Sse {
+        stream,
+        buf: Vec::new(),
+    };
+    let end = loop {
+        if let Some(p) = sse.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        assert!(sse.fill().await, "EOF before the response head");
+    };
+    let head = String::from_utf8(sse.buf[..end].to_vec()).unwrap();
+    sse.buf.drain(..end);
+    (head, sse)
+}
+
+impl Sse {
+    async fn fill(&mut self) -> bool {
+        let mut tmp = [0u8; 8192];
+        let n = tokio::time::timeout(WAIT, self.stream.read(&mut tmp))
+            .await
+            .expect("data from the server in time")
+            .unwrap_or(0);
+        self.buf.extend_from_slice(&tmp[..n]);
+        n > 0
+    }
+
+    async fn next(&mut self) -> Event {
+        loop {
+            if let Some(p) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block = String::from_utf8(self.buf[..p].to_vec()).unwrap();
+                self.buf.drain(..p + 2);
+                let mut e = Event::default();
+                for line in block.lines() {
+                    if let Some(c) = line.strip_prefix(':') {
+                        e.comments.push(c.trim().to_string());
+                    } else if let Some((k, v)) = line.split_once(": ") {
+                        let v = Some(v.to_string());
+                        match k {
+                            "event" => e.event = v,
+                            "data" => e.data = v,
+                            "id" => e.id = v,
+                            other => panic!("unexpected field {other}"),
+                        }
+                    } else {
+                        panic!("malformed line {line:?}");
+                    }
+                }
+                return e;
+            }
+            assert!(self.fill().await, "stream ended");
+        }
+    }
+
+    /// The next event that is not a comment.
+    async fn next_event(&mut self) -> Event {
+        loop {
+            let e = self.next().await;
+            if e.event.is_some() {
+                return e;
+            }
+        }
+    }
+
+    async fn expect_end(&mut self) {
+        let r = tokio::time::timeout(WAIT, async {
+            let mut tmp = [0u8; 65536];
+            loop {
+                match self.stream.read(&mut tmp).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(r.is_ok(), "the server did not end the stream");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_carry_the_tick_json_and_resumable_ids_after_a_snapshot() {
+    let h = start(config());
+    let addr = h.addr();
+    let mut publ = publisher(addr).await;
+    publ.publish(&[
+        trade("AAPL", 1, "189.23", "100"),
+        quote("AAPL", 2, "189.22", "189.24"),
+        trade("MSFT", 3, "410.5", "7"),
+    ])
+    .await;
+
+    let (head, mut sse) = open(addr, "/v1/sse?symbols=AAPL", "", None).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: text/event-stream\r\n"),
+        "{head}"
+    );
+    assert!(lower.contains("cache-control: no-cache\r\n"), "{head}");
+    assert!(!lower.contains("content-length"), "{head}");
+
+    // Snapshots of both channels (default), flagged snap, with ids.
+    let mut snaps = [sse.next_event().await, sse.next_event().await];
+    snaps.sort_by_key(|e| e.event.clone());
+    assert_eq!(snaps[0].event.as_deref(), Some("quote"));
+    assert_eq!(snaps[0].id.as_deref(), Some("AAPL:quote:1"));
+    assert_eq!(snaps[0].json()["snap"], true);
+    assert_eq!(snaps[0].json()["bid"].to_string(), "189.22");
+    assert_eq!(snaps[1].event.as_deref(), Some("trade"));
+    assert_eq!(snaps[1].id.as_deref(), Some("AAPL:trade:1"));
+    assert_eq!(snaps[1].json()["px"].to_string(), "189.23");
+
+    // Live: exactly the JSON a WebSocket client gets, no snap flag; MSFT not.
+    publ.publish(&[trade("MSFT", 4, "411", "1"), trade("AAPL", 5, "189.3", "2")])
+        .await;
+    let e = sse.next_event().await;
+    assert_eq!(e.event.as_deref(), Some("trade"));
+    assert_eq!(e.id.as_deref(), Some("AAPL:trade:2"));
+    let v = e.json();
+    assert_eq!(v["type"], "trade");
+    assert_eq!(v["sym"], "AAPL");
+    assert_eq!(v["seq"], 2);
+    assert_eq!(v["ts"], 5);
+    assert!(v.get("snap").is_none());
+    assert!(v["rx"].as_u64().unwrap() > 0);
+    assert_eq!(h.stats().subscribers.load(Ordering::Relaxed), 1);
+    drop((sse, publ));
+    assert_no_leaks(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_and_channel_filter() {
+    let h = start(config());
+    let addr = h.addr();
+    let (head, mut sse) = open(addr, "/v1/sse?symbols=*&channels=quote", "", None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut publ = publisher(addr).await;
+    publ.publish(&[
+        trade("NEW1", 1, "1", "1"),
+        quote("NEW1", 2, "1", "2"),
+        quote("NEW2", 3, "3", "4"),
+    ])
+    .await;
+    let a = sse.next_event().await;
+    let b = sse.next_event().await;
+    assert_eq!(a.id.as_deref(), Some("NEW1:quote:1"));
+    assert_eq!(b.id.as_deref(), Some("NEW2:quote:1"));
+    drop((sse, publ));
+    assert_no_leaks(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_400_with_the_reason_before_any_stream() {
+    let h = start(config());
+    let addr = h.addr();
+    for (path, words) in [
+        ("/v1/sse?symbols=BAD%20ONE", "invalid symbol"),
+        (
+            "/v1/sse?symbols=AAPL&channels=book",
+            "unknown channel `book`",
+        ),
+        ("/v1/sse", "needs symbols"),
+        (&format!("/v1/sse?symbols={}", "X".repeat(33)), "at most 32"),
+    ] {
+        let (head, mut sse) = open(addr, path, "", None).await;
+        assert!(
+            head.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{path}: {head}"
+        );
+        assert!(head.contains("text/plain"), "{head}");
+        let mut body = Vec::new();
+        let _ = sse.stream.read_to_end(&mut body).await;
+        sse.buf.extend_from_slice(&body);
+        let body = String::from_utf8_lossy(&sse.buf);
+        assert!(body.contains(words), "{path}: {body}");
+    }
+    assert_eq!(h.stats().subscribers.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_gets_heartbeat_comments() {
+    let mut c = config();
+    c.sse_heartbeat = Duration::from_millis(150);
+    let h = start(c);
+    let (_, mut sse) = open(h.addr(), "/v1/sse?symbols=QUIET", "", None).await;
+    let t0 = tokio::time::Instant::now();
+    for _ in 0..3 {
+        let e = sse.next().await;
+        assert_eq!(e.comments, ["heartbeat"], "{e:?}");
+        assert!(e.event.is_none() && e.data.is_none());
+    }
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_resumes_with_the_newest_values_and_says_what_was_missed() {
+    let h = start(config());
+    let addr = h.addr();
+    let mut publ = publisher(addr).await;
+    for i in 1..=3 {
+        publ.publish(&[trade("AAPL", i, "1", "1")]).await;
+    }
+    publ.publish(&[quote("AAPL", 9, "1", "2")]).await;
+
+    // Up to date on AAPL:trade: nothing missed, trade not repeated.
+    let (_, mut sse) = open(
+        addr,
+        "/v1/sse?symbols=AAPL",
+        "Last-Event-ID: AAPL:trade:3\r\n",
+        None,
+    )
+    .await;
+    let status = sse.next_event().await;
+    assert_eq!(status.event.as_deref(), Some("status"));
+    assert!(status.id.is_none(), "status must not move the client's id");
+    let s = status.json();
+    assert_eq!(
+        (s["resumed"].clone(), s["missed"].clone()),
+        (true.into(), false.into())
+    );
+    assert_eq!(s["newest_seq"], 3);
+    let next = sse.next_event().await;
+    assert_eq!(next.id.as_deref(), Some("AAPL:quote:1"), "{next:?}");
+    publ.publish(&[trade("AAPL", 4, "1", "1")]).await;
+    assert_eq!(sse.next_event().await.id.as_deref(), Some("AAPL:trade:4"));
+    drop(sse);
+
+    // One behind: the newest value is the next one, nothing missed.
+    let (_, mut sse) = open(
+        addr,
+        "/v1/sse?symbols=AAPL&channels=trade",
+        "Last-Event-ID: AAPL:trade:3\r\n",
+        None,
+    )
+    .await;
+    let s = sse.next_event().await.json();
+    assert_eq!(
+        (s["resumed"].clone(), s["missed"].clone()),
+        (true.into(), false.into())
+    );
+    let e = sse.next_event().await;
+    assert_eq!(e.id.as_deref(), Some("AAPL:trade:4"));
+    assert_eq!(e.json()["snap"], true);
+    drop(sse);
+
+    // Further behind: the snapshot jumps, and the status says ticks were missed.
+    let (_, mut sse) = open(
+        addr,
+        "/v1/sse?symbols=AAPL&channels=trade",
+        "Last-Event-ID: AAPL:trade:1\r\n",
+        None,
+    )
+    .await;
+    let s = sse.next_event().await.json();
+    assert_eq!(
+        (s["resumed"].clone(), s["missed"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(sse.next_event().await.id.as_deref(), Some("AAPL:trade:4"));
+    drop(sse);
+
+    // An id from another run (ahead of our sequence) or garbage: not resumed.
+    for bad in ["AAPL:trade:99", "nonsense"] {
+        let (_, mut sse) = open(
+            addr,
+            "/v1/sse?symbols=AAPL&channels=trade",
+            &format!("Last-Event-ID: {bad}\r\n"),
+            None,
+        )
+        .await;
+        let s = sse.next_event().await.json();
+        assert_eq!(
+            (s["resumed"].clone(), s["missed"].clone()),
+            (false.into(), true.into()),
+            "{bad}"
+        );
+        assert_eq!(sse.next_event().await.id.as_deref(), Some("AAPL:trade:4"));
+    }
+    publ.sync().await;
+}
+
+const KEYS: usize = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sse_client_costs_bounded_memory_and_is_evicted() {
+    let mut c = config();
+    c.client_buffer_bytes = 16 * 1024;
+    c.socket_send_buffer = 4096;
+    c.evict_after = Duration::from_millis(1500);
+    c.close_timeout = Duration::from_millis(300);
+    let h = start(c);
+    let addr = h.addr();
+    let (head, mut stalled) = open(addr, "/v1/sse?symbols=*", "", Some(4096)).await;
+    assert!(head.starts_with("HTTP/1.1 200"));
+    eventually("subscribed", || {
+        h.stats().subscribers.load(Ordering::Relaxed) == 1
+    })
+    .await;
+
+    let mut publ = publisher(addr).await;
+    let (mut max_pending, mut max_queued) = (0i64, 0i64);
+    for r in 1..=100u64 {
+        let round: Vec<Value> = (0..KEYS)
+            .map(|k| trade(&format!("K{k:02}"), r, &format!("{r}.5"), "1"))
+            .collect();
+        publ.publish(&round).await;
+        max_pending = max_pending.max(h.stats().pending_ticks.load(Ordering::Relaxed));
+        max_queued = max_queued.max(h.stats().queued_bytes.load(Ordering::Relaxed));
+    }
+    let dropped = h.stats().ticks_dropped_stale.load(Ordering::Relaxed);
+    assert!(
+        dropped > 1_000,
+        "stale ticks dropped, not buffered: {dropped}"
+    );
+    assert!(
+        max_pending <= KEYS as i64,
+        "pending {max_pending} > one per key"
+    );
+    assert!(
+        max_queued <= 16 * 1024 + 4 * 1024,
+        "queued bytes {max_queued} beyond the cap"
+    );
+
+    // It stays behind: evicted, and the connection ends.
+    eventually("eviction", || {
+        h.stats().clients_evicted.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    stalled.expect_end().await;
+    drop((stalled, publ));
+    assert_no_leaks(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_draining_client_gets_the_newest_value_of_every_key() {
+    let mut c = config();
+    c.client_buffer_bytes = 8 * 1024;
+    c.socket_send_buffer = 4096;
+    let h = start(c);
+    let addr = h.addr();
+    let (_, mut sse) = open(addr, "/v1/sse?symbols=*&channels=trade", "", Some(4096)).await;
+    eventually("subscribed", || {
+        h.stats().subscribers.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let mut publ = publisher(addr).await;
+    let rounds = 60u64;
+    for r in 1..=rounds {
+        let round: Vec<Value> = (0..KEYS)
+            .map(|k| trade(&format!("K{k:02}"), r, "1", "1"))
+            .collect();
+        publ.publish(&round).await;
+    }
+    let mut last = std::collections::BTreeMap::new();
+    let mut got = 0;
+    while last.len() < KEYS || last.values().any(|&s| s < rounds) {
+        let v = sse.next_event().await.json();
+        let seq = v["seq"].as_u64().unwrap();
+        let prev = last
+            .entry(v["sym"].as_str().unwrap().to_string())
+            .or_insert(0);
+        assert!(seq > *prev, "reordered or repeated: {v}");
+        *prev = seq;
+        got += 1;
+    }
+    assert!(got < rounds as usize * KEYS, "coalesced ({got})");
+    drop((sse, publ));
+    assert_no_leaks(&h).await;
+}
+
+/// Sends raw bytes; reads the whole answer until EOF.
+async fn http_raw(addr: SocketAddr, req: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the server ends the connection after one response")
+        .unwrap();
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_one_request_per_connection_so_sse_is_always_recognised() {
+    let h = start(config());
+    let a = h.addr();
+    // Two pipelined requests: one answer, `Connection: close`, then EOF.
+    let r = http_raw(
+        a,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/sse?symbols=A HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.matches("HTTP/1.1").count(), 1, "{r}");
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    // A 426 keeps its `Connection: Upgrade` and adds close.
+    let r = http_raw(a, "GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("connection: upgrade, close"),
+        "{r}"
+    );
+    // The 101 of a WebSocket upgrade is untouched.
+    let (_, head) = connect_with(a, "/v1/stream", "", None).await;
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("connection: upgrade") && !lower.contains("close"),
+        "{head}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ticker_page_and_its_assets_are_served_from_the_binary() {
+    let h = start(config());
+    let a = h.addr();
+    for (path, ctype, needle) in [
+        ("/", "text/html", "<script src=\"/ticker.js\">"),
+        (
+            "/ticker.js",
+            "text/javascript",
+            "new EventSource(\"/v1/sse?symbols=\"",
+        ),
+        ("/ticker.css", "text/css", "@keyframes"),
+    ] {
+        let r = http_raw(a, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+        assert!(r.contains(&format!("content-type: {ctype}")), "{path}: {r}");
+        assert!(r.contains(needle), "{path}");
+    }
+    let r = http_raw(a, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_count_against_connection_limits_and_end_at_shutdown() {
+    let mut c = config();
+    c.max_connections_per_ip = 1;
+    let h = start(c);
+    let a = h.addr();
+    let (head, mut first) = open(a, "/v1/sse?symbols=A", "", None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, _) = open(a, "/v1/sse?symbols=A", "", None).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("Retry-After: 5"), "{head}");
+    // Shutdown ends the stream (FIN) and the server stops.
+    let stop = tokio::task::spawn_blocking(move || h.shutdown());
+    first.expect_end().await;
+    tokio::time::timeout(WAIT, stop).await.unwrap().unwrap();
+}

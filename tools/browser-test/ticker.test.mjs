@@ -1,0 +1,133 @@
+// Browser test of the live ticker page (GET /): headless Debian Chromium
+// driven by playwright-core. Starts `tickwire serve` (bundled feed), checks
+// that ticks and latency figures appear over WebSocket, over forced SSE
+// (?transport=sse) and over the automatic fallback when WebSocket fails,
+// and saves docs/ticker.png.
+//
+//   cargo build && (cd tools/browser-test && npm ci && node ticker.test.mjs)
+//
+// TICKWIRE_BIN overrides the binary (default target/debug/tickwire),
+// CHROMIUM the browser (default /usr/bin/chromium).
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "../..");
+const bin = process.env.TICKWIRE_BIN || path.join(root, "target/debug/tickwire");
+const browserPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const shot = path.join(root, "docs/ticker.png");
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tickwire-browser-"));
+const addrFile = path.join(tmp, "addr");
+let server, context;
+let failed = false;
+
+// The whole run is bounded.
+const overall = setTimeout(() => { console.error("FAIL: browser test took over 90 s"); cleanup(1); }, 90_000);
+
+function cleanup(code) {
+  clearTimeout(overall);
+  if (server && server.exitCode === null) server.kill("SIGTERM");
+  const done = () => { fs.rmSync(tmp, { recursive: true, force: true }); process.exit(code); };
+  if (context) context.close().catch(() => {}).finally(done); else done();
+}
+
+function check(cond, what) {
+  if (!cond) { failed = true; console.error("FAIL:", what); } else console.log("ok:", what);
+}
+
+async function waitFor(what, fn, ms) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function startServer() {
+  server = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--addr-file", addrFile], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
+  });
+  server.on("exit", (c) => { if (c !== null && c !== 0) console.error("server exited with", c); });
+  return waitFor("server address file", () => {
+    try { const a = fs.readFileSync(addrFile, "utf8").trim(); return a || null; } catch { return null; }
+  }, 10_000);
+}
+
+async function ticksAppear(page, label, transport) {
+  const t0 = Date.now();
+  await waitFor(`${label}: ticks in the table`, () => page.evaluate(() => window.tickwire && window.tickwire.ticks > 0 && document.querySelectorAll("#ticker tbody tr").length > 0), 2_000);
+  console.log(`   ${label}: first ticks after ${Date.now() - t0} ms`);
+  check(await page.evaluate(() => window.tickwire.transport) === transport, `${label}: transport is ${transport}`);
+  const latency = await waitFor(`${label}: latency readout`, () => page.evaluate(() => {
+    const t = document.getElementById("latency").textContent;
+    return /p50 -?\d+(\.\d+)? ms · p99 -?\d+(\.\d+)? ms/.test(t) ? t : null;
+  }), 5_000);
+  check(true, `${label}: latency readout shows numbers (${latency})`);
+  const state = await page.textContent("#state");
+  check(state.startsWith("live"), `${label}: connection state "${state}"`);
+}
+
+try {
+  const addr = await startServer();
+  const base = `http://${addr}/`;
+  context = await chromium.launchPersistentContext(path.join(tmp, "profile"), {
+    executablePath: browserPath,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    viewport: { width: 1100, height: 620 },
+  });
+  const errors = [];
+  context.on("weberror", (e) => errors.push(String(e.error())));
+
+  // 1. WebSocket.
+  const page = await context.newPage();
+  await page.goto(base);
+  await ticksAppear(page, "WebSocket", "ws");
+  // Let the charts fill a little before the screenshot.
+  await page.waitForTimeout(2_500);
+  await page.screenshot({ path: shot });
+  console.log("   screenshot:", path.relative(root, shot));
+
+  // 2. SSE, forced.
+  const sse = await context.newPage();
+  await sse.goto(base + "?transport=sse");
+  await ticksAppear(sse, "SSE (forced)", "sse");
+  await sse.close();
+
+  // 3. WebSocket blocked (as by a proxy): the page falls back to SSE.
+  const blocked = await context.newPage();
+  await blocked.addInitScript(() => {
+    window.WebSocket = class {
+      constructor() { this.readyState = 3; setTimeout(() => { if (this.onerror) this.onerror(new Event("error")); if (this.onclose) this.onclose({ code: 1006, reason: "" }); }, 20); }
+      send() {} close() {}
+    };
+    window.WebSocket.OPEN = 1;
+  });
+  await blocked.goto(base);
+  await ticksAppear(blocked, "SSE (WebSocket blocked)", "sse");
+  const note = await blocked.textContent("#messages");
+  check(/Server-Sent Events/.test(note), `fallback is announced ("${note.trim()}")`);
+
+  // 4. A server `error` is shown to the user (an invalid symbol asked for).
+  const bad = await context.newPage();
+  await bad.goto(base + "?symbols=IBM,bad%20sym");
+  const shown = await waitFor("error message on the page", () => bad.evaluate(() => {
+    const t = document.getElementById("messages").textContent;
+    return /invalid_symbol/.test(t) ? t : null;
+  }), 3_000);
+  check(true, `server error shown ("${shown.trim()}")`);
+
+  check(errors.length === 0, `no page errors ${errors.join("; ")}`);
+} catch (e) {
+  failed = true;
+  console.error("FAIL:", e.message);
+}
+cleanup(failed ? 1 : 0);
