@@ -2,7 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::Keys;
 
 use crate::replay::Speed;
 
@@ -63,6 +66,8 @@ pub struct Config {
     /// cases 9.x send up to 16 MiB, far more than `/v1/stream` accepts.
     pub echo_max_message_bytes: usize,
     pub feed: FeedSource,
+    /// API keys and entitlements (`--config`); `None` = open server.
+    pub auth: Option<Arc<Keys>>,
 }
 
 impl Default for Config {
@@ -88,6 +93,7 @@ impl Default for Config {
             echo_listen: None,
             echo_max_message_bytes: 16 * 1024 * 1024,
             feed: FeedSource::Embedded,
+            auth: None,
         }
     }
 }
