@@ -375,3 +375,14 @@ key = "pub-key-0123456789abcdef"
         assert_eq!(presented_key(None, None), None);
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    /// The example config in docs/ is valid.
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../docs/tickwire.example.toml");
+        let keys = super::Keys::parse(text).unwrap();
+        assert_eq!(keys.len(), 3);
+    }
+}

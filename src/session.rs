@@ -547,8 +547,11 @@ impl Session {
             Ok(Request::Symbols { id }) => {
                 let seen = self.worker.ingest.symbols().seen();
                 let mut o = JsonObject::new("symbols");
-                o.id(id)
-                    .strs("symbols", seen.iter().map(|(n, _)| n.as_ref()));
+                let entitled = |n: &&str| self.entitlement.as_ref().is_none_or(|e| e.allows(n));
+                o.id(id).strs(
+                    "symbols",
+                    seen.iter().map(|(n, _)| n.as_ref()).filter(entitled),
+                );
                 self.send(o.into_frame());
             }
             Ok(Request::Subscribe {

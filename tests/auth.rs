@@ -280,6 +280,17 @@ async fn star_delivers_only_entitled_symbols_with_snapshots_too() {
     p.publish(&[trade("ETHUSD", 100, "1", "1"), trade("AAPL", 101, "1", "1")])
         .await;
     assert_eq!(ticks_until_pong(&mut desk).await, ["AAPL"]);
+    // The `symbols` op lists only entitled symbols.
+    desk.send_text(r#"{"op":"symbols","id":9}"#).await;
+    let (list, _) = desk.recv_until("symbols").await;
+    let mut names: Vec<&str> = list["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["AAPL", "BTCEUR", "BTCUSD"]);
     drop((p, desk, all));
     assert_no_leaks(&h).await;
     h.shutdown();
