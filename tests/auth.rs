@@ -93,17 +93,18 @@ async fn publisher_with_key(addr: SocketAddr) -> RawWs {
     ws
 }
 
-/// Symbols of the ticks received until the `pong` of a ping sent now.
-async fn ticks_until_pong(ws: &mut RawWs) -> Vec<String> {
-    ws.send_text(r#"{"op":"ping","id":77}"#).await;
-    let (_, before) = ws.recv_until("pong").await;
-    before
-        .iter()
-        .map(|v| {
-            assert!(v["type"] == "trade" || v["type"] == "quote", "{v}");
-            v["sym"].as_str().unwrap().to_owned()
-        })
-        .collect()
+/// Symbols of the ticks received up to and including the one with `ts`
+/// (published last: one publisher's ticks reach a client in order).
+async fn ticks_until_ts(ws: &mut RawWs, ts: u64) -> Vec<String> {
+    let mut syms = Vec::new();
+    loop {
+        let v = ws.recv_json().await;
+        assert!(v["type"] == "trade" || v["type"] == "quote", "{v}");
+        syms.push(v["sym"].as_str().unwrap().to_owned());
+        if v["ts"] == ts {
+            return syms;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +175,7 @@ async fn the_key_works_from_the_header_or_the_query() {
     }
     p.publish(&[trade("MSFT", 1, "1", "1")]).await;
     for ws in [&mut by_header, &mut by_query, &mut lower] {
-        assert_eq!(ticks_until_pong(ws).await, ["MSFT"]);
+        assert_eq!(ticks_until_ts(ws, 1).await, ["MSFT"]);
     }
     drop((p, by_header, by_query, lower));
     assert_no_leaks(&h).await;
@@ -226,7 +227,7 @@ async fn unentitled_symbols_are_refused_and_the_rest_subscribed() {
         trade("BTCUSD", 4, "1", "1"),
     ])
     .await;
-    assert_eq!(ticks_until_pong(&mut ws).await, ["AAPL", "BTCUSD"]);
+    assert_eq!(ticks_until_ts(&mut ws, 4).await, ["AAPL", "BTCUSD"]);
     drop((p, ws));
     assert_no_leaks(&h).await;
     h.shutdown();
@@ -249,7 +250,7 @@ async fn star_delivers_only_entitled_symbols_with_snapshots_too() {
         "{reply}"
     );
     all.subscribe(1, &["*"], None, false).await;
-    assert_eq!(ticks_until_pong(&mut desk).await, ["BTCUSD"]);
+    assert_eq!(ticks_until_ts(&mut desk, 2).await, ["BTCUSD"]);
 
     let mut sent = Vec::new();
     for (i, sym) in ["MSFT", "AAPL", "ETHUSD", "BTCUSD", "BTCEUR", "AAPLX"]
@@ -260,17 +261,19 @@ async fn star_delivers_only_entitled_symbols_with_snapshots_too() {
     {
         sent.push(trade(sym, 10 + i as u64, "1", "1"));
     }
+    sent.push(trade("AAPL", 1000, "1", "1"));
     p.publish(&sent).await;
-    let got = ticks_until_pong(&mut desk).await;
-    let want: Vec<&str> = ["MSFT", "AAPL", "ETHUSD", "BTCUSD", "BTCEUR", "AAPLX"]
+    let got = ticks_until_ts(&mut desk, 1000).await;
+    let mut want: Vec<&str> = ["MSFT", "AAPL", "ETHUSD", "BTCUSD", "BTCEUR", "AAPLX"]
         .iter()
         .cycle()
         .take(60)
         .filter(|s| ["AAPL", "BTCUSD", "BTCEUR"].contains(s))
         .copied()
         .collect();
+    want.push("AAPL");
     assert_eq!(got, want);
-    assert_eq!(ticks_until_pong(&mut all).await.len(), 60);
+    assert_eq!(ticks_until_ts(&mut all, 1000).await.len(), 61);
 
     // Unsubscribing `*` and subscribing again decides afresh, same answer.
     desk.send_text(r#"{"op":"unsubscribe","id":2,"symbols":["*"]}"#)
@@ -279,7 +282,7 @@ async fn star_delivers_only_entitled_symbols_with_snapshots_too() {
     desk.subscribe(3, &["*"], Some(&["trade"]), false).await;
     p.publish(&[trade("ETHUSD", 100, "1", "1"), trade("AAPL", 101, "1", "1")])
         .await;
-    assert_eq!(ticks_until_pong(&mut desk).await, ["AAPL"]);
+    assert_eq!(ticks_until_ts(&mut desk, 101).await, ["AAPL"]);
     // The `symbols` op lists only entitled symbols.
     desk.send_text(r#"{"op":"symbols","id":9}"#).await;
     let (list, _) = desk.recv_until("symbols").await;
