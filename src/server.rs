@@ -56,6 +56,7 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     stats: Arc<Stats>,
     ingest: Arc<Ingest>,
+    admission: Arc<Admission>,
 }
 
 impl ServerHandle {
@@ -75,6 +76,11 @@ impl ServerHandle {
 
     pub fn ingest(&self) -> &Arc<Ingest> {
         &self.ingest
+    }
+
+    /// WebSocket connections holding an admission place: (all, publishers).
+    pub fn connections(&self) -> (usize, usize) {
+        self.admission.counts()
     }
 
     /// Closes every connection with 1001 and waits for the threads to end.
@@ -233,6 +239,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         threads,
         stats,
         ingest,
+        admission,
     })
 }
 
