@@ -443,3 +443,51 @@ fn serve_refuses_a_bad_config_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_star_clients_get_only_entitled_records_and_announcements() {
+    let h = start_with_keys();
+    let mut p = publisher_with_key(h.addr()).await;
+    let headers = format!(
+        "{}Sec-WebSocket-Protocol: tickwire.bin.v1\r\n",
+        bearer(DESK)
+    );
+    let mut ws = sub_with(h.addr(), "/v1/stream", &headers).await;
+    assert_eq!(ws.protocol.as_deref(), Some("tickwire.bin.v1"));
+    ws.subscribe(1, &["*"], None, false).await;
+    let mut ts = 0;
+    for _ in 0..3 {
+        ts += 2;
+        p.publish(&[trade("MSFT", ts - 1, "1", "1"), trade("AAPL", ts, "1", "1")])
+            .await;
+    }
+    // One announcement (AAPL's id), then its three records; never MSFT.
+    let mut aapl = None;
+    let mut records = Vec::new();
+    while records.len() < 3 {
+        match ws.recv().await {
+            Msg::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                assert_eq!(
+                    (v["type"].as_str(), v["sym"].as_str()),
+                    (Some("symbol"), Some("AAPL")),
+                    "{v}"
+                );
+                assert!(aapl.is_none(), "announced twice: {v}");
+                aapl = Some(v["id"].as_u64().unwrap() as u32);
+            }
+            Msg::Binary(b) => {
+                assert_eq!(b.len() % 64, 0);
+                records.extend(b.chunks(64).map(|r| {
+                    let id = u32::from_le_bytes(r[4..8].try_into().unwrap());
+                    let ts = u64::from_le_bytes(r[16..24].try_into().unwrap());
+                    (id, ts)
+                }));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let aapl = aapl.expect("AAPL announced");
+    assert_eq!(records, [(aapl, 2), (aapl, 4), (aapl, 6)]);
+    h.shutdown();
+}
