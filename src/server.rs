@@ -30,7 +30,7 @@ use crate::limits::Admission;
 use crate::replay::{RecordedFeed, RecordingError};
 use crate::session::{self, BIN_PROTOCOL, JSON_PROTOCOL, SessionKind};
 use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
-use crate::stats::Stats;
+use crate::stats::{Refusal, Stats};
 use crate::symbols::SymbolTable;
 
 /// Why the server could not start.
@@ -465,6 +465,10 @@ fn authenticate(
         SessionKind::Echo => return Ok(None),
     };
     let unauthorized = |challenge: &'static str, why: &str| {
+        Stats::add(
+            &worker.stats.upgrades_refused[Refusal::Unauthorized as usize],
+            1,
+        );
         tracing::debug!(%peer, path = req.uri().path(), why, "upgrade refused: 401");
         let mut r = text(StatusCode::UNAUTHORIZED, format!("{why}\n"));
         r.headers_mut().insert(
@@ -493,6 +497,10 @@ fn authenticate(
     };
     if identity.role != want {
         tracing::info!(%peer, key = identity.name, path = req.uri().path(), "upgrade refused: 403");
+        Stats::add(
+            &worker.stats.upgrades_refused[Refusal::Forbidden as usize],
+            1,
+        );
         let why = match identity.role {
             Role::Subscriber => "this API key may subscribe (/v1/stream) but not publish",
             Role::Publisher => "this API key may publish (/v1/publish) but not subscribe",
@@ -570,6 +578,7 @@ fn upgrade(
             Ok(p) => p,
             Err(refused) => {
                 tracing::debug!(%peer, %refused, "upgrade refused");
+                Stats::add(&worker.stats.upgrades_refused[Refusal::Limit as usize], 1);
                 let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n"));
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -321,7 +321,36 @@ async fn a_keys_connection_limit_gets_503_and_places_come_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ok, "the closed connection's place never came back");
+    // Refusals are counted by reason (one 401 and one 403 here, too).
+    let _ = answer(h.addr(), "/v1/stream", "").await;
+    let _ = answer(h.addr(), "/v1/publish", &bearer(DESK)).await;
+    let m = metrics(h.addr()).await;
+    for line in [
+        r#"tickwire_upgrades_refused_total{reason="unauthorized"} 1"#,
+        r#"tickwire_upgrades_refused_total{reason="forbidden"} 1"#,
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} in\n{m}");
+    }
+    let limit = m
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"tickwire_upgrades_refused_total{reason="limit"} "#))
+        .unwrap();
+    assert!(limit.parse::<u64>().unwrap() >= 1, "{m}");
     h.shutdown();
+}
+
+/// `GET /metrics` as text.
+async fn metrics(addr: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
