@@ -449,6 +449,8 @@ fn offered_protocols(req: &Request<Incoming>) -> Vec<String> {
 /// open server (and the echo listener), `Ok(Some(key))` for a key that may
 /// use this endpoint, else the 401 or 403 to answer with. The key itself is
 /// never logged, only its configured name.
+// The error is the response itself, built once and returned as is; boxing
+// it would only add an allocation to a refusal.
 #[allow(clippy::result_large_err)]
 fn authenticate(
     worker: &Worker,
