@@ -2,7 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::Keys;
 
 use crate::replay::Speed;
 
@@ -65,6 +68,8 @@ pub struct Config {
     /// SSE streams get a `: heartbeat` comment this often.
     pub sse_heartbeat: Duration,
     pub feed: FeedSource,
+    /// API keys and entitlements (`--config`); `None` = open server.
+    pub auth: Option<Arc<Keys>>,
 }
 
 impl Default for Config {
@@ -94,6 +99,7 @@ impl Default for Config {
             echo_max_message_bytes: 16 * 1024 * 1024,
             sse_heartbeat: Duration::from_secs(15),
             feed: FeedSource::Embedded,
+            auth: None,
         }
     }
 }

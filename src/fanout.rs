@@ -35,6 +35,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::auth::Entitlement;
 use crate::config::Config;
 use crate::encode::{self, Encoding, JsonObject, OPCODE_BINARY, RECORD_LEN};
 use crate::ingest::{Ingest, RingItem};
@@ -69,6 +70,10 @@ struct KeySlot {
     /// so a key is never repeated or reordered on one connection.
     last_seq: u64,
     pending: Option<(RingItem, bool)>,
+    /// For a client whose key sees only some symbols: whether this key's
+    /// symbol is entitled, decided on its first tick through `*` and kept
+    /// (`None` = not decided yet). Named keys were checked at subscribe.
+    entitled: Option<bool>,
 }
 
 /// How far a flush got.
@@ -103,6 +108,8 @@ pub struct Client {
     /// Tells the session's reader to stop (client evicted or dead).
     pub kill: Rc<Notify>,
     keys: HashMap<KeyId, KeySlot>,
+    /// Symbols this client's API key may see; `None` = every symbol.
+    entitlement: Option<Arc<Entitlement>>,
     named_keys: usize,
     star: ChannelSet,
     control: VecDeque<Bytes>,
@@ -144,6 +151,7 @@ impl Client {
             writer_wake: Rc::new(Notify::new()),
             kill: Rc::new(Notify::new()),
             keys: HashMap::new(),
+            entitlement: None,
             named_keys: 0,
             star: ChannelSet::default(),
             control: VecDeque::new(),
@@ -160,6 +168,11 @@ impl Client {
             frames_sent: 0,
             end_reason: None,
         }
+    }
+
+    /// Limits what `*` delivers to the symbols `e` allows (`None`: all).
+    pub fn set_entitlement(&mut self, e: Option<Arc<Entitlement>>) {
+        self.entitlement = e;
     }
 
     pub fn is_closing(&self) -> bool {
@@ -286,6 +299,14 @@ impl Client {
         }
         let key = item.tick.key;
         let slot = self.keys.entry(key).or_default();
+        if let Some(e) = &self.entitlement
+            && !slot.named
+            && !*slot
+                .entitled
+                .get_or_insert_with(|| e.allows(&item.tick.sym))
+        {
+            return false;
+        }
         if item.tick.seq <= slot.last_seq {
             return false;
         }

@@ -6,6 +6,7 @@
 //! ([`fanout`]) to subscriber [`session`]s with per-client backpressure.
 //! The wire contract is PROTOCOL.md; [`protocol`] parses what comes in.
 
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod decimal;

@@ -1,5 +1,5 @@
 //! Admission limits shared by every worker: WebSocket connections in total,
-//! per client IP, and publishers.
+//! per client IP, per API key (when the key sets one), and publishers.
 //!
 //! A connection is counted from the moment its upgrade is accepted until its
 //! session ends, by holding a [`Permit`]; a request over a limit is refused
@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::auth::Identity;
+
 /// Why a WebSocket upgrade was refused (the 503 body says it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -23,6 +25,8 @@ pub enum Refused {
     TooManyFromAddress { ip: IpAddr, limit: usize },
     #[error("the server is at its limit of {limit} publishers")]
     TooManyPublishers { limit: usize },
+    #[error("key `{name}` already has {limit} WebSocket connections open, its limit")]
+    TooManyForKey { name: String, limit: usize },
 }
 
 #[derive(Default)]
@@ -30,6 +34,8 @@ struct Counts {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
     publishers: usize,
+    /// Connections per API key, by [`Identity::index`] (keys with a limit).
+    per_key: HashMap<usize, usize>,
 }
 
 /// The limits and the live counts.
@@ -45,6 +51,8 @@ pub struct Permit {
     admission: Arc<Admission>,
     ip: IpAddr,
     publisher: bool,
+    /// The key's index when its connections are counted.
+    key: Option<usize>,
 }
 
 impl Admission {
@@ -60,6 +68,17 @@ impl Admission {
     /// Admits a connection from `ip` (a publisher if `publisher`), or says
     /// which limit it would break.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, publisher: bool) -> Result<Permit, Refused> {
+        self.admit_key(ip, publisher, None)
+    }
+
+    /// [`Admission::admit`] for a connection authenticated with `key`, which
+    /// may have its own connection limit.
+    pub fn admit_key(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        publisher: bool,
+        key: Option<&Identity>,
+    ) -> Result<Permit, Refused> {
         // An IPv4 client seen through an IPv6 socket counts as itself.
         let ip = ip.to_canonical();
         let mut c = self.counts.lock();
@@ -80,13 +99,26 @@ impl Admission {
                 limit: self.max_publishers,
             });
         }
+        let counted = key.and_then(|k| k.max_connections.map(|limit| (k, limit)));
+        if let Some((k, limit)) = counted
+            && c.per_key.get(&k.index).copied().unwrap_or(0) >= limit
+        {
+            return Err(Refused::TooManyForKey {
+                name: k.name.clone(),
+                limit,
+            });
+        }
         c.total += 1;
         *c.per_ip.entry(ip).or_default() += 1;
         c.publishers += usize::from(publisher);
+        if let Some((k, _)) = counted {
+            *c.per_key.entry(k.index).or_default() += 1;
+        }
         Ok(Permit {
             admission: self.clone(),
             ip,
             publisher,
+            key: counted.map(|(k, _)| k.index),
         })
     }
 
@@ -107,6 +139,14 @@ impl Drop for Permit {
             if *n == 0 {
                 // Keeps the map as small as the set of connected addresses.
                 c.per_ip.remove(&self.ip);
+            }
+        }
+        if let Some(k) = self.key
+            && let Some(n) = c.per_key.get_mut(&k)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.per_key.remove(&k);
             }
         }
     }

@@ -121,6 +121,11 @@ struct ServeArgs {
     /// file: lets a parent process use `--listen 127.0.0.1:0`.
     #[arg(long, value_name = "FILE")]
     addr_file: Option<PathBuf>,
+    /// API keys and the symbols each may see (TOML; see
+    /// docs/tickwire.example.toml). Without it the server is open to anyone
+    /// who can connect.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Log line format on stderr: `text` for people, `json` (one object per
     /// line) for log collectors. Levels come from RUST_LOG either way.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -147,7 +152,11 @@ fn init_logs(format: LogFormat) {
 }
 
 impl ServeArgs {
-    fn into_config(self) -> (Config, Option<PathBuf>) {
+    fn into_config(self) -> Result<(Config, Option<PathBuf>), String> {
+        let auth = match &self.config {
+            Some(path) => Some(std::sync::Arc::new(tickwire::auth::Keys::load(path)?)),
+            None => None,
+        };
         let feed = match (self.replay, self.no_feed) {
             (Some(path), _) => FeedSource::Recording {
                 path,
@@ -179,8 +188,9 @@ impl ServeArgs {
             echo_max_message_bytes: self.echo_max_message_bytes,
             sse_heartbeat: self.sse_heartbeat,
             feed,
+            auth,
         };
-        (config, self.addr_file)
+        Ok((config, self.addr_file))
     }
 }
 
@@ -191,10 +201,13 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     });
     match cli.command {
-        Command::Serve(args) => {
-            let (config, addr_file) = args.into_config();
-            serve(config, addr_file)
-        }
+        Command::Serve(args) => match args.into_config() {
+            Ok((config, addr_file)) => serve(config, addr_file),
+            Err(e) => {
+                eprintln!("tickwire: --config: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Import(args) => tickwire::import::run(args),
         Command::Replay(args) => tickwire::replay::client::run(args),
         Command::Record(args) => tickwire::record::run(args),

@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::encode::Encoding;
 use crate::ingest::Ingest;
-use crate::stats::{Histogram, LATENCY_BOUNDS_NS, Origin, Stats};
+use crate::stats::{Histogram, LATENCY_BOUNDS_NS, Origin, Refusal, Stats};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -224,6 +224,17 @@ impl Collector for StatsCollector {
             "tickwire_publish_errors",
             "Published ticks refused as malformed.",
             load(&s.publish_errors),
+        )?;
+        let refused: Vec<(&str, u64)> = Refusal::ALL
+            .iter()
+            .map(|&r| (r.as_str(), load(&s.upgrades_refused[r as usize])))
+            .collect();
+        counters(
+            &mut e,
+            "tickwire_upgrades_refused",
+            "WebSocket upgrades refused before the upgrade: 401 (unauthorized), 403 (forbidden), 503 (limit).",
+            "reason",
+            &refused,
         )?;
         counter(
             &mut e,

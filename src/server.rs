@@ -21,6 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::auth::{Identity, Role, presented_key};
 use crate::config::{Config, FeedSource};
 use crate::encode::Encoding;
 use crate::fanout::{Worker, WorkerState};
@@ -29,7 +30,7 @@ use crate::limits::Admission;
 use crate::replay::{RecordedFeed, RecordingError};
 use crate::session::{self, BIN_PROTOCOL, JSON_PROTOCOL, SessionKind};
 use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
-use crate::stats::Stats;
+use crate::stats::{Refusal, Stats};
 use crate::symbols::SymbolTable;
 
 /// Why the server could not start.
@@ -55,6 +56,7 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     stats: Arc<Stats>,
     ingest: Arc<Ingest>,
+    admission: Arc<Admission>,
 }
 
 impl ServerHandle {
@@ -74,6 +76,11 @@ impl ServerHandle {
 
     pub fn ingest(&self) -> &Arc<Ingest> {
         &self.ingest
+    }
+
+    /// WebSocket connections holding an admission place: (all, publishers).
+    pub fn connections(&self) -> (usize, usize) {
+        self.admission.counts()
     }
 
     /// Closes every connection with 1001 and waits for the threads to end.
@@ -204,6 +211,24 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         threads.push(t);
     }
     tracing::info!(%addr, workers, "tickwire listening");
+    match &config.auth {
+        Some(keys) => tracing::info!(
+            subscriber_keys = keys.count(Role::Subscriber),
+            publisher_keys = keys.count(Role::Publisher),
+            "authentication on: /v1/stream and /v1/publish need an API key"
+        ),
+        None => {
+            tracing::info!(
+                "authentication off (no --config): anyone who can connect may subscribe and publish"
+            );
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    "listening beyond loopback without API keys: anyone who reaches this address may publish; pass --config FILE with keys"
+                );
+            }
+        }
+    }
     if let Some(echo) = echo_addr {
         tracing::warn!(%echo, "conformance echo listener on (for Autobahn; not for production)");
     }
@@ -214,6 +239,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         threads,
         stats,
         ingest,
+        admission,
     })
 }
 
@@ -470,6 +496,73 @@ fn offered_protocols(req: &Request<Incoming>) -> Vec<String> {
         .collect()
 }
 
+/// Checks the request's API key when the server has keys: `Ok(None)` on an
+/// open server (and the echo listener), `Ok(Some(key))` for a key that may
+/// use this endpoint, else the 401 or 403 to answer with. The key itself is
+/// never logged, only its configured name.
+// The error is the response itself, built once and returned as is; boxing
+// it would only add an allocation to a refusal.
+#[allow(clippy::result_large_err)]
+fn authenticate(
+    worker: &Worker,
+    req: &Request<Incoming>,
+    kind: SessionKind,
+    peer: IpAddr,
+) -> Result<Option<Arc<Identity>>, Response<Body>> {
+    let Some(keys) = &worker.config.auth else {
+        return Ok(None);
+    };
+    let want = match kind {
+        SessionKind::Subscriber => Role::Subscriber,
+        SessionKind::Publisher => Role::Publisher,
+        SessionKind::Echo => return Ok(None),
+    };
+    let unauthorized = |challenge: &'static str, why: &str| {
+        Stats::add(
+            &worker.stats.upgrades_refused[Refusal::Unauthorized as usize],
+            1,
+        );
+        tracing::debug!(%peer, path = req.uri().path(), why, "upgrade refused: 401");
+        let mut r = text(StatusCode::UNAUTHORIZED, format!("{why}\n"));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        r
+    };
+    let presented = presented_key(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        req.uri().query(),
+    );
+    let Some(presented) = presented else {
+        return Err(unauthorized(
+            r#"Bearer realm="tickwire""#,
+            "an API key is required: send `Authorization: Bearer KEY` or add `?token=KEY` to the URL",
+        ));
+    };
+    let Some(identity) = keys.find(presented) else {
+        return Err(unauthorized(
+            r#"Bearer realm="tickwire", error="invalid_token""#,
+            "the API key is not valid",
+        ));
+    };
+    if identity.role != want {
+        tracing::info!(%peer, key = identity.name, path = req.uri().path(), "upgrade refused: 403");
+        Stats::add(
+            &worker.stats.upgrades_refused[Refusal::Forbidden as usize],
+            1,
+        );
+        let why = match identity.role {
+            Role::Subscriber => "this API key may subscribe (/v1/stream) but not publish",
+            Role::Publisher => "this API key may publish (/v1/publish) but not subscribe",
+        };
+        return Err(text(StatusCode::FORBIDDEN, format!("{why}\n")));
+    }
+    Ok(Some(identity))
+}
+
 fn upgrade(
     worker: Rc<Worker>,
     mut req: Request<Incoming>,
@@ -506,6 +599,10 @@ fn upgrade(
             "the server is shutting down\n",
         );
     }
+    let identity = match authenticate(&worker, &req, kind, peer) {
+        Ok(identity) => identity,
+        Err(response) => return response,
+    };
     let offered = offered_protocols(&req);
     // Binary wins when both are offered (PROTOCOL.md); nothing offered
     // means JSON without a header (RFC 6455). Only subscribers negotiate.
@@ -526,16 +623,21 @@ fn upgrade(
     };
     let encoding = chosen.unwrap_or_default();
     // Counted from here until the session ends (the permit moves into it).
-    let permit = match worker.admission.admit(peer, kind == SessionKind::Publisher) {
-        Ok(p) => p,
-        Err(refused) => {
-            tracing::debug!(%peer, %refused, "upgrade refused");
-            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n"));
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return r;
-        }
-    };
+    let permit =
+        match worker
+            .admission
+            .admit_key(peer, kind == SessionKind::Publisher, identity.as_deref())
+        {
+            Ok(p) => p,
+            Err(refused) => {
+                tracing::debug!(%peer, %refused, "upgrade refused");
+                Stats::add(&worker.stats.upgrades_refused[Refusal::Limit as usize], 1);
+                let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n"));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return r;
+            }
+        };
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -581,6 +683,7 @@ fn upgrade(
                     parts.read_buf,
                     kind,
                     encoding,
+                    identity,
                     shutdown,
                 )
                 .await;

@@ -8,6 +8,7 @@
 //! in [`crate::fanout`].
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::{OpCode, Role, WebSocketError, WebSocketRead};
@@ -15,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::auth::{Entitlement, Identity};
 use crate::encode::{self, Encoding, JsonObject};
 use crate::fanout::{ClientId, Worker, channel_names, close_code};
 use crate::framing::{FrameGuard, FrameViolation};
@@ -265,6 +267,7 @@ pub async fn run(
     prefix: Bytes,
     kind: SessionKind,
     encoding: Encoding,
+    identity: Option<Arc<Identity>>,
     shutdown: Shutdown,
 ) {
     let peer = stream.peer_addr().ok();
@@ -279,9 +282,15 @@ pub async fn run(
         worker.config.client_buffer_bytes,
         encoding,
     );
+    // A key limited to some symbols: `*` delivers only those.
+    let entitlement = identity
+        .as_ref()
+        .map(|i| i.entitlement.clone())
+        .filter(|e| !e.is_all());
     let (wake, kill) = {
         let mut st = worker.state.borrow_mut();
         let c = st.client(id).expect("just added");
+        c.set_entitlement(entitlement.clone());
         (c.writer_wake.clone(), c.kill.clone())
     };
     let gauge = match kind {
@@ -303,6 +312,7 @@ pub async fn run(
         client = id,
         peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
         kind = kind_name,
+        key = identity.as_ref().map_or("-", |i| i.name.as_str()),
         protocol = encoding.protocol(),
         "connection open"
     );
@@ -312,6 +322,7 @@ pub async fn run(
         worker: worker.clone(),
         id,
         kind,
+        entitlement,
         limit: RateLimit::new(
             worker.config.control_rate_per_sec,
             worker.config.control_burst,
@@ -345,6 +356,7 @@ pub async fn run(
         client = id,
         peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
         kind = kind_name,
+        key = identity.as_ref().map_or("-", |i| i.name.as_str()),
         reason = end_reason.unwrap_or(session.reason),
         frames,
         dropped,
@@ -356,6 +368,8 @@ struct Session {
     worker: Rc<Worker>,
     id: ClientId,
     kind: SessionKind,
+    /// What this connection's key may see; `None` = everything.
+    entitlement: Option<Arc<Entitlement>>,
     limit: RateLimit,
     reason: &'static str,
 }
@@ -533,18 +547,39 @@ impl Session {
             Ok(Request::Symbols { id }) => {
                 let seen = self.worker.ingest.symbols().seen();
                 let mut o = JsonObject::new("symbols");
-                o.id(id)
-                    .strs("symbols", seen.iter().map(|(n, _)| n.as_ref()));
+                let entitled = |n: &&str| self.entitlement.as_ref().is_none_or(|e| e.allows(n));
+                o.id(id).strs(
+                    "symbols",
+                    seen.iter().map(|(n, _)| n.as_ref()).filter(entitled),
+                );
                 self.send(o.into_frame());
             }
             Ok(Request::Subscribe {
                 id,
-                symbols,
+                mut symbols,
                 channels,
                 snapshot,
             }) => {
-                if let Err(e) = self.subscribe(id, &symbols, channels, snapshot) {
+                // The one partial success: symbols outside the key's
+                // entitlements are refused, the rest are subscribed.
+                let mut denied = Vec::new();
+                if let Some(e) = &self.entitlement {
+                    symbols.names.retain(|n| {
+                        let ok = e.allows(n);
+                        if !ok {
+                            denied.push(n.clone());
+                        }
+                        ok
+                    });
+                }
+                let mut any = symbols.all || !symbols.names.is_empty();
+                if any && let Err(e) = self.subscribe(id, &symbols, channels, snapshot) {
+                    // All-or-nothing for the entitled part.
+                    any = false;
                     self.refuse(&e);
+                }
+                if !denied.is_empty() {
+                    self.refuse_unentitled(id, &denied, any);
                 }
             }
             Ok(Request::Unsubscribe {
@@ -553,6 +588,35 @@ impl Session {
                 channels,
             }) => self.unsubscribe(id, &symbols, channels),
         }
+    }
+
+    /// `unauthorized`, naming the symbols the key may not see.
+    fn refuse_unentitled(&self, id: Option<i64>, denied: &[String], others: bool) {
+        const SHOWN: usize = 10;
+        let mut list = denied
+            .iter()
+            .take(SHOWN)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if denied.len() > SHOWN {
+            list.push_str(&format!(" and {} more", denied.len() - SHOWN));
+        }
+        let rest = if others {
+            "the other symbols of the request were subscribed"
+        } else {
+            "nothing was subscribed"
+        };
+        Stats::add(&self.worker.stats.request_errors, 1);
+        let mut o = JsonObject::new("error");
+        o.id(id)
+            .str("code", ErrorCode::Unauthorized.as_str())
+            .str(
+                "message",
+                &format!("this API key is not entitled to {list}; {rest}"),
+            )
+            .strs("symbols", denied.iter().map(String::as_str));
+        self.send(o.into_frame());
     }
 
     fn subscribe(
@@ -604,7 +668,11 @@ impl Session {
         let id_pairs: Vec<(&str, u32)> = if symbols.all {
             names.insert(0, "*");
             seen = table.seen();
-            let mut v: Vec<(&str, u32)> = seen.iter().map(|(n, i)| (n.as_ref(), *i)).collect();
+            let mut v: Vec<(&str, u32)> = seen
+                .iter()
+                .filter(|(n, _)| self.entitlement.as_ref().is_none_or(|e| e.allows(n)))
+                .map(|(n, i)| (n.as_ref(), *i))
+                .collect();
             v.extend(
                 ids.iter()
                     .filter(|(n, _)| !seen.iter().any(|(s, _)| s.as_ref() == *n))

@@ -16,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,12 +24,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::auth::{Entitlement, Identity, Role, presented_key};
 use crate::encode::{Encoding, JsonObject};
 use crate::fanout::{Worker, close_code};
 use crate::ingest::RingItem;
 use crate::limits::Permit;
 use crate::shutdown::Shutdown;
-use crate::stats::Stats;
+use crate::stats::{Refusal as Refused, Stats};
 use crate::tick::{Channel, ChannelSet, KeyId, validate_symbol};
 
 /// The endpoint's path.
@@ -102,6 +104,11 @@ pub struct SseRequest {
     pub channels: ChannelSet,
     /// The `Last-Event-ID` header, if any.
     pub last_event_id: Option<String>,
+    /// The `Authorization` header and the raw query, for the API key
+    /// (`Bearer KEY`, or `?token=KEY` as browsers' EventSource cannot set
+    /// headers).
+    pub authorization: Option<String>,
+    pub query: String,
 }
 
 /// A request refused before streaming: HTTP status and a reason.
@@ -109,12 +116,15 @@ pub struct SseRequest {
 pub struct Refusal {
     pub status: u16,
     pub message: String,
+    /// `WWW-Authenticate` value, for 401s.
+    pub challenge: Option<&'static str>,
 }
 
 fn bad(message: impl Into<String>) -> Refusal {
     Refusal {
         status: 400,
         message: message.into(),
+        challenge: None,
     }
 }
 
@@ -152,13 +162,14 @@ pub fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
     let target = target.unwrap_or_default();
     let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
     let mut last_event_id = None;
+    let mut authorization = None;
     for line in lines {
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("last-event-id")
-        {
+        if let Some((name, value)) = line.split_once(':') {
             let v = value.trim();
-            if !v.is_empty() {
+            if name.trim().eq_ignore_ascii_case("last-event-id") && !v.is_empty() {
                 last_event_id = Some(v.to_owned());
+            } else if name.trim().eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.to_owned());
             }
         }
     }
@@ -170,9 +181,11 @@ pub fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
         match k {
             "symbols" => symbols = Some(percent_decode(v)?),
             "channels" => channels = Some(percent_decode(v)?),
+            // The API key; checked in `serve`.
+            "token" => {}
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; use symbols=A,B (or *) and channels=trade,quote"
+                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote and token=KEY"
                 )));
             }
         }
@@ -220,6 +233,8 @@ pub fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
         names,
         channels,
         last_event_id,
+        authorization,
+        query: query.to_owned(),
     })
 }
 
@@ -236,6 +251,8 @@ pub fn parse_event_id(id: &str) -> Option<(&str, Channel, u64)> {
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
@@ -247,7 +264,7 @@ fn reason_phrase(status: u16) -> &'static str {
 async fn refuse(stream: &mut TcpStream, r: &Refusal, retry_after: bool) {
     let body = format!("{}\n", r.message);
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{}{}\r\n",
         r.status,
         reason_phrase(r.status),
         body.len(),
@@ -255,7 +272,10 @@ async fn refuse(stream: &mut TcpStream, r: &Refusal, retry_after: bool) {
             "Retry-After: 5\r\n"
         } else {
             ""
-        }
+        },
+        r.challenge
+            .map(|c| format!("WWW-Authenticate: {c}\r\n"))
+            .unwrap_or_default(),
     );
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         stream.write_all(head.as_bytes()).await?;
@@ -279,6 +299,7 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>,
             return Err(Refusal {
                 status: 431,
                 message: format!("the request head is over {MAX_HEAD} bytes"),
+                challenge: None,
             });
         }
         let n = match tokio::time::timeout_at(deadline, stream.read(&mut tmp)).await {
@@ -286,12 +307,14 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>,
                 return Err(Refusal {
                     status: 408,
                     message: "the request head did not arrive in time".into(),
+                    challenge: None,
                 });
             }
             Ok(Ok(0)) | Ok(Err(_)) => {
                 return Err(Refusal {
                     status: 400,
                     message: "connection ended inside the request head".into(),
+                    challenge: None,
                 });
             }
             Ok(Ok(n)) => n,
@@ -345,15 +368,50 @@ pub async fn serve(
         let r = Refusal {
             status: 503,
             message: "the server is shutting down".into(),
+            challenge: None,
         };
         return refuse(&mut stream, &r, true).await;
     }
-    let permit = match worker.admission.admit(peer.ip(), false) {
+    // API keys and entitlements, as on /v1/stream (see `authenticate`).
+    let identity = match authenticate(&worker, &req) {
+        Ok(i) => i,
+        Err(r) => return refuse(&mut stream, &r, false).await,
+    };
+    let entitlement = identity
+        .as_ref()
+        .map(|i| i.entitlement.clone())
+        .filter(|e| !e.is_all());
+    if let Some(e) = &entitlement {
+        let denied: Vec<&str> = req
+            .names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !e.allows(n))
+            .collect();
+        if !denied.is_empty() {
+            // An event stream has no error channel for a partial success:
+            // refuse the request whole, naming what is not allowed.
+            let r = Refusal {
+                status: 403,
+                message: format!(
+                    "this API key is not entitled to {}; nothing was streamed",
+                    denied.join(", ")
+                ),
+                challenge: None,
+            };
+            return refuse(&mut stream, &r, false).await;
+        }
+    }
+    let permit = match worker
+        .admission
+        .admit_key(peer.ip(), false, identity.as_deref())
+    {
         Ok(p) => p,
         Err(refused) => {
             let r = Refusal {
                 status: 503,
                 message: refused.to_string(),
+                challenge: None,
             };
             return refuse(&mut stream, &r, true).await;
         }
@@ -379,7 +437,54 @@ pub async fn serve(
         ));
         return refuse(&mut stream, &r, false).await;
     }
-    run(worker, stream, req, keys, shutdown, permit).await;
+    run(worker, stream, req, keys, entitlement, shutdown, permit).await;
+}
+
+/// The request's API key, when the server has keys: `Ok(None)` when it is
+/// open, the identity of a subscriber key, or the 401/403 to answer.
+fn authenticate(worker: &Worker, req: &SseRequest) -> Result<Option<Arc<Identity>>, Refusal> {
+    let Some(keys) = &worker.config.auth else {
+        return Ok(None);
+    };
+    let refusal = |status, challenge, message: &str| {
+        let reason = if status == 401 {
+            Refused::Unauthorized
+        } else {
+            Refused::Forbidden
+        };
+        Stats::add(&worker.stats.upgrades_refused[reason as usize], 1);
+        Err(Refusal {
+            status,
+            message: message.to_owned(),
+            challenge,
+        })
+    };
+    let presented = presented_key(
+        req.authorization.as_deref().map(str::as_bytes),
+        Some(&req.query),
+    );
+    let Some(presented) = presented else {
+        return refusal(
+            401,
+            Some(r#"Bearer realm="tickwire""#),
+            "an API key is required: send `Authorization: Bearer KEY` or add `&token=KEY` to the URL",
+        );
+    };
+    let Some(identity) = keys.find(presented) else {
+        return refusal(
+            401,
+            Some(r#"Bearer realm="tickwire", error="invalid_token""#),
+            "the API key is not valid",
+        );
+    };
+    if identity.role != Role::Subscriber {
+        return refusal(
+            403,
+            None,
+            "this API key may publish (/v1/publish) but not subscribe",
+        );
+    }
+    Ok(Some(identity))
 }
 
 async fn run(
@@ -387,6 +492,7 @@ async fn run(
     stream: TcpStream,
     req: SseRequest,
     keys: Vec<KeyId>,
+    entitlement: Option<Arc<Entitlement>>,
     mut shutdown: Shutdown,
     _permit: Permit,
 ) {
@@ -421,6 +527,8 @@ async fn run(
             st.subscribe_star(id, req.channels);
         }
         let c = st.client(id).expect("just added");
+        // A key limited to some symbols: `*` delivers only those.
+        c.set_entitlement(entitlement.clone());
         c.push_control(Bytes::from_static(RESPONSE_HEAD));
         if let Some(last) = &req.last_event_id {
             let status = resume(w, c, &req, last);
@@ -429,6 +537,9 @@ async fn run(
         let mut snap: Vec<RingItem> = Vec::new();
         if req.all {
             w.ingest.all_last_values(req.channels, &mut snap);
+            if let Some(e) = &entitlement {
+                snap.retain(|t| e.allows(&t.tick.sym));
+            }
         }
         w.ingest.last_values(keys.iter().copied(), &mut snap);
         st.offer_snapshots(id, &snap);

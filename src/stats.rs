@@ -61,6 +61,29 @@ impl Histogram {
     }
 }
 
+/// Why an upgrade was refused (index into [`Stats::upgrades_refused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401: no API key, or one not in the config.
+    Unauthorized = 0,
+    /// 403: a key used on an endpoint its role may not use.
+    Forbidden = 1,
+    /// 503: a connection limit (total, per address, per key, publishers).
+    Limit = 2,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [Refusal::Unauthorized, Refusal::Forbidden, Refusal::Limit];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::Forbidden => "forbidden",
+            Refusal::Limit => "limit",
+        }
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Stats {
     /// Ticks that entered the ring.
@@ -103,6 +126,9 @@ pub struct Stats {
     /// `write()` that hands it to a socket: one observation per write, for
     /// the oldest live tick in it. Snapshots are not counted.
     pub encode_to_write: Histogram,
+    /// WebSocket upgrades refused before the upgrade, by
+    /// [`Refusal`] (index `Refusal as usize`).
+    pub upgrades_refused: [AtomicU64; 3],
     pub subscribers: AtomicI64,
     pub publishers: AtomicI64,
     pub connections_total: AtomicU64,

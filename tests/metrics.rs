@@ -104,6 +104,16 @@ async fn metrics_follow_a_known_workload() {
     }
     assert_eq!((records, announcements), (5, 1));
 
+    // The client can read a frame before the server's write() has returned
+    // and the gauge has been brought down: let the writes finish.
+    let stats = h.stats().clone();
+    eventually("queued bytes written", || {
+        stats
+            .queued_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    })
+    .await;
     let m = scrape(addr).await;
     let expect = [
         (r#"tickwire_connections{kind="subscriber"}"#, 2.0),

@@ -495,3 +495,102 @@ async fn sse_streams_count_against_connection_limits_and_end_at_shutdown() {
     first.expect_end().await;
     tokio::time::timeout(WAIT, stop).await.unwrap().unwrap();
 }
+
+/// With API keys, `/v1/sse` is guarded like `/v1/stream`: 401 without or
+/// with a bad key, 403 for a publisher key or a named symbol outside the
+/// key's entitlements, the key from the header or `?token=`, and `*`
+/// filtered to the entitled symbols (snapshots included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_and_entitlements_guard_the_event_stream() {
+    const KEYS: &str = r#"
+[[subscriber]]
+name = "desk"
+key = "desk-key-0123456789abcdef"
+symbols = ["AAPL", "BTC*"]
+
+[[publisher]]
+name = "feed"
+key = "feed-key-0123456789abcdef"
+"#;
+    let mut c = config();
+    c.auth = Some(std::sync::Arc::new(
+        tickwire::auth::Keys::parse(KEYS).unwrap(),
+    ));
+    let h = start(c);
+    let a = h.addr();
+
+    let (head, _) = open(a, "/v1/sse?symbols=AAPL", "", None).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(head.contains("WWW-Authenticate: Bearer"), "{head}");
+    let (head, _) = open(
+        a,
+        "/v1/sse?symbols=AAPL&token=wrong-key-0123456789",
+        "",
+        None,
+    )
+    .await;
+    assert!(
+        head.starts_with("HTTP/1.1 401") && head.contains("invalid_token"),
+        "{head}"
+    );
+    let (head, _) = open(
+        a,
+        "/v1/sse?symbols=AAPL",
+        "Authorization: Bearer feed-key-0123456789abcdef\r\n",
+        None,
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let (head, mut body) = open(
+        a,
+        "/v1/sse?symbols=AAPL,MSFT&token=desk-key-0123456789abcdef",
+        "",
+        None,
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let mut rest = String::new();
+    let _ = body.stream.read_to_string(&mut rest).await;
+    let text = String::from_utf8_lossy(&body.buf).to_string() + &rest;
+    assert!(
+        text.contains("MSFT") && !text.contains("AAPL,"),
+        "names what is not allowed: {text}"
+    );
+
+    // Entitled: `*` gets AAPL and BTCUSDT, never MSFT, snapshots included.
+    let (mut p, _) = connect_with(
+        a,
+        "/v1/publish",
+        "Authorization: Bearer feed-key-0123456789abcdef\r\n",
+        None,
+    )
+    .await;
+    p.recv_json().await; // hello
+    p.publish(&[trade("MSFT", 1, "1", "1"), trade("AAPL", 2, "2", "1")])
+        .await;
+    let (head, mut sse) = open(
+        a,
+        "/v1/sse?symbols=*&channels=trade&token=desk-key-0123456789abcdef",
+        "",
+        None,
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let snap = sse.next_event().await;
+    assert_eq!(
+        (snap.json()["sym"].as_str(), snap.json()["snap"].as_bool()),
+        (Some("AAPL"), Some(true))
+    );
+    p.publish(&[
+        trade("MSFT", 3, "1", "1"),
+        trade("BTCUSDT", 4, "9000", "1"),
+        trade("AAPL", 5, "3", "1"),
+    ])
+    .await;
+    let syms: Vec<String> = [sse.next_event().await, sse.next_event().await]
+        .iter()
+        .map(|e| e.json()["sym"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(syms, ["BTCUSDT", "AAPL"]);
+    h.shutdown();
+}
