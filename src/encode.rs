@@ -106,7 +106,19 @@ pub fn tick_json(out: &mut Vec<u8>, t: &Tick, snapshot: bool) {
     push_u64(out, t.ts);
     out.extend_from_slice(br#","rx":"#);
     push_u64(out, t.rx);
-    match t.event {
+    event_json_fields(out, &t.event);
+    if snapshot {
+        out.extend_from_slice(br#","snap":true"#);
+    }
+    out.push(b'}');
+}
+
+/// Writes an event's own fields, each with its leading comma:
+/// `,"px":189.23,"qty":100,"side":"B"` or `,"bid":…,"bsz":…,"ask":…,"asz":…`.
+/// Shared by every writer of tick JSON (the feed, recordings, the bench
+/// publisher), so prices are written one way everywhere.
+pub fn event_json_fields(out: &mut Vec<u8>, event: &Event) {
+    match *event {
         Event::Trade { px, qty, side } => {
             push_fixed(out, br#","px":"#, px);
             push_fixed(out, br#","qty":"#, qty);
@@ -121,10 +133,6 @@ pub fn tick_json(out: &mut Vec<u8>, t: &Tick, snapshot: bool) {
             push_fixed(out, br#","asz":"#, asz);
         }
     }
-    if snapshot {
-        out.extend_from_slice(br#","snap":true"#);
-    }
-    out.push(b'}');
 }
 
 /// The tick as one complete text frame.

@@ -161,28 +161,8 @@ fn write_tick(out: &mut Vec<u8>, sym: &str, ts: u64, event: &Event) {
     out.extend_from_slice(sym.as_bytes());
     out.extend_from_slice(b"\",\"ts\":");
     out.extend_from_slice(b.format(ts).as_bytes());
-    match event {
-        Event::Trade { px, qty, side } => {
-            out.extend_from_slice(b",\"px\":");
-            px.write_to(out);
-            out.extend_from_slice(b",\"qty\":");
-            qty.write_to(out);
-            out.extend_from_slice(b",\"side\":\"");
-            out.push(side.as_byte());
-            out.extend_from_slice(b"\"}");
-        }
-        Event::Quote { bid, bsz, ask, asz } => {
-            out.extend_from_slice(b",\"bid\":");
-            bid.write_to(out);
-            out.extend_from_slice(b",\"bsz\":");
-            bsz.write_to(out);
-            out.extend_from_slice(b",\"ask\":");
-            ask.write_to(out);
-            out.extend_from_slice(b",\"asz\":");
-            asz.write_to(out);
-            out.push(b'}');
-        }
-    }
+    crate::encode::event_json_fields(out, event);
+    out.push(b'}');
 }
 
 /// A synthetic tick: prices wander in cents around 100, all exact decimals.

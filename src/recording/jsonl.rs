@@ -25,28 +25,8 @@ pub fn write_tick_json(out: &mut Vec<u8>, t: &NewTick) {
     json_string(out, &t.sym);
     out.extend_from_slice(b",\"ts\":");
     out.extend_from_slice(num.format(t.ts).as_bytes());
-    match t.event {
-        Event::Trade { px, qty, side } => {
-            out.extend_from_slice(b",\"px\":");
-            px.write_to(out);
-            out.extend_from_slice(b",\"qty\":");
-            qty.write_to(out);
-            out.extend_from_slice(b",\"side\":\"");
-            out.push(side.as_byte());
-            out.extend_from_slice(b"\"}");
-        }
-        Event::Quote { bid, bsz, ask, asz } => {
-            out.extend_from_slice(b",\"bid\":");
-            bid.write_to(out);
-            out.extend_from_slice(b",\"bsz\":");
-            bsz.write_to(out);
-            out.extend_from_slice(b",\"ask\":");
-            ask.write_to(out);
-            out.extend_from_slice(b",\"asz\":");
-            asz.write_to(out);
-            out.push(b'}');
-        }
-    }
+    crate::encode::event_json_fields(out, &t.event);
+    out.push(b'}');
 }
 
 /// The header line, parsed.
