@@ -583,12 +583,11 @@ impl Session {
                     });
                 }
                 let mut any = symbols.all || !symbols.names.is_empty();
-                // On a gateway the snapshot comes from the bus: wait until
-                // the bus subscription is in place and the last values are
-                // here, holding the interest until this client's own
-                // subscription takes it over.
+                // On a gateway, wait until the bus subscription is in place
+                // (and the snapshot's last values are here), holding the
+                // interest until this client's own subscription takes over.
                 let _hold = match &self.worker.bus {
-                    Some(bus) if any && snapshot => {
+                    Some(bus) if any => {
                         let table = self.worker.ingest.symbols();
                         let keys: Vec<KeyId> = symbols
                             .names
@@ -601,7 +600,7 @@ impl Session {
                         } else {
                             ChannelSet::default()
                         };
-                        bus.prepare(&keys, star, SNAPSHOT_WAIT).await
+                        bus.prepare(&keys, star, snapshot, SNAPSHOT_WAIT).await
                     }
                     _ => None,
                 };

@@ -529,7 +529,7 @@ async fn run(
             } else {
                 crate::tick::ChannelSet::default()
             };
-            bus.prepare(&keys, star, Duration::from_secs(2)).await
+            bus.prepare(&keys, star, true, Duration::from_secs(2)).await
         }
         None => None,
     };

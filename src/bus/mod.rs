@@ -170,11 +170,13 @@ enum Command {
     Key(KeyId),
     /// A channel's `*` interest crossed zero.
     Star(Channel),
-    /// Read the last values of these keys (or of every key on `star`) into
-    /// the local cache once the subscriptions sent before are in place.
-    Snapshot {
+    /// Answer once the subscriptions sent before are in place at the NATS
+    /// server; with `fetch`, first read the last values of these keys (or
+    /// of every key on `star`) into the local cache.
+    Ready {
         keys: Vec<KeyId>,
         star: ChannelSet,
+        fetch: bool,
         done: oneshot::Sender<()>,
     },
 }
@@ -284,15 +286,18 @@ impl BusLink {
         self.status.borrow().clone()
     }
 
-    /// On a gateway, before a subscribe's snapshot: makes sure the bus
-    /// subscriptions for `keys` (and `*` on `star`) are in place and their
-    /// last values are in the local cache. The returned [`Hold`] keeps the
-    /// interest until the client's own subscription has taken over. Waits
-    /// at most `timeout` (NATS down: the snapshot comes from the cache).
+    /// On a gateway, before a subscribe is answered: makes sure the bus
+    /// subscriptions for `keys` (and `*` on `star`) are in place at the NATS
+    /// server, so no tick published after the reply is missed, and, with
+    /// `snapshot`, that their last values are in the local cache. The
+    /// returned [`Hold`] keeps the interest until the client's own
+    /// subscription has taken over. Waits at most `timeout`; with the bus
+    /// down it returns at once (the snapshot comes from the cache).
     pub async fn prepare(
         &self,
         keys: &[KeyId],
         star: ChannelSet,
+        snapshot: bool,
         timeout: Duration,
     ) -> Option<Hold> {
         let (interest, commands) = (self.interest.as_ref()?, self.commands.as_ref()?);
@@ -308,9 +313,10 @@ impl BusLink {
             star,
         };
         let (done, wait) = oneshot::channel();
-        let _ = commands.send(Command::Snapshot {
+        let _ = commands.send(Command::Ready {
             keys: keys.to_vec(),
             star,
+            fetch: snapshot,
             done,
         });
         let _ = tokio::time::timeout(timeout, wait).await;
@@ -860,17 +866,37 @@ impl Gateway {
                     self.reconcile_key(k, msg_tx).await;
                 }
             }
-            Command::Snapshot { keys, star, done } => {
+            Command::Ready {
+                keys,
+                star,
+                fetch,
+                done,
+            } => {
+                if self.client.connection_state() != async_nats::connection::State::Connected {
+                    return; // `done` dropped: the session goes on at once
+                }
                 // Every subscription this depends on was sent before; the
-                // reads below go over the same connection after them.
-                let Some(stream) = self.stream().await else {
-                    return;
-                };
+                // requests below go over the same connection after them, and
+                // NATS handles a connection's messages in order, so an
+                // answer means the subscriptions are in place.
+                let stream = if fetch { self.stream().await } else { None };
+                let client = self.client.clone();
+                let sync_subject = self.subjects.sync();
                 let ingest = self.ingest.clone();
                 let subjects = self.subjects.clone();
                 let stats = self.stats.clone();
                 tokio::spawn(async move {
-                    fetch_last_values(&stream, &subjects, &ingest, &stats, &keys, star).await;
+                    match stream {
+                        Some(stream) => {
+                            fetch_last_values(&stream, &subjects, &ingest, &stats, &keys, star)
+                                .await
+                        }
+                        // Nobody answers this subject: NATS says so at once
+                        // ("no responders"), which is the round trip needed.
+                        None => {
+                            let _ = client.request(sync_subject, Bytes::new()).await;
+                        }
+                    }
                     let _ = done.send(());
                 });
             }

@@ -48,6 +48,12 @@ impl Subjects {
         format!("{}.heartbeat", self.prefix)
     }
 
+    /// A subject nobody answers: a request to it is a round trip to the
+    /// NATS server ("no responders").
+    pub fn sync(&self) -> String {
+        format!("{}.sync", self.prefix)
+    }
+
     /// Parses a tick subject back into its key.
     pub fn parse_tick(&self, subject: &str) -> Option<(Channel, String)> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
