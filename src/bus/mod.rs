@@ -839,31 +839,40 @@ impl Gateway {
             Command::Star(ch) => {
                 let want = self.interest.wants_star(ch);
                 let have = self.star_subs[ch as usize].is_some();
+                let keys = |gw: &Self| -> Vec<KeyId> {
+                    gw.interest
+                        .wanted_keys()
+                        .into_iter()
+                        .chain(gw.key_subs.keys().copied())
+                        .filter(|k| k.channel() == ch)
+                        .collect()
+                };
                 if want && !have {
                     match self
                         .client
                         .subscribe(self.subjects.channel_wildcard(ch))
                         .await
                     {
-                        Ok(sub) => self.star_subs[ch as usize] = Some(forward(sub, msg_tx.clone())),
+                        Ok(sub) => {
+                            self.star_subs[ch as usize] = Some(forward(sub, msg_tx.clone()));
+                            // `*` covers the channel's keys: their own
+                            // subscriptions go while it lasts.
+                            for k in keys(self) {
+                                self.reconcile_key(k, msg_tx).await;
+                            }
+                        }
                         Err(e) => {
                             tracing::error!(channel = ch.as_str(), error = %e, "cannot subscribe to the bus")
                         }
                     }
                 } else if !want && let Some(h) = self.star_subs[ch as usize].take() {
+                    // The keys' own subscriptions come back before the
+                    // wildcard goes (NATS handles them in this order), so
+                    // no tick falls between; the overlap is deduplicated.
+                    for k in keys(self) {
+                        self.reconcile_key(k, msg_tx).await;
+                    }
                     h.abort();
-                }
-                // `*` covers the channel's keys: their own subscriptions go
-                // while it lasts and come back after.
-                let keys: Vec<KeyId> = self
-                    .interest
-                    .wanted_keys()
-                    .into_iter()
-                    .chain(self.key_subs.keys().copied())
-                    .filter(|k| k.channel() == ch)
-                    .collect();
-                for k in keys {
-                    self.reconcile_key(k, msg_tx).await;
                 }
             }
             Command::Ready {
