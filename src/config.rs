@@ -70,6 +70,8 @@ pub struct Config {
     pub feed: FeedSource,
     /// API keys and entitlements (`--config`); `None` = open server.
     pub auth: Option<Arc<Keys>>,
+    /// The NATS bus and this node's role (`--bus`, `--role`); `None` = standalone.
+    pub bus: Option<crate::bus::BusConfig>,
 }
 
 impl Default for Config {
@@ -100,6 +102,7 @@ impl Default for Config {
             sse_heartbeat: Duration::from_secs(15),
             feed: FeedSource::Embedded,
             auth: None,
+            bus: None,
         }
     }
 }

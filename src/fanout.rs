@@ -32,10 +32,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use slab::Slab;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::auth::Entitlement;
+use crate::bus::FeedStatus;
 use crate::config::Config;
 use crate::encode::{self, Encoding, JsonObject, OPCODE_BINARY, RECORD_LEN};
 use crate::ingest::{Ingest, RingItem};
@@ -588,6 +589,9 @@ pub struct WorkerState {
     /// Clients subscribed to `*`, per channel.
     star: [Vec<ClientId>; 2],
     dirty: Vec<ClientId>,
+    /// On a gateway: told when a key gains its first or loses its last
+    /// subscriber here, so the node takes from the bus only what it needs.
+    interest: Option<Arc<crate::bus::Interest>>,
 }
 
 /// Everything a worker's tasks share.
@@ -599,6 +603,8 @@ pub struct Worker {
     pub stats: Arc<Stats>,
     /// Connection limits, shared with the other workers.
     pub admission: Arc<crate::limits::Admission>,
+    /// The message bus link (`--bus`), if any.
+    pub bus: Option<Arc<crate::bus::BusLink>>,
 }
 
 fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
@@ -608,6 +614,58 @@ fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
 }
 
 impl WorkerState {
+    /// A worker state that reports its keys' interest to the bus.
+    pub fn with_interest(interest: Option<Arc<crate::bus::Interest>>) -> WorkerState {
+        WorkerState {
+            interest,
+            ..WorkerState::default()
+        }
+    }
+
+    fn index_add(&mut self, key: KeyId, id: ClientId) {
+        let list = self.index.entry(key).or_default();
+        if list.is_empty()
+            && let Some(i) = &self.interest
+        {
+            i.add(key);
+        }
+        list.push(id);
+    }
+
+    fn index_remove(&mut self, key: KeyId, id: ClientId) {
+        if let Some(list) = self.index.get_mut(&key) {
+            remove_id(list, id);
+            if list.is_empty() {
+                self.index.remove(&key);
+                if let Some(i) = &self.interest {
+                    i.remove(key);
+                }
+            }
+        }
+    }
+
+    fn star_add(&mut self, ch: Channel, id: ClientId) {
+        let list = &mut self.star[ch as usize];
+        if list.is_empty()
+            && let Some(i) = &self.interest
+        {
+            i.add_star(ch);
+        }
+        list.push(id);
+    }
+
+    fn star_remove(&mut self, ch: Channel, id: ClientId) {
+        let list = &mut self.star[ch as usize];
+        let had = !list.is_empty();
+        remove_id(list, id);
+        if had
+            && list.is_empty()
+            && let Some(i) = &self.interest
+        {
+            i.remove_star(ch);
+        }
+    }
+
     pub fn add_client(
         &mut self,
         write: OwnedWriteHalf,
@@ -647,17 +705,12 @@ impl WorkerState {
             -(client.star.iter().count() as i64),
         );
         for (key, slot) in &client.keys {
-            if slot.named
-                && let Some(list) = self.index.get_mut(key)
-            {
-                remove_id(list, id);
-                if list.is_empty() {
-                    self.index.remove(key);
-                }
+            if slot.named {
+                self.index_remove(*key, id);
             }
         }
         for ch in client.star.iter() {
-            remove_id(&mut self.star[ch as usize], id);
+            self.star_remove(ch, id);
         }
         Some(client)
     }
@@ -675,30 +728,36 @@ impl WorkerState {
         let Some(c) = self.clients.get_mut(id) else {
             return 0;
         };
-        let mut added = 0;
+        let mut added = Vec::new();
         for &key in keys {
             let slot = c.keys.entry(key).or_default();
             if !slot.named {
                 slot.named = true;
                 c.named_keys += 1;
-                self.index.entry(key).or_default().push(id);
-                added += 1;
+                added.push(key);
             }
         }
-        Stats::gauge(&c.stats.named_subscriptions, added as i64);
-        added
+        Stats::gauge(&c.stats.named_subscriptions, added.len() as i64);
+        for &key in &added {
+            self.index_add(key, id);
+        }
+        added.len()
     }
 
     pub fn subscribe_star(&mut self, id: ClientId, channels: ChannelSet) {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
+        let mut added = Vec::new();
         for ch in channels.iter() {
             if !c.star.contains(ch) {
                 c.star.insert(ch);
-                self.star[ch as usize].push(id);
                 Stats::gauge(&c.stats.star_subscriptions, 1);
+                added.push(ch);
             }
+        }
+        for ch in added {
+            self.star_add(ch, id);
         }
     }
 
@@ -707,6 +766,7 @@ impl WorkerState {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
+        let mut removed = Vec::new();
         for &key in keys {
             let Some(slot) = c.keys.get_mut(&key) else {
                 continue;
@@ -715,16 +775,14 @@ impl WorkerState {
                 slot.named = false;
                 c.named_keys -= 1;
                 Stats::gauge(&c.stats.named_subscriptions, -1);
-                if let Some(list) = self.index.get_mut(&key) {
-                    remove_id(list, id);
-                    if list.is_empty() {
-                        self.index.remove(&key);
-                    }
-                }
+                removed.push(key);
             }
             if !c.star.contains(key.channel()) {
                 c.remove_slot(key);
             }
+        }
+        for key in removed {
+            self.index_remove(key, id);
         }
     }
 
@@ -732,10 +790,11 @@ impl WorkerState {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
+        let mut removed = Vec::new();
         for ch in channels.iter() {
             if c.star.contains(ch) {
                 c.star.0 &= !ch.bit();
-                remove_id(&mut self.star[ch as usize], id);
+                removed.push(ch);
                 Stats::gauge(&c.stats.star_subscriptions, -1);
                 let gone: Vec<KeyId> = c
                     .keys
@@ -747,6 +806,9 @@ impl WorkerState {
                     c.remove_slot(k);
                 }
             }
+        }
+        for ch in removed {
+            self.star_remove(ch, id);
         }
     }
 
@@ -781,6 +843,7 @@ impl WorkerState {
             index,
             star,
             dirty,
+            ..
         } = self;
         let named = index.get(&key).map(Vec::as_slice).unwrap_or(&[]);
         let everyone = &star[key.channel() as usize];
@@ -870,7 +933,47 @@ pub fn sse_lagging_event(behind: Duration) -> Bytes {
     Bytes::from(out)
 }
 
+/// The `status` message (feed live or stale, on a gateway) for a client.
+pub fn status_message(status: &FeedStatus, encoding: Encoding) -> Bytes {
+    let json = status.json();
+    if encoding == Encoding::Sse {
+        let mut out = b"event: status\ndata: ".to_vec();
+        out.extend_from_slice(&json);
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    } else {
+        encode::frame(encode::OPCODE_TEXT, &json)
+    }
+}
+
+/// Resolves when the feed status changes; never without a bus.
+async fn status_changed(rx: &mut Option<watch::Receiver<FeedStatus>>) {
+    match rx {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl Worker {
+    /// Tells every client of this worker the feed's new status.
+    fn broadcast_status(&self, status: &FeedStatus) {
+        let mut st = self.state.borrow_mut();
+        let ids: Vec<ClientId> = st.clients.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            if let Some(c) = st.client(id)
+                && !c.is_closing()
+            {
+                c.push_control(status_message(status, c.encoding()));
+                st.mark_dirty(id);
+            }
+        }
+        st.flush_dirty();
+    }
+
     /// The worker's ring-reading loop: deliver each batch, then flush every
     /// client that got something, in one write each.
     pub async fn run_fanout(
@@ -879,11 +982,25 @@ impl Worker {
         mut shutdown: crate::shutdown::Shutdown,
     ) {
         let mut batch: Vec<RingItem> = Vec::with_capacity(1024);
+        let mut status = self.bus.as_ref().map(|b| b.status());
         loop {
             batch.clear();
+            if let Some(rx) = &mut status
+                && rx.has_changed().unwrap_or(false)
+            {
+                let now = rx.borrow_and_update().clone();
+                self.broadcast_status(&now);
+            }
             if reader.read_batch(&mut batch, 1024) == 0 {
                 tokio::select! {
                     _ = reader.waker.notified() => continue,
+                    _ = status_changed(&mut status) => {
+                        if let Some(rx) = &mut status {
+                            let now = rx.borrow_and_update().clone();
+                            self.broadcast_status(&now);
+                        }
+                        continue;
+                    }
                     _ = shutdown.triggered() => return,
                 }
             }

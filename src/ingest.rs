@@ -248,6 +248,135 @@ impl Ingest {
         }
     }
 
+    /// Publishes ticks already sequenced elsewhere (a gateway's feed from
+    /// the bus): each keeps its `seq` and `rx`. A tick at or below the
+    /// key's last published `seq` is a duplicate or arrived out of order
+    /// (two overlapping bus subscriptions, a redelivery after a reconnect)
+    /// and is dropped, so readers never see a key's `seq` go backwards.
+    /// Returns how many of `batch` were consumed (published or dropped);
+    /// fewer than `batch.len()` only when the ring is full.
+    pub fn try_publish_sequenced(&self, batch: &[Tick]) -> usize {
+        let mut consumed = 0;
+        let mut published = 0u64;
+        let mut dropped = 0u64;
+        let mut gaps = 0u64;
+        {
+            let mut seq = self.sequencer.lock();
+            for t in batch {
+                let idx = t.key.0 as usize;
+                if seq.keys.len() <= idx {
+                    seq.keys
+                        .resize_with(idx + 1, || KeyState { seq: 0, last: None });
+                }
+                let have = seq.keys[idx].seq;
+                if t.seq <= have {
+                    dropped += 1;
+                    consumed += 1;
+                    continue;
+                }
+                if seq.writer.free() == 0 {
+                    break;
+                }
+                if have == 0 {
+                    self.symbols.mark_seen(t.key.symbol());
+                } else if t.seq > have + 1 {
+                    gaps += 1;
+                }
+                let item = Arc::new(EncodedTick::new(t.clone()));
+                let ks = &mut seq.keys[idx];
+                ks.seq = t.seq;
+                if ks.last.as_ref().is_none_or(|l| l.tick.seq < t.seq) {
+                    ks.last = Some(item.clone());
+                }
+                if seq.writer.push(item).is_err() {
+                    unreachable!("the ring had a free slot under the sequencer lock");
+                }
+                consumed += 1;
+                published += 1;
+            }
+        }
+        Stats::add(&self.stats.bus_duplicates, dropped);
+        Stats::add(&self.stats.bus_seq_gaps, gaps);
+        if published > 0 {
+            Stats::add(&self.stats.ticks_in, published);
+            Stats::add(
+                &self.stats.ticks_in_by_origin[Origin::Bus as usize],
+                published,
+            );
+            for w in &self.reader_wakers {
+                w.notify_one();
+            }
+        }
+        consumed
+    }
+
+    /// [`Ingest::try_publish_sequenced`] for the whole batch, waiting for
+    /// ring space when it is full.
+    pub async fn publish_sequenced(&self, batch: &[Tick]) {
+        let mut done = self.try_publish_sequenced(batch);
+        while done < batch.len() {
+            Stats::add(&self.stats.ring_full, 1);
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.writer_waiting.store(true, Ordering::SeqCst);
+            // As in `publish_from`: pairs with the fence in `reader_progress`.
+            fence(Ordering::SeqCst);
+            let n = self.try_publish_sequenced(&batch[done..]);
+            if n > 0 {
+                done += n;
+                continue;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+            done += self.try_publish_sequenced(&batch[done..]);
+        }
+    }
+
+    /// A key's last value as read from elsewhere (the bus's last-value
+    /// store): kept for snapshots if newer than the one held, but not
+    /// published, and the key's live `seq` is left alone so the live tick
+    /// itself still reaches the subscribers that are waiting for it.
+    pub fn offer_last_value(&self, tick: Tick) {
+        let mut seq = self.sequencer.lock();
+        let idx = tick.key.0 as usize;
+        if seq.keys.len() <= idx {
+            seq.keys
+                .resize_with(idx + 1, || KeyState { seq: 0, last: None });
+        }
+        let ks = &mut seq.keys[idx];
+        if ks.last.as_ref().is_none_or(|l| l.tick.seq < tick.seq) {
+            self.symbols.mark_seen(tick.key.symbol());
+            ks.last = Some(Arc::new(EncodedTick::new(tick)));
+        }
+    }
+
+    /// Continues a key's sequence from `tick` (its last value from a
+    /// previous run, read back from the bus): the next tick of the key gets
+    /// `tick.seq + 1`. Only raises a key's `seq`, never lowers it.
+    pub fn resume_sequence(&self, tick: Tick) {
+        let mut seq = self.sequencer.lock();
+        let idx = tick.key.0 as usize;
+        if seq.keys.len() <= idx {
+            seq.keys
+                .resize_with(idx + 1, || KeyState { seq: 0, last: None });
+        }
+        let ks = &mut seq.keys[idx];
+        if tick.seq > ks.seq {
+            self.symbols.mark_seen(tick.key.symbol());
+            ks.seq = tick.seq;
+            ks.last = Some(Arc::new(EncodedTick::new(tick)));
+        }
+    }
+
+    /// The last `seq` published for `key` (0 if none).
+    pub fn published_seq(&self, key: KeyId) -> u64 {
+        self.sequencer
+            .lock()
+            .keys
+            .get(key.0 as usize)
+            .map_or(0, |k| k.seq)
+    }
+
     /// Ticks waiting in the ring for the slowest worker.
     pub fn ring_occupancy(&self) -> usize {
         self.sequencer.lock().writer.occupancy()
@@ -366,6 +495,90 @@ mod tests {
         let mut out = Vec::new();
         readers[0].read_batch(&mut out, 1);
         assert_eq!(ingest.try_publish(&batch[4..]), 1);
+    }
+
+    fn sequenced(ingest: &Ingest, sym: &str, seq: u64) -> Tick {
+        let a = ingest.admit(trade(sym, seq as i64)).unwrap();
+        Tick {
+            key: a.key,
+            sym: a.sym,
+            seq,
+            ts: 1,
+            rx: 42,
+            event: a.event,
+        }
+    }
+
+    #[test]
+    fn sequenced_ticks_keep_their_seq_and_duplicates_are_dropped() {
+        let (ingest, mut readers) = setup(16);
+        let batch: Vec<Tick> = [("A", 1), ("A", 2), ("B", 7), ("A", 2), ("A", 1), ("A", 5)]
+            .iter()
+            .map(|&(s, n)| sequenced(&ingest, s, n))
+            .collect();
+        assert_eq!(ingest.try_publish_sequenced(&batch), 6);
+        let mut out = Vec::new();
+        readers[0].read_batch(&mut out, 16);
+        let got: Vec<_> = out
+            .iter()
+            .map(|e| (e.tick.sym.to_string(), e.tick.seq, e.tick.rx))
+            .collect();
+        assert_eq!(
+            got,
+            [("A", 1), ("A", 2), ("B", 7), ("A", 5)].map(|(s, n)| (s.to_string(), n, 42))
+        );
+        assert_eq!(ingest.stats.bus_duplicates.load(Ordering::Relaxed), 2);
+        // A→5 skipped 3 and 4; B starting at 7 is not a gap (first seen).
+        assert_eq!(ingest.stats.bus_seq_gaps.load(Ordering::Relaxed), 1);
+        let key_a = batch[0].key;
+        assert_eq!(ingest.published_seq(key_a), 5);
+    }
+
+    #[test]
+    fn a_full_ring_stops_sequenced_publishing_without_losing_the_rest() {
+        let (ingest, mut readers) = setup(2);
+        let batch: Vec<Tick> = (1..=4).map(|n| sequenced(&ingest, "A", n)).collect();
+        assert_eq!(ingest.try_publish_sequenced(&batch), 2);
+        let mut out = Vec::new();
+        readers[0].read_batch(&mut out, 16);
+        assert_eq!(ingest.try_publish_sequenced(&batch[2..]), 2);
+    }
+
+    #[test]
+    fn a_last_value_from_elsewhere_serves_snapshots_but_not_the_live_seq() {
+        let (ingest, mut readers) = setup(16);
+        let t3 = sequenced(&ingest, "A", 3);
+        let key = t3.key;
+        ingest.offer_last_value(t3);
+        let mut last = Vec::new();
+        ingest.last_values([key], &mut last);
+        assert_eq!(last[0].tick.seq, 3);
+        // An older one does not replace it.
+        ingest.offer_last_value(sequenced(&ingest, "A", 2));
+        last.clear();
+        ingest.last_values([key], &mut last);
+        assert_eq!(last[0].tick.seq, 3);
+        // The live tick 3 itself still goes out to subscribers.
+        assert_eq!(ingest.published_seq(key), 0);
+        assert_eq!(
+            ingest.try_publish_sequenced(&[sequenced(&ingest, "A", 3)]),
+            1
+        );
+        let mut out = Vec::new();
+        assert_eq!(readers[0].read_batch(&mut out, 16), 1);
+    }
+
+    #[test]
+    fn a_resumed_sequence_continues_after_the_last_seq() {
+        let (ingest, mut readers) = setup(16);
+        ingest.resume_sequence(sequenced(&ingest, "A", 10));
+        ingest.resume_sequence(sequenced(&ingest, "A", 4)); // never lowers
+        let a = ingest.admit(trade("A", 1)).unwrap();
+        assert_eq!(ingest.try_publish(&[a]), 1);
+        let mut out = Vec::new();
+        readers[0].read_batch(&mut out, 16);
+        assert_eq!(out[0].tick.seq, 11);
+        assert_eq!(ingest.symbols().seen().len(), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod bus;
 pub mod config;
 pub mod decimal;
 pub mod encode;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tickwire::bus::{BusConfig, Role};
 use tickwire::config::{Config, FeedSource};
 use tickwire::replay::Speed;
 
@@ -130,6 +131,34 @@ struct ServeArgs {
     /// line) for log collectors. Levels come from RUST_LOG either way.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// NATS server(s) of a multi-node deployment, e.g. nats://127.0.0.1:4222
+    /// (comma-separated for a cluster). Needs --role ingest or gateway.
+    #[arg(long, value_name = "URL")]
+    bus: Option<String>,
+    /// This node's part: `standalone` (one process, no bus), `ingest` (owns
+    /// the sources and the sequencer, publishes to the bus) or `gateway`
+    /// (serves subscribers from the bus; no sources).
+    #[arg(long, value_enum, default_value_t = Role::Standalone)]
+    role: Role,
+    /// Subject prefix on the bus: ticks travel on PREFIX.trade.SYMBOL.
+    #[arg(long, default_value = "tickwire", requires = "bus")]
+    bus_prefix: String,
+    /// JetStream stream holding each key's last value (for snapshots and
+    /// for the ingest node's `seq` after a restart).
+    #[arg(long, default_value = "TICKWIRE_LAST", requires = "bus")]
+    bus_stream: String,
+    /// Keep the last values in memory instead of on the NATS server's disk
+    /// (faster; lost if NATS restarts).
+    #[arg(long, requires = "bus")]
+    bus_memory: bool,
+    /// A gateway with no heartbeat from the ingest node for this long tells
+    /// its clients the feed is stale.
+    #[arg(long, default_value = "3s", value_parser = parse_duration, requires = "bus")]
+    stale_after: Duration,
+    /// How long an ingest node waits for NATS at start (it must read every
+    /// key's last seq before it assigns the next one).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, requires = "bus")]
+    bus_connect_timeout: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -156,6 +185,33 @@ impl ServeArgs {
         let auth = match &self.config {
             Some(path) => Some(std::sync::Arc::new(tickwire::auth::Keys::load(path)?)),
             None => None,
+        };
+        let bus = match (self.bus, self.role) {
+            (None, Role::Standalone) => None,
+            (None, role) => {
+                return Err(format!(
+                    "--role {} needs --bus nats://HOST:PORT",
+                    role.as_str()
+                ));
+            }
+            (Some(_), Role::Standalone) => {
+                return Err("--bus needs --role ingest or --role gateway".into());
+            }
+            (Some(url), role) => {
+                if role == Role::Gateway && self.replay.is_some() {
+                    return Err(
+                        "a gateway has no sources (its ticks come from the bus): give --replay to the ingest node"
+                            .into(),
+                    );
+                }
+                let mut b = BusConfig::new(&url, role);
+                b.prefix = self.bus_prefix;
+                b.stream = self.bus_stream;
+                b.file_storage = !self.bus_memory;
+                b.stale_after = self.stale_after;
+                b.connect_timeout = self.bus_connect_timeout;
+                Some(b)
+            }
         };
         let feed = match (self.replay, self.no_feed) {
             (Some(path), _) => FeedSource::Recording {
@@ -189,6 +245,7 @@ impl ServeArgs {
             sse_heartbeat: self.sse_heartbeat,
             feed,
             auth,
+            bus,
         };
         Ok((config, self.addr_file))
     }
@@ -217,6 +274,7 @@ fn main() -> ExitCode {
 
 fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
     let feed = config.feed.clone();
+    let gateway = config.bus.as_ref().is_some_and(|b| b.role == Role::Gateway);
     let handle = match tickwire::server::start(config) {
         Ok(h) => h,
         Err(e) => {
@@ -236,6 +294,7 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
         }
     }
     match feed {
+        _ if gateway => tracing::info!("gateway: ticks come from the bus"),
         FeedSource::Embedded => {
             tracing::info!(
                 "playing the bundled recording (replay-data/us-equities-20131007-open30.twr.zst) in a loop"

@@ -160,6 +160,7 @@ impl Collector for StatsCollector {
                     "recorded",
                     load(&s.ticks_in_by_origin[Origin::Recorded as usize]),
                 ),
+                ("bus", load(&s.ticks_in_by_origin[Origin::Bus as usize])),
             ],
         )?;
         counters(
@@ -218,6 +219,79 @@ impl Collector for StatsCollector {
             "tickwire_ring_full",
             "Times a publish found the ring full and waited.",
             load(&s.ring_full),
+        )?;
+        let b = &s.bus;
+        gauge(
+            &mut e,
+            "tickwire_bus_connected",
+            "1 while connected to the NATS bus (--bus); 0 otherwise.",
+            load_gauge(&b.connected),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_reconnects",
+            "Reconnections to the NATS bus after a lost connection.",
+            load(&b.reconnects),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_disconnects",
+            "Times the NATS bus connection was lost.",
+            load(&b.disconnects),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_published",
+            "Ticks published to the bus (ingest node).",
+            load(&b.published),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_publish_dropped",
+            "Ticks not published because the bus was down (ingest node); gateways see a seq gap.",
+            load(&b.publish_dropped),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_received",
+            "Tick messages received from the bus (gateway).",
+            load(&b.received),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_malformed",
+            "Bus messages that did not decode as ticks (gateway).",
+            load(&b.malformed),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_duplicates",
+            "Bus ticks dropped as duplicates or out of order (gateway).",
+            load(&s.bus_duplicates),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_seq_gaps",
+            "Bus ticks that skipped past their key's next seq: ticks lost on the bus (gateway).",
+            load(&s.bus_seq_gaps),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_slow_consumer",
+            "Times NATS dropped messages because this node fell behind.",
+            load(&b.slow_consumer),
+        )?;
+        gauge(
+            &mut e,
+            "tickwire_bus_subjects",
+            "Tick subjects this gateway is subscribed to on the bus (interest-based).",
+            load_gauge(&b.subjects),
+        )?;
+        gauge(
+            &mut e,
+            "tickwire_feed_stale",
+            "1 while this gateway has no heartbeat from the ingest node (clients were sent a stale status).",
+            load_gauge(&b.feed_stale),
         )?;
         counter(
             &mut e,

@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::{Identity, Role, presented_key};
+use crate::bus::Role as NodeRole;
 use crate::config::{Config, FeedSource};
 use crate::encode::Encoding;
 use crate::fanout::{Worker, WorkerState};
@@ -46,6 +47,8 @@ pub enum ServerError {
     Feed(#[from] RecordingError),
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
 }
 
 /// A running server.
@@ -111,7 +114,13 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let config = Arc::new(config);
     let stats = Arc::new(Stats::default());
     let symbols = Arc::new(SymbolTable::new(config.max_symbols));
-    let (ingest, readers) = Ingest::new(config.ring_capacity, workers, symbols, stats.clone());
+    let role = config.bus.as_ref().map_or(NodeRole::Standalone, |b| b.role);
+    // An ingest node's bus link reads the ring like one more worker.
+    let ring_readers = workers + usize::from(role == NodeRole::Ingest);
+    let (ingest, mut readers) =
+        Ingest::new(config.ring_capacity, ring_readers, symbols, stats.clone());
+    let bus_reader = (role == NodeRole::Ingest)
+        .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();
     let admission = Admission::new(
         config.max_connections,
@@ -149,6 +158,8 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     }
 
     let source: Option<Box<dyn TickSource>> = match &config.feed {
+        // A gateway's ticks come from the bus.
+        _ if role == NodeRole::Gateway => None,
         FeedSource::Embedded => Some(Box::new(RecordedFeed::embedded_default()?)),
         FeedSource::Recording {
             path,
@@ -159,6 +170,33 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     };
 
     let mut threads = Vec::new();
+    // The bus link starts before the sources: an ingest node must know
+    // every key's last `seq` before it assigns the next one.
+    let bus_config = config.bus.clone().map(|mut b| {
+        b.name
+            .get_or_insert_with(|| format!("tickwire-{}-{addr}", role.as_str()));
+        b
+    });
+    let bus = match (bus_config, role) {
+        (Some(bc), NodeRole::Ingest) => Some(crate::bus::start_ingest(
+            bc,
+            ingest.clone(),
+            bus_reader.expect("an ingest node has a bus reader"),
+            stats.clone(),
+            shutdown.clone(),
+        )?),
+        (Some(bc), NodeRole::Gateway) => Some(crate::bus::start_gateway(
+            bc,
+            ingest.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        )?),
+        _ => None,
+    };
+    let link = bus.as_ref().map(|b| b.link.clone());
+    if let Some(b) = bus {
+        threads.push(b.thread);
+    }
     for (i, ((listener, echo), reader)) in listeners
         .into_iter()
         .zip(echo_listeners)
@@ -171,6 +209,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             stats.clone(),
             shutdown.clone(),
             admission.clone(),
+            link.clone(),
         );
         let t = std::thread::Builder::new()
             .name(format!("tickwire-worker-{i}"))
@@ -187,6 +226,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
                     ctx.2,
                     ctx.3,
                     ctx.4,
+                    ctx.5,
                 )
             })
             .map_err(ServerError::Thread)?;
@@ -210,7 +250,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             .map_err(ServerError::Thread)?;
         threads.push(t);
     }
-    tracing::info!(%addr, workers, "tickwire listening");
+    tracing::info!(%addr, workers, role = role.as_str(), "tickwire listening");
     match &config.auth {
         Some(keys) => tracing::info!(
             subscriber_keys = keys.count(Role::Subscriber),
@@ -268,6 +308,7 @@ fn run_worker(
     stats: Arc<Stats>,
     shutdown: Shutdown,
     admission: Arc<Admission>,
+    bus: Option<Arc<crate::bus::BusLink>>,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -277,11 +318,14 @@ fn run_worker(
     local.block_on(&rt, async move {
         let worker = Rc::new(Worker {
             id,
-            state: std::cell::RefCell::new(WorkerState::default()),
+            state: std::cell::RefCell::new(WorkerState::with_interest(
+                bus.as_ref().and_then(|b| b.interest.clone()),
+            )),
             ingest,
             config,
             stats,
             admission,
+            bus,
         });
         let listener = TcpListener::from_std(listeners.main).expect("registering the listener");
         let echo = listeners
@@ -417,6 +461,17 @@ fn route(
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/v1/stream" => upgrade(worker, req, SessionKind::Subscriber, shutdown, peer),
+        "/v1/publish"
+            if worker
+                .bus
+                .as_ref()
+                .is_some_and(|b| b.role == NodeRole::Gateway) =>
+        {
+            text(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this node is a gateway (--role gateway): its ticks come from the bus; publish to the ingest node\n",
+            )
+        }
         "/v1/publish" => upgrade(worker, req, SessionKind::Publisher, shutdown, peer),
         "/" | "/index.html" | "/ticker.js" | "/ticker.css" if req.method() == Method::GET => {
             crate::web::asset(&path)
@@ -425,7 +480,15 @@ fn route(
             if shutdown.is_triggered() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
             } else {
-                text(StatusCode::OK, "ok\n")
+                match worker.bus.as_ref().map(|b| b.current_status()) {
+                    // Still serving: every gateway is stale when the ingest
+                    // node is down, so a load balancer gains nothing by
+                    // failing this one.
+                    Some(crate::bus::FeedStatus::Stale { reason, .. }) => {
+                        text(StatusCode::OK, format!("ok (feed stale: {reason})\n"))
+                    }
+                    _ => text(StatusCode::OK, "ok\n"),
+                }
             }
         }
         "/v1/symbols" if req.method() == Method::GET => {

@@ -225,6 +225,10 @@ impl RateLimit {
 /// Refusals in a row after which a flooding client is closed with 1008.
 const MAX_STRIKES: u32 = 100;
 
+/// How long a subscribe on a gateway waits for the bus to deliver its
+/// snapshot before answering from the node's own cache (bus down).
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn error_frame(e: &ProtocolError) -> Bytes {
     let mut o = JsonObject::new("error");
     o.id(e.id)
@@ -334,6 +338,12 @@ pub async fn run(
         worker.config.echo_max_message_bytes
     } else {
         session.send(hello_frame(&worker, kind, encoding));
+        if let Some(bus) = &worker.bus {
+            let status = bus.current_status();
+            if status != crate::bus::FeedStatus::Live {
+                session.send(crate::fanout::status_message(&status, encoding));
+            }
+        }
         worker.config.max_message_bytes
     };
 
@@ -495,7 +505,7 @@ impl Session {
                     "binary frames are not accepted here; send JSON text frames",
                 )),
                 Ok(Inbound::Text(mut payload)) => match self.kind {
-                    SessionKind::Subscriber => self.on_control(&mut payload),
+                    SessionKind::Subscriber => self.on_control(&mut payload).await,
                     SessionKind::Publisher => self.on_publish(&payload).await,
                     SessionKind::Echo => {}
                 },
@@ -533,7 +543,7 @@ impl Session {
         true
     }
 
-    fn on_control(&mut self, payload: &mut [u8]) {
+    async fn on_control(&mut self, payload: &mut [u8]) {
         if self.rate_limited() {
             return;
         }
@@ -573,6 +583,27 @@ impl Session {
                     });
                 }
                 let mut any = symbols.all || !symbols.names.is_empty();
+                // On a gateway, wait until the bus subscription is in place
+                // (and the snapshot's last values are here), holding the
+                // interest until this client's own subscription takes over.
+                let _hold = match &self.worker.bus {
+                    Some(bus) if any => {
+                        let table = self.worker.ingest.symbols();
+                        let keys: Vec<KeyId> = symbols
+                            .names
+                            .iter()
+                            .filter_map(|n| table.intern(n).ok())
+                            .flat_map(|(sid, _)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
+                            .collect();
+                        let star = if symbols.all {
+                            channels
+                        } else {
+                            ChannelSet::default()
+                        };
+                        bus.prepare(&keys, star, snapshot, SNAPSHOT_WAIT).await
+                    }
+                    _ => None,
+                };
                 if any && let Err(e) = self.subscribe(id, &symbols, channels, snapshot) {
                     // All-or-nothing for the entitled part.
                     any = false;

@@ -520,6 +520,19 @@ async fn run(
     };
     let writer = tokio::task::spawn_local(w.clone().run_writer(id, wake));
 
+    // On a gateway, the snapshot (and a resume) needs the bus's last values
+    // here first; see `BusLink::prepare`.
+    let _hold = match &w.bus {
+        Some(bus) => {
+            let star = if req.all {
+                req.channels
+            } else {
+                crate::tick::ChannelSet::default()
+            };
+            bus.prepare(&keys, star, true, Duration::from_secs(2)).await
+        }
+        None => None,
+    };
     {
         let mut st = w.state.borrow_mut();
         st.subscribe_keys(id, &keys);
@@ -530,6 +543,12 @@ async fn run(
         // A key limited to some symbols: `*` delivers only those.
         c.set_entitlement(entitlement.clone());
         c.push_control(Bytes::from_static(RESPONSE_HEAD));
+        if let Some(bus) = &w.bus {
+            let status = bus.current_status();
+            if status != crate::bus::FeedStatus::Live {
+                c.push_control(crate::fanout::status_message(&status, Encoding::Sse));
+            }
+        }
         if let Some(last) = &req.last_event_id {
             let status = resume(w, c, &req, last);
             c.push_control(status);

@@ -13,6 +13,8 @@ pub enum Origin {
     Publisher = 0,
     /// A recorded source played by the server (bundled or `--replay`).
     Recorded = 1,
+    /// The message bus (a gateway's feed from the ingest node).
+    Bus = 2,
 }
 
 /// Upper bounds of the latency buckets, in ns: 1 µs to 1 s, roughly
@@ -89,7 +91,7 @@ pub struct Stats {
     /// Ticks that entered the ring.
     pub ticks_in: AtomicU64,
     /// The same, per [`Origin`].
-    pub ticks_in_by_origin: [AtomicU64; 2],
+    pub ticks_in_by_origin: [AtomicU64; 3],
     /// Times a publish found the ring full and had to wait.
     pub ring_full: AtomicU64,
     /// Pending ticks replaced by a newer tick of the same key (slow clients).
@@ -132,6 +134,39 @@ pub struct Stats {
     pub subscribers: AtomicI64,
     pub publishers: AtomicI64,
     pub connections_total: AtomicU64,
+    /// The message bus link (`--bus`); all zero on a standalone node.
+    pub bus: BusStats,
+    /// Bus ticks dropped at ingest as duplicates or out of order (gateway).
+    pub bus_duplicates: AtomicU64,
+    /// Bus ticks whose `seq` skipped past the key's next one (gateway):
+    /// ticks lost on the bus, e.g. while it was down.
+    pub bus_seq_gaps: AtomicU64,
+}
+
+/// Counters of the NATS link, shared by the bus thread and `/metrics`.
+#[derive(Default, Debug)]
+pub struct BusStats {
+    /// 1 while connected to NATS (gauge).
+    pub connected: AtomicI64,
+    /// Connections made to NATS after the first (reconnects).
+    pub reconnects: AtomicU64,
+    /// Times the NATS connection was lost.
+    pub disconnects: AtomicU64,
+    /// Ticks published to the bus (ingest node).
+    pub published: AtomicU64,
+    /// Ticks not published because the bus was down (ingest node): the
+    /// gateways see a `seq` gap for them.
+    pub publish_dropped: AtomicU64,
+    /// Tick messages received from the bus (gateway).
+    pub received: AtomicU64,
+    /// Bus messages that did not decode as ticks (gateway).
+    pub malformed: AtomicU64,
+    /// NATS reported this client as a slow consumer (messages were dropped).
+    pub slow_consumer: AtomicU64,
+    /// Subjects this node is subscribed to for ticks (gauge, gateway).
+    pub subjects: AtomicI64,
+    /// 1 while the feed is stale: no heartbeat from the ingest node (gauge).
+    pub feed_stale: AtomicI64,
 }
 
 impl Stats {
@@ -145,6 +180,10 @@ impl Stats {
         if delta != 0 {
             g.fetch_add(delta, Ordering::Relaxed);
         }
+    }
+
+    pub fn gauge_set(g: &AtomicI64, value: i64) {
+        g.store(value, Ordering::Relaxed);
     }
 }
 

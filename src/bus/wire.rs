@@ -1,0 +1,175 @@
+//! The tick as it travels on the bus: PROTOCOL.md's 64-byte
+//! `tickwire.bin.v1` record followed by the symbol's UTF-8 bytes.
+//!
+//! The record already carries everything a gateway needs (kind, `seq`, `ts`,
+//! `rx`, the four fixed-point fields) in little-endian binary, so a gateway
+//! decodes a tick with a few loads and no JSON. Its symbol-id field is the
+//! ingest node's own id and is ignored: each node numbers symbols itself.
+//! The symbol travels in the payload as well as in the subject so that a
+//! message read back from the last-value store is complete on its own.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::decimal::Fixed;
+use crate::encode::{RECORD_LEN, tick_record};
+use crate::tick::{Event, MAX_SYMBOL_LEN, Side, Tick, validate_symbol};
+
+/// Why a bus payload is not a tick.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("payload is {0} bytes; a tick is a {RECORD_LEN}-byte record plus a symbol")]
+    Length(usize),
+    #[error("record kind {0} is neither 1 (trade) nor 2 (quote)")]
+    Kind(u8),
+    #[error("trade side byte {0:#04x} is not B, S or N")]
+    Side(u8),
+    #[error("seq 0: sequences start at 1")]
+    ZeroSeq,
+    #[error("bad symbol: {0}")]
+    Symbol(String),
+}
+
+/// A tick decoded from the bus, before its symbol is interned locally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusTick {
+    pub sym: String,
+    pub seq: u64,
+    pub ts: u64,
+    pub rx: u64,
+    pub event: Event,
+}
+
+/// The bus payload of a sequenced tick.
+pub fn encode(t: &Tick) -> Bytes {
+    let mut b = BytesMut::with_capacity(RECORD_LEN + t.sym.len());
+    b.put_slice(&tick_record(t));
+    b.put_slice(t.sym.as_bytes());
+    b.freeze()
+}
+
+fn u64_at(p: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&p[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn i64_at(p: &[u8], at: usize) -> i64 {
+    u64_at(p, at) as i64
+}
+
+/// Decodes a bus payload, checking everything a gateway relies on.
+pub fn decode(p: &[u8]) -> Result<BusTick, WireError> {
+    if p.len() <= RECORD_LEN || p.len() > RECORD_LEN + MAX_SYMBOL_LEN {
+        return Err(WireError::Length(p.len()));
+    }
+    let sym =
+        std::str::from_utf8(&p[RECORD_LEN..]).map_err(|_| WireError::Symbol("not UTF-8".into()))?;
+    validate_symbol(sym).map_err(WireError::Symbol)?;
+    let seq = u64_at(p, 8);
+    if seq == 0 {
+        return Err(WireError::ZeroSeq);
+    }
+    let (a, b, c, d) = (i64_at(p, 32), i64_at(p, 40), i64_at(p, 48), i64_at(p, 56));
+    let event = match p[0] {
+        1 => Event::Trade {
+            px: Fixed(a),
+            qty: Fixed(b),
+            side: match u8::try_from(c).unwrap_or(0) {
+                b'B' => Side::Buy,
+                b'S' => Side::Sell,
+                b'N' => Side::Unknown,
+                other => return Err(WireError::Side(other)),
+            },
+        },
+        2 => Event::Quote {
+            bid: Fixed(a),
+            bsz: Fixed(b),
+            ask: Fixed(c),
+            asz: Fixed(d),
+        },
+        k => return Err(WireError::Kind(k)),
+    };
+    Ok(BusTick {
+        sym: sym.to_owned(),
+        seq,
+        ts: u64_at(p, 16),
+        rx: u64_at(p, 24),
+        event,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tick::{Channel, KeyId};
+    use proptest::prelude::*;
+
+    fn tick(sym: &str, seq: u64, event: Event) -> Tick {
+        Tick {
+            key: KeyId::new(7, event.channel()),
+            sym: sym.into(),
+            seq,
+            ts: 1_700_000_000_000_000_000,
+            rx: 1_700_000_000_000_000_123,
+            event,
+        }
+    }
+
+    #[test]
+    fn trades_and_quotes_round_trip() {
+        for event in [
+            Event::Trade {
+                px: Fixed(187_120_000_000),
+                qty: Fixed(-5),
+                side: Side::Sell,
+            },
+            Event::Quote {
+                bid: Fixed(1),
+                bsz: Fixed(i64::MAX),
+                ask: Fixed(i64::MIN),
+                asz: Fixed(0),
+            },
+        ] {
+            let t = tick("BRK.B", 42, event);
+            let got = decode(&encode(&t)).unwrap();
+            assert_eq!(got.sym, "BRK.B");
+            assert_eq!((got.seq, got.ts, got.rx), (t.seq, t.ts, t.rx));
+            assert_eq!(got.event, t.event);
+            assert_eq!(got.event.channel(), t.event.channel());
+        }
+        let _ = Channel::Trade;
+    }
+
+    #[test]
+    fn bad_payloads_say_what_is_wrong() {
+        let good = encode(&tick(
+            "A",
+            1,
+            Event::Trade {
+                px: Fixed(1),
+                qty: Fixed(1),
+                side: Side::Buy,
+            },
+        ));
+        assert_eq!(decode(&good[..RECORD_LEN]), Err(WireError::Length(64)));
+        let mut p = good.to_vec();
+        p[0] = 9;
+        assert_eq!(decode(&p), Err(WireError::Kind(9)));
+        let mut p = good.to_vec();
+        p[48] = b'X';
+        assert_eq!(decode(&p), Err(WireError::Side(b'X')));
+        let mut p = good.to_vec();
+        p[8..16].copy_from_slice(&0u64.to_le_bytes());
+        assert_eq!(decode(&p), Err(WireError::ZeroSeq));
+        let mut p = good.to_vec();
+        p.push(b' ');
+        assert!(matches!(decode(&p), Err(WireError::Symbol(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(p in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode(&p);
+        }
+    }
+}

@@ -1,0 +1,827 @@
+//! Scale-out over NATS, end to end: a real `nats-server` (with JetStream),
+//! one ingest node and two gateways as separate `tickwire serve` processes,
+//! clients on real sockets, and nginx's stream module as the L4 load
+//! balancer. The tests start and kill every process themselves.
+//!
+//! Needs `nats-server` (and `nginx` with its stream module for the load
+//! balancer test) on PATH or in /usr/sbin. Without them a test says so and
+//! passes, unless `TICKWIRE_REQUIRE_NATS=1` (set by `.ci/run`, which
+//! installs them), where a missing server is a failure.
+//!
+//! The tests take one lock each: every one runs a handful of processes,
+//! which on a 2-core machine is enough load without running them together.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tickwire");
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Finds a server binary, or decides whether its absence fails the test.
+fn find(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push("/usr/sbin".into());
+    dirs.push("/usr/local/sbin".into());
+    let found = dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("TICKWIRE_REQUIRE_NATS").as_deref() != Ok("1"),
+            "{name} is required (TICKWIRE_REQUIRE_NATS=1) but not installed: apt-get install nats-server nginx libnginx-mod-stream"
+        );
+        eprintln!(
+            "SKIPPED: {name} is not installed (apt-get install nats-server nginx libnginx-mod-stream)"
+        );
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "{what} never listened on {port}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A nats-server with JetStream on a disk store that outlives restarts.
+struct Nats {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    monitor: u16,
+    child: Option<Child>,
+}
+
+impl Nats {
+    async fn start() -> Option<Nats> {
+        let bin = find("nats-server")?;
+        let mut n = Nats {
+            bin,
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            monitor: free_port(),
+            child: None,
+        };
+        n.spawn().await;
+        Some(n)
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("nats.log"))
+            .unwrap();
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-m", &self.monitor.to_string(), "-js", "-sd"])
+            .arg(self.dir.path().join("store"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        wait_port(self.port, "nats-server").await;
+        wait_port(self.monitor, "nats-server monitoring").await;
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+
+    /// The monitoring endpoint's `/connz` with every subscription's detail.
+    async fn connz(&self) -> Value {
+        let body = http_get(
+            format!("127.0.0.1:{}", self.monitor).parse().unwrap(),
+            "/connz?subs=detail",
+        )
+        .await;
+        serde_json::from_str(&body).expect("connz is JSON")
+    }
+
+    /// One connection's subscriptions (subject → messages delivered), by
+    /// the connection name tickwire gives itself.
+    async fn subscriptions_of(&self, name: &str) -> HashMap<String, u64> {
+        let connz = self.connz().await;
+        let conn = connz["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no NATS connection named {name}: {connz}"));
+        conn["subscriptions_list_detail"]
+            .as_array()
+            .map(|subs| {
+                subs.iter()
+                    .map(|s| {
+                        (
+                            s["subject"].as_str().unwrap().to_owned(),
+                            s["msgs"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `tickwire serve` child process.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Node {
+    async fn start(dir: &Path, name: &str, args: &[&str]) -> Node {
+        let addr_file = dir.join(format!("{name}.addr"));
+        let _ = std::fs::remove_file(&addr_file);
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+            .args(["--max-connections-per-ip", "10000", "--addr-file"])
+            .arg(&addr_file)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start tickwire");
+        let deadline = Instant::now() + WAIT;
+        let addr = loop {
+            if let Ok(s) = std::fs::read_to_string(&addr_file) {
+                break s.trim().parse().unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not start; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Node { child, addr, log }
+    }
+
+    async fn ingest(dir: &Path, nats: &Nats, name: &str) -> Node {
+        Node::start(
+            dir,
+            name,
+            &["--no-feed", "--bus", &nats.url(), "--role", "ingest"],
+        )
+        .await
+    }
+
+    /// A gateway, once its feed is live (connected, heartbeat heard).
+    async fn gateway(dir: &Path, nats: &Nats, name: &str) -> Node {
+        let node = Node::gateway_starting(dir, nats, name).await;
+        wait_metric(&node, "tickwire_feed_stale", |v| v == 0.0).await;
+        node
+    }
+
+    async fn gateway_starting(dir: &Path, nats: &Nats, name: &str) -> Node {
+        Node::start(
+            dir,
+            name,
+            &[
+                "--bus",
+                &nats.url(),
+                "--role",
+                "gateway",
+                "--stale-after",
+                "1s",
+            ],
+        )
+        .await
+    }
+
+    /// The NATS connection name the node uses.
+    fn bus_name(&self, role: &str) -> String {
+        format!("tickwire-{role}-{}", self.addr)
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        metric(self.addr, name).await
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("HTTP answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(text)
+}
+
+/// One sample of a `/metrics` family (the first line starting with `name`).
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let body = http_get(addr, "/metrics").await;
+    body.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+async fn wait_metric(node: &Node, name: &str, ok: impl Fn(f64) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = node.metric(name).await;
+        if ok(v) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} = {v} on {} never got where expected; log:\n{}",
+            node.addr,
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads JSON messages until a `status` with `feed == want` arrives.
+async fn wait_status(ws: &mut RawWs, want: &str) -> Vec<Value> {
+    let mut before = Vec::new();
+    loop {
+        let (v, b) = ws.recv_until("status").await;
+        before.extend(b);
+        if v["feed"] == want {
+            return before;
+        }
+    }
+}
+
+fn is_tick(v: &Value) -> bool {
+    v["type"] == "trade" || v["type"] == "quote"
+}
+
+/// (sym, type, seq, price-ish) of a tick, for comparing across nodes.
+fn ident(v: &Value) -> (String, String, u64, String) {
+    let px = if v["type"] == "trade" {
+        v["px"].to_string()
+    } else {
+        v["bid"].to_string()
+    };
+    (
+        v["sym"].as_str().unwrap().to_owned(),
+        v["type"].as_str().unwrap().to_owned(),
+        v["seq"].as_u64().unwrap(),
+        px,
+    )
+}
+
+async fn recv_ticks(ws: &mut RawWs, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let v = ws.recv_json().await;
+        if is_tick(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Per (sym, type): every `seq` strictly above the one before.
+fn assert_in_order(ticks: &[Value], who: &str) {
+    let mut last: HashMap<(String, String), u64> = HashMap::new();
+    for t in ticks {
+        let (sym, ty, seq, _) = ident(t);
+        let prev = last.insert((sym.clone(), ty.clone()), seq).unwrap_or(0);
+        assert!(
+            seq > prev,
+            "{who}: {sym} {ty} seq {seq} after {prev} (duplicate or reordered)"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_deliver_the_same_ticks_with_the_same_seq() {
+    let _serial = SERIAL.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+    let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
+    let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
+
+    let mut local = subscriber(ingest.addr).await;
+    let mut c1 = subscriber(gw1.addr).await;
+    let mut c2 = subscriber(gw2.addr).await;
+    for c in [&mut local, &mut c1, &mut c2] {
+        c.subscribe(1, &["AAA", "BB.B"], None, true).await;
+    }
+    // Two symbols × two channels: four subjects on each gateway.
+    wait_metric(&gw1, "tickwire_bus_subjects", |v| v == 4.0).await;
+    wait_metric(&gw2, "tickwire_bus_subjects", |v| v == 4.0).await;
+
+    let mut publ = publisher(ingest.addr).await;
+    let mut ticks = Vec::new();
+    for i in 0..200u64 {
+        let sym = if i % 3 == 0 { "BB.B" } else { "AAA" };
+        let px = format!("{}.{:02}", 100 + i, i % 100);
+        ticks.push(if i % 2 == 0 {
+            trade(sym, 1_000 + i, &px, "5")
+        } else {
+            quote(sym, 1_000 + i, &px, "999")
+        });
+    }
+    for chunk in ticks.chunks(50) {
+        publ.publish(chunk).await;
+    }
+
+    let at_ingest = recv_ticks(&mut local, 200).await;
+    let at_gw1 = recv_ticks(&mut c1, 200).await;
+    let at_gw2 = recv_ticks(&mut c2, 200).await;
+    // PROTOCOL.md orders ticks per key only (a gateway takes each key on
+    // its own bus subscription), so compare key by key.
+    let per_key = |v: &[Value]| {
+        let mut m: HashMap<(String, String), Vec<(u64, String)>> = HashMap::new();
+        for (sym, ty, seq, px) in v.iter().map(ident) {
+            m.entry((sym, ty)).or_default().push((seq, px));
+        }
+        m
+    };
+    assert_eq!(
+        per_key(&at_gw1),
+        per_key(&at_ingest),
+        "gateway 1 differs from the ingest node"
+    );
+    assert_eq!(
+        per_key(&at_gw2),
+        per_key(&at_ingest),
+        "gateway 2 differs from the ingest node"
+    );
+    let ids = |v: &[Value]| v.iter().map(ident).collect::<Vec<_>>();
+    // seq is per key, from 1, without gaps.
+    let mut next: HashMap<(String, String), u64> = HashMap::new();
+    for (sym, ty, seq, _) in ids(&at_gw1) {
+        let n = next.entry((sym, ty)).or_insert(1);
+        assert_eq!(seq, *n);
+        *n += 1;
+    }
+    assert_eq!(gw1.metric("tickwire_bus_seq_gaps_total").await, 0.0);
+    assert_eq!(gw2.metric("tickwire_bus_duplicates_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_takes_from_the_bus_only_the_keys_its_clients_want() {
+    let _serial = SERIAL.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+    let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
+    let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
+
+    let mut c1 = subscriber(gw1.addr).await;
+    c1.subscribe(1, &["XX"], Some(&["trade"]), false).await;
+    let mut c2 = subscriber(gw2.addr).await;
+    c2.subscribe(1, &["YY"], Some(&["trade"]), false).await;
+    wait_metric(&gw1, "tickwire_bus_subjects", |v| v == 1.0).await;
+    wait_metric(&gw2, "tickwire_bus_subjects", |v| v == 1.0).await;
+
+    let mut publ = publisher(ingest.addr).await;
+    let mut batch = Vec::new();
+    for i in 0..30u64 {
+        batch.push(trade("XX", i + 1, "1.5", "1"));
+        if i < 10 {
+            batch.push(trade("YY", i + 1, "2.5", "1"));
+        }
+    }
+    publ.publish(&batch).await;
+    assert_eq!(recv_ticks(&mut c1, 30).await.len(), 30);
+    assert_eq!(recv_ticks(&mut c2, 10).await.len(), 10);
+
+    // What NATS itself says it delivered to each gateway's connection.
+    let subs1 = nats.subscriptions_of(&gw1.bus_name("gateway")).await;
+    let subs2 = nats.subscriptions_of(&gw2.bus_name("gateway")).await;
+    assert_eq!(subs1.get("tickwire.trade.XX"), Some(&30), "{subs1:?}");
+    assert_eq!(subs2.get("tickwire.trade.YY"), Some(&10), "{subs2:?}");
+    assert!(
+        !subs1.keys().any(|s| s.contains("YY")) && !subs2.keys().any(|s| s.contains("XX")),
+        "a gateway is subscribed to a key none of its clients wants: {subs1:?} {subs2:?}"
+    );
+    assert_eq!(gw2.metric("tickwire_bus_received_total").await, 10.0);
+
+    // The last local subscriber leaves: the bus subscription goes too.
+    c2.send_json(serde_json::json!({"op":"unsubscribe","symbols":["YY"],"channels":["trade"]}))
+        .await;
+    c2.recv_until("unsubscribed").await;
+    wait_metric(&gw2, "tickwire_bus_subjects", |v| v == 0.0).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let subs2 = nats.subscriptions_of(&gw2.bus_name("gateway")).await;
+        if !subs2.keys().any(|s| s.starts_with("tickwire.trade.")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "NATS still has {subs2:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // `*` takes one wildcard subscription per channel instead.
+    c2.subscribe(2, &["*"], Some(&["trade"]), false).await;
+    wait_metric(&gw2, "tickwire_bus_subjects", |v| v == 1.0).await;
+    let subs2 = nats.subscriptions_of(&gw2.bus_name("gateway")).await;
+    assert!(subs2.contains_key("tickwire.trade.>"), "{subs2:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_the_same_on_every_gateway() {
+    let _serial = SERIAL.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+    let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
+    let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
+
+    // Published while no gateway has a client: only JetStream has them.
+    let mut publ = publisher(ingest.addr).await;
+    let mut batch = Vec::new();
+    for i in 0..20u64 {
+        for sym in ["S1", "S2.X", "S3"] {
+            batch.push(trade(sym, i + 1, &format!("{}.25", 10 + i), "3"));
+        }
+        batch.push(quote("S1", i + 1, &format!("{}.5", 9 + i), "99"));
+    }
+    publ.publish(&batch).await;
+
+    let snapshot = |reply: Vec<Value>| {
+        let mut v: Vec<_> = reply
+            .iter()
+            .filter(|t| t["snap"] == true)
+            .map(ident)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut all = Vec::new();
+    for node in [&ingest, &gw1, &gw2] {
+        let mut c = subscriber(node.addr).await;
+        c.subscribe(1, &["S1", "S2.X", "S3"], None, true).await;
+        all.push(snapshot(recv_ticks(&mut c, 4).await));
+    }
+    assert_eq!(all[0].len(), 4, "{:?}", all[0]);
+    assert!(all[0].iter().all(|(_, _, seq, _)| *seq == 20));
+    assert_eq!(
+        all[1], all[0],
+        "gateway 1's snapshot differs from the ingest node's"
+    );
+    assert_eq!(
+        all[2], all[0],
+        "gateway 2's snapshot differs from the ingest node's"
+    );
+
+    // `*`: every key's last value, also read from JetStream.
+    let mut stars = Vec::new();
+    for node in [&gw1, &gw2] {
+        let mut c = subscriber(node.addr).await;
+        c.subscribe(2, &["*"], None, true).await;
+        stars.push(snapshot(recv_ticks(&mut c, 4).await));
+    }
+    assert_eq!(stars[0], all[0]);
+    assert_eq!(stars[1], all[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_mid_stream_is_a_gap_at_worst() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+    let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
+    let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
+    let mut clients = Vec::new();
+    for gw in [&gw1, &gw2] {
+        let mut c = subscriber(gw.addr).await;
+        c.subscribe(1, &["RR"], Some(&["trade"]), false).await;
+        clients.push(c);
+    }
+    wait_metric(&gw1, "tickwire_bus_subjects", |v| v == 1.0).await;
+    wait_metric(&gw2, "tickwire_bus_subjects", |v| v == 1.0).await;
+
+    // A publisher that never stops while NATS goes away and comes back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishing = {
+        let stop = stop.clone();
+        let addr = ingest.addr;
+        tokio::spawn(async move {
+            let mut p = publisher(addr).await;
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                p.publish(&[trade("RR", i, &format!("{i}"), "1")]).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            i
+        })
+    };
+    let mut got: Vec<Vec<Value>> = vec![Vec::new(), Vec::new()];
+    for (c, g) in clients.iter_mut().zip(&mut got) {
+        g.extend(recv_ticks(c, 20).await);
+    }
+    nats.stop();
+    // No heartbeat: both gateways tell their clients the feed is stale, and
+    // keep them connected.
+    for (c, g) in clients.iter_mut().zip(&mut got) {
+        let before = wait_status(c, "stale").await;
+        g.extend(before.into_iter().filter(is_tick));
+    }
+    nats.spawn().await;
+    for (c, g) in clients.iter_mut().zip(&mut got) {
+        let before = wait_status(c, "live").await;
+        g.extend(before.into_iter().filter(is_tick));
+        // Ticks flow again.
+        g.extend(recv_ticks(c, 20).await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = publishing.await.unwrap();
+    for (i, g) in got.iter().enumerate() {
+        assert_in_order(g, &format!("client on gateway {}", i + 1));
+        assert!(g.last().unwrap()["seq"].as_u64().unwrap() <= published);
+    }
+    for node in [&gw1, &gw2, &ingest] {
+        wait_metric(node, "tickwire_bus_reconnects_total", |v| v >= 1.0).await;
+        wait_metric(node, "tickwire_bus_connected", |v| v == 1.0).await;
+    }
+    assert_eq!(gw1.metric("tickwire_feed_stale").await, 0.0);
+    assert!(gw1.log().contains("reconnected to the NATS bus"));
+    assert!(gw1.log().contains("feed is stale"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_ingest_node_dies_gateways_keep_clients_and_seq_continues() {
+    let _serial = SERIAL.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+    let gw = Node::gateway(dir.path(), &nats, "gw").await;
+    let mut c = subscriber(gw.addr).await;
+    c.subscribe(1, &["KK"], Some(&["trade"]), false).await;
+    wait_metric(&gw, "tickwire_bus_subjects", |v| v == 1.0).await;
+    let mut p = publisher(ingest.addr).await;
+    let batch: Vec<Value> = (1..=10).map(|i| trade("KK", i, "7", "1")).collect();
+    p.publish(&batch).await;
+    let first = recv_ticks(&mut c, 10).await;
+    assert_eq!(first.last().unwrap()["seq"], 10);
+
+    drop(p);
+    drop(ingest); // SIGKILL
+    let ticks = wait_status(&mut c, "stale").await;
+    assert!(ticks.iter().all(|v| !is_tick(v)));
+    // Still connected and answering.
+    c.send_text(r#"{"op":"ping","id":5}"#).await;
+    c.recv_until("pong").await;
+    assert_eq!(gw.metric("tickwire_feed_stale").await, 1.0);
+    // A client that connects now hears it too, right after `hello`.
+    let mut late = subscriber(gw.addr).await;
+    let status = late.recv_json().await;
+    assert_eq!(
+        (status["type"].as_str(), status["feed"].as_str()),
+        (Some("status"), Some("stale"))
+    );
+
+    // A new ingest node continues every key's seq from the bus's last values.
+    let ingest2 = Node::ingest(dir.path(), &nats, "ingest2").await;
+    wait_status(&mut c, "live").await;
+    let mut p = publisher(ingest2.addr).await;
+    let batch: Vec<Value> = (11..=15).map(|i| trade("KK", i, "8", "1")).collect();
+    p.publish(&batch).await;
+    let next = recv_ticks(&mut c, 5).await;
+    let seqs: Vec<u64> = next.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [11, 12, 13, 14, 15]);
+}
+
+/// nginx's stream module as an L4 load balancer in front of two gateways.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    async fn start(upstreams: &[SocketAddr]) -> Option<Nginx> {
+        let bin = find("nginx")?;
+        let module = ["/usr/lib/nginx/modules/ngx_stream_module.so"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file());
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let servers: String = upstreams
+            .iter()
+            .map(|a| format!("    server {a} max_fails=1 fail_timeout=30s;\n"))
+            .collect();
+        let conf = format!(
+            "{load}
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 1024; }}
+stream {{
+  upstream gateways {{
+{servers}  }}
+  server {{
+    listen 127.0.0.1:{port};
+    proxy_pass gateways;
+    proxy_connect_timeout 1s;
+    proxy_timeout 1h;
+  }}
+}}
+",
+            load = module.map_or(String::new(), |m| format!("load_module {m};")),
+            dir = dir.path().display(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        wait_port(port, "nginx").await;
+        Some(Nginx {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_gateways_clients_move_through_the_load_balancer() {
+    let _serial = SERIAL.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+    let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
+    let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
+    let Some(lb) = Nginx::start(&[gw1.addr, gw2.addr]).await else {
+        return;
+    };
+    let mut gateways = [Some(gw1), Some(gw2)];
+
+    let mut c = subscriber(lb.addr()).await;
+    c.subscribe(1, &["LB"], Some(&["trade"]), true).await;
+    let mut p = publisher(ingest.addr).await;
+    let batch: Vec<Value> = (1..=20)
+        .map(|i| trade("LB", i, &format!("{i}"), "1"))
+        .collect();
+    p.publish(&batch).await;
+    let seen = recv_ticks(&mut c, 20).await;
+    let had = seen.last().unwrap()["seq"].as_u64().unwrap();
+    assert_eq!(had, 20);
+
+    // Which gateway is it on? Kill that one.
+    let mut on = None;
+    for (i, g) in gateways.iter().enumerate() {
+        let g = g.as_ref().unwrap();
+        if metric(g.addr, "tickwire_connections{kind=\"subscriber\"}").await == 1.0 {
+            on = Some(i);
+        }
+    }
+    let on = on.expect("the client is on one of the gateways");
+    gateways[on] = None; // SIGKILL
+    c.expect_eof().await;
+
+    // Published while the client is away.
+    p.publish(&[trade("LB", 21, "21", "1"), trade("LB", 22, "22", "1")])
+        .await;
+
+    // Reconnect through the same address: nginx sends it to the survivor,
+    // whose snapshot is never older than what the client had.
+    let mut c = subscriber(lb.addr()).await;
+    c.subscribe(2, &["LB"], Some(&["trade"]), true).await;
+    let snap = recv_ticks(&mut c, 1).await.remove(0);
+    assert_eq!(snap["snap"], true);
+    assert!(snap["seq"].as_u64().unwrap() >= had, "{snap}");
+    assert_eq!(snap["seq"], 22);
+    let survivor = gateways[1 - on].as_ref().unwrap();
+    assert_eq!(
+        metric(survivor.addr, "tickwire_connections{kind=\"subscriber\"}").await,
+        1.0
+    );
+    p.publish(&[trade("LB", 23, "23", "1")]).await;
+    assert_eq!(recv_ticks(&mut c, 1).await[0]["seq"], 23);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_refuses_publishers_and_bad_role_flags_are_explained() {
+    let _serial = SERIAL.lock().await;
+    let out = Command::new(BIN)
+        .args(["serve", "--role", "gateway"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--role gateway needs --bus"), "{err}");
+
+    // An ingest node must read the last seqs before it assigns any: with no
+    // NATS it does not start, and says why.
+    let dead = format!("nats://127.0.0.1:{}", free_port());
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-feed",
+            "--role",
+            "ingest",
+        ])
+        .args(["--bus", &dead, "--bus-connect-timeout", "500ms"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach NATS at"), "{err}");
+
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Node::gateway_starting(dir.path(), &nats, "gw").await;
+    let (_, head) = connect_with(gw.addr, "/v1/publish", "", None).await;
+    assert!(head.starts_with("HTTP/1.1 421"), "{head}");
+}
