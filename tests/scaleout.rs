@@ -628,9 +628,27 @@ async fn when_the_ingest_node_dies_gateways_keep_clients_and_seq_continues() {
     let first = recv_ticks(&mut c, 10).await;
     assert_eq!(first.last().unwrap()["seq"], 10);
 
+    // An SSE client on the same gateway.
+    let mut sse = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    sse.write_all(b"GET /v1/sse?symbols=KK&channels=trade HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
     drop(p);
     drop(ingest); // SIGKILL
     let ticks = wait_status(&mut c, "stale").await;
+    let mut text = String::new();
+    let deadline = Instant::now() + WAIT;
+    while !text.contains("event: status\ndata: {\"type\":\"status\",\"feed\":\"stale\"") {
+        assert!(Instant::now() < deadline, "no stale status on SSE: {text}");
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, sse.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "SSE stream ended: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
     assert!(ticks.iter().all(|v| !is_tick(v)));
     // Still connected and answering.
     c.send_text(r#"{"op":"ping","id":5}"#).await;
