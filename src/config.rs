@@ -70,6 +70,9 @@ pub struct Config {
     pub feed: FeedSource,
     /// API keys and entitlements (`--config`); `None` = open server.
     pub auth: Option<Arc<Keys>>,
+    /// TLS for the main listener (`--tls-cert`/`--tls-key`); `None` =
+    /// plain `ws://` and `http://`. The echo listener is always plain.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -100,6 +103,7 @@ impl Default for Config {
             sse_heartbeat: Duration::from_secs(15),
             feed: FeedSource::Embedded,
             auth: None,
+            tls: None,
         }
     }
 }

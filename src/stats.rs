@@ -132,6 +132,9 @@ pub struct Stats {
     pub subscribers: AtomicI64,
     pub publishers: AtomicI64,
     pub connections_total: AtomicU64,
+    /// TLS handshakes that failed or did not finish within the handshake
+    /// timeout (plaintext sent to a TLS port, stalled clients, bad ciphers).
+    pub tls_handshakes_failed: AtomicU64,
 }
 
 impl Stats {
