@@ -39,8 +39,8 @@ use crate::config::Config;
 use crate::encode::{self, Encoding, JsonObject, OPCODE_BINARY, RECORD_LEN};
 use crate::ingest::{Ingest, RingItem};
 use crate::stats::Stats;
-use crate::transport::Transport;
 use crate::tick::{Channel, ChannelSet, KeyId, SymbolId, Tick};
+use crate::transport::Transport;
 
 /// Most records one binary frame carries (16 KiB of payload): big enough
 /// that a backlog costs few frame headers, small enough that a client can
@@ -135,12 +135,7 @@ pub struct Client {
 }
 
 impl Client {
-    fn new(
-        write: Option<Transport>,
-        stats: Arc<Stats>,
-        cap: usize,
-        encoding: Encoding,
-    ) -> Client {
+    fn new(write: Option<Transport>, stats: Arc<Stats>, cap: usize, encoding: Encoding) -> Client {
         Client {
             stats,
             encoding,

@@ -272,8 +272,8 @@ pub async fn run(
 ) {
     let peer = stream.peer_addr().ok();
     if kind == SessionKind::Subscriber {
-        let _ =
-            socket2::SockRef::from(stream.tcp()).set_send_buffer_size(worker.config.socket_send_buffer);
+        let _ = socket2::SockRef::from(stream.tcp())
+            .set_send_buffer_size(worker.config.socket_send_buffer);
     }
     let (read, write) = stream.into_split(prefix);
     let id = worker.state.borrow_mut().add_client(

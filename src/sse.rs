@@ -529,8 +529,8 @@ async fn run(
     _permit: Permit,
 ) {
     let peer = stream.peer_addr().ok();
-    let _ = socket2::SockRef::from(stream.tcp())
-        .set_send_buffer_size(worker.config.socket_send_buffer);
+    let _ =
+        socket2::SockRef::from(stream.tcp()).set_send_buffer_size(worker.config.socket_send_buffer);
     // The head was read whole and a GET has no body: nothing to carry over.
     let (mut read, write) = stream.into_split(Bytes::new());
     let w = &worker;

@@ -53,13 +53,12 @@ fn pki() -> Pki {
     .unwrap();
     let mut roots = RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
-    let mut client = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut client =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     client.alpn_protocols = vec![b"http/1.1".to_vec()];
     Pki {
         server,
@@ -164,7 +163,8 @@ impl Wss {
     }
 
     async fn sync(&mut self) {
-        self.send_json(serde_json::json!({"op":"ping","id":7})).await;
+        self.send_json(serde_json::json!({"op":"ping","id":7}))
+            .await;
         let (_, before) = self.recv_until("pong").await;
         assert!(before.iter().all(|v| v["type"] != "error"), "{before:?}");
     }
@@ -493,7 +493,10 @@ async fn a_stalled_tls_handshake_is_dropped_by_the_handshake_timeout() {
     // A TLS record header announcing a ClientHello that never comes.
     let started = Instant::now();
     let mut stalled = TcpStream::connect(addr).await.unwrap();
-    stalled.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
     // Meanwhile other clients complete their handshakes (the accept loop and
     // the worker are not held up).
     let (health, _) = https_get(addr, &pki, "/healthz").await;
@@ -535,17 +538,19 @@ fn unusable_tls_files_are_errors_naming_the_file() {
 
     let missing = dir.path().join("missing.pem");
     let e = tickwire::tls::load(&missing, &key).unwrap_err().to_string();
-    assert!(
-        e.contains("--tls-cert") && e.contains("missing.pem"),
-        "{e}"
-    );
-    let e = tickwire::tls::load(&cert, &missing).unwrap_err().to_string();
+    assert!(e.contains("--tls-cert") && e.contains("missing.pem"), "{e}");
+    let e = tickwire::tls::load(&cert, &missing)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--tls-key") && e.contains("missing.pem"), "{e}");
     // The key where the certificate should be, and the other way round.
     let e = tickwire::tls::load(&key, &key).unwrap_err().to_string();
     assert!(e.contains("no certificate") && e.contains("key.pem"), "{e}");
     let e = tickwire::tls::load(&cert, &cert).unwrap_err().to_string();
-    assert!(e.contains("no private key") && e.contains("cert.pem"), "{e}");
+    assert!(
+        e.contains("no private key") && e.contains("cert.pem"),
+        "{e}"
+    );
     let e = tickwire::tls::load(&cert, &other_key)
         .unwrap_err()
         .to_string();
@@ -635,7 +640,10 @@ async fn serve_with_tls_flags_speaks_wss() {
         ws.subscribe(&["*"]).await;
         // The bundled recording plays: a live tick arrives over wss.
         let v = ws.recv_json().await;
-        assert!(["trade", "quote"].contains(&v["type"].as_str().unwrap()), "{v}");
+        assert!(
+            ["trade", "quote"].contains(&v["type"].as_str().unwrap()),
+            "{v}"
+        );
     })
     .await;
     let _ = child.kill();
