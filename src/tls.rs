@@ -173,8 +173,10 @@ impl TlsConn {
     /// Splits the connection for a streaming session. `prefix` is plaintext
     /// already read (hyper's leftover); it is read first.
     pub fn into_split(self, prefix: Bytes) -> (TlsReader, TlsWriter) {
-        let mut first = self.ahead[self.pos..].to_vec();
-        first.extend_from_slice(&prefix);
+        // hyper read the read-ahead first: what it left of it comes after
+        // what it read (in practice hyper has read it all).
+        let mut first = prefix.to_vec();
+        first.extend_from_slice(&self.ahead[self.pos..]);
         let (tcp, mut conn) = self.stream.into_inner();
         conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
         let conn = Rc::new(RefCell::new(conn));
@@ -250,9 +252,11 @@ pub struct TlsReader {
     conn: Rc<RefCell<ServerConnection>>,
     /// Plaintext read before the split; served first.
     plain_ahead: Bytes,
-    /// Ciphertext read from the socket and not yet given to rustls: it is
+    /// Ciphertext read from the socket that rustls did not take yet: it is
     /// fed only while rustls holds no unread plaintext, so rustls' received
     /// plaintext buffer never overflows (`read_tls` refuses past its limit).
+    /// Usually empty (socket reads go through a stack buffer), so an idle
+    /// connection holds no read buffer of its own.
     cipher: Vec<u8>,
     cipher_pos: usize,
 }
@@ -296,27 +300,32 @@ impl AsyncRead for TlsReader {
                     continue;
                 }
             }
-            this.cipher.resize(READ_CHUNK, 0);
-            let mut rb = ReadBuf::new(&mut this.cipher);
-            let polled = Pin::new(&mut this.tcp).poll_read(cx, &mut rb);
+            let mut tmp = [0u8; READ_CHUNK];
+            let mut rb = ReadBuf::new(&mut tmp);
+            ready!(Pin::new(&mut this.tcp).poll_read(cx, &mut rb))?;
             let n = rb.filled().len();
-            this.cipher.truncate(n);
-            ready!(polled)?;
-            if n == 0 {
-                // EOF: rustls decides whether it was clean (close_notify).
+            if n > 0 {
                 let mut conn = this.conn.borrow_mut();
-                conn.read_tls(&mut io::empty())?;
+                let mut rd = &tmp[..n];
+                conn.read_tls(&mut rd)?;
+                this.cipher.extend_from_slice(rd);
                 conn.process_new_packets()
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                return Poll::Ready(match conn.reader().read(buf.initialize_unfilled()) {
-                    Ok(n) => {
-                        buf.advance(n);
-                        Ok(())
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-                    Err(e) => Err(e),
-                });
+                continue;
             }
+            // EOF: rustls decides whether it was clean (close_notify).
+            let mut conn = this.conn.borrow_mut();
+            conn.read_tls(&mut io::empty())?;
+            conn.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            return Poll::Ready(match conn.reader().read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) => Err(e),
+            });
         }
     }
 }
