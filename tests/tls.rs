@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -93,19 +93,32 @@ async fn tls_connect(addr: SocketAddr, pki: &Pki, rcvbuf: Option<usize>) -> TlsS
     .expect("TLS handshake")
 }
 
-/// A `wss://` client.
-struct Wss {
-    ws: WebSocketStream<TlsStream<TcpStream>>,
+/// A `wss://` client (or `ws://`, over `TcpStream`, to compare).
+struct Wss<S = TlsStream<TcpStream>> {
+    ws: WebSocketStream<S>,
 }
 
 impl Wss {
     /// Connects to `path` and consumes the `hello`.
     async fn connect(addr: SocketAddr, pki: &Pki, path: &str, rcvbuf: Option<usize>) -> Wss {
         let tls = tls_connect(addr, pki, rcvbuf).await;
-        let url = format!("wss://localhost:{}{path}", addr.port());
-        let (ws, response) = tokio_tungstenite::client_async(url, tls)
+        Wss::handshake(format!("wss://localhost:{}{path}", addr.port()), tls).await
+    }
+}
+
+impl Wss<TcpStream> {
+    async fn connect_plain(addr: SocketAddr, path: &str) -> Wss<TcpStream> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        Wss::handshake(format!("ws://{addr}{path}"), tcp).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Wss<S> {
+    async fn handshake(url: String, stream: S) -> Wss<S> {
+        let (ws, response) = tokio_tungstenite::client_async(url, stream)
             .await
-            .expect("WebSocket handshake over TLS");
+            .expect("WebSocket handshake");
         assert_eq!(response.status(), 101);
         let mut w = Wss { ws };
         let hello = w.recv_json().await;
@@ -660,4 +673,98 @@ fn wait_for_addr(path: &Path) -> SocketAddr {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Per-tick latency (`rx` to receipt) and burst delivery time, `ws://`
+/// against `wss://` on the same machine. A measurement, not a check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test --release --test tls -- --ignored --nocapture measure"]
+async fn measure_wss_against_ws() {
+    let pki = pki();
+    for tls in [false, true] {
+        let mut c = if tls { tls_config(&pki) } else { config() };
+        c.workers = 1;
+        let h = start(c);
+        let addr = h.addr();
+        let paced = 2_000u64;
+        let burst = 50_000u64;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u64>, Duration, u64)>(1);
+        let (go_tx, mut go_rx) = tokio::sync::mpsc::channel::<Instant>(1);
+        macro_rules! measure {
+            ($sub:expr) => {{
+                let mut sub = $sub;
+                sub.subscribe(&["*"]).await;
+                tokio::spawn(async move {
+                    let mut lat = Vec::with_capacity(paced as usize);
+                    for _ in 0..paced {
+                        let v = sub.recv_json().await;
+                        let now = tickwire::tick::wall_clock_ns();
+                        lat.push(now.saturating_sub(v["rx"].as_u64().unwrap()));
+                    }
+                    // Until it holds the last tick of every burst key (a
+                    // client that falls behind gets coalesced, not all).
+                    let started = go_rx.recv().await.unwrap();
+                    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+                    let mut got = 0u64;
+                    while last.len() < 100 || last.values().any(|&s| s < burst / 100) {
+                        let v = sub.recv_json().await;
+                        last.insert(
+                            v["sym"].as_str().unwrap().into(),
+                            v["seq"].as_u64().unwrap(),
+                        );
+                        got += 1;
+                    }
+                    tx.send((lat, started.elapsed(), got)).await.unwrap();
+                });
+            }};
+        }
+        if tls {
+            measure!(Wss::connect(addr, &pki, "/v1/stream", None).await);
+        } else {
+            measure!(Wss::connect_plain(addr, "/v1/stream").await);
+        }
+        // On a TLS port the publisher is TLS too.
+        if tls {
+            let mut p = Wss::connect(addr, &pki, "/v1/publish", None).await;
+            run_publisher(&mut p, paced, burst, &go_tx).await;
+        } else {
+            let mut p = Wss::connect_plain(addr, "/v1/publish").await;
+            run_publisher(&mut p, paced, burst, &go_tx).await;
+        }
+        let (mut lat, burst_time, got) = rx.recv().await.unwrap();
+        lat.sort_unstable();
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] / 1000;
+        eprintln!(
+            "{}: {paced} paced ticks rx->client p50 {} us, p99 {} us, max {} us; burst of {burst} ticks on 100 keys: newest of every key after {:.1} ms, {got} ticks delivered",
+            if tls { "wss" } else { "ws " },
+            pct(0.5),
+            pct(0.99),
+            lat.last().unwrap() / 1000,
+            burst_time.as_secs_f64() * 1e3,
+        );
+        h.shutdown();
+    }
+}
+
+async fn run_publisher<S: AsyncRead + AsyncWrite + Unpin>(
+    publ: &mut Wss<S>,
+    paced: u64,
+    burst: u64,
+    go: &tokio::sync::mpsc::Sender<Instant>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    for i in 1..=paced {
+        tick.tick().await;
+        publ.send_json(Value::Array(vec![trade("L", i, "1.5", "1")]))
+            .await;
+    }
+    publ.sync().await;
+    go.send(Instant::now()).await.unwrap();
+    for chunk in 0..burst / 100 {
+        let ticks = (0..100)
+            .map(|k| trade(&format!("B{k:02}"), chunk, "2.5", "1"))
+            .collect();
+        publ.send_json(Value::Array(ticks)).await;
+    }
+    publ.sync().await;
 }
