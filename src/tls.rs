@@ -15,6 +15,12 @@
 //! flush, and at most [`TLS_BUFFER_LIMIT`] bytes of it wait there when the
 //! socket is full. A slow TLS reader is therefore bounded, coalesced and
 //! evicted by the same outbox rules as a plaintext one.
+//!
+//! Records rustls produces while reading (a reply to a peer's TLS 1.3
+//! `KeyUpdate`) are not written by the reader: they go out ahead of the
+//! next batch the client is sent (ticks, pings, the Close). The reader
+//! never writes, so the writer task alone waits on the socket's
+//! writability.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};

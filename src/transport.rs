@@ -39,10 +39,6 @@ impl Conn {
         self.tcp().peer_addr()
     }
 
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Conn::Tls(_))
-    }
-
     /// Splits for a streaming session; `prefix` (bytes the HTTP layer read
     /// past the request) is read first.
     pub fn into_split(self, prefix: Bytes) -> (ReadHalf, Transport) {
