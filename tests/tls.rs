@@ -393,7 +393,7 @@ async fn https_get(addr: SocketAddr, pki: &Pki, path: &str) -> (String, bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_serves_metrics_healthz_and_symbols() {
+async fn https_serves_healthz_metrics_symbols_and_the_page() {
     let pki = pki();
     let h = start(tls_config(&pki));
     let (health, clean) = https_get(h.addr(), &pki, "/healthz").await;
@@ -405,6 +405,11 @@ async fn https_serves_metrics_healthz_and_symbols() {
     assert!(
         metrics.contains("tickwire_tls_handshakes_failed_total 0"),
         "{metrics}"
+    );
+    let (symbols, _) = https_get(h.addr(), &pki, "/v1/symbols").await;
+    assert!(
+        symbols.starts_with("HTTP/1.1 200") && symbols.ends_with("\r\n\r\n[]"),
+        "{symbols}"
     );
     let (page, _) = https_get(h.addr(), &pki, "/").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
