@@ -72,6 +72,9 @@ pub struct Config {
     pub auth: Option<Arc<Keys>>,
     /// The NATS bus and this node's role (`--bus`, `--role`); `None` = standalone.
     pub bus: Option<crate::bus::BusConfig>,
+    /// TLS for the main listener (`--tls-cert`/`--tls-key`); `None` =
+    /// plain `ws://` and `http://`. The echo listener is always plain.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -103,6 +106,7 @@ impl Default for Config {
             feed: FeedSource::Embedded,
             auth: None,
             bus: None,
+            tls: None,
         }
     }
 }

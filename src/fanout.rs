@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slab::Slab;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -42,6 +41,7 @@ use crate::encode::{self, Encoding, JsonObject, OPCODE_BINARY, RECORD_LEN};
 use crate::ingest::{Ingest, RingItem};
 use crate::stats::Stats;
 use crate::tick::{Channel, ChannelSet, KeyId, SymbolId, Tick};
+use crate::transport::Transport;
 
 /// Most records one binary frame carries (16 KiB of payload): big enough
 /// that a backlog costs few frame headers, small enough that a client can
@@ -103,7 +103,8 @@ pub struct Client {
     oldest_rx: Option<u64>,
     /// Byte cap on the write buffer.
     cap: usize,
-    write: Option<Rc<OwnedWriteHalf>>,
+    /// The socket (plain or TLS); `None` once our side is shut down.
+    write: Option<Rc<Transport>>,
     /// Wakes this client's writer task when the socket filled up.
     pub writer_wake: Rc<Notify>,
     /// Tells the session's reader to stop (client evicted or dead).
@@ -135,12 +136,7 @@ pub struct Client {
 }
 
 impl Client {
-    fn new(
-        write: Option<OwnedWriteHalf>,
-        stats: Arc<Stats>,
-        cap: usize,
-        encoding: Encoding,
-    ) -> Client {
+    fn new(write: Option<Transport>, stats: Arc<Stats>, cap: usize, encoding: Encoding) -> Client {
         Client {
             stats,
             encoding,
@@ -448,10 +444,16 @@ impl Client {
         let Some(write) = self.write.clone() else {
             return Ok(Flushed::Closed);
         };
+        // TLS: the rest of the last batch's ciphertext goes first.
+        if !write.try_flush()? {
+            self.mark_blocked();
+            return Ok(Flushed::Blocked);
+        }
         loop {
             if self.sent == self.wbuf.len() {
                 if self.closing && self.control.is_empty() {
                     // The Close frame is out: shut our side down, once.
+                    write.finish();
                     self.write = None;
                     self.blocked = false;
                     return Ok(Flushed::Closed);
@@ -482,7 +484,8 @@ impl Client {
                     Stats::add(&self.stats.bytes_out[self.encoding as usize], n as u64);
                     Stats::gauge(&self.stats.queued_bytes, -(n as i64));
                     self.sent += n;
-                    if self.sent < self.wbuf.len() {
+                    // (TLS: ciphertext left in rustls is behind too.)
+                    if self.sent < self.wbuf.len() || !write.is_flushed() {
                         self.mark_blocked();
                         return Ok(Flushed::Blocked);
                     }
@@ -511,7 +514,7 @@ impl Client {
         }
     }
 
-    pub fn write_half(&self) -> Option<Rc<OwnedWriteHalf>> {
+    pub fn write_half(&self) -> Option<Rc<Transport>> {
         self.write.clone()
     }
 
@@ -668,7 +671,7 @@ impl WorkerState {
 
     pub fn add_client(
         &mut self,
-        write: OwnedWriteHalf,
+        write: Transport,
         stats: Arc<Stats>,
         cap: usize,
         encoding: Encoding,

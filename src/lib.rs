@@ -30,5 +30,7 @@ pub mod sse;
 pub mod stats;
 pub mod symbols;
 pub mod tick;
+pub mod tls;
+pub mod transport;
 pub mod web;
 pub mod window;

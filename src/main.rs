@@ -127,6 +127,13 @@ struct ServeArgs {
     /// who can connect.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve wss:// and https:// with this certificate chain (PEM, leaf
+    /// first). Needs --tls-key; the listener then speaks TLS only.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key for --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log line format on stderr: `text` for people, `json` (one object per
     /// line) for log collectors. Levels come from RUST_LOG either way.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -183,7 +190,9 @@ fn init_logs(format: LogFormat) {
 impl ServeArgs {
     fn into_config(self) -> Result<(Config, Option<PathBuf>), String> {
         let auth = match &self.config {
-            Some(path) => Some(std::sync::Arc::new(tickwire::auth::Keys::load(path)?)),
+            Some(path) => Some(std::sync::Arc::new(
+                tickwire::auth::Keys::load(path).map_err(|e| format!("--config: {e}"))?,
+            )),
             None => None,
         };
         let bus = match (self.bus, self.role) {
@@ -212,6 +221,12 @@ impl ServeArgs {
                 b.connect_timeout = self.bus_connect_timeout;
                 Some(b)
             }
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tickwire::tls::load(cert, key).map_err(|e| e.to_string())?)
+            }
+            _ => None,
         };
         let feed = match (self.replay, self.no_feed) {
             (Some(path), _) => FeedSource::Recording {
@@ -246,6 +261,7 @@ impl ServeArgs {
             feed,
             auth,
             bus,
+            tls,
         };
         Ok((config, self.addr_file))
     }
@@ -261,7 +277,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => match args.into_config() {
             Ok((config, addr_file)) => serve(config, addr_file),
             Err(e) => {
-                eprintln!("tickwire: --config: {e}");
+                eprintln!("tickwire: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -305,7 +321,8 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
         }
         FeedSource::None => tracing::info!("no built-in feed; publish ticks on /v1/publish"),
     }
-    tracing::info!("subscribe at ws://{}/v1/stream", handle.addr());
+    let scheme = if handle.is_tls() { "wss" } else { "ws" };
+    tracing::info!("subscribe at {scheme}://{}/v1/stream", handle.addr());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -202,6 +202,12 @@ impl Collector for StatsCollector {
             "Clients closed with 4000 (slow consumer).",
             load(&s.clients_evicted),
         )?;
+        counter(
+            &mut e,
+            "tickwire_tls_handshakes_failed",
+            "TLS handshakes that failed or timed out (--tls-cert only).",
+            load(&s.tls_handshakes_failed),
+        )?;
         gauge(
             &mut e,
             "tickwire_ring_occupancy",

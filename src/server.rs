@@ -5,7 +5,9 @@
 //! per-client state needs no locks. A separate ingest thread runs recorded
 //! sources. HTTP is hyper's; WebSocket upgrades are answered here (with the
 //! subprotocol negotiated here, which fastwebsockets leaves to us) and the
-//! raw `TcpStream` is taken back from hyper for the session.
+//! connection ([`Conn`]: TCP, or TLS with `--tls-cert`) is taken back from
+//! hyper for the session. The TLS handshake runs in the connection's own
+//! task on its worker, under the handshake timeout.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +22,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{Identity, Role, presented_key};
 use crate::bus::Role as NodeRole;
@@ -33,6 +36,8 @@ use crate::session::{self, BIN_PROTOCOL, JSON_PROTOCOL, SessionKind};
 use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 use crate::stats::{Refusal, Stats};
 use crate::symbols::SymbolTable;
+use crate::tls::TlsConn;
+use crate::transport::Conn;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +60,7 @@ pub enum ServerError {
 pub struct ServerHandle {
     addr: SocketAddr,
     echo_addr: Option<SocketAddr>,
+    tls: bool,
     trigger: ShutdownTrigger,
     threads: Vec<JoinHandle<()>>,
     stats: Arc<Stats>,
@@ -66,6 +72,11 @@ impl ServerHandle {
     /// The address actually bound (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether the main listener speaks TLS (`wss://`, `https://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The conformance echo listener's address, when `echo_listen` is set.
@@ -250,7 +261,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             .map_err(ServerError::Thread)?;
         threads.push(t);
     }
-    tracing::info!(%addr, workers, role = role.as_str(), "tickwire listening");
+    tracing::info!(%addr, workers, role = role.as_str(), tls = config.tls.is_some(), "tickwire listening");
     match &config.auth {
         Some(keys) => tracing::info!(
             subscriber_keys = keys.count(Role::Subscriber),
@@ -275,6 +286,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     Ok(ServerHandle {
         addr,
         echo_addr,
+        tls: config.tls.is_some(),
         trigger,
         threads,
         stats,
@@ -332,12 +344,13 @@ fn run_worker(
             .echo
             .map(|l| TcpListener::from_std(l).expect("registering the echo listener"));
         tokio::task::spawn_local(worker.clone().run_fanout(reader, shutdown.clone()));
+        let tls = worker.config.tls.clone().map(TlsAcceptor::from);
         let mut stop = shutdown.clone();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tokio::task::spawn_local(serve_http(worker.clone(), stream, peer, shutdown.clone(), false));
+                        tokio::task::spawn_local(serve_http(worker.clone(), stream, peer, shutdown.clone(), tls.clone(), false));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -347,7 +360,7 @@ fn run_worker(
                 },
                 accepted = accept_opt(&echo) => match accepted {
                     Ok((stream, peer)) => {
-                        tokio::task::spawn_local(serve_http(worker.clone(), stream, peer, shutdown.clone(), true));
+                        tokio::task::spawn_local(serve_http(worker.clone(), stream, peer, shutdown.clone(), None, true));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -369,28 +382,52 @@ fn run_worker(
     });
 }
 
-/// Serves one HTTP connection; `echo` marks the conformance listener, where
-/// every path is the echo endpoint.
+/// Serves one HTTP connection, over TLS when `tls` is set; `echo` marks the
+/// conformance listener, where every path is the echo endpoint.
 async fn serve_http(
     worker: Rc<Worker>,
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: Shutdown,
+    tls: Option<TlsAcceptor>,
     echo: bool,
 ) {
     let arrived = tokio::time::Instant::now();
+    // One budget for the TLS handshake and the request head (slowloris).
+    let budget = worker.config.handshake_timeout;
+    let left = || {
+        budget
+            .saturating_sub(arrived.elapsed())
+            .max(std::time::Duration::from_millis(1))
+    };
+    let mut conn = match tls {
+        None => Conn::Plain(stream),
+        Some(acceptor) => match tokio::time::timeout(left(), acceptor.accept(stream)).await {
+            Ok(Ok(s)) => Conn::Tls(Box::new(TlsConn::new(s))),
+            Ok(Err(e)) => {
+                Stats::add(&worker.stats.tls_handshakes_failed, 1);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                Stats::add(&worker.stats.tls_handshakes_failed, 1);
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
     if !echo {
-        // `GET /v1/sse` is answered here, on the raw stream (see crate::sse).
-        match crate::sse::peek(&stream, worker.config.handshake_timeout).await {
+        // `GET /v1/sse` is answered here, on the connection (see crate::sse).
+        match crate::sse::peek(&mut conn, left()).await {
             Some(crate::sse::Peeked::Sse) => {
-                crate::sse::serve(worker, stream, peer, shutdown).await;
+                crate::sse::serve(worker, conn, peer, shutdown, left()).await;
                 return;
             }
             Some(_) => {}
             None => return, // no request in time, or the peer went away
         }
     }
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(conn);
     let w = worker.clone();
     let sd = shutdown.clone();
     let service = hyper::service::service_fn(move |req| {
@@ -411,13 +448,7 @@ async fn serve_http(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         // One budget for the whole head, the peek above included.
-        .header_read_timeout(
-            worker
-                .config
-                .handshake_timeout
-                .saturating_sub(arrived.elapsed())
-                .max(std::time::Duration::from_millis(1)),
-        )
+        .header_read_timeout(left())
         .max_buf_size(16 * 1024)
         .serve_connection(io, service)
         .with_upgrades();
@@ -734,11 +765,11 @@ fn upgrade(
                 return;
             }
         };
-        // Take the TcpStream back from hyper: the session writes pre-encoded
-        // frames to it directly. `read_buf` holds bytes the client sent right
-        // after its request; they are read first.
+        // Take the connection back from hyper: the session writes
+        // pre-encoded frames to it directly. `read_buf` holds bytes the
+        // client sent right after its request; they are read first.
         let upgraded = ws.into_inner().into_inner();
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<Conn>>() {
             Ok(parts) => {
                 session::run(
                     worker,
@@ -751,7 +782,7 @@ fn upgrade(
                 )
                 .await;
             }
-            Err(_) => tracing::error!("upgraded connection is not a plain TCP stream"),
+            Err(_) => tracing::error!("upgraded connection is not a tickwire Conn"),
         }
     });
     let (mut parts, _) = response.into_parts();

@@ -12,8 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::{OpCode, Role, WebSocketError, WebSocketRead};
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
 use crate::auth::{Entitlement, Identity};
@@ -27,6 +26,7 @@ use crate::protocol::{
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::tick::{ChannelSet, KeyId, wall_clock_ns};
+use crate::transport::Conn;
 
 /// Which endpoint the connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,7 +267,7 @@ fn hello_frame(worker: &Worker, kind: SessionKind, encoding: Encoding) -> Bytes 
 /// Runs one upgraded connection to completion.
 pub async fn run(
     worker: Rc<Worker>,
-    stream: TcpStream,
+    stream: Conn,
     prefix: Bytes,
     kind: SessionKind,
     encoding: Encoding,
@@ -276,10 +276,10 @@ pub async fn run(
 ) {
     let peer = stream.peer_addr().ok();
     if kind == SessionKind::Subscriber {
-        let _ =
-            socket2::SockRef::from(&stream).set_send_buffer_size(worker.config.socket_send_buffer);
+        let _ = socket2::SockRef::from(stream.tcp())
+            .set_send_buffer_size(worker.config.socket_send_buffer);
     }
-    let (read, write) = stream.into_split();
+    let (read, write) = stream.into_split(prefix);
     let id = worker.state.borrow_mut().add_client(
         write,
         worker.stats.clone(),
@@ -347,7 +347,7 @@ pub async fn run(
         worker.config.max_message_bytes
     };
 
-    let reader = MessageReader::new(std::io::Cursor::new(prefix).chain(read), max_message);
+    let reader = MessageReader::new(read, max_message);
     tokio::select! {
         _ = session.read_loop(reader, shutdown) => {}
         _ = kill.notified() => {}

@@ -3,8 +3,9 @@
 //! An SSE subscriber is an ordinary fan-out client in [`Encoding::Sse`]: its
 //! ticks go through the same outbox (byte cap, one pending slot per key,
 //! writer task, eviction) as WebSocket subscribers, written straight to the
-//! `TcpStream`. To own that stream, the server recognises `GET /v1/sse` by
-//! peeking at the first bytes of a new connection before hyper sees them,
+//! connection. To own that connection, the server recognises `GET /v1/sse`
+//! by peeking at the first bytes of a new connection before hyper sees them
+//! (over TLS: at the first decrypted bytes, read ahead and kept for hyper),
 //! and answers the request by hand: hyper only gives a connection back for
 //! a 101 upgrade, and a streaming hyper body would add a second, unbounded
 //! buffer (hyper's) between the outbox and the socket that hides whether the
@@ -23,6 +24,9 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::tls::TlsConn;
+use crate::transport::Conn;
 
 use crate::auth::{Entitlement, Identity, Role, presented_key};
 use crate::encode::{Encoding, JsonObject};
@@ -69,7 +73,33 @@ pub fn classify(head: &[u8]) -> Peeked {
 
 /// Peeks (without consuming) until the connection's first bytes tell
 /// whether it is an SSE request. `None`: timeout, EOF or error.
-pub async fn peek(stream: &TcpStream, timeout: Duration) -> Option<Peeked> {
+pub async fn peek(conn: &mut Conn, timeout: Duration) -> Option<Peeked> {
+    match conn {
+        Conn::Plain(s) => peek_tcp(s, timeout).await,
+        Conn::Tls(t) => peek_tls(t, timeout).await,
+    }
+}
+
+/// [`peek`] over TLS: decrypted bytes are read ahead and kept in the
+/// connection, which serves them again to whoever reads it next.
+async fn peek_tls(conn: &mut TlsConn, timeout: Duration) -> Option<Peeked> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match classify(conn.ahead()) {
+            Peeked::NeedMore => {}
+            p => return Some(p),
+        }
+        let n = tokio::time::timeout_at(deadline, conn.read_ahead())
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return Some(Peeked::Other); // EOF: hyper deals with it
+        }
+    }
+}
+
+async fn peek_tcp(stream: &TcpStream, timeout: Duration) -> Option<Peeked> {
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 12];
     loop {
@@ -261,7 +291,7 @@ fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// Writes a plain-text error response and ends the connection.
-async fn refuse(stream: &mut TcpStream, r: &Refusal, retry_after: bool) {
+async fn refuse(stream: &mut Conn, r: &Refusal, retry_after: bool) {
     let body = format!("{}\n", r.message);
     let head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{}{}\r\n",
@@ -286,7 +316,7 @@ async fn refuse(stream: &mut TcpStream, r: &Refusal, retry_after: bool) {
 }
 
 /// Reads the request head; the bytes after it (a GET has no body) are left.
-async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, Refusal> {
+async fn read_head(stream: &mut Conn, timeout: Duration) -> Result<Vec<u8>, Refusal> {
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::with_capacity(1024);
     let mut tmp = [0u8; 2048];
@@ -350,13 +380,15 @@ fn status_event(
 }
 
 /// Serves one connection whose first request is `GET /v1/sse…`.
+/// `timeout` is what is left of the handshake budget for the request head.
 pub async fn serve(
     worker: Rc<Worker>,
-    mut stream: TcpStream,
+    mut stream: Conn,
     peer: SocketAddr,
     shutdown: Shutdown,
+    timeout: Duration,
 ) {
-    let head = match read_head(&mut stream, worker.config.handshake_timeout).await {
+    let head = match read_head(&mut stream, timeout).await {
         Ok(h) => h,
         Err(r) => return refuse(&mut stream, &r, false).await,
     };
@@ -489,7 +521,7 @@ fn authenticate(worker: &Worker, req: &SseRequest) -> Result<Option<Arc<Identity
 
 async fn run(
     worker: Rc<Worker>,
-    stream: TcpStream,
+    stream: Conn,
     req: SseRequest,
     keys: Vec<KeyId>,
     entitlement: Option<Arc<Entitlement>>,
@@ -497,8 +529,10 @@ async fn run(
     _permit: Permit,
 ) {
     let peer = stream.peer_addr().ok();
-    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(worker.config.socket_send_buffer);
-    let (mut read, write) = stream.into_split();
+    let _ =
+        socket2::SockRef::from(stream.tcp()).set_send_buffer_size(worker.config.socket_send_buffer);
+    // The head was read whole and a GET has no body: nothing to carry over.
+    let (mut read, write) = stream.into_split(Bytes::new());
     let w = &worker;
     let id = w.state.borrow_mut().add_client(
         write,

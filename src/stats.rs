@@ -134,6 +134,9 @@ pub struct Stats {
     pub subscribers: AtomicI64,
     pub publishers: AtomicI64,
     pub connections_total: AtomicU64,
+    /// TLS handshakes that failed or did not finish within the handshake
+    /// timeout (plaintext sent to a TLS port, stalled clients, bad ciphers).
+    pub tls_handshakes_failed: AtomicU64,
     /// The message bus link (`--bus`); all zero on a standalone node.
     pub bus: BusStats,
     /// Bus ticks dropped at ingest as duplicates or out of order (gateway).
