@@ -196,7 +196,14 @@ impl Ingest {
 
     /// [`Ingest::publish`], counting the ticks under `origin`.
     pub async fn publish_from(&self, batch: &[Admitted], origin: Origin) {
-        let mut done = self.try_publish_from(batch, origin);
+        self.publish_waiting(batch, |b| self.try_publish_from(b, origin))
+            .await
+    }
+
+    /// Runs `try_publish` (which takes what fits and says how much) until
+    /// the whole batch is in, waiting for ring space between attempts.
+    async fn publish_waiting<T>(&self, batch: &[T], try_publish: impl Fn(&[T]) -> usize) {
+        let mut done = try_publish(batch);
         while done < batch.len() {
             Stats::add(&self.stats.ring_full, 1);
             let notified = self.space.notified();
@@ -206,14 +213,14 @@ impl Ingest {
             // Pairs with the fence in `reader_progress`: either the reader
             // sees `writer_waiting` and wakes us, or we see its progress here.
             fence(Ordering::SeqCst);
-            let n = self.try_publish_from(&batch[done..], origin);
+            let n = try_publish(&batch[done..]);
             if n > 0 {
                 done += n;
                 continue;
             }
             // The timeout is a backstop only; wakeups come from readers.
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-            done += self.try_publish_from(&batch[done..], origin);
+            done += try_publish(&batch[done..]);
         }
     }
 
@@ -313,23 +320,8 @@ impl Ingest {
     /// [`Ingest::try_publish_sequenced`] for the whole batch, waiting for
     /// ring space when it is full.
     pub async fn publish_sequenced(&self, batch: &[Tick]) {
-        let mut done = self.try_publish_sequenced(batch);
-        while done < batch.len() {
-            Stats::add(&self.stats.ring_full, 1);
-            let notified = self.space.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            self.writer_waiting.store(true, Ordering::SeqCst);
-            // As in `publish_from`: pairs with the fence in `reader_progress`.
-            fence(Ordering::SeqCst);
-            let n = self.try_publish_sequenced(&batch[done..]);
-            if n > 0 {
-                done += n;
-                continue;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-            done += self.try_publish_sequenced(&batch[done..]);
-        }
+        self.publish_waiting(batch, |b| self.try_publish_sequenced(b))
+            .await
     }
 
     /// A key's last value as read from elsewhere (the bus's last-value

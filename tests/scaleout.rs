@@ -253,6 +253,32 @@ impl Drop for Node {
     }
 }
 
+/// NATS, one ingest node and two live gateways, each in its own process.
+struct Deployment {
+    nats: Nats,
+    dir: tempfile::TempDir,
+    ingest: Node,
+    gw1: Node,
+    gw2: Node,
+}
+
+impl Deployment {
+    async fn start() -> Option<Deployment> {
+        let nats = Nats::start().await?;
+        let dir = tempfile::tempdir().unwrap();
+        let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+        let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
+        let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
+        Some(Deployment {
+            nats,
+            dir,
+            ingest,
+            gw1,
+            gw2,
+        })
+    }
+}
+
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
@@ -354,13 +380,16 @@ fn assert_in_order(ticks: &[Value], who: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_deliver_the_same_ticks_with_the_same_seq() {
     let _serial = SERIAL.lock().await;
-    let Some(nats) = Nats::start().await else {
+    let Some(Deployment {
+        nats: _nats,
+        dir: _dir,
+        ingest,
+        gw1,
+        gw2,
+    }) = Deployment::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
-    let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
-    let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
 
     let mut local = subscriber(ingest.addr).await;
     let mut c1 = subscriber(gw1.addr).await;
@@ -424,13 +453,16 @@ async fn two_gateways_deliver_the_same_ticks_with_the_same_seq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_takes_from_the_bus_only_the_keys_its_clients_want() {
     let _serial = SERIAL.lock().await;
-    let Some(nats) = Nats::start().await else {
+    let Some(Deployment {
+        nats,
+        dir: _dir,
+        ingest,
+        gw1,
+        gw2,
+    }) = Deployment::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
-    let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
-    let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
 
     let mut c1 = subscriber(gw1.addr).await;
     c1.subscribe(1, &["XX"], Some(&["trade"]), false).await;
@@ -486,13 +518,16 @@ async fn a_gateway_takes_from_the_bus_only_the_keys_its_clients_want() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_are_the_same_on_every_gateway() {
     let _serial = SERIAL.lock().await;
-    let Some(nats) = Nats::start().await else {
+    let Some(Deployment {
+        nats: _nats,
+        dir: _dir,
+        ingest,
+        gw1,
+        gw2,
+    }) = Deployment::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
-    let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
-    let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
 
     // Published while no gateway has a client: only JetStream has them.
     let mut publ = publisher(ingest.addr).await;
@@ -545,13 +580,16 @@ async fn snapshots_are_the_same_on_every_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_stream_is_a_gap_at_worst() {
     let _serial = SERIAL.lock().await;
-    let Some(mut nats) = Nats::start().await else {
+    let Some(Deployment {
+        mut nats,
+        dir: _dir,
+        ingest,
+        gw1,
+        gw2,
+    }) = Deployment::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
-    let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
-    let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
     let mut clients = Vec::new();
     for gw in [&gw1, &gw2] {
         let mut c = subscriber(gw.addr).await;
@@ -749,13 +787,16 @@ impl Drop for Nginx {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_gateways_clients_move_through_the_load_balancer() {
     let _serial = SERIAL.lock().await;
-    let Some(nats) = Nats::start().await else {
+    let Some(Deployment {
+        nats: _nats,
+        dir: _dir,
+        ingest,
+        gw1,
+        gw2,
+    }) = Deployment::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
-    let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
-    let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
     let Some(lb) = Nginx::start(&[gw1.addr, gw2.addr]).await else {
         return;
     };

@@ -897,8 +897,12 @@ impl Gateway {
                 tokio::spawn(async move {
                     match stream {
                         Some(stream) => {
-                            fetch_last_values(&stream, &subjects, &ingest, &stats, &keys, star)
-                                .await
+                            // Kept for snapshots; see `Ingest::offer_last_value`.
+                            for t in
+                                read_keys(&stream, &subjects, &ingest, &stats, &keys, star).await
+                            {
+                                ingest.offer_last_value(t);
+                            }
                         }
                         // Nobody answers this subject: NATS says so at once
                         // ("no responders"), which is the round trip needed.
@@ -1039,18 +1043,4 @@ async fn read_keys(
             .filter_map(|t| localize(ingest, t)),
     );
     out
-}
-
-/// Reads last values into the local cache for snapshots.
-async fn fetch_last_values(
-    stream: &stream::Stream,
-    subjects: &Subjects,
-    ingest: &Ingest,
-    stats: &Stats,
-    keys: &[KeyId],
-    star: ChannelSet,
-) {
-    for t in read_keys(stream, subjects, ingest, stats, keys, star).await {
-        ingest.offer_last_value(t);
-    }
 }
