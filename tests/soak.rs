@@ -218,6 +218,20 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let exited = self.child.try_wait().ok().flatten();
+            let log = self.log();
+            // Warnings, errors and panics (a line per connection is info).
+            let notable: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains(" INFO ") && !l.starts_with("  "))
+                .take(40)
+                .collect();
+            eprintln!(
+                "soak: server exit status {exited:?}; its log beyond info lines:\n{}",
+                notable.join("\n")
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -233,8 +247,10 @@ fn status_kb(path: &str, field: &str) -> u64 {
 }
 
 /// `GET /metrics`, as `name{labels}` → value.
-async fn metrics(addr: SocketAddr) -> HashMap<String, f64> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+async fn metrics(server: &Server) -> HashMap<String, f64> {
+    let mut s = TcpStream::connect(server.addr)
+        .await
+        .expect("the server is up for /metrics");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\n\r\n")
         .await
         .unwrap();
@@ -311,6 +327,7 @@ impl Ws {
             .connect(addr)
             .await
             .map_err(|e| format!("connect from {src}: {e}"))?;
+        let connected = Instant::now();
         stream.set_nodelay(true).unwrap();
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -327,7 +344,14 @@ impl Ws {
             let n = tokio::time::timeout(WAIT, stream.read_buf(&mut buf))
                 .await
                 .map_err(|_| "no upgrade answer".to_string())?
-                .map_err(|e| format!("read upgrade: {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "read upgrade ({:?} -> {addr}, {:.1?} after connecting, {} bytes read): {e}",
+                        stream.local_addr(),
+                        connected.elapsed(),
+                        buf.len()
+                    )
+                })?;
             if n == 0 {
                 return Err(format!(
                     "closed during handshake: {}",
@@ -841,6 +865,64 @@ async fn client(
 
 // ------------------------------------------------------------------ round ---
 
+/// The publisher: batches of trades round-robin over every symbol, each
+/// batch confirmed (ping/pong) before the next. Returns the ticks published
+/// and the slowest confirmation.
+async fn publish(addr: SocketAddr, stop: Arc<AtomicBool>) -> (u64, Duration) {
+    let Connect::Ok(mut ws) = Ws::connect(IpAddr::V4(Ipv4Addr::LOCALHOST), addr, "/v1/publish")
+        .await
+        .unwrap()
+    else {
+        panic!("publisher refused");
+    };
+    let mut i = 0usize;
+    let mut sent = 0u64;
+    let mut slowest = Duration::ZERO;
+    let batch_len = PUBLISH_PER_SEC / 20;
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut frame = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        every.tick().await;
+        let batch: Vec<Value> = (0..batch_len)
+            .map(|_| {
+                i += 1;
+                common::trade(&sym(i % SYMBOLS), i as u64, "1.5", "10")
+            })
+            .collect();
+        let t0 = Instant::now();
+        ws.send(OP_TEXT, Value::Array(batch).to_string().as_bytes())
+            .await
+            .unwrap();
+        let ping = format!(r#"{{"op":"ping","id":{i}}}"#);
+        ws.send(OP_TEXT, ping.as_bytes()).await.unwrap();
+        loop {
+            let (op, r) = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("the server confirms a publish batch within the wait")
+                .unwrap()
+                .expect("publisher connection open");
+            frame.clear();
+            frame.extend_from_slice(&ws.buf[r]);
+            assert_eq!(op, OP_TEXT);
+            let v: Value = serde_json::from_slice(&frame).unwrap();
+            assert_ne!(v["type"], "error", "{v}");
+            if v["type"] == "pong" && v["id"] == i {
+                break;
+            }
+        }
+        slowest = slowest.max(t0.elapsed());
+        sent += batch_len as u64;
+    }
+    ws.send(OP_CLOSE, &1000u16.to_be_bytes()).await.unwrap();
+    while let Ok(Ok(Some((op, _)))) = tokio::time::timeout(WAIT, ws.next()).await {
+        if op == OP_CLOSE {
+            break;
+        }
+    }
+    (sent, slowest)
+}
+
 struct RoundReport {
     peak: f64,
     ramp: Duration,
@@ -855,6 +937,7 @@ struct RoundReport {
     received: u64,
     min_hold_ticks: u64,
     refused_retries: u64,
+    slowest_publish: Duration,
 }
 
 async fn wait_all_ready(shared: &Shared, clients: usize, limit: Duration) {
@@ -878,30 +961,7 @@ async fn round(server: &Server, clients: usize, hold: Duration) -> RoundReport {
     // The publisher: batches of trades round-robin over every symbol, each
     // batch confirmed (ping/pong) before the next.
     let stop = Arc::new(AtomicBool::new(false));
-    let publisher_task = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut p = common::publisher(addr).await;
-            let mut i = 0usize;
-            let mut sent = 0u64;
-            let batch_len = PUBLISH_PER_SEC / 20;
-            let mut every = tokio::time::interval(Duration::from_millis(50));
-            while !stop.load(Ordering::Relaxed) {
-                every.tick().await;
-                let batch: Vec<Value> = (0..batch_len)
-                    .map(|_| {
-                        i += 1;
-                        common::trade(&sym(i % SYMBOLS), i as u64, "1.5", "10")
-                    })
-                    .collect();
-                p.publish(&batch).await;
-                sent += batch.len() as u64;
-            }
-            p.send_close(1000, "done").await;
-            let _ = p.recv_close().await;
-            sent
-        })
-    };
+    let publisher_task = tokio::spawn(publish(addr, stop.clone()));
 
     let shared = Arc::new(Shared {
         addr,
@@ -931,7 +991,8 @@ async fn round(server: &Server, clients: usize, hold: Duration) -> RoundReport {
     // 1. Ramp.
     wait_all_ready(&shared, clients, Duration::from_secs(180)).await;
     let ramp = started.elapsed();
-    let m = metrics(addr).await;
+    eprintln!("soak: {clients} connected and subscribed after {ramp:.1?}");
+    let m = metrics(server).await;
     let peak = get(&m, "tickwire_connections{kind=\"subscriber\"}");
     assert_eq!(
         peak, clients as f64,
@@ -954,7 +1015,7 @@ async fn round(server: &Server, clients: usize, hold: Duration) -> RoundReport {
     let client_rss_peak_kb = status_kb("/proc/self/status", "VmRSS:");
     while hold_started.elapsed() < hold {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let m = metrics(addr).await;
+        let m = metrics(server).await;
         assert_eq!(
             get(&m, "tickwire_connections{kind=\"subscriber\"}"),
             clients as f64,
@@ -970,6 +1031,7 @@ async fn round(server: &Server, clients: usize, hold: Duration) -> RoundReport {
 
     // 3. Churn, reconnect, leave.
     let churn_started = Instant::now();
+    eprintln!("soak: held {hold:.1?}; churning");
     let _ = phase_tx.send(Phase::Churn);
     let mut failed = 0;
     for t in tasks {
@@ -986,19 +1048,20 @@ async fn round(server: &Server, clients: usize, hold: Duration) -> RoundReport {
         );
     }
     let churn = churn_started.elapsed();
+    eprintln!("soak: churn, reconnect and leave done in {churn:.1?}");
     assert_eq!(
         shared.held_with_ticks.load(Ordering::Relaxed),
         clients,
         "every client received ticks while all were connected"
     );
     stop.store(true, Ordering::Relaxed);
-    let published = publisher_task.await.unwrap();
+    let (published, slowest_publish) = publisher_task.await.unwrap();
 
     // 4. Drain: the gauges come back to zero.
     let drain_started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let m = metrics(addr).await;
+        let m = metrics(server).await;
         let g = gauges(&m);
         if g.iter().all(|(_, v)| *v == 0.0) {
             break;
@@ -1021,6 +1084,7 @@ async fn round(server: &Server, clients: usize, hold: Duration) -> RoundReport {
         received: shared.ticks.load(Ordering::Relaxed),
         min_hold_ticks: shared.min_hold_ticks.load(Ordering::Relaxed),
         refused_retries: shared.refused_retries.load(Ordering::Relaxed),
+        slowest_publish,
     }
 }
 
@@ -1057,7 +1121,7 @@ async fn ten_thousand_connections_churn_and_leave_nothing_behind() {
         assert!(!log.contains("does not fit"), "{log}");
     }
 
-    let baseline = metrics(addr).await;
+    let baseline = metrics(&server).await;
     assert!(gauges(&baseline).iter().all(|(_, v)| *v == 0.0));
     let rss_baseline_kb = settled_rss(&server).await;
     let fds_baseline = server.open_fds();
@@ -1065,7 +1129,7 @@ async fn ten_thousand_connections_churn_and_leave_nothing_behind() {
     let warm = round(&server, clients, hold).await;
     let second = round(&server, clients, hold).await;
 
-    let m = metrics(addr).await;
+    let m = metrics(&server).await;
     let refused = get(&m, "tickwire_upgrades_refused_total{reason=\"limit\"}");
     let evicted = get(&m, "tickwire_clients_evicted_total");
     let fds_after = server.open_fds();
@@ -1094,8 +1158,8 @@ async fn ten_thousand_connections_churn_and_leave_nothing_behind() {
             r.client_rss_peak_kb as f64 / clients as f64,
         );
         eprintln!(
-            "soak: {name}: {} ticks published, {} delivered and checked, fewest per client during the hold {}, 503 retries {}",
-            r.published, r.received, r.min_hold_ticks, r.refused_retries
+            "soak: {name}: {} ticks published (slowest batch confirmation {:.1?}), {} delivered and checked, fewest per client during the hold {}, 503 retries {}",
+            r.published, r.slowest_publish, r.received, r.min_hold_ticks, r.refused_retries
         );
     }
     eprintln!(
