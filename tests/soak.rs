@@ -306,7 +306,8 @@ async fn metrics(server: &Server) -> HashMap<String, f64> {
 }
 
 /// The gauges that must come back to zero, by name.
-const GAUGES: [&str; 6] = [
+const GAUGES: [&str; 7] = [
+    "tickwire_connections_admitted",
     "tickwire_connections{kind=\"subscriber\"}",
     "tickwire_connections{kind=\"publisher\"}",
     "tickwire_subscriptions{type=\"named\"}",
@@ -1035,6 +1036,11 @@ async fn round(server: &Server, clients: usize, hold: Duration) -> RoundReport {
         "the server's connection gauge at peak"
     );
     assert_eq!(get(&m, "tickwire_connections{kind=\"publisher\"}"), 1.0);
+    assert_eq!(
+        get(&m, "tickwire_connections_admitted"),
+        clients as f64 + 1.0,
+        "admission places: every client and the publisher"
+    );
     let stars = clients.div_ceil(500) as f64;
     assert_eq!(
         get(&m, "tickwire_subscriptions{type=\"named\"}"),
