@@ -44,6 +44,12 @@
 //!   it. Checked by leaking 1 KiB per connection on purpose: RSS after the
 //!   rounds went 55.9 → 74.6 MiB and the test failed.
 //!
+//! Each check was seen to fail against a server broken on purpose: a
+//! per-connection state never freed (queued bytes not back at zero), 1 KiB
+//! leaked per connection (RSS), the per-key `seq` guard removed (`seq 1
+//! after 1`), an unsubscribe that left the index entry (`tick of S133, not
+//! subscribed`).
+//!
 //! `#[ignore]`d: it holds 10,000 sockets for one to two minutes. `.ci/run`
 //! runs it on its own: `cargo test --test soak -- --ignored --nocapture`.
 //! `SOAK_SERVER_BIN=target/release/tickwire` measures a release server.
