@@ -152,9 +152,72 @@ impl Drop for Permit {
     }
 }
 
+/// The process's open-file limit (RLIMIT_NOFILE) after [`raise_fd_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdLimit {
+    /// The soft limit before: what the process was started with.
+    pub was: u64,
+    /// The soft limit now: what the server can open.
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises the soft open-file limit to the hard one. Every WebSocket
+/// connection holds one descriptor, and the usual soft default (1,024) is
+/// far below `max_connections`; the hard limit is the most an unprivileged
+/// process may take. `serve` calls this at startup (the library never
+/// changes process-wide limits by itself).
+pub fn raise_fd_limit() -> std::io::Result<FdLimit> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let was = r.rlim_cur;
+    if r.rlim_cur < r.rlim_max {
+        r.rlim_cur = r.rlim_max;
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(FdLimit {
+        was,
+        soft: r.rlim_cur,
+        hard: r.rlim_max,
+    })
+}
+
+/// Descriptors a server needs besides its WebSocket connections: stdio,
+/// listeners, epoll and wake-up descriptors per worker, a recording file,
+/// and plain HTTP requests (`/metrics`, handshakes not yet admitted).
+pub fn fd_reserve(workers: usize) -> u64 {
+    64 + 8 * workers as u64
+}
+
+/// The descriptors `max_connections` needs when `fd_limit` is too low for
+/// them (plus [`fd_reserve`]), else `None`.
+pub fn fd_shortfall(max_connections: usize, workers: usize, fd_limit: u64) -> Option<u64> {
+    let need = max_connections as u64 + fd_reserve(workers);
+    (need > fd_limit).then_some(need)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_limit_is_raised_and_checked() {
+        let l = raise_fd_limit().unwrap();
+        assert_eq!(l.soft, l.hard);
+        assert!(l.was <= l.soft);
+        assert_eq!(fd_shortfall(10_000, 2, 20_000), None);
+        assert_eq!(fd_shortfall(10_000, 2, 1_024), Some(10_080));
+        assert_eq!(fd_shortfall(19_990, 2, 20_000), Some(20_070));
+    }
 
     #[test]
     fn limits_hold_and_places_come_back() {

@@ -180,7 +180,9 @@ fn init_logs(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only for a terminal: a log file or collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -288,7 +290,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the open-file limit to the hard one (each connection holds a
+/// descriptor), says what it got, and warns when `--max-connections` cannot
+/// fit in it: past the limit, accepts fail with EMFILE instead of a 503.
+fn check_fd_limit(config: &Config) {
+    match tickwire::limits::raise_fd_limit() {
+        Ok(l) => {
+            tracing::info!(
+                soft = l.soft,
+                hard = l.hard,
+                was = l.was,
+                "open-file limit (RLIMIT_NOFILE)"
+            );
+            let workers = config.worker_count();
+            if let Some(need) =
+                tickwire::limits::fd_shortfall(config.max_connections, workers, l.soft)
+            {
+                tracing::warn!(
+                    max_connections = config.max_connections,
+                    fd_limit = l.soft,
+                    need,
+                    "--max-connections does not fit in the open-file limit: connections beyond about {} will fail to be accepted (EMFILE) instead of getting a 503; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower --max-connections",
+                    l.soft.saturating_sub(tickwire::limits::fd_reserve(workers))
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+}
+
 fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
+    check_fd_limit(&config);
     let feed = config.feed.clone();
     let gateway = config.bus.as_ref().is_some_and(|b| b.role == Role::Gateway);
     let handle = match tickwire::server::start(config) {

@@ -22,12 +22,20 @@ use crate::stats::{Histogram, LATENCY_BOUNDS_NS, Origin, Refusal, Stats};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders every metric, now.
-pub fn render(stats: &Arc<Stats>, ingest: &Arc<Ingest>, ring_capacity: usize) -> String {
+/// `admitted`: connections holding an admission place now
+/// ([`crate::limits::Admission::counts`]).
+pub fn render(
+    stats: &Arc<Stats>,
+    ingest: &Arc<Ingest>,
+    ring_capacity: usize,
+    admitted: usize,
+) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StatsCollector {
         stats: stats.clone(),
         ingest: ingest.clone(),
         ring_capacity,
+        admitted,
     }));
     let mut out = String::with_capacity(8 * 1024);
     // Writing into a String cannot fail; the encoder's only errors are the
@@ -40,6 +48,7 @@ struct StatsCollector {
     stats: Arc<Stats>,
     ingest: Arc<Ingest>,
     ring_capacity: usize,
+    admitted: usize,
 }
 
 impl fmt::Debug for StatsCollector {
@@ -129,6 +138,12 @@ impl Collector for StatsCollector {
                 ("subscriber", load_gauge(&s.subscribers)),
                 ("publisher", load_gauge(&s.publishers)),
             ],
+        )?;
+        gauge(
+            &mut e,
+            "tickwire_connections_admitted",
+            "WebSocket and SSE connections holding a place under --max-connections (from the upgrade until the session ends).",
+            self.admitted as i64,
         )?;
         counter(
             &mut e,

@@ -540,8 +540,12 @@ fn route(
             r
         }
         "/metrics" if req.method() == Method::GET => {
-            let body =
-                crate::metrics::render(&worker.stats, &worker.ingest, worker.config.ring_capacity);
+            let body = crate::metrics::render(
+                &worker.stats,
+                &worker.ingest,
+                worker.config.ring_capacity,
+                worker.admission.counts().0,
+            );
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

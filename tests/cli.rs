@@ -200,3 +200,68 @@ async fn json_logs_have_one_line_per_connection_open_and_close() {
     assert_eq!(closed["fields"]["frames"], 0);
     assert_eq!(closed["fields"]["dropped"], 0);
 }
+
+#[test]
+fn serve_raises_its_open_file_limit_and_warns_when_max_connections_cannot_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr_file = dir.path().join("addr");
+    let log = dir.path().join("stderr");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
+    cmd.args(["serve", "--no-feed", "--listen", "127.0.0.1:0"])
+        .args(["--max-connections", "100000000", "--addr-file"])
+        .arg(&addr_file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // Started with a low soft limit, as a shell's default would be.
+    // SAFETY: getrlimit/setrlimit are async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let mut r = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+                r.rlim_cur = r.rlim_cur.min(512);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            }
+            Ok(())
+        });
+    }
+    let _s = Server {
+        child: cmd.spawn().unwrap(),
+        addr: "0.0.0.0:0".parse().unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !addr_file.exists() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) },
+        0
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    // Plain text in a file: no colour escapes.
+    assert!(!text.contains('\u{1b}'), "{text}");
+    let limit_line = text
+        .lines()
+        .find(|l| l.contains("open-file limit"))
+        .unwrap_or_else(|| panic!("no open-file limit line: {text}"));
+    assert!(
+        limit_line.contains(&format!("soft={}", hard.rlim_max))
+            && limit_line.contains(&format!("was={}", hard.rlim_max.min(512))),
+        "{limit_line}"
+    );
+    let warn = text
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("does not fit in the open-file limit"))
+        .unwrap_or_else(|| panic!("no warning: {text}"));
+    assert!(warn.contains("max_connections=100000000"), "{warn}");
+}

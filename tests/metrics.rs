@@ -119,6 +119,7 @@ async fn metrics_follow_a_known_workload() {
         (r#"tickwire_connections{kind="subscriber"}"#, 2.0),
         (r#"tickwire_connections{kind="publisher"}"#, 1.0),
         ("tickwire_connections_opened_total", 3.0),
+        ("tickwire_connections_admitted", 3.0),
         (r#"tickwire_subscriptions{type="named"}"#, 2.0),
         (r#"tickwire_subscriptions{type="star"}"#, 1.0),
         (r#"tickwire_ticks_in_total{source="publisher"}"#, 8.0),
@@ -177,6 +178,9 @@ async fn metrics_follow_a_known_workload() {
     assert_eq!(get(&m, r#"tickwire_subscriptions{type="named"}"#), 0.0);
     assert_eq!(get(&m, r#"tickwire_subscriptions{type="star"}"#), 0.0);
     assert_eq!(get(&m, r#"tickwire_connections{kind="subscriber"}"#), 0.0);
+    eventually("admission places given back", || h.connections() == (0, 0)).await;
+    let m = scrape(addr).await;
+    assert_eq!(get(&m, "tickwire_connections_admitted"), 0.0);
     h.shutdown();
 }
 
