@@ -316,6 +316,12 @@ impl Collector for StatsCollector {
         )?;
         counter(
             &mut e,
+            "tickwire_handshake_timeouts",
+            "Connections dropped without a complete HTTP request head within --handshake-timeout.",
+            load(&s.handshake_timeouts),
+        )?;
+        counter(
+            &mut e,
             "tickwire_publish_errors",
             "Published ticks refused as malformed.",
             load(&s.publish_errors),

@@ -424,7 +424,15 @@ async fn serve_http(
                 return;
             }
             Some(_) => {}
-            None => return, // no request in time, or the peer went away
+            None => {
+                // No request in time (slowloris, or a worker too busy to
+                // read it), or the peer went away.
+                if arrived.elapsed() >= budget {
+                    Stats::add(&worker.stats.handshake_timeouts, 1);
+                    tracing::debug!(%peer, "no request head within the handshake timeout");
+                }
+                return;
+            }
         }
     }
     let io = TokioIo::new(conn);
@@ -453,6 +461,9 @@ async fn serve_http(
         .serve_connection(io, service)
         .with_upgrades();
     if let Err(e) = conn.await {
+        if e.is_timeout() {
+            Stats::add(&worker.stats.handshake_timeouts, 1);
+        }
         tracing::debug!(%peer, error = %e, "http connection ended with an error");
     }
 }

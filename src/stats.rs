@@ -134,6 +134,9 @@ pub struct Stats {
     pub subscribers: AtomicI64,
     pub publishers: AtomicI64,
     pub connections_total: AtomicU64,
+    /// Connections dropped for not sending a complete request head within
+    /// `--handshake-timeout` (slowloris, or a server too busy to read it).
+    pub handshake_timeouts: AtomicU64,
     /// TLS handshakes that failed or did not finish within the handshake
     /// timeout (plaintext sent to a TLS port, stalled clients, bad ciphers).
     pub tls_handshakes_failed: AtomicU64,

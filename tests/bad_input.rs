@@ -342,6 +342,12 @@ async fn a_silent_connection_is_dropped_after_the_handshake_timeout() {
         .await;
         assert!(r.is_ok(), "the server dropped the idle connection");
     }
+    // Both are counted for the operator (`tickwire_handshake_timeouts_total`).
+    let timeouts = &h.stats().handshake_timeouts;
+    eventually("two handshake timeouts counted", || {
+        timeouts.load(std::sync::atomic::Ordering::Relaxed) == 2
+    })
+    .await;
     bystander_still_served(h.addr(), &mut b, 1).await;
     h.shutdown();
 }
