@@ -355,6 +355,12 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
     if let Some(note) = procstat::raise_fd_limit(max_clients)? {
         eprintln!("tickwire bench: {note}");
     }
+    // Every client comes from 127.0.0.1: a server the runner starts must
+    // admit them all (its default is 100 per address), unless told otherwise.
+    let targets: Vec<Target> = targets
+        .into_iter()
+        .map(|t| t.with_connection_limits(max_clients + 64))
+        .collect();
 
     // The recording, if any, and the symbol universe.
     let replay = match &args.replay {

@@ -161,6 +161,36 @@ impl Target {
         }
     }
 
+    /// For a target the runner starts: raises the server's connection
+    /// limits (total and per address) to at least `connections`, unless
+    /// `--server-arg` sets them.
+    pub fn with_connection_limits(self, connections: usize) -> Target {
+        let raise = |mut extra: Vec<String>| {
+            for (flag, default) in [
+                ("--max-connections", 10_000),
+                ("--max-connections-per-ip", 100),
+            ] {
+                let given = extra
+                    .iter()
+                    .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+                if !given && connections > default {
+                    extra.push(format!("{flag}={connections}"));
+                }
+            }
+            extra
+        };
+        match self {
+            Target::Spawn { extra } => Target::Spawn {
+                extra: raise(extra),
+            },
+            Target::Nats { gateways, extra } => Target::Nats {
+                gateways,
+                extra: raise(extra),
+            },
+            urls => urls,
+        }
+    }
+
     pub fn is_deployment(&self) -> bool {
         matches!(self, Target::Nats { .. })
     }
