@@ -135,6 +135,8 @@ pub struct BenchArgs {
     /// nats-server, an ingest node taking the publisher and N gateways
     /// taking the subscribers; nats:0 puts the subscribers on the ingest
     /// node), or URLs as for --url, with `pub:` marking the publisher's.
+    /// `self` and `nats:N` may carry server flags of their own after a
+    /// space, e.g. "nats:1 --bus-memory" "self --workers=1".
     #[arg(long, num_args = 2..=6, value_name = "TARGET")]
     pub compare: Option<Vec<String>>,
     /// Subscriber connections.
@@ -314,6 +316,7 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
         }
         (None, None) => vec![Target::Spawn {
             extra: args.server_arg.clone(),
+            own: Vec::new(),
         }],
     };
     if targets.len() > 1 && !args.server_pid.is_empty() {

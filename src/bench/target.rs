@@ -61,8 +61,12 @@ pub enum TargetError {
 /// What to measure.
 #[derive(Clone, Debug)]
 pub enum Target {
-    /// Start `tickwire serve` with these extra flags.
-    Spawn { extra: Vec<String> },
+    /// Start `tickwire serve` with these extra flags (`own`: those given
+    /// with the target itself, shown in its name).
+    Spawn {
+        extra: Vec<String>,
+        own: Vec<String>,
+    },
     /// Servers someone else runs: the publisher connects to `publish`,
     /// subscribers round-robin to `subscribe`.
     Urls {
@@ -73,29 +77,45 @@ pub enum Target {
     /// the publisher's end) and `gateways` gateways (the subscribers' end;
     /// with 0, subscribers use the ingest node). `extra` goes to every
     /// tickwire node.
-    Nats { gateways: usize, extra: Vec<String> },
+    Nats {
+        gateways: usize,
+        extra: Vec<String>,
+        own: Vec<String>,
+    },
 }
 
 impl Target {
     /// `self`, `nats:N`, or a comma-separated list of URLs where one may be
     /// written `pub:ws://…` (the publisher's server, which then gets no
     /// subscribers; without it the publisher uses the first URL).
+    ///
+    /// `self` and `nats:N` may be followed, after spaces, by flags for the
+    /// servers of that target only (after `--server-arg`'s), e.g.
+    /// `"nats:1 --bus-memory"` or `"self --workers=1"`.
     pub fn parse(s: &str, extra: &[String]) -> Result<Target, String> {
-        if s == "self" {
-            return Ok(Target::Spawn {
-                extra: extra.to_vec(),
-            });
+        let mut words = s.split_whitespace();
+        let name = words.next().unwrap_or("");
+        let own: Vec<String> = words.map(str::to_owned).collect();
+        let extra: Vec<String> = extra.iter().cloned().chain(own.iter().cloned()).collect();
+        if name == "self" {
+            return Ok(Target::Spawn { extra, own });
         }
-        if let Some(n) = s.strip_prefix("nats:") {
+        if let Some(n) = name.strip_prefix("nats:") {
             return match n.parse::<usize>() {
                 Ok(g) if g <= MAX_GATEWAYS => Ok(Target::Nats {
                     gateways: g,
-                    extra: extra.to_vec(),
+                    extra,
+                    own,
                 }),
                 _ => Err(format!(
                     "`{s}`: write nats:N with N gateways, 0 to {MAX_GATEWAYS} (0: subscribers on the ingest node)"
                 )),
             };
+        }
+        if !own.is_empty() {
+            return Err(format!(
+                "`{s}`: server flags after a target only apply to `self` and `nats:N`"
+            ));
         }
         Target::urls(s, None)
     }
@@ -129,8 +149,8 @@ impl Target {
 
     pub fn describe(&self) -> String {
         match self {
-            Target::Spawn { .. } => "tickwire".into(),
-            Target::Nats { gateways, .. } => format!("nats:{gateways}"),
+            Target::Spawn { own, .. } => with_flags("tickwire", own),
+            Target::Nats { gateways, own, .. } => with_flags(&format!("nats:{gateways}"), own),
             Target::Urls { publish, subscribe } => {
                 if subscribe.len() == 1 && subscribe[0] == *publish {
                     publish.clone()
@@ -180,12 +200,18 @@ impl Target {
             extra
         };
         match self {
-            Target::Spawn { extra } => Target::Spawn {
+            Target::Spawn { extra, own } => Target::Spawn {
                 extra: raise(extra),
+                own,
             },
-            Target::Nats { gateways, extra } => Target::Nats {
+            Target::Nats {
+                gateways,
+                extra,
+                own,
+            } => Target::Nats {
                 gateways,
                 extra: raise(extra),
+                own,
             },
             urls => urls,
         }
@@ -193,6 +219,14 @@ impl Target {
 
     pub fn is_deployment(&self) -> bool {
         matches!(self, Target::Nats { .. })
+    }
+}
+
+fn with_flags(name: &str, flags: &[String]) -> String {
+    if flags.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name} {}", flags.join(" "))
     }
 }
 
@@ -373,7 +407,7 @@ pub fn start(target: &Target, pids: &[u32]) -> Result<Running, TargetError> {
                 store: None,
             })
         }
-        Target::Spawn { extra } => {
+        Target::Spawn { extra, .. } => {
             let (proc, endpoint) = spawn_node("tickwire", extra)?;
             Ok(Running {
                 publish: endpoint.clone(),
@@ -382,7 +416,9 @@ pub fn start(target: &Target, pids: &[u32]) -> Result<Running, TargetError> {
                 store: None,
             })
         }
-        Target::Nats { gateways, extra } => spawn_deployment(*gateways, extra),
+        Target::Nats {
+            gateways, extra, ..
+        } => spawn_deployment(*gateways, extra),
     }
 }
 
@@ -719,6 +755,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Target::parse("pub:ws://i:1", &[]).is_err());
+        match Target::parse("nats:1 --bus-memory", &["--workers=1".into()]) {
+            Ok(t @ Target::Nats { .. }) => {
+                assert_eq!(t.describe(), "nats:1 --bus-memory");
+                let Target::Nats { extra, .. } = t else {
+                    unreachable!()
+                };
+                assert_eq!(extra, ["--workers=1", "--bus-memory"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Target::parse("ws://a:1 --workers=1", &[]).is_err());
         assert!(Target::urls("pub:ws://i:1,ws://g:1", Some("ws://x:1")).is_err());
         match Target::urls("ws://g:1", Some("ws://i:1")) {
             Ok(t) => assert_eq!(t.short(), "g:1<i:1"),
