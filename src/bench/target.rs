@@ -112,7 +112,7 @@ impl Target {
                 )),
             };
         }
-        if !own.is_empty() {
+        if own.iter().any(|w| w.starts_with('-')) {
             return Err(format!(
                 "`{s}`: server flags after a target only apply to `self` and `nats:N`"
             ));
