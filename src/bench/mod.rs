@@ -7,7 +7,11 @@
 //! omission), every delivery accounted for (expected, missing, `seq` gaps,
 //! reorderings), the server's and its own CPU and memory, a table, JSON, an
 //! HdrHistogram interval log and SVG plots. `--compare` alternates runs
-//! against two servers and prints ratios; `--sweep` varies the load.
+//! against two to six targets and prints ratios; `--sweep` varies the load.
+//! A target may be a deployment: the publisher on one server (an ingest
+//! node) and the subscribers spread over others (gateways), given as URLs
+//! or started by the runner (`nats:N`: nats-server, ingest node, N
+//! gateways; see [`target`]).
 //!
 //! Layout: [`plan`] decides who subscribes to what, [`publisher`] sends
 //! ticks on a schedule, [`clients`] receive and measure, [`ws`] and [`scan`]
