@@ -357,9 +357,247 @@ fn bad_flags_are_refused_before_anything_starts() {
         &["--per-client", "200", "--symbols", "100"],
         &["--sweep", "threads=1,2"],
         &["--url", "http://127.0.0.1:1"],
+        &["--compare", "self", "nats:x"],
+        &["--compare", "self", "nats:1000"],
+        &["--publish-url", "ws://127.0.0.1:1"],
+        &["--url", "pub:ws://127.0.0.1:1"],
+        &[
+            "--compare",
+            "self",
+            "self",
+            "self",
+            "self",
+            "self",
+            "self",
+            "self",
+        ],
     ] {
         let out = bench(args, Duration::from_secs(20));
         assert!(!out.status.success(), "{args:?} was accepted");
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
+}
+
+#[test]
+fn a_url_list_spreads_clients_and_samples_each_process_once() {
+    let dir = tmpdir("urls");
+    let (mut server, url) = start_server(&dir);
+    // The same server three times: two subscriber URLs and the publisher's.
+    let out = bench(
+        &[
+            "--url",
+            &format!("{url},{url}"),
+            "--publish-url",
+            &url,
+            "--clients",
+            "10",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0.2",
+            "--rate",
+            "100",
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let run = &doc["runs"][0];
+    assert_eq!(run["subscribe_urls"].as_array().unwrap().len(), 2);
+    assert_eq!(run["fast"]["missing"], 0, "{}", run["fast"]);
+    assert_eq!(
+        run["server_resources"]["pids"],
+        serde_json::json!([server.id()]),
+        "one process behind three URLs is sampled once"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Whether nats-server is installed. When it is not, the caller skips its
+/// test (printing why), unless TICKWIRE_REQUIRE_NATS=1 makes that a failure.
+fn nats_server_available() -> bool {
+    let found = std::env::var_os("TICKWIRE_NATS_SERVER")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.join("nats-server")),
+        )
+        .chain([PathBuf::from("/usr/sbin/nats-server")])
+        .any(|p| p.is_file());
+    if !found {
+        assert!(
+            std::env::var("TICKWIRE_REQUIRE_NATS").as_deref() != Ok("1"),
+            "TICKWIRE_REQUIRE_NATS=1 but nats-server is not installed (nor TICKWIRE_NATS_SERVER set)"
+        );
+        eprintln!(
+            "skipped: nats-server is not installed (set TICKWIRE_REQUIRE_NATS=1 to fail instead)"
+        );
+    }
+    found
+}
+
+/// Processes whose command line mentions this runner's temp files (every
+/// child it starts has its pid in an argument: addr file or NATS store).
+fn children_of_runner(runner: u32) -> Vec<String> {
+    let tag = format!("tickwire-bench-{runner}-");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&tag).then_some(cmd)
+        })
+        .collect()
+}
+
+fn runner_temp_dirs(runner: u32) -> Vec<PathBuf> {
+    let tag = format!("tickwire-bench-{runner}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&tag))
+        })
+        .collect()
+}
+
+#[test]
+fn standalone_and_nats_deployments_in_one_run() {
+    if !nats_server_available() {
+        return;
+    }
+    let dir = tmpdir("nats");
+    let child = Command::new(BIN)
+        .args(["bench", "--compare", "self", "nats:1", "nats:2"])
+        .args(["--clients", "20", "--seconds", "2", "--warmup", "0.5"])
+        .args(["--rate", "200", "--drain", "3", "--rounds", "1", "--quiet"])
+        .args(["--out", dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runner = child.id();
+    let out = wait_bounded(child, Duration::from_secs(150));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("B/A") && stdout.contains("C/A"), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(doc["complete"], true);
+    assert_eq!(
+        doc["comparison"]["targets"],
+        serde_json::json!(["tickwire", "nats:1", "nats:2"])
+    );
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"));
+    let expected = n(&runs[0]["fast"]["expected"]);
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(n(&run["target_index"]), i as u64);
+        let fast = &run["fast"];
+        // The same load everywhere, and every tick arrives: the runner
+        // waited for the gateways' bus subscriptions before publishing.
+        assert_eq!(n(&fast["expected"]), expected, "run {i}");
+        assert_eq!(n(&fast["delivered"]), expected, "run {i}: {fast}");
+        assert_eq!(n(&fast["gap_events"]), 0, "run {i}");
+        assert_eq!(n(&fast["reorders"]), 0, "run {i}");
+        assert_eq!(n(&run["unexpected_ticks"]), 0, "run {i}");
+        assert!(n(&run["latency"]["count"]) > 0, "run {i}");
+    }
+    for (run, gateways) in [(&runs[1], 1), (&runs[2], 2)] {
+        let subs = run["subscribe_urls"].as_array().unwrap();
+        assert_eq!(subs.len(), gateways);
+        assert!(
+            !subs.contains(&run["url"]),
+            "subscribers on the ingest node"
+        );
+        let res = &run["server_resources"];
+        let roles: Vec<&str> = res["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["role"].as_str().unwrap())
+            .collect();
+        let mut want = vec!["nats-server", "ingest"];
+        let names: Vec<String> = (1..=gateways).map(|g| format!("gateway-{g}")).collect();
+        want.extend(names.iter().map(String::as_str));
+        assert_eq!(roles, want);
+        let sum: f64 = res["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["cpu_seconds"].as_f64().unwrap())
+            .sum();
+        assert!((sum - res["cpu_seconds"].as_f64().unwrap()).abs() < 1e-6);
+        for pid in res["pids"].as_array().unwrap() {
+            assert!(
+                !Path::new(&format!("/proc/{}", n(pid))).exists(),
+                "process {pid} outlived the run"
+            );
+        }
+    }
+    assert!(children_of_runner(runner).is_empty());
+    assert!(runner_temp_dirs(runner).is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_hard_timeout_stops_a_whole_deployment() {
+    if !nats_server_available() {
+        return;
+    }
+    let child = Command::new(BIN)
+        .args(["bench", "--compare", "nats:1", "self", "--timeout", "4"])
+        .args([
+            "--clients",
+            "10",
+            "--seconds",
+            "60",
+            "--rate",
+            "100",
+            "--quiet",
+        ])
+        .args(["--out", tmpdir("nats-timeout").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runner = child.id();
+    let out = wait_bounded(child, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("hard timeout"), "{stderr}");
+    // SIGKILLed children take a moment to go.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !children_of_runner(runner).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(children_of_runner(runner), Vec::<String>::new());
+    assert_eq!(runner_temp_dirs(runner), Vec::<PathBuf>::new());
 }

@@ -63,7 +63,8 @@ pub enum Phase {
 }
 
 pub struct ClientsConfig {
-    pub endpoint: Endpoint,
+    /// Where clients connect, round-robin ([`endpoint_index`]).
+    pub endpoints: Vec<Endpoint>,
     pub plan: Arc<Plan>,
     pub threads: usize,
     pub connect_timeout: Duration,
@@ -71,6 +72,11 @@ pub struct ClientsConfig {
     pub stall: Option<(Duration, Duration)>,
     /// Ticks intended before `start + warmup` are counted but not timed.
     pub warmup: Duration,
+}
+
+/// Which of `n` endpoints a client connects to: round-robin by its id.
+pub fn endpoint_index(spec: &ClientSpec, n: usize) -> usize {
+    spec.id as usize % n.max(1)
 }
 
 /// Live figures, shared by all threads (relaxed; each stands alone).
@@ -446,8 +452,8 @@ async fn client(spec: ClientSpec, ctx: Rc<ThreadCtx>, phase: watch::Receiver<Pha
 /// Connects, upgrades, waits for `hello`, subscribes and waits for
 /// `subscribed`. Returns the stream and the bytes already read after it.
 async fn open(spec: &ClientSpec, ctx: &ThreadCtx) -> Result<(TcpStream, BytesMut), ClientError> {
-    let (mut s, mut buf) =
-        upgrade(&ctx.cfg.endpoint, (spec.id as u64) << 20 ^ wall_clock_ns()).await?;
+    let ep = &ctx.cfg.endpoints[endpoint_index(spec, ctx.cfg.endpoints.len())];
+    let (mut s, mut buf) = upgrade(ep, (spec.id as u64) << 20 ^ wall_clock_ns()).await?;
     // hello, then subscribe, then wait for `subscribed` (id 1).
     let mut said_hello = false;
     loop {

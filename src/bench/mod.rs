@@ -7,7 +7,11 @@
 //! omission), every delivery accounted for (expected, missing, `seq` gaps,
 //! reorderings), the server's and its own CPU and memory, a table, JSON, an
 //! HdrHistogram interval log and SVG plots. `--compare` alternates runs
-//! against two servers and prints ratios; `--sweep` varies the load.
+//! against two to six targets and prints ratios; `--sweep` varies the load.
+//! A target may be a deployment: the publisher on one server (an ingest
+//! node) and the subscribers spread over others (gateways), given as URLs
+//! or started by the runner (`nats:N`: nats-server, ingest node, N
+//! gateways; see [`target`]).
 //!
 //! Layout: [`plan`] decides who subscribes to what, [`publisher`] sends
 //! ticks on a schedule, [`clients`] receive and measure, [`ws`] and [`scan`]
@@ -24,6 +28,7 @@ pub mod scan;
 pub mod target;
 pub mod ws;
 
+use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -116,13 +121,27 @@ fn parse_sweep(s: &str) -> Result<Sweep, String> {
 /// `tickwire bench`: measure a feed server's latency under load.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Server to measure (ws://HOST:PORT). Without it (and without
-    /// --compare) the runner starts `tickwire serve` in a child process.
+    /// Server to measure (ws://HOST:PORT), or several, comma-separated:
+    /// subscribers are spread over them round-robin (e.g. the gateways of a
+    /// deployment) and the publisher uses the first, or --publish-url, or
+    /// the one written `pub:ws://…`. Without --url (and without --compare)
+    /// the runner starts `tickwire serve` in a child process.
     #[arg(long, conflicts_with = "compare")]
     pub url: Option<String>,
-    /// Measure two servers with the same load, alternating runs, and print
-    /// ratios A/B. `self` stands for a tickwire server started by the runner.
-    #[arg(long, num_args = 2, value_names = ["URL_A", "URL_B"])]
+    /// Where the publisher connects when it is not where subscribers do
+    /// (a deployment's ingest node; --url lists its gateways).
+    #[arg(long, requires = "url")]
+    pub publish_url: Option<String>,
+    /// Measure 2 to 6 targets with the same load, alternating runs (A, B,
+    /// C, A, B, C, …), and print medians and ratios (A/B for two targets,
+    /// X/A for more). A target is `self` (a tickwire server started by the
+    /// runner for each run), `nats:N` (a deployment started for each run:
+    /// nats-server, an ingest node taking the publisher and N gateways
+    /// taking the subscribers; nats:0 puts the subscribers on the ingest
+    /// node), or URLs as for --url, with `pub:` marking the publisher's.
+    /// `self` and `nats:N` may carry server flags of their own after a
+    /// space, e.g. "nats:1 --bus-memory" "self --workers=1".
+    #[arg(long, num_args = 2..=6, value_name = "TARGET")]
     pub compare: Option<Vec<String>>,
     /// Subscriber connections.
     #[arg(long, default_value_t = 100)]
@@ -190,12 +209,15 @@ pub struct BenchArgs {
     /// HdrHistogram interval log (default: OUT/latency.hlog).
     #[arg(long, value_name = "FILE")]
     pub hlog: Option<PathBuf>,
-    /// Process to sample CPU and RSS of, for a --url server (default: the
-    /// local process listening on the URL's port, if visible).
+    /// Process to sample CPU and RSS of, for a --url target (repeatable:
+    /// the figures are summed, e.g. an ingest node, gateways and
+    /// nats-server). Default: the local processes listening on the URLs'
+    /// ports, if visible (that never includes nats-server).
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
     /// Extra flag for a server the runner starts (repeatable), e.g.
-    /// --server-arg=--workers=1.
+    /// --server-arg=--workers=1. It goes to every tickwire node of a
+    /// `nats:N` deployment.
     #[arg(long, allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
     /// After publishing, wait at most this long for deliveries to arrive.
@@ -288,19 +310,28 @@ fn validate(args: &BenchArgs) -> Result<u8, BenchError> {
 fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
     let channels = validate(args)?;
     let targets: Vec<Target> = match (&args.compare, &args.url) {
-        (Some(pair), _) => pair
+        (Some(list), _) => list
             .iter()
             .map(|s| Target::parse(s, &args.server_arg))
-            .collect(),
-        (None, Some(u)) => vec![Target::Url(u.clone())],
+            .collect::<Result<_, _>>()
+            .map_err(BenchError::Usage)?,
+        (None, Some(u)) => {
+            vec![Target::urls(u, args.publish_url.as_deref()).map_err(BenchError::Usage)?]
+        }
         (None, None) => vec![Target::Spawn {
             extra: args.server_arg.clone(),
+            own: Vec::new(),
         }],
     };
-    if targets.len() == 2 && args.server_pid.is_some() {
+    if targets.len() > 1 && !args.server_pid.is_empty() {
         return Err(BenchError::Usage(
-            "--server-pid names one process; with --compare the listeners' pids are looked up"
+            "--server-pid names the processes of one target; with --compare the listeners' pids are looked up"
                 .into(),
+        ));
+    }
+    if targets.iter().any(Target::is_deployment) && target::nats_server_exe().is_none() {
+        return Err(BenchError::Usage(
+            "a nats:N target needs nats-server: install it (Debian: apt-get install nats-server) or set TICKWIRE_NATS_SERVER to its path".into(),
         ));
     }
     let rounds = args
@@ -331,6 +362,12 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
     if let Some(note) = procstat::raise_fd_limit(max_clients)? {
         eprintln!("tickwire bench: {note}");
     }
+    // Every client comes from 127.0.0.1: a server the runner starts must
+    // admit them all (its default is 100 per address), unless told otherwise.
+    let targets: Vec<Target> = targets
+        .into_iter()
+        .map(|t| t.with_connection_limits(max_clients + 64))
+        .collect();
 
     // The recording, if any, and the symbol universe.
     let replay = match &args.replay {
@@ -349,7 +386,9 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
 
     // A hard bound on the whole command: runs are bounded one by one, this
     // catches what nothing else does.
-    let per_run = args.connect_timeout + args.seconds + args.drain + 40.0;
+    let per_run = args.connect_timeout + args.seconds + args.drain + 40.0
+        // Starting a deployment, and waiting for its gateways' subscriptions.
+        + if targets.iter().any(Target::is_deployment) { 40.0 } else { 0.0 };
     let budget = args
         .timeout
         .unwrap_or(per_run * (loads.len() * rounds * targets.len()) as f64 + 30.0);
@@ -395,7 +434,7 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
         for round in 1..=rounds {
             for (ti, t) in targets.iter().enumerate() {
                 let label = run_label(t, ti, targets.len(), load, round, rounds);
-                let data = run_once(args, t, &plan, &source, load, round, &label)?;
+                let data = run_once(args, (ti, t), &plan, &source, load, round, &label)?;
                 println!("{}", human(&data.report));
                 all_complete &= data.report.complete;
                 runs.push(data);
@@ -403,7 +442,7 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
         }
     }
 
-    let comparison = (targets.len() == 2).then(|| compare(&runs, &targets, &loads));
+    let comparison = (targets.len() > 1).then(|| compare(&runs, &targets, &loads));
     if let Some(c) = &comparison {
         println!("{}", c.text);
     }
@@ -411,13 +450,13 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
     Ok(all_complete)
 }
 
+/// Target letters: A, B, C, … (as many as --compare accepts).
+const LETTERS: [&str; 6] = ["A", "B", "C", "D", "E", "F"];
+
 fn run_label(t: &Target, ti: usize, n: usize, load: &Load, round: usize, rounds: usize) -> String {
-    let name = match t {
-        Target::Spawn { .. } => "tickwire".to_owned(),
-        Target::Url(u) => u.trim_start_matches("ws://").to_owned(),
-    };
+    let name = t.short();
     let mut l = if n > 1 {
-        format!("{}:{name}", ["A", "B"][ti.min(1)])
+        format!("{}:{name}", LETTERS[ti.min(LETTERS.len() - 1)])
     } else {
         name
     };
@@ -445,6 +484,9 @@ fn start_watchdog(limit: Duration) {
                     libc::kill(*pid as libc::pid_t, libc::SIGKILL);
                 }
             }
+            for dir in target::TEMP_DIRS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
             std::process::exit(3);
         });
 }
@@ -455,11 +497,30 @@ struct CpuSample {
     system: Option<procstat::SystemCpu>,
     runner: f64,
     threads: Vec<f64>,
-    server: Option<f64>,
+    /// Each of the target's processes.
+    server: Vec<Option<f64>>,
     at: Instant,
 }
 
-fn sample_cpu(live: &Live, pid: Option<u32>) -> CpuSample {
+impl CpuSample {
+    /// The target's CPU seconds, summed; `None` if a process was not seen.
+    fn server_total(&self) -> Option<f64> {
+        if self.server.is_empty() {
+            return None;
+        }
+        self.server.iter().copied().sum()
+    }
+}
+
+/// The target's RSS, summed over its processes.
+fn total_rss(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    Some(pids.iter().filter_map(|&p| procstat::process_rss(p)).sum())
+}
+
+fn sample_cpu(live: &Live, pids: &[u32]) -> CpuSample {
     let tids = live.tids.lock().unwrap_or_else(|p| p.into_inner()).clone();
     CpuSample {
         system: procstat::system_cpu(),
@@ -468,7 +529,7 @@ fn sample_cpu(live: &Live, pid: Option<u32>) -> CpuSample {
             .iter()
             .map(|&t| procstat::thread_cpu(t).unwrap_or(0.0))
             .collect(),
-        server: pid.and_then(procstat::process_cpu),
+        server: pids.iter().map(|&p| procstat::process_cpu(p)).collect(),
         at: Instant::now(),
     }
 }
@@ -518,38 +579,60 @@ impl Progress {
 #[allow(clippy::too_many_arguments)]
 fn run_once(
     args: &BenchArgs,
-    target: &Target,
+    (target_index, target): (usize, &Target),
     plan: &Arc<Plan>,
     source: &Source,
     load: &Load,
     round: usize,
     label: &str,
 ) -> Result<RunData, BenchError> {
-    let mut running = target::start(target, args.server_pid)?;
-    let url = running.endpoint.url.clone();
-    // Make sure the server is there and speaks the protocol, once.
+    let mut running = target::start(target, &args.server_pid)?;
+    let url = running.publish.url.clone();
+    let subscribe_urls: Vec<String> = running.subscribe.iter().map(|e| e.url.clone()).collect();
+    // Make sure every server is there and speaks the protocol, once.
     let probe_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(BenchError::Thread)?;
-    let probed = probe_rt.block_on(clients::probe(&running.endpoint, Duration::from_secs(5)));
-    drop(probe_rt);
-    let server_name = match probed {
-        Ok(name) => name,
-        Err(source) => {
-            running.stop();
-            return Err(BenchError::Probe { url, source });
+    let mut names: Vec<String> = Vec::new();
+    let mut probe_failed = None;
+    let mut probed_addrs = Vec::new();
+    for ep in running.subscribe.iter().chain([&running.publish]) {
+        if probed_addrs.contains(&ep.addr) {
+            continue;
         }
-    };
-    let pid = running.pid;
-    let rss_before = pid.and_then(procstat::process_rss).unwrap_or(0);
+        probed_addrs.push(ep.addr);
+        match probe_rt.block_on(clients::probe(ep, Duration::from_secs(5))) {
+            Ok(name) => {
+                if !names.contains(&name) {
+                    names.push(name)
+                }
+            }
+            Err(source) => {
+                probe_failed = Some(BenchError::Probe {
+                    url: ep.url.clone(),
+                    source,
+                });
+                break;
+            }
+        }
+    }
+    drop(probe_rt);
+    if let Some(e) = probe_failed {
+        running.stop();
+        return Err(e);
+    }
+    let server_name = names.join(", ");
+    let pids = running.pids();
+    let roles: Vec<String> = running.procs.iter().map(|p| p.role.clone()).collect();
+    let rss_before = total_rss(&pids).unwrap_or(0);
     let threads = args
         .threads
         .map(|t| t as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let stall_at = args.stall_at.unwrap_or(args.seconds / 4.0);
     let cfg = Arc::new(ClientsConfig {
-        endpoint: running.endpoint.clone(),
+        endpoints: running.subscribe.clone(),
         plan: plan.clone(),
         threads,
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
@@ -621,11 +704,18 @@ fn run_once(
             first,
         });
     }
+    // A gateway subscribes on the bus when its first client wants a key;
+    // ticks published before that are legitimately not delivered, so wait
+    // until every gateway's bus subscriptions cover its clients' keys.
+    let settle = wait_for_gateways(&running, plan, Duration::from_secs(10));
+    if let Some(w) = settle {
+        warnings.push(w);
+    }
     // Let the server settle (snapshots, buffers) before measuring memory.
     std::thread::sleep(Duration::from_millis(200));
-    let rss_after = pid.and_then(procstat::process_rss).unwrap_or(0);
+    let rss_after = total_rss(&pids).unwrap_or(0);
 
-    let cpu0 = sample_cpu(&live, pid);
+    let cpu0 = sample_cpu(&live, &pids);
     let start_wall = crate::tick::wall_clock_ns();
     let start_sys = SystemTime::now();
     let _ = phase_tx.send(Phase::Publishing {
@@ -635,7 +725,7 @@ fn run_once(
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = publisher::spawn(
         PublisherConfig {
-            endpoint: running.endpoint.clone(),
+            endpoint: running.publish.clone(),
             plan: plan.clone(),
             source: source.clone(),
             duration: Duration::from_secs_f64(args.seconds),
@@ -667,7 +757,7 @@ fn run_once(
         while let Ok(m) = irx.try_recv() {
             absorb(m, &mut intervals);
         }
-        if let Some(r) = pid.and_then(procstat::process_rss) {
+        if let Some(r) = total_rss(&pids) {
             rss_peak = rss_peak.max(r);
         }
         if let Some(st) = running.exited() {
@@ -697,7 +787,8 @@ fn run_once(
                 .find(|s| s.2 >= threads)
                 .map(|s| ns(s.0.value_at_quantile(0.99)))
                 .unwrap_or_else(|| "-".into());
-            let cpu = match (pid.and_then(procstat::process_cpu), cpu0.server) {
+            let now: Option<f64> = pids.iter().map(|&p| procstat::process_cpu(p)).sum();
+            let cpu = match (now.filter(|_| !pids.is_empty()), cpu0.server_total()) {
                 (Some(now), Some(then)) => format!(
                     " · server {:.0}% CPU, RSS {}",
                     100.0 * (now - then) / cpu0.at.elapsed().as_secs_f64().max(1e-3),
@@ -739,8 +830,12 @@ fn run_once(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let cpu1 = sample_cpu(&live, pid);
-    let rss_end = pid.and_then(procstat::process_rss).unwrap_or(0);
+    let cpu1 = sample_cpu(&live, &pids);
+    let rss_ends: Vec<u64> = pids
+        .iter()
+        .map(|&p| procstat::process_rss(p).unwrap_or(0))
+        .collect();
+    let rss_end = rss_ends.iter().sum();
     rss_peak = rss_peak.max(rss_end);
     progress.done();
 
@@ -809,9 +904,25 @@ fn run_once(
             0.0
         }
     };
-    let server_resources = match (pid, cpu0.server, cpu1.server) {
-        (Some(pid), Some(a), Some(b)) => Some(ServerResources {
-            pid,
+    let server_resources = match (cpu0.server_total(), cpu1.server_total()) {
+        (Some(a), Some(b)) => Some(ServerResources {
+            pids: pids.clone(),
+            processes: if pids.len() > 1 {
+                (0..pids.len())
+                    .map(|i| {
+                        let cpu = cpu1.server[i].unwrap_or(0.0) - cpu0.server[i].unwrap_or(0.0);
+                        ProcessResources {
+                            role: roles[i].clone(),
+                            pid: pids[i],
+                            cpu_seconds: cpu,
+                            cpu_seconds_per_million: per_million(cpu),
+                            rss_end: rss_ends[i],
+                        }
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             cpu_seconds: b - a,
             cpu_cores: (b - a) / window,
             cpu_seconds_per_million: per_million(b - a),
@@ -920,7 +1031,9 @@ fn run_once(
     let report = RunReport {
         label: label.to_owned(),
         target: target.describe(),
+        target_index,
         url: url.clone(),
+        subscribe_urls,
         server: server_name,
         spawned,
         round,
@@ -1011,6 +1124,60 @@ fn run_once(
         start: start_sys,
         intervals: interval_hists,
     })
+}
+
+/// Waits until every subscribe endpoint that is a bus gateway (its
+/// `/metrics` says `tickwire_bus_connected 1`; the publish endpoint never
+/// counts as one) is subscribed on the bus to as many subjects as its
+/// clients want: one per key, or one per channel when a client is on `*`.
+/// Returns a warning when one is not within `limit`. A server without
+/// `/metrics`, or not on a bus, is not waited for.
+fn wait_for_gateways(running: &target::Running, plan: &Plan, limit: Duration) -> Option<String> {
+    let n = running.subscribe.len();
+    let channels = i64::from(plan.channels.count_ones());
+    let deadline = Instant::now() + limit;
+    for (i, ep) in running.subscribe.iter().enumerate() {
+        if ep.addr == running.publish.addr {
+            continue;
+        }
+        let mine: Vec<&plan::ClientSpec> = plan
+            .clients
+            .iter()
+            .filter(|c| clients::endpoint_index(c, n) == i)
+            .collect();
+        let want = if mine.iter().any(|c| c.all) {
+            channels
+        } else {
+            let symbols: HashSet<u32> = mine
+                .iter()
+                .flat_map(|c| c.symbols.iter().copied())
+                .collect();
+            symbols.len() as i64 * channels
+        };
+        if want == 0 {
+            continue;
+        }
+        loop {
+            match target::fetch_metrics(ep.addr, Duration::from_secs(2)) {
+                Ok(m) if m.get("tickwire_bus_connected") == Some(&1.0) => {
+                    let have = m.get("tickwire_bus_subjects").copied().unwrap_or(0.0) as i64;
+                    if have >= want {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        return Some(format!(
+                            "{}: subscribed on the bus to {have} of the {want} subjects its clients want after {} s: ticks published before the rest were subscribed are missing for that reason",
+                            ep.url,
+                            limit.as_secs()
+                        ));
+                    }
+                }
+                _ => break,
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    None
 }
 
 fn group(c: &clients::Counts, expected: u64, clients: usize, seconds: f64) -> GroupReport {
@@ -1105,83 +1272,108 @@ fn compare(runs: &[RunData], targets: &[Target], loads: &[Load]) -> Comparison {
     let mut text = String::new();
     let mut points = Vec::new();
     let names: Vec<String> = targets.iter().map(|t| t.describe()).collect();
-    let block = |text: &mut String, title: String, a: &[&RunReport], b: &[&RunReport]| {
-        let _ = writeln!(
-            text,
-            "{title}\n  {:<32}{:>14}{:>14}{:>9}\n  {:<32}{:>14}{:>14}",
-            "",
-            "A",
-            "B",
-            "A/B",
-            "",
-            names[0].chars().take(13).collect::<String>(),
-            names[1]
-                .trim_start_matches("ws://")
-                .chars()
-                .take(13)
-                .collect::<String>()
-        );
+    let k = targets.len();
+    // Two targets: A/B, as always; more: each against A.
+    let ratio_names: Vec<String> = if k == 2 {
+        vec!["A/B".into()]
+    } else {
+        (1..k).map(|i| format!("{}/A", LETTERS[i])).collect()
+    };
+    let block = |text: &mut String, title: String, groups: &[Vec<&RunReport>]| {
+        let _ = write!(text, "{title}\n  {:<32}", "");
+        for l in LETTERS.iter().take(k) {
+            let _ = write!(text, "{l:>14}");
+        }
+        for r in &ratio_names {
+            let _ = write!(text, "{r:>9}");
+        }
+        let _ = write!(text, "\n  {:<32}", "");
+        for n in &names {
+            let short: String = n.trim_start_matches("ws://").chars().take(13).collect();
+            let _ = write!(text, "{short:>14}");
+        }
+        let _ = writeln!(text);
         let mut rows = serde_json::Map::new();
         for (name, f) in METRICS {
-            let ma = median(a.iter().filter_map(|r| f(r)).collect());
-            let mb = median(b.iter().filter_map(|r| f(r)).collect());
-            let ratio = if mb > 0.0 { ma / mb } else { f64::NAN };
-            let _ = writeln!(text, "  {name:<32}{ma:>14.1}{mb:>14.1}{ratio:>9.2}");
-            rows.insert(
-                name.to_owned(),
-                serde_json::json!({ "a": finite(ma), "b": finite(mb), "a_over_b": finite(ratio) }),
-            );
+            let m: Vec<f64> = groups
+                .iter()
+                .map(|g| median(g.iter().filter_map(|r| f(r)).collect()))
+                .collect();
+            let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+            let ratios: Vec<f64> = if k == 2 {
+                vec![div(m[0], m[1])]
+            } else {
+                m[1..].iter().map(|&x| div(x, m[0])).collect()
+            };
+            let _ = write!(text, "  {name:<32}");
+            for v in &m {
+                let _ = write!(text, "{v:>14.1}");
+            }
+            for r in &ratios {
+                let _ = write!(text, "{r:>9.2}");
+            }
+            let _ = writeln!(text);
+            let mut row = serde_json::json!({
+                "medians": m.iter().map(|&v| finite(v)).collect::<Vec<_>>(),
+            });
+            if k == 2 {
+                row["a"] = finite(m[0]);
+                row["b"] = finite(m[1]);
+                row["a_over_b"] = finite(ratios[0]);
+            } else {
+                row["over_a"] = ratios.iter().map(|&v| finite(v)).collect();
+            }
+            rows.insert(name.to_owned(), row);
         }
         rows
     };
     for load in loads {
-        let of = |ti: usize| -> Vec<&RunReport> {
-            runs.iter()
-                .map(|r| &r.report)
-                .filter(|r| r.point == load.point && r.label.starts_with(["A:", "B:"][ti]))
-                .collect()
-        };
-        let (a, b) = (of(0), of(1));
+        let groups: Vec<Vec<&RunReport>> = (0..k)
+            .map(|ti| {
+                runs.iter()
+                    .map(|r| &r.report)
+                    .filter(|r| r.point == load.point && r.target_index == ti)
+                    .collect()
+            })
+            .collect();
         let point = load
             .point
             .as_ref()
             .map_or(String::new(), |(k, v)| format!(" at {k}={v}"));
-        let n = a.len().min(b.len());
+        let n = groups.iter().map(Vec::len).min().unwrap_or(0);
         let all = block(
             &mut text,
             format!("comparison{point}: median of {n} alternating runs each"),
-            &a,
-            &b,
+            &groups,
         );
         // On a shared machine, rounds where someone else's build ran are
-        // noise for both sides; show the quiet rounds on their own too.
+        // noise for every target; show the quiet rounds on their own too.
         let clean: Vec<usize> = (1..=n)
             .filter(|&round| {
-                a.iter()
-                    .chain(&b)
+                groups
+                    .iter()
+                    .flatten()
                     .filter(|r| r.round == round)
                     .all(|r| r.runner.other_processes_cores < CLEAN_OTHERS)
             })
             .collect();
-        let ca: Vec<&RunReport> = a
+        let clean_groups: Vec<Vec<&RunReport>> = groups
             .iter()
-            .filter(|r| clean.contains(&r.round))
-            .copied()
-            .collect();
-        let cb: Vec<&RunReport> = b
-            .iter()
-            .filter(|r| clean.contains(&r.round))
-            .copied()
+            .map(|g| {
+                g.iter()
+                    .filter(|r| clean.contains(&r.round))
+                    .copied()
+                    .collect()
+            })
             .collect();
         let clean_rows = (!clean.is_empty() && clean.len() < n).then(|| {
             block(
                 &mut text,
                 format!(
-                    "comparison{point}: quiet rounds only ({} of {n}: other processes under {CLEAN_OTHERS} cores in both runs)",
+                    "comparison{point}: quiet rounds only ({} of {n}: other processes under {CLEAN_OTHERS} cores in every run of the round)",
                     clean.len()
                 ),
-                &ca,
-                &cb,
+                &clean_groups,
             )
         });
         if clean.is_empty() {
@@ -1197,10 +1389,12 @@ fn compare(runs: &[RunData], targets: &[Target], loads: &[Load]) -> Comparison {
             "quiet_medians": clean_rows,
         }));
     }
-    Comparison {
-        text,
-        json: serde_json::json!({ "a": names[0], "b": names[1], "points": points }),
+    let mut json = serde_json::json!({ "targets": names, "points": points });
+    if k == 2 {
+        json["a"] = serde_json::json!(names[0]);
+        json["b"] = serde_json::json!(names[1]);
     }
+    Comparison { text, json }
 }
 
 fn finite(v: f64) -> serde_json::Value {
@@ -1241,11 +1435,7 @@ fn write_outputs(
     let series: Vec<plot::Series> = runs
         .iter()
         .flat_map(|r| {
-            let color = if r.report.label.starts_with("B:") {
-                1
-            } else {
-                0
-            };
+            let color = r.report.target_index;
             let color = match args.sweep.as_deref() {
                 Some((_, vals)) => r
                     .report
@@ -1317,8 +1507,7 @@ fn write_outputs(
                             .iter()
                             .map(|r| &r.report)
                             .filter(|r| {
-                                r.point.as_ref().map(|p| p.1) == Some(*v)
-                                    && (targets.len() == 1 || r.label.starts_with(["A:", "B:"][ti]))
+                                r.point.as_ref().map(|p| p.1) == Some(*v) && r.target_index == ti
                             })
                             .collect();
                         // Two servers: their rx clocks differ, ours does not.
@@ -1366,10 +1555,7 @@ fn write_outputs(
                 let mine: Vec<&RunReport> = runs
                     .iter()
                     .map(|r| &r.report)
-                    .filter(|r| {
-                        r.point.as_ref().map(|p| p.1) == Some(*v)
-                            && (targets.len() == 1 || r.label.starts_with(["A:", "B:"][ti]))
-                    })
+                    .filter(|r| r.point.as_ref().map(|p| p.1) == Some(*v) && r.target_index == ti)
                     .collect();
                 let p99 = median(
                     mine.iter()

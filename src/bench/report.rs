@@ -104,7 +104,11 @@ pub struct SlowReport {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ServerResources {
-    pub pid: u32,
+    /// Every process of the target (a deployment: nats-server, ingest
+    /// node, gateways); the figures below are sums over them.
+    pub pids: Vec<u32>,
+    /// Each process on its own (only when there are several).
+    pub processes: Vec<ProcessResources>,
     /// CPU seconds over the measured window (publishing and drain).
     pub cpu_seconds: f64,
     pub cpu_cores: f64,
@@ -116,6 +120,16 @@ pub struct ServerResources {
     pub rss_start: u64,
     pub rss_end: u64,
     pub rss_peak: u64,
+}
+
+/// One process of a multi-process target.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessResources {
+    pub role: String,
+    pub pid: u32,
+    pub cpu_seconds: f64,
+    pub cpu_seconds_per_million: f64,
+    pub rss_end: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -145,7 +159,12 @@ pub struct IntervalSummary {
 pub struct RunReport {
     pub label: String,
     pub target: String,
+    /// Which of the targets (0 = A, 1 = B, …).
+    pub target_index: usize,
+    /// Where the publisher connected.
     pub url: String,
+    /// Where the subscribers connected (round-robin); `[url]` for one server.
+    pub subscribe_urls: Vec<String>,
     /// `server` and `version` from the server's `hello`.
     pub server: String,
     pub spawned: bool,
@@ -237,7 +256,18 @@ fn pct_row(out: &mut String, name: &str, p: &Percentiles) {
 pub fn human(r: &RunReport) -> String {
     let mut o = String::new();
     let status = if r.complete { "" } else { "  [PARTIAL]" };
-    let _ = writeln!(o, "── {} ── {} ({}){status}", r.label, r.url, r.server);
+    if r.subscribe_urls.len() == 1 && r.subscribe_urls[0] == r.url {
+        let _ = writeln!(o, "── {} ── {} ({}){status}", r.label, r.url, r.server);
+    } else {
+        let _ = writeln!(
+            o,
+            "── {} ── publish {} → subscribe {} ({}){status}",
+            r.label,
+            r.url,
+            r.subscribe_urls.join(", "),
+            r.server
+        );
+    }
     let l = &r.load;
     let subs = if l.all_symbols {
         "\"*\"".to_owned()
@@ -322,6 +352,22 @@ pub fn human(r: &RunReport) -> String {
                 mb(s.rss_peak),
                 s.rss_per_connection / 1024.0
             );
+            if !s.processes.is_empty() {
+                let each: Vec<String> = s
+                    .processes
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} {:.2} CPU-s ({:.3}/M), RSS {}",
+                            p.role,
+                            p.cpu_seconds,
+                            p.cpu_seconds_per_million,
+                            mb(p.rss_end)
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(o, "  processes    {}", each.join(" · "));
+            }
         }
         None => {
             let _ = writeln!(

@@ -1,8 +1,18 @@
-//! The server under test: a URL someone else runs, or a `tickwire serve`
-//! the runner starts in a child process (never in its own process: the
-//! runner and the server must not share a runtime or an allocator).
+//! The server under test: servers someone else runs (one URL, or a
+//! deployment of several), a `tickwire serve` the runner starts in a child
+//! process (never in its own process: the runner and the server must not
+//! share a runtime or an allocator), or a whole bus deployment the runner
+//! starts: nats-server, one ingest node and N gateways (`nats:N`).
+//!
+//! A target has one **publish** endpoint (where the publisher connects)
+//! and one or more **subscribe** endpoints (clients are spread over them
+//! round-robin, [`super::clients::endpoint_index`]). A single server is
+//! both. Its **processes** are what CPU and RSS are summed over.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -12,6 +22,11 @@ use super::ws::{Endpoint, WsError};
 
 /// Children to kill if the runner's hard timeout fires.
 pub static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Temporary directories (NATS stores) to remove if the hard timeout fires.
+pub static TEMP_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Most gateways a `nats:N` target may have.
+pub const MAX_GATEWAYS: usize = 16;
 
 /// Why the server under test could not be started or reached.
 #[derive(Debug, thiserror::Error)]
@@ -23,84 +38,293 @@ pub enum TargetError {
     #[error("cannot start `tickwire serve`: {0}")]
     Spawn(#[source] std::io::Error),
     #[error(
-        "`tickwire serve` exited ({status}) before listening; its log ({log}) ends with:\n{tail}"
+        "cannot start {exe}: {source} (install nats-server, or set TICKWIRE_NATS_SERVER to its path)"
     )]
+    NatsSpawn {
+        exe: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} exited ({status}) before listening; its log ({log}) ends with:\n{tail}")]
     Exited {
+        what: String,
         status: String,
         log: String,
         tail: String,
     },
-    #[error("`tickwire serve` did not report its address within {0:?}")]
-    NoAddress(Duration),
+    #[error("{what} did not report its address within {limit:?}")]
+    NoAddress { what: String, limit: Duration },
+    #[error("the deployment was not ready within {limit:?}: {why}")]
+    NotReady { limit: Duration, why: String },
 }
 
 /// What to measure.
 #[derive(Clone, Debug)]
 pub enum Target {
-    /// Start `tickwire serve` with these extra flags.
+    /// Start `tickwire serve` with these extra flags (`own`: those given
+    /// with the target itself, shown in its name).
     Spawn {
         extra: Vec<String>,
+        own: Vec<String>,
     },
-    Url(String),
+    /// Servers someone else runs: the publisher connects to `publish`,
+    /// subscribers round-robin to `subscribe`.
+    Urls {
+        publish: String,
+        subscribe: Vec<String>,
+    },
+    /// Start a bus deployment: nats-server, an ingest node (`--no-feed`,
+    /// the publisher's end) and `gateways` gateways (the subscribers' end;
+    /// with 0, subscribers use the ingest node). `extra` goes to every
+    /// tickwire node.
+    Nats {
+        gateways: usize,
+        extra: Vec<String>,
+        own: Vec<String>,
+    },
 }
 
 impl Target {
-    pub fn parse(s: &str, extra: &[String]) -> Target {
-        if s == "self" {
-            Target::Spawn {
-                extra: extra.to_vec(),
-            }
-        } else {
-            Target::Url(s.to_owned())
+    /// `self`, `nats:N`, or a comma-separated list of URLs where one may be
+    /// written `pub:ws://…` (the publisher's server, which then gets no
+    /// subscribers; without it the publisher uses the first URL).
+    ///
+    /// `self` and `nats:N` may be followed, after spaces, by flags for the
+    /// servers of that target only (after `--server-arg`'s), e.g.
+    /// `"nats:1 --bus-memory"` or `"self --workers=1"`.
+    pub fn parse(s: &str, extra: &[String]) -> Result<Target, String> {
+        let mut words = s.split_whitespace();
+        let name = words.next().unwrap_or("");
+        let own: Vec<String> = words.map(str::to_owned).collect();
+        let extra: Vec<String> = extra.iter().cloned().chain(own.iter().cloned()).collect();
+        if name == "self" {
+            return Ok(Target::Spawn { extra, own });
         }
+        if let Some(n) = name.strip_prefix("nats:") {
+            return match n.parse::<usize>() {
+                Ok(g) if g <= MAX_GATEWAYS => Ok(Target::Nats {
+                    gateways: g,
+                    extra,
+                    own,
+                }),
+                _ => Err(format!(
+                    "`{s}`: write nats:N with N gateways, 0 to {MAX_GATEWAYS} (0: subscribers on the ingest node)"
+                )),
+            };
+        }
+        if own.iter().any(|w| w.starts_with('-')) {
+            return Err(format!(
+                "`{s}`: server flags after a target only apply to `self` and `nats:N`"
+            ));
+        }
+        Target::urls(s, None)
+    }
+
+    /// A URL list (see [`Target::parse`]), with `--publish-url` if given.
+    pub fn urls(list: &str, publish_url: Option<&str>) -> Result<Target, String> {
+        let mut publish = publish_url.map(str::to_owned);
+        let mut subscribe = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if let Some(p) = item.strip_prefix("pub:") {
+                if publish.is_some() {
+                    return Err(format!(
+                        "`{list}`: one publish URL only (`pub:` or --publish-url)"
+                    ));
+                }
+                publish = Some(p.to_owned());
+            } else {
+                subscribe.push(item.to_owned());
+            }
+        }
+        if subscribe.is_empty() {
+            return Err(format!(
+                "`{list}`: no URL for the subscribers (write e.g. ws://127.0.0.1:8080)"
+            ));
+        }
+        Ok(Target::Urls {
+            publish: publish.unwrap_or_else(|| subscribe[0].clone()),
+            subscribe,
+        })
     }
 
     pub fn describe(&self) -> String {
         match self {
-            Target::Spawn { .. } => "tickwire".into(),
-            Target::Url(u) => u.clone(),
+            Target::Spawn { own, .. } => with_flags("tickwire", own),
+            Target::Nats { gateways, own, .. } => with_flags(&format!("nats:{gateways}"), own),
+            Target::Urls { publish, subscribe } => {
+                if subscribe.len() == 1 && subscribe[0] == *publish {
+                    publish.clone()
+                } else {
+                    format!("{} (publish {publish})", subscribe.join(","))
+                }
+            }
         }
+    }
+
+    /// Short name for run labels.
+    pub fn short(&self) -> String {
+        match self {
+            Target::Urls { publish, subscribe } if subscribe.len() == 1 => {
+                let s = subscribe[0].trim_start_matches("ws://");
+                if subscribe[0] == *publish {
+                    s.to_owned()
+                } else {
+                    format!("{s}<{}", publish.trim_start_matches("ws://"))
+                }
+            }
+            Target::Urls { subscribe, .. } => format!(
+                "{}+{}",
+                subscribe[0].trim_start_matches("ws://"),
+                subscribe.len() - 1
+            ),
+            other => other.describe(),
+        }
+    }
+
+    /// For a target the runner starts: raises the server's connection
+    /// limits (total and per address) to at least `connections`, unless
+    /// `--server-arg` sets them.
+    pub fn with_connection_limits(self, connections: usize) -> Target {
+        let raise = |mut extra: Vec<String>| {
+            for (flag, default) in [
+                ("--max-connections", 10_000),
+                ("--max-connections-per-ip", 100),
+            ] {
+                let given = extra
+                    .iter()
+                    .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+                if !given && connections > default {
+                    extra.push(format!("{flag}={connections}"));
+                }
+            }
+            extra
+        };
+        match self {
+            Target::Spawn { extra, own } => Target::Spawn {
+                extra: raise(extra),
+                own,
+            },
+            Target::Nats {
+                gateways,
+                extra,
+                own,
+            } => Target::Nats {
+                gateways,
+                extra: raise(extra),
+                own,
+            },
+            urls => urls,
+        }
+    }
+
+    pub fn is_deployment(&self) -> bool {
+        matches!(self, Target::Nats { .. })
     }
 }
 
-/// A server being measured.
-pub struct Running {
-    pub endpoint: Endpoint,
-    /// The server's process, when it is on this machine and visible.
-    pub pid: Option<u32>,
+fn with_flags(name: &str, flags: &[String]) -> String {
+    if flags.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name} {}", flags.join(" "))
+    }
+}
+
+/// One process of the target.
+pub struct Proc {
+    /// `tickwire`, `ingest`, `gateway-1`, `nats-server`, or for a URL
+    /// target the address it listens on (or `--server-pid`).
+    pub role: String,
+    pub pid: u32,
     child: Option<Child>,
-    pub log: Option<PathBuf>,
+    log: Option<PathBuf>,
+}
+
+/// A target being measured.
+pub struct Running {
+    /// Where the publisher connects.
+    pub publish: Endpoint,
+    /// Where subscribers connect, round-robin.
+    pub subscribe: Vec<Endpoint>,
+    /// The processes to sample (those on this machine we can see).
+    pub procs: Vec<Proc>,
+    /// The NATS store of a spawned deployment, removed at the end.
+    store: Option<PathBuf>,
 }
 
 impl Running {
     pub fn spawned(&self) -> bool {
-        self.child.is_some()
+        self.procs.iter().any(|p| p.child.is_some())
     }
 
-    /// `Some(description)` once the server process has gone.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.pid).collect()
+    }
+
+    /// `Some(description)` once any of the target's processes has gone.
     pub fn exited(&mut self) -> Option<String> {
-        if let Some(c) = &mut self.child {
-            return match c.try_wait() {
-                Ok(Some(st)) => Some(st.to_string()),
-                _ => None,
+        let several = self.procs.len() > 1;
+        for p in &mut self.procs {
+            let gone = match &mut p.child {
+                Some(c) => match c.try_wait() {
+                    Ok(Some(st)) => Some(st.to_string()),
+                    _ => None,
+                },
+                None => (!procstat::alive(p.pid)).then(|| "gone".into()),
             };
+            if let Some(g) = gone {
+                return Some(if several {
+                    format!("{} (pid {}): {g}", p.role, p.pid)
+                } else {
+                    g
+                });
+            }
         }
-        match self.pid {
-            Some(pid) if !procstat::alive(pid) => Some("gone".into()),
-            _ => None,
-        }
+        None
     }
 
-    /// Stops a spawned server (SIGTERM, then SIGKILL after 5 s). Returns a
-    /// note when it did not exit cleanly.
+    /// Stops what the runner started: the tickwire nodes first (SIGTERM,
+    /// then SIGKILL after 5 s), nats-server last. Returns a note when
+    /// something did not exit cleanly.
     pub fn stop(mut self) -> Option<String> {
-        let mut child = self.child.take()?;
-        let pid = child.id();
+        let (nats, nodes): (Vec<Proc>, Vec<Proc>) = std::mem::take(&mut self.procs)
+            .into_iter()
+            .filter(|p| p.child.is_some())
+            .partition(|p| p.role == "nats-server");
+        let mut notes = stop_all(nodes);
+        notes.extend(stop_all(nats));
+        if let Some(dir) = self.store.take() {
+            let _ = std::fs::remove_dir_all(&dir);
+            lock(&TEMP_DIRS).retain(|d| *d != dir);
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Asks every process to stop at once (SIGTERM; nats-server SIGINT, on
+/// which it exits 0 rather than 1), then waits for each (5 s in all).
+fn stop_all(procs: Vec<Proc>) -> Vec<String> {
+    for p in &procs {
+        let sig = if p.role == "nats-server" {
+            libc::SIGINT
+        } else {
+            libc::SIGTERM
+        };
         // SAFETY: kill() on our own child's pid.
         unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            libc::kill(p.pid as libc::pid_t, sig);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut notes = Vec::new();
+    for mut p in procs {
+        let Some(mut child) = p.child.take() else {
+            continue;
+        };
         let status = loop {
             match child.try_wait() {
                 Ok(Some(st)) => break Some(st),
@@ -110,62 +334,136 @@ impl Running {
                 _ => break None,
             }
         };
-        CHILDREN
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|&p| p != pid);
+        lock(&CHILDREN).retain(|&pid| pid != p.pid);
+        let what = if p.role == "tickwire" {
+            "the spawned server".to_owned()
+        } else {
+            format!("the spawned {}", p.role)
+        };
         match status {
             Some(st) if st.success() => {
-                if let Some(log) = &self.log {
+                if let Some(log) = &p.log {
                     let _ = std::fs::remove_file(log);
                 }
-                None
             }
-            Some(st) => Some(format!("the spawned server exited with {st} on SIGTERM")),
+            Some(st) => notes.push(format!("{what} exited with {st} when asked to stop")),
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                Some("the spawned server did not exit within 5 s of SIGTERM; killed".into())
+                notes.push(format!(
+                    "{what} did not exit within 5 s of being asked to stop; killed"
+                ));
             }
         }
     }
+    notes
 }
 
-/// Starts or resolves the target. `pid` overrides the process to sample
-/// for a URL target; otherwise a loopback server's pid is looked up.
-pub fn start(target: &Target, pid: Option<u32>) -> Result<Running, TargetError> {
+/// Starts or resolves the target. `pids` (from `--server-pid`) are the
+/// processes to sample for a URL target; without them each loopback
+/// server's pid is looked up from its listening socket.
+pub fn start(target: &Target, pids: &[u32]) -> Result<Running, TargetError> {
     match target {
-        Target::Url(url) => {
-            let endpoint = Endpoint::parse(url)?;
-            let pid = pid.or_else(|| {
-                endpoint
-                    .is_loopback()
-                    .then(|| procstat::find_listener_pid(endpoint.addr))
-                    .flatten()
-            });
+        Target::Urls { publish, subscribe } => {
+            let publish = Endpoint::parse(publish)?;
+            let subscribe = subscribe
+                .iter()
+                .map(|u| Endpoint::parse(u))
+                .collect::<Result<Vec<_>, _>>()?;
+            let procs = if pids.is_empty() {
+                let mut seen = Vec::new();
+                std::iter::once(&publish)
+                    .chain(&subscribe)
+                    .filter_map(|ep| {
+                        let pid = ep
+                            .is_loopback()
+                            .then(|| procstat::find_listener_pid(ep.addr))
+                            .flatten()?;
+                        (!seen.contains(&pid)).then(|| {
+                            seen.push(pid);
+                            Proc {
+                                role: ep.addr.to_string(),
+                                pid,
+                                child: None,
+                                log: None,
+                            }
+                        })
+                    })
+                    .collect()
+            } else {
+                pids.iter()
+                    .map(|&pid| Proc {
+                        role: format!("pid {pid}"),
+                        pid,
+                        child: None,
+                        log: None,
+                    })
+                    .collect()
+            };
             Ok(Running {
-                endpoint,
-                pid,
-                child: None,
-                log: None,
+                publish,
+                subscribe,
+                procs,
+                store: None,
             })
         }
-        Target::Spawn { extra } => spawn(extra),
+        Target::Spawn { extra, .. } => {
+            let (proc, endpoint) = spawn_node("tickwire", extra)?;
+            Ok(Running {
+                publish: endpoint.clone(),
+                subscribe: vec![endpoint],
+                procs: vec![proc],
+                store: None,
+            })
+        }
+        Target::Nats {
+            gateways, extra, ..
+        } => spawn_deployment(*gateways, extra),
     }
 }
 
-fn spawn(extra: &[String]) -> Result<Running, TargetError> {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(TargetError::Exe)?;
-    let dir = std::env::temp_dir();
-    let tag = format!(
+fn temp_tag() -> String {
+    format!(
         "tickwire-bench-{}-{}",
         std::process::id(),
         crate::tick::wall_clock_ns()
-    );
+    )
+}
+
+/// The last lines of a log, for an error message.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(10).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// Spawns a child that dies with the runner and is killed by the watchdog.
+fn spawn_child(mut cmd: Command, log: &Path) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let log_file = std::fs::File::create(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    // SAFETY: prctl is async-signal-safe; it makes the server die with the
+    // runner, so a crashed or killed runner leaves no server behind.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    lock(&CHILDREN).push(child.id());
+    Ok(child)
+}
+
+/// Starts `tickwire serve --no-feed` with `extra` and waits for its address.
+fn spawn_node(role: &str, extra: &[String]) -> Result<(Proc, Endpoint), TargetError> {
+    let exe = std::env::current_exe().map_err(TargetError::Exe)?;
+    let dir = std::env::temp_dir();
+    let tag = format!("{}-{role}", temp_tag());
     let addr_file = dir.join(format!("{tag}.addr"));
     let log = dir.join(format!("{tag}.log"));
-    let log_file = std::fs::File::create(&log).map_err(TargetError::Spawn)?;
     let mut cmd = Command::new(exe);
     cmd.args([
         "serve",
@@ -176,54 +474,302 @@ fn spawn(extra: &[String]) -> Result<Running, TargetError> {
     ])
     .arg(&addr_file)
     .args(extra)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(log_file)
     // Per-connection logs at 10,000 clients would cost the server CPU.
     .env(
         "RUST_LOG",
         std::env::var("TICKWIRE_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
     );
-    // SAFETY: prctl is async-signal-safe; it makes the server die with the
-    // runner, so a crashed or killed runner leaves no server behind.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(TargetError::Spawn)?;
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(child.id());
+    let mut child = spawn_child(cmd, &log).map_err(TargetError::Spawn)?;
+    let what = if role == "tickwire" {
+        "`tickwire serve`".to_owned()
+    } else {
+        format!("`tickwire serve` ({role})")
+    };
+    let text = wait_for_file(&mut child, &addr_file, &log, &what)?;
+    let endpoint = Endpoint::parse(&format!("ws://{}", text.trim()))?;
+    Ok((
+        Proc {
+            role: role.to_owned(),
+            pid: child.id(),
+            child: Some(child),
+            log: Some(log),
+        },
+        endpoint,
+    ))
+}
+
+/// Waits (10 s at most) for a child to write `file`; returns its text.
+fn wait_for_file(
+    child: &mut Child,
+    file: &Path,
+    log: &Path,
+    what: &str,
+) -> Result<String, TargetError> {
     let limit = Duration::from_secs(10);
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(text) = std::fs::read_to_string(&addr_file) {
-            let _ = std::fs::remove_file(&addr_file);
-            let endpoint = Endpoint::parse(&format!("ws://{}", text.trim()))?;
-            return Ok(Running {
-                endpoint,
-                pid: Some(child.id()),
-                child: Some(child),
-                log: Some(log),
-            });
+        if let Ok(text) = std::fs::read_to_string(file)
+            && !text.trim().is_empty()
+        {
+            let _ = std::fs::remove_file(file);
+            return Ok(text);
         }
         if let Ok(Some(st)) = child.try_wait() {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(10).collect();
+            lock(&CHILDREN).retain(|&p| p != child.id());
             return Err(TargetError::Exited {
+                what: what.to_owned(),
                 status: st.to_string(),
                 log: log.display().to_string(),
-                tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                tail: tail(log),
             });
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(TargetError::NoAddress(limit));
+            lock(&CHILDREN).retain(|&p| p != child.id());
+            return Err(TargetError::NoAddress {
+                what: what.to_owned(),
+                limit,
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The nats-server executable: `TICKWIRE_NATS_SERVER`, else `nats-server`
+/// on PATH, else the Debian package's `/usr/sbin/nats-server`.
+pub fn nats_server_exe() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TICKWIRE_NATS_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let p = PathBuf::from("/usr/sbin/nats-server");
+        p.is_file().then_some(p)
+    })
+}
+
+/// Starts nats-server with JetStream on a free loopback port (`-p -1`,
+/// the port read back from its ports file) and a store in `dir`.
+fn spawn_nats(dir: &Path) -> Result<(Proc, String), TargetError> {
+    let exe = nats_server_exe().unwrap_or_else(|| PathBuf::from("nats-server"));
+    let log = dir.join("nats-server.log");
+    let mut cmd = Command::new(&exe);
+    cmd.args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+        .arg(dir.join("store"))
+        .arg("--ports_file_dir")
+        .arg(dir);
+    let mut child = spawn_child(cmd, &log).map_err(|source| TargetError::NatsSpawn {
+        exe: exe.display().to_string(),
+        source,
+    })?;
+    let exe_name = exe
+        .file_name()
+        .map_or("nats-server".into(), |n| n.to_string_lossy().into_owned());
+    let ports = dir.join(format!("{exe_name}_{}.ports", child.id()));
+    let text = wait_for_file(&mut child, &ports, &log, "nats-server")?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let url = v["nats"][0].as_str().map(str::to_owned);
+    let proc = Proc {
+        role: "nats-server".into(),
+        pid: child.id(),
+        child: Some(child),
+        log: None,
+    };
+    match url {
+        Some(url) => Ok((proc, url)),
+        None => {
+            stop_all(vec![proc]);
+            Err(TargetError::NotReady {
+                limit: Duration::ZERO,
+                why: format!("nats-server's ports file is not what was expected: {text}"),
+            })
+        }
+    }
+}
+
+/// Starts nats-server, an ingest node and `gateways` gateways, and waits
+/// until every gateway is connected and has the ingest node's heartbeat.
+/// On any failure what was started is stopped.
+fn spawn_deployment(gateways: usize, extra: &[String]) -> Result<Running, TargetError> {
+    let dir = std::env::temp_dir().join(format!("{}-nats", temp_tag()));
+    std::fs::create_dir_all(&dir).map_err(|source| TargetError::NatsSpawn {
+        exe: format!("nats-server (store {})", dir.display()),
+        source,
+    })?;
+    lock(&TEMP_DIRS).push(dir.clone());
+    let mut running = Running {
+        publish: Endpoint::parse("ws://127.0.0.1:1")?,
+        subscribe: Vec::new(),
+        procs: Vec::new(),
+        store: Some(dir.clone()),
+    };
+    let mut build = || -> Result<(), TargetError> {
+        let (nats, url) = spawn_nats(&dir)?;
+        running.procs.push(nats);
+        let node_args = |role: &str| -> Vec<String> {
+            let mut a = vec![
+                "--bus".to_owned(),
+                url.clone(),
+                "--role".to_owned(),
+                role.to_owned(),
+            ];
+            a.extend(extra.iter().cloned());
+            a
+        };
+        let (ingest, ep) = spawn_node("ingest", &node_args("ingest"))?;
+        running.procs.push(ingest);
+        running.publish = ep;
+        for g in 1..=gateways {
+            let (gw, ep) = spawn_node(&format!("gateway-{g}"), &node_args("gateway"))?;
+            running.procs.push(gw);
+            running.subscribe.push(ep);
+        }
+        if gateways == 0 {
+            running.subscribe.push(running.publish.clone());
+        }
+        wait_ready(&mut running)
+    };
+    match build() {
+        Ok(()) => Ok(running),
+        Err(e) => {
+            let _ = running.stop();
+            Err(e)
+        }
+    }
+}
+
+/// Every node connected to NATS; every gateway has a live feed (the
+/// ingest node's heartbeat arrived).
+fn wait_ready(running: &mut Running) -> Result<(), TargetError> {
+    let limit = Duration::from_secs(15);
+    let deadline = Instant::now() + limit;
+    let nodes: Vec<(String, SocketAddr, bool)> =
+        std::iter::once(("ingest".to_owned(), running.publish.addr, false))
+            .chain(
+                running
+                    .subscribe
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, ep)| ep.addr != running.publish.addr)
+                    .map(|(i, ep)| (format!("gateway-{}", i + 1), ep.addr, true)),
+            )
+            .collect();
+    loop {
+        let mut waiting = None;
+        for (name, addr, gateway) in &nodes {
+            let ok = match fetch_metrics(*addr, Duration::from_secs(2)) {
+                Ok(m) => {
+                    m.get("tickwire_bus_connected") == Some(&1.0)
+                        && (!gateway || m.get("tickwire_feed_stale") == Some(&0.0))
+                }
+                Err(_) => false,
+            };
+            if !ok {
+                waiting = Some(name.clone());
+                break;
+            }
+        }
+        let Some(name) = waiting else {
+            return Ok(());
+        };
+        if let Some(st) = running.exited() {
+            return Err(TargetError::NotReady {
+                limit,
+                why: format!("a process exited: {st}"),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(TargetError::NotReady {
+                limit,
+                why: format!(
+                    "{name} is not connected to NATS or has no heartbeat from the ingest node (its /metrics)"
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET /metrics` of a tickwire server: each sample line's name (with its
+/// labels, if any) and value.
+pub fn fetch_metrics(addr: SocketAddr, limit: Duration) -> Result<HashMap<String, f64>, String> {
+    let mut s = TcpStream::connect_timeout(&addr, limit).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(limit))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&body);
+    let (head, rest) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or("").to_owned());
+    }
+    Ok(rest
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.trim().to_owned(), value.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        assert!(matches!(
+            Target::parse("self", &[]),
+            Ok(Target::Spawn { .. })
+        ));
+        assert!(matches!(
+            Target::parse("nats:2", &[]),
+            Ok(Target::Nats { gateways: 2, .. })
+        ));
+        assert!(Target::parse("nats:x", &[]).is_err());
+        assert!(Target::parse("nats:99", &[]).is_err());
+        match Target::parse("ws://a:1", &[]) {
+            Ok(Target::Urls { publish, subscribe }) => {
+                assert_eq!(publish, "ws://a:1");
+                assert_eq!(subscribe, ["ws://a:1"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match Target::parse("ws://g1:1, pub:ws://i:1,ws://g2:1", &[]) {
+            Ok(Target::Urls { publish, subscribe }) => {
+                assert_eq!(publish, "ws://i:1");
+                assert_eq!(subscribe, ["ws://g1:1", "ws://g2:1"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Target::parse("pub:ws://i:1", &[]).is_err());
+        match Target::parse("nats:1 --bus-memory", &["--workers=1".into()]) {
+            Ok(t @ Target::Nats { .. }) => {
+                assert_eq!(t.describe(), "nats:1 --bus-memory");
+                let Target::Nats { extra, .. } = t else {
+                    unreachable!()
+                };
+                assert_eq!(extra, ["--workers=1", "--bus-memory"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Target::parse("ws://a:1 --workers=1", &[]).is_err());
+        assert!(Target::urls("pub:ws://i:1,ws://g:1", Some("ws://x:1")).is_err());
+        match Target::urls("ws://g:1", Some("ws://i:1")) {
+            Ok(t) => assert_eq!(t.short(), "g:1<i:1"),
+            Err(e) => panic!("{e}"),
+        }
     }
 }
