@@ -302,6 +302,12 @@ impl Collector for StatsCollector {
             "Times NATS dropped messages because this node fell behind.",
             load(&b.slow_consumer),
         )?;
+        counter(
+            &mut e,
+            "tickwire_bus_last_value_reads",
+            "Last values read from JetStream (per key, or per channel for `*`): snapshots of keys not yet live here, catch-up after a reconnect.",
+            load(&b.last_value_reads),
+        )?;
         gauge(
             &mut e,
             "tickwire_bus_subjects",

@@ -169,6 +169,9 @@ pub struct BusStats {
     pub malformed: AtomicU64,
     /// NATS reported this client as a slow consumer (messages were dropped).
     pub slow_consumer: AtomicU64,
+    /// Last values read from JetStream: per key, and per `*` channel read
+    /// (gateway snapshots, catch-up after a reconnect).
+    pub last_value_reads: AtomicU64,
     /// Subjects this node is subscribed to for ticks (gauge, gateway).
     pub subjects: AtomicI64,
     /// 1 while the feed is stale: no heartbeat from the ingest node (gauge).

@@ -575,6 +575,25 @@ async fn snapshots_are_the_same_on_every_gateway() {
     }
     assert_eq!(stars[0], all[0]);
     assert_eq!(stars[1], all[0]);
+
+    // A key already flowing live on a gateway is snapshotted from its cache:
+    // no JetStream read, and still the newest value.
+    let mut first = subscriber(gw1.addr).await;
+    first.subscribe(3, &["S3"], Some(&["trade"]), false).await;
+    publ.publish(&[trade("S3", 99, "77.5", "1")]).await;
+    assert_eq!(recv_ticks(&mut first, 1).await[0]["seq"], 21);
+    let reads = gw1.metric("tickwire_bus_last_value_reads_total").await;
+    let mut second = subscriber(gw1.addr).await;
+    second.subscribe(4, &["S3"], Some(&["trade"]), true).await;
+    let snap = recv_ticks(&mut second, 1).await.remove(0);
+    assert_eq!(
+        (snap["seq"].as_u64(), snap["snap"].as_bool()),
+        (Some(21), Some(true))
+    );
+    assert_eq!(
+        gw1.metric("tickwire_bus_last_value_reads_total").await,
+        reads
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -690,6 +690,7 @@ pub fn start_gateway(
                     stats,
                     status: status_tx,
                     key_subs: HashMap::new(),
+                    live: std::collections::HashSet::new(),
                     star_subs: [None, None],
                     reconnected,
                 };
@@ -721,6 +722,10 @@ struct Gateway {
     status: watch::Sender<FeedStatus>,
     /// One NATS subscription per wanted key, while no `*` covers its channel.
     key_subs: HashMap<KeyId, AbortHandle>,
+    /// Keys that got a live tick since the bus last started covering them:
+    /// their cached last value is as new as any the bus has delivered, and
+    /// anything newer is on its way, so a snapshot needs no JetStream read.
+    live: std::collections::HashSet<KeyId>,
     star_subs: [Option<AbortHandle>; 2],
     reconnected: Arc<AtomicBool>,
 }
@@ -777,6 +782,7 @@ impl Gateway {
                         }
                     }
                     self.ingest.publish_sequenced(&ticks).await;
+                    self.live.extend(ticks.iter().map(|t| t.key));
                 }
                 hb = heartbeats.next() => {
                     let Some(hb) = hb else { break };
@@ -790,6 +796,7 @@ impl Gateway {
                 }
                 _ = check.tick() => {
                     if self.reconnected.swap(false, Ordering::AcqRel) {
+                        self.live.clear();
                         self.catch_up().await;
                     }
                     let connected = self.client.connection_state() == async_nats::connection::State::Connected;
@@ -866,6 +873,12 @@ impl Gateway {
                         }
                     }
                 } else if !want && let Some(h) = self.star_subs[ch as usize].take() {
+                    // Keys the wildcard covered and nothing else will now.
+                    let subs = &self.key_subs;
+                    let interest = &self.interest;
+                    self.live.retain(|k| {
+                        k.channel() != ch || subs.contains_key(k) || interest.wants(*k)
+                    });
                     // The keys' own subscriptions come back before the
                     // wildcard goes (NATS handles them in this order), so
                     // no tick falls between; the overlap is deduplicated.
@@ -888,6 +901,13 @@ impl Gateway {
                 // requests below go over the same connection after them, and
                 // NATS handles a connection's messages in order, so an
                 // answer means the subscriptions are in place.
+                // Keys with a live tick since their coverage began are read
+                // from the cache: only the others need JetStream.
+                let keys: Vec<KeyId> = keys
+                    .into_iter()
+                    .filter(|k| !self.live.contains(k))
+                    .collect();
+                let fetch = fetch && (!keys.is_empty() || !star.is_empty());
                 let stream = if fetch { self.stream().await } else { None };
                 let client = self.client.clone();
                 let sync_subject = self.subjects.sync();
@@ -938,6 +958,9 @@ impl Gateway {
                 Err(e) => tracing::error!(symbol = %sym, error = %e, "cannot subscribe to the bus"),
             }
         } else if !want && let Some(h) = self.key_subs.remove(&key) {
+            if self.star_subs[key.channel() as usize].is_none() {
+                self.live.remove(&key);
+            }
             h.abort();
         }
     }
@@ -1013,6 +1036,7 @@ async fn read_keys(
 ) -> Vec<Tick> {
     let mut out = Vec::new();
     for ch in star.iter() {
+        Stats::add(&stats.bus.last_value_reads, 1);
         match read_last_values(stream, subjects.channel_wildcard(ch), stats).await {
             Ok(v) => out.extend(v.into_iter().filter_map(|t| localize(ingest, t))),
             Err(e) => tracing::warn!(channel = ch.as_str(), error = %e, "cannot read last values"),
@@ -1026,6 +1050,7 @@ async fn read_keys(
             Some((k, subjects.tick(k.channel(), &sym)))
         })
         .collect();
+    Stats::add(&stats.bus.last_value_reads, wanted.len() as u64);
     let got: Vec<Option<BusTick>> = futures_util::stream::iter(wanted)
         .map(|(_, subject)| async move {
             let m = stream
