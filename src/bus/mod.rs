@@ -40,10 +40,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::stream::{AbortHandle, Abortable, SelectAll};
+use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::AbortHandle;
 
 use crate::ingest::{Ingest, IngestReader, RingItem};
 use crate::shutdown::Shutdown;
@@ -690,6 +690,7 @@ pub fn start_gateway(
                     stats,
                     status: status_tx,
                     key_subs: HashMap::new(),
+                    subs: SelectAll::new(),
                     live: std::collections::HashSet::new(),
                     star_subs: [None, None],
                     reconnected,
@@ -722,6 +723,10 @@ struct Gateway {
     status: watch::Sender<FeedStatus>,
     /// One NATS subscription per wanted key, while no `*` covers its channel.
     key_subs: HashMap<KeyId, AbortHandle>,
+    /// Every tick subscription, polled as one stream by the gateway loop
+    /// (no task or queue per subscription). Aborting one's handle ends it:
+    /// it is dropped at the next poll, which sends NATS its `UNSUB`.
+    subs: SelectAll<Abortable<async_nats::Subscriber>>,
     /// Keys that got a live tick since the bus last started covering them:
     /// their cached last value is as new as any the bus has delivered, and
     /// anything newer is on its way, so a snapshot needs no JetStream read.
@@ -730,22 +735,9 @@ struct Gateway {
     reconnected: Arc<AtomicBool>,
 }
 
-/// Forwards a subscription's messages into the gateway's one queue; the
-/// subscription (and its NATS `SUB`) ends when the task is aborted.
-fn forward(mut sub: async_nats::Subscriber, to: mpsc::Sender<async_nats::Message>) -> AbortHandle {
-    tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
-            if to.send(m).await.is_err() {
-                break;
-            }
-        }
-    })
-    .abort_handle()
-}
 
 impl Gateway {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut shutdown: Shutdown) {
-        let (msg_tx, mut msg_rx) = mpsc::channel::<async_nats::Message>(1 << 16);
         let mut heartbeats = loop {
             match self.client.subscribe(self.subjects.heartbeat()).await {
                 Ok(s) => break s,
@@ -766,10 +758,18 @@ impl Gateway {
                 _ = shutdown.triggered() => break,
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { break };
-                    self.command(cmd, &msg_tx).await;
+                    self.command(cmd).await;
                 }
-                n = msg_rx.recv_many(&mut msgs, 1024) => {
-                    if n == 0 { break }
+                m = self.subs.next(), if !self.subs.is_empty() => {
+                    let Some(m) = m else { continue };
+                    msgs.push(m);
+                    // Whatever else has arrived, as one batch.
+                    while msgs.len() < 1024 {
+                        match self.subs.next().now_or_never() {
+                            Some(Some(m)) => msgs.push(m),
+                            _ => break,
+                        }
+                    }
                     ticks.clear();
                     for m in msgs.drain(..) {
                         Stats::add(&self.stats.bus.received, 1);
@@ -819,6 +819,13 @@ impl Gateway {
         }
     }
 
+    /// Adds a subscription to the gateway loop's one stream.
+    fn poll_with_others(&mut self, sub: async_nats::Subscriber) -> AbortHandle {
+        let (handle, registration) = AbortHandle::new_pair();
+        self.subs.push(Abortable::new(sub, registration));
+        handle
+    }
+
     fn set_status(&self, s: FeedStatus) {
         let live = s == FeedStatus::Live;
         let changed = self.status.send_if_modified(|cur| {
@@ -840,9 +847,9 @@ impl Gateway {
         }
     }
 
-    async fn command(&mut self, cmd: Command, msg_tx: &mpsc::Sender<async_nats::Message>) {
+    async fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Key(key) => self.reconcile_key(key, msg_tx).await,
+            Command::Key(key) => self.reconcile_key(key).await,
             Command::Star(ch) => {
                 let want = self.interest.wants_star(ch);
                 let have = self.star_subs[ch as usize].is_some();
@@ -861,11 +868,11 @@ impl Gateway {
                         .await
                     {
                         Ok(sub) => {
-                            self.star_subs[ch as usize] = Some(forward(sub, msg_tx.clone()));
+                            self.star_subs[ch as usize] = Some(self.poll_with_others(sub));
                             // `*` covers the channel's keys: their own
                             // subscriptions go while it lasts.
                             for k in keys(self) {
-                                self.reconcile_key(k, msg_tx).await;
+                                self.reconcile_key(k).await;
                             }
                         }
                         Err(e) => {
@@ -883,7 +890,7 @@ impl Gateway {
                     // wildcard goes (NATS handles them in this order), so
                     // no tick falls between; the overlap is deduplicated.
                     for k in keys(self) {
-                        self.reconcile_key(k, msg_tx).await;
+                        self.reconcile_key(k).await;
                     }
                     h.abort();
                 }
@@ -940,7 +947,7 @@ impl Gateway {
         );
     }
 
-    async fn reconcile_key(&mut self, key: KeyId, msg_tx: &mpsc::Sender<async_nats::Message>) {
+    async fn reconcile_key(&mut self, key: KeyId) {
         let want = self.interest.wants(key) && self.star_subs[key.channel() as usize].is_none();
         let have = self.key_subs.contains_key(&key);
         if want && !have {
@@ -953,7 +960,8 @@ impl Gateway {
                 .await
             {
                 Ok(sub) => {
-                    self.key_subs.insert(key, forward(sub, msg_tx.clone()));
+                    let h = self.poll_with_others(sub);
+                    self.key_subs.insert(key, h);
                 }
                 Err(e) => tracing::error!(symbol = %sym, error = %e, "cannot subscribe to the bus"),
             }
