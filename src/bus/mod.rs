@@ -735,7 +735,6 @@ struct Gateway {
     reconnected: Arc<AtomicBool>,
 }
 
-
 impl Gateway {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut shutdown: Shutdown) {
         let mut heartbeats = loop {
