@@ -62,6 +62,18 @@ struct Sequencer {
     keys: Vec<KeyState>,
 }
 
+impl Sequencer {
+    /// A key's state, created on first use.
+    fn key(&mut self, key: KeyId) -> &mut KeyState {
+        let idx = key.0 as usize;
+        if self.keys.len() <= idx {
+            self.keys
+                .resize_with(idx + 1, || KeyState { seq: 0, last: None });
+        }
+        &mut self.keys[idx]
+    }
+}
+
 /// The ingest stage shared by all sources and workers.
 pub struct Ingest {
     sequencer: Mutex<Sequencer>,
@@ -145,12 +157,7 @@ impl Ingest {
             let mut seq = self.sequencer.lock();
             let free = seq.writer.free();
             for a in batch.iter().take(free) {
-                let idx = a.key.0 as usize;
-                if seq.keys.len() <= idx {
-                    seq.keys
-                        .resize_with(idx + 1, || KeyState { seq: 0, last: None });
-                }
-                let ks = &mut seq.keys[idx];
+                let ks = seq.key(a.key);
                 if ks.seq == 0 {
                     self.symbols.mark_seen(a.key.symbol());
                 }
@@ -270,12 +277,7 @@ impl Ingest {
         {
             let mut seq = self.sequencer.lock();
             for t in batch {
-                let idx = t.key.0 as usize;
-                if seq.keys.len() <= idx {
-                    seq.keys
-                        .resize_with(idx + 1, || KeyState { seq: 0, last: None });
-                }
-                let have = seq.keys[idx].seq;
+                let have = seq.key(t.key).seq;
                 if t.seq <= have {
                     dropped += 1;
                     consumed += 1;
@@ -290,7 +292,7 @@ impl Ingest {
                     gaps += 1;
                 }
                 let item = Arc::new(EncodedTick::new(t.clone()));
-                let ks = &mut seq.keys[idx];
+                let ks = seq.key(t.key);
                 ks.seq = t.seq;
                 if ks.last.as_ref().is_none_or(|l| l.tick.seq < t.seq) {
                     ks.last = Some(item.clone());
@@ -330,12 +332,7 @@ impl Ingest {
     /// itself still reaches the subscribers that are waiting for it.
     pub fn offer_last_value(&self, tick: Tick) {
         let mut seq = self.sequencer.lock();
-        let idx = tick.key.0 as usize;
-        if seq.keys.len() <= idx {
-            seq.keys
-                .resize_with(idx + 1, || KeyState { seq: 0, last: None });
-        }
-        let ks = &mut seq.keys[idx];
+        let ks = seq.key(tick.key);
         if ks.last.as_ref().is_none_or(|l| l.tick.seq < tick.seq) {
             self.symbols.mark_seen(tick.key.symbol());
             ks.last = Some(Arc::new(EncodedTick::new(tick)));
@@ -347,12 +344,7 @@ impl Ingest {
     /// `tick.seq + 1`. Only raises a key's `seq`, never lowers it.
     pub fn resume_sequence(&self, tick: Tick) {
         let mut seq = self.sequencer.lock();
-        let idx = tick.key.0 as usize;
-        if seq.keys.len() <= idx {
-            seq.keys
-                .resize_with(idx + 1, || KeyState { seq: 0, last: None });
-        }
-        let ks = &mut seq.keys[idx];
+        let ks = seq.key(tick.key);
         if tick.seq > ks.seq {
             self.symbols.mark_seen(tick.key.symbol());
             ks.seq = tick.seq;

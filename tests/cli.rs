@@ -214,21 +214,7 @@ fn serve_raises_its_open_file_limit_and_warns_when_max_connections_cannot_fit() 
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     // Started with a low soft limit, as a shell's default would be.
-    // SAFETY: getrlimit/setrlimit are async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            let mut r = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-                r.rlim_cur = r.rlim_cur.min(512);
-                libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-            }
-            Ok(())
-        });
-    }
+    with_soft_fd_limit(&mut cmd, 512);
     let _s = Server {
         child: cmd.spawn().unwrap(),
         addr: "0.0.0.0:0".parse().unwrap(),

@@ -184,21 +184,7 @@ impl Server {
         .stderr(std::fs::File::create(&log).unwrap());
         // Start it with the common soft default, so the server has to raise
         // its own limit (as it must in a real deployment).
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                let mut r = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-                    r.rlim_cur = r.rlim_cur.min(1024);
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-                }
-                Ok(())
-            });
-        }
+        common::with_soft_fd_limit(&mut cmd, 1024);
         let mut child = cmd.spawn().expect("spawning tickwire serve");
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
