@@ -786,10 +786,14 @@ fn upgrade(
         let upgraded = ws.into_inner().into_inner();
         match upgraded.downcast::<TokioIo<Conn>>() {
             Ok(parts) => {
+                // A copy: `read_buf` is a view into hyper's whole read
+                // buffer, and would keep it alive for the connection's life.
+                let early = Bytes::copy_from_slice(&parts.read_buf);
+                drop(parts.read_buf);
                 session::run(
                     worker,
                     parts.io.into_inner(),
-                    parts.read_buf,
+                    early,
                     kind,
                     encoding,
                     identity,

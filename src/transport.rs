@@ -131,6 +131,10 @@ impl AsyncRead for ReadHalf {
                 if !prefix.is_empty() {
                     let n = buf.remaining().min(prefix.len());
                     buf.put_slice(&prefix.split_to(n));
+                    if prefix.is_empty() {
+                        // An empty view still holds its allocation: let it go.
+                        *prefix = Bytes::new();
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 Pin::new(r).poll_read(cx, buf)

@@ -507,3 +507,49 @@ async fn ipv6_loopback_works() {
     assert_eq!(sub.recv_json().await["sym"], "X");
     h.shutdown();
 }
+
+/// Frames sent in the same write as the upgrade request reach the server
+/// inside hyper's read buffer; the session must read them first, then the
+/// socket (and the connection must not keep hyper's buffer for its life).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_with_the_upgrade_request_are_read_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start(config());
+    let mut s = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    let mut bytes = format!(
+        "GET /v1/stream HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        h.addr()
+    )
+    .into_bytes();
+    bytes.extend(encode_frame(
+        true,
+        1,
+        br#"{"op":"subscribe","id":7,"symbols":["EARLY"],"snapshot":false}"#,
+    ));
+    bytes.extend(encode_frame(true, 1, br#"{"op":"ping","id":8}"#));
+    s.write_all(&bytes).await.unwrap();
+    // Everything the server sends: the 101, hello, subscribed, pong.
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !String::from_utf8_lossy(&got).contains(r#""type":"pong","id":8"#) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    let sub = text
+        .find(r#""type":"subscribed","id":7"#)
+        .expect("subscribed");
+    assert!(sub < text.find(r#""type":"pong""#).unwrap());
+    h.shutdown();
+}
