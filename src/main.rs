@@ -162,6 +162,12 @@ struct ServeArgs {
     /// its clients the feed is stale.
     #[arg(long, default_value = "3s", value_parser = parse_duration, requires = "bus")]
     stale_after: Duration,
+    /// CA certificate (PEM) that signed the NATS server's certificate: the
+    /// bus connection then requires TLS and verifies the server with it.
+    /// Credentials go in the URL (`tls://user:pass@host:4222`) and are
+    /// never logged.
+    #[arg(long, value_name = "FILE", requires = "bus")]
+    bus_tls_ca: Option<PathBuf>,
     /// How long an ingest node waits for NATS at start (it must read every
     /// key's last seq before it assigns the next one).
     #[arg(long, default_value = "10s", value_parser = parse_duration, requires = "bus")]
@@ -221,6 +227,11 @@ impl ServeArgs {
                 b.file_storage = !self.bus_memory;
                 b.stale_after = self.stale_after;
                 b.connect_timeout = self.bus_connect_timeout;
+                if let Some(ca) = &self.bus_tls_ca {
+                    std::fs::metadata(ca)
+                        .map_err(|e| format!("--bus-tls-ca {}: {e}", ca.display()))?;
+                }
+                b.tls_ca = self.bus_tls_ca;
                 Some(b)
             }
         };

@@ -73,6 +73,8 @@ fn kill(child: &mut Child) {
 /// A nats-server with JetStream on a disk store that outlives restarts.
 struct Nats {
     bin: PathBuf,
+    /// More flags for nats-server (auth, TLS).
+    extra: Vec<String>,
     dir: tempfile::TempDir,
     port: u16,
     monitor: u16,
@@ -81,9 +83,14 @@ struct Nats {
 
 impl Nats {
     async fn start() -> Option<Nats> {
+        Nats::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Option<Nats> {
         let bin = find("nats-server")?;
         let mut n = Nats {
             bin,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             monitor: free_port(),
@@ -103,6 +110,7 @@ impl Nats {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string(), "-js", "-sd"])
             .arg(self.dir.path().join("store"))
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -902,4 +910,142 @@ async fn a_gateway_refuses_publishers_and_bad_role_flags_are_explained() {
     let gw = Node::gateway_starting(dir.path(), &nats, "gw").await;
     let (_, head) = connect_with(gw.addr, "/v1/publish", "", None).await;
     assert!(head.starts_with("HTTP/1.1 421"), "{head}");
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1, as PEM files in
+/// `dir`: (ca, cert, key).
+fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_can_require_tls_and_a_password_which_is_never_logged() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path());
+    let (ca, cert, key) = (
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+    let Some(nats) = Nats::start_with(&[
+        "--user",
+        "tw",
+        "--pass",
+        "s3cret",
+        "--tls",
+        "--tlscert",
+        cert,
+        "--tlskey",
+        key,
+    ])
+    .await
+    else {
+        return;
+    };
+    let url = format!("tls://tw:s3cret@127.0.0.1:{}", nats.port);
+    let ingest = Node::start(
+        dir.path(),
+        "ingest",
+        &[
+            "--no-feed",
+            "--bus",
+            &url,
+            "--role",
+            "ingest",
+            "--bus-tls-ca",
+            ca,
+        ],
+    )
+    .await;
+    let gw = Node::start(
+        dir.path(),
+        "gw",
+        &["--bus", &url, "--role", "gateway", "--bus-tls-ca", ca],
+    )
+    .await;
+    wait_metric(&gw, "tickwire_feed_stale", |v| v == 0.0).await;
+    let mut c = subscriber(gw.addr).await;
+    c.subscribe(1, &["SEC"], Some(&["trade"]), false).await;
+    let mut p = publisher(ingest.addr).await;
+    p.publish(&[trade("SEC", 1, "1", "1"), trade("SEC", 2, "2", "1")])
+        .await;
+    assert_eq!(recv_ticks(&mut c, 2).await[1]["seq"], 2);
+    for log in [ingest.log(), gw.log()] {
+        assert!(
+            !log.contains("s3cret"),
+            "a log shows the bus password:\n{log}"
+        );
+        assert!(log.contains("tls://***@127.0.0.1"), "{log}");
+    }
+
+    // A wrong password: the ingest node does not start, and says why
+    // without showing the password it was given.
+    let wrong = format!("tls://tw:wr0ng@127.0.0.1:{}", nats.port);
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-feed",
+            "--role",
+            "ingest",
+        ])
+        .args([
+            "--bus",
+            &wrong,
+            "--bus-tls-ca",
+            ca,
+            "--bus-connect-timeout",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach NATS at tls://***@127.0.0.1"),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("authorization"), "{err}");
+    assert!(!err.contains("wr0ng"), "{err}");
+
+    // A certificate the node cannot verify (no CA given): no connection.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-feed",
+            "--role",
+            "ingest",
+        ])
+        .args(["--bus", &url, "--bus-connect-timeout", "2s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach NATS at tls://***@127.0.0.1"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
 }

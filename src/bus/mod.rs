@@ -89,6 +89,9 @@ pub struct BusConfig {
     pub file_storage: bool,
     /// How long an ingest node waits for NATS at start before giving up.
     pub connect_timeout: Duration,
+    /// CA certificate (PEM) to verify the NATS server with; setting it
+    /// makes TLS required (`tls://` URLs require it anyway).
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Connection name NATS shows in its monitoring (`/connz`); the server
     /// sets it to `tickwire-ROLE-LISTENADDR` unless given.
     pub name: Option<String>,
@@ -108,10 +111,75 @@ impl BusConfig {
             file_storage: true,
             connect_timeout: Duration::from_secs(10),
             name: None,
+            tls_ca: None,
             heartbeat_every: Duration::from_millis(500),
             stale_after: Duration::from_secs(3),
         }
     }
+}
+
+impl BusConfig {
+    /// The URL(s) as logs and errors show them: user, password or token
+    /// (`nats://user:pass@host`) replaced by `***`.
+    pub fn shown_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// Credentials written in a bus URL, the NATS way: `user:pass@` or `token@`.
+#[derive(Debug, PartialEq, Eq)]
+enum UrlAuth {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// Takes credentials out of the URL(s): async-nats 0.51 does not read them
+/// there, so they are passed as connect options instead. Returns the URLs
+/// without them and the first credentials found.
+fn split_credentials(urls: &str) -> (String, Option<UrlAuth>) {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut auth = None;
+    let clean: Vec<String> = urls
+        .split(',')
+        .map(|u| {
+            let Ok(mut parsed) = url::Url::parse(u.trim()) else {
+                return u.to_owned(); // async-nats reports what is wrong with it
+            };
+            if parsed.username().is_empty() {
+                return u.to_owned();
+            }
+            let user = decode(parsed.username());
+            let found = match parsed.password() {
+                Some(p) => UrlAuth::UserPassword(user, decode(p)),
+                None => UrlAuth::Token(user),
+            };
+            auth.get_or_insert(found);
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.as_str().trim_end_matches('/').to_owned()
+        })
+        .collect();
+    (clean.join(","), auth)
+}
+
+/// `nats://user:pass@host:4222,nats://h2` → `nats://***@host:4222,nats://h2`.
+pub fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| {
+            let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) if scheme.is_empty() => format!("***{}", &rest[at..]),
+                Some(at) => format!("{scheme}://***{}", &rest[at..]),
+                None => u.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Errors of the bus link, with what an operator needs to act on them.
@@ -335,9 +403,11 @@ async fn connect(
     config: &BusConfig,
     stats: &Arc<Stats>,
     reconnected: Arc<AtomicBool>,
-) -> Result<async_nats::Client, BusError> {
+) -> Result<(async_nats::Client, LastError), BusError> {
     let ev_stats = stats.clone();
-    let url = config.url.clone();
+    let url = config.shown_url();
+    let last_error: LastError = Arc::default();
+    let ev_last_error = last_error.clone();
     let first = Arc::new(AtomicBool::new(true));
     let opts = async_nats::ConnectOptions::new()
         .name(
@@ -354,11 +424,14 @@ async fn connect(
             Duration::from_millis((50 * attempts as u64).clamp(50, 250))
         })
         .subscription_capacity(1 << 16)
+        // A CA of its own for the NATS server's certificate; TLS required.
+        .require_tls(config.tls_ca.is_some())
         .event_callback(move |event| {
             let stats = ev_stats.clone();
             let url = url.clone();
             let first = first.clone();
             let reconnected = reconnected.clone();
+            let last_error = ev_last_error.clone();
             async move {
                 let b = &stats.bus;
                 match event {
@@ -381,30 +454,61 @@ async fn connect(
                         Stats::add(&b.slow_consumer, 1);
                         tracing::warn!(%url, sid, "NATS dropped messages for a slow subscription (this node fell behind the bus)");
                     }
+                    async_nats::Event::ServerError(e) => {
+                        tracing::warn!(%url, error = %e, "NATS server error");
+                        *last_error.lock() = Some(e.to_string());
+                    }
+                    async_nats::Event::ClientError(e) => {
+                        tracing::warn!(%url, error = %e, "NATS client error");
+                        *last_error.lock() = Some(e.to_string());
+                    }
                     other => tracing::info!(%url, event = %other, "NATS event"),
                 }
             }
         });
+    let opts = match &config.tls_ca {
+        Some(ca) => opts.add_root_certificates(ca.clone()),
+        None => opts,
+    };
+    let (urls, auth) = split_credentials(&config.url);
+    let opts = match auth {
+        Some(UrlAuth::UserPassword(u, p)) => opts.user_and_password(u, p),
+        Some(UrlAuth::Token(t)) => opts.token(t),
+        None => opts,
+    };
     let client = opts
-        .connect(config.url.as_str())
+        .connect(urls.as_str())
         .await
         .map_err(|e| BusError::Connect {
-            url: config.url.clone(),
+            url: config.shown_url(),
             timeout: config.connect_timeout,
             message: e.to_string(),
         })?;
-    Ok(client)
+    Ok((client, last_error))
 }
 
+/// The last error NATS reported (authorization, TLS…), for the operator.
+type LastError = Arc<Mutex<Option<String>>>;
+
 /// Waits until the client is connected, for at most `timeout`.
-async fn wait_connected(client: &async_nats::Client, config: &BusConfig) -> Result<(), BusError> {
+async fn wait_connected(
+    client: &async_nats::Client,
+    config: &BusConfig,
+    last_error: &LastError,
+) -> Result<(), BusError> {
     let deadline = Instant::now() + config.connect_timeout;
     while client.connection_state() != async_nats::connection::State::Connected {
         if Instant::now() >= deadline {
             return Err(BusError::Connect {
-                url: config.url.clone(),
+                url: config.shown_url(),
                 timeout: config.connect_timeout,
-                message: "no connection (is nats-server running?)".into(),
+                message: match last_error.lock().as_ref() {
+                    Some(e) => format!("no connection; NATS said: {e}"),
+                    None => {
+                        "no connection (is nats-server running, with this scheme and certificate?)"
+                            .into()
+                    }
+                },
             });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -436,7 +540,7 @@ async fn ensure_stream(
     js.get_or_create_stream(cfg)
         .await
         .map_err(|e| BusError::Stream {
-            url: config.url.clone(),
+            url: config.shown_url(),
             stream: config.stream.clone(),
             message: e.to_string(),
         })
@@ -526,8 +630,8 @@ pub fn start_ingest(
                 let _status_tx = _status_tx;
                 let reconnected = Arc::new(AtomicBool::new(false));
                 let setup = async {
-                    let client = connect(&config, &stats, reconnected.clone()).await?;
-                    wait_connected(&client, &config).await?;
+                    let (client, last_error) = connect(&config, &stats, reconnected.clone()).await?;
+                    wait_connected(&client, &config, &last_error).await?;
                     let subjects = Subjects::new(&config.prefix);
                     let js = jetstream::new(client.clone());
                     let stream = ensure_stream(&js, &config, &subjects).await?;
@@ -673,7 +777,7 @@ pub fn start_gateway(
             rt.block_on(async move {
                 let reconnected = Arc::new(AtomicBool::new(false));
                 let client = match connect(&config, &stats, reconnected.clone()).await {
-                    Ok(c) => c,
+                    Ok((c, _)) => c,
                     Err(e) => {
                         tracing::error!(error = %e, "gateway cannot use the bus");
                         return;
@@ -1020,6 +1124,38 @@ impl Gateway {
             "read last values after reconnecting"
         );
         self.ingest.publish_sequenced(&newer).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_in_urls_become_connect_options() {
+        use super::{UrlAuth, split_credentials};
+        assert_eq!(
+            split_credentials("tls://tw:s3%40cret@127.0.0.1:4222,nats://h2:4222"),
+            (
+                "tls://127.0.0.1:4222,nats://h2:4222".into(),
+                Some(UrlAuth::UserPassword("tw".into(), "s3@cret".into()))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://tok3n@h:1"),
+            ("nats://h:1".into(), Some(UrlAuth::Token("tok3n".into())))
+        );
+        assert_eq!(split_credentials("nats://h:1"), ("nats://h:1".into(), None));
+    }
+
+    #[test]
+    fn credentials_never_show_in_urls() {
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact_url("tls://tw:s3cret@127.0.0.1:4222,nats://tok@h2:4222/x@y"),
+            "tls://***@127.0.0.1:4222,nats://***@h2:4222/x@y"
+        );
+        assert_eq!(redact_url("user:pw@host:4222"), "***@host:4222");
     }
 }
 
