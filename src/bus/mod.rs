@@ -1127,38 +1127,6 @@ impl Gateway {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn credentials_in_urls_become_connect_options() {
-        use super::{UrlAuth, split_credentials};
-        assert_eq!(
-            split_credentials("tls://tw:s3%40cret@127.0.0.1:4222,nats://h2:4222"),
-            (
-                "tls://127.0.0.1:4222,nats://h2:4222".into(),
-                Some(UrlAuth::UserPassword("tw".into(), "s3@cret".into()))
-            )
-        );
-        assert_eq!(
-            split_credentials("nats://tok3n@h:1"),
-            ("nats://h:1".into(), Some(UrlAuth::Token("tok3n".into())))
-        );
-        assert_eq!(split_credentials("nats://h:1"), ("nats://h:1".into(), None));
-    }
-
-    #[test]
-    fn credentials_never_show_in_urls() {
-        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(
-            redact_url("tls://tw:s3cret@127.0.0.1:4222,nats://tok@h2:4222/x@y"),
-            "tls://***@127.0.0.1:4222,nats://***@h2:4222/x@y"
-        );
-        assert_eq!(redact_url("user:pw@host:4222"), "***@host:4222");
-    }
-}
-
 fn heartbeat_node(payload: &[u8]) -> String {
     use simd_json::prelude::*;
     let mut p = payload.to_vec();
@@ -1211,4 +1179,36 @@ async fn read_keys(
             .filter_map(|t| localize(ingest, t)),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_in_urls_become_connect_options() {
+        use super::{UrlAuth, split_credentials};
+        assert_eq!(
+            split_credentials("tls://tw:s3%40cret@127.0.0.1:4222,nats://h2:4222"),
+            (
+                "tls://127.0.0.1:4222,nats://h2:4222".into(),
+                Some(UrlAuth::UserPassword("tw".into(), "s3@cret".into()))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://tok3n@h:1"),
+            ("nats://h:1".into(), Some(UrlAuth::Token("tok3n".into())))
+        );
+        assert_eq!(split_credentials("nats://h:1"), ("nats://h:1".into(), None));
+    }
+
+    #[test]
+    fn credentials_never_show_in_urls() {
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact_url("tls://tw:s3cret@127.0.0.1:4222,nats://tok@h2:4222/x@y"),
+            "tls://***@127.0.0.1:4222,nats://***@h2:4222/x@y"
+        );
+        assert_eq!(redact_url("user:pw@host:4222"), "***@host:4222");
+    }
 }
