@@ -287,6 +287,26 @@ impl Deployment {
     }
 }
 
+/// Runs `tickwire serve --role ingest` with `args`, which must make it fail
+/// to start; returns what it said on stderr.
+fn ingest_refuses_to_start(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-feed",
+            "--role",
+            "ingest",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "it started: {err}");
+    err
+}
+
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
@@ -887,20 +907,7 @@ async fn a_gateway_refuses_publishers_and_bad_role_flags_are_explained() {
     // An ingest node must read the last seqs before it assigns any: with no
     // NATS it does not start, and says why.
     let dead = format!("nats://127.0.0.1:{}", free_port());
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-feed",
-            "--role",
-            "ingest",
-        ])
-        .args(["--bus", &dead, "--bus-connect-timeout", "500ms"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = ingest_refuses_to_start(&["--bus", &dead, "--bus-connect-timeout", "500ms"]);
     assert!(err.contains("cannot reach NATS at"), "{err}");
 
     let Some(nats) = Nats::start().await else {
@@ -1000,27 +1007,14 @@ async fn the_bus_can_require_tls_and_a_password_which_is_never_logged() {
     // A wrong password: the ingest node does not start, and says why
     // without showing the password it was given.
     let wrong = format!("tls://tw:wr0ng@127.0.0.1:{}", nats.port);
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-feed",
-            "--role",
-            "ingest",
-        ])
-        .args([
-            "--bus",
-            &wrong,
-            "--bus-tls-ca",
-            ca,
-            "--bus-connect-timeout",
-            "2s",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = ingest_refuses_to_start(&[
+        "--bus",
+        &wrong,
+        "--bus-tls-ca",
+        ca,
+        "--bus-connect-timeout",
+        "2s",
+    ]);
     assert!(
         err.contains("cannot reach NATS at tls://***@127.0.0.1"),
         "{err}"
@@ -1029,20 +1023,7 @@ async fn the_bus_can_require_tls_and_a_password_which_is_never_logged() {
     assert!(!err.contains("wr0ng"), "{err}");
 
     // A certificate the node cannot verify (no CA given): no connection.
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-feed",
-            "--role",
-            "ingest",
-        ])
-        .args(["--bus", &url, "--bus-connect-timeout", "2s"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = ingest_refuses_to_start(&["--bus", &url, "--bus-connect-timeout", "2s"]);
     assert!(
         err.contains("cannot reach NATS at tls://***@127.0.0.1"),
         "{err}"
