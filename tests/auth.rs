@@ -324,7 +324,7 @@ async fn a_keys_connection_limit_gets_503_and_places_come_back() {
     // Refusals are counted by reason (one 401 and one 403 here, too).
     let _ = answer(h.addr(), "/v1/stream", "").await;
     let _ = answer(h.addr(), "/v1/publish", &bearer(DESK)).await;
-    let m = metrics(h.addr()).await;
+    let m = http_get(h.addr(), "/metrics").await;
     for line in [
         r#"tickwire_upgrades_refused_total{reason="unauthorized"} 1"#,
         r#"tickwire_upgrades_refused_total{reason="forbidden"} 1"#,
@@ -337,20 +337,6 @@ async fn a_keys_connection_limit_gets_503_and_places_come_back() {
         .unwrap();
     assert!(limit.parse::<u64>().unwrap() >= 1, "{m}");
     h.shutdown();
-}
-
-/// `GET /metrics` as text.
-async fn metrics(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -345,15 +345,6 @@ async fn control_ops_answer_with_ids() {
     h.shutdown();
 }
 
-/// A raw HTTP/1.1 GET; returns the whole response.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    http_raw(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-    )
-    .await
-}
-
 async fn http_raw(addr: std::net::SocketAddr, req: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

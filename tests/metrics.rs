@@ -9,41 +9,6 @@ use common::*;
 use serde_json::json;
 use tickwire::config::FeedSource;
 
-/// GET `path`, reading until EOF (the request says `Connection: close`).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("a whole response")
-        .unwrap();
-    String::from_utf8(out).unwrap()
-}
-
-/// Scrapes `/metrics`: `series → value`, where a series is written as in
-/// the exposition (`name{label="v"}`).
-async fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
-    let r = http_get(addr, "/metrics").await;
-    let (head, body) = r.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "{head}"
-    );
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap();
-            (k.to_string(), v.parse::<f64>().unwrap())
-        })
-        .collect()
-}
-
 fn get(m: &HashMap<String, f64>, k: &str) -> f64 {
     *m.get(k)
         .unwrap_or_else(|| panic!("no series {k} in {:?}", m.keys()))
@@ -53,7 +18,7 @@ fn get(m: &HashMap<String, f64>, k: &str) -> f64 {
 async fn metrics_follow_a_known_workload() {
     let h = start(config());
     let addr = h.addr();
-    let m = scrape(addr).await;
+    let m = scrape_metrics(addr).await;
     assert_eq!(
         get(&m, r#"tickwire_ticks_in_total{source="publisher"}"#),
         0.0
@@ -114,7 +79,7 @@ async fn metrics_follow_a_known_workload() {
             == 0
     })
     .await;
-    let m = scrape(addr).await;
+    let m = scrape_metrics(addr).await;
     let expect = [
         (r#"tickwire_connections{kind="subscriber"}"#, 2.0),
         (r#"tickwire_connections{kind="publisher"}"#, 1.0),
@@ -170,16 +135,16 @@ async fn metrics_follow_a_known_workload() {
     js.send_json(json!({"op":"unsubscribe","id":2,"symbols":["AAPL"],"channels":["quote"]}))
         .await;
     js.recv_until("unsubscribed").await;
-    let m = scrape(addr).await;
+    let m = scrape_metrics(addr).await;
     assert_eq!(get(&m, r#"tickwire_subscriptions{type="named"}"#), 1.0);
     drop((js, bin, publ));
     assert_no_leaks(&h).await;
-    let m = scrape(addr).await;
+    let m = scrape_metrics(addr).await;
     assert_eq!(get(&m, r#"tickwire_subscriptions{type="named"}"#), 0.0);
     assert_eq!(get(&m, r#"tickwire_subscriptions{type="star"}"#), 0.0);
     assert_eq!(get(&m, r#"tickwire_connections{kind="subscriber"}"#), 0.0);
     eventually("admission places given back", || h.connections() == (0, 0)).await;
-    let m = scrape(addr).await;
+    let m = scrape_metrics(addr).await;
     assert_eq!(get(&m, "tickwire_connections_admitted"), 0.0);
     h.shutdown();
 }
@@ -193,7 +158,7 @@ async fn recorded_ticks_are_counted_apart_from_published_ones() {
     let addr = h.addr();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let m = scrape(addr).await;
+        let m = scrape_metrics(addr).await;
         let recorded = get(&m, r#"tickwire_ticks_in_total{source="recorded"}"#);
         assert_eq!(
             get(&m, r#"tickwire_ticks_in_total{source="publisher"}"#),

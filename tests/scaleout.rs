@@ -132,7 +132,7 @@ impl Nats {
 
     /// The monitoring endpoint's `/connz` with every subscription's detail.
     async fn connz(&self) -> Value {
-        let body = http_get(
+        let body = nats_monitor_get(
             format!("127.0.0.1:{}", self.monitor).parse().unwrap(),
             "/connz?subs=detail",
         )
@@ -264,7 +264,8 @@ impl Drop for Node {
 /// NATS, one ingest node and two live gateways, each in its own process.
 struct Deployment {
     nats: Nats,
-    dir: tempfile::TempDir,
+    /// Holds the nodes' logs and address files until the deployment is dropped.
+    _dir: tempfile::TempDir,
     ingest: Node,
     gw1: Node,
     gw2: Node,
@@ -279,7 +280,7 @@ impl Deployment {
         let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
         Some(Deployment {
             nats,
-            dir,
+            _dir: dir,
             ingest,
             gw1,
             gw2,
@@ -307,7 +308,9 @@ fn ingest_refuses_to_start(args: &[&str]) -> String {
     err
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> String {
+/// `GET path` from nats-server's monitoring port, the body only. HTTP/1.0:
+/// Go's server would answer HTTP/1.1 with a chunked body.
+async fn nats_monitor_get(addr: SocketAddr, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .await
@@ -323,14 +326,11 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
         .unwrap_or(text)
 }
 
-/// One sample of a `/metrics` family (the first line starting with `name`).
+/// One series of `/metrics`, written as exposed (`name{label="v"}`).
 async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let body = http_get(addr, "/metrics").await;
-    body.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
+    let m = scrape_metrics(addr).await;
+    *m.get(name)
+        .unwrap_or_else(|| panic!("no metric {name} in {:?}", m.keys()))
 }
 
 async fn wait_metric(node: &Node, name: &str, ok: impl Fn(f64) -> bool) {
@@ -408,16 +408,13 @@ fn assert_in_order(ticks: &[Value], who: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_deliver_the_same_ticks_with_the_same_seq() {
     let _serial = SERIAL.lock().await;
-    let Some(Deployment {
-        nats: _nats,
-        dir: _dir,
-        ingest,
-        gw1,
-        gw2,
-    }) = Deployment::start().await
-    else {
+    let Some(deployment) = Deployment::start().await else {
         return;
     };
+    // nats-server and the scratch directory live until the test ends.
+    let Deployment {
+        ingest, gw1, gw2, ..
+    } = deployment;
 
     let mut local = subscriber(ingest.addr).await;
     let mut c1 = subscriber(gw1.addr).await;
@@ -481,16 +478,17 @@ async fn two_gateways_deliver_the_same_ticks_with_the_same_seq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_takes_from_the_bus_only_the_keys_its_clients_want() {
     let _serial = SERIAL.lock().await;
-    let Some(Deployment {
+    let Some(deployment) = Deployment::start().await else {
+        return;
+    };
+    // nats-server and the scratch directory live until the test ends.
+    let Deployment {
         nats,
-        dir: _dir,
         ingest,
         gw1,
         gw2,
-    }) = Deployment::start().await
-    else {
-        return;
-    };
+        ..
+    } = deployment;
 
     let mut c1 = subscriber(gw1.addr).await;
     c1.subscribe(1, &["XX"], Some(&["trade"]), false).await;
@@ -546,16 +544,13 @@ async fn a_gateway_takes_from_the_bus_only_the_keys_its_clients_want() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_are_the_same_on_every_gateway() {
     let _serial = SERIAL.lock().await;
-    let Some(Deployment {
-        nats: _nats,
-        dir: _dir,
-        ingest,
-        gw1,
-        gw2,
-    }) = Deployment::start().await
-    else {
+    let Some(deployment) = Deployment::start().await else {
         return;
     };
+    // nats-server and the scratch directory live until the test ends.
+    let Deployment {
+        ingest, gw1, gw2, ..
+    } = deployment;
 
     // Published while no gateway has a client: only JetStream has them.
     let mut publ = publisher(ingest.addr).await;
@@ -627,16 +622,17 @@ async fn snapshots_are_the_same_on_every_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_stream_is_a_gap_at_worst() {
     let _serial = SERIAL.lock().await;
-    let Some(Deployment {
+    let Some(deployment) = Deployment::start().await else {
+        return;
+    };
+    // nats-server and the scratch directory live until the test ends.
+    let Deployment {
         mut nats,
-        dir: _dir,
         ingest,
         gw1,
         gw2,
-    }) = Deployment::start().await
-    else {
-        return;
-    };
+        ..
+    } = deployment;
     let mut clients = Vec::new();
     for gw in [&gw1, &gw2] {
         let mut c = subscriber(gw.addr).await;
@@ -834,16 +830,13 @@ impl Drop for Nginx {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_gateways_clients_move_through_the_load_balancer() {
     let _serial = SERIAL.lock().await;
-    let Some(Deployment {
-        nats: _nats,
-        dir: _dir,
-        ingest,
-        gw1,
-        gw2,
-    }) = Deployment::start().await
-    else {
+    let Some(deployment) = Deployment::start().await else {
         return;
     };
+    // nats-server and the scratch directory live until the test ends.
+    let Deployment {
+        ingest, gw1, gw2, ..
+    } = deployment;
     let Some(lb) = Nginx::start(&[gw1.addr, gw2.addr]).await else {
         return;
     };

@@ -288,26 +288,7 @@ fn status_kb(path: &str, field: &str) -> u64 {
 
 /// `GET /metrics`, as `name{labels}` → value.
 async fn metrics(server: &Server) -> HashMap<String, f64> {
-    let mut s = TcpStream::connect(server.addr)
-        .await
-        .expect("the server is up for /metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    // Plain HTTP responses end the connection (Connection: close).
-    tokio::time::timeout(WAIT, s.read_to_string(&mut body))
-        .await
-        .expect("/metrics answers")
-        .unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
+    common::scrape_metrics(server.addr).await
 }
 
 /// The gauges that must come back to zero, by name.

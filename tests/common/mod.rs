@@ -375,3 +375,38 @@ pub fn with_soft_fd_limit(cmd: &mut std::process::Command, soft: u64) {
         });
     }
 }
+
+/// `GET path` on a connection of its own, read to EOF (tickwire ends every
+/// plain HTTP response): the whole response, head and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect for HTTP");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("a whole response")
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// Scrapes `/metrics` (checking it is a 200 in Prometheus text format):
+/// `series → value`, a series written as exposed (`name{label="v"}`).
+pub async fn scrape_metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    let r = http_get(addr, "/metrics").await;
+    let (head, body) = r.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse::<f64>().unwrap())
+        })
+        .collect()
+}
