@@ -274,9 +274,7 @@ impl AsyncRead for TlsReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if !this.plain_ahead.is_empty() {
-            let n = buf.remaining().min(this.plain_ahead.len());
-            buf.put_slice(&this.plain_ahead.split_to(n));
+        if crate::transport::read_ahead_first(&mut this.plain_ahead, buf) {
             return Poll::Ready(Ok(()));
         }
         loop {
