@@ -312,6 +312,18 @@ impl Interest {
         self.counts.lock().star[ch as usize] > 0
     }
 
+    /// The channels some local client wants `*` on.
+    fn wanted_star(&self) -> ChannelSet {
+        let c = self.counts.lock();
+        let mut set = ChannelSet::default();
+        for ch in Channel::ALL {
+            if c.star[ch as usize] > 0 {
+                set.insert(ch);
+            }
+        }
+        set
+    }
+
     fn wanted_keys(&self) -> Vec<KeyId> {
         self.counts.lock().keys.keys().copied().collect()
     }
@@ -1099,12 +1111,7 @@ impl Gateway {
             return;
         };
         let keys = self.interest.wanted_keys();
-        let star = ChannelSet(
-            Channel::ALL
-                .iter()
-                .filter(|&&ch| self.interest.wants_star(ch))
-                .fold(0, |m, ch| m | ch.bit()),
-        );
+        let star = self.interest.wanted_star();
         let fresh = read_keys(
             &stream,
             &self.subjects,
