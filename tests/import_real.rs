@@ -1,4 +1,4 @@
-//! Importers on the real vendor files in shared/data (see
+//! Importers on the real vendor files in tests/data (see
 //! `replay_support::data_dir`), checked value by value against the sources,
 //! plus hand-made bad inputs.
 

@@ -1,5 +1,5 @@
 //! Replay, record and serve --replay end to end over real sockets on
-//! 127.0.0.1, with real data imported from shared/data.
+//! 127.0.0.1, with real data imported from tests/data.
 
 mod replay_support;
 

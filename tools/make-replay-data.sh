@@ -1,20 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates the bundled recordings in replay-data/ from the real vendor
-# files in ../shared/data, with tickwire's own importer. Deterministic.
+# files bundled in tests/data, with tickwire's own importer. Deterministic.
 # Usage: tools/make-replay-data.sh [DATA_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Default: the nearest shared/data above the repository (../shared/data in
-# a checkout next to shared/, /work/shared/data in a worktree under /work/wt).
-data="${1:-}"
-if [ -z "$data" ]; then
-  dir="$PWD"
-  while [ "$dir" != / ]; do
-    dir="$(dirname "$dir")"
-    if [ -f "$dir/shared/data/README.md" ]; then data="$dir/shared/data"; break; fi
-  done
-fi
-[ -n "$data" ] || { echo "no shared/data found above $PWD; pass DATA_DIR" >&2; exit 1; }
+data="${1:-tests/data}"
 lean="$data/lean_equity_tick_20131007"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 cargo build --release --quiet

@@ -5,21 +5,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// `shared/data` with the real vendor files: the first ancestor of the
-/// crate directory that has it (`/work/shared/data` for a worktree under
-/// `/work/wt/`, `../shared/data` for a checkout next to `shared/`).
+/// The real vendor files bundled in `tests/data` (sources and licences in
+/// its README).
 pub fn data_dir() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|a| a.join("shared").join("data"))
-        .find(|d| d.join("README.md").is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "these tests read the real recordings in shared/data; none found above {}",
-                manifest.display()
-            )
-        })
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("data")
 }
 
 pub fn data(name: &str) -> PathBuf {
