@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tickwire::decimal::Fixed;
-use tickwire::encode::{EncodedTick, tick_json};
-use tickwire::fanout::WorkerState;
-use tickwire::ring::ring;
-use tickwire::stats::Stats;
-use tickwire::tick::{Channel, Event, KeyId, Side, Tick};
+use tickwire::model::decimal::Fixed;
+use tickwire::model::tick::{Channel, Event, KeyId, Side, Tick};
+use tickwire::pipeline::fanout::WorkerState;
+use tickwire::pipeline::ring::ring;
+use tickwire::pipeline::stats::Stats;
+use tickwire::wire::encode::{EncodedTick, tick_json};
 
 fn sample_tick(seq: u64) -> Tick {
     Tick {

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tickwire::config::{Config, FeedSource};
-use tickwire::import::{Vendor, import};
-use tickwire::recording::{RecordingReader, RecordingWriter, read_all};
-use tickwire::replay::Speed;
-use tickwire::replay::client::{ReplayOptions, replay};
-use tickwire::window::Selection;
+use tickwire::recordings::format::{RecordingReader, RecordingWriter, read_all};
+use tickwire::recordings::import::{Vendor, import};
+use tickwire::recordings::replay::Speed;
+use tickwire::recordings::replay::client::{ReplayOptions, replay};
+use tickwire::recordings::selection::Selection;
+use tickwire::server::config::{Config, FeedSource};
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,7 +24,7 @@ fn data_dir() -> PathBuf {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let ticks = tickwire::replay::embedded_ticks().unwrap();
+    let ticks = tickwire::recordings::replay::embedded_ticks().unwrap();
     let n = ticks.len() as u64;
     let mut files = Vec::new();
     for name in ["s.twr", "s.twr.zst", "s.jsonl", "s.jsonl.zst"] {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tickwire::bus::{BusConfig, Role};
-use tickwire::config::{Config, FeedSource};
-use tickwire::replay::Speed;
+use tickwire::recordings::replay::Speed;
+use tickwire::server::config::{Config, FeedSource};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,11 +29,11 @@ enum Command {
     /// Run the feed server (with no flags: the bundled recording, looped, on 127.0.0.1:8080).
     Serve(ServeArgs),
     /// Convert vendor files (Lean, Tardis, Databento DBN) into a tickwire recording.
-    Import(tickwire::import::ImportArgs),
+    Import(tickwire::recordings::import::ImportArgs),
     /// Play recordings into a server's /v1/publish, paced by their timestamps.
-    Replay(tickwire::replay::client::ReplayArgs),
+    Replay(tickwire::recordings::replay::client::ReplayArgs),
     /// Subscribe to a server and write the ticks it sends to a recording.
-    Record(tickwire::record::RecordArgs),
+    Record(tickwire::recordings::record::RecordArgs),
     /// Measure a feed server's latency under load (this one, or any server speaking PROTOCOL.md).
     Bench(tickwire::bench::BenchArgs),
 }
@@ -199,7 +199,7 @@ impl ServeArgs {
     fn into_config(self) -> Result<(Config, Option<PathBuf>), String> {
         let auth = match &self.config {
             Some(path) => Some(std::sync::Arc::new(
-                tickwire::auth::Keys::load(path).map_err(|e| format!("--config: {e}"))?,
+                tickwire::access::auth::Keys::load(path).map_err(|e| format!("--config: {e}"))?,
             )),
             None => None,
         };
@@ -237,7 +237,7 @@ impl ServeArgs {
         };
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
-                Some(tickwire::tls::load(cert, key).map_err(|e| e.to_string())?)
+                Some(tickwire::net::tls::load(cert, key).map_err(|e| e.to_string())?)
             }
             _ => None,
         };
@@ -294,9 +294,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Import(args) => tickwire::import::run(args),
-        Command::Replay(args) => tickwire::replay::client::run(args),
-        Command::Record(args) => tickwire::record::run(args),
+        Command::Import(args) => tickwire::recordings::import::run(args),
+        Command::Replay(args) => tickwire::recordings::replay::client::run(args),
+        Command::Record(args) => tickwire::recordings::record::run(args),
         Command::Bench(args) => tickwire::bench::run(args),
     }
 }
@@ -305,7 +305,7 @@ fn main() -> ExitCode {
 /// descriptor), says what it got, and warns when `--max-connections` cannot
 /// fit in it: past the limit, accepts fail with EMFILE instead of a 503.
 fn check_fd_limit(config: &Config) {
-    match tickwire::limits::raise_fd_limit() {
+    match tickwire::access::limits::raise_fd_limit() {
         Ok(l) => {
             tracing::info!(
                 soft = l.soft,
@@ -315,14 +315,15 @@ fn check_fd_limit(config: &Config) {
             );
             let workers = config.worker_count();
             if let Some(need) =
-                tickwire::limits::fd_shortfall(config.max_connections, workers, l.soft)
+                tickwire::access::limits::fd_shortfall(config.max_connections, workers, l.soft)
             {
                 tracing::warn!(
                     max_connections = config.max_connections,
                     fd_limit = l.soft,
                     need,
                     "--max-connections does not fit in the open-file limit: connections beyond about {} will fail to be accepted (EMFILE) instead of getting a 503; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower --max-connections",
-                    l.soft.saturating_sub(tickwire::limits::fd_reserve(workers))
+                    l.soft
+                        .saturating_sub(tickwire::access::limits::fd_reserve(workers))
                 );
             }
         }

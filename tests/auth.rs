@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use tickwire::auth::Keys;
+use tickwire::access::auth::Keys;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DESK: &str = "desk-key-0123456789abcdef";

@@ -68,7 +68,7 @@ async fn default_serve_streams_the_bundled_recording() {
         "{v}"
     );
     assert!(v.get("snap").is_none());
-    let now = tickwire::tick::wall_clock_ns();
+    let now = tickwire::model::tick::wall_clock_ns();
     let ts = v["ts"].as_u64().unwrap();
     assert!(
         now.abs_diff(ts) < 60_000_000_000,

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 
-fn echo_config() -> tickwire::config::Config {
+fn echo_config() -> tickwire::server::config::Config {
     let mut c = config();
     c.echo_listen = Some("127.0.0.1:0".parse().unwrap());
     c.echo_max_message_bytes = 4 << 20;

@@ -35,7 +35,7 @@ async fn subscribe_and_unsubscribe_with_ids() {
     assert!(t.ends_with(r#","px":189.23,"qty":100,"side":"B"}"#), "{t}");
     let v: Value = serde_json::from_str(&t).unwrap();
     let rx = v["rx"].as_u64().unwrap();
-    let now = tickwire::tick::wall_clock_ns();
+    let now = tickwire::model::tick::wall_clock_ns();
     assert!(
         rx <= now && now - rx < 10_000_000_000,
         "rx is the server's wall clock"

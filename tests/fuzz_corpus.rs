@@ -21,9 +21,9 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use tickwire::bus::subject::{Subjects, unescape};
 use tickwire::bus::wire;
-use tickwire::protocol::{parse_publish, parse_request};
-use tickwire::recording::RecordingReader;
-use tickwire::tick::validate_symbol;
+use tickwire::model::tick::validate_symbol;
+use tickwire::recordings::format::RecordingReader;
+use tickwire::wire::protocol::{parse_publish, parse_request};
 
 /// A target's seeds. Files named `bad-*` are inputs the parser must refuse
 /// (with an error, not a panic); the others must parse.
@@ -179,7 +179,7 @@ proptest! {
         let corpus = seeds("publish");
         let bytes = input(&corpus, &m);
         for item in parse_publish(&bytes) {
-            if let Ok(tickwire::protocol::Published::Tick(t)) = item {
+            if let Ok(tickwire::wire::protocol::Published::Tick(t)) = item {
                 prop_assert!(validate_symbol(&t.sym).is_ok());
             }
         }
@@ -209,7 +209,7 @@ proptest! {
             && let Some(sym) = unescape(text)
         {
             let s = Subjects::new("t");
-            let subject = s.tick(tickwire::tick::Channel::Trade, &sym);
+            let subject = s.tick(tickwire::model::tick::Channel::Trade, &sym);
             prop_assert_eq!(subject, format!("t.trade.{text}"));
         }
     }

@@ -8,11 +8,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use replay_support::{data, files_in, lean, make_zip};
-use tickwire::decimal::Fixed;
-use tickwire::import::{ImportError, Vendor, import};
-use tickwire::recording::read_all;
-use tickwire::tick::{Event, NewTick, Side};
-use tickwire::window::{Selection, TimeSpec};
+use tickwire::model::decimal::Fixed;
+use tickwire::model::tick::{Event, NewTick, Side};
+use tickwire::recordings::format::read_all;
+use tickwire::recordings::import::{ImportError, Vendor, import};
+use tickwire::recordings::selection::{Selection, TimeSpec};
 
 fn run(vendor: Vendor, inputs: &[PathBuf], out: &Path) -> Result<Vec<NewTick>, ImportError> {
     import(vendor, inputs, out, false, &Selection::default())?;

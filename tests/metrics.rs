@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use common::*;
 use serde_json::json;
-use tickwire::config::FeedSource;
+use tickwire::server::config::FeedSource;
 
 fn get(m: &HashMap<String, f64>, k: &str) -> f64 {
     *m.get(k)
@@ -97,7 +97,7 @@ async fn metrics_follow_a_known_workload() {
         ("tickwire_ring_occupancy", 0.0),
         (
             "tickwire_ring_capacity",
-            tickwire::config::Config::default()
+            tickwire::server::config::Config::default()
                 .ring_capacity
                 .next_power_of_two() as f64,
         ),
@@ -151,7 +151,7 @@ async fn metrics_follow_a_known_workload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_ticks_are_counted_apart_from_published_ones() {
-    let h = start(tickwire::config::Config {
+    let h = start(tickwire::server::config::Config {
         feed: FeedSource::Embedded,
         ..config()
     });

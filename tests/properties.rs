@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tickwire::decimal::Fixed;
-use tickwire::protocol::{Published, Request, parse_publish, parse_request};
-use tickwire::recording::{RecordingReader, RecordingWriter};
-use tickwire::tick::{Event, NewTick, Side, validate_symbol};
+use tickwire::model::decimal::Fixed;
+use tickwire::model::tick::{Event, NewTick, Side, validate_symbol};
+use tickwire::recordings::format::{RecordingReader, RecordingWriter};
+use tickwire::wire::protocol::{Published, Request, parse_publish, parse_request};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -174,7 +174,7 @@ proptest! {
             if i > 0 {
                 text.push(b',');
             }
-            tickwire::recording::write_tick_json(&mut text, t);
+            tickwire::recordings::format::write_tick_json(&mut text, t);
         }
         text.push(b']');
         let got: Vec<Published> = parse_publish(&text)

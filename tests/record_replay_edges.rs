@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use sha1::{Digest, Sha1};
-use tickwire::config::{Config, FeedSource};
-use tickwire::decimal::Fixed;
-use tickwire::record::{Ending, RecordProgress, record};
-use tickwire::recording::{RecordingWriter, read_all};
-use tickwire::replay::Speed;
-use tickwire::replay::client::{ReplayOptions, replay};
-use tickwire::tick::{Event, NewTick, Side};
+use tickwire::model::decimal::Fixed;
+use tickwire::model::tick::{Event, NewTick, Side};
+use tickwire::recordings::format::{RecordingWriter, read_all};
+use tickwire::recordings::record::{Ending, RecordProgress, record};
+use tickwire::recordings::replay::Speed;
+use tickwire::recordings::replay::client::{ReplayOptions, replay};
+use tickwire::server::config::{Config, FeedSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn frame(text: &str) -> Vec<u8> {

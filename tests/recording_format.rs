@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tickwire::decimal::Fixed;
-use tickwire::recording::{RecordingError, RecordingReader, RecordingWriter, read_all};
-use tickwire::tick::{Event, NewTick, Side};
+use tickwire::model::decimal::Fixed;
+use tickwire::model::tick::{Event, NewTick, Side};
+use tickwire::recordings::format::{RecordingError, RecordingReader, RecordingWriter, read_all};
 
 fn sample() -> Vec<NewTick> {
     let mut v = Vec::new();

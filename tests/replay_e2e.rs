@@ -10,16 +10,16 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use replay_support::data;
-use tickwire::config::{Config, FeedSource};
-use tickwire::import::{Vendor, import};
-use tickwire::protocol::{Published, parse_publish};
-use tickwire::record::{Ending, RecordProgress, record};
-use tickwire::recording::read_all;
-use tickwire::replay::Speed;
-use tickwire::replay::client::{ReplayError, ReplayOptions, replay, summary};
+use tickwire::model::tick::NewTick;
+use tickwire::recordings::format::read_all;
+use tickwire::recordings::import::{Vendor, import};
+use tickwire::recordings::record::{Ending, RecordProgress, record};
+use tickwire::recordings::replay::Speed;
+use tickwire::recordings::replay::client::{ReplayError, ReplayOptions, replay, summary};
+use tickwire::recordings::selection::{Selection, TimeSpec};
+use tickwire::server::config::{Config, FeedSource};
 use tickwire::server::{ServerHandle, start};
-use tickwire::tick::NewTick;
-use tickwire::window::{Selection, TimeSpec};
+use tickwire::wire::protocol::{Published, parse_publish};
 use tokio_tungstenite::tungstenite::Message;
 
 fn server() -> ServerHandle {
@@ -130,7 +130,10 @@ async fn import_replay_at_max_record_round_trip_is_exact() {
     let r = rec.await.unwrap().unwrap();
     assert_eq!(r.ending, Ending::Stopped);
     assert_eq!(r.ticks, want.len() as u64);
-    assert_eq!(tickwire::stats::Stats::get(&stats.ticks_dropped_stale), 0);
+    assert_eq!(
+        tickwire::pipeline::stats::Stats::get(&stats.ticks_dropped_stale),
+        0
+    );
     assert_eq!(r.missing, 0, "no seq gaps");
     let got = read_all(&out).unwrap();
     assert_eq!(got.len() as u64, r.ticks);
@@ -355,7 +358,7 @@ async fn serve_plays_a_recording_file_and_the_embedded_default_through_the_same_
     assert_eq!(got, want[k..k + got.len()]);
     srv.shutdown();
 
-    let embedded = tickwire::replay::embedded_ticks().unwrap();
+    let embedded = tickwire::recordings::replay::embedded_ticks().unwrap();
     let srv = start(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         feed: FeedSource::Embedded,

@@ -514,7 +514,7 @@ key = "feed-key-0123456789abcdef"
 "#;
     let mut c = config();
     c.auth = Some(std::sync::Arc::new(
-        tickwire::auth::Keys::parse(KEYS).unwrap(),
+        tickwire::access::auth::Keys::parse(KEYS).unwrap(),
     ));
     let h = start(c);
     let a = h.addr();

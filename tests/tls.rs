@@ -46,7 +46,7 @@ fn pki() -> Pki {
         .unwrap()
         .signed_by(&key, &ca)
         .unwrap();
-    let server = tickwire::tls::server_config(
+    let server = tickwire::net::tls::server_config(
         vec![cert.der().clone()],
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     )
@@ -68,7 +68,7 @@ fn pki() -> Pki {
     }
 }
 
-fn tls_config(pki: &Pki) -> tickwire::config::Config {
+fn tls_config(pki: &Pki) -> tickwire::server::config::Config {
     let mut c = config();
     c.tls = Some(pki.server.clone());
     c
@@ -552,24 +552,30 @@ fn unusable_tls_files_are_errors_naming_the_file() {
         rcgen::KeyPair::generate().unwrap().serialize_pem(),
     )
     .unwrap();
-    assert!(tickwire::tls::load(&cert, &key).is_ok());
+    assert!(tickwire::net::tls::load(&cert, &key).is_ok());
 
     let missing = dir.path().join("missing.pem");
-    let e = tickwire::tls::load(&missing, &key).unwrap_err().to_string();
+    let e = tickwire::net::tls::load(&missing, &key)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--tls-cert") && e.contains("missing.pem"), "{e}");
-    let e = tickwire::tls::load(&cert, &missing)
+    let e = tickwire::net::tls::load(&cert, &missing)
         .unwrap_err()
         .to_string();
     assert!(e.contains("--tls-key") && e.contains("missing.pem"), "{e}");
     // The key where the certificate should be, and the other way round.
-    let e = tickwire::tls::load(&key, &key).unwrap_err().to_string();
+    let e = tickwire::net::tls::load(&key, &key)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no certificate") && e.contains("key.pem"), "{e}");
-    let e = tickwire::tls::load(&cert, &cert).unwrap_err().to_string();
+    let e = tickwire::net::tls::load(&cert, &cert)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("no private key") && e.contains("cert.pem"),
         "{e}"
     );
-    let e = tickwire::tls::load(&cert, &other_key)
+    let e = tickwire::net::tls::load(&cert, &other_key)
         .unwrap_err()
         .to_string();
     assert!(
@@ -703,7 +709,7 @@ async fn measure_wss_against_ws() {
                     let mut lat = Vec::with_capacity(paced as usize);
                     for _ in 0..paced {
                         let v = sub.recv_json().await;
-                        let now = tickwire::tick::wall_clock_ns();
+                        let now = tickwire::model::tick::wall_clock_ns();
                         lat.push(now.saturating_sub(v["rx"].as_u64().unwrap()));
                     }
                     // Until it holds the last tick of every burst key (a

@@ -43,7 +43,7 @@ use self::plan::{Plan, PlanInput};
 use self::publisher::{PublishCounters, PublisherConfig, Source};
 use self::report::*;
 use self::target::Target;
-use crate::replay::Speed;
+use crate::recordings::replay::Speed;
 
 /// Why a benchmark could not run (or could not finish a run).
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +72,7 @@ pub enum BenchError {
         first: String,
     },
     #[error("cannot read the recording: {0}")]
-    Recording(#[from] crate::recording::RecordingError),
+    Recording(#[from] crate::recordings::format::RecordingError),
     #[error("cannot start a thread or runtime: {0}")]
     Thread(#[source] std::io::Error),
     #[error("cannot write {path}: {source}")]
@@ -371,7 +371,7 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
 
     // The recording, if any, and the symbol universe.
     let replay = match &args.replay {
-        Some(path) => Some(crate::recording::read_all(path)?),
+        Some(path) => Some(crate::recordings::format::read_all(path)?),
         None => None,
     };
     let symbols = match &replay {
@@ -716,7 +716,7 @@ fn run_once(
     let rss_after = total_rss(&pids).unwrap_or(0);
 
     let cpu0 = sample_cpu(&live, &pids);
-    let start_wall = crate::tick::wall_clock_ns();
+    let start_wall = crate::model::tick::wall_clock_ns();
     let start_sys = SystemTime::now();
     let _ = phase_tx.send(Phase::Publishing {
         start_wall_ns: start_wall,

@@ -19,9 +19,9 @@ use hdrhistogram::Histogram;
 
 use super::plan::{Plan, SplitMix64};
 use super::ws::{self, Endpoint, WsError};
-use crate::decimal::Fixed;
-use crate::replay::Speed;
-use crate::tick::{Event, NewTick, Side, wall_clock_ns};
+use crate::model::decimal::Fixed;
+use crate::model::tick::{Event, NewTick, Side, wall_clock_ns};
+use crate::recordings::replay::Speed;
 
 /// Ticks per publish frame at most (sent as a JSON array when > 1).
 const MAX_BATCH: usize = 256;
@@ -161,7 +161,7 @@ fn write_tick(out: &mut Vec<u8>, sym: &str, ts: u64, event: &Event) {
     out.extend_from_slice(sym.as_bytes());
     out.extend_from_slice(b"\",\"ts\":");
     out.extend_from_slice(b.format(ts).as_bytes());
-    crate::encode::event_json_fields(out, event);
+    crate::wire::encode::event_json_fields(out, event);
     out.push(b'}');
 }
 
@@ -420,9 +420,9 @@ mod tests {
             let mut out = Vec::new();
             let ev = synthetic_event(&mut rng, 3);
             write_tick(&mut out, "A", 1, &ev);
-            let parsed = crate::protocol::parse_publish(&out);
+            let parsed = crate::wire::protocol::parse_publish(&out);
             assert!(
-                matches!(parsed[0], Ok(crate::protocol::Published::Tick(_))),
+                matches!(parsed[0], Ok(crate::wire::protocol::Published::Tick(_))),
                 "{}",
                 String::from_utf8_lossy(&out)
             );

@@ -426,7 +426,7 @@ fn temp_tag() -> String {
     format!(
         "tickwire-bench-{}-{}",
         std::process::id(),
-        crate::tick::wall_clock_ns()
+        crate::model::tick::wall_clock_ns()
     )
 }
 

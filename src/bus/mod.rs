@@ -45,10 +45,10 @@ use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::ingest::{Ingest, IngestReader, RingItem};
+use crate::model::tick::{Channel, ChannelSet, KeyId, Tick, wall_clock_ns};
+use crate::pipeline::ingest::{Ingest, IngestReader, RingItem};
+use crate::pipeline::stats::Stats;
 use crate::shutdown::Shutdown;
-use crate::stats::Stats;
-use crate::tick::{Channel, ChannelSet, KeyId, Tick, wall_clock_ns};
 use subject::Subjects;
 use wire::BusTick;
 
@@ -217,7 +217,7 @@ pub enum FeedStatus {
 impl FeedStatus {
     /// The `status` message clients get (`docs/protocol-notes.md`).
     pub fn json(&self) -> Vec<u8> {
-        let mut o = crate::encode::JsonObject::new("status");
+        let mut o = crate::wire::encode::JsonObject::new("status");
         match self {
             FeedStatus::Live => {
                 o.str("feed", "live");
@@ -727,7 +727,7 @@ async fn publish_loop(
                             tracing::error!(error = %e, "cannot restore the last-value stream after a reconnect");
                         }
                     }
-                    let mut o = crate::encode::JsonObject::new("heartbeat");
+                    let mut o = crate::wire::encode::JsonObject::new("heartbeat");
                     o.str("node", &node).u64("ts", wall_clock_ns()).u64("published", published);
                     if client.connection_state() == async_nats::connection::State::Connected {
                         let _ = client.publish(heartbeat_subject.clone(), Bytes::from(o.into_bytes())).await;

@@ -8,7 +8,7 @@
 //! `%` and two upper-case hex digits. Decoding is exact: `decode(encode(s))
 //! == s` for every string, and a malformed escape is refused.
 
-use crate::tick::Channel;
+use crate::model::tick::Channel;
 
 /// The subjects of one deployment, under a common prefix (`--bus-prefix`).
 #[derive(Clone, Debug)]

@@ -10,9 +10,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::decimal::Fixed;
-use crate::encode::{RECORD_LEN, tick_record};
-use crate::tick::{Event, MAX_SYMBOL_LEN, Side, Tick, validate_symbol};
+use crate::model::decimal::Fixed;
+use crate::model::tick::{Event, MAX_SYMBOL_LEN, Side, Tick, validate_symbol};
+use crate::wire::encode::{RECORD_LEN, tick_record};
 
 /// Why a bus payload is not a tick.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub fn decode(p: &[u8]) -> Result<BusTick, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tick::{Channel, KeyId};
+    use crate::model::tick::{Channel, KeyId};
     use proptest::prelude::*;
 
     fn tick(sym: &str, seq: u64, event: Event) -> Tick {

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
-use tickwire::config::{Config, FeedSource};
+use tickwire::server::config::{Config, FeedSource};
 use tickwire::server::{self, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

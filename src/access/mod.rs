@@ -1,0 +1,4 @@
+//! Who may connect and how much: API keys, entitlements and limits.
+
+pub mod auth;
+pub mod limits;

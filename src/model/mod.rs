@@ -1,0 +1,6 @@
+//! The feed's vocabulary: ticks, fixed-point decimals and the symbol table.
+//! No I/O here; every other layer speaks these types.
+
+pub mod decimal;
+pub mod symbols;
+pub mod tick;

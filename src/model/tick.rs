@@ -1,0 +1,220 @@
+//! The market-data model: symbols, channels, keys and ticks.
+//!
+//! A [`NewTick`] is what a source hands to ingest (no `seq`, no `rx`); a
+//! [`Tick`] is the same event once ingest has sequenced and stamped it.
+
+use std::sync::Arc;
+
+use crate::model::decimal::Fixed;
+
+/// Longest symbol the protocol allows.
+pub const MAX_SYMBOL_LEN: usize = 32;
+
+/// `trade` or `quote`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    Trade = 0,
+    Quote = 1,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Trade, Channel::Quote];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Trade => "trade",
+            Channel::Quote => "quote",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        match s {
+            "trade" => Some(Channel::Trade),
+            "quote" => Some(Channel::Quote),
+            _ => None,
+        }
+    }
+
+    /// Bit for this channel in a [`ChannelSet`].
+    pub fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of channels, as a two-bit mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ChannelSet(pub u8);
+
+impl ChannelSet {
+    pub const BOTH: ChannelSet = ChannelSet(0b11);
+
+    pub fn contains(self, c: Channel) -> bool {
+        self.0 & c.bit() != 0
+    }
+    pub fn insert(&mut self, c: Channel) {
+        self.0 |= c.bit();
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = Channel> {
+        Channel::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+}
+
+/// Aggressor side of a trade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Buy,
+    Sell,
+    Unknown,
+}
+
+impl Side {
+    pub fn as_byte(self) -> u8 {
+        match self {
+            Side::Buy => b'B',
+            Side::Sell => b'S',
+            Side::Unknown => b'N',
+        }
+    }
+    pub fn parse(s: &str) -> Option<Side> {
+        match s {
+            "B" => Some(Side::Buy),
+            "S" => Some(Side::Sell),
+            "N" => Some(Side::Unknown),
+            _ => None,
+        }
+    }
+}
+
+/// What happened: a trade print or a top-of-book quote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Trade {
+        px: Fixed,
+        qty: Fixed,
+        side: Side,
+    },
+    Quote {
+        bid: Fixed,
+        bsz: Fixed,
+        ask: Fixed,
+        asz: Fixed,
+    },
+}
+
+impl Event {
+    pub fn channel(&self) -> Channel {
+        match self {
+            Event::Trade { .. } => Channel::Trade,
+            Event::Quote { .. } => Channel::Quote,
+        }
+    }
+}
+
+/// Checks a symbol against PROTOCOL.md: 1–32 of `A-Z a-z 0-9 . - _ / :`.
+pub fn validate_symbol(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("symbol is empty".into());
+    }
+    if s.len() > MAX_SYMBOL_LEN {
+        return Err(format!(
+            "symbol `{}…` is {} characters long; at most {MAX_SYMBOL_LEN} are allowed",
+            s.chars().take(16).collect::<String>(),
+            s.chars().count()
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':')))
+    {
+        return Err(format!(
+            "symbol `{s}` contains {c:?}; allowed are A-Z a-z 0-9 . - _ / :"
+        ));
+    }
+    Ok(())
+}
+
+/// Dense id of a symbol, as given to clients in `subscribed.ids`.
+pub type SymbolId = u32;
+
+/// A (symbol, channel) pair, packed: `symbol_id * 2 + channel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub u32);
+
+impl KeyId {
+    pub fn new(symbol: SymbolId, channel: Channel) -> KeyId {
+        KeyId(symbol * 2 + channel as u32)
+    }
+    pub fn symbol(self) -> SymbolId {
+        self.0 / 2
+    }
+    pub fn channel(self) -> Channel {
+        if self.0 & 1 == 0 {
+            Channel::Trade
+        } else {
+            Channel::Quote
+        }
+    }
+}
+
+/// A tick as a source produces it, before sequencing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTick {
+    pub sym: Arc<str>,
+    /// Event time from the source, ns since the Unix epoch.
+    pub ts: u64,
+    pub event: Event,
+}
+
+/// A sequenced tick: what every subscriber of its key receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tick {
+    pub key: KeyId,
+    pub sym: Arc<str>,
+    /// Per-key sequence, from 1, +1 per tick of the key.
+    pub seq: u64,
+    pub ts: u64,
+    /// Server wall clock (ns since the epoch) when the tick entered the ring.
+    pub rx: u64,
+    pub event: Event,
+}
+
+/// Wall clock in ns since the Unix epoch (CLOCK_REALTIME).
+pub fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_follow_the_protocol() {
+        for ok in [
+            "AAPL",
+            "BRK.B",
+            "ES-U4",
+            "BTC/USDT",
+            "a_b:c",
+            &"X".repeat(32),
+        ] {
+            assert!(validate_symbol(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "A B", "ÄPL", "A*", &"X".repeat(33), "A\"B"] {
+            assert!(validate_symbol(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_pack_symbol_and_channel() {
+        let k = KeyId::new(7, Channel::Quote);
+        assert_eq!((k.symbol(), k.channel()), (7, Channel::Quote));
+        let k = KeyId::new(7, Channel::Trade);
+        assert_eq!((k.symbol(), k.channel()), (7, Channel::Trade));
+    }
+}

@@ -1,0 +1,208 @@
+//! A client connection as the server holds it: plain TCP, or TLS when
+//! `--tls-cert` is set.
+//!
+//! Owns the three shapes a connection takes: [`Conn`] while hyper or the
+//! SSE head reader has it (`AsyncRead + AsyncWrite`), and once a streaming
+//! session takes it over, [`ReadHalf`] for the session's reader and
+//! [`Transport`] for the fan-out's non-blocking writes. Plain connections
+//! go straight to tokio's TCP halves: one `match` per write, no copy, no
+//! dynamic dispatch; TLS goes through [`crate::net::tls`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::net::tls::{TlsConn, TlsReader, TlsWriter};
+
+/// An accepted connection (after its TLS handshake, if any).
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsConn>),
+}
+
+impl Conn {
+    /// The socket underneath (address, socket options).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(t) => t.tcp(),
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().peer_addr()
+    }
+
+    /// Splits for a streaming session; `prefix` (bytes the HTTP layer read
+    /// past the request) is read first.
+    pub fn into_split(self, prefix: Bytes) -> (ReadHalf, Transport) {
+        match self {
+            Conn::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Plain(prefix, r), Transport::Plain(w))
+            }
+            Conn::Tls(t) => {
+                let (r, w) = t.into_split(prefix);
+                (ReadHalf::Tls(r), Transport::Tls(w))
+            }
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(t) => Pin::new(&mut **t).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(t) => Pin::new(&mut **t).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(t) => t.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A session's read side.
+pub enum ReadHalf {
+    /// Bytes read past the request (served first), then the socket.
+    Plain(Bytes, OwnedReadHalf),
+    Tls(TlsReader),
+}
+
+/// Serves bytes read ahead of the session (they come before the socket's);
+/// `false` when there are none left.
+pub(crate) fn read_ahead_first(ahead: &mut Bytes, buf: &mut ReadBuf<'_>) -> bool {
+    if ahead.is_empty() {
+        return false;
+    }
+    let n = buf.remaining().min(ahead.len());
+    buf.put_slice(&ahead.split_to(n));
+    if ahead.is_empty() {
+        // An empty view still holds its allocation: let it go.
+        *ahead = Bytes::new();
+    }
+    true
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Plain(prefix, r) => {
+                if read_ahead_first(prefix, buf) {
+                    return Poll::Ready(Ok(()));
+                }
+                Pin::new(r).poll_read(cx, buf)
+            }
+            ReadHalf::Tls(t) => Pin::new(t).poll_read(cx, buf),
+        }
+    }
+}
+
+/// The fan-out's write side of a client: non-blocking writes of whole
+/// batches, and a way to wait for room.
+pub enum Transport {
+    Plain(OwnedWriteHalf),
+    Tls(TlsWriter),
+}
+
+impl Transport {
+    /// Writes what the socket takes now (`WouldBlock` if nothing). For TLS
+    /// the count is plaintext handed to rustls, whose ciphertext has been
+    /// written unless [`Transport::is_flushed`] says otherwise.
+    #[inline]
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(w) => w.try_write(buf),
+            Transport::Tls(w) => w.try_write(buf),
+        }
+    }
+
+    /// Writes bytes held below the outbox (TLS records); `true` when none
+    /// are left, always for plain TCP.
+    #[inline]
+    pub fn try_flush(&self) -> io::Result<bool> {
+        match self {
+            Transport::Plain(_) => Ok(true),
+            Transport::Tls(w) => w.try_flush(),
+        }
+    }
+
+    /// Whether nothing is held below the outbox.
+    #[inline]
+    pub fn is_flushed(&self) -> bool {
+        match self {
+            Transport::Plain(_) => true,
+            Transport::Tls(w) => w.is_flushed(),
+        }
+    }
+
+    /// Before our side is shut down: TLS sends close_notify (best effort).
+    pub fn finish(&self) {
+        if let Transport::Tls(w) = self {
+            w.close_notify();
+        }
+    }
+
+    /// Waits until the socket can take more.
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            Transport::Plain(w) => w.writable().await,
+            Transport::Tls(w) => w.writable().await,
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! Ingest: every tick, whatever its source, enters the server here.
+//!
+//! The [`Ingest`] stage is the ring's single writer. Under one short lock it
+//! gives each tick its per-key `seq` and its `rx` stamp, encodes its frame
+//! once, stores it as the key's last value and pushes it into the broadcast
+//! ring that the fan-out workers read. Readers never take that lock.
+//!
+//! **When the ring is full** (the slowest worker is a whole ring behind),
+//! publishing waits: the publisher's task stops, so a WebSocket publisher
+//! stops being read and TCP pushes back on it, and a recorded source pauses.
+//! Nothing is dropped at ingest and subscribers are never blocked; each
+//! occurrence is counted in [`Stats::ring_full`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::model::symbols::{SymbolTable, TableFull};
+use crate::model::tick::{ChannelSet, Event, KeyId, NewTick, Tick, wall_clock_ns};
+use crate::pipeline::ring::{RingReader, RingWriter, ring};
+use crate::pipeline::stats::{Origin, Stats};
+use crate::shutdown::Shutdown;
+use crate::wire::encode::EncodedTick;
+
+/// What the ring carries: a sequenced, encoded tick, shared.
+pub type RingItem = Arc<EncodedTick>;
+
+/// Errors a source can hit; each names what went wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    SymbolTableFull(#[from] TableFull),
+    #[error("{source_name}: {message}")]
+    Source {
+        source_name: String,
+        message: String,
+    },
+}
+
+/// A tick admitted to ingest: its symbol interned, ready to sequence.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    key: KeyId,
+    sym: Arc<str>,
+    ts: u64,
+    event: Event,
+}
+
+struct KeyState {
+    seq: u64,
+    last: Option<RingItem>,
+}
+
+struct Sequencer {
+    writer: RingWriter<RingItem>,
+    /// Indexed by `KeyId`.
+    keys: Vec<KeyState>,
+}
+
+impl Sequencer {
+    /// A key's state, created on first use.
+    fn key(&mut self, key: KeyId) -> &mut KeyState {
+        let idx = key.0 as usize;
+        if self.keys.len() <= idx {
+            self.keys
+                .resize_with(idx + 1, || KeyState { seq: 0, last: None });
+        }
+        &mut self.keys[idx]
+    }
+}
+
+/// The ingest stage shared by all sources and workers.
+pub struct Ingest {
+    sequencer: Mutex<Sequencer>,
+    /// One per ring reader: woken after each publish.
+    reader_wakers: Vec<Arc<Notify>>,
+    /// Set by a publisher waiting for ring space; cleared by the reader that
+    /// frees some and wakes it.
+    writer_waiting: AtomicBool,
+    space: Notify,
+    symbols: Arc<SymbolTable>,
+    stats: Arc<Stats>,
+}
+
+/// A worker's end of the ring, with the waker ingest uses to signal it.
+pub struct IngestReader {
+    pub ring: RingReader<RingItem>,
+    pub waker: Arc<Notify>,
+    ingest: Arc<Ingest>,
+}
+
+impl Ingest {
+    /// Creates the ingest stage with a ring of `capacity` ticks read by
+    /// `readers` fan-out workers.
+    pub fn new(
+        capacity: usize,
+        readers: usize,
+        symbols: Arc<SymbolTable>,
+        stats: Arc<Stats>,
+    ) -> (Arc<Ingest>, Vec<IngestReader>) {
+        let (writer, ring_readers) = ring(capacity, readers);
+        let wakers: Vec<_> = (0..readers).map(|_| Arc::new(Notify::new())).collect();
+        let ingest = Arc::new(Ingest {
+            sequencer: Mutex::new(Sequencer {
+                writer,
+                keys: Vec::new(),
+            }),
+            reader_wakers: wakers.clone(),
+            writer_waiting: AtomicBool::new(false),
+            space: Notify::new(),
+            symbols,
+            stats,
+        });
+        let readers = ring_readers
+            .into_iter()
+            .zip(wakers)
+            .map(|(ring, waker)| IngestReader {
+                ring,
+                waker,
+                ingest: ingest.clone(),
+            })
+            .collect();
+        (ingest, readers)
+    }
+
+    pub fn symbols(&self) -> &Arc<SymbolTable> {
+        &self.symbols
+    }
+
+    /// Interns the tick's symbol. Symbols must already be valid.
+    pub fn admit(&self, t: NewTick) -> Result<Admitted, IngestError> {
+        let (id, sym) = self.symbols.intern(&t.sym)?;
+        Ok(Admitted {
+            key: KeyId::new(id, t.event.channel()),
+            sym,
+            ts: t.ts,
+            event: t.event,
+        })
+    }
+
+    /// Sequences and publishes as many of `batch` as the ring has room for;
+    /// returns how many.
+    pub fn try_publish(&self, batch: &[Admitted]) -> usize {
+        self.try_publish_from(batch, Origin::Publisher)
+    }
+
+    /// [`Ingest::try_publish`], counting the ticks under `origin`.
+    pub fn try_publish_from(&self, batch: &[Admitted], origin: Origin) -> usize {
+        let mut done = 0;
+        let mut last_rx = 0;
+        {
+            let mut seq = self.sequencer.lock();
+            let free = seq.writer.free();
+            for a in batch.iter().take(free) {
+                let ks = seq.key(a.key);
+                if ks.seq == 0 {
+                    self.symbols.mark_seen(a.key.symbol());
+                }
+                ks.seq += 1;
+                let item = Arc::new(EncodedTick::new(Tick {
+                    key: a.key,
+                    sym: a.sym.clone(),
+                    seq: ks.seq,
+                    ts: a.ts,
+                    rx: wall_clock_ns(),
+                    event: a.event,
+                }));
+                last_rx = item.tick.rx;
+                ks.last = Some(item.clone());
+                if seq.writer.push(item).is_err() {
+                    // Cannot happen: `free` slots were counted under the lock.
+                    unreachable!("ring had {free} free slots under the sequencer lock");
+                }
+                done += 1;
+            }
+            if done > 0 {
+                // One clock read per batch, not per tick.
+                let encoded = wall_clock_ns();
+                self.stats
+                    .ingest_to_encode
+                    .observe_ns(encoded.saturating_sub(last_rx));
+            }
+        }
+        if done > 0 {
+            Stats::add(&self.stats.ticks_in, done as u64);
+            Stats::add(&self.stats.ticks_in_by_origin[origin as usize], done as u64);
+            for w in &self.reader_wakers {
+                w.notify_one();
+            }
+        }
+        done
+    }
+
+    /// Publishes the whole batch, waiting for ring space when it is full.
+    pub async fn publish(&self, batch: &[Admitted]) {
+        self.publish_from(batch, Origin::Publisher).await
+    }
+
+    /// [`Ingest::publish`], counting the ticks under `origin`.
+    pub async fn publish_from(&self, batch: &[Admitted], origin: Origin) {
+        self.publish_waiting(batch, |b| self.try_publish_from(b, origin))
+            .await
+    }
+
+    /// Runs `try_publish` (which takes what fits and says how much) until
+    /// the whole batch is in, waiting for ring space between attempts.
+    async fn publish_waiting<T>(&self, batch: &[T], try_publish: impl Fn(&[T]) -> usize) {
+        let mut done = try_publish(batch);
+        while done < batch.len() {
+            Stats::add(&self.stats.ring_full, 1);
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.writer_waiting.store(true, Ordering::SeqCst);
+            // Pairs with the fence in `reader_progress`: either the reader
+            // sees `writer_waiting` and wakes us, or we see its progress here.
+            fence(Ordering::SeqCst);
+            let n = try_publish(&batch[done..]);
+            if n > 0 {
+                done += n;
+                continue;
+            }
+            // The timeout is a backstop only; wakeups come from readers.
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+            done += try_publish(&batch[done..]);
+        }
+    }
+
+    fn reader_progress(&self) {
+        fence(Ordering::SeqCst);
+        if self.writer_waiting.load(Ordering::Relaxed)
+            && self.writer_waiting.swap(false, Ordering::AcqRel)
+        {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Appends the last value of each of `keys` that has one.
+    pub fn last_values(&self, keys: impl IntoIterator<Item = KeyId>, out: &mut Vec<RingItem>) {
+        let seq = self.sequencer.lock();
+        for k in keys {
+            if let Some(Some(last)) = seq.keys.get(k.0 as usize).map(|s| s.last.as_ref()) {
+                out.push(last.clone());
+            }
+        }
+    }
+
+    /// Appends the last value of every key on `channels`.
+    pub fn all_last_values(&self, channels: ChannelSet, out: &mut Vec<RingItem>) {
+        let seq = self.sequencer.lock();
+        for (i, ks) in seq.keys.iter().enumerate() {
+            if let Some(last) = &ks.last
+                && channels.contains(KeyId(i as u32).channel())
+            {
+                out.push(last.clone());
+            }
+        }
+    }
+
+    /// Publishes ticks already sequenced elsewhere (a gateway's feed from
+    /// the bus): each keeps its `seq` and `rx`. A tick at or below the
+    /// key's last published `seq` is a duplicate or arrived out of order
+    /// (two overlapping bus subscriptions, a redelivery after a reconnect)
+    /// and is dropped, so readers never see a key's `seq` go backwards.
+    /// Returns how many of `batch` were consumed (published or dropped);
+    /// fewer than `batch.len()` only when the ring is full.
+    pub fn try_publish_sequenced(&self, batch: &[Tick]) -> usize {
+        let mut consumed = 0;
+        let mut published = 0u64;
+        let mut dropped = 0u64;
+        let mut gaps = 0u64;
+        {
+            let mut seq = self.sequencer.lock();
+            for t in batch {
+                let have = seq.key(t.key).seq;
+                if t.seq <= have {
+                    dropped += 1;
+                    consumed += 1;
+                    continue;
+                }
+                if seq.writer.free() == 0 {
+                    break;
+                }
+                if have == 0 {
+                    self.symbols.mark_seen(t.key.symbol());
+                } else if t.seq > have + 1 {
+                    gaps += 1;
+                }
+                let item = Arc::new(EncodedTick::new(t.clone()));
+                let ks = seq.key(t.key);
+                ks.seq = t.seq;
+                if ks.last.as_ref().is_none_or(|l| l.tick.seq < t.seq) {
+                    ks.last = Some(item.clone());
+                }
+                if seq.writer.push(item).is_err() {
+                    unreachable!("the ring had a free slot under the sequencer lock");
+                }
+                consumed += 1;
+                published += 1;
+            }
+        }
+        Stats::add(&self.stats.bus_duplicates, dropped);
+        Stats::add(&self.stats.bus_seq_gaps, gaps);
+        if published > 0 {
+            Stats::add(&self.stats.ticks_in, published);
+            Stats::add(
+                &self.stats.ticks_in_by_origin[Origin::Bus as usize],
+                published,
+            );
+            for w in &self.reader_wakers {
+                w.notify_one();
+            }
+        }
+        consumed
+    }
+
+    /// [`Ingest::try_publish_sequenced`] for the whole batch, waiting for
+    /// ring space when it is full.
+    pub async fn publish_sequenced(&self, batch: &[Tick]) {
+        self.publish_waiting(batch, |b| self.try_publish_sequenced(b))
+            .await
+    }
+
+    /// A key's last value as read from elsewhere (the bus's last-value
+    /// store): kept for snapshots if newer than the one held, but not
+    /// published, and the key's live `seq` is left alone so the live tick
+    /// itself still reaches the subscribers that are waiting for it.
+    pub fn offer_last_value(&self, tick: Tick) {
+        let mut seq = self.sequencer.lock();
+        let ks = seq.key(tick.key);
+        if ks.last.as_ref().is_none_or(|l| l.tick.seq < tick.seq) {
+            self.symbols.mark_seen(tick.key.symbol());
+            ks.last = Some(Arc::new(EncodedTick::new(tick)));
+        }
+    }
+
+    /// Continues a key's sequence from `tick` (its last value from a
+    /// previous run, read back from the bus): the next tick of the key gets
+    /// `tick.seq + 1`. Only raises a key's `seq`, never lowers it.
+    pub fn resume_sequence(&self, tick: Tick) {
+        let mut seq = self.sequencer.lock();
+        let ks = seq.key(tick.key);
+        if tick.seq > ks.seq {
+            self.symbols.mark_seen(tick.key.symbol());
+            ks.seq = tick.seq;
+            ks.last = Some(Arc::new(EncodedTick::new(tick)));
+        }
+    }
+
+    /// The last `seq` published for `key` (0 if none).
+    pub fn published_seq(&self, key: KeyId) -> u64 {
+        self.sequencer
+            .lock()
+            .keys
+            .get(key.0 as usize)
+            .map_or(0, |k| k.seq)
+    }
+
+    /// Ticks waiting in the ring for the slowest worker.
+    pub fn ring_occupancy(&self) -> usize {
+        self.sequencer.lock().writer.occupancy()
+    }
+}
+
+impl IngestReader {
+    /// Reads up to `max` ticks, and lets a waiting publisher know there is room.
+    pub fn read_batch(&mut self, out: &mut Vec<RingItem>, max: usize) -> usize {
+        let n = self.ring.read_batch(out, max);
+        if n > 0 {
+            self.ingest.reader_progress();
+        }
+        n
+    }
+}
+
+/// A source of ticks: a recorded feed, a message bus, a test generator.
+///
+/// `next_batch` waits until the next ticks are due, appends them to `out` and
+/// returns `Ok(true)`, or `Ok(false)` once the source is exhausted. Pacing is
+/// the source's business; sequencing and everything after is ingest's.
+pub trait TickSource: Send {
+    fn name(&self) -> &str;
+    fn next_batch<'a>(
+        &'a mut self,
+        out: &'a mut Vec<NewTick>,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, IngestError>> + Send + 'a>>;
+}
+
+/// Drives a source into ingest until it ends or the server shuts down.
+pub async fn run_source(
+    mut source: Box<dyn TickSource>,
+    ingest: Arc<Ingest>,
+    mut shutdown: Shutdown,
+) -> Result<(), IngestError> {
+    let mut batch = Vec::new();
+    let mut admitted = Vec::new();
+    loop {
+        batch.clear();
+        let more = tokio::select! {
+            r = source.next_batch(&mut batch) => r?,
+            _ = shutdown.triggered() => return Ok(()),
+        };
+        admitted.clear();
+        for t in batch.drain(..) {
+            admitted.push(ingest.admit(t)?);
+        }
+        ingest.publish_from(&admitted, Origin::Recorded).await;
+        if !more {
+            tracing::info!(source = source.name(), "source finished");
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::decimal::Fixed;
+    use crate::model::tick::Side;
+
+    fn trade(sym: &str, px: i64) -> NewTick {
+        NewTick {
+            sym: sym.into(),
+            ts: 1,
+            event: Event::Trade {
+                px: Fixed(px),
+                qty: Fixed(1),
+                side: Side::Buy,
+            },
+        }
+    }
+
+    fn setup(cap: usize) -> (Arc<Ingest>, Vec<IngestReader>) {
+        Ingest::new(
+            cap,
+            1,
+            Arc::new(SymbolTable::new(100)),
+            Arc::new(Stats::default()),
+        )
+    }
+
+    #[test]
+    fn seq_is_per_key_and_contiguous() {
+        let (ingest, mut readers) = setup(16);
+        let batch: Vec<_> = ["A", "B", "A", "A", "B"]
+            .iter()
+            .map(|s| ingest.admit(trade(s, 1)).unwrap())
+            .collect();
+        assert_eq!(ingest.try_publish(&batch), 5);
+        let mut out = Vec::new();
+        readers[0].read_batch(&mut out, 10);
+        let seqs: Vec<_> = out
+            .iter()
+            .map(|e| (e.tick.sym.to_string(), e.tick.seq))
+            .collect();
+        assert_eq!(
+            seqs,
+            [("A", 1), ("B", 1), ("A", 2), ("A", 3), ("B", 2)].map(|(s, n)| (s.to_string(), n))
+        );
+        let mut last = Vec::new();
+        ingest.all_last_values(ChannelSet::BOTH, &mut last);
+        assert_eq!(last.iter().map(|e| e.tick.seq).collect::<Vec<_>>(), [3, 2]);
+        assert_eq!(ingest.symbols().seen().len(), 2);
+    }
+
+    #[test]
+    fn a_full_ring_accepts_only_what_fits() {
+        let (ingest, mut readers) = setup(4);
+        let batch: Vec<_> = (0..6)
+            .map(|i| ingest.admit(trade("A", i)).unwrap())
+            .collect();
+        assert_eq!(ingest.try_publish(&batch), 4);
+        assert_eq!(ingest.try_publish(&batch[4..]), 0);
+        let mut out = Vec::new();
+        readers[0].read_batch(&mut out, 1);
+        assert_eq!(ingest.try_publish(&batch[4..]), 1);
+    }
+
+    fn sequenced(ingest: &Ingest, sym: &str, seq: u64) -> Tick {
+        let a = ingest.admit(trade(sym, seq as i64)).unwrap();
+        Tick {
+            key: a.key,
+            sym: a.sym,
+            seq,
+            ts: 1,
+            rx: 42,
+            event: a.event,
+        }
+    }
+
+    #[test]
+    fn sequenced_ticks_keep_their_seq_and_duplicates_are_dropped() {
+        let (ingest, mut readers) = setup(16);
+        let batch: Vec<Tick> = [("A", 1), ("A", 2), ("B", 7), ("A", 2), ("A", 1), ("A", 5)]
+            .iter()
+            .map(|&(s, n)| sequenced(&ingest, s, n))
+            .collect();
+        assert_eq!(ingest.try_publish_sequenced(&batch), 6);
+        let mut out = Vec::new();
+        readers[0].read_batch(&mut out, 16);
+        let got: Vec<_> = out
+            .iter()
+            .map(|e| (e.tick.sym.to_string(), e.tick.seq, e.tick.rx))
+            .collect();
+        assert_eq!(
+            got,
+            [("A", 1), ("A", 2), ("B", 7), ("A", 5)].map(|(s, n)| (s.to_string(), n, 42))
+        );
+        assert_eq!(ingest.stats.bus_duplicates.load(Ordering::Relaxed), 2);
+        // A→5 skipped 3 and 4; B starting at 7 is not a gap (first seen).
+        assert_eq!(ingest.stats.bus_seq_gaps.load(Ordering::Relaxed), 1);
+        let key_a = batch[0].key;
+        assert_eq!(ingest.published_seq(key_a), 5);
+    }
+
+    #[test]
+    fn a_full_ring_stops_sequenced_publishing_without_losing_the_rest() {
+        let (ingest, mut readers) = setup(2);
+        let batch: Vec<Tick> = (1..=4).map(|n| sequenced(&ingest, "A", n)).collect();
+        assert_eq!(ingest.try_publish_sequenced(&batch), 2);
+        let mut out = Vec::new();
+        readers[0].read_batch(&mut out, 16);
+        assert_eq!(ingest.try_publish_sequenced(&batch[2..]), 2);
+    }
+
+    #[test]
+    fn a_last_value_from_elsewhere_serves_snapshots_but_not_the_live_seq() {
+        let (ingest, mut readers) = setup(16);
+        let t3 = sequenced(&ingest, "A", 3);
+        let key = t3.key;
+        ingest.offer_last_value(t3);
+        let mut last = Vec::new();
+        ingest.last_values([key], &mut last);
+        assert_eq!(last[0].tick.seq, 3);
+        // An older one does not replace it.
+        ingest.offer_last_value(sequenced(&ingest, "A", 2));
+        last.clear();
+        ingest.last_values([key], &mut last);
+        assert_eq!(last[0].tick.seq, 3);
+        // The live tick 3 itself still goes out to subscribers.
+        assert_eq!(ingest.published_seq(key), 0);
+        assert_eq!(
+            ingest.try_publish_sequenced(&[sequenced(&ingest, "A", 3)]),
+            1
+        );
+        let mut out = Vec::new();
+        assert_eq!(readers[0].read_batch(&mut out, 16), 1);
+    }
+
+    #[test]
+    fn a_resumed_sequence_continues_after_the_last_seq() {
+        let (ingest, mut readers) = setup(16);
+        ingest.resume_sequence(sequenced(&ingest, "A", 10));
+        ingest.resume_sequence(sequenced(&ingest, "A", 4)); // never lowers
+        let a = ingest.admit(trade("A", 1)).unwrap();
+        assert_eq!(ingest.try_publish(&[a]), 1);
+        let mut out = Vec::new();
+        readers[0].read_batch(&mut out, 16);
+        assert_eq!(out[0].tick.seq, 11);
+        assert_eq!(ingest.symbols().seen().len(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn publish_waits_for_space_then_delivers_everything() {
+        let (ingest, mut readers) = setup(4);
+        let batch: Vec<_> = (0..100)
+            .map(|i| ingest.admit(trade("A", i)).unwrap())
+            .collect();
+        let mut reader = readers.pop().unwrap();
+        let consumer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 100 {
+                let mut out = Vec::new();
+                if reader.read_batch(&mut out, 3) == 0 {
+                    reader.waker.notified().await;
+                }
+                got.extend(out.iter().map(|e| e.tick.seq));
+            }
+            got
+        });
+        ingest.publish(&batch).await;
+        let got = consumer.await.unwrap();
+        assert_eq!(got, (1..=100).collect::<Vec<u64>>());
+        assert!(ingest.stats.ring_full.load(Ordering::Relaxed) > 0);
+    }
+}

@@ -1,0 +1,119 @@
+//! The binary encoding's byte layout (docs/RECORDING.md): header, symbol,
+//! trade, quote and end records, all little-endian and fixed-size.
+
+use crate::model::decimal::Fixed;
+use crate::model::tick::{Event, Side};
+
+/// First 12 bytes of a binary recording; then u16 version, u16 flags (0).
+pub const MAGIC: &[u8; 12] = b"tickwire.rec";
+pub const HEADER_LEN: usize = 16;
+
+pub const TAG_SYMBOL: u8 = 0x01;
+pub const TAG_TRADE: u8 = 0x02;
+pub const TAG_QUOTE: u8 = 0x03;
+pub const TAG_END: u8 = 0xFF;
+
+/// Total record sizes, tag included. A symbol record is 2 + its length.
+pub const TRADE_LEN: usize = 32;
+pub const QUOTE_LEN: usize = 48;
+pub const END_LEN: usize = 16;
+
+pub fn header(version: u16) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..12].copy_from_slice(MAGIC);
+    h[12..14].copy_from_slice(&version.to_le_bytes());
+    h
+}
+
+/// A symbol record: defines the next symbol id (0, 1, 2, … in file order).
+pub fn symbol(out: &mut Vec<u8>, sym: &str) {
+    out.push(TAG_SYMBOL);
+    // Symbols are 1..=32 bytes (validated before they get here).
+    out.push(sym.len() as u8);
+    out.extend_from_slice(sym.as_bytes());
+}
+
+pub fn tick(out: &mut Vec<u8>, sym_id: u32, ts: u64, event: &Event) {
+    match *event {
+        Event::Trade { px, qty, side } => {
+            out.extend_from_slice(&[TAG_TRADE, side.as_byte(), 0, 0]);
+            out.extend_from_slice(&sym_id.to_le_bytes());
+            out.extend_from_slice(&ts.to_le_bytes());
+            out.extend_from_slice(&px.raw().to_le_bytes());
+            out.extend_from_slice(&qty.raw().to_le_bytes());
+        }
+        Event::Quote { bid, bsz, ask, asz } => {
+            out.extend_from_slice(&[TAG_QUOTE, 0, 0, 0]);
+            out.extend_from_slice(&sym_id.to_le_bytes());
+            out.extend_from_slice(&ts.to_le_bytes());
+            for v in [bid, bsz, ask, asz] {
+                out.extend_from_slice(&v.raw().to_le_bytes());
+            }
+        }
+    }
+}
+
+pub fn end(out: &mut Vec<u8>, ticks: u64) {
+    out.extend_from_slice(&[TAG_END, 0, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&ticks.to_le_bytes());
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+pub fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn fixed_at(b: &[u8], at: usize) -> Fixed {
+    Fixed(u64_at(b, at) as i64)
+}
+
+/// Decodes a whole trade or quote record (`rec.len()` is its full size):
+/// returns (symbol id, ts, event), or what is wrong with it.
+pub fn decode_tick(rec: &[u8]) -> Result<(u32, u64, Event), String> {
+    let sym_id = u32_at(rec, 4);
+    let ts = u64_at(rec, 8);
+    let event = match rec[0] {
+        TAG_TRADE => {
+            let side = match rec[1] {
+                b'B' => Side::Buy,
+                b'S' => Side::Sell,
+                b'N' => Side::Unknown,
+                other => {
+                    return Err(format!(
+                        "trade record with side byte 0x{other:02x}; expected 'B', 'S' or 'N'"
+                    ));
+                }
+            };
+            Event::Trade {
+                px: fixed_at(rec, 16),
+                qty: fixed_at(rec, 24),
+                side,
+            }
+        }
+        _ => Event::Quote {
+            bid: fixed_at(rec, 16),
+            bsz: fixed_at(rec, 24),
+            ask: fixed_at(rec, 32),
+            asz: fixed_at(rec, 40),
+        },
+    };
+    if rec[2] != 0 || rec[3] != 0 || (rec[0] == TAG_QUOTE && rec[1] != 0) {
+        return Err("reserved bytes of a tick record are not zero".into());
+    }
+    // As on the wire (PROTOCOL.md): sizes are zero or more.
+    let sizes = match event {
+        Event::Trade { qty, .. } => [qty, qty],
+        Event::Quote { bsz, asz, .. } => [bsz, asz],
+    };
+    if sizes.iter().any(|s| s.raw() < 0) {
+        return Err("a size is negative; sizes are zero or more".into());
+    }
+    Ok((sym_id, ts, event))
+}

@@ -1,0 +1,52 @@
+//! The JSON-lines encoding: a header line, the protocol's publish tick
+//! objects one per line, and an end line with the tick count.
+
+use crate::model::tick::{Event, NewTick};
+use crate::wire::encode::json_string;
+
+pub const FORMAT_NAME: &str = "tickwire.jsonl";
+
+pub fn header_line(version: u16) -> String {
+    format!("{{\"format\":\"{FORMAT_NAME}\",\"version\":{version}}}\n")
+}
+
+pub fn end_line(ticks: u64) -> String {
+    format!("{{\"type\":\"end\",\"ticks\":{ticks}}}\n")
+}
+
+/// Writes `t` as the publish tick object of PROTOCOL.md (no `seq`/`rx`),
+/// prices and sizes as exact decimals. No trailing newline.
+pub fn write_tick_json(out: &mut Vec<u8>, t: &NewTick) {
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(match t.event {
+        Event::Trade { .. } => b"{\"type\":\"trade\",\"sym\":",
+        Event::Quote { .. } => b"{\"type\":\"quote\",\"sym\":",
+    });
+    json_string(out, &t.sym);
+    out.extend_from_slice(b",\"ts\":");
+    out.extend_from_slice(num.format(t.ts).as_bytes());
+    crate::wire::encode::event_json_fields(out, &t.event);
+    out.push(b'}');
+}
+
+/// The header line, parsed.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub format: String,
+    pub version: u64,
+}
+
+/// The end line, parsed.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct End {
+    #[serde(rename = "type")]
+    pub _kind: String,
+    pub ticks: u64,
+}
+
+/// True for the end line (cheap check before a full parse).
+pub fn is_end_line(line: &[u8]) -> bool {
+    line.starts_with(b"{\"type\":\"end\"")
+}

@@ -1,0 +1,449 @@
+//! Reading a recording, one tick at a time, from a file or from memory
+//! (the embedded default feed), plain or zstd, binary or JSON lines.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Encoding, RecordingError, VERSION, binary, jsonl, zst_note};
+use crate::model::tick::{NewTick, validate_symbol};
+use crate::wire::protocol::{Published, parse_publish};
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// Counts bytes taken from the underlying source (the compressed bytes for
+/// `.zst`), for progress reporting.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// A streaming reader of one recording.
+pub struct RecordingReader {
+    name: String,
+    input: Box<dyn BufRead + Send>,
+    encoding: Encoding,
+    zstd: bool,
+    /// Offset of the next record in the (decompressed) stream.
+    offset: u64,
+    /// Line number of the next line (JSON lines).
+    line: u64,
+    symbols: Vec<Arc<str>>,
+    ticks: u64,
+    done: bool,
+    raw_read: Arc<AtomicU64>,
+    raw_total: Option<u64>,
+    line_buf: Vec<u8>,
+}
+
+impl RecordingReader {
+    pub fn open(path: &Path) -> Result<Self, RecordingError> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|source| RecordingError::Io {
+            file: name.clone(),
+            source,
+        })?;
+        let total = file.metadata().ok().map(|m| m.len());
+        Self::from_reader(name, file, total)
+    }
+
+    /// Reads a recording held in memory (e.g. compiled into the binary).
+    pub fn from_bytes(name: &str, data: &'static [u8]) -> Result<Self, RecordingError> {
+        Self::from_reader(name.to_owned(), data, Some(data.len() as u64))
+    }
+
+    /// Reads a recording from an owned buffer (tests, fuzzing, uploads).
+    pub fn from_owned(name: &str, data: Vec<u8>) -> Result<Self, RecordingError> {
+        let len = data.len() as u64;
+        Self::from_reader(name.to_owned(), std::io::Cursor::new(data), Some(len))
+    }
+
+    fn from_reader(
+        name: String,
+        source: impl Read + Send + 'static,
+        raw_total: Option<u64>,
+    ) -> Result<Self, RecordingError> {
+        let raw_read = Arc::new(AtomicU64::new(0));
+        let mut raw = BufReader::with_capacity(
+            64 * 1024,
+            Counting {
+                inner: source,
+                count: raw_read.clone(),
+            },
+        );
+        let io = |source| RecordingError::Io {
+            file: name.clone(),
+            source,
+        };
+        let zstd = raw.fill_buf().map_err(io)?.starts_with(&ZSTD_MAGIC);
+        let mut input: Box<dyn BufRead + Send> = if zstd {
+            let dec = zstd::Decoder::with_buffer(raw).map_err(io)?;
+            Box::new(BufReader::with_capacity(64 * 1024, dec))
+        } else {
+            Box::new(raw)
+        };
+        let head = fill_at_least(&mut input, binary::HEADER_LEN).map_err(|source| {
+            RecordingError::Corrupt {
+                file: name.clone(),
+                offset: 0,
+                zst: zst_note(zstd),
+                message: format!("cannot read the header: {source}"),
+            }
+        })?;
+        let mut reader = RecordingReader {
+            name,
+            input,
+            encoding: Encoding::Binary,
+            zstd,
+            offset: 0,
+            line: 1,
+            symbols: Vec::new(),
+            ticks: 0,
+            done: false,
+            raw_read,
+            raw_total,
+            line_buf: Vec::with_capacity(256),
+        };
+        if head.starts_with(binary::MAGIC) && head.len() >= binary::HEADER_LEN {
+            let version = u16::from_le_bytes([head[12], head[13]]);
+            if version != VERSION {
+                return Err(RecordingError::UnsupportedVersion {
+                    file: reader.name,
+                    version: version.into(),
+                    supported: VERSION,
+                });
+            }
+            reader.input.consume(binary::HEADER_LEN);
+            reader.offset = binary::HEADER_LEN as u64;
+        } else if head.starts_with(b"{\"format\"") {
+            reader.encoding = Encoding::JsonLines;
+            reader.read_json_header()?;
+        } else {
+            let shown: String = head
+                .iter()
+                .take(16)
+                .map(|&b| {
+                    if b.is_ascii_graphic() || b == b' ' {
+                        (b as char).to_string()
+                    } else {
+                        format!("\\x{b:02x}")
+                    }
+                })
+                .collect();
+            let found = if head.is_empty() {
+                "an empty file".to_owned()
+            } else {
+                format!("`{shown}`")
+            };
+            return Err(RecordingError::NotARecording {
+                file: reader.name,
+                found,
+            });
+        }
+        Ok(reader)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes of the file consumed so far, and its size when known.
+    pub fn progress(&self) -> (u64, Option<u64>) {
+        (self.raw_read.load(Ordering::Relaxed), self.raw_total)
+    }
+
+    /// Ticks read so far.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    fn corrupt(&self, message: String) -> RecordingError {
+        RecordingError::Corrupt {
+            file: self.name.clone(),
+            offset: self.offset,
+            zst: zst_note(self.zstd),
+            message,
+        }
+    }
+
+    fn truncated(&self, what: &'static str) -> RecordingError {
+        RecordingError::Truncated {
+            file: self.name.clone(),
+            offset: self.offset,
+            zst: zst_note(self.zstd),
+            what,
+        }
+    }
+
+    /// The next tick, or `None` after the end record.
+    pub fn next_tick(&mut self) -> Result<Option<NewTick>, RecordingError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.encoding {
+            Encoding::Binary => self.next_binary(),
+            Encoding::JsonLines => self.next_json(),
+        }
+    }
+
+    fn next_binary(&mut self) -> Result<Option<NewTick>, RecordingError> {
+        loop {
+            let tag = match self.input.fill_buf() {
+                Ok([]) => {
+                    return Err(RecordingError::Unterminated {
+                        file: self.name.clone(),
+                        ticks: self.ticks,
+                    });
+                }
+                Ok(b) => b[0],
+                Err(e) => return Err(self.read_error(e, "record")),
+            };
+            let len = match tag {
+                binary::TAG_TRADE => binary::TRADE_LEN,
+                binary::TAG_QUOTE => binary::QUOTE_LEN,
+                binary::TAG_END => binary::END_LEN,
+                binary::TAG_SYMBOL => {
+                    let head = fill_at_least(&mut self.input, 2)
+                        .map_err(|e| self.read_error(e, "symbol record"))?;
+                    if head.len() < 2 {
+                        return Err(self.truncated("symbol record"));
+                    }
+                    2 + head[1] as usize
+                }
+                other => {
+                    return Err(self.corrupt(format!(
+                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0xff end), found 0x{other:02x}"
+                    )));
+                }
+            };
+            let mut rec = [0u8; 2 + 255];
+            let rec = &mut rec[..len];
+            if let Err(e) = self.input.read_exact(rec) {
+                return Err(self.read_error(
+                    e,
+                    match tag {
+                        binary::TAG_TRADE => "trade record",
+                        binary::TAG_QUOTE => "quote record",
+                        binary::TAG_END => "end record",
+                        _ => "symbol record",
+                    },
+                ));
+            }
+            match tag {
+                binary::TAG_SYMBOL => {
+                    let sym = std::str::from_utf8(&rec[2..])
+                        .map_err(|_| self.corrupt("symbol record is not ASCII".into()))?;
+                    validate_symbol(sym)
+                        .map_err(|m| self.corrupt(format!("symbol record: {m}")))?;
+                    self.symbols.push(Arc::from(sym));
+                    self.offset += len as u64;
+                }
+                binary::TAG_END => {
+                    let expected = binary::u64_at(rec, 8);
+                    if expected != self.ticks {
+                        return Err(RecordingError::CountMismatch {
+                            file: self.name.clone(),
+                            expected,
+                            found: self.ticks,
+                        });
+                    }
+                    self.offset += len as u64;
+                    self.finish_after_end()?;
+                    return Ok(None);
+                }
+                _ => {
+                    let (sym_id, ts, event) =
+                        binary::decode_tick(rec).map_err(|m| self.corrupt(m))?;
+                    let Some(sym) = self.symbols.get(sym_id as usize) else {
+                        return Err(self.corrupt(format!(
+                            "tick refers to symbol id {sym_id}, but only {} symbols are defined before it",
+                            self.symbols.len()
+                        )));
+                    };
+                    let tick = NewTick {
+                        sym: sym.clone(),
+                        ts,
+                        event,
+                    };
+                    self.offset += len as u64;
+                    self.ticks += 1;
+                    return Ok(Some(tick));
+                }
+            }
+        }
+    }
+
+    fn read_error(&self, e: std::io::Error, what: &'static str) -> RecordingError {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            self.truncated(what)
+        } else {
+            // zstd reports a cut-off frame as an I/O error of another kind.
+            self.corrupt(format!("cannot read a {what}: {e}"))
+        }
+    }
+
+    /// After the end record only end-of-file may follow.
+    fn finish_after_end(&mut self) -> Result<(), RecordingError> {
+        self.done = true;
+        match self.input.fill_buf() {
+            Ok([]) => Ok(()),
+            Ok(_) => Err(self.corrupt("data after the end record".into())),
+            Err(e) => Err(self.corrupt(format!("after the end record: {e}"))),
+        }
+    }
+
+    /// Reads one line into `line_buf`; false at end of input.
+    fn read_line(&mut self) -> Result<bool, RecordingError> {
+        self.line_buf.clear();
+        let n = self
+            .input
+            .read_until(b'\n', &mut self.line_buf)
+            .map_err(|e| self.corrupt(format!("cannot read line {}: {e}", self.line)))?;
+        Ok(n > 0)
+    }
+
+    fn bad_line(&self, message: String) -> RecordingError {
+        RecordingError::BadLine {
+            file: self.name.clone(),
+            line: self.line,
+            message,
+        }
+    }
+
+    fn read_json_header(&mut self) -> Result<(), RecordingError> {
+        self.read_line()?;
+        let header: jsonl::Header = serde_json::from_slice(&self.line_buf).map_err(|e| {
+            self.bad_line(format!(
+                "expected the header {} ({e})",
+                jsonl::header_line(VERSION).trim_end()
+            ))
+        })?;
+        if header.format != jsonl::FORMAT_NAME {
+            return Err(self.bad_line(format!(
+                "format is `{}`; expected `{}`",
+                header.format,
+                jsonl::FORMAT_NAME
+            )));
+        }
+        if header.version != u64::from(VERSION) {
+            return Err(RecordingError::UnsupportedVersion {
+                file: self.name.clone(),
+                version: header.version,
+                supported: VERSION,
+            });
+        }
+        self.offset += self.line_buf.len() as u64;
+        self.line += 1;
+        Ok(())
+    }
+
+    fn next_json(&mut self) -> Result<Option<NewTick>, RecordingError> {
+        loop {
+            if !self.read_line()? {
+                return Err(RecordingError::Unterminated {
+                    file: self.name.clone(),
+                    ticks: self.ticks,
+                });
+            }
+            if !self.line_buf.ends_with(b"\n") {
+                return Err(
+                    self.bad_line("the last line has no newline: the file was cut short".into())
+                );
+            }
+            let line = &self.line_buf[..self.line_buf.len() - 1];
+            if line.iter().all(u8::is_ascii_whitespace) {
+                self.line += 1;
+                continue;
+            }
+            if jsonl::is_end_line(line) {
+                let end: jsonl::End = serde_json::from_slice(line).map_err(|e| {
+                    self.bad_line(format!("expected {{\"type\":\"end\",\"ticks\":N}} ({e})"))
+                })?;
+                if end.ticks != self.ticks {
+                    return Err(RecordingError::CountMismatch {
+                        file: self.name.clone(),
+                        expected: end.ticks,
+                        found: self.ticks,
+                    });
+                }
+                self.line += 1;
+                self.finish_after_end()?;
+                return Ok(None);
+            }
+            let mut parsed = parse_publish(line);
+            let result = match (parsed.pop(), parsed.is_empty()) {
+                (Some(Ok(Published::Tick(t))), true) => Ok(t),
+                (Some(Err(e)), true) => Err(format!("{}: {}", e.code.as_str(), e.message)),
+                _ => Err("expected one tick object on the line".into()),
+            };
+            let tick = result.map_err(|m| self.bad_line(m))?;
+            self.offset += self.line_buf.len() as u64;
+            self.line += 1;
+            self.ticks += 1;
+            return Ok(Some(tick));
+        }
+    }
+}
+
+impl Iterator for RecordingReader {
+    type Item = Result<NewTick, RecordingError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_tick() {
+            Ok(Some(t)) => Some(Ok(t)),
+            Ok(None) => None,
+            Err(e) => {
+                // One error ends the stream.
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Fills the buffer until it holds at least `n` bytes or the input ends;
+/// returns what is buffered (possibly fewer than `n` bytes at the end).
+fn fill_at_least(input: &mut Box<dyn BufRead + Send>, n: usize) -> std::io::Result<Vec<u8>> {
+    let buf = input.fill_buf()?;
+    if buf.len() >= n {
+        return Ok(buf[..n].to_vec());
+    }
+    // Rare: the buffer boundary falls inside the first bytes. Read them out
+    // and put them back in front with a chain.
+    let mut head = Vec::with_capacity(n);
+    while head.len() < n {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let take = buf.len().min(n - head.len());
+        head.extend_from_slice(&buf[..take]);
+        input.consume(take);
+    }
+    let rest = std::mem::replace(input, Box::new(std::io::empty()));
+    *input = Box::new(BufReader::new(
+        std::io::Cursor::new(head.clone()).chain(rest),
+    ));
+    Ok(head)
+}
+
+/// Reads every tick of a recording into memory.
+pub fn read_all(path: &Path) -> Result<Vec<NewTick>, RecordingError> {
+    let reader = RecordingReader::open(path)?;
+    let name = reader.name.clone();
+    let ticks = reader.collect::<Result<Vec<_>, _>>()?;
+    if ticks.is_empty() {
+        return Err(RecordingError::Empty { file: name });
+    }
+    Ok(ticks)
+}

@@ -1,0 +1,262 @@
+//! Databento DBN files (versions 1 to 3, plain or zstd), read with the
+//! `dbn` crate and upgraded to version 3 records.
+//!
+//! Schemas: `trades` (each record a trade tick), `mbp-1` and `tbbo` (a
+//! record with action `T` is a trade tick; every record carries the top of
+//! book, which becomes a quote tick when it changed), `bbo-1s`/`bbo-1m`
+//! (top of book samples → quote ticks). Others are refused.
+//!
+//! `ts` is `ts_recv`, Databento's index timestamp: files are sorted by it,
+//! while `ts_event` (the venue's time) can step back between records.
+//! Prices are already 1e-9 fixed point; sizes are whole contracts. A top of
+//! book with a missing side (`UNDEF_PRICE`) yields no quote tick. The
+//! aggressor side `A` (ask: a seller hit the bid) is `S`, `B` is `B`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use dbn::decode::DbnMetadata;
+use dbn::{
+    BboMsg, BidAskPair, Mbp1Msg, Record, Schema, SymbolIndex, TradeMsg, UNDEF_PRICE,
+    VersionUpgradePolicy,
+};
+
+use super::{BadRows, ImportError, OrderCheck};
+use crate::model::decimal::Fixed;
+use crate::model::tick::{Event, NewTick, Side, validate_symbol};
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+fn side(c: std::ffi::c_char) -> Side {
+    match c as u8 {
+        b'B' => Side::Buy,
+        b'A' => Side::Sell,
+        _ => Side::Unknown,
+    }
+}
+
+/// Top of book as a quote, if both sides exist.
+fn book(l: &BidAskPair) -> Option<Event> {
+    if l.bid_px == UNDEF_PRICE || l.ask_px == UNDEF_PRICE {
+        return None;
+    }
+    Some(Event::Quote {
+        bid: Fixed(l.bid_px),
+        bsz: Fixed::from_units(l.bid_sz.into())?,
+        ask: Fixed(l.ask_px),
+        asz: Fixed::from_units(l.ask_sz.into())?,
+    })
+}
+
+/// Reads one DBN file; returns how many records had no usable top of book.
+pub(super) fn read(
+    path: &Path,
+    bad: &mut BadRows,
+    out: &mut Vec<NewTick>,
+) -> Result<u64, ImportError> {
+    let file = path.display().to_string();
+    let bad_file = |message: String| ImportError::BadFile {
+        file: file.clone(),
+        message,
+    };
+    let raw = std::fs::read(path).map_err(|source| ImportError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    let zstd = raw.starts_with(&ZSTD_MAGIC);
+    let note = if zstd {
+        " (of the decompressed stream)"
+    } else {
+        ""
+    };
+    let data = if zstd {
+        zstd::stream::decode_all(raw.as_slice()).map_err(|e| {
+            bad_file(format!(
+                "the zstd data cannot be decompressed ({e}): the file is truncated or corrupt"
+            ))
+        })?
+    } else {
+        raw
+    };
+    if data.len() < 8 || !data.starts_with(b"DBN") || !(1..=3).contains(&data[3]) {
+        let found: String = data
+            .iter()
+            .take(4)
+            .map(|&b| {
+                if b.is_ascii_graphic() {
+                    (b as char).to_string()
+                } else {
+                    format!("\\x{b:02x}")
+                }
+            })
+            .collect();
+        return Err(bad_file(format!(
+            "not a DBN file: expected `DBN` and a version byte 1 to 3 at byte 0{note}, found `{found}`"
+        )));
+    }
+    let meta_len = u32::from_le_bytes([data[4], data[5], data[6], data[7]]) as u64;
+    let mut decoder = dbn::decode::DbnDecoder::with_upgrade_policy(
+        data.as_slice(),
+        VersionUpgradePolicy::UpgradeToV3,
+    )
+    .map_err(|e| bad_file(format!("cannot read the DBN metadata: {e}")))?;
+    let metadata = decoder.metadata().clone();
+    let schema = match metadata.schema {
+        Some(
+            s @ (Schema::Trades | Schema::Mbp1 | Schema::Tbbo | Schema::Bbo1S | Schema::Bbo1M),
+        ) => s,
+        Some(other) => {
+            return Err(ImportError::UnsupportedSchema {
+                file,
+                schema: other.to_string(),
+            });
+        }
+        None => {
+            return Err(ImportError::UnsupportedSchema {
+                file,
+                schema: "(none: a mixed-schema file)".into(),
+            });
+        }
+    };
+    let symbol_map = metadata
+        .symbol_map()
+        .map_err(|e| bad_file(format!("cannot read the symbol mappings: {e}")))?;
+    // Without mappings, a file of a single requested symbol names it.
+    let only_symbol = (metadata.symbols.len() == 1).then(|| metadata.symbols[0].clone());
+    let mut symbols: HashMap<String, Arc<str>> = HashMap::new();
+    let mut last_book: HashMap<u32, Event> = HashMap::new();
+    let mut order = OrderCheck::new();
+    let mut no_book = 0u64;
+    let mut offset = 8 + meta_len;
+    loop {
+        let rec = match decoder.decode_ref() {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                // The record framing is lost: nothing after this can be read.
+                return Err(ImportError::BadRecord {
+                    file,
+                    offset,
+                    note,
+                    message: format!(
+                        "cannot decode a {schema} record: {e} (the file is truncated or corrupt)"
+                    ),
+                });
+            }
+        };
+        let at = offset;
+        offset += rec.record_size() as u64;
+        let record_error = |message: String| ImportError::BadRecord {
+            file: file.clone(),
+            offset: at,
+            note,
+            message,
+        };
+        let instrument = rec.header().instrument_id;
+        let parsed = (|| -> Result<(u64, Option<Event>, Option<Event>), String> {
+            let (ts, trade, top) = match schema {
+                Schema::Trades => {
+                    let m = rec.get::<TradeMsg>().ok_or_else(|| {
+                        format!(
+                            "record type 0x{:02x} in a trades file; expected trade records",
+                            rec.header().rtype
+                        )
+                    })?;
+                    (m.ts_recv, Some((m.price, m.size, m.side)), None)
+                }
+                Schema::Mbp1 | Schema::Tbbo => {
+                    let m = rec.get::<Mbp1Msg>().ok_or_else(|| {
+                        format!(
+                            "record type 0x{:02x} in an {schema} file; expected mbp-1 records",
+                            rec.header().rtype
+                        )
+                    })?;
+                    let trade = (m.action as u8 == b'T').then_some((m.price, m.size, m.side));
+                    (m.ts_recv, trade, Some(m.levels[0].clone()))
+                }
+                _ => {
+                    let m = rec.get::<BboMsg>().ok_or_else(|| {
+                        format!(
+                            "record type 0x{:02x} in a {schema} file; expected bbo records",
+                            rec.header().rtype
+                        )
+                    })?;
+                    (m.ts_recv, None, Some(m.levels[0].clone()))
+                }
+            };
+            order.check(ts)?;
+            let trade = match trade {
+                None => None,
+                Some((px, _, _)) if px == UNDEF_PRICE => {
+                    return Err("a trade without a price (UNDEF_PRICE)".into());
+                }
+                Some((px, size, s)) => Some(Event::Trade {
+                    px: Fixed(px),
+                    qty: Fixed::from_units(size.into()).ok_or("size out of range")?,
+                    side: side(s),
+                }),
+            };
+            Ok((ts, trade, top.as_ref().and_then(book)))
+        })();
+        let (ts, trade, top) = match parsed {
+            Ok(v) => v,
+            Err(m) => {
+                bad.handle(record_error(m))?;
+                continue;
+            }
+        };
+        let name = match symbol_map.get_for_rec(&rec).or(only_symbol.as_ref()) {
+            Some(n) => n,
+            None => {
+                bad.handle(record_error(format!(
+                    "instrument {instrument} has no symbol in the file's mappings"
+                )))?;
+                continue;
+            }
+        };
+        let sym = match symbols.get(name) {
+            Some(s) => s.clone(),
+            None => {
+                if let Err(m) = validate_symbol(name) {
+                    bad.handle(record_error(format!(
+                        "symbol of instrument {instrument}: {m}"
+                    )))?;
+                    continue;
+                }
+                let s: Arc<str> = Arc::from(&**name);
+                symbols.insert(name.to_string(), s.clone());
+                s
+            }
+        };
+        if let Some(event) = trade {
+            out.push(NewTick {
+                sym: sym.clone(),
+                ts,
+                event,
+            });
+        }
+        match top {
+            Some(q) if last_book.get(&instrument) != Some(&q) => {
+                last_book.insert(instrument, q);
+                out.push(NewTick { sym, ts, event: q });
+            }
+            Some(_) => {}
+            None if schema != Schema::Trades => no_book += 1,
+            None => {}
+        }
+    }
+    // The dbn decoder takes a cut-off last record for the end of the data.
+    if offset < data.len() as u64 {
+        return Err(ImportError::BadRecord {
+            file,
+            offset,
+            note,
+            message: format!(
+                "truncated record: the last {} bytes do not make a whole {schema} record (the file is truncated or corrupt)",
+                data.len() as u64 - offset
+            ),
+        });
+    }
+    Ok(no_book)
+}

@@ -1,0 +1,7 @@
+//! Recorded feeds: the file format, vendor importers, replay and record.
+
+pub mod format;
+pub mod import;
+pub mod record;
+pub mod replay;
+pub mod selection;

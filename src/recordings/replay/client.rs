@@ -1,0 +1,470 @@
+//! `tickwire replay`: plays recordings into a server's `/v1/publish` over a
+//! WebSocket, paced by `ts` deltas divided by the speed (or as fast as the
+//! server accepts: TCP backpressure paces the sender, nothing is dropped).
+//!
+//! Ticks due at the same moment leave together as one JSON-array frame
+//! (bounded in bytes). Each tick's pacing error, the time its frame was
+//! written minus the time it was scheduled for, goes into an HdrHistogram.
+//! At the end a `ping` is sent; the server answers `pong` only once every
+//! tick sent before it has been ingested, so the count printed is the count
+//! that landed.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{MergedReader, Speed};
+use crate::recordings::format::{RecordingError, write_tick_json};
+use crate::recordings::selection::{Selection, TimeSpec};
+
+/// Arguments of `tickwire replay`.
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// Recordings to play; several are merged in `ts` order.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The server's publish endpoint, e.g. ws://127.0.0.1:8080/v1/publish.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// A factor (1 = recorded pace, 10 = ten times faster) or `max`.
+    #[arg(long, default_value = "1", value_parser = Speed::parse)]
+    pub speed: Speed,
+    /// Play again from the start after the end, until interrupted.
+    #[arg(long = "loop")]
+    pub looping: bool,
+    /// Start at this time: RFC 3339 (2013-10-07T13:30:00Z), zoned
+    /// (2013-10-07T09:30[America/New_York]), ns since the epoch, or
+    /// +DURATION after the first tick (+5m).
+    #[arg(long, value_name = "TIME", value_parser = TimeSpec::parse)]
+    pub start: Option<TimeSpec>,
+    /// Stop before this time (same forms as --start).
+    #[arg(long, value_name = "TIME", value_parser = TimeSpec::parse)]
+    pub end: Option<TimeSpec>,
+    /// Play only these symbols (comma-separated).
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// Largest frame sent, bytes (keep below the server's --max-message-bytes).
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub max_frame_bytes: usize,
+}
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+    #[error("`{url}`: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("the server at {url} went away after {sent} ticks were sent: {message}")]
+    ServerGone {
+        url: String,
+        sent: u64,
+        message: String,
+    },
+    #[error("nothing to play: the recordings hold no ticks inside --start/--end/--symbols")]
+    Empty,
+}
+
+/// What a replay did.
+#[derive(Debug)]
+pub struct ReplayReport {
+    /// Ticks sent, and acknowledged by the final ping.
+    pub sent: u64,
+    /// From the first send to the final pong.
+    pub duration: Duration,
+    pub laps: u64,
+    /// Pacing error per tick, ns; `None` at `--speed max` (nothing is scheduled).
+    pub pacing: Option<Histogram<u64>>,
+    /// `error` replies from the server (malformed ticks), and the first one.
+    pub server_errors: u64,
+    pub first_server_error: Option<String>,
+}
+
+/// How to replay (the library form of [`ReplayArgs`]).
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    pub files: Vec<PathBuf>,
+    pub url: String,
+    pub speed: Speed,
+    pub looping: bool,
+    pub selection: Selection,
+    pub max_frame_bytes: usize,
+    /// Draw a progress bar on stderr (only if it is a terminal).
+    pub progress: bool,
+}
+
+impl ReplayOptions {
+    pub fn new(files: Vec<PathBuf>, url: impl Into<String>, speed: Speed) -> Self {
+        ReplayOptions {
+            files,
+            url: url.into(),
+            speed,
+            looping: false,
+            selection: Selection::default(),
+            max_frame_bytes: 32 * 1024,
+            progress: false,
+        }
+    }
+}
+
+/// What the connection's reading half reports.
+enum Event {
+    Pong(i64),
+    ServerError(String),
+    Gone(String),
+}
+
+/// `ws://host:port[/path]`; an empty path means `default_path`.
+pub(crate) fn ws_url(url: &str, default_path: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or("only ws:// URLs are supported, e.g. ws://127.0.0.1:8080/v1/publish")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("the URL names no host".into());
+    }
+    Ok(if rest.contains('/') {
+        url.to_owned()
+    } else {
+        format!("{url}{default_path}")
+    })
+}
+
+/// Sleeps until `t`: on the runtime's timer for the bulk (so the reader
+/// task runs), then the last stretch with the OS's ns-resolution sleep
+/// (tokio's timer has 1 ms granularity). Returns false if stopped.
+async fn sleep_until(t: Instant, stop: &mut watch::Receiver<bool>) -> bool {
+    let slack = Duration::from_millis(3);
+    if t > Instant::now() + slack {
+        tokio::select! {
+            _ = tokio::time::sleep_until((t - slack).into()) => {}
+            _ = stop.changed() => return false,
+        }
+    }
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+    !*stop.borrow()
+}
+
+/// Plays the recordings until they end (or, with `looping`, until `stop`).
+pub async fn replay(
+    opts: &ReplayOptions,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<ReplayReport, ReplayError> {
+    let url = ws_url(&opts.url, "/v1/publish").map_err(|why| ReplayError::BadUrl {
+        url: opts.url.clone(),
+        why,
+    })?;
+    // Open the files first: a bad file fails before anything is sent.
+    let mut reader = MergedReader::open(&opts.files, &opts.selection)?;
+    let (ws, _) =
+        tokio_tungstenite::connect_async(&url)
+            .await
+            .map_err(|e| ReplayError::Connect {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+    let (mut sink, mut stream) = ws.split();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let ev = match stream.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    match serde_json::from_str::<serde_json::Value>(&text) {
+                        Ok(v) if v["type"] == "pong" => Event::Pong(v["id"].as_i64().unwrap_or(-1)),
+                        Ok(v) if v["type"] == "error" => Event::ServerError(text.to_string()),
+                        _ => continue,
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => Event::Gone(match frame {
+                    Some(f) => format!("closed with {} {}", u16::from(f.code), f.reason),
+                    None => "closed".into(),
+                }),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => Event::Gone(e.to_string()),
+                None => Event::Gone("connection closed".into()),
+            };
+            let gone = matches!(ev, Event::Gone(_));
+            if events_tx.send(ev).is_err() || gone {
+                return;
+            }
+        }
+    });
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let bar = progress_bar(opts.progress, reader.progress().1);
+    let mut pacing = match opts.speed {
+        Speed::Factor(_) => Some(
+            Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("valid histogram bounds"),
+        ),
+        Speed::Max => None,
+    };
+    let mut server_errors = 0u64;
+    let mut first_server_error = None;
+    let mut frame: Vec<u8> = Vec::with_capacity(opts.max_frame_bytes + 512);
+    let mut scheduled: Vec<Instant> = Vec::new();
+    let mut sent = 0u64;
+    let mut laps = 0u64;
+    let start = Instant::now();
+    // Recorded ns of the laps before this one.
+    let mut lap_base = 0u64;
+    let gone = |sent: u64, message: String| ReplayError::ServerGone {
+        url: url.clone(),
+        sent,
+        message,
+    };
+
+    'laps: loop {
+        let mut first_ts: Option<u64> = None;
+        let mut latest = 0u64;
+        while let Some(t) = reader.next_tick()? {
+            if *stop_rx.borrow() {
+                break 'laps;
+            }
+            let first = *first_ts.get_or_insert(t.ts);
+            latest = latest.max(t.ts);
+            let due = match opts.speed {
+                Speed::Factor(f) => Some(
+                    start + Duration::from_nanos(((lap_base + latest - first) as f64 / f) as u64),
+                ),
+                Speed::Max => None,
+            };
+            if let Some(due) = due
+                && due > Instant::now()
+            {
+                // Send what is due before waiting for this one.
+                if !frame.is_empty() {
+                    send(&mut sink, &mut frame, &mut scheduled, &mut pacing)
+                        .await
+                        .map_err(|m| gone(sent, m))?;
+                }
+                if !sleep_until(due, &mut stop_rx).await {
+                    break 'laps;
+                }
+            }
+            frame.push(if frame.is_empty() { b'[' } else { b',' });
+            write_tick_json(&mut frame, &t);
+            scheduled.push(due.unwrap_or(start));
+            sent += 1;
+            if frame.len() >= opts.max_frame_bytes {
+                send(&mut sink, &mut frame, &mut scheduled, &mut pacing)
+                    .await
+                    .map_err(|m| gone(sent, m))?;
+                bar.set_position(reader.progress().0);
+                bar.set_message(format!("{sent} ticks"));
+            }
+            while let Ok(ev) = events.try_recv() {
+                match ev {
+                    Event::ServerError(e) => {
+                        server_errors += 1;
+                        first_server_error.get_or_insert(e);
+                    }
+                    Event::Gone(m) => return Err(gone(sent, m)),
+                    Event::Pong(_) => {}
+                }
+            }
+        }
+        if !frame.is_empty() {
+            send(&mut sink, &mut frame, &mut scheduled, &mut pacing)
+                .await
+                .map_err(|m| gone(sent, m))?;
+        }
+        if sent == 0 {
+            return Err(ReplayError::Empty);
+        }
+        laps += 1;
+        if !opts.looping {
+            break;
+        }
+        // The next lap starts 1 ms after this one's last tick.
+        lap_base += latest - first_ts.unwrap_or(latest) + 1_000_000;
+        reader = MergedReader::open(&opts.files, &opts.selection)?;
+    }
+    if !frame.is_empty() {
+        send(&mut sink, &mut frame, &mut scheduled, &mut pacing)
+            .await
+            .map_err(|m| gone(sent, m))?;
+    }
+    // Wait until everything sent has been ingested.
+    const PING_ID: i64 = 1;
+    sink.send(Message::text(format!(
+        "{{\"op\":\"ping\",\"id\":{PING_ID}}}"
+    )))
+    .await
+    .map_err(|e| gone(sent, e.to_string()))?;
+    loop {
+        match events.recv().await {
+            Some(Event::Pong(id)) if id == PING_ID => break,
+            Some(Event::Pong(_)) => {}
+            Some(Event::ServerError(e)) => {
+                server_errors += 1;
+                first_server_error.get_or_insert(e);
+            }
+            Some(Event::Gone(m)) => return Err(gone(sent, m)),
+            None => return Err(gone(sent, "connection closed".into())),
+        }
+    }
+    let duration = start.elapsed();
+    bar.finish_and_clear();
+    let _ = sink.send(Message::Close(None)).await;
+    stopper.abort();
+    reader_task.abort();
+    Ok(ReplayReport {
+        sent,
+        duration,
+        laps,
+        pacing,
+        server_errors,
+        first_server_error,
+    })
+}
+
+async fn send<S>(
+    sink: &mut S,
+    frame: &mut Vec<u8>,
+    scheduled: &mut Vec<Instant>,
+    pacing: &mut Option<Histogram<u64>>,
+) -> Result<(), String>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    frame.push(b']');
+    // The frame is ASCII JSON built by write_tick_json.
+    let text = String::from_utf8(std::mem::take(frame)).map_err(|e| e.to_string())?;
+    sink.send(Message::text(text))
+        .await
+        .map_err(|e| e.to_string())?;
+    let done = Instant::now();
+    if let Some(h) = pacing {
+        for due in scheduled.iter() {
+            let late = done.saturating_duration_since(*due).as_nanos();
+            h.saturating_record(u64::try_from(late).unwrap_or(u64::MAX));
+        }
+    }
+    scheduled.clear();
+    Ok(())
+}
+
+fn progress_bar(wanted: bool, total_bytes: u64) -> indicatif::ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total_bytes);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {percent}% of the recording, {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn micros(ns: u64) -> String {
+    if ns >= 1_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    }
+}
+
+/// The closing summary, as printed by `tickwire replay`.
+pub fn summary(report: &ReplayReport, url: &str) -> String {
+    let secs = report.duration.as_secs_f64();
+    let mut s = format!(
+        "replayed {} ticks to {url} in {:.3} s ({:.0} ticks/s), {} lap(s); all acknowledged by the server\n",
+        report.sent,
+        secs,
+        report.sent as f64 / secs.max(1e-9),
+        report.laps
+    );
+    match &report.pacing {
+        Some(h) => s.push_str(&format!(
+            "pacing error (sent − scheduled) over {} ticks: p50 {}, p99 {}, max {}\n",
+            h.len(),
+            micros(h.value_at_quantile(0.5)),
+            micros(h.value_at_quantile(0.99)),
+            micros(h.max())
+        )),
+        None => s.push_str("pacing error: not measured at --speed max (no schedule)\n"),
+    }
+    if report.server_errors > 0 {
+        s.push_str(&format!(
+            "the server refused {} message(s); first: {}\n",
+            report.server_errors,
+            report.first_server_error.as_deref().unwrap_or("")
+        ));
+    }
+    s
+}
+
+/// Runs `tickwire replay`.
+pub fn run(args: ReplayArgs) -> ExitCode {
+    let opts = ReplayOptions {
+        files: args.files,
+        url: args.to,
+        speed: args.speed,
+        looping: args.looping,
+        selection: Selection {
+            start: args.start,
+            end: args.end,
+            symbols: args.symbols,
+        },
+        max_frame_bytes: args.max_frame_bytes,
+        progress: true,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tickwire replay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(replay(&opts, interrupted())) {
+        Ok(report) => {
+            print!("{}", summary(&report, &opts.url));
+            if report.server_errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("tickwire replay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

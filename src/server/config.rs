@@ -1,0 +1,124 @@
+//! Server configuration: every tunable with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::access::auth::Keys;
+
+use crate::recordings::replay::Speed;
+
+/// Where ticks come from besides `/v1/publish`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeedSource {
+    /// The recording compiled into the binary, looped at recorded pace.
+    Embedded,
+    /// A recording on disk (any encoding `recording` reads).
+    Recording {
+        path: PathBuf,
+        speed: Speed,
+        looping: bool,
+    },
+    /// Publishers only.
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Fan-out workers (one thread and runtime each); 0 = one per core.
+    pub workers: usize,
+    /// Ticks the ingest ring holds (rounded up to a power of two).
+    pub ring_capacity: usize,
+    /// Largest inbound WebSocket message, after reassembly.
+    pub max_message_bytes: usize,
+    /// Most (symbol, channel) keys one connection may subscribe to by name.
+    pub max_keys_per_connection: usize,
+    /// Most distinct symbols the server tracks.
+    pub max_symbols: usize,
+    /// Byte cap on one client's queued-for-socket frames.
+    pub client_buffer_bytes: usize,
+    /// SO_SNDBUF for subscriber sockets (the kernel doubles it).
+    pub socket_send_buffer: usize,
+    /// A client behind for longer than this gets `lagging` and close 4000.
+    pub evict_after: Duration,
+    /// Control messages per second per connection, sustained.
+    pub control_rate_per_sec: u32,
+    /// Control messages a connection may send in a burst.
+    pub control_burst: u32,
+    /// Time allowed to send a complete HTTP request head.
+    pub handshake_timeout: Duration,
+    /// After sending a Close, how long to wait for the peer before dropping it.
+    pub close_timeout: Duration,
+    /// WebSocket connections the server holds at once (503 beyond).
+    pub max_connections: usize,
+    /// WebSocket connections from one client IP address (503 beyond).
+    pub max_connections_per_ip: usize,
+    /// Publishers connected at once (503 beyond).
+    pub max_publishers: usize,
+    /// A connection silent this long is pinged at half of it and closed
+    /// with 1008 at the end of it; zero turns the check off.
+    pub idle_timeout: Duration,
+    /// Conformance echo listener (Autobahn); `None` (the default) = off.
+    pub echo_listen: Option<SocketAddr>,
+    /// Largest message on the echo listener, after reassembly: Autobahn's
+    /// cases 9.x send up to 16 MiB, far more than `/v1/stream` accepts.
+    pub echo_max_message_bytes: usize,
+    /// SSE streams get a `: heartbeat` comment this often.
+    pub sse_heartbeat: Duration,
+    pub feed: FeedSource,
+    /// API keys and entitlements (`--config`); `None` = open server.
+    pub auth: Option<Arc<Keys>>,
+    /// The NATS bus and this node's role (`--bus`, `--role`); `None` = standalone.
+    pub bus: Option<crate::bus::BusConfig>,
+    /// TLS for the main listener (`--tls-cert`/`--tls-key`); `None` =
+    /// plain `ws://` and `http://`. The echo listener is always plain.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid literal address"),
+            workers: 0,
+            // The ring keeps its last `capacity` ticks alive (a slot frees
+            // its tick only when overwritten): 16 Ki ticks is ~6 MB, and
+            // absorbs a 16 ms burst at 1 M ticks/s before publishers wait.
+            ring_capacity: 16_384,
+            max_message_bytes: 64 * 1024,
+            max_keys_per_connection: 10_000,
+            max_symbols: 1_000_000,
+            client_buffer_bytes: 256 * 1024,
+            socket_send_buffer: 32 * 1024,
+            evict_after: Duration::from_secs(5),
+            control_rate_per_sec: 50,
+            control_burst: 100,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            max_publishers: 16,
+            idle_timeout: Duration::from_secs(60),
+            echo_listen: None,
+            echo_max_message_bytes: 16 * 1024 * 1024,
+            sse_heartbeat: Duration::from_secs(15),
+            feed: FeedSource::Embedded,
+            auth: None,
+            bus: None,
+            tls: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}

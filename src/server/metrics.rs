@@ -1,0 +1,378 @@
+//! `/metrics`: the server's counters in Prometheus text format (0.0.4).
+//!
+//! Nothing here runs on the hot path: the fan-out and ingest only bump the
+//! relaxed atomics in [`crate::pipeline::stats`]; a scrape reads them and renders them
+//! through `prometheus-client`'s encoder (escaping, `_total` suffixes,
+//! histogram buckets), registered as one custom [`Collector`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::pipeline::ingest::Ingest;
+use crate::pipeline::stats::{Histogram, LATENCY_BOUNDS_NS, Origin, Refusal, Stats};
+use crate::wire::encode::Encoding;
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders every metric, now.
+/// `admitted`: connections holding an admission place now
+/// ([`crate::access::limits::Admission::counts`]).
+pub fn render(
+    stats: &Arc<Stats>,
+    ingest: &Arc<Ingest>,
+    ring_capacity: usize,
+    admitted: usize,
+) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StatsCollector {
+        stats: stats.clone(),
+        ingest: ingest.clone(),
+        ring_capacity,
+        admitted,
+    }));
+    let mut out = String::with_capacity(8 * 1024);
+    // Writing into a String cannot fail; the encoder's only errors are the
+    // writer's.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+struct StatsCollector {
+    stats: Arc<Stats>,
+    ingest: Arc<Ingest>,
+    ring_capacity: usize,
+    admitted: usize,
+}
+
+impl fmt::Debug for StatsCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatsCollector").finish_non_exhaustive()
+    }
+}
+
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+fn load_gauge(g: &AtomicI64) -> i64 {
+    g.load(Ordering::Relaxed)
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    e.encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&v, None)
+}
+
+fn counters(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (lv, v) in values {
+        m.encode_family(&[(label, *lv)])?
+            .encode_counter::<NoLabelSet, _, u64>(v, None)?;
+    }
+    Ok(())
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
+    e.encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&v)
+}
+
+fn gauges(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, i64)],
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (lv, v) in values {
+        m.encode_family(&[(label, *lv)])?.encode_gauge(v)?;
+    }
+    Ok(())
+}
+
+fn histogram(e: &mut DescriptorEncoder, name: &str, help: &str, h: &Histogram) -> fmt::Result {
+    // Non-cumulative counts; the encoder accumulates. The count is their
+    // sum, so the +Inf bucket always equals it even mid-update.
+    let buckets: Vec<(f64, u64)> = h
+        .buckets
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let bound = LATENCY_BOUNDS_NS
+                .get(i)
+                .map_or(f64::INFINITY, |&ns| ns as f64 / 1e9);
+            (bound, load(b))
+        })
+        .collect();
+    let count = buckets.iter().map(|(_, n)| n).sum();
+    let sum = load(&h.sum_ns) as f64 / 1e9;
+    e.encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let s = &*self.stats;
+        let by_encoding =
+            |a: &[AtomicU64; 3]| Encoding::ALL.map(|enc| (enc.as_str(), load(&a[enc as usize])));
+        gauges(
+            &mut e,
+            "tickwire_connections",
+            "Open WebSocket connections, by endpoint kind.",
+            "kind",
+            &[
+                ("subscriber", load_gauge(&s.subscribers)),
+                ("publisher", load_gauge(&s.publishers)),
+            ],
+        )?;
+        gauge(
+            &mut e,
+            "tickwire_connections_admitted",
+            "WebSocket and SSE connections holding a place under --max-connections (from the upgrade until the session ends).",
+            self.admitted as i64,
+        )?;
+        counter(
+            &mut e,
+            "tickwire_connections_opened",
+            "WebSocket connections accepted since start.",
+            load(&s.connections_total),
+        )?;
+        gauges(
+            &mut e,
+            "tickwire_subscriptions",
+            "Subscriptions: (connection, symbol, channel) by name, and (connection, channel) to `*`.",
+            "type",
+            &[
+                ("named", load_gauge(&s.named_subscriptions)),
+                ("star", load_gauge(&s.star_subscriptions)),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "tickwire_ticks_in",
+            "Ticks sequenced into the ring, by source.",
+            "source",
+            &[
+                (
+                    "publisher",
+                    load(&s.ticks_in_by_origin[Origin::Publisher as usize]),
+                ),
+                (
+                    "recorded",
+                    load(&s.ticks_in_by_origin[Origin::Recorded as usize]),
+                ),
+                ("bus", load(&s.ticks_in_by_origin[Origin::Bus as usize])),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "tickwire_ticks_out",
+            "Ticks queued for subscriber sockets, by encoding.",
+            "encoding",
+            &by_encoding(&s.ticks_out),
+        )?;
+        counters(
+            &mut e,
+            "tickwire_frames_out",
+            "WebSocket frames carrying ticks, by encoding (a binary frame may carry many).",
+            "encoding",
+            &by_encoding(&s.tick_frames_out),
+        )?;
+        counters(
+            &mut e,
+            "tickwire_bytes_out",
+            "Bytes written to sockets, by the connection's encoding (control messages included).",
+            "encoding",
+            &by_encoding(&s.bytes_out),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_socket_writes",
+            "write() calls that handed bytes to a socket.",
+            load(&s.writes),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_ticks_dropped_stale",
+            "Pending ticks replaced by a newer tick of the same key for a slow client.",
+            load(&s.ticks_dropped_stale),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_clients_evicted",
+            "Clients closed with 4000 (slow consumer).",
+            load(&s.clients_evicted),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_tls_handshakes_failed",
+            "TLS handshakes that failed or timed out (--tls-cert only).",
+            load(&s.tls_handshakes_failed),
+        )?;
+        gauge(
+            &mut e,
+            "tickwire_ring_occupancy",
+            "Ticks in the ingest ring not yet read by the slowest worker.",
+            self.ingest.ring_occupancy() as i64,
+        )?;
+        gauge(
+            &mut e,
+            "tickwire_ring_capacity",
+            "Ticks the ingest ring holds.",
+            self.ring_capacity as i64,
+        )?;
+        counter(
+            &mut e,
+            "tickwire_ring_full",
+            "Times a publish found the ring full and waited.",
+            load(&s.ring_full),
+        )?;
+        let b = &s.bus;
+        gauge(
+            &mut e,
+            "tickwire_bus_connected",
+            "1 while connected to the NATS bus (--bus); 0 otherwise.",
+            load_gauge(&b.connected),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_reconnects",
+            "Reconnections to the NATS bus after a lost connection.",
+            load(&b.reconnects),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_disconnects",
+            "Times the NATS bus connection was lost.",
+            load(&b.disconnects),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_published",
+            "Ticks published to the bus (ingest node).",
+            load(&b.published),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_publish_dropped",
+            "Ticks not published because the bus was down (ingest node); gateways see a seq gap.",
+            load(&b.publish_dropped),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_received",
+            "Tick messages received from the bus (gateway).",
+            load(&b.received),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_malformed",
+            "Bus messages that did not decode as ticks (gateway).",
+            load(&b.malformed),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_duplicates",
+            "Bus ticks dropped as duplicates or out of order (gateway).",
+            load(&s.bus_duplicates),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_seq_gaps",
+            "Bus ticks that skipped past their key's next seq: ticks lost on the bus (gateway).",
+            load(&s.bus_seq_gaps),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_slow_consumer",
+            "Times NATS dropped messages because this node fell behind.",
+            load(&b.slow_consumer),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_bus_last_value_reads",
+            "Last values read from JetStream (per key, or per channel for `*`): snapshots of keys not yet live here, catch-up after a reconnect.",
+            load(&b.last_value_reads),
+        )?;
+        gauge(
+            &mut e,
+            "tickwire_bus_subjects",
+            "Tick subjects this gateway is subscribed to on the bus (interest-based).",
+            load_gauge(&b.subjects),
+        )?;
+        gauge(
+            &mut e,
+            "tickwire_feed_stale",
+            "1 while this gateway has no heartbeat from the ingest node (clients were sent a stale status).",
+            load_gauge(&b.feed_stale),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_handshake_timeouts",
+            "Connections dropped without a complete HTTP request head within --handshake-timeout.",
+            load(&s.handshake_timeouts),
+        )?;
+        counter(
+            &mut e,
+            "tickwire_publish_errors",
+            "Published ticks refused as malformed.",
+            load(&s.publish_errors),
+        )?;
+        let refused: Vec<(&str, u64)> = Refusal::ALL
+            .iter()
+            .map(|&r| (r.as_str(), load(&s.upgrades_refused[r as usize])))
+            .collect();
+        counters(
+            &mut e,
+            "tickwire_upgrades_refused",
+            "WebSocket upgrades refused before the upgrade: 401 (unauthorized), 403 (forbidden), 503 (limit).",
+            "reason",
+            &refused,
+        )?;
+        counter(
+            &mut e,
+            "tickwire_request_errors",
+            "`error` replies sent (bad control messages and refused published ticks).",
+            load(&s.request_errors),
+        )?;
+        gauge(
+            &mut e,
+            "tickwire_queued_bytes",
+            "Bytes accepted for sockets and not yet written.",
+            load_gauge(&s.queued_bytes),
+        )?;
+        gauge(
+            &mut e,
+            "tickwire_pending_ticks",
+            "Ticks waiting in per-key pending slots of slow clients.",
+            load_gauge(&s.pending_ticks),
+        )?;
+        histogram(
+            &mut e,
+            "tickwire_ingest_to_encode_seconds",
+            "From a tick's rx stamp to its frame encoded; one sample per ingest batch (its last tick).",
+            &s.ingest_to_encode,
+        )?;
+        histogram(
+            &mut e,
+            "tickwire_encode_to_write_seconds",
+            "From a tick's rx/encode to the socket write carrying it; one sample per write (its oldest live tick).",
+            &s.encode_to_write,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,801 @@
+//! Sessions: one WebSocket connection each, subscriber or publisher.
+//!
+//! A session's task owns the connection's read side: it reads frames
+//! (reassembling fragments under the size cap), answers control messages or
+//! takes in published ticks, and when it ends it removes the client and its
+//! subscriptions. Reading has its own task because fastwebsockets'
+//! `read_frame` is not cancel-safe; writing goes through the client's outbox
+//! in [`crate::pipeline::fanout`].
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fastwebsockets::{OpCode, Role, WebSocketError, WebSocketRead};
+use tokio::io::AsyncRead;
+use tokio::time::Instant;
+
+use crate::access::auth::{Entitlement, Identity};
+use crate::model::tick::{ChannelSet, KeyId, wall_clock_ns};
+use crate::net::transport::Conn;
+use crate::pipeline::fanout::{ClientId, Worker, channel_names, close_code};
+use crate::pipeline::ingest::{Admitted, RingItem};
+use crate::pipeline::stats::Stats;
+use crate::shutdown::Shutdown;
+use crate::wire::encode::{self, Encoding, JsonObject};
+use crate::wire::frame_guard::{FrameGuard, FrameViolation};
+use crate::wire::protocol::{
+    ErrorCode, ProtocolError, Published, Request, SymbolList, parse_publish, parse_request,
+};
+
+/// Which endpoint the connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    Subscriber,
+    Publisher,
+    /// The conformance listener (`serve --echo-listen`, off by default):
+    /// every text or binary message is sent back as one frame of the same
+    /// opcode, through the same reader, limits and outbox as `/v1/stream`,
+    /// so Autobahn's fuzzing cases test the framing stack subscribers get.
+    Echo,
+}
+
+/// The JSON subprotocol's name.
+pub const JSON_PROTOCOL: &str = Encoding::JSON_PROTOCOL;
+/// The binary subprotocol's name.
+pub const BIN_PROTOCOL: &str = Encoding::BIN_PROTOCOL;
+
+/// A complete inbound message.
+enum Inbound {
+    Text(Vec<u8>),
+    Binary(Vec<u8>),
+    Close,
+}
+
+/// Why reading stopped.
+enum ReadEnd {
+    /// The peer went away (EOF, reset).
+    Gone,
+    /// The peer broke the protocol: close with this code.
+    Violation(u16, String),
+}
+
+/// Reads whole messages: reassembles fragments under the size cap and
+/// turns framing errors into the close code RFC 6455 asks for.
+struct MessageReader<S> {
+    ws: WebSocketRead<FrameGuard<S>>,
+    heard: Rc<std::cell::Cell<Instant>>,
+    max: usize,
+    partial: Option<(OpCode, Vec<u8>)>,
+}
+
+impl<S: AsyncRead + Unpin> MessageReader<S> {
+    fn new(stream: S, max: usize) -> Self {
+        // The guard enforces the framing rules fastwebsockets 0.10 skips
+        // (masking, control frame length) before it sees the bytes.
+        let guard = FrameGuard::new(stream);
+        let heard = guard.heard();
+        let (mut ws, _) =
+            fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
+        // A single frame larger than the cap is refused from its header,
+        // before any of its payload is buffered.
+        ws.set_max_message_size(max.saturating_add(1));
+        ws.set_auto_close(true);
+        ws.set_auto_pong(true);
+        MessageReader {
+            ws,
+            heard,
+            max,
+            partial: None,
+        }
+    }
+
+    /// When bytes last arrived from the peer.
+    fn heard(&self) -> Rc<std::cell::Cell<Instant>> {
+        self.heard.clone()
+    }
+
+    /// Reads the next message; `obligated` receives the frames the protocol
+    /// obliges us to send (pong, close echo) as complete frames.
+    async fn next(
+        &mut self,
+        obligated: &mut impl FnMut(OpCode, Bytes),
+    ) -> Result<Inbound, ReadEnd> {
+        loop {
+            let mut send = |f: fastwebsockets::Frame<'_>| {
+                obligated(f.opcode, encode::frame(f.opcode as u8, &f.payload));
+                std::future::ready(Ok::<(), std::io::Error>(()))
+            };
+            let frame = match self.ws.read_frame(&mut send).await {
+                Ok(f) => f,
+                Err(e) => return Err(self.classify(e)),
+            };
+            match frame.opcode {
+                OpCode::Close => return Ok(Inbound::Close),
+                OpCode::Ping | OpCode::Pong => continue,
+                OpCode::Text | OpCode::Binary => {
+                    if self.partial.is_some() {
+                        return Err(ReadEnd::Violation(
+                            close_code::PROTOCOL_ERROR,
+                            "new message started inside a fragmented one".into(),
+                        ));
+                    }
+                    if frame.fin {
+                        return Ok(match frame.opcode {
+                            // fastwebsockets checked UTF-8 of unfragmented text.
+                            OpCode::Text => Inbound::Text(frame.payload.to_vec()),
+                            _ => Inbound::Binary(frame.payload.to_vec()),
+                        });
+                    }
+                    self.partial = Some((frame.opcode, frame.payload.to_vec()));
+                }
+                OpCode::Continuation => {
+                    let Some((opcode, mut buf)) = self.partial.take() else {
+                        return Err(ReadEnd::Violation(
+                            close_code::PROTOCOL_ERROR,
+                            "continuation frame without a message to continue".into(),
+                        ));
+                    };
+                    if buf.len() + frame.payload.len() > self.max {
+                        return Err(ReadEnd::Violation(
+                            close_code::TOO_BIG,
+                            format!("message larger than {} bytes", self.max),
+                        ));
+                    }
+                    buf.extend_from_slice(&frame.payload);
+                    if !frame.fin {
+                        self.partial = Some((opcode, buf));
+                        continue;
+                    }
+                    if opcode == OpCode::Text {
+                        if std::str::from_utf8(&buf).is_err() {
+                            return Err(ReadEnd::Violation(
+                                close_code::INVALID_DATA,
+                                "text message is not valid UTF-8".into(),
+                            ));
+                        }
+                        return Ok(Inbound::Text(buf));
+                    }
+                    return Ok(Inbound::Binary(buf));
+                }
+            }
+        }
+    }
+
+    fn classify(&self, e: WebSocketError) -> ReadEnd {
+        use WebSocketError as E;
+        match e {
+            E::IoError(io) if FrameViolation::from_io(&io).is_some() => ReadEnd::Violation(
+                close_code::PROTOCOL_ERROR,
+                FrameViolation::from_io(&io)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            ),
+            E::UnexpectedEOF | E::IoError(_) | E::ConnectionClosed => ReadEnd::Gone,
+            E::FrameTooLarge => ReadEnd::Violation(
+                close_code::TOO_BIG,
+                format!("message larger than {} bytes", self.max),
+            ),
+            E::InvalidUTF8 => ReadEnd::Violation(
+                close_code::INVALID_DATA,
+                "text message is not valid UTF-8".into(),
+            ),
+            other => ReadEnd::Violation(close_code::PROTOCOL_ERROR, other.to_string()),
+        }
+    }
+}
+
+/// Token bucket for control messages.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+    /// Consecutive refusals; persistent abuse closes the connection.
+    strikes: u32,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32) -> Self {
+        RateLimit {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: Instant::now(),
+            strikes: 0,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.strikes = 0;
+            true
+        } else {
+            self.strikes += 1;
+            false
+        }
+    }
+}
+
+/// Refusals in a row after which a flooding client is closed with 1008.
+const MAX_STRIKES: u32 = 100;
+
+/// How long a subscribe on a gateway waits for the bus to deliver its
+/// snapshot before answering from the node's own cache (bus down).
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn error_frame(e: &ProtocolError) -> Bytes {
+    let mut o = JsonObject::new("error");
+    o.id(e.id)
+        .str("code", e.code.as_str())
+        .str("message", &e.message);
+    o.into_frame()
+}
+
+fn hello_frame(worker: &Worker, kind: SessionKind, encoding: Encoding) -> Bytes {
+    let c = &worker.config;
+    let limits_json = format!(
+        r#"{{"max_message_bytes":{},"max_keys_per_connection":{},"control_per_sec":{},"control_burst":{},"client_buffer_bytes":{},"evict_after_ms":{}}}"#,
+        c.max_message_bytes,
+        c.max_keys_per_connection,
+        c.control_rate_per_sec,
+        c.control_burst,
+        c.client_buffer_bytes,
+        c.evict_after.as_millis()
+    );
+    let mut o = JsonObject::new("hello");
+    o.str("server", "tickwire")
+        .str("version", env!("CARGO_PKG_VERSION"))
+        .str("protocol", encoding.protocol())
+        .str(
+            "role",
+            match kind {
+                SessionKind::Subscriber => "subscriber",
+                SessionKind::Publisher => "publisher",
+                SessionKind::Echo => "echo",
+            },
+        )
+        .raw("limits", limits_json.as_bytes());
+    o.into_frame()
+}
+
+/// Runs one upgraded connection to completion.
+pub async fn run(
+    worker: Rc<Worker>,
+    stream: Conn,
+    prefix: Bytes,
+    kind: SessionKind,
+    encoding: Encoding,
+    identity: Option<Arc<Identity>>,
+    shutdown: Shutdown,
+) {
+    let peer = stream.peer_addr().ok();
+    if kind == SessionKind::Subscriber {
+        let _ = socket2::SockRef::from(stream.tcp())
+            .set_send_buffer_size(worker.config.socket_send_buffer);
+    }
+    let (read, write) = stream.into_split(prefix);
+    let id = worker.state.borrow_mut().add_client(
+        write,
+        worker.stats.clone(),
+        worker.config.client_buffer_bytes,
+        encoding,
+    );
+    // A key limited to some symbols: `*` delivers only those.
+    let entitlement = identity
+        .as_ref()
+        .map(|i| i.entitlement.clone())
+        .filter(|e| !e.is_all());
+    let (wake, kill) = {
+        let mut st = worker.state.borrow_mut();
+        let c = st.client(id).expect("just added");
+        c.set_entitlement(entitlement.clone());
+        (c.writer_wake.clone(), c.kill.clone())
+    };
+    let gauge = match kind {
+        SessionKind::Subscriber => Some(&worker.stats.subscribers),
+        SessionKind::Publisher => Some(&worker.stats.publishers),
+        SessionKind::Echo => None,
+    };
+    if let Some(g) = gauge {
+        g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Stats::add(&worker.stats.connections_total, 1);
+    let kind_name = match kind {
+        SessionKind::Subscriber => "subscriber",
+        SessionKind::Publisher => "publisher",
+        SessionKind::Echo => "echo",
+    };
+    tracing::info!(
+        worker = worker.id,
+        client = id,
+        peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
+        kind = kind_name,
+        key = identity.as_ref().map_or("-", |i| i.name.as_str()),
+        protocol = encoding.protocol(),
+        "connection open"
+    );
+
+    let writer = tokio::task::spawn_local(worker.clone().run_writer(id, wake));
+    let mut session = Session {
+        worker: worker.clone(),
+        id,
+        kind,
+        entitlement,
+        limit: RateLimit::new(
+            worker.config.control_rate_per_sec,
+            worker.config.control_burst,
+        ),
+        reason: "client closed",
+    };
+    let max_message = if kind == SessionKind::Echo {
+        // A conformance peer expects nothing but its own messages back.
+        worker.config.echo_max_message_bytes
+    } else {
+        session.send(hello_frame(&worker, kind, encoding));
+        if let Some(bus) = &worker.bus {
+            let status = bus.current_status();
+            if status != crate::bus::FeedStatus::Live {
+                session.send(crate::pipeline::fanout::status_message(&status, encoding));
+            }
+        }
+        worker.config.max_message_bytes
+    };
+
+    let reader = MessageReader::new(read, max_message);
+    tokio::select! {
+        _ = session.read_loop(reader, shutdown) => {}
+        _ = kill.notified() => {}
+    }
+
+    writer.abort();
+    let client = worker.state.borrow_mut().remove_client(id);
+    if let Some(g) = gauge {
+        g.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let (dropped, frames, end_reason) = client
+        .map(|c| (c.dropped, c.frames_sent, c.end_reason))
+        .unwrap_or_default();
+    tracing::info!(
+        worker = worker.id,
+        client = id,
+        peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
+        kind = kind_name,
+        key = identity.as_ref().map_or("-", |i| i.name.as_str()),
+        reason = end_reason.unwrap_or(session.reason),
+        frames,
+        dropped,
+        "connection closed"
+    );
+}
+
+struct Session {
+    worker: Rc<Worker>,
+    id: ClientId,
+    kind: SessionKind,
+    /// What this connection's key may see; `None` = everything.
+    entitlement: Option<Arc<Entitlement>>,
+    limit: RateLimit,
+    reason: &'static str,
+}
+
+impl Session {
+    /// Queues a control frame and flushes it.
+    fn send(&self, frame: Bytes) {
+        let mut st = self.worker.state.borrow_mut();
+        if let Some(c) = st.client(self.id) {
+            c.push_control(frame);
+        }
+        st.flush_client(self.id);
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        let mut st = self.worker.state.borrow_mut();
+        if let Some(c) = st.client(self.id) {
+            c.close(code, reason, self.worker.config.close_timeout);
+        }
+        st.flush_client(self.id);
+    }
+
+    fn refuse(&self, e: &ProtocolError) {
+        Stats::add(&self.worker.stats.request_errors, 1);
+        self.send(error_frame(e));
+    }
+
+    async fn read_loop<S: AsyncRead + Unpin>(
+        &mut self,
+        mut reader: MessageReader<S>,
+        mut shutdown: Shutdown,
+    ) {
+        let worker = self.worker.clone();
+        let id = self.id;
+        let mut obligated = |op: OpCode, frame: Bytes| {
+            let mut st = worker.state.borrow_mut();
+            if let Some(c) = st.client(id) {
+                if op == OpCode::Close {
+                    c.close_with_frame(frame, worker.config.close_timeout);
+                } else {
+                    c.push_control(frame);
+                }
+            }
+            st.flush_client(id);
+        };
+        let mut shutting_down = false;
+        // Idle timeout: a peer silent for half of it is pinged; one still
+        // silent at the end of it is closed with 1008 (policy: it does not
+        // keep the connection alive), once.
+        let idle = self.worker.config.idle_timeout;
+        let heard = reader.heard();
+        let mut pinged_at: Option<Instant> = None;
+        let mut idle_closed = idle.is_zero();
+        loop {
+            // The read future stays pinned while timers and shutdown fire:
+            // `read_frame` is not cancel-safe, so it is never dropped midway.
+            let next = {
+                let read = reader.next(&mut obligated);
+                tokio::pin!(read);
+                loop {
+                    let last = heard.get();
+                    let ping_due = !idle_closed && pinged_at.is_none_or(|p| p < last);
+                    tokio::select! {
+                        r = &mut read => break r,
+                        _ = shutdown.triggered(), if !shutting_down => {
+                            shutting_down = true;
+                            self.reason = "server shutting down";
+                            self.close(close_code::GOING_AWAY, "server shutting down");
+                        }
+                        // The read future takes pongs in without returning, so
+                        // a timer may fire on a stale `last`: check it again.
+                        _ = tokio::time::sleep_until(last + idle / 2), if ping_due => {
+                            if heard.get() != last {
+                                continue;
+                            }
+                            self.send(encode::frame(encode::OPCODE_PING, b"idle"));
+                            pinged_at = Some(Instant::now());
+                        }
+                        _ = tokio::time::sleep_until(last + idle), if !idle_closed => {
+                            if heard.get() != last {
+                                continue;
+                            }
+                            idle_closed = true;
+                            self.reason = "idle timeout";
+                            self.close(close_code::POLICY, "idle timeout: no answer to ping");
+                        }
+                    }
+                }
+            };
+            let closing = self
+                .worker
+                .state
+                .borrow_mut()
+                .client(self.id)
+                .is_none_or(|c| c.is_closing());
+            match next {
+                Err(ReadEnd::Gone) => return,
+                Ok(Inbound::Close) => {
+                    // Our echo of the Close is queued (a second Close from
+                    // the peer is ignored). Read on until the peer's EOF,
+                    // within the close grace: closing a socket with unread
+                    // input would reset the connection instead of ending it.
+                    self.drain(&mut reader).await;
+                    return;
+                }
+                Err(ReadEnd::Violation(code, why)) => {
+                    tracing::debug!(client = self.id, code, why, "protocol violation");
+                    self.reason = "protocol violation";
+                    self.close(code, &why);
+                    self.drain(&mut reader).await;
+                    return;
+                }
+                Ok(_) if closing => continue,
+                Ok(Inbound::Text(payload)) if self.kind == SessionKind::Echo => {
+                    self.send(encode::frame(encode::OPCODE_TEXT, &payload));
+                }
+                Ok(Inbound::Binary(payload)) if self.kind == SessionKind::Echo => {
+                    self.send(encode::frame(encode::OPCODE_BINARY, &payload));
+                }
+                Ok(Inbound::Binary(_)) => self.refuse(&ProtocolError::new(
+                    None,
+                    ErrorCode::BadJson,
+                    "binary frames are not accepted here; send JSON text frames",
+                )),
+                Ok(Inbound::Text(mut payload)) => match self.kind {
+                    SessionKind::Subscriber => self.on_control(&mut payload).await,
+                    SessionKind::Publisher => self.on_publish(&payload).await,
+                    SessionKind::Echo => {}
+                },
+            }
+        }
+    }
+
+    /// After a Close has been sent: reads and discards until the peer's EOF
+    /// or the close grace runs out.
+    async fn drain<S: AsyncRead + Unpin>(&self, reader: &mut MessageReader<S>) {
+        let _ = tokio::time::timeout(self.worker.config.close_timeout, async {
+            let mut discard = |_: OpCode, _: Bytes| {};
+            while reader.next(&mut discard).await.is_ok() {}
+        })
+        .await;
+    }
+
+    fn rate_limited(&mut self) -> bool {
+        if self.limit.allow() {
+            return false;
+        }
+        if self.limit.strikes >= MAX_STRIKES {
+            self.reason = "control message flood";
+            self.close(close_code::POLICY, "too many control messages");
+        } else {
+            self.refuse(&ProtocolError::new(
+                None,
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} control messages per second (burst {}); this message was ignored",
+                    self.worker.config.control_rate_per_sec, self.worker.config.control_burst
+                ),
+            ));
+        }
+        true
+    }
+
+    async fn on_control(&mut self, payload: &mut [u8]) {
+        if self.rate_limited() {
+            return;
+        }
+        match parse_request(payload) {
+            Err(e) => self.refuse(&e),
+            Ok(Request::Ping { id }) => {
+                let mut o = JsonObject::new("pong");
+                o.id(id).u64("ts", wall_clock_ns());
+                self.send(o.into_frame());
+            }
+            Ok(Request::Symbols { id }) => {
+                let seen = self.worker.ingest.symbols().seen();
+                let mut o = JsonObject::new("symbols");
+                let entitled = |n: &&str| self.entitlement.as_ref().is_none_or(|e| e.allows(n));
+                o.id(id).strs(
+                    "symbols",
+                    seen.iter().map(|(n, _)| n.as_ref()).filter(entitled),
+                );
+                self.send(o.into_frame());
+            }
+            Ok(Request::Subscribe {
+                id,
+                mut symbols,
+                channels,
+                snapshot,
+            }) => {
+                // The one partial success: symbols outside the key's
+                // entitlements are refused, the rest are subscribed.
+                let mut denied = Vec::new();
+                if let Some(e) = &self.entitlement {
+                    symbols.names.retain(|n| {
+                        let ok = e.allows(n);
+                        if !ok {
+                            denied.push(n.clone());
+                        }
+                        ok
+                    });
+                }
+                let mut any = symbols.all || !symbols.names.is_empty();
+                // On a gateway, wait until the bus subscription is in place
+                // (and the snapshot's last values are here), holding the
+                // interest until this client's own subscription takes over.
+                let _hold = match &self.worker.bus {
+                    Some(bus) if any => {
+                        let table = self.worker.ingest.symbols();
+                        let keys: Vec<KeyId> = symbols
+                            .names
+                            .iter()
+                            .filter_map(|n| table.intern(n).ok())
+                            .flat_map(|(sid, _)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
+                            .collect();
+                        let star = if symbols.all {
+                            channels
+                        } else {
+                            ChannelSet::default()
+                        };
+                        bus.prepare(&keys, star, snapshot, SNAPSHOT_WAIT).await
+                    }
+                    _ => None,
+                };
+                if any && let Err(e) = self.subscribe(id, &symbols, channels, snapshot) {
+                    // All-or-nothing for the entitled part.
+                    any = false;
+                    self.refuse(&e);
+                }
+                if !denied.is_empty() {
+                    self.refuse_unentitled(id, &denied, any);
+                }
+            }
+            Ok(Request::Unsubscribe {
+                id,
+                symbols,
+                channels,
+            }) => self.unsubscribe(id, &symbols, channels),
+        }
+    }
+
+    /// `unauthorized`, naming the symbols the key may not see.
+    fn refuse_unentitled(&self, id: Option<i64>, denied: &[String], others: bool) {
+        const SHOWN: usize = 10;
+        let mut list = denied
+            .iter()
+            .take(SHOWN)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if denied.len() > SHOWN {
+            list.push_str(&format!(" and {} more", denied.len() - SHOWN));
+        }
+        let rest = if others {
+            "the other symbols of the request were subscribed"
+        } else {
+            "nothing was subscribed"
+        };
+        Stats::add(&self.worker.stats.request_errors, 1);
+        let mut o = JsonObject::new("error");
+        o.id(id)
+            .str("code", ErrorCode::Unauthorized.as_str())
+            .str(
+                "message",
+                &format!("this API key is not entitled to {list}; {rest}"),
+            )
+            .strs("symbols", denied.iter().map(String::as_str));
+        self.send(o.into_frame());
+    }
+
+    fn subscribe(
+        &self,
+        id: Option<i64>,
+        symbols: &SymbolList,
+        channels: ChannelSet,
+        snapshot: bool,
+    ) -> Result<(), ProtocolError> {
+        let w = &self.worker;
+        let table = w.ingest.symbols();
+        let mut ids = Vec::with_capacity(symbols.names.len());
+        for name in &symbols.names {
+            let (sid, _) = table.intern(name).map_err(|e| {
+                ProtocolError::new(
+                    id,
+                    ErrorCode::TooManySymbols,
+                    format!("{e}; nothing was subscribed"),
+                )
+            })?;
+            ids.push((name.as_str(), sid));
+        }
+        let keys: Vec<KeyId> = ids
+            .iter()
+            .flat_map(|&(_, sid)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
+            .collect();
+        let mut st = w.state.borrow_mut();
+        let Some(c) = st.client(self.id) else {
+            return Ok(());
+        };
+        let new = keys.iter().filter(|k| !c.is_subscribed(**k)).count();
+        if c.named_keys() + new > w.config.max_keys_per_connection {
+            return Err(ProtocolError::new(
+                id,
+                ErrorCode::TooManySymbols,
+                format!(
+                    "this would make {} subscribed (symbol, channel) keys on this connection; the limit is {}. Nothing was subscribed",
+                    c.named_keys() + new,
+                    w.config.max_keys_per_connection
+                ),
+            ));
+        }
+        st.subscribe_keys(self.id, &keys);
+        if symbols.all {
+            st.subscribe_star(self.id, channels);
+        }
+        let mut names: Vec<&str> = ids.iter().map(|(n, _)| *n).collect();
+        let seen;
+        let id_pairs: Vec<(&str, u32)> = if symbols.all {
+            names.insert(0, "*");
+            seen = table.seen();
+            let mut v: Vec<(&str, u32)> = seen
+                .iter()
+                .filter(|(n, _)| self.entitlement.as_ref().is_none_or(|e| e.allows(n)))
+                .map(|(n, i)| (n.as_ref(), *i))
+                .collect();
+            v.extend(
+                ids.iter()
+                    .filter(|(n, _)| !seen.iter().any(|(s, _)| s.as_ref() == *n))
+                    .copied(),
+            );
+            v
+        } else {
+            ids.clone()
+        };
+        let mut o = JsonObject::new("subscribed");
+        o.id(id)
+            .strs("symbols", names)
+            .strs("channels", channel_names(channels))
+            .ids("ids", id_pairs.iter().copied());
+        if let Some(c) = st.client(self.id) {
+            c.push_control(o.into_frame());
+            c.learn_ids(id_pairs.iter().map(|&(_, sid)| sid));
+        }
+        if snapshot {
+            let mut last: Vec<RingItem> = Vec::new();
+            if symbols.all {
+                w.ingest.all_last_values(channels, &mut last);
+            } else {
+                w.ingest.last_values(keys.iter().copied(), &mut last);
+            }
+            st.offer_snapshots(self.id, &last);
+        }
+        st.flush_client(self.id);
+        Ok(())
+    }
+
+    fn unsubscribe(&self, id: Option<i64>, symbols: &SymbolList, channels: ChannelSet) {
+        let w = &self.worker;
+        let table = w.ingest.symbols();
+        let keys: Vec<KeyId> = symbols
+            .names
+            .iter()
+            .filter_map(|n| table.lookup(n))
+            .flat_map(|(sid, _)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
+            .collect();
+        let mut st = w.state.borrow_mut();
+        st.unsubscribe_keys(self.id, &keys);
+        if symbols.all {
+            st.unsubscribe_star(self.id, channels);
+        }
+        let mut names: Vec<&str> = symbols.names.iter().map(String::as_str).collect();
+        if symbols.all {
+            names.insert(0, "*");
+        }
+        let mut o = JsonObject::new("unsubscribed");
+        o.id(id)
+            .strs("symbols", names)
+            .strs("channels", channel_names(channels));
+        if let Some(c) = st.client(self.id) {
+            c.push_control(o.into_frame());
+        }
+        st.flush_client(self.id);
+    }
+
+    async fn on_publish(&mut self, payload: &[u8]) {
+        let mut batch: Vec<Admitted> = Vec::new();
+        for item in parse_publish(payload) {
+            match item {
+                Ok(Published::Tick(t)) => match self.worker.ingest.admit(t) {
+                    Ok(a) => batch.push(a),
+                    Err(e) => {
+                        Stats::add(&self.worker.stats.publish_errors, 1);
+                        self.refuse(&ProtocolError::new(
+                            None,
+                            ErrorCode::TooManySymbols,
+                            e.to_string(),
+                        ));
+                    }
+                },
+                Ok(Published::Ping { id }) => {
+                    // A pong confirms every tick before it has been ingested.
+                    self.worker.ingest.publish(&batch).await;
+                    batch.clear();
+                    if self.rate_limited() {
+                        continue;
+                    }
+                    let mut o = JsonObject::new("pong");
+                    o.id(id).u64("ts", wall_clock_ns());
+                    self.send(o.into_frame());
+                }
+                Err(e) => {
+                    Stats::add(&self.worker.stats.publish_errors, 1);
+                    self.refuse(&e);
+                }
+            }
+        }
+        // Waits while the ring is full: this publisher is not read meanwhile.
+        self.worker.ingest.publish(&batch).await;
+    }
+}

@@ -1,0 +1,600 @@
+//! Encoding: ticks and control messages into complete WebSocket frames.
+//!
+//! A server frame is written whole (header + payload, FIN set, unmasked) into
+//! one buffer, so it can be shared by every subscriber as a `Bytes` and copied
+//! or written as is. Tick JSON is written by hand: integers with itoa, prices
+//! and sizes with [`Fixed::write_to`], never through `f64`.
+
+use bytes::Bytes;
+
+use crate::model::decimal::Fixed;
+use crate::model::tick::{Event, Tick};
+
+pub const OPCODE_TEXT: u8 = 0x1;
+pub const OPCODE_BINARY: u8 = 0x2;
+pub const OPCODE_CLOSE: u8 = 0x8;
+pub const OPCODE_PING: u8 = 0x9;
+pub const OPCODE_PONG: u8 = 0xA;
+
+/// Room reserved in front of a payload for the largest header we write
+/// (2 bytes + 8-byte extended length; server frames are never masked).
+pub const MAX_HEADER: usize = 10;
+
+/// Builds one server frame: reserve the header, write the payload, then
+/// [`FrameBuilder::finish`] moves the payload up against the real header.
+pub struct FrameBuilder {
+    buf: Vec<u8>,
+}
+
+impl FrameBuilder {
+    pub fn with_capacity(payload: usize) -> Self {
+        let mut buf = Vec::with_capacity(payload + MAX_HEADER);
+        buf.resize(MAX_HEADER, 0);
+        FrameBuilder { buf }
+    }
+
+    /// The payload being written.
+    pub fn payload(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    pub fn finish(mut self, opcode: u8) -> Bytes {
+        let len = self.buf.len() - MAX_HEADER;
+        let mut head = [0u8; MAX_HEADER];
+        let n = write_header(&mut head, opcode, len);
+        let start = MAX_HEADER - n;
+        self.buf[start..MAX_HEADER].copy_from_slice(&head[..n]);
+        Bytes::from(self.buf).slice(start..)
+    }
+}
+
+/// Writes a FIN, unmasked frame header; returns its length.
+pub fn write_header(out: &mut [u8; MAX_HEADER], opcode: u8, len: usize) -> usize {
+    out[0] = 0x80 | opcode;
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
+/// A complete frame around `payload`.
+pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut b = FrameBuilder::with_capacity(payload.len());
+    b.payload().extend_from_slice(payload);
+    b.finish(opcode)
+}
+
+/// A Close frame with `code` and a reason (truncated to fit 125 bytes).
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut payload = code.to_be_bytes().to_vec();
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    frame(OPCODE_CLOSE, &payload)
+}
+
+fn push_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn push_fixed(out: &mut Vec<u8>, key: &[u8], v: Fixed) {
+    out.extend_from_slice(key);
+    v.write_to(out);
+}
+
+/// Writes the protocol JSON of a tick. Symbols are validated at ingest to a
+/// character set that needs no JSON escaping.
+pub fn tick_json(out: &mut Vec<u8>, t: &Tick, snapshot: bool) {
+    match t.event {
+        Event::Trade { .. } => out.extend_from_slice(br#"{"type":"trade","sym":""#),
+        Event::Quote { .. } => out.extend_from_slice(br#"{"type":"quote","sym":""#),
+    }
+    out.extend_from_slice(t.sym.as_bytes());
+    out.extend_from_slice(br#"","seq":"#);
+    push_u64(out, t.seq);
+    out.extend_from_slice(br#","ts":"#);
+    push_u64(out, t.ts);
+    out.extend_from_slice(br#","rx":"#);
+    push_u64(out, t.rx);
+    event_json_fields(out, &t.event);
+    if snapshot {
+        out.extend_from_slice(br#","snap":true"#);
+    }
+    out.push(b'}');
+}
+
+/// Writes an event's own fields, each with its leading comma:
+/// `,"px":189.23,"qty":100,"side":"B"` or `,"bid":…,"bsz":…,"ask":…,"asz":…`.
+/// Shared by every writer of tick JSON (the feed, recordings, the bench
+/// publisher), so prices are written one way everywhere.
+pub fn event_json_fields(out: &mut Vec<u8>, event: &Event) {
+    match *event {
+        Event::Trade { px, qty, side } => {
+            push_fixed(out, br#","px":"#, px);
+            push_fixed(out, br#","qty":"#, qty);
+            out.extend_from_slice(br#","side":""#);
+            out.push(side.as_byte());
+            out.push(b'"');
+        }
+        Event::Quote { bid, bsz, ask, asz } => {
+            push_fixed(out, br#","bid":"#, bid);
+            push_fixed(out, br#","bsz":"#, bsz);
+            push_fixed(out, br#","ask":"#, ask);
+            push_fixed(out, br#","asz":"#, asz);
+        }
+    }
+}
+
+/// The tick as one complete text frame.
+pub fn tick_json_frame(t: &Tick, snapshot: bool) -> Bytes {
+    let mut b = FrameBuilder::with_capacity(160);
+    tick_json(b.payload(), t, snapshot);
+    b.finish(OPCODE_TEXT)
+}
+
+/// A tick as one Server-Sent Events block:
+/// `event: trade\ndata: {json}\nid: SYM:trade:SEQ\n\n`. The JSON has no
+/// newline, so one `data:` line carries it.
+pub fn tick_sse_event(t: &Tick, snapshot: bool) -> Bytes {
+    let channel = t.event.channel().as_str();
+    let mut out = Vec::with_capacity(220);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(channel.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    tick_json(&mut out, t, snapshot);
+    out.extend_from_slice(b"\nid: ");
+    out.extend_from_slice(t.sym.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(channel.as_bytes());
+    out.push(b':');
+    push_u64(&mut out, t.seq);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// Writes `s` as a JSON string literal, escaping as RFC 8259 requires.
+pub fn json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut tmp = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// A small writer for control messages: `{"type":"…",` then fields.
+/// Control messages are rare; clarity beats speed here.
+pub struct JsonObject {
+    out: Vec<u8>,
+    first: bool,
+}
+
+impl JsonObject {
+    pub fn new(kind: &str) -> Self {
+        let mut o = JsonObject {
+            out: Vec::with_capacity(128),
+            first: true,
+        };
+        o.str("type", kind);
+        o
+    }
+
+    fn key(&mut self, k: &str) {
+        self.out.push(if self.first { b'{' } else { b',' });
+        self.first = false;
+        json_string(&mut self.out, k);
+        self.out.push(b':');
+    }
+
+    pub fn str(&mut self, k: &str, v: &str) -> &mut Self {
+        self.key(k);
+        json_string(&mut self.out, v);
+        self
+    }
+
+    pub fn u64(&mut self, k: &str, v: u64) -> &mut Self {
+        self.key(k);
+        push_u64(&mut self.out, v);
+        self
+    }
+
+    /// The request id echoed back: an integer, or `null` when absent.
+    pub fn id(&mut self, id: Option<i64>) -> &mut Self {
+        self.key("id");
+        match id {
+            Some(v) => self
+                .out
+                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+            None => self.out.extend_from_slice(b"null"),
+        }
+        self
+    }
+
+    pub fn strs<'a>(&mut self, k: &str, vs: impl IntoIterator<Item = &'a str>) -> &mut Self {
+        self.key(k);
+        self.out.push(b'[');
+        for (i, v) in vs.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            json_string(&mut self.out, v);
+        }
+        self.out.push(b']');
+        self
+    }
+
+    /// A raw JSON value, already encoded.
+    pub fn raw(&mut self, k: &str, json: &[u8]) -> &mut Self {
+        self.key(k);
+        self.out.extend_from_slice(json);
+        self
+    }
+
+    /// `{"name": id, …}` from pairs.
+    pub fn ids<'a>(
+        &mut self,
+        k: &str,
+        pairs: impl IntoIterator<Item = (&'a str, u32)>,
+    ) -> &mut Self {
+        self.key(k);
+        self.out.push(b'{');
+        for (i, (name, id)) in pairs.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            json_string(&mut self.out, name);
+            self.out.push(b':');
+            push_u64(&mut self.out, u64::from(id));
+        }
+        self.out.push(b'}');
+        self
+    }
+
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        self.out.push(b'}');
+        self.out
+    }
+
+    /// The message as one complete text frame.
+    pub fn into_frame(self) -> Bytes {
+        frame(OPCODE_TEXT, &self.into_bytes())
+    }
+}
+
+/// How ticks are encoded for one subscriber, chosen by subprotocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// `tickwire.json.v1`: one JSON text frame per tick.
+    #[default]
+    Json,
+    /// `tickwire.bin.v1`: 64-byte records, several per binary frame.
+    Binary,
+    /// Server-Sent Events on `/v1/sse`: one `event:`/`data:`/`id:` block per
+    /// tick, written as plain text (no WebSocket framing).
+    Sse,
+}
+
+impl Encoding {
+    pub const JSON_PROTOCOL: &str = "tickwire.json.v1";
+    pub const BIN_PROTOCOL: &str = "tickwire.bin.v1";
+    /// Not a WebSocket subprotocol: the name SSE connections log under.
+    pub const SSE_PROTOCOL: &str = "sse";
+    /// Every encoding, in `as usize` order (metrics label them).
+    pub const ALL: [Encoding; 3] = [Encoding::Json, Encoding::Binary, Encoding::Sse];
+
+    /// The subprotocol name, as answered and as `hello.protocol`.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Encoding::Json => Self::JSON_PROTOCOL,
+            Encoding::Binary => Self::BIN_PROTOCOL,
+            Encoding::Sse => Self::SSE_PROTOCOL,
+        }
+    }
+
+    /// Label value in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Binary => "binary",
+            Encoding::Sse => "sse",
+        }
+    }
+}
+
+/// Size of one `tickwire.bin.v1` record.
+pub const RECORD_LEN: usize = 64;
+/// Offset of the flags byte in a record; bit 0 is "snapshot".
+pub const RECORD_FLAGS: usize = 1;
+pub const FLAG_SNAPSHOT: u8 = 1;
+
+/// The `tickwire.bin.v1` record of a tick (PROTOCOL.md's layout), live.
+/// Prices and sizes are the raw 1e-9 fixed-point units.
+pub fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
+    let mut r = [0u8; RECORD_LEN];
+    let (kind, a, b, c, d) = match t.event {
+        Event::Trade { px, qty, side } => (1u8, px.raw(), qty.raw(), i64::from(side.as_byte()), 0),
+        Event::Quote { bid, bsz, ask, asz } => (2u8, bid.raw(), bsz.raw(), ask.raw(), asz.raw()),
+    };
+    r[0] = kind;
+    // r[1] flags and r[2..4] reserved stay 0 for a live tick.
+    r[4..8].copy_from_slice(&t.key.symbol().to_le_bytes());
+    r[8..16].copy_from_slice(&t.seq.to_le_bytes());
+    r[16..24].copy_from_slice(&t.ts.to_le_bytes());
+    r[24..32].copy_from_slice(&t.rx.to_le_bytes());
+    r[32..40].copy_from_slice(&a.to_le_bytes());
+    r[40..48].copy_from_slice(&b.to_le_bytes());
+    r[48..56].copy_from_slice(&c.to_le_bytes());
+    r[56..64].copy_from_slice(&d.to_le_bytes());
+    r
+}
+
+/// A sequenced tick with its frames, encoded once and shared by every
+/// subscriber of its key (and by the last-value cache).
+#[derive(Debug)]
+pub struct EncodedTick {
+    pub tick: Tick,
+    /// The `tickwire.json.v1` text frame.
+    pub json: Bytes,
+    /// The same tick flagged `"snap":true`, encoded on first use.
+    snap_json: std::sync::OnceLock<Bytes>,
+    /// The `tickwire.bin.v1` record, encoded when the first binary
+    /// subscriber needs it: a feed with no binary client never pays for it.
+    record: std::sync::OnceLock<[u8; RECORD_LEN]>,
+    /// The Server-Sent Events block, encoded when the first SSE client
+    /// needs it, like the record.
+    sse: std::sync::OnceLock<Bytes>,
+}
+
+impl EncodedTick {
+    pub fn new(tick: Tick) -> EncodedTick {
+        let json = tick_json_frame(&tick, false);
+        EncodedTick {
+            tick,
+            json,
+            snap_json: std::sync::OnceLock::new(),
+            record: std::sync::OnceLock::new(),
+            sse: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The binary record, live or flagged snapshot. The snapshot variant is
+    /// the shared record with one flag bit set in the copy: no second cache.
+    pub fn record(&self, snapshot: bool) -> [u8; RECORD_LEN] {
+        let mut r = *self.record.get_or_init(|| tick_record(&self.tick));
+        if snapshot {
+            r[RECORD_FLAGS] |= FLAG_SNAPSHOT;
+        }
+        r
+    }
+
+    /// The SSE event block, live or as a snapshot (snapshots are rare, as
+    /// for JSON: built when needed, the live one is shared).
+    pub fn sse_event(&self, snapshot: bool) -> Bytes {
+        if snapshot {
+            tick_sse_event(&self.tick, true)
+        } else {
+            self.sse
+                .get_or_init(|| tick_sse_event(&self.tick, false))
+                .clone()
+        }
+    }
+
+    /// The JSON frame, live or as a snapshot.
+    pub fn json_frame(&self, snapshot: bool) -> &Bytes {
+        if snapshot {
+            self.snap_json
+                .get_or_init(|| tick_json_frame(&self.tick, true))
+        } else {
+            &self.json
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tick::{Channel, KeyId, Side};
+
+    fn trade(px: i64, qty: i64) -> Tick {
+        Tick {
+            key: KeyId::new(0, Channel::Trade),
+            sym: "AAPL".into(),
+            seq: 42,
+            ts: 1_700_000_000_123_456_789,
+            rx: 1_700_000_000_123_460_001,
+            event: Event::Trade {
+                px: Fixed(px),
+                qty: Fixed(qty),
+                side: Side::Buy,
+            },
+        }
+    }
+
+    fn json(t: &Tick, snap: bool) -> String {
+        let mut v = Vec::new();
+        tick_json(&mut v, t, snap);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn trade_json_matches_the_protocol_example() {
+        let t = trade(189_230_000_000, 100_000_000_000);
+        assert_eq!(
+            json(&t, false),
+            r#"{"type":"trade","sym":"AAPL","seq":42,"ts":1700000000123456789,"rx":1700000000123460001,"px":189.23,"qty":100,"side":"B"}"#
+        );
+        assert!(json(&t, true).ends_with(r#""side":"B","snap":true}"#));
+    }
+
+    #[test]
+    fn sse_event_carries_the_json_and_a_resumable_id() {
+        let e = EncodedTick::new(trade(189_230_000_000, 100_000_000_000));
+        assert_eq!(
+            std::str::from_utf8(&e.sse_event(false)).unwrap(),
+            "event: trade\ndata: {\"type\":\"trade\",\"sym\":\"AAPL\",\"seq\":42,\"ts\":1700000000123456789,\"rx\":1700000000123460001,\"px\":189.23,\"qty\":100,\"side\":\"B\"}\nid: AAPL:trade:42\n\n"
+        );
+        let snap = e.sse_event(true);
+        assert!(
+            std::str::from_utf8(&snap)
+                .unwrap()
+                .contains(r#""side":"B","snap":true}"#)
+        );
+    }
+
+    #[test]
+    fn quote_json_matches_the_protocol_example() {
+        let t = Tick {
+            key: KeyId::new(0, Channel::Quote),
+            sym: "AAPL".into(),
+            seq: 43,
+            ts: 1_700_000_000_123_456_999,
+            rx: 1_700_000_000_123_460_100,
+            event: Event::Quote {
+                bid: Fixed(189_220_000_000),
+                bsz: Fixed(300_000_000_000),
+                ask: Fixed(189_240_000_000),
+                asz: Fixed(200_000_000_000),
+            },
+        };
+        assert_eq!(
+            json(&t, false),
+            r#"{"type":"quote","sym":"AAPL","seq":43,"ts":1700000000123456999,"rx":1700000000123460100,"bid":189.22,"bsz":300,"ask":189.24,"asz":200}"#
+        );
+    }
+
+    #[test]
+    fn prices_are_exact_at_the_edges() {
+        let cases = [
+            (0, "0"),
+            (-1, "-0.000000001"),
+            (123_456_789, "0.123456789"),
+            (-2_500_000_000, "-2.5"),
+            (i64::MAX, "9223372036.854775807"),
+            (i64::MIN, "-9223372036.854775808"),
+        ];
+        for (raw, text) in cases {
+            let s = json(&trade(raw, 1), false);
+            assert!(s.contains(&format!(r#""px":{text},"#)), "{s}");
+            let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+            assert!(v["px"].is_number());
+        }
+    }
+
+    #[test]
+    fn frame_headers_use_the_shortest_length_form() {
+        for (len, head) in [
+            (0usize, 2usize),
+            (125, 2),
+            (126, 4),
+            (65_535, 4),
+            (65_536, 10),
+        ] {
+            let f = frame(OPCODE_TEXT, &vec![b'x'; len]);
+            assert_eq!(f.len(), len + head, "len {len}");
+            assert_eq!(f[0], 0x81);
+            match head {
+                2 => assert_eq!(f[1] as usize, len),
+                4 => assert_eq!(u16::from_be_bytes([f[2], f[3]]) as usize, len),
+                _ => assert_eq!(
+                    u64::from_be_bytes(f[2..10].try_into().unwrap()) as usize,
+                    len
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn tick_frame_is_header_plus_json() {
+        let t = trade(1, 1);
+        let f = tick_json_frame(&t, false);
+        let body = json(&t, false);
+        assert_eq!(&f[4..], body.as_bytes());
+        assert_eq!(f[1], 126);
+    }
+
+    #[test]
+    fn control_objects_escape_strings() {
+        let mut o = JsonObject::new("error");
+        o.id(None).str("message", "bad \"x\"\n\u{1}");
+        let s = String::from_utf8(o.into_bytes()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["message"], "bad \"x\"\n\u{1}");
+        assert!(v["id"].is_null());
+    }
+
+    #[test]
+    fn trade_record_follows_the_protocol_layout() {
+        let t = trade(189_230_000_000, 100_000_000_000);
+        let r = tick_record(&t);
+        let u64_at = |o: usize| u64::from_le_bytes(r[o..o + 8].try_into().unwrap());
+        let i64_at = |o: usize| i64::from_le_bytes(r[o..o + 8].try_into().unwrap());
+        assert_eq!((r[0], r[1], r[2], r[3]), (1, 0, 0, 0));
+        assert_eq!(u32::from_le_bytes(r[4..8].try_into().unwrap()), 0);
+        assert_eq!(u64_at(8), 42);
+        assert_eq!(u64_at(16), 1_700_000_000_123_456_789);
+        assert_eq!(u64_at(24), 1_700_000_000_123_460_001);
+        assert_eq!(i64_at(32), 189_230_000_000);
+        assert_eq!(i64_at(40), 100_000_000_000);
+        assert_eq!(i64_at(48), i64::from(b'B'));
+        assert_eq!(i64_at(56), 0);
+        let e = EncodedTick::new(t);
+        assert_eq!(e.record(false), r);
+        assert_eq!(e.record(true)[1], FLAG_SNAPSHOT);
+        assert_eq!(e.record(true)[2..], r[2..]);
+    }
+
+    #[test]
+    fn quote_record_carries_raw_fixed_point_and_the_symbol_id() {
+        let t = Tick {
+            key: KeyId::new(9, Channel::Quote),
+            sym: "MSFT".into(),
+            seq: 7,
+            ts: 1,
+            rx: 2,
+            event: Event::Quote {
+                bid: Fixed(-1),
+                bsz: Fixed(i64::MAX),
+                ask: Fixed(i64::MIN),
+                asz: Fixed(5),
+            },
+        };
+        let r = tick_record(&t);
+        let i64_at = |o: usize| i64::from_le_bytes(r[o..o + 8].try_into().unwrap());
+        assert_eq!(r[0], 2);
+        assert_eq!(u32::from_le_bytes(r[4..8].try_into().unwrap()), 9);
+        assert_eq!(
+            [i64_at(32), i64_at(40), i64_at(48), i64_at(56)],
+            [-1, i64::MAX, i64::MIN, 5]
+        );
+    }
+
+    #[test]
+    fn close_frames_fit_a_control_frame() {
+        let f = close_frame(4000, &"é".repeat(100));
+        assert!(f.len() - 2 <= 125);
+        assert_eq!(u16::from_be_bytes([f[2], f[3]]), 4000);
+        assert!(std::str::from_utf8(&f[4..]).is_ok());
+    }
+}

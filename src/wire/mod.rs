@@ -1,0 +1,6 @@
+//! What travels on a socket: WebSocket frames, the encode-once tick frames of
+//! every encoding, and the parsing of what clients and publishers send.
+
+pub mod encode;
+pub mod frame_guard;
+pub mod protocol;

@@ -1,0 +1,700 @@
+//! The wire contract's inbound side: client control messages and publisher
+//! ticks, parsed and checked, with errors a person can act on.
+//!
+//! Control messages are parsed in place with simd-json (the frame payload is
+//! ours to mutate). Publisher ticks are parsed with serde_json's `RawValue`
+//! so that prices and sizes are read from their exact text, never via `f64`.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use simd_json::{BorrowedValue as Value, StaticNode};
+
+use crate::model::decimal::Fixed;
+use crate::model::tick::{Channel, ChannelSet, Event, NewTick, Side, validate_symbol};
+
+/// The error codes of PROTOCOL.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadJson,
+    UnknownOp,
+    BadField,
+    InvalidSymbol,
+    TooManySymbols,
+    RateLimited,
+    Unauthorized,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::BadField => "bad_field",
+            ErrorCode::InvalidSymbol => "invalid_symbol",
+            ErrorCode::TooManySymbols => "too_many_symbols",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+/// A refused message: answered with `{"type":"error",…}`, connection kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct ProtocolError {
+    pub id: Option<i64>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(id: Option<i64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Symbols named by a subscribe or unsubscribe.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SymbolList {
+    /// `"*"` was named: every symbol, present and future.
+    pub all: bool,
+    /// Named symbols, validated, duplicates removed, in request order.
+    pub names: Vec<String>,
+}
+
+/// A valid control message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Subscribe {
+        id: Option<i64>,
+        symbols: SymbolList,
+        channels: ChannelSet,
+        snapshot: bool,
+    },
+    Unsubscribe {
+        id: Option<i64>,
+        symbols: SymbolList,
+        channels: ChannelSet,
+    },
+    Symbols {
+        id: Option<i64>,
+    },
+    Ping {
+        id: Option<i64>,
+    },
+}
+
+const OPS: &str = "subscribe, unsubscribe, symbols, ping";
+
+/// Parses one control message. `payload` is the text frame's bytes; simd-json
+/// rewrites it in place.
+pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
+    let value = simd_json::to_borrowed_value(payload).map_err(|e| {
+        ProtocolError::new(
+            None,
+            ErrorCode::BadJson,
+            format!("the message is not valid JSON ({e}); send one JSON object per text frame"),
+        )
+    })?;
+    let Value::Object(obj) = &value else {
+        return Err(ProtocolError::new(
+            None,
+            ErrorCode::BadJson,
+            "the message must be a JSON object such as {\"op\":\"ping\",\"id\":1}",
+        ));
+    };
+    let id = match obj.get("id") {
+        None | Some(Value::Static(StaticNode::Null)) => None,
+        Some(Value::Static(StaticNode::I64(v))) => Some(*v),
+        Some(Value::Static(StaticNode::U64(v))) if i64::try_from(*v).is_ok() => Some(*v as i64),
+        Some(_) => {
+            return Err(ProtocolError::new(
+                None,
+                ErrorCode::BadField,
+                "field `id` must be an integer",
+            ));
+        }
+    };
+    let bad = |msg: String| ProtocolError::new(id, ErrorCode::BadField, msg);
+    let op = match obj.get("op") {
+        Some(Value::String(s)) => s.as_ref(),
+        Some(_) => return Err(bad("field `op` must be a string".into())),
+        None => {
+            return Err(bad(format!("field `op` is missing; it is one of {OPS}")));
+        }
+    };
+    let allowed: &[&str] = match op {
+        "subscribe" => &["op", "id", "symbols", "channels", "snapshot"],
+        "unsubscribe" => &["op", "id", "symbols", "channels"],
+        "symbols" | "ping" => &["op", "id"],
+        other => {
+            return Err(ProtocolError::new(
+                id,
+                ErrorCode::UnknownOp,
+                format!("unknown op `{}`; the ops are {OPS}", truncate(other, 40)),
+            ));
+        }
+    };
+    if let Some((k, _)) = obj.iter().find(|(k, _)| !allowed.contains(&k.as_ref())) {
+        return Err(bad(format!(
+            "unknown field `{}` for op `{op}`; its fields are {}",
+            truncate(k, 40),
+            allowed.join(", ")
+        )));
+    }
+    match op {
+        "subscribe" | "unsubscribe" => {
+            let symbols = parse_symbols(obj.get("symbols"), id)?;
+            let channels = parse_channels(obj.get("channels"), id)?;
+            if op == "unsubscribe" {
+                return Ok(Request::Unsubscribe {
+                    id,
+                    symbols,
+                    channels,
+                });
+            }
+            let snapshot = match obj.get("snapshot") {
+                None | Some(Value::Static(StaticNode::Null)) => true,
+                Some(Value::Static(StaticNode::Bool(b))) => *b,
+                Some(_) => return Err(bad("field `snapshot` must be true or false".into())),
+            };
+            Ok(Request::Subscribe {
+                id,
+                symbols,
+                channels,
+                snapshot,
+            })
+        }
+        "symbols" => Ok(Request::Symbols { id }),
+        _ => Ok(Request::Ping { id }),
+    }
+}
+
+fn parse_symbols(v: Option<&Value>, id: Option<i64>) -> Result<SymbolList, ProtocolError> {
+    let Some(Value::Array(items)) = v else {
+        return Err(ProtocolError::new(
+            id,
+            ErrorCode::BadField,
+            "field `symbols` must be an array of symbol strings, e.g. [\"AAPL\"] or [\"*\"]",
+        ));
+    };
+    if items.is_empty() {
+        return Err(ProtocolError::new(
+            id,
+            ErrorCode::BadField,
+            "field `symbols` is empty; name at least one symbol, or \"*\" for all",
+        ));
+    }
+    let mut list = SymbolList::default();
+    let mut invalid = Vec::new();
+    for item in items.iter() {
+        let Value::String(s) = item else {
+            return Err(ProtocolError::new(
+                id,
+                ErrorCode::BadField,
+                "field `symbols` must hold only strings",
+            ));
+        };
+        if s == "*" {
+            list.all = true;
+        } else if let Err(why) = validate_symbol(s) {
+            invalid.push(why);
+        } else if !list.names.iter().any(|n| n == s.as_ref()) {
+            list.names.push(s.to_string());
+        }
+    }
+    if !invalid.is_empty() {
+        let shown: Vec<_> = invalid.iter().take(3).cloned().collect();
+        let more = if invalid.len() > 3 {
+            format!(" (and {} more)", invalid.len() - 3)
+        } else {
+            String::new()
+        };
+        return Err(ProtocolError::new(
+            id,
+            ErrorCode::InvalidSymbol,
+            format!("{}{more}; nothing was changed", shown.join("; ")),
+        ));
+    }
+    Ok(list)
+}
+
+fn parse_channels(v: Option<&Value>, id: Option<i64>) -> Result<ChannelSet, ProtocolError> {
+    let bad = || {
+        ProtocolError::new(
+            id,
+            ErrorCode::BadField,
+            "field `channels` must be an array of \"trade\" and/or \"quote\"",
+        )
+    };
+    match v {
+        None | Some(Value::Static(StaticNode::Null)) => Ok(ChannelSet::BOTH),
+        Some(Value::Array(items)) => {
+            let mut set = ChannelSet::default();
+            for item in items.iter() {
+                let Value::String(s) = item else {
+                    return Err(bad());
+                };
+                set.insert(Channel::parse(s).ok_or_else(bad)?);
+            }
+            if set.is_empty() {
+                return Err(bad());
+            }
+            Ok(set)
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> Cow<'_, str> {
+    if s.chars().count() <= max {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(format!("{}…", s.chars().take(max).collect::<String>()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Publisher ticks
+
+/// One tick as a publisher writes it. Unknown fields are refused so that a
+/// misspelt field never silently loses data.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireTick<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    sym: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ts: Option<&'a RawValue>,
+    #[serde(borrow)]
+    px: Option<&'a RawValue>,
+    #[serde(borrow)]
+    qty: Option<&'a RawValue>,
+    #[serde(borrow)]
+    side: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    bid: Option<&'a RawValue>,
+    #[serde(borrow)]
+    bsz: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ask: Option<&'a RawValue>,
+    #[serde(borrow)]
+    asz: Option<&'a RawValue>,
+    // Assigned by the server; accepted and ignored so that recorded ticks
+    // can be published back as they were received.
+    #[serde(default, rename = "seq")]
+    _seq: serde::de::IgnoredAny,
+    #[serde(default, rename = "rx")]
+    _rx: serde::de::IgnoredAny,
+    #[serde(default, rename = "snap")]
+    _snap: serde::de::IgnoredAny,
+    // A publisher may also send {"op":"ping","id":N}.
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+}
+
+/// What one element of a publish message turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    Tick(NewTick),
+    Ping { id: Option<i64> },
+}
+
+/// Parses a publish message: one tick object, or an array of them. Each
+/// element is parsed on its own, so one bad tick does not sink the others;
+/// its error says which element it was.
+pub fn parse_publish(payload: &[u8]) -> Vec<Result<Published, ProtocolError>> {
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        match serde_json::from_slice::<Vec<&RawValue>>(payload) {
+            Ok(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| {
+                    parse_one(raw.get().as_bytes()).map_err(|mut e| {
+                        e.message = format!("tick {} of {}: {}", i + 1, items.len(), e.message);
+                        e
+                    })
+                })
+                .collect(),
+            Err(e) => vec![Err(ProtocolError::new(
+                None,
+                ErrorCode::BadJson,
+                format!(
+                    "the message is not valid JSON ({e}); send a tick object or an array of them"
+                ),
+            ))],
+        }
+    } else {
+        vec![parse_one(payload)]
+    }
+}
+
+fn parse_one(text: &[u8]) -> Result<Published, ProtocolError> {
+    let w: WireTick = serde_json::from_slice(text).map_err(|e| {
+        let code = if e.is_syntax() || e.is_eof() {
+            ErrorCode::BadJson
+        } else {
+            ErrorCode::BadField
+        };
+        ProtocolError::new(None, code, format!("{e}"))
+    })?;
+    let id = match w.id.map(|r| r.get()) {
+        None | Some("null") => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            ProtocolError::new(None, ErrorCode::BadField, "field `id` must be an integer")
+        })?),
+    };
+    if let Some(op) = &w.op {
+        return match op.as_ref() {
+            "ping" => Ok(Published::Ping { id }),
+            other => Err(ProtocolError::new(
+                id,
+                ErrorCode::UnknownOp,
+                format!(
+                    "unknown op `{}` on /v1/publish; publishers send ticks, and `ping`",
+                    truncate(other, 40)
+                ),
+            )),
+        };
+    }
+    let bad = |m: String| ProtocolError::new(None, ErrorCode::BadField, m);
+    let kind = w
+        .kind
+        .ok_or_else(|| bad("field `type` is missing; it is \"trade\" or \"quote\"".into()))?;
+    let sym = w.sym.ok_or_else(|| bad("field `sym` is missing".into()))?;
+    validate_symbol(&sym).map_err(|m| ProtocolError::new(None, ErrorCode::InvalidSymbol, m))?;
+    const TS: &str = "it is the event time as an integer of ns since the Unix epoch";
+    let ts = match w.ts {
+        None => return Err(bad(format!("field `ts` is missing; {TS}"))),
+        Some(raw) => raw
+            .get()
+            .parse::<u64>()
+            .map_err(|_| bad(format!("field `ts` is `{}`; {TS}", truncate(raw.get(), 30))))?,
+    };
+    let event = match kind.as_ref() {
+        "trade" => {
+            forbid(
+                &[
+                    ("bid", w.bid),
+                    ("bsz", w.bsz),
+                    ("ask", w.ask),
+                    ("asz", w.asz),
+                ],
+                "trade",
+            )?;
+            let side = match w.side.as_deref() {
+                None => Side::Unknown,
+                Some(s) => Side::parse(s).ok_or_else(|| {
+                    bad(format!(
+                        "field `side` is `{}`; it must be \"B\", \"S\" or \"N\"",
+                        truncate(s, 10)
+                    ))
+                })?,
+            };
+            Event::Trade {
+                px: number("px", w.px)?,
+                qty: size("qty", w.qty)?,
+                side,
+            }
+        }
+        "quote" => {
+            forbid(&[("px", w.px), ("qty", w.qty)], "quote")?;
+            if w.side.is_some() {
+                return Err(bad("field `side` belongs to trades, not quotes".into()));
+            }
+            Event::Quote {
+                bid: number("bid", w.bid)?,
+                bsz: size("bsz", w.bsz)?,
+                ask: number("ask", w.ask)?,
+                asz: size("asz", w.asz)?,
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "field `type` is `{}`; it must be \"trade\" or \"quote\"",
+                truncate(other, 20)
+            )));
+        }
+    };
+    Ok(Published::Tick(NewTick {
+        sym: Arc::from(sym.as_ref()),
+        ts,
+        event,
+    }))
+}
+
+fn forbid(fields: &[(&str, Option<&RawValue>)], kind: &str) -> Result<(), ProtocolError> {
+    match fields.iter().find(|(_, v)| v.is_some()) {
+        Some((name, _)) => Err(ProtocolError::new(
+            None,
+            ErrorCode::BadField,
+            format!("field `{name}` does not belong to a {kind}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A price: a JSON number, or a string holding one (as many venues send).
+fn number(name: &str, raw: Option<&RawValue>) -> Result<Fixed, ProtocolError> {
+    let raw = raw.ok_or_else(|| {
+        ProtocolError::new(
+            None,
+            ErrorCode::BadField,
+            format!("field `{name}` is missing"),
+        )
+    })?;
+    let text = raw.get();
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    Fixed::parse(text).map_err(|e| {
+        ProtocolError::new(
+            None,
+            ErrorCode::BadField,
+            format!("field `{name}`: {e}; write a decimal number such as 189.23"),
+        )
+    })
+}
+
+fn size(name: &str, raw: Option<&RawValue>) -> Result<Fixed, ProtocolError> {
+    let v = number(name, raw)?;
+    if v.raw() < 0 {
+        return Err(ProtocolError::new(
+            None,
+            ErrorCode::BadField,
+            format!("field `{name}` is negative; sizes are zero or more"),
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Result<Request, ProtocolError> {
+        parse_request(&mut s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_every_op() {
+        assert_eq!(
+            req(
+                r#"{"op":"subscribe","id":1,"symbols":["AAPL","MSFT","AAPL"],"channels":["trade"],"snapshot":false}"#
+            ),
+            Ok(Request::Subscribe {
+                id: Some(1),
+                symbols: SymbolList {
+                    all: false,
+                    names: vec!["AAPL".into(), "MSFT".into()]
+                },
+                channels: ChannelSet(Channel::Trade.bit()),
+                snapshot: false,
+            })
+        );
+        assert!(matches!(
+            req(r#"{"op":"subscribe","symbols":["*"]}"#),
+            Ok(Request::Subscribe {
+                id: None,
+                symbols: SymbolList { all: true, .. },
+                channels: ChannelSet::BOTH,
+                snapshot: true
+            })
+        ));
+        assert!(matches!(
+            req(r#"{"op":"unsubscribe","id":2,"symbols":["AAPL"]}"#),
+            Ok(Request::Unsubscribe { id: Some(2), .. })
+        ));
+        assert_eq!(
+            req(r#"{"op":"symbols","id":3}"#),
+            Ok(Request::Symbols { id: Some(3) })
+        );
+        assert_eq!(
+            req(r#"{"op":"ping","id":4}"#),
+            Ok(Request::Ping { id: Some(4) })
+        );
+    }
+
+    #[test]
+    fn refuses_bad_messages_with_the_right_code() {
+        let code = |s: &str| req(s).unwrap_err().code;
+        assert_eq!(code("{nope"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"op":"dance","id":9}"#), ErrorCode::UnknownOp);
+        assert_eq!(req(r#"{"op":"dance","id":9}"#).unwrap_err().id, Some(9));
+        assert_eq!(code(r#"{"id":1}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"op":"ping","id":"x"}"#), ErrorCode::BadField);
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":"AAPL"}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":[]}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":[1]}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A"],"channels":["book"]}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A"],"snapshot":"yes"}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A"],"extra":1}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["BAD SYMBOL"]}"#),
+            ErrorCode::InvalidSymbol
+        );
+        let long = format!(r#"{{"op":"subscribe","symbols":["{}"]}}"#, "X".repeat(33));
+        assert_eq!(code(&long), ErrorCode::InvalidSymbol);
+    }
+
+    fn one(s: &str) -> Result<Published, ProtocolError> {
+        let mut v = parse_publish(s.as_bytes());
+        assert_eq!(v.len(), 1);
+        v.pop().unwrap()
+    }
+
+    #[test]
+    fn parses_ticks_exactly() {
+        let t = one(r#"{"type":"trade","sym":"AAPL","ts":1700000000123456789,"px":189.23,"qty":100,"side":"B"}"#).unwrap();
+        assert_eq!(
+            t,
+            Published::Tick(NewTick {
+                sym: "AAPL".into(),
+                ts: 1_700_000_000_123_456_789,
+                event: Event::Trade {
+                    px: Fixed(189_230_000_000),
+                    qty: Fixed(100_000_000_000),
+                    side: Side::Buy
+                },
+            })
+        );
+        let q = one(r#"{"type":"quote","sym":"BTC/USDT","ts":1,"bid":"9650.5","bsz":0.001,"ask":9650.51,"asz":1e-3,"seq":7,"rx":8}"#).unwrap();
+        let Published::Tick(q) = q else { panic!() };
+        assert_eq!(
+            q.event,
+            Event::Quote {
+                bid: Fixed(9_650_500_000_000),
+                bsz: Fixed(1_000_000),
+                ask: Fixed(9_650_510_000_000),
+                asz: Fixed(1_000_000)
+            }
+        );
+        // A trade without a side is of unknown side.
+        let Published::Tick(t) =
+            one(r#"{"type":"trade","sym":"X","ts":1,"px":1,"qty":1}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            t.event,
+            Event::Trade {
+                side: Side::Unknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn refuses_bad_ticks_and_says_why() {
+        for (s, code, needle) in [
+            ("{", ErrorCode::BadJson, "EOF"),
+            (
+                r#"{"type":"trade","sym":"A","ts":1,"px":1}"#,
+                ErrorCode::BadField,
+                "qty",
+            ),
+            (
+                r#"{"type":"trade","sym":"A","ts":1,"px":1.0000000001,"qty":1}"#,
+                ErrorCode::BadField,
+                "9 decimal",
+            ),
+            (
+                r#"{"type":"trade","sym":"A","ts":1,"px":1,"qty":-1}"#,
+                ErrorCode::BadField,
+                "negative",
+            ),
+            (
+                r#"{"type":"trade","sym":"A","ts":1,"px":1,"qty":1,"side":"X"}"#,
+                ErrorCode::BadField,
+                "side",
+            ),
+            (
+                r#"{"type":"trade","sym":"A","ts":1,"px":1,"qty":1,"bid":1}"#,
+                ErrorCode::BadField,
+                "bid",
+            ),
+            (
+                r#"{"type":"trade","sym":"A","ts":-1,"px":1,"qty":1}"#,
+                ErrorCode::BadField,
+                "ts",
+            ),
+            (
+                r#"{"type":"trade","sym":"A","px":1,"qty":1}"#,
+                ErrorCode::BadField,
+                "ts",
+            ),
+            (
+                r#"{"type":"book","sym":"A","ts":1}"#,
+                ErrorCode::BadField,
+                "type",
+            ),
+            (
+                r#"{"type":"trade","sym":"A B","ts":1,"px":1,"qty":1}"#,
+                ErrorCode::InvalidSymbol,
+                "A B",
+            ),
+            (
+                r#"{"type":"quote","sym":"A","ts":1,"bid":1,"bsz":1,"ask":1,"asz":1,"bidsz":1}"#,
+                ErrorCode::BadField,
+                "bidsz",
+            ),
+            (
+                r#"{"type":"trade","sym":"A","ts":1,"px":"abc","qty":1}"#,
+                ErrorCode::BadField,
+                "px",
+            ),
+            (
+                r#"{"type":"trade","sym":"A","ts":1,"px":true,"qty":1}"#,
+                ErrorCode::BadField,
+                "px",
+            ),
+        ] {
+            let e = one(s).unwrap_err();
+            assert_eq!(e.code, code, "{s}: {e}");
+            assert!(e.message.contains(needle), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn arrays_report_each_bad_element_by_position() {
+        let out = parse_publish(
+            br#"[{"type":"trade","sym":"A","ts":1,"px":1,"qty":1},{"type":"trade"},{"op":"ping","id":5}]"#,
+        );
+        assert!(matches!(out[0], Ok(Published::Tick(_))));
+        let e = out[1].as_ref().unwrap_err();
+        assert!(e.message.starts_with("tick 2 of 3:"), "{e}");
+        assert_eq!(out[2], Ok(Published::Ping { id: Some(5) }));
+    }
+}
