@@ -34,7 +34,7 @@ enum Command {
     Replay(tickwire::recordings::replay::client::ReplayArgs),
     /// Subscribe to a server and write the ticks it sends to a recording.
     Record(tickwire::recordings::record::RecordArgs),
-    /// Measure a feed server's latency under load (this one, or any server speaking PROTOCOL.md).
+    /// Measure a feed server's latency under load (this one, or any server speaking docs/PROTOCOL.md).
     Bench(tickwire::bench::BenchArgs),
 }
 

@@ -1,4 +1,4 @@
-//! `record` against a scripted PROTOCOL.md server that skips seqs, and
+//! `record` against a scripted docs/PROTOCOL.md server that skips seqs, and
 //! `replay --loop`.
 
 use std::sync::Arc;
@@ -29,7 +29,7 @@ fn frame(text: &str) -> Vec<u8> {
     f
 }
 
-/// A minimal server speaking PROTOCOL.md: handshake, hello, subscribed,
+/// A minimal server speaking docs/PROTOCOL.md: handshake, hello, subscribed,
 /// then the given ticks, then close 1000.
 async fn scripted_server(ticks: Vec<String>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -138,7 +138,7 @@ async fn import_replay_at_max_record_round_trip_is_exact() {
     let got = read_all(&out).unwrap();
     assert_eq!(got.len() as u64, r.ticks);
     // Ticks of one key keep their order; keys may interleave differently
-    // (PROTOCOL.md), so compare key by key.
+    // (docs/PROTOCOL.md), so compare key by key.
     let by_key = |ticks: &[NewTick]| {
         let mut m: std::collections::BTreeMap<(String, u8), Vec<NewTick>> = Default::default();
         for t in ticks {

@@ -444,7 +444,7 @@ async fn two_gateways_deliver_the_same_ticks_with_the_same_seq() {
     let at_ingest = recv_ticks(&mut local, 200).await;
     let at_gw1 = recv_ticks(&mut c1, 200).await;
     let at_gw2 = recv_ticks(&mut c2, 200).await;
-    // PROTOCOL.md orders ticks per key only (a gateway takes each key on
+    // docs/PROTOCOL.md orders ticks per key only (a gateway takes each key on
     // its own bus subscription), so compare key by key.
     let per_key = |v: &[Value]| {
         let mut m: HashMap<(String, String), Vec<(u64, String)>> = HashMap::new();

@@ -28,7 +28,7 @@
 //! one whose unsubscribe is in flight), and `seq` strictly increasing per key
 //! on that connection: never reordered, never repeated (except the one
 //! `snap` tick a new subscription to a key left earlier may re-send, as
-//! PROTOCOL.md specifies).
+//! docs/PROTOCOL.md specifies).
 //!
 //! RSS (VmRSS of the server process, settled: the lowest of ten samples over
 //! 2 s). The server runs with `MIMALLOC_PURGE_DELAY=0`, so freed pages go

@@ -1,6 +1,6 @@
 //! `tickwire bench`: the latency benchmark runner.
 //!
-//! It drives any server that speaks PROTOCOL.md (or a `tickwire serve` it
+//! It drives any server that speaks docs/PROTOCOL.md (or a `tickwire serve` it
 //! starts in a child process) with thousands of subscribers and one
 //! publisher, and reports honest percentiles: latency from the server's
 //! `rx` stamp and from the publisher's intended send time (coordinated

@@ -5,7 +5,7 @@
 //! A tree parser (simd-json, serde_json) costs 150–300 ns and an allocation
 //! per message; at a million deliveries a second on a shared 2-core box
 //! that would make the runner, not the server, the bottleneck. Field order
-//! is not relied on (PROTOCOL.md says clients must not). Control messages
+//! is not relied on (docs/PROTOCOL.md says clients must not). Control messages
 //! (`hello`, `subscribed`, …) are rare and are re-read with serde_json by
 //! whoever needs their details.
 

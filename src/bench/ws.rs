@@ -36,7 +36,7 @@ pub enum WsError {
         secs: u64,
     },
     #[error(
-        "{addr}{path} answered `{status}` instead of switching to WebSocket (101): is it a server speaking PROTOCOL.md?"
+        "{addr}{path} answered `{status}` instead of switching to WebSocket (101): is it a server speaking docs/PROTOCOL.md?"
     )]
     Refused {
         addr: SocketAddr,

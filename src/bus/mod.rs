@@ -215,7 +215,7 @@ pub enum FeedStatus {
 }
 
 impl FeedStatus {
-    /// The `status` message clients get (`docs/protocol-notes.md`).
+    /// The `status` message clients get (`docs/PROTOCOL.md`).
     pub fn json(&self) -> Vec<u8> {
         let mut o = crate::wire::encode::JsonObject::new("status");
         match self {

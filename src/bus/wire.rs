@@ -1,4 +1,4 @@
-//! The tick as it travels on the bus: PROTOCOL.md's 64-byte
+//! The tick as it travels on the bus: docs/PROTOCOL.md's 64-byte
 //! `tickwire.bin.v1` record followed by the symbol's UTF-8 bytes.
 //!
 //! The record already carries everything a gateway needs (kind, `seq`, `ts`,

@@ -113,7 +113,7 @@ impl Event {
     }
 }
 
-/// Checks a symbol against PROTOCOL.md: 1–32 of `A-Z a-z 0-9 . - _ / :`.
+/// Checks a symbol against docs/PROTOCOL.md: 1–32 of `A-Z a-z 0-9 . - _ / :`.
 pub fn validate_symbol(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("symbol is empty".into());

@@ -1,4 +1,4 @@
-//! `tickwire record`: subscribes to any server speaking PROTOCOL.md and
+//! `tickwire record`: subscribes to any server speaking docs/PROTOCOL.md and
 //! writes the ticks it receives to a recording, in arrival order.
 //!
 //! Subscribes with `"snapshot":false`, so the recording holds live ticks

@@ -719,7 +719,7 @@ fn upgrade(
         Err(response) => return response,
     };
     let offered = offered_protocols(&req);
-    // Binary wins when both are offered (PROTOCOL.md); nothing offered
+    // Binary wins when both are offered (docs/PROTOCOL.md); nothing offered
     // means JSON without a header (RFC 6455). Only subscribers negotiate.
     let chosen = if kind != SessionKind::Subscriber || offered.is_empty() {
         None

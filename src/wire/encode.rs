@@ -329,7 +329,7 @@ pub const RECORD_LEN: usize = 64;
 pub const RECORD_FLAGS: usize = 1;
 pub const FLAG_SNAPSHOT: u8 = 1;
 
-/// The `tickwire.bin.v1` record of a tick (PROTOCOL.md's layout), live.
+/// The `tickwire.bin.v1` record of a tick (docs/PROTOCOL.md's layout), live.
 /// Prices and sizes are the raw 1e-9 fixed-point units.
 pub fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
     let mut r = [0u8; RECORD_LEN];

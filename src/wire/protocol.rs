@@ -15,7 +15,7 @@ use simd_json::{BorrowedValue as Value, StaticNode};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Channel, ChannelSet, Event, NewTick, Side, validate_symbol};
 
-/// The error codes of PROTOCOL.md.
+/// The error codes of docs/PROTOCOL.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     BadJson,

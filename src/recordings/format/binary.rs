@@ -107,7 +107,7 @@ pub fn decode_tick(rec: &[u8]) -> Result<(u32, u64, Event), String> {
     if rec[2] != 0 || rec[3] != 0 || (rec[0] == TAG_QUOTE && rec[1] != 0) {
         return Err("reserved bytes of a tick record are not zero".into());
     }
-    // As on the wire (PROTOCOL.md): sizes are zero or more.
+    // As on the wire (docs/PROTOCOL.md): sizes are zero or more.
     let sizes = match event {
         Event::Trade { qty, .. } => [qty, qty],
         Event::Quote { bsz, asz, .. } => [bsz, asz],

@@ -14,7 +14,7 @@ pub fn end_line(ticks: u64) -> String {
     format!("{{\"type\":\"end\",\"ticks\":{ticks}}}\n")
 }
 
-/// Writes `t` as the publish tick object of PROTOCOL.md (no `seq`/`rx`),
+/// Writes `t` as the publish tick object of docs/PROTOCOL.md (no `seq`/`rx`),
 /// prices and sizes as exact decimals. No trailing newline.
 pub fn write_tick_json(out: &mut Vec<u8>, t: &NewTick) {
     let mut num = itoa::Buffer::new();
