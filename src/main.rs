@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tickwire::bus::{BusConfig, Role};
-use tickwire::recordings::replay::Speed;
+use tickwire::model::speed::Speed;
 use tickwire::server::config::{Config, FeedSource};
 
 #[global_allocator]

@@ -11,7 +11,7 @@ use tickwire::model::decimal::Fixed;
 use tickwire::model::tick::{Event, NewTick, Side};
 use tickwire::recordings::format::{RecordingWriter, read_all};
 use tickwire::recordings::record::{Ending, RecordProgress, record};
-use tickwire::recordings::replay::Speed;
+use tickwire::model::speed::Speed;
 use tickwire::recordings::replay::client::{ReplayOptions, replay};
 use tickwire::server::config::{Config, FeedSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

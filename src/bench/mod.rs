@@ -43,7 +43,7 @@ use self::plan::{Plan, PlanInput};
 use self::publisher::{PublishCounters, PublisherConfig, Source};
 use self::report::*;
 use self::target::Target;
-use crate::recordings::replay::Speed;
+use crate::model::speed::Speed;
 
 /// Why a benchmark could not run (or could not finish a run).
 #[derive(Debug, thiserror::Error)]

@@ -45,7 +45,10 @@ use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::model::feed::FeedStatus;
+
 use crate::model::tick::{Channel, ChannelSet, KeyId, Tick, wall_clock_ns};
+use crate::pipeline::fanout::InterestSink;
 use crate::pipeline::ingest::{Ingest, IngestReader, RingItem};
 use crate::pipeline::stats::Stats;
 use crate::shutdown::Shutdown;
@@ -203,35 +206,6 @@ pub enum BusError {
     Thread(std::io::Error),
 }
 
-/// Whether a gateway's feed is flowing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FeedStatus {
-    Live,
-    /// No heartbeat from the ingest node; `reason` says what is known.
-    Stale {
-        reason: String,
-        since_ns: u64,
-    },
-}
-
-impl FeedStatus {
-    /// The `status` message clients get (`docs/PROTOCOL.md`).
-    pub fn json(&self) -> Vec<u8> {
-        let mut o = crate::wire::encode::JsonObject::new("status");
-        match self {
-            FeedStatus::Live => {
-                o.str("feed", "live");
-            }
-            FeedStatus::Stale { reason, since_ns } => {
-                o.str("feed", "stale")
-                    .str("reason", reason)
-                    .u64("since", *since_ns);
-            }
-        }
-        o.into_bytes()
-    }
-}
-
 /// What workers tell the bus thread.
 enum Command {
     /// A key's interest count crossed zero: subscribe or unsubscribe.
@@ -264,8 +238,8 @@ struct Counts {
     star: [u32; 2],
 }
 
-impl Interest {
-    pub fn add(&self, key: KeyId) {
+impl InterestSink for Interest {
+    fn add(&self, key: KeyId) {
         let mut c = self.counts.lock();
         let n = c.keys.entry(key).or_default();
         *n += 1;
@@ -274,7 +248,7 @@ impl Interest {
         }
     }
 
-    pub fn remove(&self, key: KeyId) {
+    fn remove(&self, key: KeyId) {
         let mut c = self.counts.lock();
         if let Some(n) = c.keys.get_mut(&key) {
             *n -= 1;
@@ -285,7 +259,7 @@ impl Interest {
         }
     }
 
-    pub fn add_star(&self, ch: Channel) {
+    fn add_star(&self, ch: Channel) {
         let mut c = self.counts.lock();
         c.star[ch as usize] += 1;
         if c.star[ch as usize] == 1 {
@@ -293,7 +267,7 @@ impl Interest {
         }
     }
 
-    pub fn remove_star(&self, ch: Channel) {
+    fn remove_star(&self, ch: Channel) {
         let mut c = self.counts.lock();
         let n = &mut c.star[ch as usize];
         if *n > 0 {
@@ -303,7 +277,9 @@ impl Interest {
             }
         }
     }
+}
 
+impl Interest {
     fn wants(&self, key: KeyId) -> bool {
         self.counts.lock().keys.contains_key(&key)
     }

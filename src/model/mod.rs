@@ -2,5 +2,7 @@
 //! No I/O here; every other layer speaks these types.
 
 pub mod decimal;
+pub mod feed;
+pub mod speed;
 pub mod symbols;
 pub mod tick;

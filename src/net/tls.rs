@@ -274,7 +274,7 @@ impl AsyncRead for TlsReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if crate::net::transport::read_ahead_first(&mut this.plain_ahead, buf) {
+        if crate::net::read_ahead::serve_first(&mut this.plain_ahead, buf) {
             return Poll::Ready(Ok(()));
         }
         loop {

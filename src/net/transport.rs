@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::net::read_ahead;
 use crate::net::tls::{TlsConn, TlsReader, TlsWriter};
 
 /// An accepted connection (after its TLS handshake, if any).
@@ -120,21 +121,6 @@ pub enum ReadHalf {
     Tls(TlsReader),
 }
 
-/// Serves bytes read ahead of the session (they come before the socket's);
-/// `false` when there are none left.
-pub(crate) fn read_ahead_first(ahead: &mut Bytes, buf: &mut ReadBuf<'_>) -> bool {
-    if ahead.is_empty() {
-        return false;
-    }
-    let n = buf.remaining().min(ahead.len());
-    buf.put_slice(&ahead.split_to(n));
-    if ahead.is_empty() {
-        // An empty view still holds its allocation: let it go.
-        *ahead = Bytes::new();
-    }
-    true
-}
-
 impl AsyncRead for ReadHalf {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -143,7 +129,7 @@ impl AsyncRead for ReadHalf {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ReadHalf::Plain(prefix, r) => {
-                if read_ahead_first(prefix, buf) {
+                if read_ahead::serve_first(prefix, buf) {
                     return Poll::Ready(Ok(()));
                 }
                 Pin::new(r).poll_read(cx, buf)

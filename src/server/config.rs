@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::access::auth::Keys;
 
-use crate::recordings::replay::Speed;
+use crate::model::speed::Speed;
 
 /// Where ticks come from besides `/v1/publish`.
 #[derive(Clone, Debug, PartialEq)]

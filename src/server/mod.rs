@@ -30,7 +30,8 @@ use crate::bus::Role as NodeRole;
 use crate::model::symbols::SymbolTable;
 use crate::net::tls::TlsConn;
 use crate::net::transport::Conn;
-use crate::pipeline::fanout::{Worker, WorkerState};
+use crate::pipeline::fanout::{InterestSink, Worker, WorkerState};
+use crate::server::context::Context;
 use crate::pipeline::ingest::{Ingest, IngestReader, TickSource, run_source};
 use crate::pipeline::stats::{Refusal, Stats};
 use crate::recordings::replay::{RecordedFeed, RecordingError};
@@ -40,6 +41,7 @@ use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 use crate::wire::encode::Encoding;
 
 pub mod config;
+pub mod context;
 pub mod metrics;
 pub mod session;
 pub mod sse;
@@ -334,14 +336,22 @@ fn run_worker(
         .expect("building a worker runtime");
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let worker = Rc::new(Worker {
+        let interest = bus
+            .as_ref()
+            .and_then(|b| b.interest.clone())
+            .map(|i| i as Arc<dyn InterestSink>);
+        let fanout = Rc::new(Worker {
             id,
-            state: std::cell::RefCell::new(WorkerState::with_interest(
-                bus.as_ref().and_then(|b| b.interest.clone()),
-            )),
+            state: std::cell::RefCell::new(WorkerState::with_interest(interest)),
             ingest,
-            config,
             stats,
+            evict_after: config.evict_after,
+            close_timeout: config.close_timeout,
+            status: bus.as_ref().map(|b| b.status()),
+        });
+        let worker = Rc::new(Context {
+            fanout,
+            config,
             admission,
             bus,
         });
@@ -349,7 +359,7 @@ fn run_worker(
         let echo = listeners
             .echo
             .map(|l| TcpListener::from_std(l).expect("registering the echo listener"));
-        tokio::task::spawn_local(worker.clone().run_fanout(reader, shutdown.clone()));
+        tokio::task::spawn_local(worker.fanout.clone().run_fanout(reader, shutdown.clone()));
         let tls = worker.config.tls.clone().map(TlsAcceptor::from);
         let mut stop = shutdown.clone();
         loop {
@@ -382,7 +392,7 @@ fn run_worker(
         // Sessions close themselves with 1001 on shutdown; wait for them,
         // bounded by the close grace plus a margin.
         let deadline = tokio::time::Instant::now() + worker.config.close_timeout + std::time::Duration::from_millis(500);
-        while !worker.state.borrow().clients.is_empty() && tokio::time::Instant::now() < deadline {
+        while !worker.fanout.state.borrow().clients.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     });
@@ -391,7 +401,7 @@ fn run_worker(
 /// Serves one HTTP connection, over TLS when `tls` is set; `echo` marks the
 /// conformance listener, where every path is the echo endpoint.
 async fn serve_http(
-    worker: Rc<Worker>,
+    worker: Rc<Context>,
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: Shutdown,
@@ -411,12 +421,12 @@ async fn serve_http(
         Some(acceptor) => match tokio::time::timeout(left(), acceptor.accept(stream)).await {
             Ok(Ok(s)) => Conn::Tls(Box::new(TlsConn::new(s))),
             Ok(Err(e)) => {
-                Stats::add(&worker.stats.tls_handshakes_failed, 1);
+                Stats::add(&worker.fanout.stats.tls_handshakes_failed, 1);
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
-                Stats::add(&worker.stats.tls_handshakes_failed, 1);
+                Stats::add(&worker.fanout.stats.tls_handshakes_failed, 1);
                 tracing::debug!(%peer, "TLS handshake timed out");
                 return;
             }
@@ -434,7 +444,7 @@ async fn serve_http(
                 // No request in time (slowloris, or a worker too busy to
                 // read it), or the peer went away.
                 if arrived.elapsed() >= budget {
-                    Stats::add(&worker.stats.handshake_timeouts, 1);
+                    Stats::add(&worker.fanout.stats.handshake_timeouts, 1);
                     tracing::debug!(%peer, "no request head within the handshake timeout");
                 }
                 return;
@@ -468,7 +478,7 @@ async fn serve_http(
         .with_upgrades();
     if let Err(e) = conn.await {
         if e.is_timeout() {
-            Stats::add(&worker.stats.handshake_timeouts, 1);
+            Stats::add(&worker.fanout.stats.handshake_timeouts, 1);
         }
         tracing::debug!(%peer, error = %e, "http connection ended with an error");
     }
@@ -501,7 +511,7 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
 }
 
 fn route(
-    worker: Rc<Worker>,
+    worker: Rc<Context>,
     req: Request<Incoming>,
     shutdown: Shutdown,
     peer: IpAddr,
@@ -532,7 +542,7 @@ fn route(
                     // Still serving: every gateway is stale when the ingest
                     // node is down, so a load balancer gains nothing by
                     // failing this one.
-                    Some(crate::bus::FeedStatus::Stale { reason, .. }) => {
+                    Some(crate::model::feed::FeedStatus::Stale { reason, .. }) => {
                         text(StatusCode::OK, format!("ok (feed stale: {reason})\n"))
                     }
                     _ => text(StatusCode::OK, "ok\n"),
@@ -542,7 +552,7 @@ fn route(
         "/v1/symbols" if req.method() == Method::GET => {
             let mut o = Vec::with_capacity(256);
             o.push(b'[');
-            for (i, (name, _)) in worker.ingest.symbols().seen().iter().enumerate() {
+            for (i, (name, _)) in worker.fanout.ingest.symbols().seen().iter().enumerate() {
                 if i > 0 {
                     o.push(b',');
                 }
@@ -558,8 +568,8 @@ fn route(
         }
         "/metrics" if req.method() == Method::GET => {
             let body = crate::server::metrics::render(
-                &worker.stats,
-                &worker.ingest,
+                &worker.fanout.stats,
+                &worker.fanout.ingest,
                 worker.config.ring_capacity,
                 worker.admission.counts().0,
             );
@@ -619,7 +629,7 @@ fn offered_protocols(req: &Request<Incoming>) -> Vec<String> {
 // it would only add an allocation to a refusal.
 #[allow(clippy::result_large_err)]
 fn authenticate(
-    worker: &Worker,
+    worker: &Context,
     req: &Request<Incoming>,
     kind: SessionKind,
     peer: IpAddr,
@@ -634,7 +644,7 @@ fn authenticate(
     };
     let unauthorized = |challenge: &'static str, why: &str| {
         Stats::add(
-            &worker.stats.upgrades_refused[Refusal::Unauthorized as usize],
+            &worker.fanout.stats.upgrades_refused[Refusal::Unauthorized as usize],
             1,
         );
         tracing::debug!(%peer, path = req.uri().path(), why, "upgrade refused: 401");
@@ -666,7 +676,7 @@ fn authenticate(
     if identity.role != want {
         tracing::info!(%peer, key = identity.name, path = req.uri().path(), "upgrade refused: 403");
         Stats::add(
-            &worker.stats.upgrades_refused[Refusal::Forbidden as usize],
+            &worker.fanout.stats.upgrades_refused[Refusal::Forbidden as usize],
             1,
         );
         let why = match identity.role {
@@ -679,7 +689,7 @@ fn authenticate(
 }
 
 fn upgrade(
-    worker: Rc<Worker>,
+    worker: Rc<Context>,
     mut req: Request<Incoming>,
     kind: SessionKind,
     shutdown: Shutdown,
@@ -746,7 +756,7 @@ fn upgrade(
             Ok(p) => p,
             Err(refused) => {
                 tracing::debug!(%peer, %refused, "upgrade refused");
-                Stats::add(&worker.stats.upgrades_refused[Refusal::Limit as usize], 1);
+                Stats::add(&worker.fanout.stats.upgrades_refused[Refusal::Limit as usize], 1);
                 let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n"));
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

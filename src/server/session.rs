@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use crate::access::auth::{Entitlement, Identity};
 use crate::model::tick::{ChannelSet, KeyId, wall_clock_ns};
 use crate::net::transport::Conn;
-use crate::pipeline::fanout::{ClientId, Worker, channel_names, close_code};
+use crate::pipeline::fanout::{ClientId, channel_names, close_code};
+use crate::server::context::Context;
 use crate::pipeline::ingest::{Admitted, RingItem};
 use crate::pipeline::stats::Stats;
 use crate::shutdown::Shutdown;
@@ -237,7 +238,7 @@ fn error_frame(e: &ProtocolError) -> Bytes {
     o.into_frame()
 }
 
-fn hello_frame(worker: &Worker, kind: SessionKind, encoding: Encoding) -> Bytes {
+fn hello_frame(worker: &Context, kind: SessionKind, encoding: Encoding) -> Bytes {
     let c = &worker.config;
     let limits_json = format!(
         r#"{{"max_message_bytes":{},"max_keys_per_connection":{},"control_per_sec":{},"control_burst":{},"client_buffer_bytes":{},"evict_after_ms":{}}}"#,
@@ -266,7 +267,7 @@ fn hello_frame(worker: &Worker, kind: SessionKind, encoding: Encoding) -> Bytes 
 
 /// Runs one upgraded connection to completion.
 pub async fn run(
-    worker: Rc<Worker>,
+    worker: Rc<Context>,
     stream: Conn,
     prefix: Bytes,
     kind: SessionKind,
@@ -280,9 +281,9 @@ pub async fn run(
             .set_send_buffer_size(worker.config.socket_send_buffer);
     }
     let (read, write) = stream.into_split(prefix);
-    let id = worker.state.borrow_mut().add_client(
+    let id = worker.fanout.state.borrow_mut().add_client(
         write,
-        worker.stats.clone(),
+        worker.fanout.stats.clone(),
         worker.config.client_buffer_bytes,
         encoding,
     );
@@ -292,27 +293,27 @@ pub async fn run(
         .map(|i| i.entitlement.clone())
         .filter(|e| !e.is_all());
     let (wake, kill) = {
-        let mut st = worker.state.borrow_mut();
+        let mut st = worker.fanout.state.borrow_mut();
         let c = st.client(id).expect("just added");
         c.set_entitlement(entitlement.clone());
         (c.writer_wake.clone(), c.kill.clone())
     };
     let gauge = match kind {
-        SessionKind::Subscriber => Some(&worker.stats.subscribers),
-        SessionKind::Publisher => Some(&worker.stats.publishers),
+        SessionKind::Subscriber => Some(&worker.fanout.stats.subscribers),
+        SessionKind::Publisher => Some(&worker.fanout.stats.publishers),
         SessionKind::Echo => None,
     };
     if let Some(g) = gauge {
         g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    Stats::add(&worker.stats.connections_total, 1);
+    Stats::add(&worker.fanout.stats.connections_total, 1);
     let kind_name = match kind {
         SessionKind::Subscriber => "subscriber",
         SessionKind::Publisher => "publisher",
         SessionKind::Echo => "echo",
     };
     tracing::info!(
-        worker = worker.id,
+        worker = worker.fanout.id,
         client = id,
         peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
         kind = kind_name,
@@ -321,7 +322,7 @@ pub async fn run(
         "connection open"
     );
 
-    let writer = tokio::task::spawn_local(worker.clone().run_writer(id, wake));
+    let writer = tokio::task::spawn_local(worker.fanout.clone().run_writer(id, wake));
     let mut session = Session {
         worker: worker.clone(),
         id,
@@ -340,7 +341,7 @@ pub async fn run(
         session.send(hello_frame(&worker, kind, encoding));
         if let Some(bus) = &worker.bus {
             let status = bus.current_status();
-            if status != crate::bus::FeedStatus::Live {
+            if status != crate::model::feed::FeedStatus::Live {
                 session.send(crate::pipeline::fanout::status_message(&status, encoding));
             }
         }
@@ -354,7 +355,7 @@ pub async fn run(
     }
 
     writer.abort();
-    let client = worker.state.borrow_mut().remove_client(id);
+    let client = worker.fanout.state.borrow_mut().remove_client(id);
     if let Some(g) = gauge {
         g.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -362,7 +363,7 @@ pub async fn run(
         .map(|c| (c.dropped, c.frames_sent, c.end_reason))
         .unwrap_or_default();
     tracing::info!(
-        worker = worker.id,
+        worker = worker.fanout.id,
         client = id,
         peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
         kind = kind_name,
@@ -375,7 +376,7 @@ pub async fn run(
 }
 
 struct Session {
-    worker: Rc<Worker>,
+    worker: Rc<Context>,
     id: ClientId,
     kind: SessionKind,
     /// What this connection's key may see; `None` = everything.
@@ -387,7 +388,7 @@ struct Session {
 impl Session {
     /// Queues a control frame and flushes it.
     fn send(&self, frame: Bytes) {
-        let mut st = self.worker.state.borrow_mut();
+        let mut st = self.worker.fanout.state.borrow_mut();
         if let Some(c) = st.client(self.id) {
             c.push_control(frame);
         }
@@ -395,7 +396,7 @@ impl Session {
     }
 
     fn close(&self, code: u16, reason: &str) {
-        let mut st = self.worker.state.borrow_mut();
+        let mut st = self.worker.fanout.state.borrow_mut();
         if let Some(c) = st.client(self.id) {
             c.close(code, reason, self.worker.config.close_timeout);
         }
@@ -403,7 +404,7 @@ impl Session {
     }
 
     fn refuse(&self, e: &ProtocolError) {
-        Stats::add(&self.worker.stats.request_errors, 1);
+        Stats::add(&self.worker.fanout.stats.request_errors, 1);
         self.send(error_frame(e));
     }
 
@@ -415,7 +416,7 @@ impl Session {
         let worker = self.worker.clone();
         let id = self.id;
         let mut obligated = |op: OpCode, frame: Bytes| {
-            let mut st = worker.state.borrow_mut();
+            let mut st = worker.fanout.state.borrow_mut();
             if let Some(c) = st.client(id) {
                 if op == OpCode::Close {
                     c.close_with_frame(frame, worker.config.close_timeout);
@@ -471,6 +472,7 @@ impl Session {
             };
             let closing = self
                 .worker
+                .fanout
                 .state
                 .borrow_mut()
                 .client(self.id)
@@ -555,7 +557,7 @@ impl Session {
                 self.send(o.into_frame());
             }
             Ok(Request::Symbols { id }) => {
-                let seen = self.worker.ingest.symbols().seen();
+                let seen = self.worker.fanout.ingest.symbols().seen();
                 let mut o = JsonObject::new("symbols");
                 let entitled = |n: &&str| self.entitlement.as_ref().is_none_or(|e| e.allows(n));
                 o.id(id).strs(
@@ -588,7 +590,7 @@ impl Session {
                 // interest until this client's own subscription takes over.
                 let _hold = match &self.worker.bus {
                     Some(bus) if any => {
-                        let table = self.worker.ingest.symbols();
+                        let table = self.worker.fanout.ingest.symbols();
                         let keys: Vec<KeyId> = symbols
                             .names
                             .iter()
@@ -638,7 +640,7 @@ impl Session {
         } else {
             "nothing was subscribed"
         };
-        Stats::add(&self.worker.stats.request_errors, 1);
+        Stats::add(&self.worker.fanout.stats.request_errors, 1);
         let mut o = JsonObject::new("error");
         o.id(id)
             .str("code", ErrorCode::Unauthorized.as_str())
@@ -658,7 +660,7 @@ impl Session {
         snapshot: bool,
     ) -> Result<(), ProtocolError> {
         let w = &self.worker;
-        let table = w.ingest.symbols();
+        let table = w.fanout.ingest.symbols();
         let mut ids = Vec::with_capacity(symbols.names.len());
         for name in &symbols.names {
             let (sid, _) = table.intern(name).map_err(|e| {
@@ -674,7 +676,7 @@ impl Session {
             .iter()
             .flat_map(|&(_, sid)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
             .collect();
-        let mut st = w.state.borrow_mut();
+        let mut st = w.fanout.state.borrow_mut();
         let Some(c) = st.client(self.id) else {
             return Ok(());
         };
@@ -725,9 +727,9 @@ impl Session {
         if snapshot {
             let mut last: Vec<RingItem> = Vec::new();
             if symbols.all {
-                w.ingest.all_last_values(channels, &mut last);
+                w.fanout.ingest.all_last_values(channels, &mut last);
             } else {
-                w.ingest.last_values(keys.iter().copied(), &mut last);
+                w.fanout.ingest.last_values(keys.iter().copied(), &mut last);
             }
             st.offer_snapshots(self.id, &last);
         }
@@ -737,14 +739,14 @@ impl Session {
 
     fn unsubscribe(&self, id: Option<i64>, symbols: &SymbolList, channels: ChannelSet) {
         let w = &self.worker;
-        let table = w.ingest.symbols();
+        let table = w.fanout.ingest.symbols();
         let keys: Vec<KeyId> = symbols
             .names
             .iter()
             .filter_map(|n| table.lookup(n))
             .flat_map(|(sid, _)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
             .collect();
-        let mut st = w.state.borrow_mut();
+        let mut st = w.fanout.state.borrow_mut();
         st.unsubscribe_keys(self.id, &keys);
         if symbols.all {
             st.unsubscribe_star(self.id, channels);
@@ -767,10 +769,10 @@ impl Session {
         let mut batch: Vec<Admitted> = Vec::new();
         for item in parse_publish(payload) {
             match item {
-                Ok(Published::Tick(t)) => match self.worker.ingest.admit(t) {
+                Ok(Published::Tick(t)) => match self.worker.fanout.ingest.admit(t) {
                     Ok(a) => batch.push(a),
                     Err(e) => {
-                        Stats::add(&self.worker.stats.publish_errors, 1);
+                        Stats::add(&self.worker.fanout.stats.publish_errors, 1);
                         self.refuse(&ProtocolError::new(
                             None,
                             ErrorCode::TooManySymbols,
@@ -780,7 +782,7 @@ impl Session {
                 },
                 Ok(Published::Ping { id }) => {
                     // A pong confirms every tick before it has been ingested.
-                    self.worker.ingest.publish(&batch).await;
+                    self.worker.fanout.ingest.publish(&batch).await;
                     batch.clear();
                     if self.rate_limited() {
                         continue;
@@ -790,12 +792,12 @@ impl Session {
                     self.send(o.into_frame());
                 }
                 Err(e) => {
-                    Stats::add(&self.worker.stats.publish_errors, 1);
+                    Stats::add(&self.worker.fanout.stats.publish_errors, 1);
                     self.refuse(&e);
                 }
             }
         }
         // Waits while the ring is full: this publisher is not read meanwhile.
-        self.worker.ingest.publish(&batch).await;
+        self.worker.fanout.ingest.publish(&batch).await;
     }
 }

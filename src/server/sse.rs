@@ -31,7 +31,8 @@ use crate::net::transport::Conn;
 use crate::access::auth::{Entitlement, Identity, Role, presented_key};
 use crate::access::limits::Permit;
 use crate::model::tick::{Channel, ChannelSet, KeyId, validate_symbol};
-use crate::pipeline::fanout::{Worker, close_code};
+use crate::pipeline::fanout::close_code;
+use crate::server::context::Context;
 use crate::pipeline::ingest::RingItem;
 use crate::pipeline::stats::{Refusal as Refused, Stats};
 use crate::shutdown::Shutdown;
@@ -382,7 +383,7 @@ fn status_event(
 /// Serves one connection whose first request is `GET /v1/sse…`.
 /// `timeout` is what is left of the handshake budget for the request head.
 pub async fn serve(
-    worker: Rc<Worker>,
+    worker: Rc<Context>,
     mut stream: Conn,
     peer: SocketAddr,
     shutdown: Shutdown,
@@ -449,7 +450,7 @@ pub async fn serve(
         }
     };
     // Symbols and the key limit are checked before any byte of the stream.
-    let table = worker.ingest.symbols();
+    let table = worker.fanout.ingest.symbols();
     let mut keys: Vec<KeyId> = Vec::new();
     for name in &req.names {
         let (sid, _) = match table.intern(name) {
@@ -474,7 +475,7 @@ pub async fn serve(
 
 /// The request's API key, when the server has keys: `Ok(None)` when it is
 /// open, the identity of a subscriber key, or the 401/403 to answer.
-fn authenticate(worker: &Worker, req: &SseRequest) -> Result<Option<Arc<Identity>>, Refusal> {
+fn authenticate(worker: &Context, req: &SseRequest) -> Result<Option<Arc<Identity>>, Refusal> {
     let Some(keys) = &worker.config.auth else {
         return Ok(None);
     };
@@ -484,7 +485,7 @@ fn authenticate(worker: &Worker, req: &SseRequest) -> Result<Option<Arc<Identity
         } else {
             Refused::Forbidden
         };
-        Stats::add(&worker.stats.upgrades_refused[reason as usize], 1);
+        Stats::add(&worker.fanout.stats.upgrades_refused[reason as usize], 1);
         Err(Refusal {
             status,
             message: message.to_owned(),
@@ -520,7 +521,7 @@ fn authenticate(worker: &Worker, req: &SseRequest) -> Result<Option<Arc<Identity
 }
 
 async fn run(
-    worker: Rc<Worker>,
+    worker: Rc<Context>,
     stream: Conn,
     req: SseRequest,
     keys: Vec<KeyId>,
@@ -534,25 +535,25 @@ async fn run(
     // The head was read whole and a GET has no body: nothing to carry over.
     let (mut read, write) = stream.into_split(Bytes::new());
     let w = &worker;
-    let id = w.state.borrow_mut().add_client(
+    let id = w.fanout.state.borrow_mut().add_client(
         write,
-        w.stats.clone(),
+        w.fanout.stats.clone(),
         w.config.client_buffer_bytes,
         Encoding::Sse,
     );
-    w.stats
+    w.fanout.stats
         .subscribers
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Stats::add(&w.stats.connections_total, 1);
+    Stats::add(&w.fanout.stats.connections_total, 1);
     let peer_s = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
-    tracing::info!(worker = w.id, client = id, peer = %peer_s, kind = "subscriber", protocol = "sse", "connection open");
+    tracing::info!(worker = w.fanout.id, client = id, peer = %peer_s, kind = "subscriber", protocol = "sse", "connection open");
 
     let (wake, kill) = {
-        let mut st = w.state.borrow_mut();
+        let mut st = w.fanout.state.borrow_mut();
         let c = st.client(id).expect("just added");
         (c.writer_wake.clone(), c.kill.clone())
     };
-    let writer = tokio::task::spawn_local(w.clone().run_writer(id, wake));
+    let writer = tokio::task::spawn_local(w.fanout.clone().run_writer(id, wake));
 
     // On a gateway, the snapshot (and a resume) needs the bus's last values
     // here first; see `BusLink::prepare`.
@@ -568,7 +569,7 @@ async fn run(
         None => None,
     };
     {
-        let mut st = w.state.borrow_mut();
+        let mut st = w.fanout.state.borrow_mut();
         st.subscribe_keys(id, &keys);
         if req.all {
             st.subscribe_star(id, req.channels);
@@ -579,7 +580,7 @@ async fn run(
         c.push_control(Bytes::from_static(RESPONSE_HEAD));
         if let Some(bus) = &w.bus {
             let status = bus.current_status();
-            if status != crate::bus::FeedStatus::Live {
+            if status != crate::model::feed::FeedStatus::Live {
                 c.push_control(crate::pipeline::fanout::status_message(
                     &status,
                     Encoding::Sse,
@@ -592,12 +593,12 @@ async fn run(
         }
         let mut snap: Vec<RingItem> = Vec::new();
         if req.all {
-            w.ingest.all_last_values(req.channels, &mut snap);
+            w.fanout.ingest.all_last_values(req.channels, &mut snap);
             if let Some(e) = &entitlement {
                 snap.retain(|t| e.allows(&t.tick.sym));
             }
         }
-        w.ingest.last_values(keys.iter().copied(), &mut snap);
+        w.fanout.ingest.last_values(keys.iter().copied(), &mut snap);
         st.offer_snapshots(id, &snap);
         st.flush_client(id);
     }
@@ -620,14 +621,14 @@ async fn run(
             _ = shutdown.triggered(), if !shutting_down => {
                 shutting_down = true;
                 reason = "server shutting down";
-                let mut st = w.state.borrow_mut();
+                let mut st = w.fanout.state.borrow_mut();
                 if let Some(c) = st.client(id) {
                     c.close(close_code::GOING_AWAY, reason, w.config.close_timeout);
                 }
                 st.flush_client(id);
             }
             _ = heartbeat.tick() => {
-                let mut st = w.state.borrow_mut();
+                let mut st = w.fanout.state.borrow_mut();
                 if let Some(c) = st.client(id)
                     && !c.is_blocked()
                 {
@@ -640,21 +641,21 @@ async fn run(
     }
 
     writer.abort();
-    let client = w.state.borrow_mut().remove_client(id);
-    w.stats
+    let client = w.fanout.state.borrow_mut().remove_client(id);
+    w.fanout.stats
         .subscribers
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let (dropped, frames, end_reason) = client
         .map(|c| (c.dropped, c.frames_sent, c.end_reason))
         .unwrap_or_default();
-    tracing::info!(worker = w.id, client = id, peer = %peer_s, kind = "subscriber", protocol = "sse", reason = end_reason.unwrap_or(reason), frames, dropped, "connection closed");
+    tracing::info!(worker = w.fanout.id, client = id, peer = %peer_s, kind = "subscriber", protocol = "sse", reason = end_reason.unwrap_or(reason), frames, dropped, "connection closed");
 }
 
 /// Works out the `status` event for a `Last-Event-ID` and, when the id is
 /// a position in this server run's sequence of a subscribed key, skips what
 /// the client already has of that key.
 fn resume(
-    w: &Worker,
+    w: &Context,
     c: &mut crate::pipeline::fanout::Client,
     req: &SseRequest,
     last: &str,
@@ -679,12 +680,12 @@ fn resume(
             "that key is not in this subscription",
         );
     }
-    let Some((sid, _)) = w.ingest.symbols().lookup(sym) else {
+    let Some((sid, _)) = w.fanout.ingest.symbols().lookup(sym) else {
         return status_event(false, true, last, None, "unknown symbol");
     };
     let key = KeyId::new(sid, channel);
     let mut newest = Vec::new();
-    w.ingest.last_values([key], &mut newest);
+    w.fanout.ingest.last_values([key], &mut newest);
     let newest = newest.first().map_or(0, |i| i.tick.seq);
     if seq > newest {
         // From another server run (sequences restarted): nothing to resume.

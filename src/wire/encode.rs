@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use crate::model::feed::FeedStatus;
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, Tick};
 
@@ -410,6 +411,22 @@ impl EncodedTick {
             &self.json
         }
     }
+}
+
+/// The `status` message clients get (`docs/PROTOCOL.md`).
+pub fn status_json(status: &FeedStatus) -> Vec<u8> {
+    let mut o = JsonObject::new("status");
+    match status {
+        FeedStatus::Live => {
+            o.str("feed", "live");
+        }
+        FeedStatus::Stale { reason, since_ns } => {
+            o.str("feed", "stale")
+                .str("reason", reason)
+                .u64("since", *since_ns);
+        }
+    }
+    o.into_bytes()
 }
 
 #[cfg(test)]

@@ -35,12 +35,11 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::access::auth::Entitlement;
-use crate::bus::FeedStatus;
+use crate::model::feed::FeedStatus;
 use crate::model::tick::{Channel, ChannelSet, KeyId, SymbolId, Tick};
 use crate::net::transport::Transport;
 use crate::pipeline::ingest::{Ingest, RingItem};
 use crate::pipeline::stats::Stats;
-use crate::server::config::Config;
 use crate::wire::encode::{self, Encoding, JsonObject, OPCODE_BINARY, RECORD_LEN};
 
 /// Most records one binary frame carries (16 KiB of payload): big enough
@@ -594,7 +593,17 @@ pub struct WorkerState {
     dirty: Vec<ClientId>,
     /// On a gateway: told when a key gains its first or loses its last
     /// subscriber here, so the node takes from the bus only what it needs.
-    interest: Option<Arc<crate::bus::Interest>>,
+    interest: Option<Arc<dyn InterestSink>>,
+}
+
+/// Told when a key gains its first or loses its last subscriber on a
+/// worker, and the same for `*` per channel: a gateway's bus link holds only
+/// the NATS subscriptions its clients need. Off the per-tick path.
+pub trait InterestSink: Send + Sync {
+    fn add(&self, key: KeyId);
+    fn remove(&self, key: KeyId);
+    fn add_star(&self, ch: Channel);
+    fn remove_star(&self, ch: Channel);
 }
 
 /// Everything a worker's tasks share.
@@ -602,12 +611,15 @@ pub struct Worker {
     pub id: usize,
     pub state: std::cell::RefCell<WorkerState>,
     pub ingest: Arc<Ingest>,
-    pub config: Arc<Config>,
     pub stats: Arc<Stats>,
-    /// Connection limits, shared with the other workers.
-    pub admission: Arc<crate::access::limits::Admission>,
-    /// The message bus link (`--bus`), if any.
-    pub bus: Option<Arc<crate::bus::BusLink>>,
+    /// A client behind for longer than this is evicted (`--evict-after`).
+    pub evict_after: Duration,
+    /// After sending a Close, how long to wait for the peer's
+    /// (`--close-timeout`).
+    pub close_timeout: Duration,
+    /// On a gateway, the feed's status: every client is told when it
+    /// changes. `None` where the feed cannot go stale.
+    pub status: Option<watch::Receiver<FeedStatus>>,
 }
 
 fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
@@ -618,7 +630,7 @@ fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
 
 impl WorkerState {
     /// A worker state that reports its keys' interest to the bus.
-    pub fn with_interest(interest: Option<Arc<crate::bus::Interest>>) -> WorkerState {
+    pub fn with_interest(interest: Option<Arc<dyn InterestSink>>) -> WorkerState {
         WorkerState {
             interest,
             ..WorkerState::default()
@@ -938,7 +950,7 @@ pub fn sse_lagging_event(behind: Duration) -> Bytes {
 
 /// The `status` message (feed live or stale, on a gateway) for a client.
 pub fn status_message(status: &FeedStatus, encoding: Encoding) -> Bytes {
-    let json = status.json();
+    let json = encode::status_json(status);
     if encoding == Encoding::Sse {
         let mut out = b"event: status\ndata: ".to_vec();
         out.extend_from_slice(&json);
@@ -985,7 +997,7 @@ impl Worker {
         mut shutdown: crate::shutdown::Shutdown,
     ) {
         let mut batch: Vec<RingItem> = Vec::with_capacity(1024);
-        let mut status = self.bus.as_ref().map(|b| b.status());
+        let mut status = self.status.clone();
         loop {
             batch.clear();
             if let Some(rx) = &mut status
@@ -1022,7 +1034,7 @@ impl Worker {
     /// A client's writer task: waits for its socket to drain while it is
     /// blocked, and enforces the slow-consumer and close deadlines.
     pub async fn run_writer(self: Rc<Self>, id: ClientId, wake: Rc<Notify>) {
-        let evict_after = self.config.evict_after;
+        let evict_after = self.evict_after;
         loop {
             wake.notified().await;
             loop {
@@ -1064,7 +1076,7 @@ impl Worker {
                             } else {
                                 lagging_message(behind)
                             };
-                            c.close_with_message(notice, close_code::SLOW_CONSUMER, "slow consumer", self.config.close_timeout);
+                            c.close_with_message(notice, close_code::SLOW_CONSUMER, "slow consumer", self.close_timeout);
                         }
                     }
                 }

@@ -20,7 +20,8 @@ use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{MergedReader, Speed};
+use super::MergedReader;
+use crate::model::speed::Speed;
 use crate::recordings::format::{RecordingError, write_tick_json};
 use crate::recordings::selection::{Selection, TimeSpec};
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::model::speed::Speed;
 use crate::model::tick::{NewTick, wall_clock_ns};
 use crate::pipeline::ingest::{IngestError, TickSource};
 pub use crate::recordings::format::RecordingError;
@@ -36,30 +37,6 @@ pub const DEFAULT_RECORDING_NAME: &str =
 pub fn embedded_ticks() -> Result<Vec<NewTick>, RecordingError> {
     RecordingReader::from_bytes(DEFAULT_RECORDING_NAME, DEFAULT_RECORDING)?
         .collect::<Result<Vec<_>, _>>()
-}
-
-/// How fast to play.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Speed {
-    /// Recorded time divided by this factor (1.0 = real time).
-    Factor(f64),
-    /// As fast as ingest accepts.
-    Max,
-}
-
-impl Speed {
-    /// `max`, or a factor > 0 (1 = recorded pace).
-    pub fn parse(s: &str) -> Result<Speed, String> {
-        if s == "max" {
-            return Ok(Speed::Max);
-        }
-        match s.parse::<f64>() {
-            Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
-            _ => Err(format!(
-                "`{s}` is not a speed: write a factor > 0 (1 = recorded pace) or `max`"
-            )),
-        }
-    }
 }
 
 /// A recording played as a source.
