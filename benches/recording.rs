@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tickwire::model::speed::Speed;
 use tickwire::recordings::format::{RecordingReader, RecordingWriter, read_all};
 use tickwire::recordings::import::{Vendor, import};
-use tickwire::model::speed::Speed;
 use tickwire::recordings::replay::client::{ReplayOptions, replay};
 use tickwire::recordings::selection::Selection;
 use tickwire::server::config::{Config, FeedSource};

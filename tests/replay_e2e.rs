@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use replay_support::data;
+use tickwire::model::speed::Speed;
 use tickwire::model::tick::NewTick;
 use tickwire::recordings::format::read_all;
 use tickwire::recordings::import::{Vendor, import};
 use tickwire::recordings::record::{Ending, RecordProgress, record};
-use tickwire::model::speed::Speed;
 use tickwire::recordings::replay::client::{ReplayError, ReplayOptions, replay, summary};
 use tickwire::recordings::selection::{Selection, TimeSpec};
 use tickwire::server::config::{Config, FeedSource};

@@ -20,8 +20,8 @@ use hdrhistogram::Histogram;
 use super::plan::{Plan, SplitMix64};
 use super::ws::{self, Endpoint, WsError};
 use crate::model::decimal::Fixed;
-use crate::model::tick::{Event, NewTick, Side, wall_clock_ns};
 use crate::model::speed::Speed;
+use crate::model::tick::{Event, NewTick, Side, wall_clock_ns};
 
 /// Ticks per publish frame at most (sent as a JSON array when > 1).
 const MAX_BATCH: usize = 256;

@@ -703,7 +703,7 @@ async fn publish_loop(
                             tracing::error!(error = %e, "cannot restore the last-value stream after a reconnect");
                         }
                     }
-                    let mut o = crate::wire::encode::JsonObject::new("heartbeat");
+                    let mut o = crate::wire::json::JsonObject::new("heartbeat");
                     o.str("node", &node).u64("ts", wall_clock_ns()).u64("published", published);
                     if client.connection_state() == async_nats::connection::State::Connected {
                         let _ = client.publish(heartbeat_subject.clone(), Bytes::from(o.into_bytes())).await;

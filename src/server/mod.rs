@@ -31,11 +31,11 @@ use crate::model::symbols::SymbolTable;
 use crate::net::tls::TlsConn;
 use crate::net::transport::Conn;
 use crate::pipeline::fanout::{InterestSink, Worker, WorkerState};
-use crate::server::context::Context;
 use crate::pipeline::ingest::{Ingest, IngestReader, TickSource, run_source};
 use crate::pipeline::stats::{Refusal, Stats};
 use crate::recordings::replay::{RecordedFeed, RecordingError};
 use crate::server::config::{Config, FeedSource};
+use crate::server::context::Context;
 use crate::server::session::{BIN_PROTOCOL, JSON_PROTOCOL, SessionKind};
 use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 use crate::wire::encode::Encoding;
@@ -556,7 +556,7 @@ fn route(
                 if i > 0 {
                     o.push(b',');
                 }
-                crate::wire::encode::json_string(&mut o, name);
+                crate::wire::json::json_string(&mut o, name);
             }
             o.push(b']');
             let mut r = Response::new(Full::new(Bytes::from(o)));
@@ -756,7 +756,10 @@ fn upgrade(
             Ok(p) => p,
             Err(refused) => {
                 tracing::debug!(%peer, %refused, "upgrade refused");
-                Stats::add(&worker.fanout.stats.upgrades_refused[Refusal::Limit as usize], 1);
+                Stats::add(
+                    &worker.fanout.stats.upgrades_refused[Refusal::Limit as usize],
+                    1,
+                );
                 let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n"));
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -18,13 +18,16 @@ use tokio::time::Instant;
 use crate::access::auth::{Entitlement, Identity};
 use crate::model::tick::{ChannelSet, KeyId, wall_clock_ns};
 use crate::net::transport::Conn;
-use crate::pipeline::fanout::{ClientId, channel_names, close_code};
-use crate::server::context::Context;
+use crate::pipeline::fanout::ClientId;
 use crate::pipeline::ingest::{Admitted, RingItem};
 use crate::pipeline::stats::Stats;
+use crate::server::context::Context;
 use crate::shutdown::Shutdown;
-use crate::wire::encode::{self, Encoding, JsonObject};
+use crate::wire::encode::Encoding;
+use crate::wire::frame::close_code;
 use crate::wire::frame_guard::{FrameGuard, FrameViolation};
+use crate::wire::json::JsonObject;
+use crate::wire::message::channel_names;
 use crate::wire::protocol::{
     ErrorCode, ProtocolError, Published, Request, SymbolList, parse_publish, parse_request,
 };
@@ -104,7 +107,10 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
     ) -> Result<Inbound, ReadEnd> {
         loop {
             let mut send = |f: fastwebsockets::Frame<'_>| {
-                obligated(f.opcode, encode::frame(f.opcode as u8, &f.payload));
+                obligated(
+                    f.opcode,
+                    crate::wire::frame::frame(f.opcode as u8, &f.payload),
+                );
                 std::future::ready(Ok::<(), std::io::Error>(()))
             };
             let frame = match self.ws.read_frame(&mut send).await {
@@ -342,7 +348,7 @@ pub async fn run(
         if let Some(bus) = &worker.bus {
             let status = bus.current_status();
             if status != crate::model::feed::FeedStatus::Live {
-                session.send(crate::pipeline::fanout::status_message(&status, encoding));
+                session.send(crate::wire::message::status_message(&status, encoding));
             }
         }
         worker.config.max_message_bytes
@@ -456,7 +462,7 @@ impl Session {
                             if heard.get() != last {
                                 continue;
                             }
-                            self.send(encode::frame(encode::OPCODE_PING, b"idle"));
+                            self.send(crate::wire::frame::frame(crate::wire::frame::OPCODE_PING, b"idle"));
                             pinged_at = Some(Instant::now());
                         }
                         _ = tokio::time::sleep_until(last + idle), if !idle_closed => {
@@ -496,10 +502,16 @@ impl Session {
                 }
                 Ok(_) if closing => continue,
                 Ok(Inbound::Text(payload)) if self.kind == SessionKind::Echo => {
-                    self.send(encode::frame(encode::OPCODE_TEXT, &payload));
+                    self.send(crate::wire::frame::frame(
+                        crate::wire::frame::OPCODE_TEXT,
+                        &payload,
+                    ));
                 }
                 Ok(Inbound::Binary(payload)) if self.kind == SessionKind::Echo => {
-                    self.send(encode::frame(encode::OPCODE_BINARY, &payload));
+                    self.send(crate::wire::frame::frame(
+                        crate::wire::frame::OPCODE_BINARY,
+                        &payload,
+                    ));
                 }
                 Ok(Inbound::Binary(_)) => self.refuse(&ProtocolError::new(
                     None,

@@ -31,12 +31,13 @@ use crate::net::transport::Conn;
 use crate::access::auth::{Entitlement, Identity, Role, presented_key};
 use crate::access::limits::Permit;
 use crate::model::tick::{Channel, ChannelSet, KeyId, validate_symbol};
-use crate::pipeline::fanout::close_code;
-use crate::server::context::Context;
 use crate::pipeline::ingest::RingItem;
 use crate::pipeline::stats::{Refusal as Refused, Stats};
+use crate::server::context::Context;
 use crate::shutdown::Shutdown;
-use crate::wire::encode::{Encoding, JsonObject};
+use crate::wire::encode::Encoding;
+use crate::wire::frame::close_code;
+use crate::wire::json::JsonObject;
 
 /// The endpoint's path.
 pub const PATH: &str = "/v1/sse";
@@ -541,7 +542,8 @@ async fn run(
         w.config.client_buffer_bytes,
         Encoding::Sse,
     );
-    w.fanout.stats
+    w.fanout
+        .stats
         .subscribers
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Stats::add(&w.fanout.stats.connections_total, 1);
@@ -581,10 +583,7 @@ async fn run(
         if let Some(bus) = &w.bus {
             let status = bus.current_status();
             if status != crate::model::feed::FeedStatus::Live {
-                c.push_control(crate::pipeline::fanout::status_message(
-                    &status,
-                    Encoding::Sse,
-                ));
+                c.push_control(crate::wire::message::status_message(&status, Encoding::Sse));
             }
         }
         if let Some(last) = &req.last_event_id {
@@ -642,7 +641,8 @@ async fn run(
 
     writer.abort();
     let client = w.fanout.state.borrow_mut().remove_client(id);
-    w.fanout.stats
+    w.fanout
+        .stats
         .subscribers
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let (dropped, frames, end_reason) = client

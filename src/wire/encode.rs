@@ -7,86 +7,11 @@
 
 use bytes::Bytes;
 
-use crate::model::feed::FeedStatus;
+use crate::wire::frame::{FrameBuilder, OPCODE_TEXT};
+use crate::wire::json::push_u64;
+
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, Tick};
-
-pub const OPCODE_TEXT: u8 = 0x1;
-pub const OPCODE_BINARY: u8 = 0x2;
-pub const OPCODE_CLOSE: u8 = 0x8;
-pub const OPCODE_PING: u8 = 0x9;
-pub const OPCODE_PONG: u8 = 0xA;
-
-/// Room reserved in front of a payload for the largest header we write
-/// (2 bytes + 8-byte extended length; server frames are never masked).
-pub const MAX_HEADER: usize = 10;
-
-/// Builds one server frame: reserve the header, write the payload, then
-/// [`FrameBuilder::finish`] moves the payload up against the real header.
-pub struct FrameBuilder {
-    buf: Vec<u8>,
-}
-
-impl FrameBuilder {
-    pub fn with_capacity(payload: usize) -> Self {
-        let mut buf = Vec::with_capacity(payload + MAX_HEADER);
-        buf.resize(MAX_HEADER, 0);
-        FrameBuilder { buf }
-    }
-
-    /// The payload being written.
-    pub fn payload(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-
-    pub fn finish(mut self, opcode: u8) -> Bytes {
-        let len = self.buf.len() - MAX_HEADER;
-        let mut head = [0u8; MAX_HEADER];
-        let n = write_header(&mut head, opcode, len);
-        let start = MAX_HEADER - n;
-        self.buf[start..MAX_HEADER].copy_from_slice(&head[..n]);
-        Bytes::from(self.buf).slice(start..)
-    }
-}
-
-/// Writes a FIN, unmasked frame header; returns its length.
-pub fn write_header(out: &mut [u8; MAX_HEADER], opcode: u8, len: usize) -> usize {
-    out[0] = 0x80 | opcode;
-    if len < 126 {
-        out[1] = len as u8;
-        2
-    } else if len <= u16::MAX as usize {
-        out[1] = 126;
-        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        4
-    } else {
-        out[1] = 127;
-        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    }
-}
-
-/// A complete frame around `payload`.
-pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let mut b = FrameBuilder::with_capacity(payload.len());
-    b.payload().extend_from_slice(payload);
-    b.finish(opcode)
-}
-
-/// A Close frame with `code` and a reason (truncated to fit 125 bytes).
-pub fn close_frame(code: u16, reason: &str) -> Bytes {
-    let mut payload = code.to_be_bytes().to_vec();
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    payload.extend_from_slice(&reason.as_bytes()[..end]);
-    frame(OPCODE_CLOSE, &payload)
-}
-
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
 
 fn push_fixed(out: &mut Vec<u8>, key: &[u8], v: Fixed) {
     out.extend_from_slice(key);
@@ -161,127 +86,6 @@ pub fn tick_sse_event(t: &Tick, snapshot: bool) -> Bytes {
     push_u64(&mut out, t.seq);
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
-}
-
-/// Writes `s` as a JSON string literal, escaping as RFC 8259 requires.
-pub fn json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
-            }
-            c => {
-                let mut tmp = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
-            }
-        }
-    }
-    out.push(b'"');
-}
-
-/// A small writer for control messages: `{"type":"…",` then fields.
-/// Control messages are rare; clarity beats speed here.
-pub struct JsonObject {
-    out: Vec<u8>,
-    first: bool,
-}
-
-impl JsonObject {
-    pub fn new(kind: &str) -> Self {
-        let mut o = JsonObject {
-            out: Vec::with_capacity(128),
-            first: true,
-        };
-        o.str("type", kind);
-        o
-    }
-
-    fn key(&mut self, k: &str) {
-        self.out.push(if self.first { b'{' } else { b',' });
-        self.first = false;
-        json_string(&mut self.out, k);
-        self.out.push(b':');
-    }
-
-    pub fn str(&mut self, k: &str, v: &str) -> &mut Self {
-        self.key(k);
-        json_string(&mut self.out, v);
-        self
-    }
-
-    pub fn u64(&mut self, k: &str, v: u64) -> &mut Self {
-        self.key(k);
-        push_u64(&mut self.out, v);
-        self
-    }
-
-    /// The request id echoed back: an integer, or `null` when absent.
-    pub fn id(&mut self, id: Option<i64>) -> &mut Self {
-        self.key("id");
-        match id {
-            Some(v) => self
-                .out
-                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
-            None => self.out.extend_from_slice(b"null"),
-        }
-        self
-    }
-
-    pub fn strs<'a>(&mut self, k: &str, vs: impl IntoIterator<Item = &'a str>) -> &mut Self {
-        self.key(k);
-        self.out.push(b'[');
-        for (i, v) in vs.into_iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
-            }
-            json_string(&mut self.out, v);
-        }
-        self.out.push(b']');
-        self
-    }
-
-    /// A raw JSON value, already encoded.
-    pub fn raw(&mut self, k: &str, json: &[u8]) -> &mut Self {
-        self.key(k);
-        self.out.extend_from_slice(json);
-        self
-    }
-
-    /// `{"name": id, …}` from pairs.
-    pub fn ids<'a>(
-        &mut self,
-        k: &str,
-        pairs: impl IntoIterator<Item = (&'a str, u32)>,
-    ) -> &mut Self {
-        self.key(k);
-        self.out.push(b'{');
-        for (i, (name, id)) in pairs.into_iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
-            }
-            json_string(&mut self.out, name);
-            self.out.push(b':');
-            push_u64(&mut self.out, u64::from(id));
-        }
-        self.out.push(b'}');
-        self
-    }
-
-    pub fn into_bytes(mut self) -> Vec<u8> {
-        self.out.push(b'}');
-        self.out
-    }
-
-    /// The message as one complete text frame.
-    pub fn into_frame(self) -> Bytes {
-        frame(OPCODE_TEXT, &self.into_bytes())
-    }
 }
 
 /// How ticks are encoded for one subscriber, chosen by subprotocol.
@@ -413,22 +217,6 @@ impl EncodedTick {
     }
 }
 
-/// The `status` message clients get (`docs/PROTOCOL.md`).
-pub fn status_json(status: &FeedStatus) -> Vec<u8> {
-    let mut o = JsonObject::new("status");
-    match status {
-        FeedStatus::Live => {
-            o.str("feed", "live");
-        }
-        FeedStatus::Stale { reason, since_ns } => {
-            o.str("feed", "stale")
-                .str("reason", reason)
-                .u64("since", *since_ns);
-        }
-    }
-    o.into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,45 +308,12 @@ mod tests {
     }
 
     #[test]
-    fn frame_headers_use_the_shortest_length_form() {
-        for (len, head) in [
-            (0usize, 2usize),
-            (125, 2),
-            (126, 4),
-            (65_535, 4),
-            (65_536, 10),
-        ] {
-            let f = frame(OPCODE_TEXT, &vec![b'x'; len]);
-            assert_eq!(f.len(), len + head, "len {len}");
-            assert_eq!(f[0], 0x81);
-            match head {
-                2 => assert_eq!(f[1] as usize, len),
-                4 => assert_eq!(u16::from_be_bytes([f[2], f[3]]) as usize, len),
-                _ => assert_eq!(
-                    u64::from_be_bytes(f[2..10].try_into().unwrap()) as usize,
-                    len
-                ),
-            }
-        }
-    }
-
-    #[test]
     fn tick_frame_is_header_plus_json() {
         let t = trade(1, 1);
         let f = tick_json_frame(&t, false);
         let body = json(&t, false);
         assert_eq!(&f[4..], body.as_bytes());
         assert_eq!(f[1], 126);
-    }
-
-    #[test]
-    fn control_objects_escape_strings() {
-        let mut o = JsonObject::new("error");
-        o.id(None).str("message", "bad \"x\"\n\u{1}");
-        let s = String::from_utf8(o.into_bytes()).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-        assert_eq!(v["message"], "bad \"x\"\n\u{1}");
-        assert!(v["id"].is_null());
     }
 
     #[test]
@@ -605,13 +360,5 @@ mod tests {
             [i64_at(32), i64_at(40), i64_at(48), i64_at(56)],
             [-1, i64::MAX, i64::MIN, 5]
         );
-    }
-
-    #[test]
-    fn close_frames_fit_a_control_frame() {
-        let f = close_frame(4000, &"é".repeat(100));
-        assert!(f.len() - 2 <= 125);
-        assert_eq!(u16::from_be_bytes([f[2], f[3]]), 4000);
-        assert!(std::str::from_utf8(&f[4..]).is_ok());
     }
 }

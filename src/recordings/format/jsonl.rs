@@ -2,7 +2,7 @@
 //! objects one per line, and an end line with the tick count.
 
 use crate::model::tick::{Event, NewTick};
-use crate::wire::encode::json_string;
+use crate::wire::json::json_string;
 
 pub const FORMAT_NAME: &str = "tickwire.jsonl";
 

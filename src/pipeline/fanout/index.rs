@@ -1,0 +1,333 @@
+//! A worker's clients and which keys each one wants: the subscription
+//! index the ring reader consults for every tick.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use slab::Slab;
+
+use super::{Client, ClientId, Flushed};
+use crate::model::tick::{Channel, ChannelSet, KeyId};
+use crate::net::transport::Transport;
+use crate::pipeline::ingest::RingItem;
+use crate::pipeline::stats::Stats;
+use crate::wire::encode::Encoding;
+
+/// A worker's clients and subscription index.
+#[derive(Default)]
+pub struct WorkerState {
+    pub clients: Slab<Client>,
+    /// Clients that subscribed to a key by name.
+    index: HashMap<KeyId, Vec<ClientId>>,
+    /// Clients subscribed to `*`, per channel.
+    star: [Vec<ClientId>; 2],
+    dirty: Vec<ClientId>,
+    /// On a gateway: told when a key gains its first or loses its last
+    /// subscriber here, so the node takes from the bus only what it needs.
+    interest: Option<Arc<dyn InterestSink>>,
+}
+
+/// Told when a key gains its first or loses its last subscriber on a
+/// worker, and the same for `*` per channel: a gateway's bus link holds only
+/// the NATS subscriptions its clients need. Off the per-tick path.
+pub trait InterestSink: Send + Sync {
+    fn add(&self, key: KeyId);
+    fn remove(&self, key: KeyId);
+    fn add_star(&self, ch: Channel);
+    fn remove_star(&self, ch: Channel);
+}
+
+fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
+    if let Some(pos) = list.iter().position(|&c| c == id) {
+        list.swap_remove(pos);
+    }
+}
+
+impl WorkerState {
+    /// A worker state that reports its keys' interest to the bus.
+    pub fn with_interest(interest: Option<Arc<dyn InterestSink>>) -> WorkerState {
+        WorkerState {
+            interest,
+            ..WorkerState::default()
+        }
+    }
+
+    fn index_add(&mut self, key: KeyId, id: ClientId) {
+        let list = self.index.entry(key).or_default();
+        if list.is_empty()
+            && let Some(i) = &self.interest
+        {
+            i.add(key);
+        }
+        list.push(id);
+    }
+
+    fn index_remove(&mut self, key: KeyId, id: ClientId) {
+        if let Some(list) = self.index.get_mut(&key) {
+            remove_id(list, id);
+            if list.is_empty() {
+                self.index.remove(&key);
+                if let Some(i) = &self.interest {
+                    i.remove(key);
+                }
+            }
+        }
+    }
+
+    fn star_add(&mut self, ch: Channel, id: ClientId) {
+        let list = &mut self.star[ch as usize];
+        if list.is_empty()
+            && let Some(i) = &self.interest
+        {
+            i.add_star(ch);
+        }
+        list.push(id);
+    }
+
+    fn star_remove(&mut self, ch: Channel, id: ClientId) {
+        let list = &mut self.star[ch as usize];
+        let had = !list.is_empty();
+        remove_id(list, id);
+        if had
+            && list.is_empty()
+            && let Some(i) = &self.interest
+        {
+            i.remove_star(ch);
+        }
+    }
+
+    pub fn add_client(
+        &mut self,
+        write: Transport,
+        stats: Arc<Stats>,
+        cap: usize,
+        encoding: Encoding,
+    ) -> ClientId {
+        self.clients
+            .insert(Client::new(Some(write), stats, cap, encoding))
+    }
+
+    /// A client with no socket, whose output stays in memory until
+    /// [`Client::take_output`]: for benchmarks of the fan-out path itself.
+    pub fn add_in_memory_client(&mut self, stats: Arc<Stats>, cap: usize) -> ClientId {
+        self.add_in_memory_client_with(stats, cap, Encoding::Json)
+    }
+
+    /// [`WorkerState::add_in_memory_client`] in a chosen encoding.
+    pub fn add_in_memory_client_with(
+        &mut self,
+        stats: Arc<Stats>,
+        cap: usize,
+        encoding: Encoding,
+    ) -> ClientId {
+        self.clients.insert(Client::new(None, stats, cap, encoding))
+    }
+
+    /// Removes a client and every subscription it held.
+    pub fn remove_client(&mut self, id: ClientId) -> Option<Client> {
+        let client = self.clients.try_remove(id)?;
+        Stats::gauge(
+            &client.stats.named_subscriptions,
+            -(client.named_keys as i64),
+        );
+        Stats::gauge(
+            &client.stats.star_subscriptions,
+            -(client.star.iter().count() as i64),
+        );
+        for (key, slot) in &client.keys {
+            if slot.named {
+                self.index_remove(*key, id);
+            }
+        }
+        for ch in client.star.iter() {
+            self.star_remove(ch, id);
+        }
+        Some(client)
+    }
+
+    /// Number of (client, key) subscriptions by name, and `*` subscriptions.
+    pub fn subscription_counts(&self) -> (usize, usize) {
+        (
+            self.index.values().map(Vec::len).sum(),
+            self.star.iter().map(Vec::len).sum(),
+        )
+    }
+
+    /// Subscribes `id` to `keys` by name; returns how many were new.
+    pub fn subscribe_keys(&mut self, id: ClientId, keys: &[KeyId]) -> usize {
+        let Some(c) = self.clients.get_mut(id) else {
+            return 0;
+        };
+        let mut added = Vec::new();
+        for &key in keys {
+            let slot = c.keys.entry(key).or_default();
+            if !slot.named {
+                slot.named = true;
+                c.named_keys += 1;
+                added.push(key);
+            }
+        }
+        Stats::gauge(&c.stats.named_subscriptions, added.len() as i64);
+        for &key in &added {
+            self.index_add(key, id);
+        }
+        added.len()
+    }
+
+    pub fn subscribe_star(&mut self, id: ClientId, channels: ChannelSet) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        let mut added = Vec::new();
+        for ch in channels.iter() {
+            if !c.star.contains(ch) {
+                c.star.insert(ch);
+                Stats::gauge(&c.stats.star_subscriptions, 1);
+                added.push(ch);
+            }
+        }
+        for ch in added {
+            self.star_add(ch, id);
+        }
+    }
+
+    /// Ends subscriptions; pending ticks of keys no longer covered are discarded.
+    pub fn unsubscribe_keys(&mut self, id: ClientId, keys: &[KeyId]) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        let mut removed = Vec::new();
+        for &key in keys {
+            let Some(slot) = c.keys.get_mut(&key) else {
+                continue;
+            };
+            if slot.named {
+                slot.named = false;
+                c.named_keys -= 1;
+                Stats::gauge(&c.stats.named_subscriptions, -1);
+                removed.push(key);
+            }
+            if !c.star.contains(key.channel()) {
+                c.remove_slot(key);
+            }
+        }
+        for key in removed {
+            self.index_remove(key, id);
+        }
+    }
+
+    pub fn unsubscribe_star(&mut self, id: ClientId, channels: ChannelSet) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        let mut removed = Vec::new();
+        for ch in channels.iter() {
+            if c.star.contains(ch) {
+                c.star.0 &= !ch.bit();
+                removed.push(ch);
+                Stats::gauge(&c.stats.star_subscriptions, -1);
+                let gone: Vec<KeyId> = c
+                    .keys
+                    .iter()
+                    .filter(|(k, s)| !s.named && k.channel() == ch)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in gone {
+                    c.remove_slot(k);
+                }
+            }
+        }
+        for ch in removed {
+            self.star_remove(ch, id);
+        }
+    }
+
+    pub fn star_channels(&self, id: ClientId) -> ChannelSet {
+        self.clients.get(id).map(|c| c.star).unwrap_or_default()
+    }
+
+    /// Queues snapshot ticks (newer than what the client already has).
+    pub fn offer_snapshots(&mut self, id: ClientId, items: &[RingItem]) {
+        if let Some(c) = self.clients.get_mut(id) {
+            for item in items {
+                c.offer(item, true);
+            }
+            self.mark_dirty(id);
+        }
+    }
+
+    pub(super) fn mark_dirty(&mut self, id: ClientId) {
+        if let Some(c) = self.clients.get_mut(id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Hands one ring item to every subscriber of its key.
+    pub fn deliver(&mut self, item: &RingItem) {
+        let key = item.tick.key;
+        let WorkerState {
+            clients,
+            index,
+            star,
+            dirty,
+            ..
+        } = self;
+        let named = index.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        let everyone = &star[key.channel() as usize];
+        for &id in named.iter().chain(everyone.iter()) {
+            let c = &mut clients[id];
+            if !c.offer(item, false) {
+                continue;
+            }
+            if !c.blocked && c.unsent() >= c.cap / 2 {
+                // A big batch: write now rather than let a client that keeps
+                // up reach its cap before the batch ends.
+                flush_now(id, c);
+            } else if !c.dirty {
+                c.dirty = true;
+                dirty.push(id);
+            }
+        }
+    }
+
+    /// Flushes every client that got something since the last flush.
+    pub fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
+            self.flush_client(id);
+        }
+        self.dirty = dirty;
+    }
+
+    /// Flushes one client unless its writer task is already waiting on it.
+    pub fn flush_client(&mut self, id: ClientId) {
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        c.dirty = false;
+        if c.blocked {
+            return; // its writer task flushes when the socket drains
+        }
+        flush_now(id, c);
+    }
+
+    pub fn client(&mut self, id: ClientId) -> Option<&mut Client> {
+        self.clients.get_mut(id)
+    }
+}
+
+/// Writes what a (not blocked) client has queued and acts on the outcome.
+fn flush_now(id: ClientId, c: &mut Client) {
+    match c.flush() {
+        Ok(Flushed::Blocked) => c.writer_wake.notify_one(),
+        Ok(Flushed::Drained) => {}
+        Ok(Flushed::Closed) => c.closed_wait(),
+        Err(e) => {
+            tracing::debug!(client = id, error = %e, "write failed; dropping client");
+            c.abandon();
+        }
+    }
+}

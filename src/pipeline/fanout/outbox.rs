@@ -1,0 +1,551 @@
+//! A client's outbound side: its write buffer, per-key pending slots and
+//! the socket writes that drain them.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::access::auth::Entitlement;
+use crate::model::tick::{ChannelSet, KeyId, SymbolId, Tick};
+use crate::net::transport::Transport;
+use crate::pipeline::ingest::RingItem;
+use crate::pipeline::stats::Stats;
+use crate::wire::encode::{Encoding, RECORD_LEN};
+use crate::wire::frame::OPCODE_BINARY;
+use crate::wire::message::symbol_message;
+
+/// Most records one binary frame carries (16 KiB of payload): big enough
+/// that a backlog costs few frame headers, small enough that a client can
+/// start decoding before a whole burst has arrived.
+pub const MAX_RECORDS_PER_FRAME: usize = 256;
+
+#[derive(Default)]
+pub(super) struct KeySlot {
+    /// Subscribed by name (as opposed to only through `*`).
+    pub(super) named: bool,
+    /// Highest seq queued for this client; older or equal ticks are skipped,
+    /// so a key is never repeated or reordered on one connection.
+    pub(super) last_seq: u64,
+    pub(super) pending: Option<(RingItem, bool)>,
+    /// For a client whose key sees only some symbols: whether this key's
+    /// symbol is entitled, decided on its first tick through `*` and kept
+    /// (`None` = not decided yet). Named keys were checked at subscribe.
+    pub(super) entitled: Option<bool>,
+}
+
+/// How far a flush got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything pending is in the kernel.
+    Drained,
+    /// The socket is full; the rest waits for writability.
+    Blocked,
+    /// The Close frame has been written: nothing more will be.
+    Closed,
+}
+
+/// One connection's outbound side.
+pub struct Client {
+    pub(super) stats: Arc<Stats>,
+    pub(super) encoding: Encoding,
+    /// Binary clients: symbol ids this client has been told (in `subscribed`
+    /// or a `symbol` announcement).
+    pub(super) known_ids: HashSet<SymbolId>,
+    /// Binary clients: offset in `wbuf` of the last frame if it is a binary
+    /// frame that more records may join.
+    pub(super) open_bin: Option<usize>,
+    /// `rx` of the oldest live tick queued since the last write, for the
+    /// encode→write latency histogram.
+    pub(super) oldest_rx: Option<u64>,
+    /// Byte cap on the write buffer.
+    pub(super) cap: usize,
+    /// The socket (plain or TLS); `None` once our side is shut down.
+    pub(super) write: Option<Rc<Transport>>,
+    /// Wakes this client's writer task when the socket filled up.
+    pub writer_wake: Rc<Notify>,
+    /// Tells the session's reader to stop (client evicted or dead).
+    pub kill: Rc<Notify>,
+    pub(super) keys: HashMap<KeyId, KeySlot>,
+    /// Symbols this client's API key may see; `None` = every symbol.
+    pub(super) entitlement: Option<Arc<Entitlement>>,
+    pub(super) named_keys: usize,
+    pub(super) star: ChannelSet,
+    pub(super) control: VecDeque<Bytes>,
+    /// Keys with a pending tick, oldest first (may hold stale entries).
+    pub(super) order: VecDeque<KeyId>,
+    /// Bytes accepted for the socket; `wbuf[sent..]` is still to be written.
+    pub(super) wbuf: Vec<u8>,
+    pub(super) sent: usize,
+    /// End offsets in `wbuf` of the frames it holds.
+    pub(super) frame_ends: Vec<usize>,
+    pub(super) dirty: bool,
+    pub(super) blocked: bool,
+    pub(super) behind_since: Option<Instant>,
+    /// A Close frame is queued; no more ticks, nothing after it.
+    pub(super) closing: bool,
+    pub(super) close_deadline: Option<Instant>,
+    pub dropped: u64,
+    pub frames_sent: u64,
+    /// Why the server ended the connection from the write side, for the
+    /// close log line (the session knows the read-side reasons).
+    pub end_reason: Option<&'static str>,
+}
+
+impl Client {
+    pub(super) fn new(
+        write: Option<Transport>,
+        stats: Arc<Stats>,
+        cap: usize,
+        encoding: Encoding,
+    ) -> Client {
+        Client {
+            stats,
+            encoding,
+            known_ids: HashSet::new(),
+            open_bin: None,
+            oldest_rx: None,
+            cap,
+            write: write.map(Rc::new),
+            writer_wake: Rc::new(Notify::new()),
+            kill: Rc::new(Notify::new()),
+            keys: HashMap::new(),
+            entitlement: None,
+            named_keys: 0,
+            star: ChannelSet::default(),
+            control: VecDeque::new(),
+            order: VecDeque::new(),
+            wbuf: Vec::new(),
+            sent: 0,
+            frame_ends: Vec::new(),
+            dirty: false,
+            blocked: false,
+            behind_since: None,
+            closing: false,
+            close_deadline: None,
+            dropped: 0,
+            frames_sent: 0,
+            end_reason: None,
+        }
+    }
+
+    /// Limits what `*` delivers to the symbols `e` allows (`None`: all).
+    pub fn set_entitlement(&mut self, e: Option<Arc<Entitlement>>) {
+        self.entitlement = e;
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    pub fn named_keys(&self) -> usize {
+        self.named_keys
+    }
+
+    pub fn is_subscribed(&self, key: KeyId) -> bool {
+        self.keys.get(&key).is_some_and(|s| s.named)
+    }
+
+    /// Unsent bytes in the write buffer.
+    pub(super) fn unsent(&self) -> usize {
+        self.wbuf.len() - self.sent
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Records symbol ids the client has just been given (in `subscribed`),
+    /// so no `symbol` announcement repeats them.
+    pub fn learn_ids(&mut self, ids: impl IntoIterator<Item = SymbolId>) {
+        if self.encoding == Encoding::Binary {
+            self.known_ids.extend(ids);
+        }
+    }
+
+    pub(super) fn append_frame(&mut self, frame: &[u8]) {
+        self.wbuf.extend_from_slice(frame);
+        self.frame_ends.push(self.wbuf.len());
+        self.open_bin = None;
+        Stats::gauge(&self.stats.queued_bytes, frame.len() as i64);
+    }
+
+    /// Appends a tick in the client's encoding.
+    pub(super) fn append_tick(&mut self, item: &RingItem, snapshot: bool) {
+        let e = self.encoding as usize;
+        Stats::add(&self.stats.ticks_out[e], 1);
+        if !snapshot && self.oldest_rx.is_none() {
+            self.oldest_rx = Some(item.tick.rx);
+        }
+        match self.encoding {
+            Encoding::Json => {
+                self.append_frame(item.json_frame(snapshot));
+                Stats::add(&self.stats.tick_frames_out[e], 1);
+            }
+            Encoding::Binary => self.append_record(&item.record(snapshot)),
+            Encoding::Sse => {
+                self.append_frame(&item.sse_event(snapshot));
+                Stats::add(&self.stats.tick_frames_out[e], 1);
+            }
+        }
+    }
+
+    /// Appends a binary record: into the last frame when it is an unwritten
+    /// binary frame with room (rewriting its header, which grows from 2 to 4
+    /// bytes at the second record), else as a new frame.
+    pub(super) fn append_record(&mut self, rec: &[u8; RECORD_LEN]) {
+        let before = self.wbuf.len();
+        let joinable = self.open_bin.filter(|&start| {
+            start >= self.sent
+                && self.frame_ends.last() == Some(&before)
+                && before - start < MAX_RECORDS_PER_FRAME * RECORD_LEN
+        });
+        let start = match joinable {
+            Some(start) => {
+                // Lengths up to MAX_RECORDS_PER_FRAME records fit the 2-byte
+                // (< 126) or the 4-byte (126 + u16) form.
+                let head = if self.wbuf[start + 1] & 0x7f == 126 {
+                    4
+                } else {
+                    2
+                };
+                let payload = before - start - head + RECORD_LEN;
+                let mut h = [0u8; crate::wire::frame::MAX_HEADER];
+                let n = crate::wire::frame::write_header(&mut h, OPCODE_BINARY, payload);
+                if n > head {
+                    self.wbuf
+                        .splice(start + head..start + head, std::iter::repeat_n(0, n - head));
+                }
+                self.wbuf[start..start + n].copy_from_slice(&h[..n]);
+                self.wbuf.extend_from_slice(rec);
+                if let Some(end) = self.frame_ends.last_mut() {
+                    *end = self.wbuf.len();
+                }
+                start
+            }
+            None => {
+                let mut h = [0u8; crate::wire::frame::MAX_HEADER];
+                let n = crate::wire::frame::write_header(&mut h, OPCODE_BINARY, RECORD_LEN);
+                self.wbuf.extend_from_slice(&h[..n]);
+                self.wbuf.extend_from_slice(rec);
+                self.frame_ends.push(self.wbuf.len());
+                Stats::add(&self.stats.tick_frames_out[Encoding::Binary as usize], 1);
+                before
+            }
+        };
+        self.open_bin = Some(start);
+        Stats::gauge(&self.stats.queued_bytes, (self.wbuf.len() - before) as i64);
+    }
+
+    /// Binary clients: announces the tick's symbol id before its first
+    /// record if the client has never been given it.
+    pub(super) fn announce_symbol(&mut self, tick: &Tick) {
+        if self.encoding == Encoding::Binary && self.known_ids.insert(tick.key.symbol()) {
+            self.push_control(symbol_message(tick));
+        }
+    }
+
+    /// Queues a tick for this client.
+    ///
+    /// Frames go straight into the write buffer, in order, while it holds
+    /// less than the byte cap: a client that is only briefly behind loses
+    /// nothing. Past the cap the client is coalescing: each key's newest tick
+    /// waits in its pending slot (replacing a stale one) until the buffer
+    /// has fully drained, and then one tick per key goes out.
+    pub(super) fn offer(&mut self, item: &RingItem, snapshot: bool) -> bool {
+        if self.closing {
+            return false;
+        }
+        let key = item.tick.key;
+        let slot = self.keys.entry(key).or_default();
+        if let Some(e) = &self.entitlement
+            && !slot.named
+            && !*slot
+                .entitled
+                .get_or_insert_with(|| e.allows(&item.tick.sym))
+        {
+            return false;
+        }
+        if item.tick.seq <= slot.last_seq {
+            return false;
+        }
+        slot.last_seq = item.tick.seq;
+        if slot.pending.is_some() {
+            // Its symbol was announced when the first pending tick came.
+            slot.pending = Some((item.clone(), snapshot));
+            self.dropped += 1;
+            Stats::add(&self.stats.ticks_dropped_stale, 1);
+            return true;
+        }
+        self.announce_symbol(&item.tick);
+        let direct = self.order.is_empty() && self.control.is_empty() && self.unsent() < self.cap;
+        if direct {
+            self.append_tick(item, snapshot);
+            self.frames_sent += 1;
+        } else if let Some(slot) = self.keys.get_mut(&key) {
+            slot.pending = Some((item.clone(), snapshot));
+            Stats::gauge(&self.stats.pending_ticks, 1);
+            self.order.push_back(key);
+        }
+        true
+    }
+
+    /// Queues a control frame (never dropped), in order with the ticks
+    /// already in the write buffer; pending slots go out after it.
+    pub fn push_control(&mut self, frame: Bytes) {
+        if self.closing {
+            return;
+        }
+        if self.control.is_empty() {
+            self.append_frame(&frame);
+        } else {
+            self.control.push_back(frame);
+        }
+    }
+
+    /// Queues a Close frame; everything not yet in the write buffer is
+    /// discarded, and a partially written batch is cut after the frame in
+    /// flight so the Close goes out promptly.
+    /// An SSE stream has no Close frame: it just ends (FIN) after what is
+    /// in the write buffer, and `code`/`reason` are only logged by callers.
+    pub fn close(&mut self, code: u16, reason: &str, grace: Duration) {
+        let frame = if self.encoding == Encoding::Sse {
+            Bytes::new()
+        } else {
+            crate::wire::frame::close_frame(code, reason)
+        };
+        self.close_with_frame(frame, grace);
+    }
+
+    /// SSE resume (`Last-Event-ID`): the client already has `key` up to
+    /// `seq`, so neither its snapshot nor a live tick at or below it is sent.
+    pub fn resume_after(&mut self, key: KeyId, seq: u64) {
+        let slot = self.keys.entry(key).or_default();
+        slot.last_seq = slot.last_seq.max(seq);
+    }
+
+    /// [`Client::close`] with a ready Close frame (an echo of the peer's).
+    pub fn close_with_frame(&mut self, close: Bytes, grace: Duration) {
+        if self.closing {
+            return;
+        }
+        self.discard_pending();
+        if let Some(&end) = self.frame_ends.iter().find(|&&e| e > self.sent) {
+            Stats::gauge(
+                &self.stats.queued_bytes,
+                end as i64 - self.wbuf.len() as i64,
+            );
+            self.wbuf.truncate(end);
+            self.frame_ends.retain(|&e| e <= end);
+            self.open_bin = None;
+        }
+        self.control.clear();
+        self.control.push_back(close);
+        self.closing = true;
+        self.close_deadline = Some(Instant::now() + grace);
+    }
+
+    /// Like [`Client::close`], but a final message goes out before the Close.
+    pub fn close_with_message(&mut self, msg: Bytes, code: u16, reason: &str, grace: Duration) {
+        if self.closing {
+            return;
+        }
+        self.close(code, reason, grace);
+        self.control.push_front(msg);
+    }
+
+    pub(super) fn discard_pending(&mut self) {
+        let mut n = 0;
+        for slot in self.keys.values_mut() {
+            n += i64::from(slot.pending.take().is_some());
+        }
+        Stats::gauge(&self.stats.pending_ticks, -n);
+        self.order.clear();
+    }
+
+    /// Forgets a key's delivery state (unsubscribed), with its pending tick.
+    pub(super) fn remove_slot(&mut self, key: KeyId) {
+        if let Some(slot) = self.keys.remove(&key)
+            && slot.pending.is_some()
+        {
+            Stats::gauge(&self.stats.pending_ticks, -1);
+        }
+    }
+
+    /// Once the write buffer has drained: moves queued control frames into
+    /// it, then one tick per pending key, up to the byte cap.
+    pub(super) fn fill(&mut self) {
+        debug_assert_eq!(self.sent, self.wbuf.len());
+        self.wbuf.clear();
+        self.frame_ends.clear();
+        self.open_bin = None;
+        self.sent = 0;
+        while let Some(f) = self.control.pop_front() {
+            self.append_frame(&f);
+        }
+        if self.closing {
+            return;
+        }
+        let mut taken = 0;
+        while self.wbuf.len() < self.cap {
+            let Some(key) = self.order.pop_front() else {
+                break;
+            };
+            let Some((item, snap)) = self.keys.get_mut(&key).and_then(|s| s.pending.take()) else {
+                continue; // stale entry: unsubscribed or already taken
+            };
+            self.append_tick(&item, snap);
+            taken += 1;
+        }
+        self.frames_sent += taken;
+        Stats::gauge(&self.stats.pending_ticks, -(taken as i64));
+    }
+
+    /// Writes as much as the socket takes, in as few writes as possible.
+    pub fn flush(&mut self) -> io::Result<Flushed> {
+        let Some(write) = self.write.clone() else {
+            return Ok(Flushed::Closed);
+        };
+        // TLS: the rest of the last batch's ciphertext goes first.
+        if !write.try_flush()? {
+            self.mark_blocked();
+            return Ok(Flushed::Blocked);
+        }
+        loop {
+            if self.sent == self.wbuf.len() {
+                if self.closing && self.control.is_empty() {
+                    // The Close frame is out: shut our side down, once.
+                    write.finish();
+                    self.write = None;
+                    self.blocked = false;
+                    return Ok(Flushed::Closed);
+                }
+                self.fill();
+                if self.wbuf.is_empty() && self.closing {
+                    continue; // an empty close (SSE): shut down above
+                }
+                if self.wbuf.is_empty() {
+                    self.behind_since = None;
+                    self.blocked = false;
+                    if self.wbuf.capacity() > 64 * 1024 {
+                        // Give back what a burst grew.
+                        self.wbuf = Vec::new();
+                        self.frame_ends = Vec::new();
+                    }
+                    return Ok(Flushed::Drained);
+                }
+            }
+            match write.try_write(&self.wbuf[self.sent..]) {
+                Ok(n) => {
+                    if let Some(rx) = self.oldest_rx.take() {
+                        self.stats
+                            .encode_to_write
+                            .observe_ns(crate::model::tick::wall_clock_ns().saturating_sub(rx));
+                    }
+                    Stats::add(&self.stats.writes, 1);
+                    Stats::add(&self.stats.bytes_out[self.encoding as usize], n as u64);
+                    Stats::gauge(&self.stats.queued_bytes, -(n as i64));
+                    self.sent += n;
+                    // (TLS: ciphertext left in rustls is behind too.)
+                    if self.sent < self.wbuf.len() || !write.is_flushed() {
+                        self.mark_blocked();
+                        return Ok(Flushed::Blocked);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.mark_blocked();
+                    return Ok(Flushed::Blocked);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub(super) fn mark_blocked(&mut self) {
+        self.blocked = true;
+        self.behind_since.get_or_insert_with(Instant::now);
+    }
+
+    /// When the writer task must act even if the socket stays full.
+    pub fn deadline(&self, evict_after: Duration) -> Option<Instant> {
+        if self.closing {
+            self.close_deadline
+        } else {
+            self.behind_since.map(|t| t + evict_after)
+        }
+    }
+
+    pub fn write_half(&self) -> Option<Rc<Transport>> {
+        self.write.clone()
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    pub fn behind_for(&self) -> Option<Duration> {
+        self.behind_since.map(|t| t.elapsed())
+    }
+
+    /// Our Close is out and our side shut down: the session's reader waits
+    /// for the peer's Close or EOF, for at most the close grace.
+    pub(super) fn closed_wait(&self) {
+        let kill = self.kill.clone();
+        let grace = self
+            .close_deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+            .max(Duration::from_millis(100));
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(grace).await;
+            kill.notify_one();
+        });
+    }
+
+    /// Takes the bytes an in-memory client would have written, as if its
+    /// socket had taken them all; returns how many there were.
+    pub fn take_output(&mut self) -> usize {
+        let n = self.unsent();
+        Stats::gauge(&self.stats.queued_bytes, -(n as i64));
+        self.wbuf.clear();
+        self.frame_ends.clear();
+        self.open_bin = None;
+        self.oldest_rx = None;
+        self.sent = 0;
+        n
+    }
+
+    /// The bytes queued and not yet written (tests of the framing).
+    pub fn queued(&self) -> &[u8] {
+        &self.wbuf[self.sent..]
+    }
+
+    /// Drops the socket's write side at once (peer gone or unresponsive).
+    pub fn abandon(&mut self) {
+        self.end_reason
+            .get_or_insert("connection lost or unresponsive");
+        self.write = None;
+        self.closing = true;
+        self.discard_pending();
+        self.control.clear();
+        self.kill.notify_one();
+    }
+}
+
+impl Drop for Client {
+    /// Settles the gauges for whatever the client still held.
+    fn drop(&mut self) {
+        Stats::gauge(
+            &self.stats.queued_bytes,
+            -((self.wbuf.len() - self.sent) as i64),
+        );
+        let pending = self.keys.values().filter(|s| s.pending.is_some()).count();
+        Stats::gauge(&self.stats.pending_ticks, -(pending as i64));
+    }
+}

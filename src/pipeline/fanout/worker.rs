@@ -1,0 +1,157 @@
+//! A worker's tasks: the ring reader that delivers each batch and flushes,
+//! and each client's writer task (writability, eviction, close deadline).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::{ClientId, Flushed, WorkerState};
+use crate::model::feed::FeedStatus;
+use crate::pipeline::ingest::{Ingest, RingItem};
+use crate::pipeline::stats::Stats;
+use crate::wire::encode::Encoding;
+use crate::wire::frame::close_code;
+use crate::wire::message::{lagging_message, sse_lagging_event, status_message};
+
+/// Everything a worker's tasks share.
+pub struct Worker {
+    pub id: usize,
+    pub state: std::cell::RefCell<WorkerState>,
+    pub ingest: Arc<Ingest>,
+    pub stats: Arc<Stats>,
+    /// A client behind for longer than this is evicted (`--evict-after`).
+    pub evict_after: Duration,
+    /// After sending a Close, how long to wait for the peer's
+    /// (`--close-timeout`).
+    pub close_timeout: Duration,
+    /// On a gateway, the feed's status: every client is told when it
+    /// changes. `None` where the feed cannot go stale.
+    pub status: Option<watch::Receiver<FeedStatus>>,
+}
+
+/// Resolves when the feed status changes; never without a bus.
+async fn status_changed(rx: &mut Option<watch::Receiver<FeedStatus>>) {
+    match rx {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Worker {
+    /// Tells every client of this worker the feed's new status.
+    fn broadcast_status(&self, status: &FeedStatus) {
+        let mut st = self.state.borrow_mut();
+        let ids: Vec<ClientId> = st.clients.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            if let Some(c) = st.client(id)
+                && !c.is_closing()
+            {
+                c.push_control(status_message(status, c.encoding()));
+                st.mark_dirty(id);
+            }
+        }
+        st.flush_dirty();
+    }
+
+    /// The worker's ring-reading loop: deliver each batch, then flush every
+    /// client that got something, in one write each.
+    pub async fn run_fanout(
+        self: Rc<Self>,
+        mut reader: crate::pipeline::ingest::IngestReader,
+        mut shutdown: crate::shutdown::Shutdown,
+    ) {
+        let mut batch: Vec<RingItem> = Vec::with_capacity(1024);
+        let mut status = self.status.clone();
+        loop {
+            batch.clear();
+            if let Some(rx) = &mut status
+                && rx.has_changed().unwrap_or(false)
+            {
+                let now = rx.borrow_and_update().clone();
+                self.broadcast_status(&now);
+            }
+            if reader.read_batch(&mut batch, 1024) == 0 {
+                tokio::select! {
+                    _ = reader.waker.notified() => continue,
+                    _ = status_changed(&mut status) => {
+                        if let Some(rx) = &mut status {
+                            let now = rx.borrow_and_update().clone();
+                            self.broadcast_status(&now);
+                        }
+                        continue;
+                    }
+                    _ = shutdown.triggered() => return,
+                }
+            }
+            {
+                let mut st = self.state.borrow_mut();
+                for item in &batch {
+                    st.deliver(item);
+                }
+                st.flush_dirty();
+            }
+            // Let sessions run between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A client's writer task: waits for its socket to drain while it is
+    /// blocked, and enforces the slow-consumer and close deadlines.
+    pub async fn run_writer(self: Rc<Self>, id: ClientId, wake: Rc<Notify>) {
+        let evict_after = self.evict_after;
+        loop {
+            wake.notified().await;
+            loop {
+                let (write, deadline) = {
+                    let st = self.state.borrow();
+                    let Some(c) = st.clients.get(id) else { return };
+                    if !c.is_blocked() {
+                        break;
+                    }
+                    let Some(w) = c.write_half() else { break };
+                    (w, c.deadline(evict_after))
+                };
+                let deadline = deadline.unwrap_or_else(|| Instant::now() + evict_after);
+                tokio::select! {
+                    ready = write.writable() => {
+                        drop(write);
+                        let mut st = self.state.borrow_mut();
+                        let Some(c) = st.client(id) else { return };
+                        match ready.and_then(|()| c.flush()) {
+                            Ok(Flushed::Closed) => c.closed_wait(),
+                            Ok(_) => {}
+                            Err(_) => c.abandon(),
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        drop(write);
+                        let mut st = self.state.borrow_mut();
+                        let Some(c) = st.client(id) else { return };
+                        if c.is_closing() {
+                            // It did not even take the Close frame: cut it off.
+                            c.abandon();
+                        } else {
+                            let behind = c.behind_for().unwrap_or_default();
+                            Stats::add(&self.stats.clients_evicted, 1);
+                            c.end_reason = Some("slow consumer (4000)");
+                            tracing::info!(worker = self.id, client = id, behind_ms = behind.as_millis() as u64, dropped = c.dropped, "evicting slow consumer");
+                            let notice = if c.encoding() == Encoding::Sse {
+                                sse_lagging_event(behind)
+                            } else {
+                                lagging_message(behind)
+                            };
+                            c.close_with_message(notice, close_code::SLOW_CONSUMER, "slow consumer", self.close_timeout);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
