@@ -23,7 +23,8 @@ use tickwire::bus::subject::{Subjects, unescape};
 use tickwire::bus::wire;
 use tickwire::model::tick::validate_symbol;
 use tickwire::recordings::format::RecordingReader;
-use tickwire::wire::protocol::{parse_publish, parse_request};
+use tickwire::wire::publish::parse_publish;
+use tickwire::wire::request::parse_request;
 
 /// A target's seeds. Files named `bad-*` are inputs the parser must refuse
 /// (with an error, not a panic); the others must parse.
@@ -179,7 +180,7 @@ proptest! {
         let corpus = seeds("publish");
         let bytes = input(&corpus, &m);
         for item in parse_publish(&bytes) {
-            if let Ok(tickwire::wire::protocol::Published::Tick(t)) = item {
+            if let Ok(tickwire::wire::publish::Published::Tick(t)) = item {
                 prop_assert!(validate_symbol(&t.sym).is_ok());
             }
         }

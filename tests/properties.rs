@@ -13,7 +13,8 @@ use proptest::prelude::*;
 use tickwire::model::decimal::Fixed;
 use tickwire::model::tick::{Event, NewTick, Side, validate_symbol};
 use tickwire::recordings::format::{RecordingReader, RecordingWriter};
-use tickwire::wire::protocol::{Published, Request, parse_publish, parse_request};
+use tickwire::wire::publish::{Published, parse_publish};
+use tickwire::wire::request::{Request, parse_request};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {

@@ -19,7 +19,7 @@ use tickwire::recordings::replay::client::{ReplayError, ReplayOptions, replay, s
 use tickwire::recordings::selection::{Selection, TimeSpec};
 use tickwire::server::config::{Config, FeedSource};
 use tickwire::server::{ServerHandle, start};
-use tickwire::wire::protocol::{Published, parse_publish};
+use tickwire::wire::publish::{Published, parse_publish};
 use tokio_tungstenite::tungstenite::Message;
 
 fn server() -> ServerHandle {

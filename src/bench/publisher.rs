@@ -420,9 +420,9 @@ mod tests {
             let mut out = Vec::new();
             let ev = synthetic_event(&mut rng, 3);
             write_tick(&mut out, "A", 1, &ev);
-            let parsed = crate::wire::protocol::parse_publish(&out);
+            let parsed = crate::wire::publish::parse_publish(&out);
             assert!(
-                matches!(parsed[0], Ok(crate::wire::protocol::Published::Tick(_))),
+                matches!(parsed[0], Ok(crate::wire::publish::Published::Tick(_))),
                 "{}",
                 String::from_utf8_lossy(&out)
             );

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::model::tick::Channel;
 use crate::recordings::format::{RecordingError, RecordingWriter};
 use crate::recordings::replay::client::ws_url;
-use crate::wire::protocol::{Published, parse_publish};
+use crate::wire::publish::{Published, parse_publish};
 
 /// Arguments of `tickwire record`.
 #[derive(clap::Args, Debug)]

@@ -24,13 +24,13 @@ use crate::pipeline::stats::Stats;
 use crate::server::context::Context;
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
+use crate::wire::error::{ErrorCode, ProtocolError};
 use crate::wire::frame::close_code;
 use crate::wire::frame_guard::{FrameGuard, FrameViolation};
 use crate::wire::json::JsonObject;
 use crate::wire::message::channel_names;
-use crate::wire::protocol::{
-    ErrorCode, ProtocolError, Published, Request, SymbolList, parse_publish, parse_request,
-};
+use crate::wire::publish::{Published, parse_publish};
+use crate::wire::request::{Request, SymbolList, parse_request};
 
 /// Which endpoint the connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,8 +3,10 @@
 //! and publishers send.
 
 pub mod encode;
+pub mod error;
 pub mod frame;
 pub mod frame_guard;
 pub mod json;
 pub mod message;
-pub mod protocol;
+pub mod publish;
+pub mod request;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Encoding, RecordingError, VERSION, binary, jsonl, zst_note};
 use crate::model::tick::{NewTick, validate_symbol};
-use crate::wire::protocol::{Published, parse_publish};
+use crate::wire::publish::{Published, parse_publish};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 

@@ -1,0 +1,290 @@
+//! Client control messages (`subscribe`, `unsubscribe`, `symbols`, `ping`),
+//! parsed in place with simd-json (the frame payload is ours to mutate) and
+//! checked, with errors a person can act on.
+
+use simd_json::{BorrowedValue as Value, StaticNode};
+
+use crate::model::tick::{Channel, ChannelSet, validate_symbol};
+use crate::wire::error::{ErrorCode, ProtocolError, truncate};
+
+/// Symbols named by a subscribe or unsubscribe.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SymbolList {
+    /// `"*"` was named: every symbol, present and future.
+    pub all: bool,
+    /// Named symbols, validated, duplicates removed, in request order.
+    pub names: Vec<String>,
+}
+
+/// A valid control message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Subscribe {
+        id: Option<i64>,
+        symbols: SymbolList,
+        channels: ChannelSet,
+        snapshot: bool,
+    },
+    Unsubscribe {
+        id: Option<i64>,
+        symbols: SymbolList,
+        channels: ChannelSet,
+    },
+    Symbols {
+        id: Option<i64>,
+    },
+    Ping {
+        id: Option<i64>,
+    },
+}
+
+const OPS: &str = "subscribe, unsubscribe, symbols, ping";
+
+/// Parses one control message. `payload` is the text frame's bytes; simd-json
+/// rewrites it in place.
+pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
+    let value = simd_json::to_borrowed_value(payload).map_err(|e| {
+        ProtocolError::new(
+            None,
+            ErrorCode::BadJson,
+            format!("the message is not valid JSON ({e}); send one JSON object per text frame"),
+        )
+    })?;
+    let Value::Object(obj) = &value else {
+        return Err(ProtocolError::new(
+            None,
+            ErrorCode::BadJson,
+            "the message must be a JSON object such as {\"op\":\"ping\",\"id\":1}",
+        ));
+    };
+    let id = match obj.get("id") {
+        None | Some(Value::Static(StaticNode::Null)) => None,
+        Some(Value::Static(StaticNode::I64(v))) => Some(*v),
+        Some(Value::Static(StaticNode::U64(v))) if i64::try_from(*v).is_ok() => Some(*v as i64),
+        Some(_) => {
+            return Err(ProtocolError::new(
+                None,
+                ErrorCode::BadField,
+                "field `id` must be an integer",
+            ));
+        }
+    };
+    let bad = |msg: String| ProtocolError::new(id, ErrorCode::BadField, msg);
+    let op = match obj.get("op") {
+        Some(Value::String(s)) => s.as_ref(),
+        Some(_) => return Err(bad("field `op` must be a string".into())),
+        None => {
+            return Err(bad(format!("field `op` is missing; it is one of {OPS}")));
+        }
+    };
+    let allowed: &[&str] = match op {
+        "subscribe" => &["op", "id", "symbols", "channels", "snapshot"],
+        "unsubscribe" => &["op", "id", "symbols", "channels"],
+        "symbols" | "ping" => &["op", "id"],
+        other => {
+            return Err(ProtocolError::new(
+                id,
+                ErrorCode::UnknownOp,
+                format!("unknown op `{}`; the ops are {OPS}", truncate(other, 40)),
+            ));
+        }
+    };
+    if let Some((k, _)) = obj.iter().find(|(k, _)| !allowed.contains(&k.as_ref())) {
+        return Err(bad(format!(
+            "unknown field `{}` for op `{op}`; its fields are {}",
+            truncate(k, 40),
+            allowed.join(", ")
+        )));
+    }
+    match op {
+        "subscribe" | "unsubscribe" => {
+            let symbols = parse_symbols(obj.get("symbols"), id)?;
+            let channels = parse_channels(obj.get("channels"), id)?;
+            if op == "unsubscribe" {
+                return Ok(Request::Unsubscribe {
+                    id,
+                    symbols,
+                    channels,
+                });
+            }
+            let snapshot = match obj.get("snapshot") {
+                None | Some(Value::Static(StaticNode::Null)) => true,
+                Some(Value::Static(StaticNode::Bool(b))) => *b,
+                Some(_) => return Err(bad("field `snapshot` must be true or false".into())),
+            };
+            Ok(Request::Subscribe {
+                id,
+                symbols,
+                channels,
+                snapshot,
+            })
+        }
+        "symbols" => Ok(Request::Symbols { id }),
+        _ => Ok(Request::Ping { id }),
+    }
+}
+
+fn parse_symbols(v: Option<&Value>, id: Option<i64>) -> Result<SymbolList, ProtocolError> {
+    let Some(Value::Array(items)) = v else {
+        return Err(ProtocolError::new(
+            id,
+            ErrorCode::BadField,
+            "field `symbols` must be an array of symbol strings, e.g. [\"AAPL\"] or [\"*\"]",
+        ));
+    };
+    if items.is_empty() {
+        return Err(ProtocolError::new(
+            id,
+            ErrorCode::BadField,
+            "field `symbols` is empty; name at least one symbol, or \"*\" for all",
+        ));
+    }
+    let mut list = SymbolList::default();
+    let mut invalid = Vec::new();
+    for item in items.iter() {
+        let Value::String(s) = item else {
+            return Err(ProtocolError::new(
+                id,
+                ErrorCode::BadField,
+                "field `symbols` must hold only strings",
+            ));
+        };
+        if s == "*" {
+            list.all = true;
+        } else if let Err(why) = validate_symbol(s) {
+            invalid.push(why);
+        } else if !list.names.iter().any(|n| n == s.as_ref()) {
+            list.names.push(s.to_string());
+        }
+    }
+    if !invalid.is_empty() {
+        let shown: Vec<_> = invalid.iter().take(3).cloned().collect();
+        let more = if invalid.len() > 3 {
+            format!(" (and {} more)", invalid.len() - 3)
+        } else {
+            String::new()
+        };
+        return Err(ProtocolError::new(
+            id,
+            ErrorCode::InvalidSymbol,
+            format!("{}{more}; nothing was changed", shown.join("; ")),
+        ));
+    }
+    Ok(list)
+}
+
+fn parse_channels(v: Option<&Value>, id: Option<i64>) -> Result<ChannelSet, ProtocolError> {
+    let bad = || {
+        ProtocolError::new(
+            id,
+            ErrorCode::BadField,
+            "field `channels` must be an array of \"trade\" and/or \"quote\"",
+        )
+    };
+    match v {
+        None | Some(Value::Static(StaticNode::Null)) => Ok(ChannelSet::BOTH),
+        Some(Value::Array(items)) => {
+            let mut set = ChannelSet::default();
+            for item in items.iter() {
+                let Value::String(s) = item else {
+                    return Err(bad());
+                };
+                set.insert(Channel::parse(s).ok_or_else(bad)?);
+            }
+            if set.is_empty() {
+                return Err(bad());
+            }
+            Ok(set)
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Result<Request, ProtocolError> {
+        parse_request(&mut s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_every_op() {
+        assert_eq!(
+            req(
+                r#"{"op":"subscribe","id":1,"symbols":["AAPL","MSFT","AAPL"],"channels":["trade"],"snapshot":false}"#
+            ),
+            Ok(Request::Subscribe {
+                id: Some(1),
+                symbols: SymbolList {
+                    all: false,
+                    names: vec!["AAPL".into(), "MSFT".into()]
+                },
+                channels: ChannelSet(Channel::Trade.bit()),
+                snapshot: false,
+            })
+        );
+        assert!(matches!(
+            req(r#"{"op":"subscribe","symbols":["*"]}"#),
+            Ok(Request::Subscribe {
+                id: None,
+                symbols: SymbolList { all: true, .. },
+                channels: ChannelSet::BOTH,
+                snapshot: true
+            })
+        ));
+        assert!(matches!(
+            req(r#"{"op":"unsubscribe","id":2,"symbols":["AAPL"]}"#),
+            Ok(Request::Unsubscribe { id: Some(2), .. })
+        ));
+        assert_eq!(
+            req(r#"{"op":"symbols","id":3}"#),
+            Ok(Request::Symbols { id: Some(3) })
+        );
+        assert_eq!(
+            req(r#"{"op":"ping","id":4}"#),
+            Ok(Request::Ping { id: Some(4) })
+        );
+    }
+
+    #[test]
+    fn refuses_bad_messages_with_the_right_code() {
+        let code = |s: &str| req(s).unwrap_err().code;
+        assert_eq!(code("{nope"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"op":"dance","id":9}"#), ErrorCode::UnknownOp);
+        assert_eq!(req(r#"{"op":"dance","id":9}"#).unwrap_err().id, Some(9));
+        assert_eq!(code(r#"{"id":1}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"op":"ping","id":"x"}"#), ErrorCode::BadField);
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":"AAPL"}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":[]}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":[1]}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A"],"channels":["book"]}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A"],"snapshot":"yes"}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A"],"extra":1}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["BAD SYMBOL"]}"#),
+            ErrorCode::InvalidSymbol
+        );
+        let long = format!(r#"{{"op":"subscribe","symbols":["{}"]}}"#, "X".repeat(33));
+        assert_eq!(code(&long), ErrorCode::InvalidSymbol);
+    }
+}
