@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use dbn::decode::DbnMetadata;
 use dbn::{
-    BboMsg, BidAskPair, Mbp1Msg, Record, Schema, SymbolIndex, TradeMsg, UNDEF_PRICE,
+    BboMsg, BidAskPair, Mbp1Msg, Record, RecordRef, Schema, SymbolIndex, TradeMsg, UNDEF_PRICE,
     VersionUpgradePolicy,
 };
 
@@ -49,19 +49,22 @@ fn book(l: &BidAskPair) -> Option<Event> {
     })
 }
 
-/// Reads one DBN file; returns how many records had no usable top of book.
-pub(super) fn read(
-    path: &Path,
-    bad: &mut BadRows,
-    out: &mut Vec<NewTick>,
-) -> Result<u64, ImportError> {
-    let file = path.display().to_string();
+/// A DBN file's bytes, decompressed, after a check of its magic.
+struct DbnBytes {
+    data: Vec<u8>,
+    /// Appended to offsets in errors: they count in the decompressed stream.
+    note: &'static str,
+}
+
+/// Reads and, when it is zstd, decompresses a DBN file; refuses what is not
+/// DBN with what was found instead.
+fn load(path: &Path, file: &str) -> Result<DbnBytes, ImportError> {
     let bad_file = |message: String| ImportError::BadFile {
-        file: file.clone(),
+        file: file.to_owned(),
         message,
     };
     let raw = std::fs::read(path).map_err(|source| ImportError::Io {
-        file: file.clone(),
+        file: file.to_owned(),
         source,
     })?;
     let zstd = raw.starts_with(&ZSTD_MAGIC);
@@ -95,6 +98,21 @@ pub(super) fn read(
             "not a DBN file: expected `DBN` and a version byte 1 to 3 at byte 0{note}, found `{found}`"
         )));
     }
+    Ok(DbnBytes { data, note })
+}
+
+/// Reads one DBN file; returns how many records had no usable top of book.
+pub(super) fn read(
+    path: &Path,
+    bad: &mut BadRows,
+    out: &mut Vec<NewTick>,
+) -> Result<u64, ImportError> {
+    let file = path.display().to_string();
+    let bad_file = |message: String| ImportError::BadFile {
+        file: file.clone(),
+        message,
+    };
+    let DbnBytes { data, note } = load(path, &file)?;
     let meta_len = u32::from_le_bytes([data[4], data[5], data[6], data[7]]) as u64;
     let mut decoder = dbn::decode::DbnDecoder::with_upgrade_policy(
         data.as_slice(),
@@ -154,51 +172,7 @@ pub(super) fn read(
             message,
         };
         let instrument = rec.header().instrument_id;
-        let parsed = (|| -> Result<(u64, Option<Event>, Option<Event>), String> {
-            let (ts, trade, top) = match schema {
-                Schema::Trades => {
-                    let m = rec.get::<TradeMsg>().ok_or_else(|| {
-                        format!(
-                            "record type 0x{:02x} in a trades file; expected trade records",
-                            rec.header().rtype
-                        )
-                    })?;
-                    (m.ts_recv, Some((m.price, m.size, m.side)), None)
-                }
-                Schema::Mbp1 | Schema::Tbbo => {
-                    let m = rec.get::<Mbp1Msg>().ok_or_else(|| {
-                        format!(
-                            "record type 0x{:02x} in an {schema} file; expected mbp-1 records",
-                            rec.header().rtype
-                        )
-                    })?;
-                    let trade = (m.action as u8 == b'T').then_some((m.price, m.size, m.side));
-                    (m.ts_recv, trade, Some(m.levels[0].clone()))
-                }
-                _ => {
-                    let m = rec.get::<BboMsg>().ok_or_else(|| {
-                        format!(
-                            "record type 0x{:02x} in a {schema} file; expected bbo records",
-                            rec.header().rtype
-                        )
-                    })?;
-                    (m.ts_recv, None, Some(m.levels[0].clone()))
-                }
-            };
-            order.check(ts)?;
-            let trade = match trade {
-                None => None,
-                Some((px, _, _)) if px == UNDEF_PRICE => {
-                    return Err("a trade without a price (UNDEF_PRICE)".into());
-                }
-                Some((px, size, s)) => Some(Event::Trade {
-                    px: Fixed(px),
-                    qty: Fixed::from_units(size.into()).ok_or("size out of range")?,
-                    side: side(s),
-                }),
-            };
-            Ok((ts, trade, top.as_ref().and_then(book)))
-        })();
+        let parsed = parse_record(&rec, schema, &mut order);
         let (ts, trade, top) = match parsed {
             Ok(v) => v,
             Err(m) => {
@@ -259,4 +233,56 @@ pub(super) fn read(
         });
     }
     Ok(no_book)
+}
+
+/// One record's receive time, trade (if it is one) and top of book (if the
+/// schema carries one), checked for time order.
+fn parse_record(
+    rec: &RecordRef<'_>,
+    schema: Schema,
+    order: &mut OrderCheck,
+) -> Result<(u64, Option<Event>, Option<Event>), String> {
+    let (ts, trade, top) = match schema {
+        Schema::Trades => {
+            let m = rec.get::<TradeMsg>().ok_or_else(|| {
+                format!(
+                    "record type 0x{:02x} in a trades file; expected trade records",
+                    rec.header().rtype
+                )
+            })?;
+            (m.ts_recv, Some((m.price, m.size, m.side)), None)
+        }
+        Schema::Mbp1 | Schema::Tbbo => {
+            let m = rec.get::<Mbp1Msg>().ok_or_else(|| {
+                format!(
+                    "record type 0x{:02x} in an {schema} file; expected mbp-1 records",
+                    rec.header().rtype
+                )
+            })?;
+            let trade = (m.action as u8 == b'T').then_some((m.price, m.size, m.side));
+            (m.ts_recv, trade, Some(m.levels[0].clone()))
+        }
+        _ => {
+            let m = rec.get::<BboMsg>().ok_or_else(|| {
+                format!(
+                    "record type 0x{:02x} in a {schema} file; expected bbo records",
+                    rec.header().rtype
+                )
+            })?;
+            (m.ts_recv, None, Some(m.levels[0].clone()))
+        }
+    };
+    order.check(ts)?;
+    let trade = match trade {
+        None => None,
+        Some((px, _, _)) if px == UNDEF_PRICE => {
+            return Err("a trade without a price (UNDEF_PRICE)".into());
+        }
+        Some((px, size, s)) => Some(Event::Trade {
+            px: Fixed(px),
+            qty: Fixed::from_units(size.into()).ok_or("size out of range")?,
+            side: side(s),
+        }),
+    };
+    Ok((ts, trade, top.as_ref().and_then(book)))
 }

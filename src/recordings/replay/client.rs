@@ -175,32 +175,9 @@ pub async fn replay(
                 url: url.clone(),
                 message: e.to_string(),
             })?;
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, stream) = ws.split();
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let reader_task = tokio::spawn(async move {
-        loop {
-            let ev = match stream.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    match serde_json::from_str::<serde_json::Value>(&text) {
-                        Ok(v) if v["type"] == "pong" => Event::Pong(v["id"].as_i64().unwrap_or(-1)),
-                        Ok(v) if v["type"] == "error" => Event::ServerError(text.to_string()),
-                        _ => continue,
-                    }
-                }
-                Some(Ok(Message::Close(frame))) => Event::Gone(match frame {
-                    Some(f) => format!("closed with {} {}", u16::from(f.code), f.reason),
-                    None => "closed".into(),
-                }),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => Event::Gone(e.to_string()),
-                None => Event::Gone("connection closed".into()),
-            };
-            let gone = matches!(ev, Event::Gone(_));
-            if events_tx.send(ev).is_err() || gone {
-                return;
-            }
-        }
-    });
+    let reader_task = tokio::spawn(forward_server_events(stream, events_tx));
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let stopper = tokio::spawn(async move {
         stop.await;
@@ -302,24 +279,14 @@ pub async fn replay(
             .map_err(|m| gone(sent, m))?;
     }
     // Wait until everything sent has been ingested.
-    const PING_ID: i64 = 1;
-    sink.send(Message::text(format!(
-        "{{\"op\":\"ping\",\"id\":{PING_ID}}}"
-    )))
+    await_ingested(
+        &mut sink,
+        &mut events,
+        &mut server_errors,
+        &mut first_server_error,
+    )
     .await
-    .map_err(|e| gone(sent, e.to_string()))?;
-    loop {
-        match events.recv().await {
-            Some(Event::Pong(id)) if id == PING_ID => break,
-            Some(Event::Pong(_)) => {}
-            Some(Event::ServerError(e)) => {
-                server_errors += 1;
-                first_server_error.get_or_insert(e);
-            }
-            Some(Event::Gone(m)) => return Err(gone(sent, m)),
-            None => return Err(gone(sent, "connection closed".into())),
-        }
-    }
+    .map_err(|m| gone(sent, m))?;
     let duration = start.elapsed();
     bar.finish_and_clear();
     let _ = sink.send(Message::Close(None)).await;
@@ -333,6 +300,68 @@ pub async fn replay(
         server_errors,
         first_server_error,
     })
+}
+
+/// Turns what the server sends back into [`Event`]s until the connection
+/// ends: pongs, error replies, and the end itself.
+async fn forward_server_events<S>(mut stream: S, events_tx: mpsc::UnboundedSender<Event>)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let ev = match stream.next().await {
+            Some(Ok(Message::Text(text))) => {
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(v) if v["type"] == "pong" => Event::Pong(v["id"].as_i64().unwrap_or(-1)),
+                    Ok(v) if v["type"] == "error" => Event::ServerError(text.to_string()),
+                    _ => continue,
+                }
+            }
+            Some(Ok(Message::Close(frame))) => Event::Gone(match frame {
+                Some(f) => format!("closed with {} {}", u16::from(f.code), f.reason),
+                None => "closed".into(),
+            }),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => Event::Gone(e.to_string()),
+            None => Event::Gone("connection closed".into()),
+        };
+        let gone = matches!(ev, Event::Gone(_));
+        if events_tx.send(ev).is_err() || gone {
+            return;
+        }
+    }
+}
+
+/// A `ping` after the last tick, answered once the server has ingested
+/// everything before it (docs/PROTOCOL.md: `ping` is a barrier); counts the
+/// error replies that arrive meanwhile.
+async fn await_ingested<S>(
+    sink: &mut S,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    server_errors: &mut u64,
+    first_server_error: &mut Option<String>,
+) -> Result<(), String>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    const PING_ID: i64 = 1;
+    sink.send(Message::text(format!(
+        "{{\"op\":\"ping\",\"id\":{PING_ID}}}"
+    )))
+    .await
+    .map_err(|e| e.to_string())?;
+    loop {
+        match events.recv().await {
+            Some(Event::Pong(id)) if id == PING_ID => return Ok(()),
+            Some(Event::Pong(_)) => {}
+            Some(Event::ServerError(e)) => {
+                *server_errors += 1;
+                first_server_error.get_or_insert(e);
+            }
+            Some(Event::Gone(m)) => return Err(m),
+            None => return Err("connection closed".into()),
+        }
+    }
 }
 
 async fn send<S>(
