@@ -21,6 +21,12 @@
 //! * **I3 (one writer)**: [`RingWriter`] is the only handle that writes, it is
 //!   not `Clone`, and `push` takes `&mut self`.
 //! * A dropped reader stores `DETACHED` so it never holds the writer back.
+//!
+//! I1 and I2 are also checked with `debug_assert!` where they are relied on.
+
+// The one module besides `sys` that needs `unsafe`: the slots are shared
+// cells whose exclusive access the invariants above guarantee.
+#![allow(unsafe_code)]
 
 #[cfg(tickwire_loom)]
 use loom::sync::{
@@ -167,6 +173,8 @@ impl<T: Clone> RingWriter<T> {
                 min = v;
             }
         }
+        // Cursors only move forward, so the bound never goes back.
+        debug_assert!(min >= self.min_cursor, "reader cursors are monotonic");
         self.min_cursor = min;
     }
 
@@ -180,6 +188,10 @@ impl<T: Clone> RingWriter<T> {
                 return Err(value);
             }
         }
+        debug_assert!(
+            self.head - self.min_cursor < cap,
+            "the slot's previous occupant has been read by every reader (I2)"
+        );
         let slot = &self.shared.slots[(self.head & self.shared.mask) as usize];
         // SAFETY: every attached reader's cursor is > head - cap (checked just
         // above against an Acquire load), so none reads this slot (I2); we are
@@ -193,15 +205,11 @@ impl<T: Clone> RingWriter<T> {
 }
 
 impl<T: Clone> RingReader<T> {
-    /// Items published and not yet read by this reader.
-    pub fn available(&self) -> usize {
-        (self.shared.head.load(Ordering::Acquire) - self.next) as usize
-    }
-
     /// Clones up to `max` published items into `out` and returns how many.
     pub fn read_batch(&mut self, out: &mut Vec<T>, max: usize) -> usize {
         // Acquire pairs with the writer's Release store of head (I1).
         let head = self.shared.head.load(Ordering::Acquire);
+        debug_assert!(self.next <= head, "a reader never passes the writer (I1)");
         let end = head.min(self.next.saturating_add(max as u64));
         let n = (end - self.next) as usize;
         for pos in self.next..end {
