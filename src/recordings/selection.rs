@@ -75,10 +75,6 @@ impl Selection {
             },
         }
     }
-
-    pub fn is_everything(&self) -> bool {
-        self.start.is_none() && self.end.is_none() && self.symbols.is_empty()
-    }
 }
 
 /// `start <= ts < end`, and the symbol in the set (when there is one).

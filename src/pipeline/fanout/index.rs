@@ -145,14 +145,6 @@ impl WorkerState {
         Some(client)
     }
 
-    /// Number of (client, key) subscriptions by name, and `*` subscriptions.
-    pub fn subscription_counts(&self) -> (usize, usize) {
-        (
-            self.index.values().map(Vec::len).sum(),
-            self.star.iter().map(Vec::len).sum(),
-        )
-    }
-
     /// Subscribes `id` to `keys` by name; returns how many were new.
     pub fn subscribe_keys(&mut self, id: ClientId, keys: &[KeyId]) -> usize {
         let Some(c) = self.clients.get_mut(id) else {
