@@ -7,7 +7,7 @@
 //! - The ingest node owns the sources and the sequencer, exactly as a
 //!   standalone node does, and reads the ring like one more fan-out worker:
 //!   each tick goes to NATS on its key's subject ([`subject`]) as a compact
-//!   binary payload ([`wire`]). A JetStream stream keeping one message per
+//!   binary payload ([`payload`]). A JetStream stream keeping one message per
 //!   subject captures those subjects: it is the deployment's last-value
 //!   store. On start the ingest node reads it back and continues every
 //!   key's `seq` from there, so `seq` never restarts when the node does.
@@ -30,8 +30,8 @@
 //! last values of every wanted key again after one, so clients catch up on
 //! what the outage hid (as a `seq` gap, never a duplicate).
 
+pub mod payload;
 pub mod subject;
-pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,8 +52,8 @@ use crate::pipeline::fanout::InterestSink;
 use crate::pipeline::ingest::{Ingest, IngestReader, RingItem};
 use crate::pipeline::stats::Stats;
 use crate::shutdown::Shutdown;
+use payload::BusTick;
 use subject::Subjects;
-use wire::BusTick;
 
 /// What a node does in a deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -558,7 +558,7 @@ async fn read_last_values(
         .map_err(|_| "timed out reading last values".to_string())?
     {
         let m = m.map_err(|e| e.to_string())?;
-        match wire::decode(&m.payload) {
+        match payload::decode(&m.payload) {
             Ok(t) => out.push(t),
             Err(e) => {
                 Stats::add(&stats.bus.malformed, 1);
@@ -726,7 +726,7 @@ async fn publish_loop(
                 .entry(t.key)
                 .or_insert_with(|| subjects.tick(t.key.channel(), &t.sym).into())
                 .clone();
-            if client.publish(subject, wire::encode(t)).await.is_err() {
+            if client.publish(subject, payload::encode(t)).await.is_err() {
                 Stats::add(&stats.bus.publish_dropped, 1);
             } else {
                 published += 1;
@@ -864,7 +864,7 @@ impl Gateway {
                     ticks.clear();
                     for m in msgs.drain(..) {
                         Stats::add(&self.stats.bus.received, 1);
-                        match wire::decode(&m.payload) {
+                        match payload::decode(&m.payload) {
                             Ok(t) => ticks.extend(localize(&self.ingest, t)),
                             Err(e) => {
                                 Stats::add(&self.stats.bus.malformed, 1);
@@ -1151,7 +1151,7 @@ async fn read_keys(
                 .get_last_raw_message_by_subject(&subject)
                 .await
                 .ok()?;
-            wire::decode(&m.payload).ok()
+            payload::decode(&m.payload).ok()
         })
         .buffer_unordered(32)
         .collect()
