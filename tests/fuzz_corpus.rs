@@ -7,7 +7,7 @@
 //! - `control`: a subscriber's control message (`protocol::parse_request`)
 //! - `publish`: a publisher's message (`protocol::parse_publish`)
 //! - `recording`: a recording file of any encoding (`RecordingReader`)
-//! - `bus`: a tick payload from NATS (`bus::wire::decode`) and a bus
+//! - `bus`: a tick payload from NATS (`bus::payload::decode`) and a bus
 //!   subject (`bus::subject`)
 //!
 //! Bounded for the normal `cargo test` run (CI runs it there);
@@ -19,8 +19,8 @@
 use std::path::PathBuf;
 
 use proptest::prelude::*;
+use tickwire::bus::payload;
 use tickwire::bus::subject::{Subjects, unescape};
-use tickwire::bus::wire;
 use tickwire::model::tick::validate_symbol;
 use tickwire::recordings::format::RecordingReader;
 use tickwire::wire::publish::parse_publish;
@@ -161,7 +161,7 @@ fn every_seed_is_understood() {
         assert_eq!(ticks.unwrap().len(), 3);
     }
     for s in seeds("bus") {
-        wire::decode(&s).unwrap();
+        payload::decode(&s).unwrap();
     }
 }
 
@@ -201,7 +201,7 @@ proptest! {
     fn bus_payloads_and_subjects(m in mutated()) {
         let corpus = seeds("bus");
         let bytes = input(&corpus, &m);
-        if let Ok(t) = wire::decode(&bytes) {
+        if let Ok(t) = payload::decode(&bytes) {
             prop_assert!(validate_symbol(&t.sym).is_ok());
             prop_assert!(t.seq > 0);
         }

@@ -23,7 +23,7 @@ impl Subjects {
         }
     }
 
-    pub fn prefix(&self) -> &str {
+    pub(super) fn prefix(&self) -> &str {
         &self.prefix
     }
 
@@ -39,23 +39,25 @@ impl Subjects {
     }
 
     /// Every key of one channel (what a `*` subscriber needs).
-    pub fn channel_wildcard(&self, channel: Channel) -> String {
+    pub(super) fn channel_wildcard(&self, channel: Channel) -> String {
         format!("{}.{}.>", self.prefix, channel.as_str())
     }
 
     /// The ingest node's heartbeat.
-    pub fn heartbeat(&self) -> String {
+    pub(super) fn heartbeat(&self) -> String {
         format!("{}.heartbeat", self.prefix)
     }
 
     /// A subject nobody answers: a request to it is a round trip to the
     /// NATS server ("no responders").
-    pub fn sync(&self) -> String {
+    pub(super) fn sync(&self) -> String {
         format!("{}.sync", self.prefix)
     }
 
-    /// Parses a tick subject back into its key.
-    pub fn parse_tick(&self, subject: &str) -> Option<(Channel, String)> {
+    /// Parses a tick subject back into its key. Only the tests need it
+    /// (the payload carries the symbol); they check escaping round-trips.
+    #[cfg(test)]
+    fn parse_tick(&self, subject: &str) -> Option<(Channel, String)> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
         let (channel, symbol) = rest.split_once('.')?;
         Some((Channel::parse(channel)?, unescape(symbol)?))
@@ -67,7 +69,7 @@ fn plain(b: u8) -> bool {
 }
 
 /// Appends `symbol` as one subject token.
-pub fn escape_into(symbol: &str, out: &mut String) {
+fn escape_into(symbol: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in symbol.as_bytes() {
         if plain(b) {

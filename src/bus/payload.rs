@@ -16,7 +16,7 @@ use crate::wire::encode::{RECORD_LEN, tick_record};
 
 /// Why a bus payload is not a tick.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum WireError {
+pub enum PayloadError {
     #[error("payload is {0} bytes; a tick is a {RECORD_LEN}-byte record plus a symbol")]
     Length(usize),
     #[error("record kind {0} is neither 1 (trade) nor 2 (quote)")]
@@ -29,7 +29,8 @@ pub enum WireError {
     Symbol(String),
 }
 
-/// A tick decoded from the bus, before its symbol is interned locally.
+/// A tick decoded from the bus, before its symbol is interned locally
+/// (the fields are [`Tick`]'s, less the node's own key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BusTick {
     pub sym: String,
@@ -40,7 +41,7 @@ pub struct BusTick {
 }
 
 /// The bus payload of a sequenced tick.
-pub fn encode(t: &Tick) -> Bytes {
+pub(super) fn encode(t: &Tick) -> Bytes {
     let mut b = BytesMut::with_capacity(RECORD_LEN + t.sym.len());
     b.put_slice(&tick_record(t));
     b.put_slice(t.sym.as_bytes());
@@ -58,16 +59,16 @@ fn i64_at(p: &[u8], at: usize) -> i64 {
 }
 
 /// Decodes a bus payload, checking everything a gateway relies on.
-pub fn decode(p: &[u8]) -> Result<BusTick, WireError> {
+pub fn decode(p: &[u8]) -> Result<BusTick, PayloadError> {
     if p.len() <= RECORD_LEN || p.len() > RECORD_LEN + MAX_SYMBOL_LEN {
-        return Err(WireError::Length(p.len()));
+        return Err(PayloadError::Length(p.len()));
     }
-    let sym =
-        std::str::from_utf8(&p[RECORD_LEN..]).map_err(|_| WireError::Symbol("not UTF-8".into()))?;
-    validate_symbol(sym).map_err(WireError::Symbol)?;
+    let sym = std::str::from_utf8(&p[RECORD_LEN..])
+        .map_err(|_| PayloadError::Symbol("not UTF-8".into()))?;
+    validate_symbol(sym).map_err(PayloadError::Symbol)?;
     let seq = u64_at(p, 8);
     if seq == 0 {
-        return Err(WireError::ZeroSeq);
+        return Err(PayloadError::ZeroSeq);
     }
     let (a, b, c, d) = (i64_at(p, 32), i64_at(p, 40), i64_at(p, 48), i64_at(p, 56));
     let event = match p[0] {
@@ -78,7 +79,7 @@ pub fn decode(p: &[u8]) -> Result<BusTick, WireError> {
                 b'B' => Side::Buy,
                 b'S' => Side::Sell,
                 b'N' => Side::Unknown,
-                other => return Err(WireError::Side(other)),
+                other => return Err(PayloadError::Side(other)),
             },
         },
         2 => Event::Quote {
@@ -87,7 +88,7 @@ pub fn decode(p: &[u8]) -> Result<BusTick, WireError> {
             ask: Fixed(c),
             asz: Fixed(d),
         },
-        k => return Err(WireError::Kind(k)),
+        k => return Err(PayloadError::Kind(k)),
     };
     Ok(BusTick {
         sym: sym.to_owned(),
@@ -151,19 +152,19 @@ mod tests {
                 side: Side::Buy,
             },
         ));
-        assert_eq!(decode(&good[..RECORD_LEN]), Err(WireError::Length(64)));
+        assert_eq!(decode(&good[..RECORD_LEN]), Err(PayloadError::Length(64)));
         let mut p = good.to_vec();
         p[0] = 9;
-        assert_eq!(decode(&p), Err(WireError::Kind(9)));
+        assert_eq!(decode(&p), Err(PayloadError::Kind(9)));
         let mut p = good.to_vec();
         p[48] = b'X';
-        assert_eq!(decode(&p), Err(WireError::Side(b'X')));
+        assert_eq!(decode(&p), Err(PayloadError::Side(b'X')));
         let mut p = good.to_vec();
         p[8..16].copy_from_slice(&0u64.to_le_bytes());
-        assert_eq!(decode(&p), Err(WireError::ZeroSeq));
+        assert_eq!(decode(&p), Err(PayloadError::ZeroSeq));
         let mut p = good.to_vec();
         p.push(b' ');
-        assert!(matches!(decode(&p), Err(WireError::Symbol(_))));
+        assert!(matches!(decode(&p), Err(PayloadError::Symbol(_))));
     }
 
     proptest! {

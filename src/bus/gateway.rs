@@ -1,0 +1,425 @@
+//! A gateway's side of the bus: subscribe to the keys local clients want,
+//! feed their ticks into the local ring, serve snapshots from the
+//! last-value store, and report the feed stale when the ingest node's
+//! heartbeat stops.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures_util::stream::{AbortHandle, Abortable, SelectAll};
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::heartbeat::Heartbeats;
+use super::interest::{Command, Interest};
+use super::last_values::{localize, read_keys};
+use super::link::{self, Bus, BusLink, connect, is_connected};
+use super::subject::Subjects;
+use super::{BusConfig, BusError, Role, payload};
+use crate::model::feed::FeedStatus;
+use crate::model::tick::{Channel, ChannelSet, KeyId, Tick, wall_clock_ns};
+use crate::pipeline::ingest::Ingest;
+use crate::pipeline::stats::Stats;
+use crate::shutdown::Shutdown;
+
+/// Bus messages taken in one go, and so ticks published to the ring in one
+/// batch.
+const BATCH: usize = 1024;
+
+/// Starts a gateway's bus link. It connects in the background (the
+/// gateway serves its clients, with a stale feed, until NATS answers).
+pub(crate) fn start_gateway(
+    config: BusConfig,
+    ingest: Arc<Ingest>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) -> Result<Bus, BusError> {
+    let (interest, commands) = Interest::new();
+    let interest = Arc::new(interest);
+    let (status_tx, status) = watch::channel(FeedStatus::Stale {
+        reason: "not yet connected to the message bus".into(),
+        since_ns: wall_clock_ns(),
+    });
+    Stats::gauge_set(&stats.bus.feed_stale, 1);
+    let gw_interest = interest.clone();
+    let thread = link::spawn_thread(move || async move {
+        let reconnected = Arc::new(AtomicBool::new(false));
+        let client = match connect(&config, &stats, reconnected.clone()).await {
+            Ok((c, _)) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "gateway cannot use the bus");
+                return;
+            }
+        };
+        let gw = Gateway {
+            subjects: Subjects::new(&config.prefix),
+            js: jetstream::new(client.clone()),
+            stream: None,
+            client,
+            config,
+            ingest,
+            interest: gw_interest,
+            stats,
+            status: status_tx,
+            key_subs: HashMap::new(),
+            star_subs: [None, None],
+            subs: SelectAll::new(),
+            live: HashSet::new(),
+            reconnected,
+            heartbeats: Heartbeats::default(),
+            msgs: Vec::with_capacity(BATCH),
+            ticks: Vec::with_capacity(BATCH),
+        };
+        gw.run(commands, shutdown).await;
+    })?;
+    Ok(Bus {
+        link: Arc::new(BusLink::new(Role::Gateway, Some(interest), status)),
+        thread,
+    })
+}
+
+/// A gateway's bus thread state.
+struct Gateway {
+    client: async_nats::Client,
+    /// For the last-value stream, looked up lazily ([`Gateway::stream`]).
+    js: jetstream::Context,
+    /// The last-value stream once found; forgotten after a reconnect (a
+    /// NATS restart may have recreated it).
+    stream: Option<stream::Stream>,
+    subjects: Subjects,
+    config: BusConfig,
+    /// The local ring the bus's ticks go into, and the local symbol table.
+    ingest: Arc<Ingest>,
+    /// What local clients want: the subscriptions follow it.
+    interest: Arc<Interest>,
+    stats: Arc<Stats>,
+    /// The feed's status, for the workers.
+    status: watch::Sender<FeedStatus>,
+    /// One NATS subscription per wanted key, while no `*` covers its channel.
+    key_subs: HashMap<KeyId, AbortHandle>,
+    /// One wildcard subscription per channel some client wants `*` on
+    /// (indexed by `Channel as usize`).
+    star_subs: [Option<AbortHandle>; 2],
+    /// Every tick subscription, polled as one stream by the gateway loop
+    /// (no task or queue per subscription). Aborting one's handle ends it:
+    /// it is dropped at the next poll, which sends NATS its `UNSUB`.
+    subs: SelectAll<Abortable<async_nats::Subscriber>>,
+    /// Keys that got a live tick since the bus last started covering them:
+    /// their cached last value is as new as any the bus has delivered, and
+    /// anything newer is on its way, so a snapshot needs no JetStream read.
+    live: HashSet<KeyId>,
+    /// Set by the connection on a reconnect: time to catch up.
+    reconnected: Arc<AtomicBool>,
+    /// When the ingest node was last heard of: live or stale.
+    heartbeats: Heartbeats,
+    /// Buffers of the message path, kept to reuse their allocation.
+    msgs: Vec<async_nats::Message>,
+    ticks: Vec<Tick>,
+}
+
+impl Gateway {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut shutdown: Shutdown) {
+        let mut heartbeats = loop {
+            match self.client.subscribe(self.subjects.heartbeat()).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to the heartbeat yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let mut check = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.triggered() => break,
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.command(cmd).await;
+                }
+                m = self.subs.next(), if !self.subs.is_empty() => {
+                    let Some(m) = m else { continue };
+                    self.receive(m).await;
+                }
+                hb = heartbeats.next() => {
+                    let Some(hb) = hb else { break };
+                    self.heartbeats.beat(&hb.payload, Instant::now());
+                    self.set_status(FeedStatus::Live);
+                }
+                _ = check.tick() => self.check().await,
+            }
+        }
+    }
+
+    /// Takes `first` and whatever else has arrived as one batch into the
+    /// local ring.
+    async fn receive(&mut self, first: async_nats::Message) {
+        self.msgs.push(first);
+        while self.msgs.len() < BATCH {
+            match self.subs.next().now_or_never() {
+                Some(Some(m)) => self.msgs.push(m),
+                _ => break,
+            }
+        }
+        self.ticks.clear();
+        for m in self.msgs.drain(..) {
+            Stats::add(&self.stats.bus.received, 1);
+            match payload::decode(&m.payload) {
+                Ok(t) => self.ticks.extend(localize(&self.ingest, t)),
+                Err(e) => {
+                    Stats::add(&self.stats.bus.malformed, 1);
+                    tracing::warn!(subject = %m.subject, error = %e, "dropping a malformed bus message");
+                }
+            }
+        }
+        self.ingest.publish_sequenced(&self.ticks).await;
+        self.live.extend(self.ticks.iter().map(|t| t.key));
+    }
+
+    /// Every 100 ms: catch up after a reconnect; report the feed stale if
+    /// NATS is gone or the heartbeat quiet.
+    async fn check(&mut self) {
+        if self.reconnected.swap(false, Ordering::AcqRel) {
+            self.live.clear();
+            self.catch_up().await;
+        }
+        let reason = self.heartbeats.stale_reason(
+            is_connected(&self.client),
+            self.config.stale_after,
+            Instant::now(),
+        );
+        if let Some(reason) = reason
+            && matches!(*self.status.borrow(), FeedStatus::Live)
+        {
+            tracing::warn!(reason, "feed is stale");
+            self.set_status(FeedStatus::Stale {
+                reason,
+                since_ns: wall_clock_ns(),
+            });
+        }
+    }
+
+    /// Adds a subscription to the gateway loop's one stream.
+    fn poll_with_others(&mut self, sub: async_nats::Subscriber) -> AbortHandle {
+        let (handle, registration) = AbortHandle::new_pair();
+        self.subs.push(Abortable::new(sub, registration));
+        handle
+    }
+
+    fn set_status(&self, s: FeedStatus) {
+        let live = s == FeedStatus::Live;
+        let changed = self.status.send_if_modified(|cur| {
+            let same = matches!(
+                (&*cur, &s),
+                (FeedStatus::Live, FeedStatus::Live)
+                    | (FeedStatus::Stale { .. }, FeedStatus::Stale { .. })
+            );
+            if !same {
+                *cur = s;
+            }
+            !same
+        });
+        if changed {
+            Stats::gauge_set(&self.stats.bus.feed_stale, i64::from(!live));
+            if live {
+                tracing::info!("feed is live");
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Key(key) => self.reconcile_key(key).await,
+            Command::Star(ch) => self.reconcile_star(ch).await,
+            Command::Ready {
+                keys,
+                star,
+                fetch,
+                done,
+            } => {
+                // Changes no subscription: the gauge below stays right.
+                self.ready(keys, star, fetch, done).await;
+                return;
+            }
+        }
+        Stats::gauge_set(
+            &self.stats.bus.subjects,
+            (self.key_subs.len() + self.star_subs.iter().flatten().count()) as i64,
+        );
+    }
+
+    /// Subscribes to `key` or drops its subscription, as interest and `*`
+    /// coverage say.
+    async fn reconcile_key(&mut self, key: KeyId) {
+        let want = self.interest.wants(key) && self.star_subs[key.channel() as usize].is_none();
+        let have = self.key_subs.contains_key(&key);
+        if want && !have {
+            let Some(sym) = self.ingest.symbols().name(key.symbol()) else {
+                return;
+            };
+            match self
+                .client
+                .subscribe(self.subjects.tick(key.channel(), &sym))
+                .await
+            {
+                Ok(sub) => {
+                    let h = self.poll_with_others(sub);
+                    self.key_subs.insert(key, h);
+                }
+                Err(e) => tracing::error!(symbol = %sym, error = %e, "cannot subscribe to the bus"),
+            }
+        } else if !want && let Some(h) = self.key_subs.remove(&key) {
+            if self.star_subs[key.channel() as usize].is_none() {
+                self.live.remove(&key);
+            }
+            h.abort();
+        }
+    }
+
+    /// Subscribes to `*` on `ch` or drops it, as interest says; the
+    /// channel's keys' own subscriptions go while it lasts and come back
+    /// when it goes.
+    async fn reconcile_star(&mut self, ch: Channel) {
+        let want = self.interest.wants_star(ch);
+        let have = self.star_subs[ch as usize].is_some();
+        let keys = |gw: &Self| -> Vec<KeyId> {
+            gw.interest
+                .wanted_keys()
+                .into_iter()
+                .chain(gw.key_subs.keys().copied())
+                .filter(|k| k.channel() == ch)
+                .collect()
+        };
+        if want && !have {
+            match self
+                .client
+                .subscribe(self.subjects.channel_wildcard(ch))
+                .await
+            {
+                Ok(sub) => {
+                    self.star_subs[ch as usize] = Some(self.poll_with_others(sub));
+                    // `*` covers the channel's keys: their own
+                    // subscriptions go while it lasts.
+                    for k in keys(self) {
+                        self.reconcile_key(k).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(channel = ch.as_str(), error = %e, "cannot subscribe to the bus")
+                }
+            }
+        } else if !want && let Some(h) = self.star_subs[ch as usize].take() {
+            // Keys the wildcard covered and nothing else will now.
+            let subs = &self.key_subs;
+            let interest = &self.interest;
+            self.live
+                .retain(|k| k.channel() != ch || subs.contains_key(k) || interest.wants(*k));
+            // The keys' own subscriptions come back before the
+            // wildcard goes (NATS handles them in this order), so
+            // no tick falls between; the overlap is deduplicated.
+            for k in keys(self) {
+                self.reconcile_key(k).await;
+            }
+            h.abort();
+        }
+    }
+
+    /// Answers `done` once the subscriptions asked for before are in place
+    /// at the NATS server, after reading the last values of `keys` (and of
+    /// every key on `star`) into the local cache if `fetch`. With NATS
+    /// down, `done` is dropped: the subscribe goes on at once.
+    async fn ready(
+        &mut self,
+        keys: Vec<KeyId>,
+        star: ChannelSet,
+        fetch: bool,
+        done: oneshot::Sender<()>,
+    ) {
+        if !is_connected(&self.client) {
+            return;
+        }
+        // Every subscription this depends on was sent before; the
+        // requests below go over the same connection after them, and
+        // NATS handles a connection's messages in order, so an
+        // answer means the subscriptions are in place.
+        // Keys with a live tick since their coverage began are read
+        // from the cache: only the others need JetStream.
+        let keys: Vec<KeyId> = keys
+            .into_iter()
+            .filter(|k| !self.live.contains(k))
+            .collect();
+        let fetch = fetch && (!keys.is_empty() || !star.is_empty());
+        let stream = if fetch { self.stream().await } else { None };
+        let client = self.client.clone();
+        let sync_subject = self.subjects.sync();
+        let ingest = self.ingest.clone();
+        let subjects = self.subjects.clone();
+        let stats = self.stats.clone();
+        // On a task of its own: the loop goes on taking ticks meanwhile.
+        tokio::spawn(async move {
+            match stream {
+                Some(stream) => {
+                    // Kept for snapshots; see `Ingest::offer_last_value`.
+                    for t in read_keys(&stream, &subjects, &ingest, &stats, &keys, star).await {
+                        ingest.offer_last_value(t);
+                    }
+                }
+                // Nobody answers this subject: NATS says so at once
+                // ("no responders"), which is the round trip needed.
+                None => {
+                    let _ = client.request(sync_subject, Bytes::new()).await;
+                }
+            }
+            let _ = done.send(());
+        });
+    }
+
+    /// The last-value stream, looked up once it exists.
+    async fn stream(&mut self) -> Option<stream::Stream> {
+        if self.stream.is_none() {
+            match self.js.get_stream(&self.config.stream).await {
+                Ok(s) => self.stream = Some(s),
+                Err(e) => {
+                    tracing::warn!(stream = %self.config.stream, error = %e, "no last-value stream yet; snapshots come from this node's cache");
+                }
+            }
+        }
+        self.stream.clone()
+    }
+
+    /// After a reconnect: the ticks published while this gateway was cut
+    /// off are gone, but each wanted key's last value is in JetStream.
+    /// Newer ones are published into the local ring as live ticks, so
+    /// clients get each key's latest value now, after a `seq` gap.
+    async fn catch_up(&mut self) {
+        self.stream = None;
+        let Some(stream) = self.stream().await else {
+            return;
+        };
+        let keys = self.interest.wanted_keys();
+        let star = self.interest.wanted_star();
+        let fresh = read_keys(
+            &stream,
+            &self.subjects,
+            &self.ingest,
+            &self.stats,
+            &keys,
+            star,
+        )
+        .await;
+        let newer: Vec<Tick> = fresh
+            .into_iter()
+            .filter(|t| t.seq > self.ingest.published_seq(t.key))
+            .collect();
+        tracing::info!(
+            keys = keys.len(),
+            caught_up = newer.len(),
+            "read last values after reconnecting"
+        );
+        self.ingest.publish_sequenced(&newer).await;
+    }
+}
