@@ -42,5 +42,5 @@ pub mod net;
 pub mod pipeline;
 pub mod recordings;
 pub mod server;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod wire;

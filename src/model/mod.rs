@@ -2,7 +2,7 @@
 //! No I/O here; every other layer speaks these types.
 
 pub mod decimal;
-pub mod feed;
+pub(crate) mod feed;
 pub mod speed;
-pub mod symbols;
+pub(crate) mod symbols;
 pub mod tick;

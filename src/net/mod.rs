@@ -1,5 +1,5 @@
 //! Connections: plain TCP or TLS behind one type.
 
-pub mod read_ahead;
+pub(crate) mod read_ahead;
 pub mod tls;
-pub mod transport;
+pub(crate) mod transport;

@@ -9,6 +9,7 @@
 use bytes::Bytes;
 
 /// Opcodes of the frames the server writes (RFC 6455 §5.2).
+pub const OPCODE_CONTINUATION: u8 = 0x0;
 pub const OPCODE_TEXT: u8 = 0x1;
 pub const OPCODE_BINARY: u8 = 0x2;
 pub const OPCODE_CLOSE: u8 = 0x8;

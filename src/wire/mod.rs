@@ -3,10 +3,10 @@
 //! and publishers send.
 
 pub mod encode;
-pub mod error;
+pub(crate) mod error;
 pub mod frame;
-pub mod frame_guard;
-pub mod json;
-pub mod message;
+pub(crate) mod frame_guard;
+pub(crate) mod json;
+pub(crate) mod message;
 pub mod publish;
 pub mod request;
