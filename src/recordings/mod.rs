@@ -1,5 +1,6 @@
 //! Recorded feeds: the file format, vendor importers, replay and record.
 
+pub mod connect;
 pub mod format;
 pub mod import;
 pub mod record;

@@ -19,8 +19,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::model::tick::Channel;
+use crate::recordings::connect::{ConnectError, connect, ws_url};
 use crate::recordings::format::{RecordingError, RecordingWriter};
-use crate::recordings::replay::client::ws_url;
 use crate::wire::publish::{Published, parse_publish};
 
 /// Arguments of `tickwire record`.
@@ -46,10 +46,8 @@ pub struct RecordArgs {
 pub enum RecordError {
     #[error(transparent)]
     Recording(#[from] RecordingError),
-    #[error("`{url}`: {why}")]
-    BadUrl { url: String, why: String },
-    #[error("cannot connect to {url}: {message}")]
-    Connect { url: String, message: String },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("{url} refused the subscription: {message}")]
     Refused { url: String, message: String },
     #[error("{url}: a tick could not be read: {message}")]
@@ -108,21 +106,12 @@ pub async fn record(
     stop: impl Future<Output = ()>,
     progress: Arc<RecordProgress>,
 ) -> Result<RecordReport, RecordError> {
-    let full = ws_url(url, "/v1/stream").map_err(|why| RecordError::BadUrl {
-        url: url.to_owned(),
-        why,
-    })?;
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(&full)
-            .await
-            .map_err(|e| RecordError::Connect {
-                url: full.clone(),
-                message: e.to_string(),
-            })?;
+    let full = ws_url(url, "/v1/stream")?;
+    let mut ws = connect(&full).await?;
     let sub = serde_json::json!({"op":"subscribe","id":1,"symbols":symbols,"snapshot":false});
     ws.send(Message::text(sub.to_string()))
         .await
-        .map_err(|e| RecordError::Connect {
+        .map_err(|e| ConnectError::Connect {
             url: full.clone(),
             message: e.to_string(),
         })?;

@@ -53,12 +53,20 @@ impl TimeSpec {
     }
 }
 
-/// What to keep of a recording, as given on the command line.
-#[derive(Clone, Debug, Default)]
+/// What to keep of a recording, as given on the command line
+/// (`--start`, `--end`, `--symbols` of `import` and `replay`).
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct Selection {
+    /// Start at this time: RFC 3339 (2013-10-07T13:30:00Z), zoned
+    /// (2013-10-07T09:30[America/New_York]), ns since the epoch, or
+    /// +DURATION after the first tick (+5m).
+    #[arg(long, value_name = "TIME", value_parser = TimeSpec::parse)]
     pub start: Option<TimeSpec>,
+    /// Stop before this time (same forms as --start).
+    #[arg(long, value_name = "TIME", value_parser = TimeSpec::parse)]
     pub end: Option<TimeSpec>,
-    /// Empty: every symbol.
+    /// Only these symbols (comma-separated); none: every symbol.
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub symbols: Vec<String>,
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::tick::{Event, NewTick};
 use crate::recordings::format::{RecordingError, RecordingWriter};
-use crate::recordings::selection::{Selection, TimeSpec};
+use crate::recordings::selection::Selection;
 
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,15 +94,8 @@ pub struct ImportArgs {
     /// Skip (and count) bad rows instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,
-    /// Keep ticks at or after this time (see --help of `replay` for forms).
-    #[arg(long, value_name = "TIME", value_parser = TimeSpec::parse)]
-    pub start: Option<TimeSpec>,
-    /// Keep ticks before this time.
-    #[arg(long, value_name = "TIME", value_parser = TimeSpec::parse)]
-    pub end: Option<TimeSpec>,
-    /// Keep only these symbols (comma-separated).
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
-    pub symbols: Vec<String>,
+    #[command(flatten)]
+    pub selection: Selection,
 }
 
 /// Bad-row policy and bookkeeping for one input.
@@ -266,17 +259,12 @@ pub fn import(
 
 /// Runs `tickwire import`.
 pub fn run(args: ImportArgs) -> ExitCode {
-    let selection = Selection {
-        start: args.start,
-        end: args.end,
-        symbols: args.symbols,
-    };
     match import(
         args.from,
         &args.inputs,
         &args.out,
         args.skip_bad,
-        &selection,
+        &args.selection,
     ) {
         Ok(report) => {
             for r in &report.inputs {

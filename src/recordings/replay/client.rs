@@ -22,8 +22,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::MergedReader;
 use crate::model::speed::Speed;
+use crate::recordings::connect::{ConnectError, connect, ws_url};
 use crate::recordings::format::{RecordingError, write_tick_json};
-use crate::recordings::selection::{Selection, TimeSpec};
+use crate::recordings::selection::Selection;
 
 /// Arguments of `tickwire replay`.
 #[derive(clap::Args, Debug)]
@@ -40,17 +41,8 @@ pub struct ReplayArgs {
     /// Play again from the start after the end, until interrupted.
     #[arg(long = "loop")]
     pub looping: bool,
-    /// Start at this time: RFC 3339 (2013-10-07T13:30:00Z), zoned
-    /// (2013-10-07T09:30[America/New_York]), ns since the epoch, or
-    /// +DURATION after the first tick (+5m).
-    #[arg(long, value_name = "TIME", value_parser = TimeSpec::parse)]
-    pub start: Option<TimeSpec>,
-    /// Stop before this time (same forms as --start).
-    #[arg(long, value_name = "TIME", value_parser = TimeSpec::parse)]
-    pub end: Option<TimeSpec>,
-    /// Play only these symbols (comma-separated).
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
-    pub symbols: Vec<String>,
+    #[command(flatten)]
+    pub selection: Selection,
     /// Largest frame sent, bytes (keep below the server's --max-message-bytes).
     #[arg(long, default_value_t = 32 * 1024)]
     pub max_frame_bytes: usize,
@@ -61,10 +53,8 @@ pub struct ReplayArgs {
 pub enum ReplayError {
     #[error(transparent)]
     Recording(#[from] RecordingError),
-    #[error("`{url}`: {why}")]
-    BadUrl { url: String, why: String },
-    #[error("cannot connect to {url}: {message}")]
-    Connect { url: String, message: String },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("the server at {url} went away after {sent} ticks were sent: {message}")]
     ServerGone {
         url: String,
@@ -124,21 +114,6 @@ enum Event {
     Gone(String),
 }
 
-/// `ws://host:port[/path]`; an empty path means `default_path`.
-pub(crate) fn ws_url(url: &str, default_path: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or("only ws:// URLs are supported, e.g. ws://127.0.0.1:8080/v1/publish")?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err("the URL names no host".into());
-    }
-    Ok(if rest.contains('/') {
-        url.to_owned()
-    } else {
-        format!("{url}{default_path}")
-    })
-}
-
 /// Sleeps until `t`: on the runtime's timer for the bulk (so the reader
 /// task runs), then the last stretch with the OS's ns-resolution sleep
 /// (tokio's timer has 1 ms granularity). Returns false if stopped.
@@ -162,19 +137,10 @@ pub async fn replay(
     opts: &ReplayOptions,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ReplayReport, ReplayError> {
-    let url = ws_url(&opts.url, "/v1/publish").map_err(|why| ReplayError::BadUrl {
-        url: opts.url.clone(),
-        why,
-    })?;
+    let url = ws_url(&opts.url, "/v1/publish")?;
     // Open the files first: a bad file fails before anything is sent.
     let mut reader = MergedReader::open(&opts.files, &opts.selection)?;
-    let (ws, _) =
-        tokio_tungstenite::connect_async(&url)
-            .await
-            .map_err(|e| ReplayError::Connect {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
+    let ws = connect(&url).await?;
     let (mut sink, stream) = ws.split();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let reader_task = tokio::spawn(forward_server_events(stream, events_tx));
@@ -449,11 +415,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         url: args.to,
         speed: args.speed,
         looping: args.looping,
-        selection: Selection {
-            start: args.start,
-            end: args.end,
-            symbols: args.symbols,
-        },
+        selection: args.selection,
         max_frame_bytes: args.max_frame_bytes,
         progress: true,
     };
