@@ -29,6 +29,7 @@ pub mod shutdown;
 pub mod sse;
 pub mod stats;
 pub mod symbols;
+pub mod sys;
 pub mod tick;
 pub mod tls;
 pub mod transport;

@@ -479,10 +479,7 @@ fn start_watchdog(limit: Duration) {
                 limit.as_secs_f64()
             );
             for pid in target::CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                // SAFETY: kill() on pids of children we started.
-                unsafe {
-                    libc::kill(*pid as libc::pid_t, libc::SIGKILL);
-                }
+                let _ = crate::sys::kill(*pid, crate::sys::Signal::Kill);
             }
             for dir in target::TEMP_DIRS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                 let _ = std::fs::remove_dir_all(dir);

@@ -214,10 +214,7 @@ fn run(
     stop: &AtomicBool,
 ) -> PublishOutcome {
     // Wake-ups within ~1 µs of the deadline instead of the default 50 µs.
-    // SAFETY: prctl(PR_SET_TIMERSLACK) only affects this thread.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
-    }
+    let _ = crate::sys::set_timer_slack(1000);
     let mut out = PublishOutcome {
         published: 0,
         expected_fast: 0,

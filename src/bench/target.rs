@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::procstat;
 use super::ws::{Endpoint, WsError};
+use crate::sys::{self, Signal};
 
 /// Children to kill if the runner's hard timeout fires.
 pub static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -310,14 +311,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn stop_all(procs: Vec<Proc>) -> Vec<String> {
     for p in &procs {
         let sig = if p.role == "nats-server" {
-            libc::SIGINT
+            Signal::Interrupt
         } else {
-            libc::SIGTERM
+            Signal::Terminate
         };
-        // SAFETY: kill() on our own child's pid.
-        unsafe {
-            libc::kill(p.pid as libc::pid_t, sig);
-        }
+        let _ = sys::kill(p.pid, sig);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut notes = Vec::new();
@@ -439,19 +437,13 @@ fn tail(log: &Path) -> String {
 
 /// Spawns a child that dies with the runner and is killed by the watchdog.
 fn spawn_child(mut cmd: Command, log: &Path) -> std::io::Result<Child> {
-    use std::os::unix::process::CommandExt;
     let log_file = std::fs::File::create(log)?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
-    // SAFETY: prctl is async-signal-safe; it makes the server die with the
-    // runner, so a crashed or killed runner leaves no server behind.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    // The server dies with the runner, so a crashed or killed runner leaves
+    // no server behind.
+    sys::die_with_parent(&mut cmd, Signal::Terminate);
     let child = cmd.spawn()?;
     lock(&CHILDREN).push(child.id());
     Ok(child)
