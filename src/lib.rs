@@ -7,7 +7,6 @@
 //! The wire contract is PROTOCOL.md; [`protocol`] parses what comes in.
 
 pub mod auth;
-pub mod bench;
 pub mod bus;
 pub mod config;
 pub mod decimal;

@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, watch};
 use super::plan::{ClientSpec, Plan};
 use super::scan::{Msg, ScanError, scan};
 use super::ws::{self, Endpoint, WsError};
-use crate::tick::wall_clock_ns;
+use crate::tickwire_lib::wall_clock_ns;
 
 /// Handshakes in flight per thread: enough to connect 10,000 clients in a
 /// few seconds without overflowing the server's accept backlog.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::procstat;
 use super::ws::{Endpoint, WsError};
-use crate::sys::{self, Signal};
+use crate::tickwire_lib::sys::{self, Signal};
 
 /// Children to kill if the runner's hard timeout fires.
 pub static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -34,8 +34,12 @@ pub const MAX_GATEWAYS: usize = 16;
 pub enum TargetError {
     #[error(transparent)]
     Url(#[from] WsError),
-    #[error("cannot find the tickwire binary to start a server: {0}")]
+    #[error("cannot find the runner's own binary (to find tickwire beside it): {0}")]
     Exe(#[source] std::io::Error),
+    #[error(
+        "no tickwire binary at {path} to start a server: run `cargo build --release` at the repository root (it builds tickwire beside tickwire-bench), or give its path with --server-bin or TICKWIRE_BIN"
+    )]
+    NoServerBin { path: String },
     #[error("cannot start `tickwire serve`: {0}")]
     Spawn(#[source] std::io::Error),
     #[error(
@@ -221,6 +225,11 @@ impl Target {
     pub fn is_deployment(&self) -> bool {
         matches!(self, Target::Nats { .. })
     }
+
+    /// Whether the runner starts `tickwire serve` for this target.
+    pub fn starts_servers(&self) -> bool {
+        matches!(self, Target::Spawn { .. } | Target::Nats { .. })
+    }
 }
 
 fn with_flags(name: &str, flags: &[String]) -> String {
@@ -357,10 +366,33 @@ fn stop_all(procs: Vec<Proc>) -> Vec<String> {
     notes
 }
 
+/// The `tickwire` binary to run `serve` with: `given` (`--server-bin` or
+/// `TICKWIRE_BIN`), else `tickwire` beside this runner's binary, where
+/// `cargo build` puts both.
+pub fn server_bin(given: Option<&Path>) -> Result<PathBuf, TargetError> {
+    let path = match given {
+        Some(p) => p.to_owned(),
+        None => std::env::current_exe()
+            .map_err(TargetError::Exe)?
+            .with_file_name("tickwire"),
+    };
+    if !path.is_file() {
+        return Err(TargetError::NoServerBin {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(path)
+}
+
 /// Starts or resolves the target. `pids` (from `--server-pid`) are the
 /// processes to sample for a URL target; without them each loopback
-/// server's pid is looked up from its listening socket.
-pub fn start(target: &Target, pids: &[u32]) -> Result<Running, TargetError> {
+/// server's pid is looked up from its listening socket. `server_bin` is
+/// `--server-bin` (see [`server_bin`]).
+pub fn start(
+    target: &Target,
+    pids: &[u32],
+    server_bin: Option<&Path>,
+) -> Result<Running, TargetError> {
     match target {
         Target::Urls { publish, subscribe } => {
             let publish = Endpoint::parse(publish)?;
@@ -406,7 +438,7 @@ pub fn start(target: &Target, pids: &[u32]) -> Result<Running, TargetError> {
             })
         }
         Target::Spawn { extra, .. } => {
-            let (proc, endpoint) = spawn_node("tickwire", extra)?;
+            let (proc, endpoint) = spawn_node(&self::server_bin(server_bin)?, "tickwire", extra)?;
             Ok(Running {
                 publish: endpoint.clone(),
                 subscribe: vec![endpoint],
@@ -416,7 +448,7 @@ pub fn start(target: &Target, pids: &[u32]) -> Result<Running, TargetError> {
         }
         Target::Nats {
             gateways, extra, ..
-        } => spawn_deployment(*gateways, extra),
+        } => spawn_deployment(&self::server_bin(server_bin)?, *gateways, extra),
     }
 }
 
@@ -424,7 +456,7 @@ fn temp_tag() -> String {
     format!(
         "tickwire-bench-{}-{}",
         std::process::id(),
-        crate::tick::wall_clock_ns()
+        crate::tickwire_lib::wall_clock_ns()
     )
 }
 
@@ -449,9 +481,8 @@ fn spawn_child(mut cmd: Command, log: &Path) -> std::io::Result<Child> {
     Ok(child)
 }
 
-/// Starts `tickwire serve --no-feed` with `extra` and waits for its address.
-fn spawn_node(role: &str, extra: &[String]) -> Result<(Proc, Endpoint), TargetError> {
-    let exe = std::env::current_exe().map_err(TargetError::Exe)?;
+/// Starts `exe serve --no-feed` with `extra` and waits for its address.
+fn spawn_node(exe: &Path, role: &str, extra: &[String]) -> Result<(Proc, Endpoint), TargetError> {
     let dir = std::env::temp_dir();
     let tag = format!("{}-{role}", temp_tag());
     let addr_file = dir.join(format!("{tag}.addr"));
@@ -587,7 +618,7 @@ fn spawn_nats(dir: &Path) -> Result<(Proc, String), TargetError> {
 /// Starts nats-server, an ingest node and `gateways` gateways, and waits
 /// until every gateway is connected and has the ingest node's heartbeat.
 /// On any failure what was started is stopped.
-fn spawn_deployment(gateways: usize, extra: &[String]) -> Result<Running, TargetError> {
+fn spawn_deployment(exe: &Path, gateways: usize, extra: &[String]) -> Result<Running, TargetError> {
     let dir = std::env::temp_dir().join(format!("{}-nats", temp_tag()));
     std::fs::create_dir_all(&dir).map_err(|source| TargetError::NatsSpawn {
         exe: format!("nats-server (store {})", dir.display()),
@@ -613,11 +644,11 @@ fn spawn_deployment(gateways: usize, extra: &[String]) -> Result<Running, Target
             a.extend(extra.iter().cloned());
             a
         };
-        let (ingest, ep) = spawn_node("ingest", &node_args("ingest"))?;
+        let (ingest, ep) = spawn_node(exe, "ingest", &node_args("ingest"))?;
         running.procs.push(ingest);
         running.publish = ep;
         for g in 1..=gateways {
-            let (gw, ep) = spawn_node(&format!("gateway-{g}"), &node_args("gateway"))?;
+            let (gw, ep) = spawn_node(exe, &format!("gateway-{g}"), &node_args("gateway"))?;
             running.procs.push(gw);
             running.subscribe.push(ep);
         }

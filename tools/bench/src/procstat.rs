@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::sys;
+use crate::tickwire_lib::sys;
 
 /// Why the file-descriptor limit is not enough.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,7 @@ pub mod publisher;
 pub mod report;
 pub mod scan;
 pub mod target;
+mod tickwire_lib;
 pub mod ws;
 
 use std::collections::HashSet;
@@ -43,7 +44,7 @@ use self::plan::{Plan, PlanInput};
 use self::publisher::{PublishCounters, PublisherConfig, Source};
 use self::report::*;
 use self::target::Target;
-use crate::replay::Speed;
+use crate::tickwire_lib::Speed;
 
 /// Why a benchmark could not run (or could not finish a run).
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +73,7 @@ pub enum BenchError {
         first: String,
     },
     #[error("cannot read the recording: {0}")]
-    Recording(#[from] crate::recording::RecordingError),
+    Recording(#[from] crate::tickwire_lib::RecordingError),
     #[error("cannot start a thread or runtime: {0}")]
     Thread(#[source] std::io::Error),
     #[error("cannot write {path}: {source}")]
@@ -119,7 +120,12 @@ fn parse_sweep(s: &str) -> Result<Sweep, String> {
 }
 
 /// `tickwire bench`: measure a feed server's latency under load.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "tickwire-bench",
+    version,
+    about = "Measure a feed server's latency under load (tickwire, or any server speaking PROTOCOL.md)."
+)]
 pub struct BenchArgs {
     /// Server to measure (ws://HOST:PORT), or several, comma-separated:
     /// subscribers are spread over them round-robin (e.g. the gateways of a
@@ -220,6 +226,11 @@ pub struct BenchArgs {
     /// `nats:N` deployment.
     #[arg(long, allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
+    /// The `tickwire` binary that serves `self` and `nats:N` targets.
+    /// Default: `tickwire` in this runner's own directory, where `cargo
+    /// build` puts both.
+    #[arg(long, env = "TICKWIRE_BIN", value_name = "PATH")]
+    pub server_bin: Option<PathBuf>,
     /// After publishing, wait at most this long for deliveries to arrive.
     #[arg(long, default_value_t = 3.0)]
     pub drain: f64,
@@ -334,6 +345,9 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
             "a nats:N target needs nats-server: install it (Debian: apt-get install nats-server) or set TICKWIRE_NATS_SERVER to its path".into(),
         ));
     }
+    if targets.iter().any(Target::starts_servers) {
+        target::server_bin(args.server_bin.as_deref())?;
+    }
     let rounds = args
         .rounds
         .map_or(if targets.len() > 1 { 3 } else { 1 }, |r| r as usize);
@@ -371,7 +385,7 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
 
     // The recording, if any, and the symbol universe.
     let replay = match &args.replay {
-        Some(path) => Some(crate::recording::read_all(path)?),
+        Some(path) => Some(crate::tickwire_lib::read_all(path)?),
         None => None,
     };
     let symbols = match &replay {
@@ -479,7 +493,7 @@ fn start_watchdog(limit: Duration) {
                 limit.as_secs_f64()
             );
             for pid in target::CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                let _ = crate::sys::kill(*pid, crate::sys::Signal::Kill);
+                let _ = crate::tickwire_lib::sys::kill(*pid, crate::tickwire_lib::sys::Signal::Kill);
             }
             for dir in target::TEMP_DIRS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                 let _ = std::fs::remove_dir_all(dir);
@@ -583,7 +597,7 @@ fn run_once(
     round: usize,
     label: &str,
 ) -> Result<RunData, BenchError> {
-    let mut running = target::start(target, &args.server_pid)?;
+    let mut running = target::start(target, &args.server_pid, args.server_bin.as_deref())?;
     let url = running.publish.url.clone();
     let subscribe_urls: Vec<String> = running.subscribe.iter().map(|e| e.url.clone()).collect();
     // Make sure every server is there and speaks the protocol, once.
@@ -713,7 +727,7 @@ fn run_once(
     let rss_after = total_rss(&pids).unwrap_or(0);
 
     let cpu0 = sample_cpu(&live, &pids);
-    let start_wall = crate::tick::wall_clock_ns();
+    let start_wall = crate::tickwire_lib::wall_clock_ns();
     let start_sys = SystemTime::now();
     let _ = phase_tx.send(Phase::Publishing {
         start_wall_ns: start_wall,

@@ -19,9 +19,7 @@ use hdrhistogram::Histogram;
 
 use super::plan::{Plan, SplitMix64};
 use super::ws::{self, Endpoint, WsError};
-use crate::decimal::Fixed;
-use crate::replay::Speed;
-use crate::tick::{Event, NewTick, Side, wall_clock_ns};
+use crate::tickwire_lib::{Event, Fixed, NewTick, Side, Speed, event_json_fields, wall_clock_ns};
 
 /// Ticks per publish frame at most (sent as a JSON array when > 1).
 const MAX_BATCH: usize = 256;
@@ -161,7 +159,7 @@ fn write_tick(out: &mut Vec<u8>, sym: &str, ts: u64, event: &Event) {
     out.extend_from_slice(sym.as_bytes());
     out.extend_from_slice(b"\",\"ts\":");
     out.extend_from_slice(b.format(ts).as_bytes());
-    crate::encode::event_json_fields(out, event);
+    event_json_fields(out, event);
     out.push(b'}');
 }
 
@@ -214,7 +212,7 @@ fn run(
     stop: &AtomicBool,
 ) -> PublishOutcome {
     // Wake-ups within ~1 µs of the deadline instead of the default 50 µs.
-    let _ = crate::sys::set_timer_slack(1000);
+    let _ = crate::tickwire_lib::sys::set_timer_slack(1000);
     let mut out = PublishOutcome {
         published: 0,
         expected_fast: 0,
@@ -417,9 +415,9 @@ mod tests {
             let mut out = Vec::new();
             let ev = synthetic_event(&mut rng, 3);
             write_tick(&mut out, "A", 1, &ev);
-            let parsed = crate::protocol::parse_publish(&out);
+            let parsed = crate::tickwire_lib::parse_publish(&out);
             assert!(
-                matches!(parsed[0], Ok(crate::protocol::Published::Tick(_))),
+                matches!(parsed[0], Ok(crate::tickwire_lib::Published::Tick(_))),
                 "{}",
                 String::from_utf8_lossy(&out)
             );
