@@ -206,6 +206,63 @@ pub fn spawn(
         })
 }
 
+/// When each tick is due.
+struct Schedule<'a> {
+    source: &'a Source,
+    /// Synthetic: ns between two ticks.
+    interval: f64,
+    /// A recording at a factor: ns one loop of it lasts.
+    replay_span: f64,
+}
+
+impl<'a> Schedule<'a> {
+    fn new(source: &'a Source) -> Schedule<'a> {
+        let (interval, replay_span) = match source {
+            Source::Synthetic { rate } => (1e9 / rate.max(1e-9), 0.0),
+            Source::Replay { ticks, speed, .. } => {
+                let first = ticks.first().map_or(0, |t| t.ts);
+                let last = ticks.last().map_or(0, |t| t.ts);
+                // One loop lasts the recording plus 1 ms, at the chosen speed.
+                let f = match speed {
+                    Speed::Factor(f) => *f,
+                    Speed::Max => 1.0,
+                };
+                (0.0, (last - first) as f64 / f + 1e6)
+            }
+        };
+        Schedule {
+            source,
+            interval,
+            replay_span,
+        }
+    }
+
+    /// Intended offset (ns after the start) of tick `i`; `None` = as soon as
+    /// possible (replay at max speed).
+    fn offset(&self, i: u64) -> Option<u64> {
+        match self.source {
+            Source::Synthetic { .. } => Some((i as f64 * self.interval) as u64),
+            Source::Replay {
+                speed: Speed::Max, ..
+            } => None,
+            Source::Replay {
+                ticks,
+                speed: Speed::Factor(f),
+                ..
+            } => {
+                let n = ticks.len() as u64;
+                let t = &ticks[(i % n) as usize];
+                let lap = (i / n) as f64 * self.replay_span;
+                Some((lap + (t.ts - ticks[0].ts) as f64 / f) as u64)
+            }
+        }
+    }
+}
+
+/// The publisher thread: connects, then sends ticks in batches as they fall
+/// due, counting what each costs the subscribers, until `--seconds` are up.
+/// One function (about 150 lines) because batching, pacing and accounting
+/// share the hot loop's state.
 fn run(
     cfg: &PublisherConfig,
     counters: &Arc<PublishCounters>,
@@ -242,39 +299,8 @@ fn run(
     let mut rng = SplitMix64::new(cfg.seed ^ 0x005E_ED0F_7B11);
     let mut mask_rng = SplitMix64::new(cfg.seed.rotate_left(17));
     let dur_ns = cfg.duration.as_nanos() as u64;
-    // Intended offset (ns after the start) of tick `i`; None = as soon as
-    // possible (replay at max speed).
-    let (interval, replay_span) = match &cfg.source {
-        Source::Synthetic { rate } => (1e9 / rate.max(1e-9), 0.0),
-        Source::Replay { ticks, speed, .. } => {
-            let first = ticks.first().map_or(0, |t| t.ts);
-            let last = ticks.last().map_or(0, |t| t.ts);
-            // One loop lasts the recording plus 1 ms, at the chosen speed.
-            let f = match speed {
-                Speed::Factor(f) => *f,
-                Speed::Max => 1.0,
-            };
-            (0.0, (last - first) as f64 / f + 1e6)
-        }
-    };
-    let offset = |i: u64| -> Option<u64> {
-        match &cfg.source {
-            Source::Synthetic { .. } => Some((i as f64 * interval) as u64),
-            Source::Replay {
-                speed: Speed::Max, ..
-            } => None,
-            Source::Replay {
-                ticks,
-                speed: Speed::Factor(f),
-                ..
-            } => {
-                let n = ticks.len() as u64;
-                let t = &ticks[(i % n) as usize];
-                let lap = (i / n) as f64 * replay_span;
-                Some((lap + (t.ts - ticks[0].ts) as f64 / f) as u64)
-            }
-        }
-    };
+    let schedule = Schedule::new(&cfg.source);
+    let offset = |i: u64| schedule.offset(i);
 
     let start = Instant::now();
     let start_wall = wall_clock_ns();
