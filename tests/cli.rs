@@ -229,10 +229,8 @@ fn serve_raises_its_open_file_limit_and_warns_when_max_connections_cannot_fit() 
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we own.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) },
-        0
-    );
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) };
+    assert_eq!(read, 0);
     let text = std::fs::read_to_string(&log).unwrap();
     // Plain text in a file: no colour escapes.
     assert!(!text.contains('\u{1b}'), "{text}");
