@@ -35,7 +35,6 @@
 //! [`sys`], and every `unsafe` block needs a `// SAFETY:` comment.
 
 pub mod access;
-pub mod bench;
 pub mod bus;
 pub mod model;
 pub mod net;
@@ -43,4 +42,5 @@ pub mod pipeline;
 pub mod recordings;
 pub mod server;
 pub(crate) mod shutdown;
+pub mod sys;
 pub mod wire;

@@ -1,5 +1,6 @@
 //! The `tickwire` command: `serve` runs the feed.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: ServeArgs' size beside the others costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the feed server (with no flags: the bundled recording, looped, on 127.0.0.1:8080).
@@ -35,7 +38,15 @@ enum Command {
     /// Subscribe to a server and write the ticks it sends to a recording.
     Record(tickwire::recordings::record::RecordArgs),
     /// Measure a feed server's latency under load (this one, or any server speaking docs/PROTOCOL.md).
-    Bench(tickwire::bench::BenchArgs),
+    ///
+    /// Runs `tickwire-bench` (tools/bench), which `cargo build` puts beside
+    /// this binary; `tickwire bench --help` lists its flags.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Everything after `bench`, handed to tickwire-bench untouched.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -297,8 +308,37 @@ fn main() -> ExitCode {
         Command::Import(args) => tickwire::recordings::import::run(args),
         Command::Replay(args) => tickwire::recordings::replay::client::run(args),
         Command::Record(args) => tickwire::recordings::record::run(args),
-        Command::Bench(args) => tickwire::bench::run(args),
+        Command::Bench { args } => bench(args),
     }
+}
+
+/// `tickwire bench …`: the runner is a binary of its own, built beside this
+/// one. This process becomes it (exec): same pid, same arguments, its exit
+/// status is ours, so scripts and the runner's own children see no
+/// difference from when it was a subcommand.
+fn bench(args: Vec<OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let runner = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name("tickwire-bench"),
+        Err(e) => {
+            eprintln!("tickwire: cannot find this binary's directory (to run tickwire-bench): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !runner.is_file() {
+        eprintln!(
+            "tickwire: `tickwire bench` runs {}, which does not exist: run `cargo build --release` at the repository root (it builds tickwire and tickwire-bench side by side)",
+            runner.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    // argv[0] is what the runner's usage lines show.
+    let err = std::process::Command::new(&runner)
+        .arg0("tickwire bench")
+        .args(args)
+        .exec();
+    eprintln!("tickwire: cannot run {}: {err}", runner.display());
+    ExitCode::FAILURE
 }
 
 /// Raises the open-file limit to the hard one (each connection holds a

@@ -381,8 +381,7 @@ fn spawn_serve(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, So
 
 /// Stops the server and returns everything it logged.
 fn stop(child: std::process::Child) -> String {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    tickwire::sys::kill(child.id(), tickwire::sys::Signal::Terminate).unwrap();
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stderr).to_string()
 }

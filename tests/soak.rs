@@ -94,17 +94,7 @@ fn env_num(name: &str, default: u64) -> u64 {
 /// Raises this process's soft open-file limit to the hard one (it holds
 /// the clients' ends of every connection).
 fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on a struct we own.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
-    }
+    let _ = tickwire::sys::raise_fd_limit(u64::MAX, u64::MAX);
 }
 
 fn sym(i: usize) -> String {
@@ -243,8 +233,7 @@ impl Server {
 
     /// SIGTERM, and the exit status within 10 s.
     fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        let _ = tickwire::sys::kill(self.pid(), tickwire::sys::Signal::Terminate);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {

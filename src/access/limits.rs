@@ -152,15 +152,7 @@ impl Drop for Permit {
     }
 }
 
-/// The process's open-file limit (RLIMIT_NOFILE) after [`raise_fd_limit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FdLimit {
-    /// The soft limit before: what the process was started with.
-    pub was: u64,
-    /// The soft limit now: what the server can open.
-    pub soft: u64,
-    pub hard: u64,
-}
+pub use crate::sys::FdLimit;
 
 /// Raises the soft open-file limit to the hard one. Every WebSocket
 /// connection holds one descriptor, and the usual soft default (1,024) is
@@ -168,27 +160,7 @@ pub struct FdLimit {
 /// process may take. `serve` calls this at startup (the library never
 /// changes process-wide limits by itself).
 pub fn raise_fd_limit() -> std::io::Result<FdLimit> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let was = r.rlim_cur;
-    if r.rlim_cur < r.rlim_max {
-        r.rlim_cur = r.rlim_max;
-        // SAFETY: setrlimit reads the struct we own.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(FdLimit {
-        was,
-        soft: r.rlim_cur,
-        hard: r.rlim_max,
-    })
+    crate::sys::raise_fd_limit(u64::MAX, u64::MAX)
 }
 
 /// Descriptors a server needs besides its WebSocket connections: stdio,

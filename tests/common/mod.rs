@@ -358,22 +358,7 @@ pub fn quote(sym: &str, ts: u64, bid: &str, ask: &str) -> Value {
 /// Makes `cmd` start with a soft open-file limit of at most `soft`, as a
 /// shell's default would be, so the server has to raise its own.
 pub fn with_soft_fd_limit(cmd: &mut std::process::Command, soft: u64) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: getrlimit and setrlimit are.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut r = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-                r.rlim_cur = r.rlim_cur.min(soft as libc::rlim_t);
-                libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-            }
-            Ok(())
-        });
-    }
+    tickwire::sys::start_with_fd_limit(cmd, soft);
 }
 
 /// `GET path` on a connection of its own, read to EOF (tickwire ends every

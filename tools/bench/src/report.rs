@@ -458,16 +458,13 @@ mod tests {
 
     #[test]
     fn percentiles_are_ordered() {
-        let mut h = crate::bench::clients::new_histogram();
+        let mut h = crate::clients::new_histogram();
         for v in 1..100_000u64 {
             h.record(v * 10).unwrap();
         }
         let p = Percentiles::of(&h);
         assert!(p.min_ns <= p.p50_ns && p.p50_ns <= p.p90_ns && p.p90_ns <= p.p99_ns);
         assert!(p.p99_ns <= p.p999_ns && p.p999_ns <= p.p9999_ns && p.p9999_ns <= p.max_ns);
-        assert_eq!(
-            Percentiles::of(&crate::bench::clients::new_histogram()).count,
-            0
-        );
+        assert_eq!(Percentiles::of(&crate::clients::new_histogram()).count, 0);
     }
 }

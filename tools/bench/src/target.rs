@@ -9,16 +9,20 @@
 //! round-robin, [`super::clients::endpoint_index`]). A single server is
 //! both. Its **processes** are what CPU and RSS are summed over.
 
+mod spawn;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use self::spawn::{nats_server_exe, server_bin};
 use super::procstat;
 use super::ws::{Endpoint, WsError};
+use crate::tickwire_lib::sys::{self, Signal};
 
 /// Children to kill if the runner's hard timeout fires.
 pub static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -33,8 +37,12 @@ pub const MAX_GATEWAYS: usize = 16;
 pub enum TargetError {
     #[error(transparent)]
     Url(#[from] WsError),
-    #[error("cannot find the tickwire binary to start a server: {0}")]
+    #[error("cannot find the runner's own binary (to find tickwire beside it): {0}")]
     Exe(#[source] std::io::Error),
+    #[error(
+        "no tickwire binary at {path} to start a server: run `cargo build --release` at the repository root (it builds tickwire beside tickwire-bench), or give its path with --server-bin or TICKWIRE_BIN"
+    )]
+    NoServerBin { path: String },
     #[error("cannot start `tickwire serve`: {0}")]
     Spawn(#[source] std::io::Error),
     #[error(
@@ -220,6 +228,11 @@ impl Target {
     pub fn is_deployment(&self) -> bool {
         matches!(self, Target::Nats { .. })
     }
+
+    /// Whether the runner starts `tickwire serve` for this target.
+    pub fn starts_servers(&self) -> bool {
+        matches!(self, Target::Spawn { .. } | Target::Nats { .. })
+    }
 }
 
 fn with_flags(name: &str, flags: &[String]) -> String {
@@ -286,7 +299,7 @@ impl Running {
     /// Stops what the runner started: the tickwire nodes first (SIGTERM,
     /// then SIGKILL after 5 s), nats-server last. Returns a note when
     /// something did not exit cleanly.
-    pub fn stop(mut self) -> Option<String> {
+    pub fn stop(&mut self) -> Option<String> {
         let (nats, nodes): (Vec<Proc>, Vec<Proc>) = std::mem::take(&mut self.procs)
             .into_iter()
             .filter(|p| p.child.is_some())
@@ -310,14 +323,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn stop_all(procs: Vec<Proc>) -> Vec<String> {
     for p in &procs {
         let sig = if p.role == "nats-server" {
-            libc::SIGINT
+            Signal::Interrupt
         } else {
-            libc::SIGTERM
+            Signal::Terminate
         };
-        // SAFETY: kill() on our own child's pid.
-        unsafe {
-            libc::kill(p.pid as libc::pid_t, sig);
-        }
+        let _ = sys::kill(p.pid, sig);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut notes = Vec::new();
@@ -361,8 +371,13 @@ fn stop_all(procs: Vec<Proc>) -> Vec<String> {
 
 /// Starts or resolves the target. `pids` (from `--server-pid`) are the
 /// processes to sample for a URL target; without them each loopback
-/// server's pid is looked up from its listening socket.
-pub fn start(target: &Target, pids: &[u32]) -> Result<Running, TargetError> {
+/// server's pid is looked up from its listening socket. `server_bin` is
+/// `--server-bin` (see [`server_bin`]).
+pub fn start(
+    target: &Target,
+    pids: &[u32],
+    server_bin: Option<&Path>,
+) -> Result<Running, TargetError> {
     match target {
         Target::Urls { publish, subscribe } => {
             let publish = Endpoint::parse(publish)?;
@@ -408,7 +423,8 @@ pub fn start(target: &Target, pids: &[u32]) -> Result<Running, TargetError> {
             })
         }
         Target::Spawn { extra, .. } => {
-            let (proc, endpoint) = spawn_node("tickwire", extra)?;
+            let (proc, endpoint) =
+                spawn::spawn_node(&self::server_bin(server_bin)?, "tickwire", extra)?;
             Ok(Running {
                 publish: endpoint.clone(),
                 subscribe: vec![endpoint],
@@ -418,280 +434,7 @@ pub fn start(target: &Target, pids: &[u32]) -> Result<Running, TargetError> {
         }
         Target::Nats {
             gateways, extra, ..
-        } => spawn_deployment(*gateways, extra),
-    }
-}
-
-fn temp_tag() -> String {
-    format!(
-        "tickwire-bench-{}-{}",
-        std::process::id(),
-        crate::model::tick::wall_clock_ns()
-    )
-}
-
-/// The last lines of a log, for an error message.
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(10).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
-/// Spawns a child that dies with the runner and is killed by the watchdog.
-fn spawn_child(mut cmd: Command, log: &Path) -> std::io::Result<Child> {
-    use std::os::unix::process::CommandExt;
-    let log_file = std::fs::File::create(log)?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file);
-    // SAFETY: prctl is async-signal-safe; it makes the server die with the
-    // runner, so a crashed or killed runner leaves no server behind.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    lock(&CHILDREN).push(child.id());
-    Ok(child)
-}
-
-/// Starts `tickwire serve --no-feed` with `extra` and waits for its address.
-fn spawn_node(role: &str, extra: &[String]) -> Result<(Proc, Endpoint), TargetError> {
-    let exe = std::env::current_exe().map_err(TargetError::Exe)?;
-    let dir = std::env::temp_dir();
-    let tag = format!("{}-{role}", temp_tag());
-    let addr_file = dir.join(format!("{tag}.addr"));
-    let log = dir.join(format!("{tag}.log"));
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-feed",
-        "--addr-file",
-    ])
-    .arg(&addr_file)
-    .args(extra)
-    // Per-connection logs at 10,000 clients would cost the server CPU.
-    .env(
-        "RUST_LOG",
-        std::env::var("TICKWIRE_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
-    );
-    let mut child = spawn_child(cmd, &log).map_err(TargetError::Spawn)?;
-    let what = if role == "tickwire" {
-        "`tickwire serve`".to_owned()
-    } else {
-        format!("`tickwire serve` ({role})")
-    };
-    let text = wait_for_file(&mut child, &addr_file, &log, &what)?;
-    let endpoint = Endpoint::parse(&format!("ws://{}", text.trim()))?;
-    Ok((
-        Proc {
-            role: role.to_owned(),
-            pid: child.id(),
-            child: Some(child),
-            log: Some(log),
-        },
-        endpoint,
-    ))
-}
-
-/// Waits (10 s at most) for a child to write `file`; returns its text.
-fn wait_for_file(
-    child: &mut Child,
-    file: &Path,
-    log: &Path,
-    what: &str,
-) -> Result<String, TargetError> {
-    let limit = Duration::from_secs(10);
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(file)
-            && !text.trim().is_empty()
-        {
-            let _ = std::fs::remove_file(file);
-            return Ok(text);
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            lock(&CHILDREN).retain(|&p| p != child.id());
-            return Err(TargetError::Exited {
-                what: what.to_owned(),
-                status: st.to_string(),
-                log: log.display().to_string(),
-                tail: tail(log),
-            });
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            lock(&CHILDREN).retain(|&p| p != child.id());
-            return Err(TargetError::NoAddress {
-                what: what.to_owned(),
-                limit,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The nats-server executable: `TICKWIRE_NATS_SERVER`, else `nats-server`
-/// on PATH, else the Debian package's `/usr/sbin/nats-server`.
-pub fn nats_server_exe() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TICKWIRE_NATS_SERVER") {
-        return Some(PathBuf::from(p));
-    }
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("nats-server"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
-        let p = PathBuf::from("/usr/sbin/nats-server");
-        p.is_file().then_some(p)
-    })
-}
-
-/// Starts nats-server with JetStream on a free loopback port (`-p -1`,
-/// the port read back from its ports file) and a store in `dir`.
-fn spawn_nats(dir: &Path) -> Result<(Proc, String), TargetError> {
-    let exe = nats_server_exe().unwrap_or_else(|| PathBuf::from("nats-server"));
-    let log = dir.join("nats-server.log");
-    let mut cmd = Command::new(&exe);
-    cmd.args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-        .arg(dir.join("store"))
-        .arg("--ports_file_dir")
-        .arg(dir);
-    let mut child = spawn_child(cmd, &log).map_err(|source| TargetError::NatsSpawn {
-        exe: exe.display().to_string(),
-        source,
-    })?;
-    let exe_name = exe
-        .file_name()
-        .map_or("nats-server".into(), |n| n.to_string_lossy().into_owned());
-    let ports = dir.join(format!("{exe_name}_{}.ports", child.id()));
-    let text = wait_for_file(&mut child, &ports, &log, "nats-server")?;
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let url = v["nats"][0].as_str().map(str::to_owned);
-    let proc = Proc {
-        role: "nats-server".into(),
-        pid: child.id(),
-        child: Some(child),
-        log: None,
-    };
-    match url {
-        Some(url) => Ok((proc, url)),
-        None => {
-            stop_all(vec![proc]);
-            Err(TargetError::NotReady {
-                limit: Duration::ZERO,
-                why: format!("nats-server's ports file is not what was expected: {text}"),
-            })
-        }
-    }
-}
-
-/// Starts nats-server, an ingest node and `gateways` gateways, and waits
-/// until every gateway is connected and has the ingest node's heartbeat.
-/// On any failure what was started is stopped.
-fn spawn_deployment(gateways: usize, extra: &[String]) -> Result<Running, TargetError> {
-    let dir = std::env::temp_dir().join(format!("{}-nats", temp_tag()));
-    std::fs::create_dir_all(&dir).map_err(|source| TargetError::NatsSpawn {
-        exe: format!("nats-server (store {})", dir.display()),
-        source,
-    })?;
-    lock(&TEMP_DIRS).push(dir.clone());
-    let mut running = Running {
-        publish: Endpoint::parse("ws://127.0.0.1:1")?,
-        subscribe: Vec::new(),
-        procs: Vec::new(),
-        store: Some(dir.clone()),
-    };
-    let mut build = || -> Result<(), TargetError> {
-        let (nats, url) = spawn_nats(&dir)?;
-        running.procs.push(nats);
-        let node_args = |role: &str| -> Vec<String> {
-            let mut a = vec![
-                "--bus".to_owned(),
-                url.clone(),
-                "--role".to_owned(),
-                role.to_owned(),
-            ];
-            a.extend(extra.iter().cloned());
-            a
-        };
-        let (ingest, ep) = spawn_node("ingest", &node_args("ingest"))?;
-        running.procs.push(ingest);
-        running.publish = ep;
-        for g in 1..=gateways {
-            let (gw, ep) = spawn_node(&format!("gateway-{g}"), &node_args("gateway"))?;
-            running.procs.push(gw);
-            running.subscribe.push(ep);
-        }
-        if gateways == 0 {
-            running.subscribe.push(running.publish.clone());
-        }
-        wait_ready(&mut running)
-    };
-    match build() {
-        Ok(()) => Ok(running),
-        Err(e) => {
-            let _ = running.stop();
-            Err(e)
-        }
-    }
-}
-
-/// Every node connected to NATS; every gateway has a live feed (the
-/// ingest node's heartbeat arrived).
-fn wait_ready(running: &mut Running) -> Result<(), TargetError> {
-    let limit = Duration::from_secs(15);
-    let deadline = Instant::now() + limit;
-    let nodes: Vec<(String, SocketAddr, bool)> =
-        std::iter::once(("ingest".to_owned(), running.publish.addr, false))
-            .chain(
-                running
-                    .subscribe
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, ep)| ep.addr != running.publish.addr)
-                    .map(|(i, ep)| (format!("gateway-{}", i + 1), ep.addr, true)),
-            )
-            .collect();
-    loop {
-        let mut waiting = None;
-        for (name, addr, gateway) in &nodes {
-            let ok = match fetch_metrics(*addr, Duration::from_secs(2)) {
-                Ok(m) => {
-                    m.get("tickwire_bus_connected") == Some(&1.0)
-                        && (!gateway || m.get("tickwire_feed_stale") == Some(&0.0))
-                }
-                Err(_) => false,
-            };
-            if !ok {
-                waiting = Some(name.clone());
-                break;
-            }
-        }
-        let Some(name) = waiting else {
-            return Ok(());
-        };
-        if let Some(st) = running.exited() {
-            return Err(TargetError::NotReady {
-                limit,
-                why: format!("a process exited: {st}"),
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(TargetError::NotReady {
-                limit,
-                why: format!(
-                    "{name} is not connected to NATS or has no heartbeat from the ingest node (its /metrics)"
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        } => spawn::spawn_deployment(&self::server_bin(server_bin)?, *gateways, extra),
     }
 }
 

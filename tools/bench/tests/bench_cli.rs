@@ -1,13 +1,58 @@
-//! `tickwire bench` end to end: the real binary, a real server on loopback,
-//! short bounded runs, and the report files checked for consistency.
+//! `tickwire bench` end to end: the real binaries, a real server on
+//! loopback, short bounded runs, and the report files checked for
+//! consistency.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tickwire");
+/// The runner, built by Cargo for this test.
+const RUNNER: &str = env!("CARGO_BIN_EXE_tickwire-bench");
+
+/// The `tickwire` binary: the one the runner starts servers with and the
+/// one `tickwire bench` goes through. `TICKWIRE_BIN` if set (the runner
+/// uses it too); else `tickwire` beside the runner, where `cargo test` at
+/// the root has built it. Cargo builds another package's binaries only for
+/// that package's own tests, so when it is missing (`cargo test -p
+/// tickwire-bench` in a fresh clone) it is built here, once, with the
+/// cargo running this test, into the same target directory and profile.
+fn tickwire() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TICKWIRE_BIN") {
+            return PathBuf::from(p);
+        }
+        let dir = Path::new(RUNNER)
+            .parent()
+            .expect("the runner is in a directory");
+        let bin = dir.join("tickwire");
+        if bin.is_file() {
+            return bin;
+        }
+        // target/<profile>/tickwire-bench: build the same profile there.
+        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--package", "tickwire", "--bin", "tickwire"])
+            .arg("--target-dir")
+            .arg(dir.parent().expect("a target directory"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile != "debug" {
+            cargo.args(["--profile", profile]);
+        }
+        let status = cargo.status().expect("running cargo to build tickwire");
+        assert!(status.success(), "cargo build --bin tickwire: {status}");
+        assert!(
+            bin.is_file(),
+            "built tickwire, but not at {} (a --target build? set TICKWIRE_BIN)",
+            bin.display()
+        );
+        bin
+    })
+}
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tickwire-bench-test-{}-{name}", std::process::id()));
@@ -35,9 +80,14 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Output {
     }
 }
 
+/// The runner, with the `tickwire` binary it starts servers with in place.
+fn runner() -> Command {
+    tickwire();
+    Command::new(RUNNER)
+}
+
 fn bench(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(BIN)
-        .arg("bench")
+    let child = runner()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -254,7 +304,7 @@ fn a_server_speaking_another_protocol_is_a_clear_error() {
 #[allow(clippy::zombie_processes)]
 fn start_server(dir: &Path) -> (Child, String) {
     let addr_file = dir.join("addr");
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(tickwire())
         .args([
             "serve",
             "--listen",
@@ -286,9 +336,8 @@ fn start_server(dir: &Path) -> (Child, String) {
 fn a_server_dying_mid_run_gives_a_partial_report() {
     let dir = tmpdir("dies");
     let (mut server, url) = start_server(&dir);
-    let child = Command::new(BIN)
+    let child = runner()
         .args([
-            "bench",
             "--url",
             &url,
             "--clients",
@@ -327,22 +376,14 @@ fn a_server_dying_mid_run_gives_a_partial_report() {
 
 #[test]
 fn a_file_descriptor_limit_below_clients_is_a_clear_error() {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(BIN);
-    cmd.args(["bench", "--clients", "5000", "--seconds", "1", "--quiet"])
+    tickwire();
+    // The shell lowers the soft and hard limits to 512 (lowering is always
+    // allowed), then becomes the runner.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", r#"ulimit -n 512 && exec "$0" "$@""#, RUNNER])
+        .args(["--clients", "5000", "--seconds", "1", "--quiet"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setrlimit in the child before exec; lowering is always allowed.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 512,
-                rlim_max: 512,
-            };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            Ok(())
-        });
-    }
     let out = wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -486,8 +527,8 @@ fn standalone_and_nats_deployments_in_one_run() {
         return;
     }
     let dir = tmpdir("nats");
-    let child = Command::new(BIN)
-        .args(["bench", "--compare", "self", "nats:1", "nats:2"])
+    let child = runner()
+        .args(["--compare", "self", "nats:1", "nats:2"])
         .args(["--clients", "20", "--seconds", "2", "--warmup", "0.5"])
         .args(["--rate", "200", "--drain", "3", "--rounds", "1", "--quiet"])
         .args(["--out", dir.to_str().unwrap()])
@@ -571,8 +612,8 @@ fn the_hard_timeout_stops_a_whole_deployment() {
     if !nats_server_available() {
         return;
     }
-    let child = Command::new(BIN)
-        .args(["bench", "--compare", "nats:1", "self", "--timeout", "4"])
+    let child = runner()
+        .args(["--compare", "nats:1", "self", "--timeout", "4"])
         .args([
             "--clients",
             "10",
@@ -600,4 +641,66 @@ fn the_hard_timeout_stops_a_whole_deployment() {
     }
     assert_eq!(children_of_runner(runner), Vec::<String>::new());
     assert_eq!(runner_temp_dirs(runner), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn tickwire_bench_hands_every_argument_to_the_runner() {
+    let run = |args: &[&str]| {
+        let child = Command::new(tickwire())
+            .arg("bench")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_bounded(child, Duration::from_secs(20))
+    };
+    // `--help` is the runner's, not tickwire's.
+    let out = run(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    assert!(
+        help.contains("Usage: tickwire bench") && help.contains("--server-bin"),
+        "{help}"
+    );
+    // Flags, their values and the exit status pass through unchanged.
+    let out = run(&["--seconds", "0", "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--seconds must be in (0, 3600]"),
+        "{stderr}"
+    );
+    let out = run(&["--no-such-flag"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+}
+
+#[test]
+fn a_missing_server_binary_is_a_clear_error() {
+    for (flag, env) in [(true, false), (false, true)] {
+        let mut cmd = runner();
+        cmd.args(["--seconds", "1", "--quiet"]);
+        if flag {
+            cmd.args(["--server-bin", "/nonexistent/tickwire"]);
+        }
+        if env {
+            cmd.env("TICKWIRE_BIN", "/nonexistent/tickwire");
+        }
+        let out = wait_bounded(
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+            Duration::from_secs(20),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("no tickwire binary at /nonexistent/tickwire"),
+            "{stderr}"
+        );
+    }
 }

@@ -182,12 +182,9 @@ pub fn parse_upgrade_response(
     }
 }
 
-pub const OP_CONT: u8 = 0x0;
-pub const OP_TEXT: u8 = 0x1;
-pub const OP_BINARY: u8 = 0x2;
-pub const OP_CLOSE: u8 = 0x8;
-pub const OP_PING: u8 = 0x9;
-pub const OP_PONG: u8 = 0xA;
+pub(crate) use crate::tickwire_lib::{
+    OPCODE_BINARY, OPCODE_CLOSE, OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
+};
 
 /// A frame header found at the start of a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,7 +248,12 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<FrameHead>, WsError> {
     }
     if !matches!(
         opcode,
-        OP_CONT | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG
+        OPCODE_CONTINUATION
+            | OPCODE_TEXT
+            | OPCODE_BINARY
+            | OPCODE_CLOSE
+            | OPCODE_PING
+            | OPCODE_PONG
     ) {
         return Err(WsError::Protocol(format!("unknown opcode {opcode:#x}")));
     }
@@ -364,10 +366,10 @@ mod tests {
     #[test]
     fn client_frames_are_masked() {
         let mut out = Vec::new();
-        client_frame(&mut out, OP_TEXT, b"abc", [1, 2, 3, 4]);
+        client_frame(&mut out, OPCODE_TEXT, b"abc", [1, 2, 3, 4]);
         assert_eq!(out, [0x81, 0x83, 1, 2, 3, 4, b'a' ^ 1, b'b' ^ 2, b'c' ^ 3]);
         out.clear();
-        client_frame(&mut out, OP_TEXT, &[0u8; 300], [0; 4]);
+        client_frame(&mut out, OPCODE_TEXT, &[0u8; 300], [0; 4]);
         assert_eq!(&out[..4], &[0x81, 0xFE, 1, 44]);
         assert_eq!(close_code(&[0x0F, 0xA0]), Some(4000));
         assert_eq!(close_code(&[]), None);

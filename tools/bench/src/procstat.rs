@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 
+use crate::tickwire_lib::sys;
+
 /// Why the file-descriptor limit is not enough.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
@@ -20,46 +22,28 @@ pub enum LimitError {
 /// runner spawns inherits the raised limit.
 pub fn raise_fd_limit(connections: usize) -> Result<Option<String>, LimitError> {
     let want = connections as u64 + 256;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(LimitError::Os(std::io::Error::last_os_error()));
-    }
-    if lim.rlim_cur >= want {
-        return Ok(None);
-    }
-    if lim.rlim_max < want {
+    let l = sys::raise_fd_limit(want, want.max(65_536)).map_err(LimitError::Os)?;
+    if l.hard < want {
         return Err(LimitError::TooLow {
-            hard: lim.rlim_max,
+            hard: l.hard,
             need: connections,
             want,
         });
     }
-    let old = lim.rlim_cur;
-    lim.rlim_cur = lim.rlim_max.min(want.max(65_536));
-    // SAFETY: setrlimit reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(LimitError::Os(std::io::Error::last_os_error()));
-    }
-    Ok(Some(format!(
-        "raised the soft file-descriptor limit from {old} to {} for {connections} connections",
-        lim.rlim_cur
-    )))
+    Ok((l.soft != l.was).then(|| {
+        format!(
+            "raised the soft file-descriptor limit from {} to {} for {connections} connections",
+            l.was, l.soft
+        )
+    }))
 }
 
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    sys::clock_ticks_per_second().map_or(100.0, |t| t as f64)
 }
 
 fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as u64 } else { 4096 }
+    sys::page_size().unwrap_or(4096)
 }
 
 /// user + system CPU seconds from a `/proc/.../stat` file.
@@ -123,8 +107,7 @@ pub fn process_rss(pid: u32) -> Option<u64> {
 
 /// This thread's id, for [`thread_cpu`].
 pub fn current_tid() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
+    sys::thread_id()
 }
 
 pub fn alive(pid: u32) -> bool {

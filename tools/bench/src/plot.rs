@@ -256,7 +256,7 @@ mod tests {
     fn plots_are_svg() {
         let dir = std::env::temp_dir().join(format!("tw-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut h = crate::bench::clients::new_histogram();
+        let mut h = crate::clients::new_histogram();
         for v in 1..10_000u64 {
             h.record(20_000 + v * 7).unwrap();
         }

@@ -19,9 +19,7 @@ use hdrhistogram::Histogram;
 
 use super::plan::{Plan, SplitMix64};
 use super::ws::{self, Endpoint, WsError};
-use crate::model::decimal::Fixed;
-use crate::model::speed::Speed;
-use crate::model::tick::{Event, NewTick, Side, wall_clock_ns};
+use crate::tickwire_lib::{Event, Fixed, NewTick, Side, Speed, event_json_fields, wall_clock_ns};
 
 /// Ticks per publish frame at most (sent as a JSON array when > 1).
 const MAX_BATCH: usize = 256;
@@ -131,14 +129,16 @@ fn read_replies(
                 break;
             }
             let payload = &buf[pos + h.header_len..pos + h.total()];
-            if h.opcode == ws::OP_TEXT && payload.windows(15).any(|w| w == b"\"type\":\"error\"") {
+            if h.opcode == ws::OPCODE_TEXT
+                && payload.windows(15).any(|w| w == b"\"type\":\"error\"")
+            {
                 counters.server_errors.fetch_add(1, Ordering::Relaxed);
                 let mut v = samples.lock().unwrap_or_else(|p| p.into_inner());
                 if v.len() < 5 {
                     v.push(String::from_utf8_lossy(payload).chars().take(300).collect());
                 }
             }
-            if h.opcode == ws::OP_CLOSE {
+            if h.opcode == ws::OPCODE_CLOSE {
                 return;
             }
             pos += h.total();
@@ -161,7 +161,7 @@ fn write_tick(out: &mut Vec<u8>, sym: &str, ts: u64, event: &Event) {
     out.extend_from_slice(sym.as_bytes());
     out.extend_from_slice(b"\",\"ts\":");
     out.extend_from_slice(b.format(ts).as_bytes());
-    crate::wire::encode::event_json_fields(out, event);
+    event_json_fields(out, event);
     out.push(b'}');
 }
 
@@ -208,16 +208,70 @@ pub fn spawn(
         })
 }
 
+/// When each tick is due.
+struct Schedule<'a> {
+    source: &'a Source,
+    /// Synthetic: ns between two ticks.
+    interval: f64,
+    /// A recording at a factor: ns one loop of it lasts.
+    replay_span: f64,
+}
+
+impl<'a> Schedule<'a> {
+    fn new(source: &'a Source) -> Schedule<'a> {
+        let (interval, replay_span) = match source {
+            Source::Synthetic { rate } => (1e9 / rate.max(1e-9), 0.0),
+            Source::Replay { ticks, speed, .. } => {
+                let first = ticks.first().map_or(0, |t| t.ts);
+                let last = ticks.last().map_or(0, |t| t.ts);
+                // One loop lasts the recording plus 1 ms, at the chosen speed.
+                let f = match speed {
+                    Speed::Factor(f) => *f,
+                    Speed::Max => 1.0,
+                };
+                (0.0, (last - first) as f64 / f + 1e6)
+            }
+        };
+        Schedule {
+            source,
+            interval,
+            replay_span,
+        }
+    }
+
+    /// Intended offset (ns after the start) of tick `i`; `None` = as soon as
+    /// possible (replay at max speed).
+    fn offset(&self, i: u64) -> Option<u64> {
+        match self.source {
+            Source::Synthetic { .. } => Some((i as f64 * self.interval) as u64),
+            Source::Replay {
+                speed: Speed::Max, ..
+            } => None,
+            Source::Replay {
+                ticks,
+                speed: Speed::Factor(f),
+                ..
+            } => {
+                let n = ticks.len() as u64;
+                let t = &ticks[(i % n) as usize];
+                let lap = (i / n) as f64 * self.replay_span;
+                Some((lap + (t.ts - ticks[0].ts) as f64 / f) as u64)
+            }
+        }
+    }
+}
+
+/// The publisher thread: connects, then sends ticks in batches as they fall
+/// due, counting what each costs the subscribers, until `--seconds` are up.
+/// One function (about 150 lines) because batching, pacing and accounting
+/// share the hot loop's state.
 fn run(
     cfg: &PublisherConfig,
     counters: &Arc<PublishCounters>,
     stop: &AtomicBool,
 ) -> PublishOutcome {
     // Wake-ups within ~1 µs of the deadline instead of the default 50 µs.
-    // SAFETY: prctl(PR_SET_TIMERSLACK) only affects this thread.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
-    }
+    let _ = crate::tickwire_lib::sys::set_timer_slack(1000);
     let mut out = PublishOutcome {
         published: 0,
         expected_fast: 0,
@@ -247,39 +301,8 @@ fn run(
     let mut rng = SplitMix64::new(cfg.seed ^ 0x005E_ED0F_7B11);
     let mut mask_rng = SplitMix64::new(cfg.seed.rotate_left(17));
     let dur_ns = cfg.duration.as_nanos() as u64;
-    // Intended offset (ns after the start) of tick `i`; None = as soon as
-    // possible (replay at max speed).
-    let (interval, replay_span) = match &cfg.source {
-        Source::Synthetic { rate } => (1e9 / rate.max(1e-9), 0.0),
-        Source::Replay { ticks, speed, .. } => {
-            let first = ticks.first().map_or(0, |t| t.ts);
-            let last = ticks.last().map_or(0, |t| t.ts);
-            // One loop lasts the recording plus 1 ms, at the chosen speed.
-            let f = match speed {
-                Speed::Factor(f) => *f,
-                Speed::Max => 1.0,
-            };
-            (0.0, (last - first) as f64 / f + 1e6)
-        }
-    };
-    let offset = |i: u64| -> Option<u64> {
-        match &cfg.source {
-            Source::Synthetic { .. } => Some((i as f64 * interval) as u64),
-            Source::Replay {
-                speed: Speed::Max, ..
-            } => None,
-            Source::Replay {
-                ticks,
-                speed: Speed::Factor(f),
-                ..
-            } => {
-                let n = ticks.len() as u64;
-                let t = &ticks[(i % n) as usize];
-                let lap = (i / n) as f64 * replay_span;
-                Some((lap + (t.ts - ticks[0].ts) as f64 / f) as u64)
-            }
-        }
-    };
+    let schedule = Schedule::new(&cfg.source);
+    let offset = |i: u64| schedule.offset(i);
 
     let start = Instant::now();
     let start_wall = wall_clock_ns();
@@ -338,7 +361,7 @@ fn run(
             };
             frame.clear();
             let m = mask_rng.next_u64().to_le_bytes();
-            ws::client_frame(&mut frame, ws::OP_TEXT, body, [m[0], m[1], m[2], m[3]]);
+            ws::client_frame(&mut frame, ws::OPCODE_TEXT, body, [m[0], m[1], m[2], m[3]]);
             if let Err(e) = stream.write_all(&frame) {
                 out.failure = Some(format!(
                     "publisher: writing to the server failed after {} ticks: {e}",
@@ -380,7 +403,7 @@ fn run(
     let mut close = Vec::new();
     ws::client_frame(
         &mut close,
-        ws::OP_CLOSE,
+        ws::OPCODE_CLOSE,
         &1000u16.to_be_bytes(),
         [7, 7, 7, 7],
     );
@@ -420,9 +443,9 @@ mod tests {
             let mut out = Vec::new();
             let ev = synthetic_event(&mut rng, 3);
             write_tick(&mut out, "A", 1, &ev);
-            let parsed = crate::wire::publish::parse_publish(&out);
+            let parsed = crate::tickwire_lib::parse_publish(&out);
             assert!(
-                matches!(parsed[0], Ok(crate::wire::publish::Published::Tick(_))),
+                matches!(parsed[0], Ok(crate::tickwire_lib::Published::Tick(_))),
                 "{}",
                 String::from_utf8_lossy(&out)
             );

@@ -1,0 +1,298 @@
+//! Every call into libc, for the server and for the benchmark runner
+//! (`tools/bench`), behind safe functions.
+//!
+//! This is the one module besides the ring allowed `unsafe` code: each block
+//! is a single foreign call whose arguments are plain integers or structs
+//! owned by the caller, with a `SAFETY:` comment saying why that holds.
+//! Callers never see a `libc` type: signals are a [`Signal`], limits a
+//! [`FdLimit`].
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// The open-file limit (RLIMIT_NOFILE) around a [`raise_fd_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdLimit {
+    /// The soft limit before: what the process was started with.
+    pub was: u64,
+    /// The soft limit now: how many descriptors the process can open.
+    pub soft: u64,
+    /// The ceiling an unprivileged process may raise its soft limit to.
+    pub hard: u64,
+}
+
+/// Raises the soft open-file limit when it is below `need`: to `aim`, or to
+/// the hard limit if that is lower. It never lowers it, and leaves it alone
+/// when it is already at `need` or above.
+///
+/// `serve` passes `u64::MAX` twice (everything the hard limit allows: each
+/// connection holds a descriptor); the runner passes what its clients need,
+/// and checks [`FdLimit::hard`] itself.
+pub fn raise_fd_limit(need: u64, aim: u64) -> io::Result<FdLimit> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let was = r.rlim_cur;
+    let to = aim.min(r.rlim_max);
+    if r.rlim_cur < need && r.rlim_cur < to {
+        r.rlim_cur = to;
+        // SAFETY: setrlimit reads the struct we own, nothing else.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(FdLimit {
+        was,
+        soft: r.rlim_cur,
+        hard: r.rlim_max,
+    })
+}
+
+/// The open-file limit now, without changing it (`was` equals `soft`).
+pub fn fd_limit() -> io::Result<FdLimit> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FdLimit {
+        was: r.rlim_cur,
+        soft: r.rlim_cur,
+        hard: r.rlim_max,
+    })
+}
+
+/// Makes the child that `cmd` spawns start with its soft open-file limit
+/// lowered to `soft` (never raised): how tests start a server the way a
+/// shell with `ulimit -n` would.
+pub fn start_with_fd_limit(cmd: &mut Command, soft: u64) {
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: getrlimit and setrlimit are, and
+    // the closure neither allocates nor takes a lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut r = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+                r.rlim_cur = r.rlim_cur.min(soft as libc::rlim_t);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Clock ticks per second, the unit of CPU times in `/proc/*/stat`
+/// (`None` if the system does not say).
+pub fn clock_ticks_per_second() -> Option<u64> {
+    // SAFETY: sysconf only reads a system constant; it has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0)
+}
+
+/// The page size in bytes, the unit of `/proc/*/statm` (`None` if the
+/// system does not say).
+pub fn page_size() -> Option<u64> {
+    // SAFETY: sysconf only reads a system constant; it has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(p).ok().filter(|&p| p > 0)
+}
+
+/// The calling thread's id, as in `/proc/self/task/<tid>`.
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Sets the calling thread's timer slack: how late the kernel may wake it
+/// from a sleep to batch wake-ups (the default is 50 µs).
+pub fn set_timer_slack(ns: u64) -> io::Result<()> {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer and changes only this
+    // thread's slack; the unused arguments must be 0.
+    let r = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A signal sent to another process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT: nats-server exits 0 on it (1 on SIGTERM).
+    Interrupt,
+    /// SIGTERM: the polite request to stop (`serve` shuts down with 1001).
+    Terminate,
+    /// SIGKILL: when asking did not work or there is no time left.
+    Kill,
+}
+
+impl Signal {
+    fn raw(self) -> libc::c_int {
+        match self {
+            Signal::Interrupt => libc::SIGINT,
+            Signal::Terminate => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        }
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn kill(pid: u32, signal: Signal) -> io::Result<()> {
+    // 0 and values past pid_t's range would mean a process group or every
+    // process: refused.
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill takes two integers and touches no memory of ours; the pid
+    // is positive, so it names one process.
+    if unsafe { libc::kill(pid, signal.raw()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the child that `cmd` spawns receive `signal` when the thread that
+/// spawned it ends (PR_SET_PDEATHSIG): a crashed or killed runner then
+/// leaves no server behind. Note that it is the spawning *thread*, not the
+/// process: spawn from a thread that lives as long as the child should.
+pub fn die_with_parent(cmd: &mut Command, signal: Signal) {
+    let sig = signal.raw() as libc::c_ulong;
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: it makes one prctl call, which
+    // is one, and neither allocates nor takes a lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Child;
+    use std::time::{Duration, Instant};
+
+    /// Waits at most 10 s for a child; kills it and fails after that.
+    fn wait_bounded(mut child: Child) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the child did not end within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn fd_limit_is_raised_never_lowered() {
+        // Other tests raise the limit too, in parallel: each assertion holds
+        // whatever they do in between (nobody lowers it).
+        let l = raise_fd_limit(0, 0).unwrap();
+        assert_eq!(l.soft, l.was, "nothing needed: nothing changes");
+        assert!(l.soft <= l.hard);
+        let up = raise_fd_limit(u64::MAX, u64::MAX).unwrap();
+        assert!(up.was >= l.soft);
+        assert_eq!(up.soft, up.hard);
+        let again = raise_fd_limit(u64::MAX, 1).unwrap();
+        assert_eq!(again.soft, again.was, "aiming lower does not lower it");
+        assert_eq!(again.soft, up.soft);
+    }
+
+    #[test]
+    fn system_constants_are_there() {
+        assert!(clock_ticks_per_second().unwrap() >= 1);
+        let page = page_size().unwrap();
+        assert!(page >= 4096 && page.is_power_of_two());
+    }
+
+    #[test]
+    fn thread_ids_are_this_process_threads() {
+        let me = thread_id();
+        let other = std::thread::spawn(thread_id).join().unwrap();
+        assert_ne!(me, other);
+        assert!(std::path::Path::new(&format!("/proc/self/task/{me}")).exists());
+    }
+
+    #[test]
+    fn timer_slack_is_set_for_this_thread() {
+        std::thread::spawn(|| {
+            set_timer_slack(1000).unwrap();
+            // SAFETY: PR_GET_TIMERSLACK takes no pointer; it returns the slack.
+            let now = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+            assert_eq!(now, 1000);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn kill_sends_the_signal_asked_for() {
+        for (signal, raw) in [
+            (Signal::Interrupt, libc::SIGINT),
+            (Signal::Terminate, libc::SIGTERM),
+            (Signal::Kill, libc::SIGKILL),
+        ] {
+            let child = Command::new("sleep").arg("30").spawn().unwrap();
+            kill(child.id(), signal).unwrap();
+            assert_eq!(wait_bounded(child).signal(), Some(raw));
+        }
+        assert!(kill(u32::MAX, Signal::Terminate).is_err());
+        assert!(kill(0, Signal::Terminate).is_err());
+    }
+
+    #[test]
+    fn a_child_dies_with_the_thread_that_spawned_it() {
+        let child = std::thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("30");
+            die_with_parent(&mut cmd, Signal::Terminate);
+            cmd.spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(wait_bounded(child).signal(), Some(libc::SIGTERM));
+    }
+
+    #[test]
+    fn fd_limit_reads_without_changing() {
+        let a = fd_limit().unwrap();
+        assert_eq!(a.was, a.soft);
+        assert!(a.soft <= a.hard);
+        assert_eq!(fd_limit().unwrap(), a);
+    }
+
+    #[test]
+    fn a_child_starts_with_the_lowered_fd_limit() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ulimit -n"]);
+        start_with_fd_limit(&mut cmd, 200);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
+    }
+}

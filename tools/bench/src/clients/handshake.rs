@@ -1,0 +1,181 @@
+//! Setting up a connection: the WebSocket upgrade, `hello`, the subscribe
+//! and its `subscribed`; and the one-connection probe before a run.
+
+use bytes::{Buf, BytesMut};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{ClientError, READ_BUFFER, ThreadCtx, endpoint_index};
+use crate::plan::{ClientSpec, Plan};
+use crate::scan::{Msg, scan};
+use crate::tickwire_lib::wall_clock_ns;
+use crate::ws::{self, Endpoint, WsError};
+
+/// Connects, upgrades, waits for `hello`, subscribes and waits for
+/// `subscribed`. Returns the stream and the bytes already read after it.
+pub(super) async fn open(
+    spec: &ClientSpec,
+    ctx: &ThreadCtx,
+) -> Result<(TcpStream, BytesMut), ClientError> {
+    let ep = &ctx.cfg.endpoints[endpoint_index(spec, ctx.cfg.endpoints.len())];
+    let (mut s, mut buf) = upgrade(ep, (spec.id as u64) << 20 ^ wall_clock_ns()).await?;
+    // hello, then subscribe, then wait for `subscribed` (id 1).
+    let mut said_hello = false;
+    loop {
+        while let Some(h) = ws::parse_head(&buf)? {
+            if buf.len() < h.total() {
+                break;
+            }
+            let payload = buf[h.header_len..h.total()].to_vec();
+            buf.advance(h.total());
+            match h.opcode {
+                ws::OPCODE_TEXT => {}
+                ws::OPCODE_CLOSE => {
+                    return Err(WsError::Closed(if said_hello {
+                        "before `subscribed` arrived"
+                    } else {
+                        "before `hello` arrived"
+                    })
+                    .into());
+                }
+                _ => continue,
+            }
+            let text = String::from_utf8_lossy(&payload);
+            let kind = match scan(&payload) {
+                Ok(Msg::Control(k)) => String::from_utf8_lossy(k).into_owned(),
+                Ok(Msg::Tick(_)) => "tick".into(),
+                Err(_) => String::new(),
+            };
+            if !said_hello {
+                if kind != "hello" {
+                    return Err(ClientError::NoHello(text.chars().take(200).collect()));
+                }
+                said_hello = true;
+                let mut frame = Vec::new();
+                let msg = subscribe_message(spec, &ctx.cfg.plan);
+                let m = (spec.id as u64 ^ 0xDEAD_BEEF).to_le_bytes();
+                ws::client_frame(
+                    &mut frame,
+                    ws::OPCODE_TEXT,
+                    msg.as_bytes(),
+                    [m[0], m[1], m[2], m[3]],
+                );
+                s.write_all(&frame).await.map_err(WsError::Io)?;
+            } else if kind == "subscribed" {
+                return Ok((s, buf));
+            } else if kind == "error" {
+                return Err(ClientError::SubscribeRefused(
+                    text.chars().take(300).collect(),
+                ));
+            }
+        }
+        if s.read_buf(&mut buf).await.map_err(WsError::Io)? == 0 {
+            return Err(WsError::Closed(if said_hello {
+                "before `subscribed` arrived"
+            } else {
+                "before `hello` arrived"
+            })
+            .into());
+        }
+    }
+}
+
+/// Connects to `/v1/stream` and completes the WebSocket upgrade.
+async fn upgrade(ep: &Endpoint, nonce: u64) -> Result<(TcpStream, BytesMut), WsError> {
+    let mut s = TcpStream::connect(ep.addr)
+        .await
+        .map_err(|source| WsError::Connect {
+            addr: ep.addr,
+            source,
+        })?;
+    s.set_nodelay(true)?;
+    let path = "/v1/stream";
+    let (req, accept) = ws::upgrade_request(ep, path, nonce);
+    s.write_all(&req).await?;
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    loop {
+        if s.read_buf(&mut buf).await? == 0 {
+            return Err(WsError::Closed("during the WebSocket handshake"));
+        }
+        if let Some(n) = ws::parse_upgrade_response(&buf, &accept, ep, path)? {
+            buf.advance(n);
+            return Ok((s, buf));
+        }
+    }
+}
+
+/// Connects once and reads the `hello`, so that a dead address or a server
+/// speaking another protocol is reported once, clearly, before thousands of
+/// clients try. Returns the server's name and version from `hello`.
+pub async fn probe(ep: &Endpoint, limit: Duration) -> Result<String, ClientError> {
+    let (mut s, mut buf) = match tokio::time::timeout(limit, upgrade(ep, wall_clock_ns())).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(WsError::HandshakeTimeout {
+                addr: ep.addr,
+                path: "/v1/stream".into(),
+                secs: limit.as_secs(),
+            }
+            .into());
+        }
+    };
+    match tokio::time::timeout(limit, read_hello(&mut s, &mut buf)).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::NoHello(format!(
+            "nothing within {} s",
+            limit.as_secs()
+        ))),
+    }
+}
+
+async fn read_hello(s: &mut TcpStream, buf: &mut BytesMut) -> Result<String, ClientError> {
+    loop {
+        if let Some(h) = ws::parse_head(buf)?
+            && buf.len() >= h.total()
+        {
+            let payload = &buf[h.header_len..h.total()];
+            let text = String::from_utf8_lossy(payload).into_owned();
+            if h.opcode != ws::OPCODE_TEXT || scan(payload) != Ok(Msg::Control(b"hello")) {
+                return Err(ClientError::NoHello(text.chars().take(200).collect()));
+            }
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let name = format!(
+                "{} {}",
+                v["server"].as_str().unwrap_or("?"),
+                v["version"].as_str().unwrap_or("?")
+            );
+            let mut close = Vec::new();
+            ws::client_frame(
+                &mut close,
+                ws::OPCODE_CLOSE,
+                &1000u16.to_be_bytes(),
+                [1, 2, 3, 4],
+            );
+            let _ = s.write_all(&close).await;
+            return Ok(name);
+        }
+        if s.read_buf(buf).await.map_err(WsError::Io)? == 0 {
+            return Err(WsError::Closed("before `hello` arrived").into());
+        }
+    }
+}
+
+fn subscribe_message(spec: &ClientSpec, plan: &Plan) -> String {
+    let symbols: Vec<&str> = if spec.all {
+        vec!["*"]
+    } else {
+        spec.symbols
+            .iter()
+            .map(|&i| plan.symbols[i as usize].as_str())
+            .collect()
+    };
+    serde_json::json!({
+        "op": "subscribe",
+        "id": 1,
+        "symbols": symbols,
+        "channels": plan.channel_names(),
+        "snapshot": true,
+    })
+    .to_string()
+}
