@@ -21,18 +21,60 @@
 //! key's `name`.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 /// Shortest key accepted in the file: a short key is guessable.
-pub const MIN_KEY_LEN: usize = 16;
+const MIN_KEY_LEN: usize = 16;
+
+/// Why a key file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// What is wrong with a file's content, and the file.
+    #[error("{}: {error}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        error: Box<KeysError>,
+    },
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("key #{0}: `name` is empty")]
+    NoName(usize),
+    #[error("two keys are named `{0}`")]
+    SameName(String),
+    #[error(
+        "key `{0}`: at least {MIN_KEY_LEN} characters, please (generate one with e.g. `openssl rand -hex 24`)"
+    )]
+    TooShort(String),
+    #[error("key `{0}`: use only letters, digits and - . _ ~ (it may travel in a URL)")]
+    NotUrlSafe(String),
+    #[error("key `{0}` is the same as another key")]
+    SameKey(String),
+    #[error("key `{0}`: max_connections must be at least 1")]
+    NoConnections(String),
+    #[error("subscriber `{0}`: `symbols` is empty (write [\"*\"] for everything)")]
+    NoSymbols(String),
+    #[error("subscriber `{name}`: pattern `{pattern}`: {why}")]
+    Pattern {
+        name: String,
+        pattern: String,
+        why: &'static str,
+    },
+}
 
 /// What a key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Subscriber,
     Publisher,
 }
@@ -40,28 +82,34 @@ pub enum Role {
 /// The symbols a subscriber key may see.
 #[derive(Debug, Default)]
 pub struct Entitlement {
+    /// `*`: every symbol.
     all: bool,
+    /// Symbols named exactly.
     exact: HashSet<String>,
+    /// `PREFIX*` patterns, without the `*`.
     prefixes: Vec<String>,
 }
 
 impl Entitlement {
-    /// Parses patterns: `*` (everything), `PREFIX*`, or an exact symbol.
-    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Entitlement, String> {
+    /// Parses a subscriber's patterns: `*` (everything), `PREFIX*`, or an
+    /// exact symbol.
+    fn new(name: &str, patterns: &[String]) -> Result<Entitlement, KeysError> {
         let mut e = Entitlement::default();
         for p in patterns {
-            let p = p.as_ref();
+            let refuse = |why| KeysError::Pattern {
+                name: name.to_owned(),
+                pattern: p.clone(),
+                why,
+            };
             if p == "*" {
                 e.all = true;
             } else if let Some(prefix) = p.strip_suffix('*') {
                 if prefix.contains('*') || prefix.is_empty() {
-                    return Err(format!("pattern `{p}`: only one trailing `*` is allowed"));
+                    return Err(refuse("only one trailing `*` is allowed"));
                 }
                 e.prefixes.push(prefix.to_owned());
             } else if p.is_empty() || p.contains('*') {
-                return Err(format!(
-                    "pattern `{p}`: write an exact symbol, `PREFIX*` or `*`"
-                ));
+                return Err(refuse("write an exact symbol, `PREFIX*` or `*`"));
             } else {
                 e.exact.insert(p.to_owned());
             }
@@ -80,16 +128,18 @@ impl Entitlement {
 }
 
 /// One configured key, as the server knows it after authentication.
-pub struct Identity {
+pub(crate) struct Identity {
     /// Position in the file: the per-key connection count's index.
-    pub index: usize,
+    pub(crate) index: usize,
     /// The name from the file; safe to log.
-    pub name: String,
-    pub role: Role,
+    pub(crate) name: String,
+    /// The endpoints it opens.
+    pub(crate) role: Role,
     /// Subscribers: what they may see (publishers: nothing).
-    pub entitlement: Arc<Entitlement>,
+    pub(crate) entitlement: Arc<Entitlement>,
     /// Connections this key may hold at once; `None` = only the server's limits.
-    pub max_connections: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
+    /// The secret; compared in constant time, never logged.
     key: Vec<u8>,
 }
 
@@ -107,9 +157,11 @@ impl std::fmt::Debug for Identity {
 /// Every configured key.
 #[derive(Debug)]
 pub struct Keys {
+    /// In file order: an identity's `index` is its position here.
     keys: Vec<Arc<Identity>>,
 }
 
+/// The file as written; its fields are the ones the module's example shows.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -138,15 +190,20 @@ struct PublisherEntry {
 
 impl Keys {
     /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<Keys, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Keys::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Keys, KeysError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeysError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Keys::parse(&text).map_err(|error| KeysError::InFile {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })
     }
 
     /// Parses and checks config text.
-    pub fn parse(text: &str) -> Result<Keys, String> {
-        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Keys, KeysError> {
+        let file: File = toml::from_str(text)?;
         let entries = file
             .subscriber
             .into_iter()
@@ -167,38 +224,30 @@ impl Keys {
         let mut keys: Vec<Arc<Identity>> = Vec::new();
         for (index, (name, key, role, symbols, max_connections)) in entries.enumerate() {
             if name.is_empty() {
-                return Err(format!("key #{}: `name` is empty", index + 1));
+                return Err(KeysError::NoName(index + 1));
             }
             if keys.iter().any(|k| k.name == name) {
-                return Err(format!("two keys are named `{name}`"));
+                return Err(KeysError::SameName(name));
             }
             if key.len() < MIN_KEY_LEN {
-                return Err(format!(
-                    "key `{name}`: at least {MIN_KEY_LEN} characters, please (generate one with e.g. `openssl rand -hex 24`)"
-                ));
+                return Err(KeysError::TooShort(name));
             }
             // URL-safe only, so `?token=KEY` needs no percent-decoding.
             if !key
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
             {
-                return Err(format!(
-                    "key `{name}`: use only letters, digits and - . _ ~ (it may travel in a URL)"
-                ));
+                return Err(KeysError::NotUrlSafe(name));
             }
             if keys.iter().any(|k| k.key == key.as_bytes()) {
-                return Err(format!("key `{name}` is the same as another key"));
+                return Err(KeysError::SameKey(name));
             }
             if max_connections == Some(0) {
-                return Err(format!("key `{name}`: max_connections must be at least 1"));
+                return Err(KeysError::NoConnections(name));
             }
             let entitlement = match symbols {
-                Some(s) if s.is_empty() => {
-                    return Err(format!(
-                        "subscriber `{name}`: `symbols` is empty (write [\"*\"] for everything)"
-                    ));
-                }
-                Some(s) => Entitlement::new(&s).map_err(|e| format!("subscriber `{name}`: {e}"))?,
+                Some(s) if s.is_empty() => return Err(KeysError::NoSymbols(name)),
+                Some(s) => Entitlement::new(&name, &s)?,
                 None => Entitlement::default(),
             };
             keys.push(Arc::new(Identity {
@@ -219,7 +268,7 @@ impl Keys {
     /// the time taken does not reveal how much of a guess was right. (It
     /// does reveal whether the length matched a key's; keys are long and
     /// random, their length is no secret.)
-    pub fn find(&self, presented: &[u8]) -> Option<Arc<Identity>> {
+    pub(crate) fn find(&self, presented: &[u8]) -> Option<Arc<Identity>> {
         let mut found = None;
         for k in &self.keys {
             if bool::from(k.key.as_slice().ct_eq(presented)) {
@@ -229,23 +278,15 @@ impl Keys {
         found
     }
 
-    pub fn count(&self, role: Role) -> usize {
+    /// How many keys have `role`.
+    pub(crate) fn count(&self, role: Role) -> usize {
         self.keys.iter().filter(|k| k.role == role).count()
-    }
-
-    /// How many keys the file holds (the per-key counters' size).
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 }
 
 /// The key a request presents: `Authorization: Bearer KEY`, else the
 /// `token` query parameter (browsers cannot set headers on a WebSocket).
-pub fn presented_key<'a>(
+pub(crate) fn presented_key<'a>(
     authorization: Option<&'a [u8]>,
     query: Option<&'a str>,
 ) -> Option<&'a [u8]> {
@@ -351,7 +392,7 @@ key = "pub-key-0123456789abcdef"
             ),
         ];
         for (text, needle) in cases {
-            let e = Keys::parse(text).unwrap_err();
+            let e = Keys::parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
     }
@@ -383,6 +424,10 @@ mod example_file {
     fn the_example_config_parses() {
         let text = include_str!("../../docs/tickwire.example.toml");
         let keys = super::Keys::parse(text).unwrap();
-        assert_eq!(keys.len(), 3);
+        let count = |role| keys.count(role);
+        assert_eq!(
+            count(super::Role::Subscriber) + count(super::Role::Publisher),
+            3
+        );
     }
 }

@@ -18,45 +18,59 @@ use crate::access::auth::Identity;
 
 /// Why a WebSocket upgrade was refused (the 503 body says it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error("the server is at its limit of {limit} WebSocket connections; try again later")]
-    TooManyConnections { limit: usize },
+    Total { limit: usize },
     #[error("{ip} already has {limit} WebSocket connections open, the limit per client address")]
-    TooManyFromAddress { ip: IpAddr, limit: usize },
+    PerAddress { ip: IpAddr, limit: usize },
     #[error("the server is at its limit of {limit} publishers")]
-    TooManyPublishers { limit: usize },
+    Publishers { limit: usize },
     #[error("key `{name}` already has {limit} WebSocket connections open, its limit")]
-    TooManyForKey { name: String, limit: usize },
+    PerKey { name: String, limit: usize },
 }
 
 #[derive(Default)]
 struct Counts {
+    /// Connections holding a place.
     total: usize,
+    /// Connections per client address (addresses with none are removed).
     per_ip: HashMap<IpAddr, usize>,
+    /// Publishers among `total`.
     publishers: usize,
     /// Connections per API key, by [`Identity::index`] (keys with a limit).
     per_key: HashMap<usize, usize>,
 }
 
 /// The limits and the live counts.
-pub struct Admission {
+pub(crate) struct Admission {
+    /// `--max-connections`.
     max_total: usize,
+    /// `--max-connections-per-ip`.
     max_per_ip: usize,
+    /// `--max-publishers`.
     max_publishers: usize,
+    /// Under one lock: taken only on connect and disconnect.
     counts: Mutex<Counts>,
 }
 
 /// One admitted connection; dropping it gives its place back.
-pub struct Permit {
+pub(crate) struct Permit {
+    /// Where the place is given back.
     admission: Arc<Admission>,
+    /// The address it is counted under.
     ip: IpAddr,
+    /// Whether it is counted among the publishers.
     publisher: bool,
     /// The key's index when its connections are counted.
     key: Option<usize>,
 }
 
 impl Admission {
-    pub fn new(max_total: usize, max_per_ip: usize, max_publishers: usize) -> Arc<Admission> {
+    pub(crate) fn new(
+        max_total: usize,
+        max_per_ip: usize,
+        max_publishers: usize,
+    ) -> Arc<Admission> {
         Arc::new(Admission {
             max_total,
             max_per_ip,
@@ -65,15 +79,10 @@ impl Admission {
         })
     }
 
-    /// Admits a connection from `ip` (a publisher if `publisher`), or says
-    /// which limit it would break.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, publisher: bool) -> Result<Permit, Refused> {
-        self.admit_key(ip, publisher, None)
-    }
-
-    /// [`Admission::admit`] for a connection authenticated with `key`, which
-    /// may have its own connection limit.
-    pub fn admit_key(
+    /// Admits a connection from `ip` (a publisher if `publisher`),
+    /// authenticated with `key` when the server has keys (a key may have its
+    /// own connection limit), or says which limit it would break.
+    pub(crate) fn admit(
         self: &Arc<Self>,
         ip: IpAddr,
         publisher: bool,
@@ -83,19 +92,19 @@ impl Admission {
         let ip = ip.to_canonical();
         let mut c = self.counts.lock();
         if c.total >= self.max_total {
-            return Err(Refused::TooManyConnections {
+            return Err(Refused::Total {
                 limit: self.max_total,
             });
         }
         let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
         if from_ip >= self.max_per_ip {
-            return Err(Refused::TooManyFromAddress {
+            return Err(Refused::PerAddress {
                 ip,
                 limit: self.max_per_ip,
             });
         }
         if publisher && c.publishers >= self.max_publishers {
-            return Err(Refused::TooManyPublishers {
+            return Err(Refused::Publishers {
                 limit: self.max_publishers,
             });
         }
@@ -103,7 +112,7 @@ impl Admission {
         if let Some((k, limit)) = counted
             && c.per_key.get(&k.index).copied().unwrap_or(0) >= limit
         {
-            return Err(Refused::TooManyForKey {
+            return Err(Refused::PerKey {
                 name: k.name.clone(),
                 limit,
             });
@@ -123,7 +132,7 @@ impl Admission {
     }
 
     /// Connections counted now: (total, publishers).
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         let c = self.counts.lock();
         (c.total, c.publishers)
     }
@@ -196,26 +205,26 @@ mod tests {
         let a = Admission::new(3, 2, 1);
         let one: IpAddr = "10.0.0.1".parse().unwrap();
         let two: IpAddr = "10.0.0.2".parse().unwrap();
-        let p1 = a.admit(one, true).unwrap();
+        let p1 = a.admit(one, true, None).unwrap();
         assert_eq!(
-            a.admit(two, true).err(),
-            Some(Refused::TooManyPublishers { limit: 1 })
+            a.admit(two, true, None).err(),
+            Some(Refused::Publishers { limit: 1 })
         );
-        let _p2 = a.admit(one, false).unwrap();
+        let _p2 = a.admit(one, false, None).unwrap();
         assert_eq!(
-            a.admit(one, false).err(),
-            Some(Refused::TooManyFromAddress { ip: one, limit: 2 })
+            a.admit(one, false, None).err(),
+            Some(Refused::PerAddress { ip: one, limit: 2 })
         );
         // IPv4-mapped IPv6 is the same client.
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert!(a.admit(mapped, false).is_err());
-        let _p3 = a.admit(two, false).unwrap();
+        assert!(a.admit(mapped, false, None).is_err());
+        let _p3 = a.admit(two, false, None).unwrap();
         assert_eq!(
-            a.admit(two, false).err(),
-            Some(Refused::TooManyConnections { limit: 3 })
+            a.admit(two, false, None).err(),
+            Some(Refused::Total { limit: 3 })
         );
         drop(p1);
         assert_eq!(a.counts(), (2, 0));
-        let _p4 = a.admit(two, true).unwrap();
+        let _p4 = a.admit(two, true, None).unwrap();
     }
 }

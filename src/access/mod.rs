@@ -2,3 +2,4 @@
 
 pub mod auth;
 pub mod limits;
+pub(crate) mod rate;

@@ -126,11 +126,22 @@ fn histogram(e: &mut DescriptorEncoder, name: &str, help: &str, h: &Histogram) -
 
 impl Collector for StatsCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        // In exposition order, one group of metrics at a time.
         let s = &*self.stats;
-        let by_encoding =
-            |a: &[AtomicU64; 3]| Encoding::ALL.map(|enc| (enc.as_str(), load(&a[enc as usize])));
+        self.connections(&mut e, s)?;
+        self.ticks(&mut e, s)?;
+        self.ring(&mut e, s)?;
+        self.bus(&mut e, s)?;
+        self.refusals(&mut e, s)?;
+        self.queues(&mut e, s)
+    }
+}
+
+impl StatsCollector {
+    /// Connections (open, admitted, opened) and subscriptions.
+    fn connections(&self, e: &mut DescriptorEncoder, s: &Stats) -> fmt::Result {
         gauges(
-            &mut e,
+            e,
             "tickwire_connections",
             "Open WebSocket connections, by endpoint kind.",
             "kind",
@@ -140,19 +151,19 @@ impl Collector for StatsCollector {
             ],
         )?;
         gauge(
-            &mut e,
+            e,
             "tickwire_connections_admitted",
             "WebSocket and SSE connections holding a place under --max-connections (from the upgrade until the session ends).",
             self.admitted as i64,
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_connections_opened",
             "WebSocket connections accepted since start.",
             load(&s.connections_total),
         )?;
         gauges(
-            &mut e,
+            e,
             "tickwire_subscriptions",
             "Subscriptions: (connection, symbol, channel) by name, and (connection, channel) to `*`.",
             "type",
@@ -160,9 +171,15 @@ impl Collector for StatsCollector {
                 ("named", load_gauge(&s.named_subscriptions)),
                 ("star", load_gauge(&s.star_subscriptions)),
             ],
-        )?;
+        )
+    }
+
+    /// Ticks in and out, and what it took to write them.
+    fn ticks(&self, e: &mut DescriptorEncoder, s: &Stats) -> fmt::Result {
+        let by_encoding =
+            |a: &[AtomicU64; 3]| Encoding::ALL.map(|enc| (enc.as_str(), load(&a[enc as usize])));
         counters(
-            &mut e,
+            e,
             "tickwire_ticks_in",
             "Ticks sequenced into the ring, by source.",
             "source",
@@ -179,155 +196,167 @@ impl Collector for StatsCollector {
             ],
         )?;
         counters(
-            &mut e,
+            e,
             "tickwire_ticks_out",
             "Ticks queued for subscriber sockets, by encoding.",
             "encoding",
             &by_encoding(&s.ticks_out),
         )?;
         counters(
-            &mut e,
+            e,
             "tickwire_frames_out",
             "WebSocket frames carrying ticks, by encoding (a binary frame may carry many).",
             "encoding",
             &by_encoding(&s.tick_frames_out),
         )?;
         counters(
-            &mut e,
+            e,
             "tickwire_bytes_out",
             "Bytes written to sockets, by the connection's encoding (control messages included).",
             "encoding",
             &by_encoding(&s.bytes_out),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_socket_writes",
             "write() calls that handed bytes to a socket.",
             load(&s.writes),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_ticks_dropped_stale",
             "Pending ticks replaced by a newer tick of the same key for a slow client.",
             load(&s.ticks_dropped_stale),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_clients_evicted",
             "Clients closed with 4000 (slow consumer).",
             load(&s.clients_evicted),
-        )?;
+        )
+    }
+
+    /// TLS handshakes and the ingest ring.
+    fn ring(&self, e: &mut DescriptorEncoder, s: &Stats) -> fmt::Result {
         counter(
-            &mut e,
+            e,
             "tickwire_tls_handshakes_failed",
             "TLS handshakes that failed or timed out (--tls-cert only).",
             load(&s.tls_handshakes_failed),
         )?;
         gauge(
-            &mut e,
+            e,
             "tickwire_ring_occupancy",
             "Ticks in the ingest ring not yet read by the slowest worker.",
             self.ingest.ring_occupancy() as i64,
         )?;
         gauge(
-            &mut e,
+            e,
             "tickwire_ring_capacity",
             "Ticks the ingest ring holds.",
             self.ring_capacity as i64,
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_ring_full",
             "Times a publish found the ring full and waited.",
             load(&s.ring_full),
-        )?;
+        )
+    }
+
+    /// The NATS bus link (`--bus`).
+    fn bus(&self, e: &mut DescriptorEncoder, s: &Stats) -> fmt::Result {
         let b = &s.bus;
         gauge(
-            &mut e,
+            e,
             "tickwire_bus_connected",
             "1 while connected to the NATS bus (--bus); 0 otherwise.",
             load_gauge(&b.connected),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_bus_reconnects",
             "Reconnections to the NATS bus after a lost connection.",
             load(&b.reconnects),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_bus_disconnects",
             "Times the NATS bus connection was lost.",
             load(&b.disconnects),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_bus_published",
             "Ticks published to the bus (ingest node).",
             load(&b.published),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_bus_publish_dropped",
             "Ticks not published because the bus was down (ingest node); gateways see a seq gap.",
             load(&b.publish_dropped),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_bus_received",
             "Tick messages received from the bus (gateway).",
             load(&b.received),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_bus_malformed",
             "Bus messages that did not decode as ticks (gateway).",
             load(&b.malformed),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_bus_duplicates",
             "Bus ticks dropped as duplicates or out of order (gateway).",
             load(&s.bus_duplicates),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_bus_seq_gaps",
             "Bus ticks that skipped past their key's next seq: ticks lost on the bus (gateway).",
             load(&s.bus_seq_gaps),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_bus_slow_consumer",
             "Times NATS dropped messages because this node fell behind.",
             load(&b.slow_consumer),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_bus_last_value_reads",
             "Last values read from JetStream (per key, or per channel for `*`): snapshots of keys not yet live here, catch-up after a reconnect.",
             load(&b.last_value_reads),
         )?;
         gauge(
-            &mut e,
+            e,
             "tickwire_bus_subjects",
             "Tick subjects this gateway is subscribed to on the bus (interest-based).",
             load_gauge(&b.subjects),
         )?;
         gauge(
-            &mut e,
+            e,
             "tickwire_feed_stale",
             "1 while this gateway has no heartbeat from the ingest node (clients were sent a stale status).",
             load_gauge(&b.feed_stale),
-        )?;
+        )
+    }
+
+    /// Requests refused or answered with an error.
+    fn refusals(&self, e: &mut DescriptorEncoder, s: &Stats) -> fmt::Result {
         counter(
-            &mut e,
+            e,
             "tickwire_handshake_timeouts",
             "Connections dropped without a complete HTTP request head within --handshake-timeout.",
             load(&s.handshake_timeouts),
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_publish_errors",
             "Published ticks refused as malformed.",
             load(&s.publish_errors),
@@ -337,42 +366,45 @@ impl Collector for StatsCollector {
             .map(|&r| (r.as_str(), load(&s.upgrades_refused[r as usize])))
             .collect();
         counters(
-            &mut e,
+            e,
             "tickwire_upgrades_refused",
             "WebSocket upgrades refused before the upgrade: 401 (unauthorized), 403 (forbidden), 503 (limit).",
             "reason",
             &refused,
         )?;
         counter(
-            &mut e,
+            e,
             "tickwire_request_errors",
             "`error` replies sent (bad control messages and refused published ticks).",
             load(&s.request_errors),
-        )?;
+        )
+    }
+
+    /// What waits for slow clients, and the latency histograms.
+    fn queues(&self, e: &mut DescriptorEncoder, s: &Stats) -> fmt::Result {
         gauge(
-            &mut e,
+            e,
             "tickwire_queued_bytes",
             "Bytes accepted for sockets and not yet written.",
             load_gauge(&s.queued_bytes),
         )?;
         gauge(
-            &mut e,
+            e,
             "tickwire_pending_ticks",
             "Ticks waiting in per-key pending slots of slow clients.",
             load_gauge(&s.pending_ticks),
         )?;
         histogram(
-            &mut e,
+            e,
             "tickwire_ingest_to_encode_seconds",
             "From a tick's rx stamp to its frame encoded; one sample per ingest batch (its last tick).",
             &s.ingest_to_encode,
         )?;
         histogram(
-            &mut e,
+            e,
             "tickwire_encode_to_write_seconds",
             "From a tick's rx/encode to the socket write carrying it; one sample per write (its oldest live tick).",
             &s.encode_to_write,
-        )?;
-        Ok(())
+        )
     }
 }

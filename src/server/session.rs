@@ -8,46 +8,31 @@
 //! in [`crate::pipeline::fanout`].
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::{OpCode, Role, WebSocketError, WebSocketRead};
 use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
-use crate::access::auth::{Entitlement, Identity};
+use crate::access::rate::RateLimit;
 use crate::model::tick::{ChannelSet, KeyId, wall_clock_ns};
-use crate::net::transport::Conn;
-use crate::pipeline::fanout::ClientId;
-use crate::pipeline::ingest::{Admitted, RingItem};
+use crate::net::transport::ReadHalf;
+use crate::pipeline::fanout::Client;
+use crate::pipeline::ingest::Admitted;
 use crate::pipeline::stats::Stats;
 use crate::server::context::Context;
+use crate::server::subscriber::{
+    ClientGuard, Front, Plan, SessionKind, feed_status, subscribe, withhold_unentitled,
+};
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
 use crate::wire::error::{ErrorCode, ProtocolError};
-use crate::wire::frame::close_code;
+use crate::wire::frame::{OPCODE_BINARY, OPCODE_PING, OPCODE_TEXT, close_code, frame};
 use crate::wire::frame_guard::{FrameGuard, FrameViolation};
 use crate::wire::json::JsonObject;
 use crate::wire::message::channel_names;
 use crate::wire::publish::{Published, parse_publish};
 use crate::wire::request::{Request, SymbolList, parse_request};
-
-/// Which endpoint the connection came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SessionKind {
-    Subscriber,
-    Publisher,
-    /// The conformance listener (`serve --echo-listen`, off by default):
-    /// every text or binary message is sent back as one frame of the same
-    /// opcode, through the same reader, limits and outbox as `/v1/stream`,
-    /// so Autobahn's fuzzing cases test the framing stack subscribers get.
-    Echo,
-}
-
-/// The JSON subprotocol's name.
-pub const JSON_PROTOCOL: &str = Encoding::JSON_PROTOCOL;
-/// The binary subprotocol's name.
-pub const BIN_PROTOCOL: &str = Encoding::BIN_PROTOCOL;
 
 /// A complete inbound message.
 enum Inbound {
@@ -107,10 +92,7 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
     ) -> Result<Inbound, ReadEnd> {
         loop {
             let mut send = |f: fastwebsockets::Frame<'_>| {
-                obligated(
-                    f.opcode,
-                    crate::wire::frame::frame(f.opcode as u8, &f.payload),
-                );
+                obligated(f.opcode, frame(f.opcode as u8, &f.payload));
                 std::future::ready(Ok::<(), std::io::Error>(()))
             };
             let frame = match self.ws.read_frame(&mut send).await {
@@ -192,50 +174,6 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
     }
 }
 
-/// Token bucket for control messages.
-struct RateLimit {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-    /// Consecutive refusals; persistent abuse closes the connection.
-    strikes: u32,
-}
-
-impl RateLimit {
-    fn new(rate: u32, burst: u32) -> Self {
-        RateLimit {
-            tokens: f64::from(burst),
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-            last: Instant::now(),
-            strikes: 0,
-        }
-    }
-
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.strikes = 0;
-            true
-        } else {
-            self.strikes += 1;
-            false
-        }
-    }
-}
-
-/// Refusals in a row after which a flooding client is closed with 1008.
-const MAX_STRIKES: u32 = 100;
-
-/// How long a subscribe on a gateway waits for the bus to deliver its
-/// snapshot before answering from the node's own cache (bus down).
-const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 fn error_frame(e: &ProtocolError) -> Bytes {
     let mut o = JsonObject::new("error");
     o.id(e.id)
@@ -271,87 +209,26 @@ fn hello_frame(worker: &Context, kind: SessionKind, encoding: Encoding) -> Bytes
     o.into_frame()
 }
 
-/// Runs one upgraded connection to completion.
-pub async fn run(
-    worker: Rc<Context>,
-    stream: Conn,
-    prefix: Bytes,
-    kind: SessionKind,
-    encoding: Encoding,
-    identity: Option<Arc<Identity>>,
-    shutdown: Shutdown,
-) {
-    let peer = stream.peer_addr().ok();
-    if kind == SessionKind::Subscriber {
-        let _ = socket2::SockRef::from(stream.tcp())
-            .set_send_buffer_size(worker.config.socket_send_buffer);
-    }
-    let (read, write) = stream.into_split(prefix);
-    let id = worker.fanout.state.borrow_mut().add_client(
-        write,
-        worker.fanout.stats.clone(),
-        worker.config.client_buffer_bytes,
-        encoding,
-    );
-    // A key limited to some symbols: `*` delivers only those.
-    let entitlement = identity
-        .as_ref()
-        .map(|i| i.entitlement.clone())
-        .filter(|e| !e.is_all());
-    let (wake, kill) = {
-        let mut st = worker.fanout.state.borrow_mut();
-        let c = st.client(id).expect("just added");
-        c.set_entitlement(entitlement.clone());
-        (c.writer_wake.clone(), c.kill.clone())
-    };
-    let gauge = match kind {
-        SessionKind::Subscriber => Some(&worker.fanout.stats.subscribers),
-        SessionKind::Publisher => Some(&worker.fanout.stats.publishers),
-        SessionKind::Echo => None,
-    };
-    if let Some(g) = gauge {
-        g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    Stats::add(&worker.fanout.stats.connections_total, 1);
-    let kind_name = match kind {
-        SessionKind::Subscriber => "subscriber",
-        SessionKind::Publisher => "publisher",
-        SessionKind::Echo => "echo",
-    };
-    tracing::info!(
-        worker = worker.fanout.id,
-        client = id,
-        peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
-        kind = kind_name,
-        key = identity.as_ref().map_or("-", |i| i.name.as_str()),
-        protocol = encoding.protocol(),
-        "connection open"
-    );
-
-    let writer = tokio::task::spawn_local(worker.fanout.clone().run_writer(id, wake));
+/// Runs one upgraded connection to completion; the client is removed when
+/// `client` is dropped at the end.
+pub(crate) async fn run(client: ClientGuard, read: ReadHalf, shutdown: Shutdown) {
+    let ctx = client.context().clone();
+    let kill = client.kill();
+    let kind = client.kind();
     let mut session = Session {
-        worker: worker.clone(),
-        id,
-        kind,
-        entitlement,
-        limit: RateLimit::new(
-            worker.config.control_rate_per_sec,
-            worker.config.control_burst,
-        ),
-        reason: "client closed",
+        limit: RateLimit::new(ctx.config.control_rate_per_sec, ctx.config.control_burst),
+        client,
     };
     let max_message = if kind == SessionKind::Echo {
         // A conformance peer expects nothing but its own messages back.
-        worker.config.echo_max_message_bytes
+        ctx.config.echo_max_message_bytes
     } else {
-        session.send(hello_frame(&worker, kind, encoding));
-        if let Some(bus) = &worker.bus {
-            let status = bus.current_status();
-            if status != crate::model::feed::FeedStatus::Live {
-                session.send(crate::wire::message::status_message(&status, encoding));
-            }
+        let encoding = session.client.encoding();
+        session.client.send(hello_frame(&ctx, kind, encoding));
+        if let Some(status) = feed_status(&ctx, encoding) {
+            session.client.send(status);
         }
-        worker.config.max_message_bytes
+        ctx.config.max_message_bytes
     };
 
     let reader = MessageReader::new(read, max_message);
@@ -359,59 +236,24 @@ pub async fn run(
         _ = session.read_loop(reader, shutdown) => {}
         _ = kill.notified() => {}
     }
-
-    writer.abort();
-    let client = worker.fanout.state.borrow_mut().remove_client(id);
-    if let Some(g) = gauge {
-        g.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    let (dropped, frames, end_reason) = client
-        .map(|c| (c.dropped, c.frames_sent, c.end_reason))
-        .unwrap_or_default();
-    tracing::info!(
-        worker = worker.fanout.id,
-        client = id,
-        peer = %peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
-        kind = kind_name,
-        key = identity.as_ref().map_or("-", |i| i.name.as_str()),
-        reason = end_reason.unwrap_or(session.reason),
-        frames,
-        dropped,
-        "connection closed"
-    );
 }
 
+/// A WebSocket session's state besides its reader.
 struct Session {
-    worker: Rc<Context>,
-    id: ClientId,
-    kind: SessionKind,
-    /// What this connection's key may see; `None` = everything.
-    entitlement: Option<Arc<Entitlement>>,
+    /// The fan-out client; dropped with the session, which removes it.
+    client: ClientGuard,
+    /// Control messages (and publishers' pings) are rate limited.
     limit: RateLimit,
-    reason: &'static str,
 }
 
 impl Session {
-    /// Queues a control frame and flushes it.
-    fn send(&self, frame: Bytes) {
-        let mut st = self.worker.fanout.state.borrow_mut();
-        if let Some(c) = st.client(self.id) {
-            c.push_control(frame);
-        }
-        st.flush_client(self.id);
-    }
-
-    fn close(&self, code: u16, reason: &str) {
-        let mut st = self.worker.fanout.state.borrow_mut();
-        if let Some(c) = st.client(self.id) {
-            c.close(code, reason, self.worker.config.close_timeout);
-        }
-        st.flush_client(self.id);
+    fn ctx(&self) -> &Context {
+        self.client.context()
     }
 
     fn refuse(&self, e: &ProtocolError) {
-        Stats::add(&self.worker.fanout.stats.request_errors, 1);
-        self.send(error_frame(e));
+        Stats::add(&self.ctx().fanout.stats.request_errors, 1);
+        self.client.send(error_frame(e));
     }
 
     async fn read_loop<S: AsyncRead + Unpin>(
@@ -419,24 +261,25 @@ impl Session {
         mut reader: MessageReader<S>,
         mut shutdown: Shutdown,
     ) {
-        let worker = self.worker.clone();
-        let id = self.id;
+        let ctx = self.client.context().clone();
+        let id = self.client.id();
         let mut obligated = |op: OpCode, frame: Bytes| {
-            let mut st = worker.fanout.state.borrow_mut();
+            let mut st = ctx.fanout.state.borrow_mut();
             if let Some(c) = st.client(id) {
                 if op == OpCode::Close {
-                    c.close_with_frame(frame, worker.config.close_timeout);
+                    c.close_with_frame(frame, ctx.config.close_timeout);
                 } else {
                     c.push_control(frame);
                 }
             }
             st.flush_client(id);
         };
+        let kind = self.client.kind();
         let mut shutting_down = false;
         // Idle timeout: a peer silent for half of it is pinged; one still
         // silent at the end of it is closed with 1008 (policy: it does not
         // keep the connection alive), once.
-        let idle = self.worker.config.idle_timeout;
+        let idle = self.ctx().config.idle_timeout;
         let heard = reader.heard();
         let mut pinged_at: Option<Instant> = None;
         let mut idle_closed = idle.is_zero();
@@ -453,8 +296,8 @@ impl Session {
                         r = &mut read => break r,
                         _ = shutdown.triggered(), if !shutting_down => {
                             shutting_down = true;
-                            self.reason = "server shutting down";
-                            self.close(close_code::GOING_AWAY, "server shutting down");
+                            self.client.set_reason("server shutting down");
+                            self.client.close(close_code::GOING_AWAY, "server shutting down");
                         }
                         // The read future takes pongs in without returning, so
                         // a timer may fire on a stale `last`: check it again.
@@ -462,7 +305,7 @@ impl Session {
                             if heard.get() != last {
                                 continue;
                             }
-                            self.send(crate::wire::frame::frame(crate::wire::frame::OPCODE_PING, b"idle"));
+                            self.client.send(frame(OPCODE_PING, b"idle"));
                             pinged_at = Some(Instant::now());
                         }
                         _ = tokio::time::sleep_until(last + idle), if !idle_closed => {
@@ -470,18 +313,18 @@ impl Session {
                                 continue;
                             }
                             idle_closed = true;
-                            self.reason = "idle timeout";
-                            self.close(close_code::POLICY, "idle timeout: no answer to ping");
+                            self.client.set_reason("idle timeout");
+                            self.client.close(close_code::POLICY, "idle timeout: no answer to ping");
                         }
                     }
                 }
             };
             let closing = self
-                .worker
+                .ctx()
                 .fanout
                 .state
                 .borrow_mut()
-                .client(self.id)
+                .client(id)
                 .is_none_or(|c| c.is_closing());
             match next {
                 Err(ReadEnd::Gone) => return,
@@ -494,31 +337,25 @@ impl Session {
                     return;
                 }
                 Err(ReadEnd::Violation(code, why)) => {
-                    tracing::debug!(client = self.id, code, why, "protocol violation");
-                    self.reason = "protocol violation";
-                    self.close(code, &why);
+                    tracing::debug!(client = id, code, why, "protocol violation");
+                    self.client.set_reason("protocol violation");
+                    self.client.close(code, &why);
                     self.drain(&mut reader).await;
                     return;
                 }
                 Ok(_) if closing => continue,
-                Ok(Inbound::Text(payload)) if self.kind == SessionKind::Echo => {
-                    self.send(crate::wire::frame::frame(
-                        crate::wire::frame::OPCODE_TEXT,
-                        &payload,
-                    ));
+                Ok(Inbound::Text(payload)) if kind == SessionKind::Echo => {
+                    self.client.send(frame(OPCODE_TEXT, &payload));
                 }
-                Ok(Inbound::Binary(payload)) if self.kind == SessionKind::Echo => {
-                    self.send(crate::wire::frame::frame(
-                        crate::wire::frame::OPCODE_BINARY,
-                        &payload,
-                    ));
+                Ok(Inbound::Binary(payload)) if kind == SessionKind::Echo => {
+                    self.client.send(frame(OPCODE_BINARY, &payload));
                 }
                 Ok(Inbound::Binary(_)) => self.refuse(&ProtocolError::new(
                     None,
                     ErrorCode::BadJson,
                     "binary frames are not accepted here; send JSON text frames",
                 )),
-                Ok(Inbound::Text(mut payload)) => match self.kind {
+                Ok(Inbound::Text(mut payload)) => match kind {
                     SessionKind::Subscriber => self.on_control(&mut payload).await,
                     SessionKind::Publisher => self.on_publish(&payload).await,
                     SessionKind::Echo => {}
@@ -530,7 +367,7 @@ impl Session {
     /// After a Close has been sent: reads and discards until the peer's EOF
     /// or the close grace runs out.
     async fn drain<S: AsyncRead + Unpin>(&self, reader: &mut MessageReader<S>) {
-        let _ = tokio::time::timeout(self.worker.config.close_timeout, async {
+        let _ = tokio::time::timeout(self.ctx().config.close_timeout, async {
             let mut discard = |_: OpCode, _: Bytes| {};
             while reader.next(&mut discard).await.is_ok() {}
         })
@@ -541,16 +378,18 @@ impl Session {
         if self.limit.allow() {
             return false;
         }
-        if self.limit.strikes >= MAX_STRIKES {
-            self.reason = "control message flood";
-            self.close(close_code::POLICY, "too many control messages");
+        if self.limit.is_flood() {
+            self.client.set_reason("control message flood");
+            self.client
+                .close(close_code::POLICY, "too many control messages");
         } else {
             self.refuse(&ProtocolError::new(
                 None,
                 ErrorCode::RateLimited,
                 format!(
                     "more than {} control messages per second (burst {}); this message was ignored",
-                    self.worker.config.control_rate_per_sec, self.worker.config.control_burst
+                    self.ctx().config.control_rate_per_sec,
+                    self.ctx().config.control_burst
                 ),
             ));
         }
@@ -566,17 +405,18 @@ impl Session {
             Ok(Request::Ping { id }) => {
                 let mut o = JsonObject::new("pong");
                 o.id(id).u64("ts", wall_clock_ns());
-                self.send(o.into_frame());
+                self.client.send(o.into_frame());
             }
             Ok(Request::Symbols { id }) => {
-                let seen = self.worker.fanout.ingest.symbols().seen();
+                let seen = self.ctx().fanout.ingest.symbols().seen();
                 let mut o = JsonObject::new("symbols");
-                let entitled = |n: &&str| self.entitlement.as_ref().is_none_or(|e| e.allows(n));
+                let entitlement = self.client.entitlement();
+                let entitled = |n: &&str| entitlement.is_none_or(|e| e.allows(n));
                 o.id(id).strs(
                     "symbols",
                     seen.iter().map(|(n, _)| n.as_ref()).filter(entitled),
                 );
-                self.send(o.into_frame());
+                self.client.send(o.into_frame());
             }
             Ok(Request::Subscribe {
                 id,
@@ -586,42 +426,25 @@ impl Session {
             }) => {
                 // The one partial success: symbols outside the key's
                 // entitlements are refused, the rest are subscribed.
-                let mut denied = Vec::new();
-                if let Some(e) = &self.entitlement {
-                    symbols.names.retain(|n| {
-                        let ok = e.allows(n);
-                        if !ok {
-                            denied.push(n.clone());
-                        }
-                        ok
-                    });
-                }
+                let entitlement = self.client.entitlement().map(|e| &**e);
+                let denied = withhold_unentitled(entitlement, &mut symbols);
                 let mut any = symbols.all || !symbols.names.is_empty();
-                // On a gateway, wait until the bus subscription is in place
-                // (and the snapshot's last values are here), holding the
-                // interest until this client's own subscription takes over.
-                let _hold = match &self.worker.bus {
-                    Some(bus) if any => {
-                        let table = self.worker.fanout.ingest.symbols();
-                        let keys: Vec<KeyId> = symbols
-                            .names
-                            .iter()
-                            .filter_map(|n| table.intern(n).ok())
-                            .flat_map(|(sid, _)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
-                            .collect();
-                        let star = if symbols.all {
-                            channels
-                        } else {
-                            ChannelSet::default()
-                        };
-                        bus.prepare(&keys, star, snapshot, SNAPSHOT_WAIT).await
+                if any {
+                    let client = &self.client;
+                    match Plan::new(self.ctx(), Some(client), &symbols, channels, snapshot) {
+                        Ok(plan) => {
+                            subscribe(client, &plan, |c| subscribed(client, c, id, &plan)).await;
+                        }
+                        Err(e) => {
+                            // All-or-nothing for the entitled part.
+                            any = false;
+                            self.refuse(&ProtocolError::new(
+                                id,
+                                ErrorCode::TooManySymbols,
+                                e.message(Front::WebSocket),
+                            ));
+                        }
                     }
-                    _ => None,
-                };
-                if any && let Err(e) = self.subscribe(id, &symbols, channels, snapshot) {
-                    // All-or-nothing for the entitled part.
-                    any = false;
-                    self.refuse(&e);
                 }
                 if !denied.is_empty() {
                     self.refuse_unentitled(id, &denied, any);
@@ -652,7 +475,7 @@ impl Session {
         } else {
             "nothing was subscribed"
         };
-        Stats::add(&self.worker.fanout.stats.request_errors, 1);
+        Stats::add(&self.ctx().fanout.stats.request_errors, 1);
         let mut o = JsonObject::new("error");
         o.id(id)
             .str("code", ErrorCode::Unauthorized.as_str())
@@ -661,96 +484,12 @@ impl Session {
                 &format!("this API key is not entitled to {list}; {rest}"),
             )
             .strs("symbols", denied.iter().map(String::as_str));
-        self.send(o.into_frame());
-    }
-
-    fn subscribe(
-        &self,
-        id: Option<i64>,
-        symbols: &SymbolList,
-        channels: ChannelSet,
-        snapshot: bool,
-    ) -> Result<(), ProtocolError> {
-        let w = &self.worker;
-        let table = w.fanout.ingest.symbols();
-        let mut ids = Vec::with_capacity(symbols.names.len());
-        for name in &symbols.names {
-            let (sid, _) = table.intern(name).map_err(|e| {
-                ProtocolError::new(
-                    id,
-                    ErrorCode::TooManySymbols,
-                    format!("{e}; nothing was subscribed"),
-                )
-            })?;
-            ids.push((name.as_str(), sid));
-        }
-        let keys: Vec<KeyId> = ids
-            .iter()
-            .flat_map(|&(_, sid)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
-            .collect();
-        let mut st = w.fanout.state.borrow_mut();
-        let Some(c) = st.client(self.id) else {
-            return Ok(());
-        };
-        let new = keys.iter().filter(|k| !c.is_subscribed(**k)).count();
-        if c.named_keys() + new > w.config.max_keys_per_connection {
-            return Err(ProtocolError::new(
-                id,
-                ErrorCode::TooManySymbols,
-                format!(
-                    "this would make {} subscribed (symbol, channel) keys on this connection; the limit is {}. Nothing was subscribed",
-                    c.named_keys() + new,
-                    w.config.max_keys_per_connection
-                ),
-            ));
-        }
-        st.subscribe_keys(self.id, &keys);
-        if symbols.all {
-            st.subscribe_star(self.id, channels);
-        }
-        let mut names: Vec<&str> = ids.iter().map(|(n, _)| *n).collect();
-        let seen;
-        let id_pairs: Vec<(&str, u32)> = if symbols.all {
-            names.insert(0, "*");
-            seen = table.seen();
-            let mut v: Vec<(&str, u32)> = seen
-                .iter()
-                .filter(|(n, _)| self.entitlement.as_ref().is_none_or(|e| e.allows(n)))
-                .map(|(n, i)| (n.as_ref(), *i))
-                .collect();
-            v.extend(
-                ids.iter()
-                    .filter(|(n, _)| !seen.iter().any(|(s, _)| s.as_ref() == *n))
-                    .copied(),
-            );
-            v
-        } else {
-            ids.clone()
-        };
-        let mut o = JsonObject::new("subscribed");
-        o.id(id)
-            .strs("symbols", names)
-            .strs("channels", channel_names(channels))
-            .ids("ids", id_pairs.iter().copied());
-        if let Some(c) = st.client(self.id) {
-            c.push_control(o.into_frame());
-            c.learn_ids(id_pairs.iter().map(|&(_, sid)| sid));
-        }
-        if snapshot {
-            let mut last: Vec<RingItem> = Vec::new();
-            if symbols.all {
-                w.fanout.ingest.all_last_values(channels, &mut last);
-            } else {
-                w.fanout.ingest.last_values(keys.iter().copied(), &mut last);
-            }
-            st.offer_snapshots(self.id, &last);
-        }
-        st.flush_client(self.id);
-        Ok(())
+        self.client.send(o.into_frame());
     }
 
     fn unsubscribe(&self, id: Option<i64>, symbols: &SymbolList, channels: ChannelSet) {
-        let w = &self.worker;
+        let w = self.ctx();
+        let me = self.client.id();
         let table = w.fanout.ingest.symbols();
         let keys: Vec<KeyId> = symbols
             .names
@@ -759,9 +498,9 @@ impl Session {
             .flat_map(|(sid, _)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
             .collect();
         let mut st = w.fanout.state.borrow_mut();
-        st.unsubscribe_keys(self.id, &keys);
+        st.unsubscribe_keys(me, &keys);
         if symbols.all {
-            st.unsubscribe_star(self.id, channels);
+            st.unsubscribe_star(me, channels);
         }
         let mut names: Vec<&str> = symbols.names.iter().map(String::as_str).collect();
         if symbols.all {
@@ -771,20 +510,20 @@ impl Session {
         o.id(id)
             .strs("symbols", names)
             .strs("channels", channel_names(channels));
-        if let Some(c) = st.client(self.id) {
+        if let Some(c) = st.client(me) {
             c.push_control(o.into_frame());
         }
-        st.flush_client(self.id);
+        st.flush_client(me);
     }
 
     async fn on_publish(&mut self, payload: &[u8]) {
         let mut batch: Vec<Admitted> = Vec::new();
         for item in parse_publish(payload) {
             match item {
-                Ok(Published::Tick(t)) => match self.worker.fanout.ingest.admit(t) {
+                Ok(Published::Tick(t)) => match self.ctx().fanout.ingest.admit(t) {
                     Ok(a) => batch.push(a),
                     Err(e) => {
-                        Stats::add(&self.worker.fanout.stats.publish_errors, 1);
+                        Stats::add(&self.ctx().fanout.stats.publish_errors, 1);
                         self.refuse(&ProtocolError::new(
                             None,
                             ErrorCode::TooManySymbols,
@@ -794,22 +533,55 @@ impl Session {
                 },
                 Ok(Published::Ping { id }) => {
                     // A pong confirms every tick before it has been ingested.
-                    self.worker.fanout.ingest.publish(&batch).await;
+                    self.ctx().fanout.ingest.publish(&batch).await;
                     batch.clear();
                     if self.rate_limited() {
                         continue;
                     }
                     let mut o = JsonObject::new("pong");
                     o.id(id).u64("ts", wall_clock_ns());
-                    self.send(o.into_frame());
+                    self.client.send(o.into_frame());
                 }
                 Err(e) => {
-                    Stats::add(&self.worker.fanout.stats.publish_errors, 1);
+                    Stats::add(&self.ctx().fanout.stats.publish_errors, 1);
                     self.refuse(&e);
                 }
             }
         }
         // Waits while the ring is full: this publisher is not read meanwhile.
-        self.worker.fanout.ingest.publish(&batch).await;
+        self.ctx().fanout.ingest.publish(&batch).await;
     }
+}
+
+/// Queues the `subscribed` reply: the symbols and channels subscribed, with
+/// every symbol's id (`*`: every symbol seen so far that the key may see).
+fn subscribed(client: &ClientGuard, c: &mut Client, id: Option<i64>, plan: &Plan<'_>) {
+    let mut names: Vec<&str> = plan.named.iter().map(|&(n, _)| n).collect();
+    let seen;
+    let id_pairs: Vec<(&str, u32)> = if plan.symbols.all {
+        names.insert(0, "*");
+        seen = client.context().fanout.ingest.symbols().seen();
+        let entitlement = client.entitlement();
+        let mut v: Vec<(&str, u32)> = seen
+            .iter()
+            .filter(|(n, _)| entitlement.is_none_or(|e| e.allows(n)))
+            .map(|(n, i)| (n.as_ref(), *i))
+            .collect();
+        v.extend(
+            plan.named
+                .iter()
+                .filter(|(n, _)| !seen.iter().any(|(s, _)| s.as_ref() == *n))
+                .copied(),
+        );
+        v
+    } else {
+        plan.named.clone()
+    };
+    let mut o = JsonObject::new("subscribed");
+    o.id(id)
+        .strs("symbols", names)
+        .strs("channels", channel_names(plan.channels))
+        .ids("ids", id_pairs.iter().copied());
+    c.push_control(o.into_frame());
+    c.learn_ids(id_pairs.iter().map(|&(_, sid)| sid));
 }

@@ -8,21 +8,36 @@ use http_body_util::Full;
 use hyper::Response;
 use hyper::header::{self, HeaderValue};
 
-pub const INDEX_HTML: &str = include_str!("web/index.html");
-pub const TICKER_JS: &str = include_str!("web/ticker.js");
-pub const TICKER_CSS: &str = include_str!("web/ticker.css");
+/// One file of the page; its paths are in [`crate::server::routes`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Asset {
+    body: &'static str,
+    content_type: &'static str,
+}
 
-/// The asset at `path` (one of the routed paths).
-pub fn asset(path: &str) -> Response<Full<Bytes>> {
-    let (body, ctype) = match path {
-        "/ticker.js" => (TICKER_JS, "text/javascript; charset=utf-8"),
-        "/ticker.css" => (TICKER_CSS, "text/css; charset=utf-8"),
-        _ => (INDEX_HTML, "text/html; charset=utf-8"),
-    };
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    r
+pub(crate) const INDEX: Asset = Asset {
+    body: include_str!("web/index.html"),
+    content_type: "text/html; charset=utf-8",
+};
+pub(crate) const TICKER_JS: Asset = Asset {
+    body: include_str!("web/ticker.js"),
+    content_type: "text/javascript; charset=utf-8",
+};
+pub(crate) const TICKER_CSS: Asset = Asset {
+    body: include_str!("web/ticker.css"),
+    content_type: "text/css; charset=utf-8",
+};
+
+impl Asset {
+    /// The file as a 200, never cached without asking.
+    pub(crate) fn response(self) -> Response<Full<Bytes>> {
+        let mut r = Response::new(Full::new(Bytes::from_static(self.body.as_bytes())));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r
+    }
 }
