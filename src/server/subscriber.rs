@@ -97,7 +97,7 @@ pub(crate) enum Front {
 
 /// A request refused before it streams anything; each front end turns it
 /// into its own HTTP response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Refusal {
     pub(crate) status: StatusCode,
     /// The reason, for the body (without its final newline).

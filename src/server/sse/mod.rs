@@ -52,6 +52,8 @@ pub(crate) const PATH: &str = "/v1/sse";
 /// The heartbeat comment.
 const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
+/// The answer that opens the stream: no length, the stream ends with the
+/// connection.
 const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
 
 /// Writes a plain-text error response and ends the connection.

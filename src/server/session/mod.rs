@@ -1,16 +1,16 @@
 //! Sessions: one WebSocket connection each, subscriber or publisher.
 //!
-//! A session's task owns the connection's read side: it reads frames
-//! (reassembling fragments under the size cap), answers control messages or
-//! takes in published ticks, and when it ends it removes the client and its
+//! A session's task owns the connection's read side: it reads whole
+//! messages ([`reader`]), answers control messages or takes in published
+//! ticks, and when it ends its [`ClientGuard`] removes the client and its
 //! subscriptions. Reading has its own task because fastwebsockets'
 //! `read_frame` is not cancel-safe; writing goes through the client's outbox
 //! in [`crate::pipeline::fanout`].
 
-use std::rc::Rc;
+mod reader;
 
 use bytes::Bytes;
-use fastwebsockets::{OpCode, Role, WebSocketError, WebSocketRead};
+use fastwebsockets::OpCode;
 use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
@@ -28,152 +28,13 @@ use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
 use crate::wire::error::{ErrorCode, ProtocolError};
 use crate::wire::frame::{OPCODE_BINARY, OPCODE_PING, OPCODE_TEXT, close_code, frame};
-use crate::wire::frame_guard::{FrameGuard, FrameViolation};
 use crate::wire::json::JsonObject;
 use crate::wire::message::channel_names;
 use crate::wire::publish::{Published, parse_publish};
 use crate::wire::request::{Request, SymbolList, parse_request};
+use reader::{Inbound, MessageReader, ReadEnd};
 
-/// A complete inbound message.
-enum Inbound {
-    Text(Vec<u8>),
-    Binary(Vec<u8>),
-    Close,
-}
-
-/// Why reading stopped.
-enum ReadEnd {
-    /// The peer went away (EOF, reset).
-    Gone,
-    /// The peer broke the protocol: close with this code.
-    Violation(u16, String),
-}
-
-/// Reads whole messages: reassembles fragments under the size cap and
-/// turns framing errors into the close code RFC 6455 asks for.
-struct MessageReader<S> {
-    ws: WebSocketRead<FrameGuard<S>>,
-    heard: Rc<std::cell::Cell<Instant>>,
-    max: usize,
-    partial: Option<(OpCode, Vec<u8>)>,
-}
-
-impl<S: AsyncRead + Unpin> MessageReader<S> {
-    fn new(stream: S, max: usize) -> Self {
-        // The guard enforces the framing rules fastwebsockets 0.10 skips
-        // (masking, control frame length) before it sees the bytes.
-        let guard = FrameGuard::new(stream);
-        let heard = guard.heard();
-        let (mut ws, _) =
-            fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
-        // A single frame larger than the cap is refused from its header,
-        // before any of its payload is buffered.
-        ws.set_max_message_size(max.saturating_add(1));
-        ws.set_auto_close(true);
-        ws.set_auto_pong(true);
-        MessageReader {
-            ws,
-            heard,
-            max,
-            partial: None,
-        }
-    }
-
-    /// When bytes last arrived from the peer.
-    fn heard(&self) -> Rc<std::cell::Cell<Instant>> {
-        self.heard.clone()
-    }
-
-    /// Reads the next message; `obligated` receives the frames the protocol
-    /// obliges us to send (pong, close echo) as complete frames.
-    async fn next(
-        &mut self,
-        obligated: &mut impl FnMut(OpCode, Bytes),
-    ) -> Result<Inbound, ReadEnd> {
-        loop {
-            let mut send = |f: fastwebsockets::Frame<'_>| {
-                obligated(f.opcode, frame(f.opcode as u8, &f.payload));
-                std::future::ready(Ok::<(), std::io::Error>(()))
-            };
-            let frame = match self.ws.read_frame(&mut send).await {
-                Ok(f) => f,
-                Err(e) => return Err(self.classify(e)),
-            };
-            match frame.opcode {
-                OpCode::Close => return Ok(Inbound::Close),
-                OpCode::Ping | OpCode::Pong => continue,
-                OpCode::Text | OpCode::Binary => {
-                    if self.partial.is_some() {
-                        return Err(ReadEnd::Violation(
-                            close_code::PROTOCOL_ERROR,
-                            "new message started inside a fragmented one".into(),
-                        ));
-                    }
-                    if frame.fin {
-                        return Ok(match frame.opcode {
-                            // fastwebsockets checked UTF-8 of unfragmented text.
-                            OpCode::Text => Inbound::Text(frame.payload.to_vec()),
-                            _ => Inbound::Binary(frame.payload.to_vec()),
-                        });
-                    }
-                    self.partial = Some((frame.opcode, frame.payload.to_vec()));
-                }
-                OpCode::Continuation => {
-                    let Some((opcode, mut buf)) = self.partial.take() else {
-                        return Err(ReadEnd::Violation(
-                            close_code::PROTOCOL_ERROR,
-                            "continuation frame without a message to continue".into(),
-                        ));
-                    };
-                    if buf.len() + frame.payload.len() > self.max {
-                        return Err(ReadEnd::Violation(
-                            close_code::TOO_BIG,
-                            format!("message larger than {} bytes", self.max),
-                        ));
-                    }
-                    buf.extend_from_slice(&frame.payload);
-                    if !frame.fin {
-                        self.partial = Some((opcode, buf));
-                        continue;
-                    }
-                    if opcode == OpCode::Text {
-                        if std::str::from_utf8(&buf).is_err() {
-                            return Err(ReadEnd::Violation(
-                                close_code::INVALID_DATA,
-                                "text message is not valid UTF-8".into(),
-                            ));
-                        }
-                        return Ok(Inbound::Text(buf));
-                    }
-                    return Ok(Inbound::Binary(buf));
-                }
-            }
-        }
-    }
-
-    fn classify(&self, e: WebSocketError) -> ReadEnd {
-        use WebSocketError as E;
-        match e {
-            E::IoError(io) if FrameViolation::from_io(&io).is_some() => ReadEnd::Violation(
-                close_code::PROTOCOL_ERROR,
-                FrameViolation::from_io(&io)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-            ),
-            E::UnexpectedEOF | E::IoError(_) | E::ConnectionClosed => ReadEnd::Gone,
-            E::FrameTooLarge => ReadEnd::Violation(
-                close_code::TOO_BIG,
-                format!("message larger than {} bytes", self.max),
-            ),
-            E::InvalidUTF8 => ReadEnd::Violation(
-                close_code::INVALID_DATA,
-                "text message is not valid UTF-8".into(),
-            ),
-            other => ReadEnd::Violation(close_code::PROTOCOL_ERROR, other.to_string()),
-        }
-    }
-}
-
+/// The `error` reply to a refused message.
 fn error_frame(e: &ProtocolError) -> Bytes {
     let mut o = JsonObject::new("error");
     o.id(e.id)
@@ -182,6 +43,7 @@ fn error_frame(e: &ProtocolError) -> Bytes {
     o.into_frame()
 }
 
+/// The `hello` a session starts with: who we are and the limits that apply.
 fn hello_frame(worker: &Context, kind: SessionKind, encoding: Encoding) -> Bytes {
     let c = &worker.config;
     let limits_json = format!(
@@ -197,14 +59,7 @@ fn hello_frame(worker: &Context, kind: SessionKind, encoding: Encoding) -> Bytes
     o.str("server", "tickwire")
         .str("version", env!("CARGO_PKG_VERSION"))
         .str("protocol", encoding.protocol())
-        .str(
-            "role",
-            match kind {
-                SessionKind::Subscriber => "subscriber",
-                SessionKind::Publisher => "publisher",
-                SessionKind::Echo => "echo",
-            },
-        )
+        .str("role", kind.as_str())
         .raw("limits", limits_json.as_bytes());
     o.into_frame()
 }
