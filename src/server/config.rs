@@ -17,7 +17,9 @@ pub enum FeedSource {
     /// A recording on disk (any encoding `recording` reads).
     Recording {
         path: PathBuf,
+        /// Recorded pace, a multiple of it, or as fast as possible.
         speed: Speed,
+        /// Start again from the top at the end.
         looping: bool,
     },
     /// Publishers only.
@@ -26,6 +28,7 @@ pub enum FeedSource {
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The main listener (`ws://`, `http://`, or TLS); port 0 picks one.
     pub listen: SocketAddr,
     /// Fan-out workers (one thread and runtime each); 0 = one per core.
     pub workers: usize,
@@ -67,6 +70,7 @@ pub struct Config {
     pub echo_max_message_bytes: usize,
     /// SSE streams get a `: heartbeat` comment this often.
     pub sse_heartbeat: Duration,
+    /// Where ticks come from besides publishers.
     pub feed: FeedSource,
     /// API keys and entitlements (`--config`); `None` = open server.
     pub auth: Option<Arc<Keys>>,
@@ -112,6 +116,7 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The number of workers: `workers`, or one per core when it is 0.
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {
             self.workers

@@ -11,14 +11,14 @@ use crate::server::config::Config;
 /// A worker thread's fan-out worker plus the server-wide settings, limits
 /// and bus link its connections consult. One per worker thread; connections
 /// hold it by `Rc` (single-threaded runtime).
-pub struct Context {
+pub(crate) struct Context {
     /// The fan-out worker: this thread's clients and subscription index.
-    pub fanout: Rc<Worker>,
+    pub(crate) fanout: Rc<Worker>,
     /// The server's configuration, shared by every worker.
-    pub config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     /// Connection limits, shared with the other workers.
-    pub admission: Arc<Admission>,
+    pub(crate) admission: Arc<Admission>,
     /// The message bus link (`--bus`), if any: a gateway's subscribe waits
     /// on it for the bus subscription and snapshot.
-    pub bus: Option<Arc<BusLink>>,
+    pub(crate) bus: Option<Arc<BusLink>>,
 }
