@@ -1,0 +1,227 @@
+//! The subscribe step: the symbols a key may not see taken out, the rest
+//! checked into a [`Plan`], and the plan applied by [`subscribe`].
+
+use std::time::Duration;
+
+use super::{ClientGuard, Front};
+use crate::access::auth::Entitlement;
+use crate::model::symbols::TableFull;
+use crate::model::tick::{ChannelSet, KeyId, SymbolId};
+use crate::pipeline::fanout::Client;
+use crate::pipeline::ingest::RingItem;
+use crate::server::context::Context;
+use crate::wire::request::SymbolList;
+
+/// How long a subscribe on a gateway waits for the bus to deliver its
+/// snapshot before answering from the node's own cache (bus down).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes the names `entitlement` does not allow out of `symbols` and
+/// returns them, in request order. A WebSocket subscribes the rest and says
+/// what was left out; `/v1/sse`, with no error channel once it streams,
+/// refuses the request whole.
+pub(crate) fn withhold_unentitled(
+    entitlement: Option<&Entitlement>,
+    symbols: &mut SymbolList,
+) -> Vec<String> {
+    let mut denied = Vec::new();
+    if let Some(e) = entitlement {
+        symbols.names.retain(|n| {
+            let ok = e.allows(n);
+            if !ok {
+                denied.push(n.clone());
+            }
+            ok
+        });
+    }
+    denied
+}
+
+/// Why a subscribe was refused whole.
+#[derive(Debug)]
+pub(crate) enum SubscribeError {
+    /// A new symbol would take the server past `--max-symbols`.
+    Symbols(TableFull),
+    /// The connection would hold more keys than `max_keys_per_connection`.
+    TooManyKeys { total: usize, limit: usize },
+}
+
+impl SubscribeError {
+    /// The reason as the front end words it: in an `error` message on a
+    /// WebSocket, in a 400 on `/v1/sse`.
+    pub(crate) fn message(&self, front: Front) -> String {
+        match (self, front) {
+            (SubscribeError::Symbols(e), _) => format!("{e}; nothing was subscribed"),
+            (SubscribeError::TooManyKeys { total, limit }, Front::WebSocket) => format!(
+                "this would make {total} subscribed (symbol, channel) keys on this connection; the limit is {limit}. Nothing was subscribed"
+            ),
+            (SubscribeError::TooManyKeys { total, limit }, Front::Sse) => {
+                format!("{total} (symbol, channel) keys requested; the limit is {limit}")
+            }
+        }
+    }
+}
+
+/// A subscribe checked and ready to apply: its symbols interned, its keys
+/// within the connection's limit. Nothing has changed yet.
+pub(crate) struct Plan<'a> {
+    /// The request's symbols (`*` and names, entitled ones only).
+    pub(crate) symbols: &'a SymbolList,
+    /// Each named symbol with its id, in request order.
+    pub(crate) named: Vec<(&'a str, SymbolId)>,
+    /// Every named (symbol, channel) key.
+    pub(crate) keys: Vec<KeyId>,
+    pub(crate) channels: ChannelSet,
+    /// Whether the keys' last values are sent first.
+    pub(crate) snapshot: bool,
+}
+
+impl<'a> Plan<'a> {
+    /// Interns the symbols and checks the key limit, counting the keys the
+    /// client already holds (`client`: `None` before it is registered).
+    pub(crate) fn new(
+        ctx: &Context,
+        client: Option<&ClientGuard>,
+        symbols: &'a SymbolList,
+        channels: ChannelSet,
+        snapshot: bool,
+    ) -> Result<Plan<'a>, SubscribeError> {
+        let table = ctx.fanout.ingest.symbols();
+        let named = symbols
+            .names
+            .iter()
+            .map(|name| Ok((name.as_str(), table.intern(name)?.0)))
+            .collect::<Result<Vec<_>, TableFull>>()
+            .map_err(SubscribeError::Symbols)?;
+        let keys: Vec<KeyId> = named
+            .iter()
+            .flat_map(|&(_, sid)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
+            .collect();
+        let st = ctx.fanout.state.borrow();
+        let held = client.and_then(|g| st.clients.get(g.id()));
+        let new = keys
+            .iter()
+            .filter(|&&k| held.is_none_or(|c| !c.is_subscribed(k)))
+            .count();
+        let total = held.map_or(0, Client::named_keys) + new;
+        let limit = ctx.config.max_keys_per_connection;
+        if total > limit {
+            return Err(SubscribeError::TooManyKeys { total, limit });
+        }
+        Ok(Plan {
+            symbols,
+            named,
+            keys,
+            channels,
+            snapshot,
+        })
+    }
+
+    /// The channels subscribed for `*`, if it was named.
+    fn star(&self) -> ChannelSet {
+        if self.symbols.all {
+            self.channels
+        } else {
+            ChannelSet::default()
+        }
+    }
+}
+
+/// Applies a [`Plan`] to a registered client. On a gateway it first waits
+/// (at most [`SNAPSHOT_WAIT`]) until the bus subscriptions are in place and
+/// the snapshot's last values are here, holding the interest until the
+/// client's own subscription takes over. Then it subscribes the keys (and
+/// `*`), lets the front end queue its answer (`reply`: `subscribed`, or the
+/// SSE response head), queues the snapshot and flushes.
+pub(crate) async fn subscribe(
+    client: &ClientGuard,
+    plan: &Plan<'_>,
+    reply: impl FnOnce(&mut Client),
+) {
+    let ctx = client.context();
+    let _hold = match &ctx.bus {
+        Some(bus) => {
+            bus.prepare(&plan.keys, plan.star(), plan.snapshot, SNAPSHOT_WAIT)
+                .await
+        }
+        None => None,
+    };
+    let id = client.id();
+    let mut st = ctx.fanout.state.borrow_mut();
+    if st.client(id).is_none() {
+        return;
+    }
+    st.subscribe_keys(id, &plan.keys);
+    if plan.symbols.all {
+        st.subscribe_star(id, plan.channels);
+    }
+    if let Some(c) = st.client(id) {
+        reply(c);
+    }
+    if plan.snapshot {
+        // `*` takes every key's last value; the client's entitlement
+        // filters them as it filters live ticks.
+        let mut last: Vec<RingItem> = Vec::new();
+        if plan.symbols.all {
+            ctx.fanout.ingest.all_last_values(plan.channels, &mut last);
+        } else {
+            ctx.fanout
+                .ingest
+                .last_values(plan.keys.iter().copied(), &mut last);
+        }
+        st.offer_snapshots(id, &last);
+    }
+    st.flush_client(id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::auth::Keys;
+
+    #[test]
+    fn unentitled_names_are_taken_out_in_request_order() {
+        let keys = Keys::parse(
+            "[[subscriber]]\nname=\"desk\"\nkey=\"desk-key-0123456789\"\nsymbols=[\"AAPL\", \"BTC*\"]",
+        )
+        .unwrap();
+        let desk = keys.find(b"desk-key-0123456789").unwrap();
+        let mut symbols = SymbolList {
+            all: true,
+            names: ["MSFT", "AAPL", "ETHUSD", "BTCUSD"]
+                .map(String::from)
+                .to_vec(),
+        };
+        let denied = withhold_unentitled(Some(&desk.entitlement), &mut symbols);
+        assert_eq!(denied, ["MSFT", "ETHUSD"]);
+        assert_eq!(symbols.names, ["AAPL", "BTCUSD"]);
+        assert!(
+            symbols.all,
+            "`*` stays: the outbox filters what it delivers"
+        );
+        assert!(withhold_unentitled(None, &mut symbols).is_empty());
+    }
+
+    #[test]
+    fn each_front_end_words_a_refused_subscribe_its_own_way() {
+        let e = SubscribeError::TooManyKeys {
+            total: 12,
+            limit: 10,
+        };
+        assert_eq!(
+            e.message(Front::WebSocket),
+            "this would make 12 subscribed (symbol, channel) keys on this connection; the limit is 10. Nothing was subscribed"
+        );
+        assert_eq!(
+            e.message(Front::Sse),
+            "12 (symbol, channel) keys requested; the limit is 10"
+        );
+        let full = SubscribeError::Symbols(TableFull(3));
+        for front in [Front::WebSocket, Front::Sse] {
+            assert_eq!(
+                full.message(front),
+                "the server already tracks 3 symbols, its configured maximum; nothing was subscribed"
+            );
+        }
+    }
+}
