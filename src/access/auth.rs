@@ -81,7 +81,7 @@ pub(crate) enum Role {
 
 /// The symbols a subscriber key may see.
 #[derive(Debug, Default)]
-pub struct Entitlement {
+pub(crate) struct Entitlement {
     /// `*`: every symbol.
     all: bool,
     /// Symbols named exactly.

@@ -20,7 +20,7 @@ use crate::pipeline::stats::Stats;
 ///
 /// `pub` only because `server::context::Context`, a `pub` struct, holds
 /// one in a `pub` field; nothing outside the crate uses it.
-pub struct BusLink {
+pub(crate) struct BusLink {
     /// What this node is; the server refuses publishers on a gateway.
     pub(crate) role: Role,
     /// Gateways only: what the local clients want.

@@ -66,7 +66,7 @@ use std::time::Duration;
 pub use config::BusConfig;
 pub(crate) use gateway::start_gateway;
 pub(crate) use ingest_node::start_ingest;
-pub use link::BusLink;
+pub(crate) use link::BusLink;
 
 /// What a node does in a deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]

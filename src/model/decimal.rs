@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// Units per whole: 1 unit = 1e-9, as in Databento's DBN.
-pub const SCALE: i64 = 1_000_000_000;
+pub(crate) const SCALE: i64 = 1_000_000_000;
 const FRACTION_DIGITS: usize = 9;
 
 /// A fixed-point decimal with nine fractional digits.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::model::decimal::Fixed;
 
 /// Longest symbol the protocol allows.
-pub const MAX_SYMBOL_LEN: usize = 32;
+pub(crate) const MAX_SYMBOL_LEN: usize = 32;
 
 /// `trade` or `quote`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,7 +137,7 @@ pub fn validate_symbol(s: &str) -> Result<(), String> {
 }
 
 /// Dense id of a symbol, as given to clients in `subscribed.ids`.
-pub type SymbolId = u32;
+pub(crate) type SymbolId = u32;
 
 /// A (symbol, channel) pair, packed: `symbol_id * 2 + channel`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

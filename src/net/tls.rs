@@ -42,7 +42,7 @@ use tokio_rustls::rustls::{self, ServerConfig, ServerConnection};
 /// `set_buffer_limit`): one full record. The fan-out hands rustls no more
 /// plaintext until that is written, so this is all a slow TLS client costs
 /// beyond its outbox cap.
-pub const TLS_BUFFER_LIMIT: usize = 16 * 1024 + 256;
+pub(crate) const TLS_BUFFER_LIMIT: usize = 16 * 1024 + 256;
 
 /// Ciphertext read from the socket at once (a little over one record).
 const READ_CHUNK: usize = 17 * 1024;
@@ -142,7 +142,7 @@ pub fn server_config(
 /// A TLS connection while hyper (or the SSE head reader) has it: the
 /// tokio-rustls stream, with plaintext read ahead to classify the request
 /// served again first.
-pub struct TlsConn {
+pub(crate) struct TlsConn {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     ahead: Vec<u8>,
     pos: usize,
@@ -253,7 +253,7 @@ impl AsyncWrite for TlsConn {
 
 /// A session's read side of a TLS connection: reads ciphertext from the
 /// socket and hands out the plaintext rustls decrypts.
-pub struct TlsReader {
+pub(crate) struct TlsReader {
     tcp: OwnedReadHalf,
     conn: Rc<RefCell<ServerConnection>>,
     /// Plaintext read before the split; served first.
@@ -335,7 +335,7 @@ impl AsyncRead for TlsReader {
 }
 
 /// The fan-out's write side of a TLS connection.
-pub struct TlsWriter {
+pub(crate) struct TlsWriter {
     tcp: OwnedWriteHalf,
     conn: Rc<RefCell<ServerConnection>>,
 }

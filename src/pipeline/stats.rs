@@ -20,7 +20,7 @@ pub enum Origin {
 /// Upper bounds of the latency buckets, in ns: 1 µs to 1 s, roughly
 /// 1-2.5-5 per decade, which is what a feed whose p50 is microseconds and
 /// whose slow clients are evicted after seconds needs to tell apart.
-pub const LATENCY_BOUNDS_NS: [u64; 19] = [
+pub(crate) const LATENCY_BOUNDS_NS: [u64; 19] = [
     1_000,
     2_500,
     5_000,
@@ -65,7 +65,7 @@ impl Histogram {
 
 /// Why an upgrade was refused (index into [`Stats::upgrades_refused`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// 401: no API key, or one not in the config.
     Unauthorized = 0,
     /// 403: a key used on an endpoint its role may not use.

@@ -62,7 +62,7 @@ pub fn event_json_fields(out: &mut Vec<u8>, event: &Event) {
 }
 
 /// The tick as one complete text frame.
-pub fn tick_json_frame(t: &Tick, snapshot: bool) -> Bytes {
+pub(crate) fn tick_json_frame(t: &Tick, snapshot: bool) -> Bytes {
     let mut b = FrameBuilder::with_capacity(160);
     tick_json(b.payload(), t, snapshot);
     b.finish(OPCODE_TEXT)
@@ -71,7 +71,7 @@ pub fn tick_json_frame(t: &Tick, snapshot: bool) -> Bytes {
 /// A tick as one Server-Sent Events block:
 /// `event: trade\ndata: {json}\nid: SYM:trade:SEQ\n\n`. The JSON has no
 /// newline, so one `data:` line carries it.
-pub fn tick_sse_event(t: &Tick, snapshot: bool) -> Bytes {
+pub(crate) fn tick_sse_event(t: &Tick, snapshot: bool) -> Bytes {
     let channel = t.event.channel().as_str();
     let mut out = Vec::with_capacity(220);
     out.extend_from_slice(b"event: ");
@@ -129,14 +129,14 @@ impl Encoding {
 }
 
 /// Size of one `tickwire.bin.v1` record.
-pub const RECORD_LEN: usize = 64;
+pub(crate) const RECORD_LEN: usize = 64;
 /// Offset of the flags byte in a record; bit 0 is "snapshot".
-pub const RECORD_FLAGS: usize = 1;
-pub const FLAG_SNAPSHOT: u8 = 1;
+pub(crate) const RECORD_FLAGS: usize = 1;
+pub(crate) const FLAG_SNAPSHOT: u8 = 1;
 
 /// The `tickwire.bin.v1` record of a tick (docs/PROTOCOL.md's layout), live.
 /// Prices and sizes are the raw 1e-9 fixed-point units.
-pub fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
+pub(crate) fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
     let mut r = [0u8; RECORD_LEN];
     let (kind, a, b, c, d) = match t.event {
         Event::Trade { px, qty, side } => (1u8, px.raw(), qty.raw(), i64::from(side.as_byte()), 0),

@@ -16,7 +16,7 @@ use crate::wire::encode::Encoding;
 /// A worker's clients and subscription index.
 #[derive(Default)]
 pub struct WorkerState {
-    pub clients: Slab<Client>,
+    pub(crate) clients: Slab<Client>,
     /// Clients that subscribed to a key by name.
     index: HashMap<KeyId, Vec<ClientId>>,
     /// Clients subscribed to `*`, per channel.
@@ -30,7 +30,7 @@ pub struct WorkerState {
 /// Told when a key gains its first or loses its last subscriber on a
 /// worker, and the same for `*` per channel: a gateway's bus link holds only
 /// the NATS subscriptions its clients need. Off the per-tick path.
-pub trait InterestSink: Send + Sync {
+pub(crate) trait InterestSink: Send + Sync {
     fn add(&self, key: KeyId);
     fn remove(&self, key: KeyId);
     fn add_star(&self, ch: Channel);
@@ -45,7 +45,7 @@ fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
 
 impl WorkerState {
     /// A worker state that reports its keys' interest to the bus.
-    pub fn with_interest(interest: Option<Arc<dyn InterestSink>>) -> WorkerState {
+    pub(crate) fn with_interest(interest: Option<Arc<dyn InterestSink>>) -> WorkerState {
         WorkerState {
             interest,
             ..WorkerState::default()
@@ -96,7 +96,7 @@ impl WorkerState {
         }
     }
 
-    pub fn add_client(
+    pub(crate) fn add_client(
         &mut self,
         write: Transport,
         stats: Arc<Stats>,
@@ -114,7 +114,7 @@ impl WorkerState {
     }
 
     /// [`WorkerState::add_in_memory_client`] in a chosen encoding.
-    pub fn add_in_memory_client_with(
+    pub(crate) fn add_in_memory_client_with(
         &mut self,
         stats: Arc<Stats>,
         cap: usize,
@@ -124,7 +124,7 @@ impl WorkerState {
     }
 
     /// Removes a client and every subscription it held.
-    pub fn remove_client(&mut self, id: ClientId) -> Option<Client> {
+    pub(crate) fn remove_client(&mut self, id: ClientId) -> Option<Client> {
         let client = self.clients.try_remove(id)?;
         Stats::gauge(
             &client.stats.named_subscriptions,
@@ -166,7 +166,7 @@ impl WorkerState {
         added.len()
     }
 
-    pub fn subscribe_star(&mut self, id: ClientId, channels: ChannelSet) {
+    pub(crate) fn subscribe_star(&mut self, id: ClientId, channels: ChannelSet) {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
@@ -184,7 +184,7 @@ impl WorkerState {
     }
 
     /// Ends subscriptions; pending ticks of keys no longer covered are discarded.
-    pub fn unsubscribe_keys(&mut self, id: ClientId, keys: &[KeyId]) {
+    pub(crate) fn unsubscribe_keys(&mut self, id: ClientId, keys: &[KeyId]) {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
@@ -208,7 +208,7 @@ impl WorkerState {
         }
     }
 
-    pub fn unsubscribe_star(&mut self, id: ClientId, channels: ChannelSet) {
+    pub(crate) fn unsubscribe_star(&mut self, id: ClientId, channels: ChannelSet) {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };
@@ -234,12 +234,8 @@ impl WorkerState {
         }
     }
 
-    pub fn star_channels(&self, id: ClientId) -> ChannelSet {
-        self.clients.get(id).map(|c| c.star).unwrap_or_default()
-    }
-
     /// Queues snapshot ticks (newer than what the client already has).
-    pub fn offer_snapshots(&mut self, id: ClientId, items: &[RingItem]) {
+    pub(crate) fn offer_snapshots(&mut self, id: ClientId, items: &[RingItem]) {
         if let Some(c) = self.clients.get_mut(id) {
             for item in items {
                 c.offer(item, true);
@@ -286,7 +282,7 @@ impl WorkerState {
     }
 
     /// Flushes every client that got something since the last flush.
-    pub fn flush_dirty(&mut self) {
+    pub(crate) fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
             self.flush_client(id);
@@ -295,7 +291,7 @@ impl WorkerState {
     }
 
     /// Flushes one client unless its writer task is already waiting on it.
-    pub fn flush_client(&mut self, id: ClientId) {
+    pub(crate) fn flush_client(&mut self, id: ClientId) {
         let Some(c) = self.clients.get_mut(id) else {
             return;
         };

@@ -30,9 +30,13 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
-pub use index::{InterestSink, WorkerState};
-pub use outbox::{Client, Flushed, MAX_RECORDS_PER_FRAME};
-pub use worker::Worker;
+pub(crate) use index::InterestSink;
+pub use index::WorkerState;
+pub use outbox::Client;
+pub(crate) use outbox::Flushed;
+#[cfg(test)]
+use outbox::MAX_RECORDS_PER_FRAME;
+pub(crate) use worker::Worker;
 
 /// Index of a client in its worker's slab.
 pub type ClientId = usize;

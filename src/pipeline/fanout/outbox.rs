@@ -23,7 +23,7 @@ use crate::wire::message::symbol_message;
 /// Most records one binary frame carries (16 KiB of payload): big enough
 /// that a backlog costs few frame headers, small enough that a client can
 /// start decoding before a whole burst has arrived.
-pub const MAX_RECORDS_PER_FRAME: usize = 256;
+pub(crate) const MAX_RECORDS_PER_FRAME: usize = 256;
 
 #[derive(Default)]
 pub(super) struct KeySlot {
@@ -41,7 +41,7 @@ pub(super) struct KeySlot {
 
 /// How far a flush got.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Flushed {
+pub(crate) enum Flushed {
     /// Everything pending is in the kernel.
     Drained,
     /// The socket is full; the rest waits for writability.
@@ -68,9 +68,9 @@ pub struct Client {
     /// The socket (plain or TLS); `None` once our side is shut down.
     pub(super) write: Option<Rc<Transport>>,
     /// Wakes this client's writer task when the socket filled up.
-    pub writer_wake: Rc<Notify>,
+    pub(crate) writer_wake: Rc<Notify>,
     /// Tells the session's reader to stop (client evicted or dead).
-    pub kill: Rc<Notify>,
+    pub(crate) kill: Rc<Notify>,
     pub(super) keys: HashMap<KeyId, KeySlot>,
     /// Symbols this client's API key may see; `None` = every symbol.
     pub(super) entitlement: Option<Arc<Entitlement>>,
@@ -90,11 +90,11 @@ pub struct Client {
     /// A Close frame is queued; no more ticks, nothing after it.
     pub(super) closing: bool,
     pub(super) close_deadline: Option<Instant>,
-    pub dropped: u64,
-    pub frames_sent: u64,
+    pub(crate) dropped: u64,
+    pub(crate) frames_sent: u64,
     /// Why the server ended the connection from the write side, for the
     /// close log line (the session knows the read-side reasons).
-    pub end_reason: Option<&'static str>,
+    pub(crate) end_reason: Option<&'static str>,
 }
 
 impl Client {
@@ -135,19 +135,19 @@ impl Client {
     }
 
     /// Limits what `*` delivers to the symbols `e` allows (`None`: all).
-    pub fn set_entitlement(&mut self, e: Option<Arc<Entitlement>>) {
+    pub(crate) fn set_entitlement(&mut self, e: Option<Arc<Entitlement>>) {
         self.entitlement = e;
     }
 
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.closing
     }
 
-    pub fn named_keys(&self) -> usize {
+    pub(crate) fn named_keys(&self) -> usize {
         self.named_keys
     }
 
-    pub fn is_subscribed(&self, key: KeyId) -> bool {
+    pub(crate) fn is_subscribed(&self, key: KeyId) -> bool {
         self.keys.get(&key).is_some_and(|s| s.named)
     }
 
@@ -156,13 +156,13 @@ impl Client {
         self.wbuf.len() - self.sent
     }
 
-    pub fn encoding(&self) -> Encoding {
+    pub(crate) fn encoding(&self) -> Encoding {
         self.encoding
     }
 
     /// Records symbol ids the client has just been given (in `subscribed`),
     /// so no `symbol` announcement repeats them.
-    pub fn learn_ids(&mut self, ids: impl IntoIterator<Item = SymbolId>) {
+    pub(crate) fn learn_ids(&mut self, ids: impl IntoIterator<Item = SymbolId>) {
         if self.encoding == Encoding::Binary {
             self.known_ids.extend(ids);
         }
@@ -297,7 +297,7 @@ impl Client {
 
     /// Queues a control frame (never dropped), in order with the ticks
     /// already in the write buffer; pending slots go out after it.
-    pub fn push_control(&mut self, frame: Bytes) {
+    pub(crate) fn push_control(&mut self, frame: Bytes) {
         if self.closing {
             return;
         }
@@ -313,7 +313,7 @@ impl Client {
     /// flight so the Close goes out promptly.
     /// An SSE stream has no Close frame: it just ends (FIN) after what is
     /// in the write buffer, and `code`/`reason` are only logged by callers.
-    pub fn close(&mut self, code: u16, reason: &str, grace: Duration) {
+    pub(crate) fn close(&mut self, code: u16, reason: &str, grace: Duration) {
         let frame = if self.encoding == Encoding::Sse {
             Bytes::new()
         } else {
@@ -324,13 +324,13 @@ impl Client {
 
     /// SSE resume (`Last-Event-ID`): the client already has `key` up to
     /// `seq`, so neither its snapshot nor a live tick at or below it is sent.
-    pub fn resume_after(&mut self, key: KeyId, seq: u64) {
+    pub(crate) fn resume_after(&mut self, key: KeyId, seq: u64) {
         let slot = self.keys.entry(key).or_default();
         slot.last_seq = slot.last_seq.max(seq);
     }
 
     /// [`Client::close`] with a ready Close frame (an echo of the peer's).
-    pub fn close_with_frame(&mut self, close: Bytes, grace: Duration) {
+    pub(crate) fn close_with_frame(&mut self, close: Bytes, grace: Duration) {
         if self.closing {
             return;
         }
@@ -351,7 +351,7 @@ impl Client {
     }
 
     /// Like [`Client::close`], but a final message goes out before the Close.
-    pub fn close_with_message(&mut self, msg: Bytes, code: u16, reason: &str, grace: Duration) {
+    pub(crate) fn close_with_message(&mut self, msg: Bytes, code: u16, reason: &str, grace: Duration) {
         if self.closing {
             return;
         }
@@ -407,7 +407,7 @@ impl Client {
     }
 
     /// Writes as much as the socket takes, in as few writes as possible.
-    pub fn flush(&mut self) -> io::Result<Flushed> {
+    pub(crate) fn flush(&mut self) -> io::Result<Flushed> {
         let Some(write) = self.write.clone() else {
             return Ok(Flushed::Closed);
         };
@@ -473,7 +473,7 @@ impl Client {
     }
 
     /// When the writer task must act even if the socket stays full.
-    pub fn deadline(&self, evict_after: Duration) -> Option<Instant> {
+    pub(crate) fn deadline(&self, evict_after: Duration) -> Option<Instant> {
         if self.closing {
             self.close_deadline
         } else {
@@ -481,15 +481,15 @@ impl Client {
         }
     }
 
-    pub fn write_half(&self) -> Option<Rc<Transport>> {
+    pub(crate) fn write_half(&self) -> Option<Rc<Transport>> {
         self.write.clone()
     }
 
-    pub fn is_blocked(&self) -> bool {
+    pub(crate) fn is_blocked(&self) -> bool {
         self.blocked
     }
 
-    pub fn behind_for(&self) -> Option<Duration> {
+    pub(crate) fn behind_for(&self) -> Option<Duration> {
         self.behind_since.map(|t| t.elapsed())
     }
 
@@ -522,12 +522,13 @@ impl Client {
     }
 
     /// The bytes queued and not yet written (tests of the framing).
-    pub fn queued(&self) -> &[u8] {
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> &[u8] {
         &self.wbuf[self.sent..]
     }
 
     /// Drops the socket's write side at once (peer gone or unresponsive).
-    pub fn abandon(&mut self) {
+    pub(crate) fn abandon(&mut self) {
         self.end_reason
             .get_or_insert("connection lost or unresponsive");
         self.write = None;

@@ -17,19 +17,19 @@ use crate::wire::frame::close_code;
 use crate::wire::message::{lagging_message, sse_lagging_event, status_message};
 
 /// Everything a worker's tasks share.
-pub struct Worker {
-    pub id: usize,
-    pub state: std::cell::RefCell<WorkerState>,
-    pub ingest: Arc<Ingest>,
-    pub stats: Arc<Stats>,
+pub(crate) struct Worker {
+    pub(crate) id: usize,
+    pub(crate) state: std::cell::RefCell<WorkerState>,
+    pub(crate) ingest: Arc<Ingest>,
+    pub(crate) stats: Arc<Stats>,
     /// A client behind for longer than this is evicted (`--evict-after`).
-    pub evict_after: Duration,
+    pub(crate) evict_after: Duration,
     /// After sending a Close, how long to wait for the peer's
     /// (`--close-timeout`).
-    pub close_timeout: Duration,
+    pub(crate) close_timeout: Duration,
     /// On a gateway, the feed's status: every client is told when it
     /// changes. `None` where the feed cannot go stale.
-    pub status: Option<watch::Receiver<FeedStatus>>,
+    pub(crate) status: Option<watch::Receiver<FeedStatus>>,
 }
 
 /// Resolves when the feed status changes; never without a bus.
@@ -62,7 +62,7 @@ impl Worker {
 
     /// The worker's ring-reading loop: deliver each batch, then flush every
     /// client that got something, in one write each.
-    pub async fn run_fanout(
+    pub(crate) async fn run_fanout(
         self: Rc<Self>,
         mut reader: crate::pipeline::ingest::IngestReader,
         mut shutdown: crate::shutdown::Shutdown,
@@ -104,7 +104,7 @@ impl Worker {
 
     /// A client's writer task: waits for its socket to drain while it is
     /// blocked, and enforces the slow-consumer and close deadlines.
-    pub async fn run_writer(self: Rc<Self>, id: ClientId, wake: Rc<Notify>) {
+    pub(crate) async fn run_writer(self: Rc<Self>, id: ClientId, wake: Rc<Notify>) {
         let evict_after = self.evict_after;
         loop {
             wake.notified().await;

@@ -120,7 +120,7 @@ impl Format {
 }
 
 /// Format version written and read by this build.
-pub const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 1;
 
 /// The temporary name an output is written under before the rename:
 /// `dir/.name.partial`, so it never looks like a finished recording.
