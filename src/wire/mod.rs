@@ -9,4 +9,5 @@ pub(crate) mod frame_guard;
 pub(crate) mod json;
 pub(crate) mod message;
 pub mod publish;
+pub(crate) mod reply;
 pub mod request;

@@ -351,7 +351,13 @@ impl Client {
     }
 
     /// Like [`Client::close`], but a final message goes out before the Close.
-    pub(crate) fn close_with_message(&mut self, msg: Bytes, code: u16, reason: &str, grace: Duration) {
+    pub(crate) fn close_with_message(
+        &mut self,
+        msg: Bytes,
+        code: u16,
+        reason: &str,
+        grace: Duration,
+    ) {
         if self.closing {
             return;
         }

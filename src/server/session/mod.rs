@@ -15,7 +15,7 @@ use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
 use crate::access::rate::RateLimit;
-use crate::model::tick::{ChannelSet, KeyId, wall_clock_ns};
+use crate::model::tick::{ChannelSet, KeyId};
 use crate::net::transport::ReadHalf;
 use crate::pipeline::fanout::Client;
 use crate::pipeline::ingest::Admitted;
@@ -28,40 +28,26 @@ use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
 use crate::wire::error::{ErrorCode, ProtocolError};
 use crate::wire::frame::{OPCODE_BINARY, OPCODE_PING, OPCODE_TEXT, close_code, frame};
-use crate::wire::json::JsonObject;
-use crate::wire::message::channel_names;
 use crate::wire::publish::{Published, parse_publish};
+use crate::wire::reply;
 use crate::wire::request::{Request, SymbolList, parse_request};
 use reader::{Inbound, MessageReader, ReadEnd};
 
-/// The `error` reply to a refused message.
-fn error_frame(e: &ProtocolError) -> Bytes {
-    let mut o = JsonObject::new("error");
-    o.id(e.id)
-        .str("code", e.code.as_str())
-        .str("message", &e.message);
-    o.into_frame()
-}
-
-/// The `hello` a session starts with: who we are and the limits that apply.
-fn hello_frame(worker: &Context, kind: SessionKind, encoding: Encoding) -> Bytes {
-    let c = &worker.config;
-    let limits_json = format!(
-        r#"{{"max_message_bytes":{},"max_keys_per_connection":{},"control_per_sec":{},"control_burst":{},"client_buffer_bytes":{},"evict_after_ms":{}}}"#,
-        c.max_message_bytes,
-        c.max_keys_per_connection,
-        c.control_rate_per_sec,
-        c.control_burst,
-        c.client_buffer_bytes,
-        c.evict_after.as_millis()
-    );
-    let mut o = JsonObject::new("hello");
-    o.str("server", "tickwire")
-        .str("version", env!("CARGO_PKG_VERSION"))
-        .str("protocol", encoding.protocol())
-        .str("role", kind.as_str())
-        .raw("limits", limits_json.as_bytes());
-    o.into_frame()
+/// The `hello` a session starts with.
+fn hello_frame(ctx: &Context, kind: SessionKind, encoding: Encoding) -> Bytes {
+    let c = &ctx.config;
+    reply::hello(
+        encoding.protocol(),
+        kind.as_str(),
+        &reply::HelloLimits {
+            max_message_bytes: c.max_message_bytes,
+            max_keys_per_connection: c.max_keys_per_connection,
+            control_per_sec: c.control_rate_per_sec,
+            control_burst: c.control_burst,
+            client_buffer_bytes: c.client_buffer_bytes,
+            evict_after_ms: c.evict_after.as_millis(),
+        },
+    )
 }
 
 /// Runs one upgraded connection to completion; the client is removed when
@@ -108,7 +94,7 @@ impl Session {
 
     fn refuse(&self, e: &ProtocolError) {
         Stats::add(&self.ctx().fanout.stats.request_errors, 1);
-        self.client.send(error_frame(e));
+        self.client.send(reply::error(e));
     }
 
     async fn read_loop<S: AsyncRead + Unpin>(
@@ -258,20 +244,16 @@ impl Session {
         match parse_request(payload) {
             Err(e) => self.refuse(&e),
             Ok(Request::Ping { id }) => {
-                let mut o = JsonObject::new("pong");
-                o.id(id).u64("ts", wall_clock_ns());
-                self.client.send(o.into_frame());
+                self.client.send(reply::pong(id));
             }
             Ok(Request::Symbols { id }) => {
                 let seen = self.ctx().fanout.ingest.symbols().seen();
-                let mut o = JsonObject::new("symbols");
                 let entitlement = self.client.entitlement();
                 let entitled = |n: &&str| entitlement.is_none_or(|e| e.allows(n));
-                o.id(id).strs(
-                    "symbols",
+                self.client.send(reply::symbols(
+                    id,
                     seen.iter().map(|(n, _)| n.as_ref()).filter(entitled),
-                );
-                self.client.send(o.into_frame());
+                ));
             }
             Ok(Request::Subscribe {
                 id,
@@ -331,15 +313,11 @@ impl Session {
             "nothing was subscribed"
         };
         Stats::add(&self.ctx().fanout.stats.request_errors, 1);
-        let mut o = JsonObject::new("error");
-        o.id(id)
-            .str("code", ErrorCode::Unauthorized.as_str())
-            .str(
-                "message",
-                &format!("this API key is not entitled to {list}; {rest}"),
-            )
-            .strs("symbols", denied.iter().map(String::as_str));
-        self.client.send(o.into_frame());
+        self.client.send(reply::unauthorized(
+            id,
+            &format!("this API key is not entitled to {list}; {rest}"),
+            denied,
+        ));
     }
 
     fn unsubscribe(&self, id: Option<i64>, symbols: &SymbolList, channels: ChannelSet) {
@@ -361,12 +339,8 @@ impl Session {
         if symbols.all {
             names.insert(0, "*");
         }
-        let mut o = JsonObject::new("unsubscribed");
-        o.id(id)
-            .strs("symbols", names)
-            .strs("channels", channel_names(channels));
         if let Some(c) = st.client(me) {
-            c.push_control(o.into_frame());
+            c.push_control(reply::unsubscribed(id, names, channels));
         }
         st.flush_client(me);
     }
@@ -393,9 +367,7 @@ impl Session {
                     if self.rate_limited() {
                         continue;
                     }
-                    let mut o = JsonObject::new("pong");
-                    o.id(id).u64("ts", wall_clock_ns());
-                    self.client.send(o.into_frame());
+                    self.client.send(reply::pong(id));
                 }
                 Err(e) => {
                     Stats::add(&self.ctx().fanout.stats.publish_errors, 1);
@@ -432,11 +404,11 @@ fn subscribed(client: &ClientGuard, c: &mut Client, id: Option<i64>, plan: &Plan
     } else {
         plan.named.clone()
     };
-    let mut o = JsonObject::new("subscribed");
-    o.id(id)
-        .strs("symbols", names)
-        .strs("channels", channel_names(plan.channels))
-        .ids("ids", id_pairs.iter().copied());
-    c.push_control(o.into_frame());
+    c.push_control(reply::subscribed(
+        id,
+        names,
+        plan.channels,
+        id_pairs.iter().copied(),
+    ));
     c.learn_ids(id_pairs.iter().map(|&(_, sid)| sid));
 }

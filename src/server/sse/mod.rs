@@ -40,8 +40,7 @@ use crate::server::subscriber::{
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
 use crate::wire::frame::close_code;
-use crate::wire::json::JsonObject;
-use crate::wire::message::sse_event;
+use crate::wire::reply;
 
 pub(crate) use request::{Peeked, peek};
 use request::{SseRequest, bad, parse_event_id, parse_head, read_head};
@@ -85,21 +84,17 @@ async fn refuse(stream: &mut Conn, r: &Refusal) {
 fn status_event(
     resumed: bool,
     missed: bool,
-    last_id: &str,
-    newest: Option<u64>,
-    why: &str,
+    last_event_id: &str,
+    newest_seq: Option<u64>,
+    reason: &str,
 ) -> Bytes {
-    let mut o = JsonObject::new("status");
-    o.raw("resumed", if resumed { b"true" } else { b"false" })
-        .raw("missed", if missed { b"true" } else { b"false" })
-        .str("last_event_id", last_id);
-    if let Some(n) = newest {
-        o.u64("newest_seq", n);
-    }
-    if !why.is_empty() {
-        o.str("reason", why);
-    }
-    sse_event("status", &o.into_bytes())
+    reply::sse_resume_status(&reply::SseResume {
+        resumed,
+        missed,
+        last_event_id,
+        newest_seq,
+        reason,
+    })
 }
 
 /// Serves one connection whose first request is `GET /v1/sse…`.
