@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::wire::frame::{FrameBuilder, OPCODE_TEXT};
 use crate::wire::json::push_u64;
+use crate::wire::sse;
 
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, Tick};
@@ -74,17 +75,15 @@ pub(crate) fn tick_json_frame(t: &Tick, snapshot: bool) -> Bytes {
 pub(crate) fn tick_sse_event(t: &Tick, snapshot: bool) -> Bytes {
     let channel = t.event.channel().as_str();
     let mut out = Vec::with_capacity(220);
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(channel.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
+    sse::open_event(&mut out, channel);
     tick_json(&mut out, t, snapshot);
-    out.extend_from_slice(b"\nid: ");
+    sse::open_id(&mut out);
     out.extend_from_slice(t.sym.as_bytes());
     out.push(b':');
     out.extend_from_slice(channel.as_bytes());
     out.push(b':');
     push_u64(&mut out, t.seq);
-    out.extend_from_slice(b"\n\n");
+    sse::close_event(&mut out);
     Bytes::from(out)
 }
 

@@ -1,6 +1,5 @@
 //! Server → client control messages that are not replies to a request:
-//! `symbol`, `lagging`, `status`, and their SSE forms. Every SSE block is
-//! built by [`sse_event`].
+//! `symbol`, `lagging`, `status`, and their SSE forms.
 
 use std::time::Duration;
 
@@ -11,18 +10,7 @@ use crate::model::tick::{Channel, ChannelSet, Tick};
 use crate::wire::encode::Encoding;
 use crate::wire::frame::{OPCODE_TEXT, frame};
 use crate::wire::json::JsonObject;
-
-/// One Server-Sent Events block: `event: NAME\ndata: JSON\n\n`. The JSON
-/// has no newline, so one `data:` line carries it.
-pub fn sse_event(name: &str, json: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(name.len() + json.len() + 16);
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(json);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
+use crate::wire::sse;
 
 /// The `status` message clients get (`docs/PROTOCOL.md`).
 pub fn status_json(status: &FeedStatus) -> Vec<u8> {
@@ -65,14 +53,14 @@ pub fn lagging_message(behind: Duration) -> Bytes {
 pub fn sse_lagging_event(behind: Duration) -> Bytes {
     let mut o = JsonObject::new("lagging");
     o.u64("behind_ms", behind.as_millis() as u64);
-    sse_event("lagging", &o.into_bytes())
+    sse::event("lagging", &o.into_bytes())
 }
 
 /// The `status` message (feed live or stale, on a gateway) for a client.
 pub fn status_message(status: &FeedStatus, encoding: Encoding) -> Bytes {
     let json = status_json(status);
     if encoding == Encoding::Sse {
-        sse_event("status", &json)
+        sse::event("status", &json)
     } else {
         frame(OPCODE_TEXT, &json)
     }

@@ -11,3 +11,4 @@ pub(crate) mod message;
 pub mod publish;
 pub(crate) mod reply;
 pub mod request;
+pub(crate) mod sse;

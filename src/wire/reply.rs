@@ -8,7 +8,8 @@ use bytes::Bytes;
 use crate::model::tick::{ChannelSet, wall_clock_ns};
 use crate::wire::error::{ErrorCode, ProtocolError};
 use crate::wire::json::JsonObject;
-use crate::wire::message::{channel_names, sse_event};
+use crate::wire::message::channel_names;
+use crate::wire::sse;
 
 /// The limits a `hello` announces (docs/PROTOCOL.md, "hello").
 pub(crate) struct HelloLimits {
@@ -128,5 +129,5 @@ pub(crate) fn sse_resume_status(r: &SseResume<'_>) -> Bytes {
     if !r.reason.is_empty() {
         o.str("reason", r.reason);
     }
-    sse_event("status", &o.into_bytes())
+    sse::event("status", &o.into_bytes())
 }
