@@ -1,7 +1,7 @@
 //! Server-wide counters, shared by every thread and read by tests and logs.
 //!
 //! Plain relaxed atomics: each is a count on its own, no invariant spans two.
-//! These are the only counters on the hot path; `/metrics` ([`crate::server::metrics`])
+//! These are the only counters on the hot path; `/metrics` (the server's `metrics` module)
 //! reads and renders them at scrape time.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
