@@ -34,6 +34,11 @@
 //! `Cargo.toml`: `unsafe` is denied except in [`pipeline::ring`] and
 //! [`sys`], and every `unsafe` block needs a `// SAFETY:` comment.
 
+// The docs are written for the engineers who change this code: read them
+// with `cargo doc --document-private-items`, where links to crate-private
+// items resolve.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod access;
 pub mod bus;
 pub mod model;

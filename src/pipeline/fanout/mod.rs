@@ -18,7 +18,7 @@
 //! Binary (`tickwire.bin.v1`) clients get 64-byte records instead of JSON
 //! frames. Records queued back to back share one binary frame: the last
 //! frame in the write buffer is extended (its header rewritten) while no byte
-//! of it has been written and it holds fewer than [`MAX_RECORDS_PER_FRAME`].
+//! of it has been written and it holds fewer than [`MAX_RECORDS_PER_FRAME`](outbox::MAX_RECORDS_PER_FRAME).
 //! Before the first record of a symbol whose id the client was never given
 //! (a `*` subscriber meeting a new symbol), a `symbol` control message
 //! announces the id.

@@ -7,7 +7,7 @@
 //! - [`admit`]: the connection limits ([`crate::access::limits`]).
 //! - [`ClientGuard`]: the client's registration with the fan-out worker
 //!   (gauges, writer task, open and close log lines), undone on drop.
-//! - [`withhold_unentitled`], [`Plan`] and [`subscribe`]: the symbols the
+//! - [`withhold_unentitled`], [`Plan`] and [`subscribe()`]: the symbols the
 //!   key may not see taken out, the rest interned and the key limit checked
 //!   before anything waits or changes, then the bus made ready, the
 //!   subscription put in place and the snapshot queued.
@@ -17,7 +17,7 @@
 //! | `mod.rs` | [`SessionKind`], [`Front`]: what a client is and how it came |
 //! | `admission.rs` | [`authorize`], [`admit`], [`Refusal`] |
 //! | `guard.rs` | [`ClientGuard`], [`feed_status`] |
-//! | `subscribe.rs` | [`withhold_unentitled`], [`Plan`], [`subscribe`] |
+//! | `subscribe.rs` | [`withhold_unentitled`], [`Plan`], [`subscribe()`] |
 
 mod admission;
 mod guard;

@@ -22,7 +22,7 @@
 //! # Map
 //!
 //! - [`args`]: the command line, its checks, the load points of a sweep.
-//! - [`run`]: one run in six phases (probe, connect, settle, publish,
+//! - [`mod@run`]: one run in six phases (probe, connect, settle, publish,
 //!   drain, report); this file runs them for every target, load and round.
 //! - [`target`]: the server under test, found or started (`target::spawn`).
 //! - [`plan`]: who subscribes to what, and the ticks' symbols.
@@ -35,6 +35,10 @@
 //!   plots and files.
 //! - [`watchdog`]: the hard limit on the whole command.
 
+// The docs are written for the engineers who change this code: read them
+// with `cargo doc --document-private-items`, where links to crate-private
+// items resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 #![deny(unsafe_code)]
 
 mod args;
