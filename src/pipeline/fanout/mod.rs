@@ -34,8 +34,6 @@ pub(crate) use index::InterestSink;
 pub use index::WorkerState;
 pub use outbox::Client;
 pub(crate) use outbox::Flushed;
-#[cfg(test)]
-use outbox::MAX_RECORDS_PER_FRAME;
 pub(crate) use worker::Worker;
 
 /// Index of a client in its worker's slab.

@@ -31,12 +31,12 @@ pub(super) struct KeySlot {
     pub(super) named: bool,
     /// Highest seq queued for this client; older or equal ticks are skipped,
     /// so a key is never repeated or reordered on one connection.
-    pub(super) last_seq: u64,
+    last_seq: u64,
     pub(super) pending: Option<(RingItem, bool)>,
     /// For a client whose key sees only some symbols: whether this key's
     /// symbol is entitled, decided on its first tick through `*` and kept
     /// (`None` = not decided yet). Named keys were checked at subscribe.
-    pub(super) entitled: Option<bool>,
+    entitled: Option<bool>,
 }
 
 /// How far a flush got.
@@ -56,40 +56,40 @@ pub struct Client {
     pub(super) encoding: Encoding,
     /// Binary clients: symbol ids this client has been told (in `subscribed`
     /// or a `symbol` announcement).
-    pub(super) known_ids: HashSet<SymbolId>,
+    known_ids: HashSet<SymbolId>,
     /// Binary clients: offset in `wbuf` of the last frame if it is a binary
     /// frame that more records may join.
-    pub(super) open_bin: Option<usize>,
+    open_bin: Option<usize>,
     /// `rx` of the oldest live tick queued since the last write, for the
     /// encode→write latency histogram.
-    pub(super) oldest_rx: Option<u64>,
+    oldest_rx: Option<u64>,
     /// Byte cap on the write buffer.
     pub(super) cap: usize,
     /// The socket (plain or TLS); `None` once our side is shut down.
-    pub(super) write: Option<Rc<Transport>>,
+    write: Option<Rc<Transport>>,
     /// Wakes this client's writer task when the socket filled up.
     pub(crate) writer_wake: Rc<Notify>,
     /// Tells the session's reader to stop (client evicted or dead).
     pub(crate) kill: Rc<Notify>,
     pub(super) keys: HashMap<KeyId, KeySlot>,
     /// Symbols this client's API key may see; `None` = every symbol.
-    pub(super) entitlement: Option<Arc<Entitlement>>,
+    entitlement: Option<Arc<Entitlement>>,
     pub(super) named_keys: usize,
     pub(super) star: ChannelSet,
-    pub(super) control: VecDeque<Bytes>,
+    control: VecDeque<Bytes>,
     /// Keys with a pending tick, oldest first (may hold stale entries).
-    pub(super) order: VecDeque<KeyId>,
+    order: VecDeque<KeyId>,
     /// Bytes accepted for the socket; `wbuf[sent..]` is still to be written.
-    pub(super) wbuf: Vec<u8>,
-    pub(super) sent: usize,
+    wbuf: Vec<u8>,
+    sent: usize,
     /// End offsets in `wbuf` of the frames it holds.
-    pub(super) frame_ends: Vec<usize>,
+    frame_ends: Vec<usize>,
     pub(super) dirty: bool,
     pub(super) blocked: bool,
-    pub(super) behind_since: Option<Instant>,
+    behind_since: Option<Instant>,
     /// A Close frame is queued; no more ticks, nothing after it.
-    pub(super) closing: bool,
-    pub(super) close_deadline: Option<Instant>,
+    closing: bool,
+    close_deadline: Option<Instant>,
     pub(crate) dropped: u64,
     pub(crate) frames_sent: u64,
     /// Why the server ended the connection from the write side, for the
@@ -168,7 +168,7 @@ impl Client {
         }
     }
 
-    pub(super) fn append_frame(&mut self, frame: &[u8]) {
+    fn append_frame(&mut self, frame: &[u8]) {
         self.wbuf.extend_from_slice(frame);
         self.frame_ends.push(self.wbuf.len());
         self.open_bin = None;
@@ -176,7 +176,7 @@ impl Client {
     }
 
     /// Appends a tick in the client's encoding.
-    pub(super) fn append_tick(&mut self, item: &RingItem, snapshot: bool) {
+    fn append_tick(&mut self, item: &RingItem, snapshot: bool) {
         let e = self.encoding as usize;
         Stats::add(&self.stats.ticks_out[e], 1);
         if !snapshot && self.oldest_rx.is_none() {
@@ -198,7 +198,7 @@ impl Client {
     /// Appends a binary record: into the last frame when it is an unwritten
     /// binary frame with room (rewriting its header, which grows from 2 to 4
     /// bytes at the second record), else as a new frame.
-    pub(super) fn append_record(&mut self, rec: &[u8; RECORD_LEN]) {
+    fn append_record(&mut self, rec: &[u8; RECORD_LEN]) {
         let before = self.wbuf.len();
         let joinable = self.open_bin.filter(|&start| {
             start >= self.sent
@@ -244,7 +244,7 @@ impl Client {
 
     /// Binary clients: announces the tick's symbol id before its first
     /// record if the client has never been given it.
-    pub(super) fn announce_symbol(&mut self, tick: &Tick) {
+    fn announce_symbol(&mut self, tick: &Tick) {
         if self.encoding == Encoding::Binary && self.known_ids.insert(tick.key.symbol()) {
             self.push_control(symbol_message(tick));
         }
@@ -365,7 +365,7 @@ impl Client {
         self.control.push_front(msg);
     }
 
-    pub(super) fn discard_pending(&mut self) {
+    fn discard_pending(&mut self) {
         let mut n = 0;
         for slot in self.keys.values_mut() {
             n += i64::from(slot.pending.take().is_some());
@@ -385,7 +385,7 @@ impl Client {
 
     /// Once the write buffer has drained: moves queued control frames into
     /// it, then one tick per pending key, up to the byte cap.
-    pub(super) fn fill(&mut self) {
+    fn fill(&mut self) {
         debug_assert_eq!(self.sent, self.wbuf.len());
         self.wbuf.clear();
         self.frame_ends.clear();
@@ -473,7 +473,7 @@ impl Client {
         }
     }
 
-    pub(super) fn mark_blocked(&mut self) {
+    fn mark_blocked(&mut self) {
         self.blocked = true;
         self.behind_since.get_or_insert_with(Instant::now);
     }

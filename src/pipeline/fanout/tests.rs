@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{ClientId, MAX_RECORDS_PER_FRAME, WorkerState};
+use super::outbox::MAX_RECORDS_PER_FRAME;
+use super::{ClientId, WorkerState};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Channel, ChannelSet, Event, KeyId, Side, Tick};
 use crate::pipeline::ingest::RingItem;
