@@ -123,7 +123,18 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     // Inherited by accepted sockets on Linux.
     socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
+    socket.bind(&addr.into()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            // The kernel's wording ("Address already in use") names no
+            // culprit; say what holds it as far as we know.
+            std::io::Error::new(
+                e.kind(),
+                "address in use: another process listens there (started twice?)",
+            )
+        } else {
+            e
+        }
+    })?;
     socket.listen(4096)?;
     Ok(socket.into())
 }
@@ -248,6 +259,7 @@ impl Listeners {
         for _ in 1..workers {
             main.push(bind_at(addr)?.0);
         }
+        sole_listener(addr, &main)?;
         // The echo listener, like the main one, has one socket per worker.
         let mut echo: Vec<Option<std::net::TcpListener>> = (0..workers).map(|_| None).collect();
         let mut echo_addr = None;
@@ -258,6 +270,7 @@ impl Listeners {
                 at = bound;
                 *slot = Some(l);
             }
+            sole_listener(at, &echo.iter().flatten().collect::<Vec<_>>())?;
             echo_addr = Some(at);
         }
         Ok(Listeners {
@@ -267,6 +280,17 @@ impl Listeners {
             echo_addr,
         })
     }
+}
+
+/// Refuses to start when a socket of another process shares `addr` with
+/// our `SO_REUSEPORT` listeners (see [`crate::net::port_owner`]).
+fn sole_listener<L: std::borrow::Borrow<std::net::TcpListener>>(
+    addr: SocketAddr,
+    ours: &[L],
+) -> Result<(), ServerError> {
+    let ours: Vec<&std::net::TcpListener> = ours.iter().map(|l| l.borrow()).collect();
+    crate::net::port_owner::ensure_sole_listener(addr, &ours)
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// The recorded source the node plays, if any.
