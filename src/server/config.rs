@@ -116,6 +116,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The largest message a subscriber may send: `max_message_bytes` plus
+    /// room for a subscribe naming as many symbols (of the longest kind)
+    /// as the connection may hold keys, so that a subscribe over the key
+    /// limit is answered `too_many_symbols` rather than closed with 1009.
+    /// Still a per-connection bound: about 400 KiB with the defaults.
+    pub fn subscriber_max_message_bytes(&self) -> usize {
+        let per_name = crate::model::tick::MAX_SYMBOL_LEN + 3; // quotes and comma
+        self.max_message_bytes
+            .saturating_add(self.max_keys_per_connection.saturating_mul(per_name))
+    }
+
     /// The number of workers: `workers`, or one per core when it is 0.
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {

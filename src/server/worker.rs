@@ -82,7 +82,7 @@ impl WorkerThread {
             .map(|i| i as Arc<dyn InterestSink>);
         let fanout = Rc::new(Worker {
             id,
-            state: std::cell::RefCell::new(WorkerState::with_interest(interest)),
+            state: std::cell::RefCell::new(WorkerState::new(ingest.symbols().clone(), interest)),
             ingest,
             stats,
             evict_after: config.evict_after,

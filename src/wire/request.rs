@@ -5,7 +5,7 @@
 use simd_json::{BorrowedValue as Value, StaticNode};
 
 use crate::model::tick::{Channel, ChannelSet, validate_symbol};
-use crate::wire::error::{ErrorCode, ProtocolError, truncate};
+use crate::wire::error::{ErrorCode, ProtocolError, json_syntax_error, truncate};
 
 /// Symbols named by a subscribe or unsubscribe.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -43,11 +43,16 @@ const OPS: &str = "subscribe, unsubscribe, symbols, ping";
 /// Parses one control message. `payload` is the text frame's bytes; simd-json
 /// rewrites it in place.
 pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
-    let value = simd_json::to_borrowed_value(payload).map_err(|e| {
+    // simd-json parses in place: keep the bytes as sent for the error path.
+    let sent = payload.to_vec();
+    let value = simd_json::to_borrowed_value(payload).map_err(|_| {
         ProtocolError::new(
             None,
             ErrorCode::BadJson,
-            format!("the message is not valid JSON ({e}); send one JSON object per text frame"),
+            format!(
+                "the message is not valid JSON: {}; send one JSON object per text frame",
+                json_syntax_error(&sent)
+            ),
         )
     })?;
     let Value::Object(obj) = &value else {
@@ -141,6 +146,8 @@ fn parse_symbols(v: Option<&Value>, id: Option<i64>) -> Result<SymbolList, Proto
     }
     let mut list = SymbolList::default();
     let mut invalid = Vec::new();
+    // Duplicates found by hash: a subscribe may name tens of thousands.
+    let mut named = std::collections::HashSet::with_capacity(items.len());
     for item in items.iter() {
         let Value::String(s) = item else {
             return Err(ProtocolError::new(
@@ -153,7 +160,7 @@ fn parse_symbols(v: Option<&Value>, id: Option<i64>) -> Result<SymbolList, Proto
             list.all = true;
         } else if let Err(why) = validate_symbol(s) {
             invalid.push(why);
-        } else if !list.names.iter().any(|n| n == s.as_ref()) {
+        } else if named.insert(s.as_ref()) {
             list.names.push(s.to_string());
         }
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use slab::Slab;
 
 use super::{Client, ClientId, Flushed};
-use crate::model::tick::{Channel, ChannelSet, KeyId};
+use crate::model::symbols::{SymbolHold, SymbolTable};
+use crate::model::tick::{Channel, ChannelSet, KeyId, SymbolId};
 use crate::net::transport::Transport;
 use crate::pipeline::ingest::RingItem;
 use crate::pipeline::stats::Stats;
@@ -25,6 +26,13 @@ pub struct WorkerState {
     /// On a gateway: told when a key gains its first or loses its last
     /// subscriber here, so the node takes from the bus only what it needs.
     interest: Option<Arc<dyn InterestSink>>,
+    /// The symbol table, to hold the names subscribed here: a name nobody
+    /// has published stays assigned while a key of it is in `index`.
+    /// `None` in benchmarks, whose symbols are all published.
+    symbols: Option<Arc<SymbolTable>>,
+    /// One hold per symbol with a key in `index`, with the count of its
+    /// keys there (one per channel).
+    holds: HashMap<SymbolId, (usize, SymbolHold)>,
 }
 
 /// Told when a key gains its first or loses its last subscriber on a
@@ -44,20 +52,37 @@ fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
 }
 
 impl WorkerState {
-    /// A worker state that reports its keys' interest to the bus.
-    pub(crate) fn with_interest(interest: Option<Arc<dyn InterestSink>>) -> WorkerState {
+    /// A worker state that holds the names its clients subscribe to in
+    /// `symbols` and reports its keys' interest to the bus.
+    pub(crate) fn new(
+        symbols: Arc<SymbolTable>,
+        interest: Option<Arc<dyn InterestSink>>,
+    ) -> WorkerState {
         WorkerState {
             interest,
+            symbols: Some(symbols),
             ..WorkerState::default()
         }
     }
 
     fn index_add(&mut self, key: KeyId, id: ClientId) {
         let list = self.index.entry(key).or_default();
-        if list.is_empty()
-            && let Some(i) = &self.interest
-        {
-            i.add(key);
+        if list.is_empty() {
+            if let Some(i) = &self.interest {
+                i.add(key);
+            }
+            if let Some(table) = &self.symbols {
+                let sid = key.symbol();
+                match self.holds.get_mut(&sid) {
+                    Some((keys, _)) => *keys += 1,
+                    // The subscribe's own hold keeps the id assigned here.
+                    None => {
+                        if let Some(hold) = table.hold_id(sid) {
+                            self.holds.insert(sid, (1, hold));
+                        }
+                    }
+                }
+            }
         }
         list.push(id);
     }
@@ -69,6 +94,21 @@ impl WorkerState {
                 self.index.remove(&key);
                 if let Some(i) = &self.interest {
                     i.remove(key);
+                }
+                let sid = key.symbol();
+                if let Some((keys, _)) = self.holds.get_mut(&sid) {
+                    *keys -= 1;
+                    if *keys == 0 {
+                        self.holds.remove(&sid);
+                    }
+                }
+                // Give back what a burst of subscriptions grew them to.
+                for cap in [self.index.capacity(), self.holds.capacity()] {
+                    if cap > 64 && self.index.len() < cap / 4 {
+                        self.index.shrink_to_fit();
+                        self.holds.shrink_to_fit();
+                        break;
+                    }
                 }
             }
         }
@@ -201,6 +241,14 @@ impl WorkerState {
             }
             if !c.star.contains(key.channel()) {
                 c.remove_slot(key);
+            }
+        }
+        for key in &removed {
+            // A name nobody published may be forgotten and its id given to
+            // another: the client is told the id again if it comes back.
+            // (A symbol's two keys differ in the lowest bit only.)
+            if !c.is_subscribed(KeyId(key.0 ^ 1)) {
+                c.forget_id(key.symbol());
             }
         }
         for key in removed {

@@ -168,6 +168,13 @@ impl Client {
         }
     }
 
+    /// Forgets that the client knows a symbol id (it unsubscribed the
+    /// symbol, whose id may be reassigned): the next record with that id is
+    /// announced again.
+    pub(crate) fn forget_id(&mut self, id: SymbolId) {
+        self.known_ids.remove(&id);
+    }
+
     fn append_frame(&mut self, frame: &[u8]) {
         self.wbuf.extend_from_slice(frame);
         self.frame_ends.push(self.wbuf.len());

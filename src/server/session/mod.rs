@@ -33,6 +33,15 @@ use crate::wire::reply;
 use crate::wire::request::{Request, SymbolList, parse_request};
 use reader::{Inbound, MessageReader, ReadEnd};
 
+/// The largest message this kind of session reads (bigger: close 1009).
+fn max_message_bytes(c: &crate::server::config::Config, kind: SessionKind) -> usize {
+    match kind {
+        SessionKind::Echo => c.echo_max_message_bytes,
+        SessionKind::Subscriber => c.subscriber_max_message_bytes(),
+        SessionKind::Publisher => c.max_message_bytes,
+    }
+}
+
 /// The `hello` a session starts with.
 fn hello_frame(ctx: &Context, kind: SessionKind, encoding: Encoding) -> Bytes {
     let c = &ctx.config;
@@ -40,7 +49,7 @@ fn hello_frame(ctx: &Context, kind: SessionKind, encoding: Encoding) -> Bytes {
         encoding.protocol(),
         kind.as_str(),
         &reply::HelloLimits {
-            max_message_bytes: c.max_message_bytes,
+            max_message_bytes: max_message_bytes(c, kind),
             max_keys_per_connection: c.max_keys_per_connection,
             control_per_sec: c.control_rate_per_sec,
             control_burst: c.control_burst,
@@ -60,19 +69,16 @@ pub(crate) async fn run(client: ClientGuard, read: ReadHalf, shutdown: Shutdown)
         limit: RateLimit::new(ctx.config.control_rate_per_sec, ctx.config.control_burst),
         client,
     };
-    let max_message = if kind == SessionKind::Echo {
-        // A conformance peer expects nothing but its own messages back.
-        ctx.config.echo_max_message_bytes
-    } else {
+    // A conformance peer expects nothing but its own messages back.
+    if kind != SessionKind::Echo {
         let encoding = session.client.encoding();
         session.client.send(hello_frame(&ctx, kind, encoding));
         if let Some(status) = feed_status(&ctx, encoding) {
             session.client.send(status);
         }
-        ctx.config.max_message_bytes
-    };
+    }
 
-    let reader = MessageReader::new(read, max_message);
+    let reader = MessageReader::new(read, max_message_bytes(&ctx.config, kind));
     tokio::select! {
         _ = session.read_loop(reader, shutdown) => {}
         _ = kill.notified() => {}
@@ -178,8 +184,14 @@ impl Session {
                     return;
                 }
                 Err(ReadEnd::Violation(code, why)) => {
-                    tracing::debug!(client = id, code, why, "protocol violation");
-                    self.client.set_reason("protocol violation");
+                    // An oversized message breaks a limit, not the protocol.
+                    let reason = if code == close_code::TOO_BIG {
+                        "message too big (1009)"
+                    } else {
+                        "protocol violation"
+                    };
+                    tracing::debug!(client = id, code, why, reason, "closing the connection");
+                    self.client.set_reason(reason);
                     self.client.close(code, &why);
                     self.drain(&mut reader).await;
                     return;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{ClientGuard, Front};
 use crate::access::auth::Entitlement;
-use crate::model::symbols::TableFull;
+use crate::model::symbols::{SymbolHold, TableFull};
 use crate::model::tick::{ChannelSet, KeyId, SymbolId};
 use crate::pipeline::fanout::Client;
 use crate::pipeline::ingest::RingItem;
@@ -74,6 +74,9 @@ pub(crate) struct Plan<'a> {
     pub(crate) channels: ChannelSet,
     /// Whether the keys' last values are sent first.
     pub(crate) snapshot: bool,
+    /// Keeps the named symbols' ids assigned until the subscription's own
+    /// holds (in the worker's index) take over, or the plan is dropped.
+    _holds: Vec<SymbolHold>,
 }
 
 impl<'a> Plan<'a> {
@@ -87,33 +90,51 @@ impl<'a> Plan<'a> {
         snapshot: bool,
     ) -> Result<Plan<'a>, SubscribeError> {
         let table = ctx.fanout.ingest.symbols();
-        let named = symbols
+        // The key limit first, from names the table knows: a refused
+        // subscribe assigns no id to anything.
+        {
+            let st = ctx.fanout.state.borrow();
+            let held = client.and_then(|g| st.clients.get(g.id()));
+            let new: usize = symbols
+                .names
+                .iter()
+                .map(|name| match (table.lookup(name), held) {
+                    (Some((sid, _)), Some(c)) => channels
+                        .iter()
+                        .filter(|&ch| !c.is_subscribed(KeyId::new(sid, ch)))
+                        .count(),
+                    _ => channels.iter().count(),
+                })
+                .sum();
+            let total = held.map_or(0, Client::named_keys) + new;
+            let limit = ctx.config.max_keys_per_connection;
+            if total > limit {
+                return Err(SubscribeError::TooManyKeys { total, limit });
+            }
+        }
+        let holds = symbols
             .names
             .iter()
-            .map(|name| Ok((name.as_str(), table.intern(name)?.0)))
+            .map(|name| table.hold(name))
             .collect::<Result<Vec<_>, TableFull>>()
             .map_err(SubscribeError::Symbols)?;
+        let named: Vec<(&str, SymbolId)> = symbols
+            .names
+            .iter()
+            .zip(&holds)
+            .map(|(name, h)| (name.as_str(), h.id()))
+            .collect();
         let keys: Vec<KeyId> = named
             .iter()
             .flat_map(|&(_, sid)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
             .collect();
-        let st = ctx.fanout.state.borrow();
-        let held = client.and_then(|g| st.clients.get(g.id()));
-        let new = keys
-            .iter()
-            .filter(|&&k| held.is_none_or(|c| !c.is_subscribed(k)))
-            .count();
-        let total = held.map_or(0, Client::named_keys) + new;
-        let limit = ctx.config.max_keys_per_connection;
-        if total > limit {
-            return Err(SubscribeError::TooManyKeys { total, limit });
-        }
         Ok(Plan {
             symbols,
             named,
             keys,
             channels,
             snapshot,
+            _holds: holds,
         })
     }
 
@@ -216,7 +237,7 @@ mod tests {
             e.message(Front::Sse),
             "12 (symbol, channel) keys requested; the limit is 10"
         );
-        let full = SubscribeError::Symbols(TableFull(3));
+        let full = SubscribeError::Symbols(TableFull::Kept(3));
         for front in [Front::WebSocket, Front::Sse] {
             assert_eq!(
                 full.message(front),
