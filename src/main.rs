@@ -420,7 +420,20 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
         }
     });
     tracing::info!("shutting down: closing every connection with 1001");
-    handle.shutdown();
+    let abandoned = handle.shutdown_within(SHUTDOWN_DEADLINE);
+    if !abandoned.is_empty() {
+        tracing::error!(
+            deadline = ?SHUTDOWN_DEADLINE,
+            abandoned = %abandoned.join(", "),
+            "shutdown deadline passed: exiting without waiting for these threads (what they had not sent is lost)"
+        );
+        return ExitCode::FAILURE;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
+
+/// How long `serve` waits after SIGINT/SIGTERM for its threads to finish
+/// before it exits anyway (naming them): shutdown is bounded whatever state
+/// a connection or the bus is in.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -1023,3 +1023,59 @@ async fn the_bus_can_require_tls_and_a_password_which_is_never_logged() {
     );
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+/// Issue #15 item 3: an ingest node told to stop just after its NATS server
+/// went away (a publisher having used it) exits within its shutdown
+/// deadline, saying what it abandoned, and its reconnect errors are logged
+/// at a bounded rate meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_node_stops_within_its_deadline_when_nats_is_gone() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+    let mut p = publisher(ingest.addr).await;
+    for i in 1..=20u64 {
+        p.publish(&[trade("ST", i, "1", "1")]).await;
+    }
+    wait_metric(&ingest, "tickwire_bus_published_total", |v| v >= 20.0).await;
+    nats.stop();
+    wait_metric(&ingest, "tickwire_bus_connected", |v| v == 0.0).await;
+    // Ticks keep coming while NATS is down; then a few seconds of failed
+    // reconnects, long enough for an unbounded log to show.
+    for i in 21..=40u64 {
+        p.publish(&[trade("ST", i, "1", "1")]).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tickwire::sys::kill(ingest.child.id(), tickwire::sys::Signal::Terminate).unwrap();
+    // Bounded: the node's own deadline is 5 s; 30 s is only the test's
+    // backstop against hanging forever (the bug).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = ingest.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ingest node did not stop; its log:\n{}",
+            ingest.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = ingest.log();
+    assert!(log.contains("shutting down"), "{log}");
+    // Either every thread finished (flush abandoned, said so) or the
+    // deadline named what it left behind.
+    assert!(
+        (status.success() && log.contains("ticks not yet sent to the bus are abandoned"))
+            || log.contains("shutdown deadline passed"),
+        "{status:?}\n{log}"
+    );
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("NATS client error"))
+        .count();
+    assert!(errors <= 3, "{errors} NATS error lines in ~4 s:\n{log}");
+}

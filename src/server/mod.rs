@@ -113,6 +113,30 @@ impl ServerHandle {
             let _ = t.join();
         }
     }
+
+    /// [`ServerHandle::shutdown`], waiting at most `deadline`: returns the
+    /// names of the threads still running then (a bus link waiting on a
+    /// NATS server that is gone, say), which the caller abandons by exiting.
+    pub fn shutdown_within(self, deadline: std::time::Duration) -> Vec<String> {
+        self.trigger.trigger();
+        let until = std::time::Instant::now() + deadline;
+        let mut threads = self.threads;
+        while !threads.is_empty() && std::time::Instant::now() < until {
+            let (done, running): (Vec<_>, Vec<_>) =
+                threads.into_iter().partition(|t| t.is_finished());
+            for t in done {
+                let _ = t.join();
+            }
+            threads = running;
+            if !threads.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        threads
+            .iter()
+            .map(|t| t.thread().name().unwrap_or("unnamed").to_owned())
+            .collect()
+    }
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
