@@ -129,6 +129,12 @@ struct ServeArgs {
     /// Largest message the echo listener accepts, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024, requires = "echo_listen")]
     echo_max_message_bytes: usize,
+    /// Load balancers (CIDRs or addresses, comma-separated or repeated)
+    /// whose PROXY protocol v1/v2 header names the real client: limits and
+    /// logs then use that address. They must send it; anyone else sending
+    /// one is refused. Default: none.
+    #[arg(long, value_name = "CIDR", num_args = 1..)]
+    proxy_protocol_from: Vec<String>,
     /// Once listening, write the bound address (e.g. 127.0.0.1:41234) to this
     /// file: lets a parent process use `--listen 127.0.0.1:0`.
     #[arg(long, value_name = "FILE")]
@@ -286,6 +292,10 @@ impl ServeArgs {
             auth,
             bus,
             tls,
+            proxy_protocol_from: tickwire::net::proxy_protocol::ProxyTrust::parse(
+                &self.proxy_protocol_from,
+            )
+            .map_err(|e| format!("--proxy-protocol-from: {e}"))?,
         };
         Ok((config, self.addr_file))
     }

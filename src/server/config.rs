@@ -76,6 +76,10 @@ pub struct Config {
     pub auth: Option<Arc<Keys>>,
     /// The NATS bus and this node's role (`--bus`, `--role`); `None` = standalone.
     pub bus: Option<crate::bus::BusConfig>,
+    /// Load balancers whose PROXY protocol header (v1 or v2) names the
+    /// client (`--proxy-protocol-from`); empty (the default) = none: every
+    /// connection is its own client, and a PROXY header is refused.
+    pub proxy_protocol_from: crate::net::proxy_protocol::ProxyTrust,
     /// TLS for the main listener (`--tls-cert`/`--tls-key`); `None` =
     /// plain `ws://` and `http://`. The echo listener is always plain.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
@@ -111,6 +115,7 @@ impl Default for Config {
             auth: None,
             bus: None,
             tls: None,
+            proxy_protocol_from: Default::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access::limits::Admission;
 use crate::bus::BusLink;
+use crate::net::proxy_protocol;
 use crate::net::tls::TlsConn;
 use crate::net::transport::Conn;
 use crate::pipeline::fanout::{InterestSink, Worker, WorkerState};
@@ -161,6 +162,26 @@ async fn serve_connection(
             .saturating_sub(arrived.elapsed())
             .max(Duration::from_millis(1))
     };
+    let mut stream = stream;
+    // Behind a load balancer: the client named by its PROXY header.
+    let peer = if echo {
+        peer
+    } else {
+        match proxy_protocol::client_address(
+            &mut stream,
+            peer,
+            &ctx.config.proxy_protocol_from,
+            left(),
+        )
+        .await
+        {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::info!(%peer, reason = %e, "connection refused");
+                return;
+            }
+        }
+    };
     let mut conn = match tls {
         None => Conn::Plain(stream),
         Some(acceptor) => match tokio::time::timeout(left(), acceptor.accept(stream)).await {
@@ -204,9 +225,9 @@ async fn serve_connection(
         let sd = sd.clone();
         async move {
             let mut r = if echo {
-                upgrade(w, req, SessionKind::Echo, sd, peer.ip())
+                upgrade(w, req, SessionKind::Echo, sd, peer)
             } else {
-                route(w, req, sd, peer.ip())
+                route(w, req, sd, peer)
             };
             if r.status() != StatusCode::SWITCHING_PROTOCOLS {
                 one_request_per_connection(&mut r);

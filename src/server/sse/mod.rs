@@ -119,6 +119,7 @@ pub(crate) async fn serve(
     let (client, read) = ClientGuard::open(
         ctx,
         conn,
+        peer,
         Bytes::new(),
         SessionKind::Subscriber,
         Encoding::Sse,

@@ -2,6 +2,7 @@
 //! connection lives.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -65,15 +66,14 @@ impl ClientGuard {
     pub(crate) fn open(
         ctx: Rc<Context>,
         conn: Conn,
+        peer: SocketAddr,
         early: Bytes,
         kind: SessionKind,
         encoding: Encoding,
         identity: Option<Arc<Identity>>,
         permit: Permit,
     ) -> (ClientGuard, ReadHalf) {
-        let peer = conn
-            .peer_addr()
-            .map_or_else(|_| "?".to_string(), |p| p.to_string());
+        let peer = peer.to_string();
         if kind == SessionKind::Subscriber {
             let _ = socket2::SockRef::from(conn.tcp())
                 .set_send_buffer_size(ctx.config.socket_send_buffer);
