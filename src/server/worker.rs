@@ -176,6 +176,14 @@ async fn serve_connection(
         .await
         {
             Ok(client) => client,
+            Err(proxy_protocol::ProxyRefusal::Gone) => {
+                // Silent within the budget (slowloris), or gone.
+                if arrived.elapsed() >= budget {
+                    Stats::add(&ctx.fanout.stats.handshake_timeouts, 1);
+                    tracing::debug!(%peer, "no request head within the handshake timeout");
+                }
+                return;
+            }
             Err(e) => {
                 tracing::info!(%peer, reason = %e, "connection refused");
                 return;
