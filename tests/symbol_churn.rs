@@ -109,3 +109,54 @@ async fn churning_30000_unpublished_names_leaves_room_for_publishers_and_no_memo
     );
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublished_names_have_their_own_budget_released_when_connections_close() {
+    let h = start(tickwire::server::config::Config {
+        max_symbols: 10,
+        max_keys_per_connection: 20,
+        ..config()
+    });
+    let names = |from: usize, n: usize| -> Vec<String> {
+        (from..from + n).map(|i| format!("U{i}")).collect()
+    };
+    let mut a = subscriber(h.addr()).await;
+    a.send_json(json!({"op":"subscribe","id":1,"symbols":names(0, 6)}))
+        .await;
+    a.recv_until("subscribed").await;
+    let mut b = subscriber(h.addr()).await;
+    b.send_json(json!({"op":"subscribe","id":2,"symbols":names(6, 4)}))
+        .await;
+    b.recv_until("subscribed").await;
+    assert_eq!(h.ingest().symbols().held_len(), 10);
+    // The held names' budget is spent: a stranger's new name is refused...
+    let mut c = subscriber(h.addr()).await;
+    c.send_json(json!({"op":"subscribe","id":3,"symbols":["LATE"]}))
+        .await;
+    let e = c.recv_json().await;
+    assert_eq!(e["code"], "too_many_symbols", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("nobody has published"),
+        "{e}"
+    );
+    // ...but publishers are not: their symbols have a budget of their own.
+    let mut p = publisher(h.addr()).await;
+    p.publish(&[trade("PUB", 1, "1", "1"), trade("U0", 1, "2", "1")])
+        .await;
+    let t = a.recv_json().await;
+    assert_eq!(t["sym"], "U0", "a held name, once published, is delivered");
+    // A's names go when A does (U0 stays: it has had a tick).
+    drop(a);
+    eventually("A's held names released", || {
+        h.ingest().symbols().held_len() == 4
+    })
+    .await;
+    c.subscribe(4, &["LATE"], None, false).await;
+    assert!(h.ingest().symbols().lookup("U0").is_some());
+    assert!(h.ingest().symbols().lookup("U1").is_none());
+    drop((b, c, p));
+    h.shutdown();
+}
