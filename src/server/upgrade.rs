@@ -18,7 +18,7 @@ use crate::server::context::Context;
 use crate::server::routes::{Body, text};
 use crate::server::session;
 use crate::server::subscriber::{
-    ClientGuard, Front, Presented, Refusal, SessionKind, admit, authorize,
+    ClientGuard, Front, Presented, Refusal, SessionKind, TakenConn, admit, authorize,
 };
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
@@ -87,8 +87,14 @@ pub(crate) fn upgrade(
                 let early = Bytes::copy_from_slice(&parts.read_buf);
                 drop(parts.read_buf);
                 let conn = parts.io.into_inner();
-                let (client, read) =
-                    ClientGuard::open(ctx, conn, peer, early, kind, encoding, identity, permit);
+                let (client, read) = ClientGuard::open(
+                    ctx,
+                    TakenConn { conn, peer, early },
+                    kind,
+                    encoding,
+                    identity,
+                    permit,
+                );
                 session::run(client, read, shutdown).await;
             }
             Err(_) => tracing::error!("upgraded connection is not a tickwire Conn"),

@@ -34,8 +34,8 @@ use crate::net::transport::{Conn, ReadHalf};
 use crate::pipeline::fanout::Client;
 use crate::server::context::Context;
 use crate::server::subscriber::{
-    ClientGuard, Front, Plan, Presented, Refusal, SessionKind, admit, authorize, feed_status,
-    subscribe, withhold_unentitled,
+    ClientGuard, Front, Plan, Presented, Refusal, SessionKind, TakenConn, admit, authorize,
+    feed_status, subscribe, withhold_unentitled,
 };
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
@@ -118,9 +118,11 @@ pub(crate) async fn serve(
     // The head was read whole and a GET has no body: nothing to carry over.
     let (client, read) = ClientGuard::open(
         ctx,
-        conn,
-        peer,
-        Bytes::new(),
+        TakenConn {
+            conn,
+            peer,
+            early: Bytes::new(),
+        },
         SessionKind::Subscriber,
         Encoding::Sse,
         identity,

@@ -60,14 +60,23 @@ pub(crate) struct ClientGuard {
     _permit: Permit,
 }
 
+/// A connection taken back from HTTP for a streaming session.
+pub(crate) struct TakenConn {
+    /// The socket, plain or TLS.
+    pub(crate) conn: Conn,
+    /// The client: the socket's peer, or the one a trusted load
+    /// balancer's PROXY header named.
+    pub(crate) peer: SocketAddr,
+    /// Bytes read past the request, read first by the session.
+    pub(crate) early: Bytes,
+}
+
 impl ClientGuard {
-    /// Registers a streaming connection as a fan-out client: `early` (bytes
-    /// read past the request) is read first from the returned half.
+    /// Registers a streaming connection as a fan-out client: its `early`
+    /// bytes are read first from the returned half.
     pub(crate) fn open(
         ctx: Rc<Context>,
-        conn: Conn,
-        peer: SocketAddr,
-        early: Bytes,
+        TakenConn { conn, peer, early }: TakenConn,
         kind: SessionKind,
         encoding: Encoding,
         identity: Option<Arc<Identity>>,

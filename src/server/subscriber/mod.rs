@@ -29,7 +29,7 @@ use crate::access::auth::Role;
 use crate::pipeline::stats::Stats;
 
 pub(crate) use admission::{Presented, Refusal, admit, authorize};
-pub(crate) use guard::{ClientGuard, feed_status};
+pub(crate) use guard::{ClientGuard, TakenConn, feed_status};
 pub(crate) use subscribe::{Plan, subscribe, withhold_unentitled};
 
 /// What a connection is for: which endpoint it came in on.
