@@ -385,6 +385,8 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
     check_fd_limit(&config);
     let feed = config.feed.clone();
     let gateway = config.bus.as_ref().is_some_and(|b| b.role == Role::Gateway);
+    // Clients get their close grace, and a margin, before anything is cut.
+    let deadline = SHUTDOWN_DEADLINE.max(config.close_timeout + Duration::from_secs(3));
     let handle = match tickwire::server::start(config) {
         Ok(h) => h,
         Err(e) => {
@@ -430,10 +432,10 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
         }
     });
     tracing::info!("shutting down: closing every connection with 1001");
-    let abandoned = handle.shutdown_within(SHUTDOWN_DEADLINE);
+    let abandoned = handle.shutdown_within(deadline);
     if !abandoned.is_empty() {
         tracing::error!(
-            deadline = ?SHUTDOWN_DEADLINE,
+            ?deadline,
             abandoned = %abandoned.join(", "),
             "shutdown deadline passed: exiting without waiting for these threads (what they had not sent is lost)"
         );
@@ -445,5 +447,6 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
 
 /// How long `serve` waits after SIGINT/SIGTERM for its threads to finish
 /// before it exits anyway (naming them): shutdown is bounded whatever state
-/// a connection or the bus is in.
+/// a connection or the bus is in. Longer when `--close-timeout` needs it
+/// (that plus 3 s).
 const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -206,7 +206,10 @@ async fn a_full_symbol_table_refuses_new_symbols() {
         .await;
     let e = p.recv_json().await;
     assert_eq!(e["code"], "too_many_symbols", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("already tracks 2"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("already tracks 2"),
+        "{e}"
+    );
     p.publish(&[trade("A", 2, "1", "1")]).await;
     assert_eq!(ws.recv_json().await["sym"], "A");
     h.shutdown();
