@@ -80,9 +80,11 @@ impl WorkerThread {
             .as_ref()
             .and_then(|b| b.interest.clone())
             .map(|i| i as Arc<dyn InterestSink>);
+        let mut state = WorkerState::with_interest(interest);
+        state.attach_history(ingest.clone());
         let fanout = Rc::new(Worker {
             id,
-            state: std::cell::RefCell::new(WorkerState::with_interest(interest)),
+            state: std::cell::RefCell::new(state),
             ingest,
             stats,
             evict_after: config.evict_after,

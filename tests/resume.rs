@@ -1,0 +1,377 @@
+//! Nothing lost on a reconnect: clients disconnect at random moments
+//! (close, FIN, RST) while a publisher sends 2,000 ticks/s, resume from
+//! their position, and must end with every tick of every key exactly once,
+//! per-key `seq` contiguous. JSON and binary over WebSocket, and SSE with
+//! `Last-Event-ID`; named keys and `*` (with symbols first seen while away).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use tokio::net::TcpStream;
+
+/// (symbol, channel).
+type Key = (String, String);
+
+/// A small deterministic generator (xorshift), so a failure replays.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Publishes 10 ticks every 5 ms (2,000/s) until told to stop: trades and
+/// quotes over five symbols, plus a new symbol every 400 ticks (so `*`
+/// clients meet symbols first seen while they are away). Returns the
+/// number of ticks of every key.
+fn spawn_publisher(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<HashMap<Key, u64>> {
+    tokio::spawn(async move {
+        let mut publ = publisher(addr).await;
+        let mut counts: HashMap<Key, u64> = HashMap::new();
+        let mut n = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let mut batch = Vec::new();
+            for _ in 0..10 {
+                n += 1;
+                let sym = if n % 400 == 0 {
+                    format!("NEW{}", n / 400)
+                } else {
+                    format!("S{}", n % 5)
+                };
+                let (t, ch) = if n % 3 == 0 {
+                    (quote(&sym, n, "1", "2"), "quote")
+                } else {
+                    (trade(&sym, n, "1", "1"), "trade")
+                };
+                *counts.entry((sym, ch.to_string())).or_default() += 1;
+                batch.push(t);
+            }
+            publ.send_json(Value::Array(batch)).await;
+        }
+        publ.sync().await;
+        counts
+    })
+}
+
+/// What a client has received so far, checked as it arrives.
+#[derive(Default)]
+struct Ledger {
+    /// Every key's last `seq`: each new one must be exactly the next.
+    seqs: BTreeMap<Key, u64>,
+    ticks: u64,
+}
+
+impl Ledger {
+    fn take(&mut self, sym: &str, channel: &str, seq: u64) {
+        let last = self
+            .seqs
+            .entry((sym.to_string(), channel.to_string()))
+            .or_default();
+        assert_eq!(
+            seq,
+            *last + 1,
+            "{sym} {channel}: got seq {seq} after {last} (gap or duplicate)"
+        );
+        *last = seq;
+        self.ticks += 1;
+    }
+
+    /// `resume.seq`: `{"trade":{"S1":12,…},"quote":{…}}`.
+    fn seq_json(&self) -> Value {
+        let mut by: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+        for ((sym, ch), seq) in &self.seqs {
+            by.entry(ch).or_default().insert(sym, *seq);
+        }
+        json!(by)
+    }
+
+    fn done(&self, want: &HashMap<Key, u64>) -> bool {
+        want.iter().all(|(k, n)| self.seqs.get(k) == Some(n))
+    }
+}
+
+/// Ends a connection one of three ways.
+async fn disconnect(mut stream: TcpStream, how: u64) {
+    match how {
+        // A WebSocket Close (or, for SSE, just the FIN after it).
+        0 => {
+            let _ = stream
+                .write_all(&encode_frame(true, 8, &[0x03, 0xe8]))
+                .await;
+            let _ = stream.shutdown().await;
+        }
+        // FIN without a Close.
+        1 => {
+            let _ = stream.shutdown().await;
+        }
+        // RST.
+        _ => {
+            // SO_LINGER 0: the close sends RST (it cannot block at 0).
+            #[allow(deprecated)]
+            let _ = stream.set_linger(Some(Duration::ZERO));
+        }
+    }
+    drop(stream);
+}
+
+const RECONNECTS: usize = 100;
+
+/// Decodes what a WebSocket client gets into ticks for the ledger;
+/// returns `true` when the frame held at least one tick.
+fn ledger_frame(msg: &Msg, names: &mut HashMap<u64, String>, ledger: &mut Ledger) -> Option<Value> {
+    match msg {
+        Msg::Text(t) => {
+            let v: Value = serde_json::from_str(t).unwrap();
+            match v["type"].as_str() {
+                Some("trade" | "quote") => {
+                    assert!(
+                        v.get("snap").is_none(),
+                        "a resumed client gets no snapshot: {v}"
+                    );
+                    ledger.take(
+                        v["sym"].as_str().unwrap(),
+                        v["type"].as_str().unwrap(),
+                        v["seq"].as_u64().unwrap(),
+                    );
+                    None
+                }
+                Some("symbol") => {
+                    names.insert(
+                        v["id"].as_u64().unwrap(),
+                        v["sym"].as_str().unwrap().to_string(),
+                    );
+                    None
+                }
+                _ => Some(v),
+            }
+        }
+        Msg::Binary(b) => {
+            assert_eq!(b.len() % 64, 0);
+            for r in b.chunks(64) {
+                assert_eq!(r[1] & 1, 0, "a resumed client gets no snapshot");
+                let id = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
+                let seq = u64::from_le_bytes(r[8..16].try_into().unwrap());
+                let ch = if r[0] == 1 { "trade" } else { "quote" };
+                let sym = names
+                    .get(&id)
+                    .unwrap_or_else(|| panic!("record of unannounced id {id}"))
+                    .clone();
+                ledger.take(&sym, ch, seq);
+            }
+            None
+        }
+        other => panic!("unexpected frame {other:?}"),
+    }
+}
+
+/// How a test client meets the rest of the test.
+#[derive(Clone)]
+struct Cues {
+    /// Met once the first subscription is in place (the publisher waits).
+    subscribed: Arc<tokio::sync::Barrier>,
+    /// Told when the client has made all its reconnects.
+    rounds_done: tokio::sync::mpsc::Sender<()>,
+    /// Every key's tick count, once the publisher has stopped.
+    want: tokio::sync::watch::Receiver<Option<HashMap<Key, u64>>>,
+}
+
+impl Cues {
+    /// The counts of the keys `symbols` covers, once known.
+    async fn want(&mut self, symbols: &[&str]) -> HashMap<Key, u64> {
+        let all = self
+            .want
+            .wait_for(|w| w.is_some())
+            .await
+            .unwrap()
+            .clone()
+            .unwrap();
+        all.into_iter()
+            .filter(|((s, _), _)| symbols.contains(&"*") || symbols.contains(&s.as_str()))
+            .collect()
+    }
+}
+
+/// One WebSocket client reconnecting `RECONNECTS` times, then reading
+/// until it has every tick published.
+async fn reconnecting_ws_client(
+    addr: SocketAddr,
+    symbols: Vec<&'static str>,
+    binary: bool,
+    seed: u64,
+    mut cues: Cues,
+) -> Ledger {
+    let mut rng = Rng(seed);
+    let mut ledger = Ledger::default();
+    let mut names: HashMap<u64, String> = HashMap::new();
+    let mut epoch: Option<String> = None;
+    let mut offset = 0u64;
+    let headers = if binary {
+        "Sec-WebSocket-Protocol: tickwire.bin.v1\r\n"
+    } else {
+        ""
+    };
+    for round in 0..=RECONNECTS {
+        let (mut ws, head) = connect_with(addr, "/v1/stream", headers, None).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let hello = ws.recv_json().await;
+        if let Some(e) = &epoch {
+            assert_eq!(
+                &hello["epoch"],
+                e.as_str(),
+                "the epoch is the same on every connection"
+            );
+        }
+        let mut req = json!({"op":"subscribe","id":round,"symbols":symbols,"snapshot":false});
+        if let Some(e) = &epoch {
+            req["resume"] = json!({"epoch": e, "seq": ledger.seq_json(), "offset": offset});
+        }
+        ws.send_json(req).await;
+        let subscribed = loop {
+            let m = ws.recv().await;
+            if let Some(v) = ledger_frame(&m, &mut names, &mut ledger) {
+                assert_eq!(v["type"], "subscribed", "{v}");
+                break v;
+            }
+        };
+        if let Some(ids) = subscribed["ids"].as_object() {
+            for (n, i) in ids {
+                names.insert(i.as_u64().unwrap(), n.clone());
+            }
+        }
+        if epoch.is_some() {
+            let r = &subscribed["resumed"];
+            assert_eq!(r["recovered"], true, "round {round}: {subscribed}");
+            for k in r["keys"].as_array().unwrap() {
+                assert_eq!(k["recovered"], true, "round {round}: {k}");
+            }
+        } else {
+            assert_eq!(subscribed["epoch"], hello["epoch"]);
+            cues.subscribed.wait().await;
+        }
+        epoch = Some(subscribed["epoch"].as_str().unwrap().to_string());
+        offset = subscribed["offset"].as_u64().unwrap();
+        if round < RECONNECTS {
+            // Read a random number of frames, then go away mid-stream.
+            for _ in 0..rng.below(30) {
+                let m = ws.recv().await;
+                if let Some(v) = ledger_frame(&m, &mut names, &mut ledger) {
+                    panic!("unexpected {v}");
+                }
+            }
+            disconnect(ws.stream, rng.below(3)).await;
+            continue;
+        }
+        cues.rounds_done.send(()).await.unwrap();
+        let want = cues.want(&symbols).await;
+        while !ledger.done(&want) {
+            let m = ws.recv().await;
+            if let Some(v) = ledger_frame(&m, &mut names, &mut ledger) {
+                panic!("unexpected {v}");
+            }
+        }
+        assert_eq!(
+            ledger.ticks,
+            want.values().sum::<u64>(),
+            "every tick exactly once"
+        );
+    }
+    ledger
+}
+
+/// Runs clients (each given its cues) against a publisher at 2,000
+/// ticks/s that stops once they have all made their reconnects.
+async fn with_publisher<F, Fut>(clients: usize, spawn: F)
+where
+    F: FnOnce(SocketAddr, Cues) -> Vec<tokio::task::JoinHandle<Fut>>,
+    Fut: Send + 'static,
+{
+    let h = start(config());
+    let addr = h.addr();
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(clients);
+    let (want_tx, want_rx) = tokio::sync::watch::channel(None);
+    let tasks = spawn(
+        addr,
+        Cues {
+            subscribed: barrier.clone(),
+            rounds_done: done_tx,
+            want: want_rx,
+        },
+    );
+    barrier.wait().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publ = spawn_publisher(addr, stop.clone());
+    for _ in 0..clients {
+        tokio::time::timeout(Duration::from_secs(120), done_rx.recv())
+            .await
+            .expect("reconnects finish")
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let counts = publ.await.unwrap();
+    assert!(
+        counts.keys().any(|(s, _)| s.starts_with("NEW")),
+        "new symbols appeared while clients were away"
+    );
+    want_tx.send(Some(counts)).unwrap();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("client finishes")
+            .unwrap();
+    }
+    assert_eq!(h.stats().catchup_gaps.load(Ordering::Relaxed), 0);
+    assert!(
+        h.stats().catchup_ticks.load(Ordering::Relaxed) > 0,
+        "some ticks came from the history"
+    );
+}
+
+async fn run_ws(binary: bool) {
+    with_publisher(2, |addr, cues| {
+        vec![
+            tokio::spawn(reconnecting_ws_client(
+                addr,
+                vec!["S0", "S1", "S2", "S3", "S4"],
+                binary,
+                0x9e3779b97f4a7c15,
+                cues.clone(),
+            )),
+            tokio::spawn(reconnecting_ws_client(
+                addr,
+                vec!["*"],
+                binary,
+                0x2545f4914f6cdd1d,
+                cues,
+            )),
+        ]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_clients_resume_after_random_disconnects_and_lose_nothing() {
+    run_ws(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_clients_resume_after_random_disconnects_and_lose_nothing() {
+    run_ws(true).await;
+}
