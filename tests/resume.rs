@@ -375,3 +375,173 @@ async fn json_clients_resume_after_random_disconnects_and_lose_nothing() {
 async fn binary_clients_resume_after_random_disconnects_and_lose_nothing() {
     run_ws(true).await;
 }
+
+/// A minimal SSE reader: the blocks of an event stream after its head.
+struct SseStream {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One SSE event: its name, data and id.
+struct SseEvent {
+    event: String,
+    data: String,
+    id: Option<String>,
+}
+
+impl SseStream {
+    async fn open(addr: SocketAddr, path: &str, last_event_id: Option<&str>) -> SseStream {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let last = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{last}\r\n"
+        );
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut s = SseStream {
+            stream,
+            buf: Vec::new(),
+        };
+        let end = loop {
+            if let Some(p) = s.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            s.fill().await;
+        };
+        let head = String::from_utf8_lossy(&s.buf[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        s.buf.drain(..end);
+        s
+    }
+
+    async fn fill(&mut self) {
+        let mut tmp = [0u8; 16384];
+        let n = tokio::time::timeout(WAIT, self.stream.read(&mut tmp))
+            .await
+            .expect("data in time")
+            .unwrap();
+        assert!(n > 0, "the stream ended");
+        self.buf.extend_from_slice(&tmp[..n]);
+    }
+
+    /// The next event (comments skipped).
+    async fn next(&mut self) -> SseEvent {
+        loop {
+            if let Some(p) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block = String::from_utf8(self.buf[..p].to_vec()).unwrap();
+                self.buf.drain(..p + 2);
+                let (mut event, mut data, mut id) = (None, String::new(), None);
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.to_string());
+                    }
+                }
+                if let Some(event) = event {
+                    return SseEvent { event, data, id };
+                }
+                continue;
+            }
+            self.fill().await;
+        }
+    }
+}
+
+/// An SSE client that reconnects `RECONNECTS` times with the
+/// `Last-Event-ID` of the last event it got, as a browser's EventSource does.
+async fn reconnecting_sse_client(
+    addr: SocketAddr,
+    symbols: Vec<&'static str>,
+    seed: u64,
+    mut cues: Cues,
+) -> Ledger {
+    let mut rng = Rng(seed);
+    let mut ledger = Ledger::default();
+    let mut last_id: Option<String> = None;
+    let path = format!("/v1/sse?symbols={}", symbols.join(",").replace('*', "%2A"));
+    let take = |e: &SseEvent, ledger: &mut Ledger| {
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        assert!(
+            v.get("snap").is_none(),
+            "a resumed stream gets no snapshot: {v}"
+        );
+        ledger.take(
+            v["sym"].as_str().unwrap(),
+            &e.event,
+            v["seq"].as_u64().unwrap(),
+        );
+    };
+    for round in 0..=RECONNECTS {
+        let mut sse = SseStream::open(addr, &path, last_id.as_deref()).await;
+        let first = sse.next().await;
+        let v: Value = serde_json::from_str(&first.data).unwrap();
+        if last_id.is_some() {
+            assert_eq!(first.event, "resume", "round {round}: {}", first.data);
+            assert_eq!(v["type"], "resume");
+            assert_eq!(v["resumed"]["recovered"], true, "round {round}: {v}");
+        } else {
+            assert_eq!(first.event, "position");
+            cues.subscribed.wait().await;
+        }
+        let id = first
+            .id
+            .expect("the first event carries the stream's position");
+        assert_eq!(
+            id,
+            format!("{}:{}", v["epoch"].as_str().unwrap(), v["offset"])
+        );
+        last_id = Some(id);
+        let handle = |e: SseEvent, ledger: &mut Ledger, last_id: &mut Option<String>| {
+            match e.event.as_str() {
+                "trade" | "quote" => take(&e, ledger),
+                other => panic!("unexpected event {other}: {}", e.data),
+            }
+            if let Some(id) = e.id {
+                *last_id = Some(id);
+            }
+        };
+        if round < RECONNECTS {
+            for _ in 0..rng.below(30) {
+                let e = sse.next().await;
+                handle(e, &mut ledger, &mut last_id);
+            }
+            disconnect(sse.stream, 1 + rng.below(2)).await;
+            continue;
+        }
+        cues.rounds_done.send(()).await.unwrap();
+        let want = cues.want(&symbols).await;
+        while !ledger.done(&want) {
+            let e = sse.next().await;
+            handle(e, &mut ledger, &mut last_id);
+        }
+        assert_eq!(
+            ledger.ticks,
+            want.values().sum::<u64>(),
+            "every tick exactly once"
+        );
+    }
+    ledger
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_clients_resume_every_key_from_last_event_id_and_lose_nothing() {
+    with_publisher(2, |addr, cues| {
+        vec![
+            tokio::spawn(reconnecting_sse_client(
+                addr,
+                vec!["S0", "S2", "S4"],
+                0x51ed270b27b5d9c1,
+                cues.clone(),
+            )),
+            tokio::spawn(reconnecting_sse_client(
+                addr,
+                vec!["*"],
+                0x6a09e667f3bcc909,
+                cues,
+            )),
+        ]
+    })
+    .await;
+}

@@ -186,6 +186,7 @@ impl Client {
         let history = src.ingest.history().clone();
         let mut chunk: Vec<RingItem> = Vec::with_capacity(READ_CHUNK);
         let mut taken = 0u64;
+        let mut reached = false;
         while self.unsent() < self.cap {
             chunk.clear();
             if let Err(first) = history.read(cur.next, until, READ_CHUNK, &mut chunk) {
@@ -194,6 +195,7 @@ impl Client {
                 return;
             }
             if chunk.is_empty() {
+                reached = true;
                 break;
             }
             for item in &chunk {
@@ -210,7 +212,11 @@ impl Client {
         }
         self.frames_sent += taken;
         Stats::add(&self.stats.catchup_ticks, taken);
-        if cur.next <= until {
+        // The cursor ends only where the worker's delivery is *and* with
+        // room under the cap: ended with a full buffer, the next live tick
+        // would have to wait in a pending slot (conflated, out of order).
+        // Kept, it reads that tick from the history at the next drain.
+        if !reached {
             self.catchup.cursor = Some(cur);
         }
     }
