@@ -545,3 +545,169 @@ async fn sse_clients_resume_every_key_from_last_event_id_and_lose_nothing() {
     })
     .await;
 }
+
+/// Sends a subscribe and returns its `subscribed` (or `error`) reply and
+/// the ticks that came before the next pong.
+async fn ask(ws: &mut RawWs, req: Value) -> (Value, Vec<Value>) {
+    ws.send_json(req).await;
+    ws.send_text(r#"{"op":"ping","id":999}"#).await;
+    let (_, mut before) = ws.recv_until("pong").await;
+    let pos = before
+        .iter()
+        .position(|v| v["type"] == "subscribed" || v["type"] == "error")
+        .expect("a reply");
+    let reply = before.remove(pos);
+    (reply, before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_resume_gets_a_precise_answer_and_the_rest_of_the_subscription_works() {
+    let mut c = config();
+    c.max_keys_per_connection = 4;
+    let h = start(c);
+    let addr = h.addr();
+    let mut publ = publisher(addr).await;
+    for i in 1..=3 {
+        publ.publish(&[trade("AAPL", i, "1", "1"), trade("MSFT", i, "1", "1")])
+            .await;
+    }
+    let mut ws = subscriber(addr).await;
+    let (reply, _) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":1,"symbols":["IBM"],"channels":["trade"]}),
+    )
+    .await;
+    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    assert_eq!(reply["offset"], 6);
+
+    // Another epoch: not recovered, the snapshot as on a fresh subscribe.
+    let (reply, ticks) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":2,"symbols":["AAPL"],"channels":["trade"],
+               "resume":{"epoch":"00000000000000ab","seq":{"trade":{"AAPL":1}}}}),
+    )
+    .await;
+    let k = &reply["resumed"]["keys"][0];
+    assert_eq!(
+        (k["recovered"].as_bool(), k["reason"].as_str()),
+        (Some(false), Some("other_epoch")),
+        "{reply}"
+    );
+    assert_eq!(k["first_seq"], 1);
+    assert_eq!(
+        (ticks[0]["seq"].as_u64(), ticks[0]["snap"].as_bool()),
+        (Some(3), Some(true))
+    );
+
+    // A future seq, and a key the subscription does not hold.
+    let (reply, _) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":3,"symbols":["MSFT"],"channels":["trade"],
+               "resume":{"epoch":epoch,"seq":{"trade":{"MSFT":9,"GOOG":1}}}}),
+    )
+    .await;
+    let keys = reply["resumed"]["keys"].as_array().unwrap();
+    let reasons: Vec<_> = keys
+        .iter()
+        .map(|k| (k["sym"].as_str().unwrap(), k["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [("GOOG", "not_subscribed"), ("MSFT", "future_seq")],
+        "{reply}"
+    );
+
+    // An absurd time: refused for the whole subscription, with the reason.
+    let (reply, _) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":4,"symbols":["MSFT"],"channels":["trade"],
+               "resume":{"epoch":epoch,"ts":u64::MAX}}),
+    )
+    .await;
+    assert_eq!(reply["resumed"]["recovered"], false);
+    assert_eq!(reply["resumed"]["reason"], "ts_in_future");
+
+    // Malformed and too many keys: errors naming the field; nothing changes.
+    let (reply, _) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":5,"symbols":["AAPL"],"resume":{"epoch":epoch,"seq":{"trade":{"AAPL":-1}}}}),
+    )
+    .await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("bad_field"))
+    );
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("resume.seq.trade.AAPL"),
+        "{reply}"
+    );
+    let many: serde_json::Map<String, Value> =
+        (0..5).map(|i| (format!("K{i}"), json!(1))).collect();
+    let (reply, _) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":6,"symbols":["AAPL"],"resume":{"epoch":epoch,"seq":{"trade":many}}}),
+    )
+    .await;
+    assert_eq!(reply["code"], "too_many_symbols", "{reply}");
+
+    // The subscriptions made still deliver, once each.
+    publ.publish(&[trade("AAPL", 4, "1", "1"), trade("MSFT", 4, "1", "1")])
+        .await;
+    let mut got = vec![ws.recv_json().await, ws.recv_json().await];
+    got.sort_by_key(|v| v["sym"].as_str().unwrap().to_string());
+    assert_eq!(
+        (got[0]["sym"].as_str(), got[0]["seq"].as_u64()),
+        (Some("AAPL"), Some(4))
+    );
+    assert_eq!(
+        (got[1]["sym"].as_str(), got[1]["seq"].as_u64()),
+        (Some("MSFT"), Some(4))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_older_than_the_history_is_refused_per_key_with_the_first_seq_it_holds() {
+    let mut c = config();
+    // Room for about four ticks.
+    c.history.max_bytes = 1300;
+    let h = start(c);
+    let addr = h.addr();
+    let mut publ = publisher(addr).await;
+    for i in 1..=10 {
+        publ.publish(&[trade("AAPL", i, "1", "1")]).await;
+    }
+    let mut ws = subscriber(addr).await;
+    let hello_epoch = {
+        let (r, _) = ask(&mut ws, json!({"op":"subscribe","id":1,"symbols":["IBM"]})).await;
+        r["epoch"].as_str().unwrap().to_string()
+    };
+    let (reply, ticks) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":2,"symbols":["AAPL"],"channels":["trade"],"snapshot":false,
+               "resume":{"epoch":hello_epoch,"seq":{"trade":{"AAPL":2}}}}),
+    )
+    .await;
+    let k = &reply["resumed"]["keys"][0];
+    assert_eq!(
+        (k["recovered"].as_bool(), k["reason"].as_str()),
+        (Some(false), Some("history_too_short")),
+        "{reply}"
+    );
+    let first = k["first_seq"].as_u64().unwrap();
+    assert!(first > 3 && first <= 10, "{reply}");
+    // Without a snapshot it gets what the history holds, from `first_seq`.
+    let seqs: Vec<u64> = ticks.iter().map(|t| t["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (first..=10).collect::<Vec<_>>());
+    // Within the history: recovered.
+    let (reply, ticks) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":3,"symbols":["AAPL"],"channels":["quote"],"snapshot":false,
+               "resume":{"epoch":hello_epoch,"offset":9}}),
+    )
+    .await;
+    assert_eq!(reply["resumed"]["recovered"], true, "{reply}");
+    assert!(ticks.is_empty(), "no quotes: {ticks:?}");
+}

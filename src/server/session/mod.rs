@@ -267,6 +267,19 @@ impl Session {
             }) => {
                 // The one partial success: symbols outside the key's
                 // entitlements are refused, the rest are subscribed.
+                let limit = self.ctx().config.max_keys_per_connection;
+                if let Some(r) = &resume
+                    && r.seqs.len() > limit
+                {
+                    return self.refuse(&ProtocolError::new(
+                        id,
+                        ErrorCode::TooManySymbols,
+                        format!(
+                            "`resume.seq` names {} keys; the per-connection limit is {limit}. Nothing was subscribed",
+                            r.seqs.len()
+                        ),
+                    ));
+                }
                 let entitlement = self.client.entitlement().map(|e| &**e);
                 let denied = withhold_unentitled(entitlement, &mut symbols);
                 let mut any = symbols.all || !symbols.names.is_empty();
