@@ -711,3 +711,136 @@ async fn a_position_older_than_the_history_is_refused_per_key_with_the_first_seq
     assert_eq!(reply["resumed"]["recovered"], true, "{reply}");
     assert!(ticks.is_empty(), "no quotes: {ticks:?}");
 }
+
+/// Reads ticks into the ledger until it holds `want`; other messages are
+/// returned.
+async fn read_all(ws: &mut RawWs, ledger: &mut Ledger, want: &HashMap<Key, u64>) -> Vec<Value> {
+    let mut names = HashMap::new();
+    let mut other = Vec::new();
+    while !ledger.done(want) {
+        let Some(m) = tokio::time::timeout(WAIT, ws.try_recv()).await.unwrap() else {
+            panic!("EOF after {} ticks; other: {other:?}", ledger.ticks);
+        };
+        if let Some(v) = ledger_frame(&m, &mut names, ledger) {
+            other.push(v);
+        }
+    }
+    other
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_catchup_client_loses_nothing_and_is_not_evicted_while_in_the_history() {
+    let mut c = config();
+    c.client_buffer_bytes = 16 * 1024;
+    c.socket_send_buffer = 4096;
+    c.evict_after = Duration::from_millis(500);
+    let h = start(c);
+    let addr = h.addr();
+    // A small receive window so the stall backs up into the server fast.
+    let (mut slow, _) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
+    slow.recv_json().await; // hello
+    slow.send_json(
+        json!({"op":"subscribe","id":1,"symbols":["*"],"snapshot":false,
+                          "policy":{"trade":"catchup","quote":"catchup"}}),
+    )
+    .await;
+    assert_eq!(slow.recv_until("subscribed").await.0["id"], 1);
+    // A conflating client, stalled the same way, is evicted as today.
+    let (mut conflating, _) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
+    conflating.recv_json().await;
+    conflating
+        .send_json(json!({"op":"subscribe","id":1,"symbols":["*"],"snapshot":false}))
+        .await;
+    conflating.recv_until("subscribed").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publ = spawn_publisher(addr, stop.clone());
+    // Stalled for 3 s at 2,000 ticks/s: six times the eviction deadline.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let counts = publ.await.unwrap();
+    assert!(
+        h.stats().catchup_started.load(Ordering::Relaxed) > 0,
+        "the client fell behind"
+    );
+
+    let mut ledger = Ledger::default();
+    let other = read_all(&mut slow, &mut ledger, &counts).await;
+    assert!(other.iter().all(|v| v["type"] == "symbol"), "{other:?}");
+    assert_eq!(
+        ledger.ticks,
+        counts.values().sum::<u64>(),
+        "every tick exactly once"
+    );
+    assert_eq!(h.stats().catchup_gaps.load(Ordering::Relaxed), 0);
+
+    // Its `lagging` and Close wait behind its full socket; the server
+    // cuts it off when it does not take them either.
+    assert_eq!(
+        h.stats().clients_evicted.load(Ordering::Relaxed),
+        1,
+        "only the conflating client"
+    );
+    drop(conflating);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catchup_client_that_falls_out_of_the_history_is_told_then_conflated_or_evicted() {
+    let mut c = config();
+    c.client_buffer_bytes = 4 * 1024;
+    c.socket_send_buffer = 4096;
+    // Room for about twenty ticks.
+    c.history.max_bytes = 6_000;
+    let h = start(c);
+    let addr = h.addr();
+    let mut clients = Vec::new();
+    for on_gap in ["conflate", "evict"] {
+        let (mut ws, _) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
+        ws.recv_json().await;
+        ws.send_json(
+            json!({"op":"subscribe","id":1,"symbols":["*"],"snapshot":false,
+                            "policy":{"trade":"catchup","quote":"catchup"},"on_gap":on_gap}),
+        )
+        .await;
+        ws.recv_until("subscribed").await;
+        clients.push(ws);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let publ = spawn_publisher(addr, stop.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let counts = publ.await.unwrap();
+    let mut evicting = clients.pop().unwrap();
+    let mut conflating = clients.pop().unwrap();
+
+    let (code, _, texts) = evicting.recv_close().await;
+    assert_eq!(code, Some(4000));
+    let lagging: Value = texts
+        .iter()
+        .map(|t| serde_json::from_str::<Value>(t).unwrap())
+        .find(|v| v["type"] == "lagging")
+        .expect("lagging");
+    assert_eq!(
+        (lagging["reason"].as_str(), lagging["then"].as_str()),
+        (Some("out_of_history"), Some("evict"))
+    );
+
+    // Conflated: told, then the newest value of every key, then live.
+    let (lagging, _) = conflating.recv_until("lagging").await;
+    assert_eq!(lagging["then"], "conflate");
+    assert!(lagging["history_from_offset"].as_u64() > lagging["lost_from_offset"].as_u64());
+    let mut newest: HashMap<Key, u64> = HashMap::new();
+    while newest.len() < counts.len() || counts.iter().any(|(k, n)| newest.get(k) != Some(n)) {
+        let v = conflating.recv_json().await;
+        if v["type"] == "trade" || v["type"] == "quote" {
+            newest.insert(
+                (
+                    v["sym"].as_str().unwrap().to_string(),
+                    v["type"].as_str().unwrap().to_string(),
+                ),
+                v["seq"].as_u64().unwrap(),
+            );
+        }
+    }
+    assert!(h.stats().catchup_gaps.load(Ordering::Relaxed) >= 2);
+}

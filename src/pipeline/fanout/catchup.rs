@@ -216,7 +216,11 @@ impl Client {
         // room under the cap: ended with a full buffer, the next live tick
         // would have to wait in a pending slot (conflated, out of order).
         // Kept, it reads that tick from the history at the next drain.
-        if !reached {
+        if reached {
+            // Caught up: if the socket is full again from here, the
+            // slow-consumer clock starts now, not when it first fell behind.
+            self.behind_since = None;
+        } else {
             self.catchup.cursor = Some(cur);
         }
     }

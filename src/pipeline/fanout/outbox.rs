@@ -88,7 +88,7 @@ pub struct Client {
     frame_ends: Vec<usize>,
     pub(super) dirty: bool,
     pub(super) blocked: bool,
-    behind_since: Option<Instant>,
+    pub(super) behind_since: Option<Instant>,
     /// A Close frame is queued; no more ticks, nothing after it.
     closing: bool,
     close_deadline: Option<Instant>,
