@@ -88,7 +88,7 @@ struct ServeArgs {
     /// Byte cap on one client's frames queued for its socket.
     #[arg(long, default_value_t = 262_144)]
     client_buffer_bytes: usize,
-    /// Bytes of recent ticks held for resume and catch-up (about 300 bytes
+    /// Bytes of recent ticks held for resume and catch-up (about 450 bytes
     /// a tick); 0 turns the history off.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     history_bytes: usize,

@@ -67,11 +67,13 @@ async fn record_of_a_max_speed_replay_of_a_full_spy_day_keeps_every_tick() {
     let opts = ReplayOptions::new(vec![src], format!("ws://{addr}/v1/publish"), Speed::Max);
     let report = replay(&opts, std::future::pending()).await.unwrap();
     assert_eq!(report.sent, 250_601);
-    for _ in 0..60_000 {
-        if progress.ticks.load(Ordering::Relaxed) >= 250_601 {
-            break;
-        }
+    // Until every tick is in, or the recorder has made no progress for 10 s.
+    let (mut seen, mut still) = (0, 0);
+    while seen < 250_601 && still < 1_000 {
         tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = progress.ticks.load(Ordering::Relaxed);
+        still = if now == seen { still + 1 } else { 0 };
+        seen = now;
     }
     stop_tx.send(()).unwrap();
     let r = rec.await.unwrap().unwrap();

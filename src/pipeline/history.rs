@@ -16,7 +16,7 @@
 //! - per key by `seq`: each key's `(seq, offset)` pairs, oldest first.
 //!
 //! Memory per tick: [`History::cost`] counts the tick's `EncodedTick`, its
-//! JSON frame and the index entries (about 300 bytes for a typical trade);
+//! JSON frame and the index entries (about 450 bytes for a typical trade);
 //! the SSE event and binary record, encoded lazily, add theirs when a
 //! client of that encoding asked for the tick.
 
@@ -41,9 +41,9 @@ pub struct HistoryLimits {
 
 impl Default for HistoryLimits {
     fn default() -> Self {
-        // The bundled feed runs at a few hundred ticks/s: 256 MiB holds
-        // ~870 k ticks, far beyond its 5 minutes; at 2,000 ticks/s (the
-        // reconnect test) 5 minutes is 600 k ticks, ~180 MB.
+        // At ~450 bytes a tick, 256 MiB holds ~600 k ticks: 5 minutes at
+        // 2,000 ticks/s (the reconnect test's rate), far more than the
+        // last minute of the bundled feed.
         HistoryLimits {
             max_bytes: 256 * 1024 * 1024,
             max_age: Duration::from_secs(300),
@@ -263,14 +263,15 @@ mod tests {
 
     #[test]
     fn indexes_by_offset_key_and_time_and_keeps_to_its_byte_bound() {
-        let one = History::cost(&item(0, 1, 1, 0));
+        let one = History::cost(&item(0, 1, 1, 1010));
         let h = History::new(HistoryLimits {
             max_bytes: one * 4,
             max_age: Duration::from_secs(3600),
         });
         // Keys 0 and 1 alternate: offsets 1..=6, seqs 1,1,2,2,3,3.
         for o in 1..=6u64 {
-            h.append(&item((o % 2) as u32, o.div_ceil(2), o, o * 10));
+            // rx 1010..1060: every tick's JSON has the same length.
+            h.append(&item((o % 2) as u32, o.div_ceil(2), o, 1000 + o * 10));
         }
         assert_eq!(h.len_bytes().0, 4);
         assert_eq!(h.first_offset(), 3);
@@ -286,8 +287,8 @@ mod tests {
         assert_eq!(h.offset_of(k1, 1), None);
         assert_eq!(h.seq_at(k1, 4), Some(2));
         assert_eq!(h.seq_at(k1, 2), Some(1));
-        assert_eq!(h.offset_before_rx(45), (4, true));
-        assert_eq!(h.offset_before_rx(20).1, false, "offset 2 (rx 20) left");
+        assert_eq!(h.offset_before_rx(1045), (4, true));
+        assert_eq!(h.offset_before_rx(1020).1, false, "offset 2 (rx 1020) left");
         let mut out = Vec::new();
         assert_eq!(h.read(2, 6, 10, &mut out), Err(3));
         h.read(4, 5, 10, &mut out).unwrap();
@@ -295,6 +296,13 @@ mod tests {
         out.clear();
         h.read(4, 99, 1, &mut out).unwrap();
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_trade_costs_what_the_docs_say() {
+        // README and --history-bytes' help: "about 450 bytes a tick".
+        let cost = History::cost(&item(0, 123_456, 1, 1_700_000_000_000_000_000));
+        assert!((400..=500).contains(&cost), "{cost}");
     }
 
     #[test]

@@ -300,10 +300,9 @@ mod tests {
 
     #[test]
     fn a_position_list_longer_than_the_key_limit_is_refused_before_it_is_kept() {
-        let v = simd_json::to_borrowed_value(
-            &mut br#"{"epoch":"00000000000000ff","seq":{"trade":{"A":1,"B":2,"C":3}}}"#.to_vec(),
-        )
-        .unwrap();
+        let mut text =
+            br#"{"epoch":"00000000000000ff","seq":{"trade":{"A":1,"B":2,"C":3}}}"#.to_vec();
+        let v = simd_json::to_borrowed_value(&mut text).unwrap();
         let e = parse_resume(Some(&v), None, 2).unwrap_err();
         assert_eq!(e.code, ErrorCode::TooManySymbols);
         assert!(parse_resume(Some(&v), None, 3).is_ok());
