@@ -50,12 +50,12 @@ fn spawn_publisher(
             let mut batch = Vec::new();
             for _ in 0..10 {
                 n += 1;
-                let sym = if n % 400 == 0 {
+                let sym = if n.is_multiple_of(400) {
                     format!("NEW{}", n / 400)
                 } else {
                     format!("S{}", n % 5)
                 };
-                let (t, ch) = if n % 3 == 0 {
+                let (t, ch) = if n.is_multiple_of(3) {
                     (quote(&sym, n, "1", "2"), "quote")
                 } else {
                     (trade(&sym, n, "1", "1"), "trade")
@@ -656,7 +656,7 @@ async fn a_bad_resume_gets_a_precise_answer_and_the_rest_of_the_subscription_wor
     // The subscriptions made still deliver, once each.
     publ.publish(&[trade("AAPL", 4, "1", "1"), trade("MSFT", 4, "1", "1")])
         .await;
-    let mut got = vec![ws.recv_json().await, ws.recv_json().await];
+    let mut got = [ws.recv_json().await, ws.recv_json().await];
     got.sort_by_key(|v| v["sym"].as_str().unwrap().to_string());
     assert_eq!(
         (got[0]["sym"].as_str(), got[0]["seq"].as_u64()),

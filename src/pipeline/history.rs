@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(h.seq_at(k1, 4), Some(2));
         assert_eq!(h.seq_at(k1, 2), Some(1));
         assert_eq!(h.offset_before_rx(1045), (4, true));
-        assert_eq!(h.offset_before_rx(1020).1, false, "offset 2 (rx 1020) left");
+        assert!(!h.offset_before_rx(1020).1, "offset 2 (rx 1020) left");
         let mut out = Vec::new();
         assert_eq!(h.read(2, 6, 10, &mut out), Err(3));
         h.read(4, 5, 10, &mut out).unwrap();
