@@ -88,6 +88,13 @@ struct ServeArgs {
     /// Byte cap on one client's frames queued for its socket.
     #[arg(long, default_value_t = 262_144)]
     client_buffer_bytes: usize,
+    /// Bytes of recent ticks held for resume and catch-up (about 450 bytes
+    /// a tick); 0 turns the history off.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    history_bytes: usize,
+    /// Ticks older than this leave the history.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    history_age: Duration,
     /// SO_SNDBUF for subscriber sockets, bytes (the kernel doubles it).
     #[arg(long, default_value_t = 32_768)]
     socket_send_buffer: usize,
@@ -275,6 +282,10 @@ impl ServeArgs {
             max_keys_per_connection: self.max_keys_per_connection,
             max_symbols: self.max_symbols,
             client_buffer_bytes: self.client_buffer_bytes,
+            history: tickwire::pipeline::history::HistoryLimits {
+                max_bytes: self.history_bytes,
+                max_age: self.history_age,
+            },
             socket_send_buffer: self.socket_send_buffer,
             evict_after: self.evict_after,
             control_rate_per_sec: self.control_rate,

@@ -42,6 +42,9 @@ pub struct Config {
     pub max_symbols: usize,
     /// Byte cap on one client's queued-for-socket frames.
     pub client_buffer_bytes: usize,
+    /// Bounds of the shared history of recent ticks (`--history-bytes`,
+    /// `--history-age`); default 256 MiB and 5 minutes.
+    pub history: crate::pipeline::history::HistoryLimits,
     /// SO_SNDBUF for subscriber sockets (the kernel doubles it).
     pub socket_send_buffer: usize,
     /// A client behind for longer than this gets `lagging` and close 4000.
@@ -98,6 +101,7 @@ impl Default for Config {
             max_keys_per_connection: 10_000,
             max_symbols: 1_000_000,
             client_buffer_bytes: 256 * 1024,
+            history: crate::pipeline::history::HistoryLimits::default(),
             socket_send_buffer: 32 * 1024,
             evict_after: Duration::from_secs(5),
             control_rate_per_sec: 50,

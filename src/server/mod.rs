@@ -172,8 +172,14 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let role = config.bus.as_ref().map_or(NodeRole::Standalone, |b| b.role);
     // An ingest node's bus link reads the ring like one more worker.
     let ring_readers = workers + usize::from(role == NodeRole::Ingest);
-    let (ingest, mut readers) =
-        Ingest::new(config.ring_capacity, ring_readers, symbols, stats.clone());
+    let (ingest, mut readers) = Ingest::with_history(
+        config.ring_capacity,
+        ring_readers,
+        symbols,
+        stats.clone(),
+        config.history,
+        crate::model::epoch::Epoch::generate(),
+    );
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();

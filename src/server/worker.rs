@@ -81,9 +81,11 @@ impl WorkerThread {
             .as_ref()
             .and_then(|b| b.interest.clone())
             .map(|i| i as Arc<dyn InterestSink>);
+        let mut state = WorkerState::new(ingest.symbols().clone(), interest);
+        state.attach_history(ingest.clone());
         let fanout = Rc::new(Worker {
             id,
-            state: std::cell::RefCell::new(WorkerState::new(ingest.symbols().clone(), interest)),
+            state: std::cell::RefCell::new(state),
             ingest,
             stats,
             evict_after: config.evict_after,

@@ -6,6 +6,12 @@ use simd_json::{BorrowedValue as Value, StaticNode};
 
 use crate::model::tick::{Channel, ChannelSet, validate_symbol};
 use crate::wire::error::{ErrorCode, ProtocolError, json_syntax_error, truncate};
+use crate::wire::resume::{Resume, SlowPolicy, parse_policy, parse_resume};
+
+/// Most per-key positions one `resume` may carry: as many keys as a
+/// connection may hold (`--max-keys-per-connection`'s default); the server
+/// checks its own, possibly lower, limit after parsing.
+pub const MAX_RESUME_KEYS: usize = 10_000;
 
 /// Symbols named by a subscribe or unsubscribe.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -24,6 +30,10 @@ pub enum Request {
         symbols: SymbolList,
         channels: ChannelSet,
         snapshot: bool,
+        /// A position to resume from (`resume`), if any.
+        resume: Option<Resume>,
+        /// The slow-consumer policy (`policy`, `on_gap`).
+        policy: SlowPolicy,
     },
     Unsubscribe {
         id: Option<i64>,
@@ -83,7 +93,9 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
         }
     };
     let allowed: &[&str] = match op {
-        "subscribe" => &["op", "id", "symbols", "channels", "snapshot"],
+        "subscribe" => &[
+            "op", "id", "symbols", "channels", "snapshot", "resume", "policy", "on_gap",
+        ],
         "unsubscribe" => &["op", "id", "symbols", "channels"],
         "symbols" | "ping" => &["op", "id"],
         other => {
@@ -117,11 +129,15 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
                 Some(Value::Static(StaticNode::Bool(b))) => *b,
                 Some(_) => return Err(bad("field `snapshot` must be true or false".into())),
             };
+            let resume = parse_resume(obj.get("resume"), id, MAX_RESUME_KEYS)?;
+            let policy = parse_policy(obj.get("policy"), obj.get("on_gap"), id)?;
             Ok(Request::Subscribe {
                 id,
                 symbols,
                 channels,
                 snapshot,
+                resume,
+                policy,
             })
         }
         "symbols" => Ok(Request::Symbols { id }),
@@ -229,6 +245,8 @@ mod tests {
                 },
                 channels: ChannelSet(Channel::Trade.bit()),
                 snapshot: false,
+                resume: None,
+                policy: SlowPolicy::default(),
             })
         );
         assert!(matches!(
@@ -237,7 +255,8 @@ mod tests {
                 id: None,
                 symbols: SymbolList { all: true, .. },
                 channels: ChannelSet::BOTH,
-                snapshot: true
+                snapshot: true,
+                ..
             })
         ));
         assert!(matches!(

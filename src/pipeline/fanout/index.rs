@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use super::{Client, ClientId, Flushed};
+use super::{Client, ClientId, Flushed, HistorySource};
 use crate::model::symbols::{SymbolHold, SymbolTable};
 use crate::model::tick::{Channel, ChannelSet, KeyId, SymbolId};
 use crate::net::transport::Transport;
@@ -33,6 +33,9 @@ pub struct WorkerState {
     /// One hold per symbol with a key in `index`, with the count of its
     /// keys there (one per channel).
     holds: HashMap<SymbolId, (usize, SymbolHold)>,
+    /// The shared history and how far this worker has delivered, for the
+    /// clients' catch-up cursors; `None` for a bare state (benchmarks).
+    history: Option<HistorySource>,
 }
 
 /// Told when a key gains its first or loses its last subscriber on a
@@ -63,6 +66,19 @@ impl WorkerState {
             symbols: Some(symbols),
             ..WorkerState::default()
         }
+    }
+
+    /// Gives this worker's clients the shared history to catch up from.
+    pub(crate) fn attach_history(&mut self, ingest: Arc<crate::pipeline::ingest::Ingest>) {
+        self.history = Some(HistorySource {
+            ingest,
+            delivered: Default::default(),
+        });
+    }
+
+    /// The offset of the last tick this worker handed to its clients.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.history.as_ref().map_or(0, |h| h.delivered.get())
     }
 
     fn index_add(&mut self, key: KeyId, id: ClientId) {
@@ -143,8 +159,9 @@ impl WorkerState {
         cap: usize,
         encoding: Encoding,
     ) -> ClientId {
-        self.clients
-            .insert(Client::new(Some(write), stats, cap, encoding))
+        let mut c = Client::new(Some(write), stats, cap, encoding);
+        c.catchup.source = self.history.clone();
+        self.clients.insert(c)
     }
 
     /// A client with no socket, whose output stays in memory until
@@ -304,6 +321,11 @@ impl WorkerState {
     /// Hands one ring item to every subscriber of its key.
     pub fn deliver(&mut self, item: &RingItem) {
         let key = item.tick.key;
+        if let Some(h) = &self.history {
+            // Before the offers: a cursor that reads up to here includes
+            // this tick, which it is the cursor's to give.
+            h.delivered.set(item.offset);
+        }
         let WorkerState {
             clients,
             index,

@@ -22,7 +22,8 @@ use crate::pipeline::ingest::Admitted;
 use crate::pipeline::stats::Stats;
 use crate::server::context::Context;
 use crate::server::subscriber::{
-    ClientGuard, Front, Plan, SessionKind, feed_status, subscribe, withhold_unentitled,
+    ClientGuard, Front, Plan, ResumeOutcome, SessionKind, epoch_str, feed_status, subscribe,
+    withhold_unentitled,
 };
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
@@ -48,6 +49,7 @@ fn hello_frame(ctx: &Context, kind: SessionKind, encoding: Encoding) -> Bytes {
     reply::hello(
         encoding.protocol(),
         kind.as_str(),
+        &epoch_str(&ctx.fanout.ingest),
         &reply::HelloLimits {
             max_message_bytes: max_message_bytes(c, kind),
             max_keys_per_connection: c.max_keys_per_connection,
@@ -272,17 +274,37 @@ impl Session {
                 mut symbols,
                 channels,
                 snapshot,
+                resume,
+                policy,
             }) => {
                 // The one partial success: symbols outside the key's
                 // entitlements are refused, the rest are subscribed.
+                let limit = self.ctx().config.max_keys_per_connection;
+                if let Some(r) = &resume
+                    && r.seqs.len() > limit
+                {
+                    return self.refuse(&ProtocolError::new(
+                        id,
+                        ErrorCode::TooManySymbols,
+                        format!(
+                            "`resume.seq` names {} keys; the per-connection limit is {limit}. Nothing was subscribed",
+                            r.seqs.len()
+                        ),
+                    ));
+                }
                 let entitlement = self.client.entitlement().map(|e| &**e);
                 let denied = withhold_unentitled(entitlement, &mut symbols);
                 let mut any = symbols.all || !symbols.names.is_empty();
                 if any {
                     let client = &self.client;
                     match Plan::new(self.ctx(), Some(client), &symbols, channels, snapshot) {
-                        Ok(plan) => {
-                            subscribe(client, &plan, |c| subscribed(client, c, id, &plan)).await;
+                        Ok(mut plan) => {
+                            plan.resume = resume;
+                            plan.policy = policy;
+                            subscribe(client, &plan, |c, outcome| {
+                                subscribed(client, c, id, &plan, outcome)
+                            })
+                            .await;
                         }
                         Err(e) => {
                             // All-or-nothing for the entitled part.
@@ -394,7 +416,13 @@ impl Session {
 
 /// Queues the `subscribed` reply: the symbols and channels subscribed, with
 /// every symbol's id (`*`: every symbol seen so far that the key may see).
-fn subscribed(client: &ClientGuard, c: &mut Client, id: Option<i64>, plan: &Plan<'_>) {
+fn subscribed(
+    client: &ClientGuard,
+    c: &mut Client,
+    id: Option<i64>,
+    plan: &Plan<'_>,
+    outcome: &ResumeOutcome,
+) {
     let mut names: Vec<&str> = plan.named.iter().map(|&(n, _)| n).collect();
     let seen;
     let id_pairs: Vec<(&str, u32)> = if plan.symbols.all {
@@ -416,11 +444,17 @@ fn subscribed(client: &ClientGuard, c: &mut Client, id: Option<i64>, plan: &Plan
     } else {
         plan.named.clone()
     };
+    let ingest = &client.context().fanout.ingest;
     c.push_control(reply::subscribed(
         id,
         names,
         plan.channels,
         id_pairs.iter().copied(),
+        &reply::Position {
+            epoch: &epoch_str(ingest),
+            offset: outcome.offset,
+            resumed: plan.resume.as_ref().map(|_| outcome.json()),
+        },
     ));
     c.learn_ids(id_pairs.iter().map(|&(_, sid)| sid));
 }

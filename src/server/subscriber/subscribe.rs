@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::resume::{self, Outcome};
 use super::{ClientGuard, Front};
 use crate::access::auth::Entitlement;
 use crate::model::symbols::{SymbolHold, TableFull};
@@ -11,6 +12,7 @@ use crate::pipeline::fanout::Client;
 use crate::pipeline::ingest::RingItem;
 use crate::server::context::Context;
 use crate::wire::request::SymbolList;
+use crate::wire::resume::{Resume, SlowPolicy};
 
 /// How long a subscribe on a gateway waits for the bus to deliver its
 /// snapshot before answering from the node's own cache (bus down).
@@ -77,6 +79,10 @@ pub(crate) struct Plan<'a> {
     /// Keeps the named symbols' ids assigned until the subscription's own
     /// holds (in the worker's index) take over, or the plan is dropped.
     _holds: Vec<SymbolHold>,
+    /// The position the client resumes from, if any.
+    pub(crate) resume: Option<Resume>,
+    /// Its slow-consumer policy.
+    pub(crate) policy: SlowPolicy,
 }
 
 impl<'a> Plan<'a> {
@@ -135,6 +141,8 @@ impl<'a> Plan<'a> {
             channels,
             snapshot,
             _holds: holds,
+            resume: None,
+            policy: SlowPolicy::default(),
         })
     }
 
@@ -152,12 +160,16 @@ impl<'a> Plan<'a> {
 /// (at most [`SNAPSHOT_WAIT`]) until the bus subscriptions are in place and
 /// the snapshot's last values are here, holding the interest until the
 /// client's own subscription takes over. Then it subscribes the keys (and
-/// `*`), lets the front end queue its answer (`reply`: `subscribed`, or the
-/// SSE response head), queues the snapshot and flushes.
+/// `*`), decides what a resume can be given (`resume.rs`), lets the front
+/// end queue its answer (`reply`: `subscribed`, or the SSE response head,
+/// told the resume's outcome), queues the snapshot of every key not
+/// resumed, starts the client's history cursor and flushes. All of it runs
+/// between two ring batches of the worker, the sequencing point that makes
+/// the seam between history and live ticks exact.
 pub(crate) async fn subscribe(
     client: &ClientGuard,
     plan: &Plan<'_>,
-    reply: impl FnOnce(&mut Client),
+    reply: impl FnOnce(&mut Client, &Outcome),
 ) {
     let ctx = client.context();
     let _hold = match &ctx.bus {
@@ -172,25 +184,46 @@ pub(crate) async fn subscribe(
     if st.client(id).is_none() {
         return;
     }
+    let delivered = st.delivered();
+    let outcome = match &plan.resume {
+        Some(r) => resume::plan(&ctx.fanout.ingest, r, &plan.keys, plan.star(), delivered),
+        None => Outcome {
+            offset: delivered,
+            ..Outcome::default()
+        },
+    };
     st.subscribe_keys(id, &plan.keys);
     if plan.symbols.all {
         st.subscribe_star(id, plan.channels);
     }
     if let Some(c) = st.client(id) {
-        reply(c);
+        c.catchup.policy.0 |= plan.policy.catchup.0;
+        c.catchup.on_gap = plan.policy.on_gap;
+        for &(key, seq) in &outcome.have {
+            c.resume_after(key, seq);
+        }
+        reply(c, &outcome);
     }
     if plan.snapshot {
         // `*` takes every key's last value; the client's entitlement
-        // filters them as it filters live ticks.
+        // filters them as it filters live ticks. Keys resumed whole get
+        // none: their missed ticks come from the history instead.
         let mut last: Vec<RingItem> = Vec::new();
-        if plan.symbols.all {
+        if plan.symbols.all && !outcome.star_served {
             ctx.fanout.ingest.all_last_values(plan.channels, &mut last);
         } else {
             ctx.fanout
                 .ingest
                 .last_values(plan.keys.iter().copied(), &mut last);
         }
+        last.retain(|item| !outcome.no_snapshot.contains(&item.tick.key));
         st.offer_snapshots(id, &last);
+    }
+    if let Some(start) = outcome.start
+        && start <= delivered
+        && let Some(c) = st.client(id)
+    {
+        c.begin_catchup(start, plan.channels);
     }
     st.flush_client(id);
 }
