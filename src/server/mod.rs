@@ -180,6 +180,9 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         config.history,
         crate::model::epoch::Epoch::generate(),
     );
+    if role != NodeRole::Standalone {
+        ingest.start_offsets_at(crate::model::tick::wall_clock_ns() / 1_000);
+    }
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();
