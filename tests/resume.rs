@@ -845,9 +845,19 @@ async fn a_catchup_client_that_falls_out_of_the_history_is_told_then_conflated_o
     assert!(h.stats().catchup_gaps.load(Ordering::Relaxed) >= 2);
 }
 
+/// A `tickwire serve` process, killed (SIGKILL) when dropped.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `tickwire serve` process (standalone, no feed, no journal) on `port`
 /// (0: any), with the address it bound.
-fn serve_process(dir: &std::path::Path, port: u16) -> (std::process::Child, SocketAddr) {
+fn serve_process(dir: &std::path::Path, port: u16) -> (Served, SocketAddr) {
     let addr_file = dir.join(format!("addr-{port}"));
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
         .args(["serve", "--no-feed", "--workers", "1", "--listen"])
@@ -857,6 +867,7 @@ fn serve_process(dir: &std::path::Path, port: u16) -> (std::process::Child, Sock
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Served)
         .expect("start tickwire serve");
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -873,7 +884,7 @@ fn serve_process(dir: &std::path::Path, port: u16) -> (std::process::Child, Sock
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_without_journal_a_resume_gets_a_new_epoch_and_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut first, addr) = serve_process(dir.path(), 0);
+    let (first, addr) = serve_process(dir.path(), 0);
     let mut c = subscriber(addr).await;
     let (reply, _) = ask(
         &mut c,
@@ -896,14 +907,13 @@ async fn after_a_restart_without_journal_a_resume_gets_a_new_epoch_and_the_snaps
         }
     }
     // kill -9, mid-stream.
-    first.kill().unwrap();
-    first.wait().unwrap();
+    drop(first);
     stop.store(true, Ordering::Relaxed);
     let _ = publishing.await;
     c.expect_eof().await;
 
     // The same address, a new process: seq restarts, so does the epoch.
-    let (mut second, addr2) = serve_process(dir.path(), addr.port());
+    let (_second, addr2) = serve_process(dir.path(), addr.port());
     assert_eq!(addr2, addr);
     let mut publ = publisher(addr).await;
     for i in 1..=3 {
@@ -962,8 +972,6 @@ async fn after_a_restart_without_journal_a_resume_gets_a_new_epoch_and_the_snaps
         (live["seq"].as_u64(), live["snap"].as_bool()),
         (Some(4), None)
     );
-    second.kill().unwrap();
-    second.wait().unwrap();
 }
 
 /// Publishes R1 trades and R2 quotes every 5 ms until `stop` or until the
