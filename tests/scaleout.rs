@@ -1337,8 +1337,42 @@ async fn a_client_resumes_on_another_gateway_and_loses_nothing() {
     for k in reply["resumed"]["keys"].as_array().unwrap() {
         assert_eq!(k["recovered"], true, "{k}");
     }
+    // Another client resumes on the survivor by time instead: everything
+    // since the `rx` of the last tick it had on the gateway that died.
+    let before: Vec<Value> = got.clone();
+    let since = before
+        .iter()
+        .map(|v| v["rx"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let mut by_ts = subscriber(survivor.addr).await;
+    by_ts
+        .send_json(
+            serde_json::json!({"op":"subscribe","id":3,"symbols":syms,"snapshot":false,
+            "resume":{"epoch":epoch,"ts":since}}),
+        )
+        .await;
+    let (reply, _) = by_ts.recv_until("subscribed").await;
+    assert_eq!(reply["resumed"]["recovered"], true, "{reply}");
     // Then live ticks, with no seam.
     p.publish(&(101..=110).map(tick).collect::<Vec<_>>()).await;
+    // What it had, then what came since: each key's seq 1, 2, … once
+    // (ticks at `since` itself it already had are the only overlap).
+    let mut merged = before;
+    while merged.len() < 110 {
+        let v = recv_ticks(&mut by_ts, 1).await.remove(0);
+        let (sym, ty, seq, _) = ident(&v);
+        if seq > last[&(sym, ty)] {
+            merged.push(v);
+        }
+    }
+    let mut next: HashMap<(String, String), u64> = HashMap::new();
+    for (sym, ty, seq, _) in merged.iter().map(ident) {
+        let n = next.entry((sym.clone(), ty.clone())).or_insert(1);
+        assert_eq!(seq, *n, "resumed by ts: {sym} {ty}");
+        *n += 1;
+    }
+    assert_eq!(merged.len(), 110);
     let rest = recv_ticks(&mut c, 70).await;
     assert!(
         rest.iter().all(|v| v["snap"] != true),
