@@ -96,6 +96,7 @@ pub(crate) async fn serve(
         Ok(plan) => plan,
         Err(e) => return refuse(&mut conn, &bad(e.message(Front::Sse))).await,
     };
+    plan.policy = req.policy;
     plan.resume = req
         .last_event_id
         .as_deref()

@@ -16,7 +16,7 @@ use crate::net::transport::Conn;
 use crate::server::sse::PATH;
 use crate::server::subscriber::Refusal;
 use crate::wire::request::SymbolList;
-use crate::wire::resume::{Resume, Since};
+use crate::wire::resume::{OnGap, Resume, Since, SlowPolicy};
 
 /// Largest request head accepted on `/v1/sse`.
 const MAX_HEAD: usize = 16 * 1024;
@@ -144,6 +144,10 @@ pub(crate) struct SseRequest {
     /// headers).
     pub(crate) authorization: Option<String>,
     pub(crate) query: String,
+    /// `catchup=` and `on_gap=`: the slow-consumer policy (conflate on both
+    /// channels unless asked). `catchup` keeps event ids in offset order, so
+    /// a `Last-Event-ID` resume is exact; a conflated stream's are not.
+    pub(crate) policy: SlowPolicy,
 }
 
 /// A 400 with its reason.
@@ -198,16 +202,25 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
 
     let mut symbols: Option<String> = None;
     let mut channels: Option<String> = None;
+    let mut policy = SlowPolicy::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "symbols" => symbols = Some(percent_decode(v)?),
             "channels" => channels = Some(percent_decode(v)?),
+            "catchup" => policy.catchup = parse_channels(&percent_decode(v)?, "catchup")?,
+            "on_gap" => {
+                policy.on_gap = match v {
+                    "conflate" => OnGap::Conflate,
+                    "evict" => OnGap::Evict,
+                    _ => return Err(bad("on_gap is conflate or evict")),
+                }
+            }
             // The API key; checked in `serve`.
             "token" => {}
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote and token=KEY"
+                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote, catchup=trade,quote, on_gap=conflate|evict and token=KEY"
                 )));
             }
         }
@@ -234,21 +247,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
     }
     let channels = match channels {
         None => ChannelSet::BOTH,
-        Some(list) => {
-            let mut set = ChannelSet::default();
-            for c in list.split(',').filter(|s| !s.is_empty()) {
-                let ch = Channel::parse(c).ok_or_else(|| {
-                    bad(format!(
-                        "unknown channel `{c}`; channels are trade and quote"
-                    ))
-                })?;
-                set.insert(ch);
-            }
-            if set.is_empty() {
-                return Err(bad("channels is empty; use trade, quote or both"));
-            }
-            set
-        }
+        Some(list) => parse_channels(&list, "channels")?,
     };
     Ok(SseRequest {
         symbols: SymbolList { all, names },
@@ -256,7 +255,26 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
         last_event_id,
         authorization,
         query: query.to_owned(),
+        policy,
     })
+}
+
+/// A comma-separated channel list (`channels=`, `catchup=`); `what` names
+/// the parameter in the error.
+fn parse_channels(list: &str, what: &str) -> Result<ChannelSet, Refusal> {
+    let mut set = ChannelSet::default();
+    for c in list.split(',').filter(|s| !s.is_empty()) {
+        let ch = Channel::parse(c).ok_or_else(|| {
+            bad(format!(
+                "unknown channel `{c}` in {what}; channels are trade and quote"
+            ))
+        })?;
+        set.insert(ch);
+    }
+    if set.is_empty() {
+        return Err(bad(format!("{what} is empty; use trade, quote or both")));
+    }
+    Ok(set)
 }
 
 /// The position a `Last-Event-ID` names: `EPOCH:OFFSET` (what live ticks
