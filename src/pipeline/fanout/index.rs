@@ -290,20 +290,6 @@ impl WorkerState {
         self.dirty = dirty;
     }
 
-    /// Flushes at most `max` of the clients that got something, in the order
-    /// they got it; returns whether any are left. The fan-out loop flushes
-    /// in such slices so that ticks reaching the ring during a long flush
-    /// can join the writes still to be made (see `Worker::run_fanout`).
-    pub(crate) fn flush_dirty_some(&mut self, max: usize) -> bool {
-        let n = max.min(self.dirty.len());
-        for i in 0..n {
-            let id = self.dirty[i];
-            self.flush_client(id);
-        }
-        self.dirty.drain(..n);
-        !self.dirty.is_empty()
-    }
-
     /// Flushes one client unless its writer task is already waiting on it.
     pub(crate) fn flush_client(&mut self, id: ClientId) {
         let Some(c) = self.clients.get_mut(id) else {

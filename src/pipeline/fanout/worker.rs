@@ -16,17 +16,6 @@ use crate::wire::encode::Encoding;
 use crate::wire::frame::close_code;
 use crate::wire::message::{lagging_message, sse_lagging_event, status_message};
 
-/// Clients flushed between two looks at the ring during a long flush: a
-/// look is one atomic load, a slice of writes is tens of µs.
-const FLUSH_SLICE: usize = 16;
-
-/// How long a flush may keep this worker's other tasks waiting before it
-/// yields to them mid-way: a publisher on this worker is read at least
-/// this often, however many clients a tick goes to, and what it brings
-/// joins the writes still to be made. Far below a loaded flush (1,000
-/// clients take milliseconds), far above a light one (never reached).
-const YIELD_AFTER: Duration = Duration::from_micros(100);
-
 /// Everything a worker's tasks share.
 pub(crate) struct Worker {
     pub(crate) id: usize,
@@ -73,16 +62,6 @@ impl Worker {
 
     /// The worker's ring-reading loop: deliver each batch, then flush every
     /// client that got something, in one write each.
-    ///
-    /// Batching without holding anything back: everything in the ring is
-    /// delivered (copied into the clients' buffers) before any write, and
-    /// during a long flush the ring is looked at again every
-    /// [`FLUSH_SLICE`] clients (and this worker's other tasks, a publisher
-    /// among them, get to run every [`YIELD_AFTER`]): ticks that arrived
-    /// meanwhile are delivered before the remaining clients are written
-    /// to, so a client still waiting for its write gets them in the same
-    /// write instead of one more. A lone tick at light load is written at
-    /// once, as before; the batching grows only with the load.
     pub(crate) async fn run_fanout(
         self: Rc<Self>,
         mut reader: crate::pipeline::ingest::IngestReader,
@@ -111,28 +90,15 @@ impl Worker {
                     _ = shutdown.triggered() => return,
                 }
             }
-            self.deliver_all(&batch);
-            let mut since_yield = Instant::now();
-            while self.state.borrow_mut().flush_dirty_some(FLUSH_SLICE) {
-                if since_yield.elapsed() >= YIELD_AFTER {
-                    tokio::task::yield_now().await;
-                    since_yield = Instant::now();
+            {
+                let mut st = self.state.borrow_mut();
+                for item in &batch {
+                    st.deliver(item);
                 }
-                batch.clear();
-                if reader.read_batch(&mut batch, 1024) > 0 {
-                    self.deliver_all(&batch);
-                }
+                st.flush_dirty();
             }
             // Let sessions run between batches.
             tokio::task::yield_now().await;
-        }
-    }
-
-    /// Hands every item of `batch` to its subscribers (no write yet).
-    fn deliver_all(&self, batch: &[RingItem]) {
-        let mut st = self.state.borrow_mut();
-        for item in batch {
-            st.deliver(item);
         }
     }
 
