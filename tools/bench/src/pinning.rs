@@ -23,6 +23,16 @@ pub(crate) struct Pinning {
     pub runner: Vec<usize>,
 }
 
+/// A CPU list flag's value (a type of its own: clap would read a bare
+/// `Vec` as a flag given several times).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// [`parse_cpus`] for clap.
+pub(crate) fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
+    parse_cpus(s).map(CpuList)
+}
+
 /// `0`, `0-3`, `0,2-3`: a CPU list as `taskset -c` writes it.
 pub(crate) fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
     let bad = || format!("`{s}`: write CPUs as taskset -c does, e.g. 0 or 0-1 or 0,2-3");
@@ -47,12 +57,12 @@ impl Pinning {
     /// The pinning the flags ask for, checked against the CPUs this runner
     /// may use (a CPU outside them could not be given to anyone).
     pub(crate) fn from_flags(
-        server: Option<&Vec<usize>>,
-        runner: Option<&Vec<usize>>,
+        server: Option<&CpuList>,
+        runner: Option<&CpuList>,
     ) -> Result<Pinning, BenchError> {
         let p = Pinning {
-            server: server.cloned().unwrap_or_default(),
-            runner: runner.cloned().unwrap_or_default(),
+            server: server.map(|c| c.0.clone()).unwrap_or_default(),
+            runner: runner.map(|c| c.0.clone()).unwrap_or_default(),
         };
         if p.server.is_empty() && p.runner.is_empty() {
             return Ok(p);
@@ -133,6 +143,17 @@ mod tests {
         for bad in ["", "a", "2-1", "0,", "5000", "-1"] {
             assert!(parse_cpus(bad).is_err(), "{bad}");
         }
+        use clap::Parser as _;
+        let args = crate::BenchArgs::try_parse_from([
+            "tickwire-bench",
+            "--pin-server",
+            "0",
+            "--pin-runner",
+            "1-2",
+        ])
+        .unwrap();
+        assert_eq!(args.pin_server, Some(CpuList(vec![0])));
+        assert_eq!(args.pin_runner, Some(CpuList(vec![1, 2])));
     }
 
     #[test]
@@ -154,7 +175,7 @@ mod tests {
         assert_eq!(n.unwrap(), 1);
         assert_eq!(got.unwrap(), one);
         assert!(
-            Pinning::from_flags(Some(&vec![1000]), None).is_err(),
+            Pinning::from_flags(Some(&CpuList(vec![1000])), None).is_err(),
             "a CPU this runner may not use is refused"
         );
     }
