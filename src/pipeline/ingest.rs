@@ -236,12 +236,14 @@ impl Ingest {
                 last_rx = item.tick.rx;
                 seq.key(a.key).last = Some(item.clone());
                 self.history.append(&item);
-                if seq.writer.push(item).is_err() {
+                if seq.writer.stage(item).is_err() {
                     // Cannot happen: `free` slots were counted under the lock.
                     unreachable!("ring had {free} free slots under the sequencer lock");
                 }
                 done += 1;
             }
+            // The whole batch (a publisher frame) becomes visible at once.
+            seq.writer.publish();
             if done > 0 {
                 // One clock read per batch, not per tick.
                 let encoded = wall_clock_ns();
@@ -363,12 +365,13 @@ impl Ingest {
                 if ks.last.as_ref().is_none_or(|l| l.tick.seq < t.seq) {
                     ks.last = Some(item.clone());
                 }
-                if seq.writer.push(item).is_err() {
+                if seq.writer.stage(item).is_err() {
                     unreachable!("the ring had a free slot under the sequencer lock");
                 }
                 consumed += 1;
                 published += 1;
             }
+            seq.writer.publish();
         }
         Stats::add(&self.stats.bus_duplicates, dropped);
         Stats::add(&self.stats.bus_seq_gaps, gaps);

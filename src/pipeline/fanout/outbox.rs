@@ -65,6 +65,9 @@ pub struct Client {
     /// `rx` of the oldest live tick queued since the last write, for the
     /// encode→write latency histogram.
     oldest_rx: Option<u64>,
+    /// Live ticks queued since the last write: the next write carries them,
+    /// and counts them for the deliveries-per-write series.
+    unwritten_live: u64,
     /// Byte cap on the write buffer.
     pub(super) cap: usize,
     /// The socket (plain or TLS); `None` once our side is shut down.
@@ -115,6 +118,7 @@ impl Client {
             known_ids: HashSet::new(),
             open_bin: None,
             oldest_rx: None,
+            unwritten_live: 0,
             cap,
             write: write.map(Rc::new),
             writer_wake: Rc::new(Notify::new()),
@@ -192,8 +196,11 @@ impl Client {
     pub(super) fn append_tick(&mut self, item: &RingItem, snapshot: bool) {
         let e = self.encoding as usize;
         Stats::add(&self.stats.ticks_out[e], 1);
-        if !snapshot && self.oldest_rx.is_none() {
-            self.oldest_rx = Some(item.tick.rx);
+        if !snapshot {
+            self.unwritten_live += 1;
+            if self.oldest_rx.is_none() {
+                self.oldest_rx = Some(item.tick.rx);
+            }
         }
         match self.encoding {
             Encoding::Json => {
@@ -474,6 +481,7 @@ impl Client {
                             .observe_ns(crate::model::tick::wall_clock_ns().saturating_sub(rx));
                     }
                     Stats::add(&self.stats.writes, 1);
+                    self.count_tick_write();
                     Stats::add(&self.stats.bytes_out[self.encoding as usize], n as u64);
                     Stats::gauge(&self.stats.queued_bytes, -(n as i64));
                     self.sent += n;
@@ -490,6 +498,17 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Counts a write that carried the live ticks queued since the last one.
+    fn count_tick_write(&mut self) {
+        if self.unwritten_live > 0 {
+            Stats::add(&self.stats.tick_writes, 1);
+            Stats::add(
+                &self.stats.tick_deliveries,
+                std::mem::take(&mut self.unwritten_live),
+            );
         }
     }
 
@@ -543,6 +562,7 @@ impl Client {
     pub fn take_output(&mut self) -> usize {
         let n = self.unsent();
         Stats::gauge(&self.stats.queued_bytes, -(n as i64));
+        self.count_tick_write();
         self.wbuf.clear();
         self.frame_ends.clear();
         self.open_bin = None;

@@ -195,6 +195,10 @@ pub struct RunReport {
     pub samples: Vec<String>,
     pub server_resources: Option<ServerResources>,
     pub runner: RunnerResources,
+    /// The server's deliveries per write (see the `writes` module).
+    pub writes: crate::writes::WritesReport,
+    /// `--pin-server`/`--pin-runner`, if given.
+    pub pinning: Option<crate::pinning::Pinning>,
     pub intervals: Vec<IntervalSummary>,
 }
 
@@ -388,6 +392,31 @@ pub fn human(r: &RunReport) -> String {
         r.publish.ticks_per_sec,
         ns(r.publish.lateness_p99_ns)
     );
+    let w = &r.writes;
+    let mut parts = Vec::new();
+    if let (Some(d), Some(n)) = (w.metrics_deliveries_per_write, w.metrics_tick_writes) {
+        parts.push(format!(
+            "{d:.2} deliveries per write by /metrics ({} writes)",
+            thousands(n)
+        ));
+    }
+    if let (Some(n), Some(rd)) = (w.syscall_writes, w.syscall_reads) {
+        parts.push(format!(
+            "{:.2} by system calls ({} write-family, {} read-family calls)",
+            w.syscall_deliveries_per_write.unwrap_or(f64::NAN),
+            thousands(n),
+            thousands(rd)
+        ));
+    }
+    if let Some(note) = &w.note {
+        parts.push(note.clone());
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(o, "  writes       {}", parts.join(" · "));
+    }
+    if let Some(p) = &r.pinning {
+        let _ = writeln!(o, "  pinned       {}", p.describe());
+    }
     for w in &r.warnings {
         let _ = writeln!(o, "  warning: {w}");
     }

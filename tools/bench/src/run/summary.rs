@@ -146,6 +146,8 @@ pub(super) fn report(
         samples: acc.samples.clone(),
         server_resources,
         runner,
+        writes: drained.writes.clone(),
+        pinning: spec.pinning.is_set().then(|| spec.pinning.clone()),
         intervals: interval_summaries(&interval_hists),
     };
     Ok(RunData {
