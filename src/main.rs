@@ -122,6 +122,10 @@ struct ServeArgs {
     /// Send SSE clients a `: heartbeat` comment this often.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     sse_heartbeat: Duration,
+    /// Tell SSE clients (`retry:`) to wait this long before reconnecting
+    /// after the stream drops (browsers default to ~3 s).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    sse_retry: Duration,
     /// Also listen here for the conformance echo (Autobahn): every message
     /// on any path is sent back. Off by default; never expose it publicly.
     #[arg(long, value_name = "ADDR")]
@@ -282,6 +286,7 @@ impl ServeArgs {
             echo_listen: self.echo_listen,
             echo_max_message_bytes: self.echo_max_message_bytes,
             sse_heartbeat: self.sse_heartbeat,
+            sse_retry: self.sse_retry,
             feed,
             auth,
             bus,

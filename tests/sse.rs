@@ -19,6 +19,7 @@ struct Event {
     event: Option<String>,
     data: Option<String>,
     id: Option<String>,
+    retry: Option<String>,
     comments: Vec<String>,
 }
 
@@ -85,6 +86,7 @@ impl Sse {
                             "event" => e.event = v,
                             "data" => e.data = v,
                             "id" => e.id = v,
+                            "retry" => e.retry = v,
                             other => panic!("unexpected field {other}"),
                         }
                     } else {
@@ -229,6 +231,7 @@ async fn an_idle_stream_gets_heartbeat_comments() {
     let h = start(c);
     let (_, mut sse) = open(h.addr(), "/v1/sse?symbols=QUIET", "", None).await;
     let t0 = tokio::time::Instant::now();
+    assert!(sse.next().await.retry.is_some(), "the stream opens with retry:");
     for _ in 0..3 {
         let e = sse.next().await;
         assert_eq!(e.comments, ["heartbeat"], "{e:?}");
@@ -239,6 +242,22 @@ async fn an_idle_stream_gets_heartbeat_comments() {
         took >= Duration::from_millis(400) && took < Duration::from_secs(3),
         "{took:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_opens_with_a_retry_field_configurable_from_its_1s_default() {
+    for (set, want) in [(None, "1000"), (Some(Duration::from_millis(250)), "250")] {
+        let mut c = config();
+        if let Some(d) = set {
+            c.sse_retry = d;
+        }
+        let h = start(c);
+        let (_, mut sse) = open(h.addr(), "/v1/sse?symbols=QUIET", "", None).await;
+        // The first block is `retry: MS` alone, before any event.
+        let first = sse.next().await;
+        assert_eq!(first.retry.as_deref(), Some(want), "{first:?}");
+        assert!(first.event.is_none() && first.data.is_none(), "{first:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

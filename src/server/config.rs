@@ -70,6 +70,10 @@ pub struct Config {
     pub echo_max_message_bytes: usize,
     /// SSE streams get a `: heartbeat` comment this often.
     pub sse_heartbeat: Duration,
+    /// The `retry:` field sent first on every SSE stream: how long a
+    /// browser's `EventSource` waits before reconnecting after a drop (its
+    /// own default is ~3 s, too long for a price feed; zero is sent as is).
+    pub sse_retry: Duration,
     /// Where ticks come from besides publishers.
     pub feed: FeedSource,
     /// API keys and entitlements (`--config`); `None` = open server.
@@ -107,6 +111,10 @@ impl Default for Config {
             echo_listen: None,
             echo_max_message_bytes: 16 * 1024 * 1024,
             sse_heartbeat: Duration::from_secs(15),
+            // 1 s: a reconnect within a second of a restart, and with
+            // `Last-Event-ID` nothing is lost while waiting; a whole
+            // audience reconnecting is spread by the browsers' own jitter.
+            sse_retry: Duration::from_secs(1),
             feed: FeedSource::Embedded,
             auth: None,
             bus: None,

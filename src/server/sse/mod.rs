@@ -192,6 +192,7 @@ async fn stream(
     let ctx = client.context().clone();
     subscribe(&client, plan, |c| {
         c.push_control(Bytes::from_static(RESPONSE_HEAD));
+        c.push_control(crate::wire::sse::retry(ctx.config.sse_retry));
         if let Some(status) = feed_status(&ctx, Encoding::Sse) {
             c.push_control(status);
         }
