@@ -53,10 +53,35 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write e.g. 5s, 250ms)"))
 }
 
+/// A listen address: `IP:PORT`, `[IPv6]:PORT`, or `HOST:PORT` with the host
+/// resolved once, now (its first IPv4 address, else its first address:
+/// `localhost:8080` listens on 127.0.0.1 even where `::1` is listed first).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let hint = "write an IP address and port: 127.0.0.1:8080, 0.0.0.0:8080 (every IPv4 interface) or [::1]:8080";
+    if s.parse::<std::net::IpAddr>().is_ok() || !s.contains(':') {
+        return Err(format!("`{s}` has no port; {hint}"));
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("`{s}`: cannot resolve the host name ({e}); {hint}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{s}`: the host name has no address; {hint}"))
+}
+
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on (IPv4 or [IPv6]:port).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on: IP:PORT, [IPv6]:PORT, or HOST:PORT (resolved
+    /// once at start, its first IPv4 address preferred).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     listen: SocketAddr,
     /// Fan-out worker threads; 0 = one per core.
     #[arg(long, default_value_t = 0)]
@@ -64,8 +89,9 @@ struct ServeArgs {
     /// Play this recording (.twr or .jsonl, optionally .zst) instead of the bundled one.
     #[arg(long, value_name = "FILE", conflicts_with = "no_feed")]
     replay: Option<PathBuf>,
-    /// Playback speed for --replay: a factor (1 = recorded pace) or `max`.
-    #[arg(long, default_value = "1", value_parser = Speed::parse, requires = "replay")]
+    /// Playback speed of the feed (--replay or the bundled recording): a
+    /// factor (1 = recorded pace) or `max`.
+    #[arg(long, default_value = "1", value_parser = Speed::parse, conflicts_with = "no_feed")]
     speed: Speed,
     /// Loop the --replay recording.
     #[arg(long = "loop", requires = "replay")]
@@ -128,7 +154,7 @@ struct ServeArgs {
     sse_retry: Duration,
     /// Also listen here for the conformance echo (Autobahn): every message
     /// on any path is sent back. Off by default; never expose it publicly.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     echo_listen: Option<SocketAddr>,
     /// Largest message the echo listener accepts, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024, requires = "echo_listen")]
@@ -263,7 +289,7 @@ impl ServeArgs {
                 looping: self.looping,
             },
             (None, true) => FeedSource::None,
-            (None, false) => FeedSource::Embedded,
+            (None, false) => FeedSource::Embedded { speed: self.speed },
         };
         let config = Config {
             listen: self.listen,
@@ -400,7 +426,7 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
     }
     match feed {
         _ if gateway => tracing::info!("gateway: ticks come from the bus"),
-        FeedSource::Embedded => {
+        FeedSource::Embedded { .. } => {
             tracing::info!(
                 "playing the bundled recording (replay-data/us-equities-20131007-open30.twr.zst) in a loop"
             )

@@ -231,7 +231,10 @@ async fn an_idle_stream_gets_heartbeat_comments() {
     let h = start(c);
     let (_, mut sse) = open(h.addr(), "/v1/sse?symbols=QUIET", "", None).await;
     let t0 = tokio::time::Instant::now();
-    assert!(sse.next().await.retry.is_some(), "the stream opens with retry:");
+    assert!(
+        sse.next().await.retry.is_some(),
+        "the stream opens with retry:"
+    );
     for _ in 0..3 {
         let e = sse.next().await;
         assert_eq!(e.comments, ["heartbeat"], "{e:?}");

@@ -12,8 +12,12 @@ use crate::model::speed::Speed;
 /// Where ticks come from besides `/v1/publish`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FeedSource {
-    /// The recording compiled into the binary, looped at recorded pace.
-    Embedded,
+    /// The recording compiled into the binary, looped, with `ts` rebased
+    /// to the wall clock.
+    Embedded {
+        /// Recorded pace (the default), a multiple of it, or as fast as possible.
+        speed: Speed,
+    },
     /// A recording on disk (any encoding `recording` reads).
     Recording {
         path: PathBuf,
@@ -115,7 +119,9 @@ impl Default for Config {
             // `Last-Event-ID` nothing is lost while waiting; a whole
             // audience reconnecting is spread by the browsers' own jitter.
             sse_retry: Duration::from_secs(1),
-            feed: FeedSource::Embedded,
+            feed: FeedSource::Embedded {
+                speed: Speed::Factor(1.0),
+            },
             auth: None,
             bus: None,
             tls: None,

@@ -277,7 +277,7 @@ fn feed_source(
     Ok(match feed {
         // A gateway's ticks come from the bus.
         _ if role == NodeRole::Gateway => None,
-        FeedSource::Embedded => Some(Box::new(RecordedFeed::embedded_default()?)),
+        FeedSource::Embedded { speed } => Some(Box::new(RecordedFeed::embedded(*speed)?)),
         FeedSource::Recording {
             path,
             speed,
