@@ -37,6 +37,10 @@ enum Command {
     Replay(tickwire::recordings::replay::client::ReplayArgs),
     /// Subscribe to a server and write the ticks it sends to a recording.
     Record(tickwire::recordings::record::RecordArgs),
+    /// Print recordings as JSON lines (publish tick objects, one per line).
+    Cat(tickwire::recordings::convert::CatArgs),
+    /// Rewrite recordings in another encoding (`.twr` ⇄ `.jsonl`, `.zst` or not).
+    Convert(tickwire::recordings::convert::ConvertArgs),
     /// Measure a feed server's latency under load (this one, or any server speaking docs/PROTOCOL.md).
     ///
     /// Runs `tickwire-bench` (tools/bench), which `cargo build` puts beside
@@ -339,6 +343,8 @@ fn main() -> ExitCode {
         Command::Import(args) => tickwire::recordings::import::run(args),
         Command::Replay(args) => tickwire::recordings::replay::client::run(args),
         Command::Record(args) => tickwire::recordings::record::run(args),
+        Command::Cat(args) => tickwire::recordings::convert::run_cat(args),
+        Command::Convert(args) => tickwire::recordings::convert::run_convert(args),
         Command::Bench { args } => bench(args),
     }
 }

@@ -56,6 +56,8 @@ pub enum ImportError {
     Output(#[from] RecordingError),
     #[error("no ticks to write: {0}")]
     NoTicks(String),
+    #[error("interrupted; nothing was written under {0}")]
+    Interrupted(String),
 }
 
 impl ImportError {
@@ -223,10 +225,27 @@ pub fn import(
     skip_bad: bool,
     selection: &Selection,
 ) -> Result<ImportReport, ImportError> {
+    import_until(vendor, inputs, out, skip_bad, selection, &|| false)
+}
+
+/// [`import`], abandoned (its temporary output removed) once `stop` says
+/// so: checked between inputs and between the ticks written.
+pub fn import_until(
+    vendor: Vendor,
+    inputs: &[PathBuf],
+    out: &Path,
+    skip_bad: bool,
+    selection: &Selection,
+    stop: &dyn Fn() -> bool,
+) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
+    let interrupted = || ImportError::Interrupted(out.display().to_string());
     let mut ticks = Vec::new();
     let mut reports = Vec::new();
     for path in inputs {
+        if stop() {
+            return Err(interrupted());
+        }
         reports.push(read_input(vendor, path, skip_bad, &mut ticks)?);
     }
     // Each input is already in ts order and they were appended in input
@@ -236,6 +255,10 @@ pub fn import(
     let window = selection.resolve(first_ts);
     let mut writer = RecordingWriter::create(out)?;
     for t in ticks.iter().filter(|t| window.admits(t)) {
+        if stop() {
+            // Dropping the writer removes its temporary file.
+            return Err(interrupted());
+        }
         writer.write(t)?;
     }
     if writer.ticks() == 0 {
@@ -259,12 +282,14 @@ pub fn import(
 
 /// Runs `tickwire import`.
 pub fn run(args: ImportArgs) -> ExitCode {
-    match import(
+    let stop = crate::recordings::interrupt::on_interrupt();
+    match import_until(
         args.from,
         &args.inputs,
         &args.out,
         args.skip_bad,
         &args.selection,
+        &|| stop.is_set(),
     ) {
         Ok(report) => {
             for r in &report.inputs {
