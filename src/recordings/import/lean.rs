@@ -288,8 +288,20 @@ fn read_trades<R: Read>(
         let parsed = (|| {
             check_width(rec, 6, TRADE_LAYOUT)?;
             let ms: u64 = field(rec, 0, "ms since midnight")?;
-            let px = price(field(rec, 1, "price×10000")?, "price")?;
-            let qty = size(field(rec, 2, "size")?, "size")?;
+            let raw_px: i64 = field(rec, 1, "price×10000")?;
+            let raw_qty: u64 = field(rec, 2, "size")?;
+            // A trade happened at a price and for some shares: a price at
+            // or below zero or a size of zero is a broken row, not a tick.
+            if raw_px <= 0 {
+                return Err(format!(
+                    "price is {raw_px}×10000; a Lean equity trade's price must be positive"
+                ));
+            }
+            if raw_qty == 0 {
+                return Err("size is 0; a trade's size must be positive".to_owned());
+            }
+            let px = price(raw_px, "price")?;
+            let qty = size(raw_qty, "size")?;
             let susp = suspicious(rec, 5)?;
             let ts = ctx.clock.utc_ns(ms)?;
             order.check(ts)?;
