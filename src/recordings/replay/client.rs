@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::MergedReader;
 use crate::model::speed::Speed;
-use crate::recordings::connect::{ConnectError, connect, ws_url};
+use crate::recordings::connect::{ClientTls, ConnectError, connect, ws_url};
 use crate::recordings::format::{RecordingError, write_tick_json};
 use crate::recordings::selection::Selection;
 
@@ -46,6 +46,8 @@ pub struct ReplayArgs {
     /// Largest frame sent, bytes (keep below the server's --max-message-bytes).
     #[arg(long, default_value_t = 32 * 1024)]
     pub max_frame_bytes: usize,
+    #[command(flatten)]
+    pub tls: ClientTls,
 }
 
 /// Why a replay failed.
@@ -108,6 +110,8 @@ pub struct ReplayOptions {
     pub max_frame_bytes: usize,
     /// Draw a progress bar on stderr (only if it is a terminal).
     pub progress: bool,
+    /// How a `wss://` server is verified.
+    pub tls: ClientTls,
 }
 
 impl ReplayOptions {
@@ -120,6 +124,7 @@ impl ReplayOptions {
             selection: Selection::default(),
             max_frame_bytes: 32 * 1024,
             progress: false,
+            tls: ClientTls::default(),
         }
     }
 }
@@ -209,7 +214,7 @@ pub async fn replay(
     // Read the files first: a bad or cut file fails before anything is sent.
     check_complete(&opts.files)?;
     let mut reader = MergedReader::open(&opts.files, &opts.selection)?;
-    let ws = connect(&url).await?;
+    let ws = connect(&url, &opts.tls).await?;
     let (mut sink, stream) = ws.split();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let reader_task = tokio::spawn(forward_server_events(stream, events_tx));
@@ -487,6 +492,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         selection: args.selection,
         max_frame_bytes: args.max_frame_bytes,
         progress: true,
+        tls: args.tls,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
