@@ -22,6 +22,7 @@ use crate::server::subscriber::{
 };
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
+use crate::wire::ts_format::TsFormat;
 
 /// Answers a request on a WebSocket endpoint: a refusal, or the 101 with
 /// the session started in its own task once hyper hands the connection
@@ -58,6 +59,14 @@ pub(crate) fn upgrade(
         _ => None,
     };
     let encoding = chosen.unwrap_or_default();
+    // `?ts=string`: timestamps as strings in this subscriber's JSON ticks.
+    let ts_format = match kind {
+        SessionKind::Subscriber => match TsFormat::from_query(req.uri().query()) {
+            Ok(f) => f,
+            Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+        },
+        _ => TsFormat::Number,
+    };
     // Counted from here until the session ends (the permit moves into it).
     let permit = match admit(&ctx, Front::WebSocket, kind, identity.as_deref(), peer) {
         Ok(p) => p,
@@ -88,6 +97,7 @@ pub(crate) fn upgrade(
                 let conn = parts.io.into_inner();
                 let (client, read) =
                     ClientGuard::open(ctx, conn, early, kind, encoding, identity, permit);
+                client.set_ts_format(ts_format);
                 session::run(client, read, shutdown).await;
             }
             Err(_) => tracing::error!("upgraded connection is not a tickwire Conn"),

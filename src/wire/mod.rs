@@ -12,3 +12,4 @@ pub mod publish;
 pub(crate) mod reply;
 pub mod request;
 pub(crate) mod sse;
+pub mod ts_format;

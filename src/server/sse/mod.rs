@@ -125,6 +125,7 @@ pub(crate) async fn serve(
         identity,
         permit,
     );
+    client.set_ts_format(req.ts_format);
     stream(client, read, &req, &plan, shutdown).await;
 }
 
