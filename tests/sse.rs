@@ -488,9 +488,11 @@ async fn the_ticker_page_and_its_assets_are_served_from_the_binary() {
         (
             "/ticker.js",
             "text/javascript",
-            "new EventSource(\"/v1/sse?symbols=\"",
+            "new EventSource(\"/v1/sse?ts=string&symbols=\"",
         ),
         ("/ticker.css", "text/css", "@keyframes"),
+        // Browsers ask for it on every load: an icon, not a 404.
+        ("/favicon.ico", "image/svg+xml", "<svg"),
     ] {
         let r = http_raw(a, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
         assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");

@@ -103,6 +103,11 @@ const ROUTES: &[Route] = &[
         endpoint: Endpoint::Page(web::TICKER_CSS),
         listed: None,
     },
+    Route {
+        path: "/favicon.ico",
+        endpoint: Endpoint::Page(web::FAVICON),
+        listed: None,
+    },
 ];
 
 /// Answers one request on the main listener.
