@@ -31,6 +31,7 @@ use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 
 pub mod config;
 pub(crate) mod context;
+mod heartbeat;
 pub(crate) mod metrics;
 mod routes;
 mod session;

@@ -67,6 +67,14 @@ pub(crate) fn upgrade(
         },
         _ => TsFormat::Number,
     };
+    // `?heartbeat=MS`: the server's clock and position every MS.
+    let heartbeat = match kind {
+        SessionKind::Subscriber => match crate::wire::heartbeat::from_query(req.uri().query()) {
+            Ok(every) => every,
+            Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+        },
+        _ => None,
+    };
     // Counted from here until the session ends (the permit moves into it).
     let permit = match admit(&ctx, Front::WebSocket, kind, identity.as_deref(), peer) {
         Ok(p) => p,
@@ -98,7 +106,21 @@ pub(crate) fn upgrade(
                 let (client, read) =
                     ClientGuard::open(ctx, conn, early, kind, encoding, identity, permit);
                 client.set_ts_format(ts_format);
-                session::run(client, read, shutdown).await;
+                match heartbeat {
+                    Some(every) => {
+                        let beats = crate::server::heartbeat::run(
+                            client.context().clone(),
+                            client.id(),
+                            every,
+                        );
+                        // The heartbeat never ends by itself: the session does.
+                        tokio::select! {
+                            _ = session::run(client, read, shutdown) => {}
+                            _ = beats => {}
+                        }
+                    }
+                    None => session::run(client, read, shutdown).await,
+                }
             }
             Err(_) => tracing::error!("upgraded connection is not a tickwire Conn"),
         }

@@ -6,6 +6,7 @@ pub mod encode;
 pub(crate) mod error;
 pub mod frame;
 pub(crate) mod frame_guard;
+pub mod heartbeat;
 pub(crate) mod json;
 pub(crate) mod message;
 pub mod publish;

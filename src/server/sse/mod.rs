@@ -209,6 +209,14 @@ async fn stream(
     let every = ctx.config.sse_heartbeat.max(Duration::from_millis(10));
     let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `heartbeat=MS`, started once the response head is queued.
+    let beats = async {
+        match req.heartbeat {
+            Some(every) => crate::server::heartbeat::run(ctx.clone(), id, every).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(beats);
     let mut shutting_down = false;
     let mut discard = [0u8; 1024];
     loop {
@@ -220,6 +228,7 @@ async fn stream(
                 Ok(_) => {}
             },
             _ = kill.notified() => break,
+            _ = &mut beats => {}
             _ = shutdown.triggered(), if !shutting_down => {
                 shutting_down = true;
                 client.set_reason("server shutting down");

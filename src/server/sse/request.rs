@@ -138,6 +138,8 @@ pub(crate) struct SseRequest {
     pub(crate) channels: ChannelSet,
     /// `ts=string`: `ts`/`rx` as strings in the events' JSON.
     pub(crate) ts_format: TsFormat,
+    /// `heartbeat=MS`: an `event: heartbeat` every MS.
+    pub(crate) heartbeat: Option<std::time::Duration>,
     /// The `Last-Event-ID` header, if any.
     pub(crate) last_event_id: Option<String>,
     /// The `Authorization` header and the raw query, for the API key
@@ -200,6 +202,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
     let mut symbols: Option<String> = None;
     let mut channels: Option<String> = None;
     let mut ts_format = TsFormat::Number;
+    let mut heartbeat = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
@@ -208,9 +211,10 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
             // The API key; checked in `serve`.
             "token" => {}
             "ts" => ts_format = TsFormat::parse(v).map_err(bad)?,
+            "heartbeat" => heartbeat = Some(crate::wire::heartbeat::parse(v).map_err(bad)?),
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote, ts=string and token=KEY"
+                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote, ts=string, heartbeat=MS and token=KEY"
                 )));
             }
         }
@@ -257,6 +261,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
         symbols: SymbolList { all, names },
         channels,
         ts_format,
+        heartbeat,
         last_event_id,
         authorization,
         query: query.to_owned(),
