@@ -172,6 +172,10 @@ struct ServeArgs {
     /// who can connect.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Reference data per symbol for /v1/symbols?ref=1 (TOML: tick_size,
+    /// decimals, currency, lot_size; see docs/PROTOCOL.md).
+    #[arg(long, value_name = "FILE")]
+    symbols_file: Option<PathBuf>,
     /// Serve wss:// and https:// with this certificate chain (PEM, leaf
     /// first). Needs --tls-key; the listener then speaks TLS only.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -280,6 +284,12 @@ impl ServeArgs {
                 Some(b)
             }
         };
+        let reference = match &self.symbols_file {
+            Some(path) => Some(std::sync::Arc::new(
+                tickwire::server::reference::Reference::load(path).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
                 Some(tickwire::net::tls::load(cert, key).map_err(|e| e.to_string())?)
@@ -318,6 +328,7 @@ impl ServeArgs {
             sse_heartbeat: self.sse_heartbeat,
             sse_retry: self.sse_retry,
             feed,
+            reference,
             auth,
             bus,
             tls,

@@ -80,6 +80,9 @@ pub struct Config {
     pub sse_retry: Duration,
     /// Where ticks come from besides publishers.
     pub feed: FeedSource,
+    /// Reference data for `/v1/symbols?ref=1` (`--symbols-file`); `None` =
+    /// names only.
+    pub reference: Option<Arc<crate::server::reference::Reference>>,
     /// API keys and entitlements (`--config`); `None` = open server.
     pub auth: Option<Arc<Keys>>,
     /// The NATS bus and this node's role (`--bus`, `--role`); `None` = standalone.
@@ -122,6 +125,7 @@ impl Default for Config {
             feed: FeedSource::Embedded {
                 speed: Speed::Factor(1.0),
             },
+            reference: None,
             auth: None,
             bus: None,
             tls: None,

@@ -33,6 +33,7 @@ pub mod config;
 pub(crate) mod context;
 mod heartbeat;
 pub(crate) mod metrics;
+pub mod reference;
 mod routes;
 mod session;
 mod sse;

@@ -58,6 +58,7 @@
 
   // ---- symbols -----------------------------------------------------------
   const known = new Set();
+  const refDecimals = new Map(); // sym -> decimals from the server's reference data
   let firstLoad = true;
 
   function addSymbol(sym) {
@@ -81,8 +82,11 @@
   async function loadSymbols() {
     let list = [];
     try {
-      const r = await fetch("/v1/symbols", { cache: "no-store" });
-      list = await r.json();
+      // ?ref=1: objects with reference data (decimals) where the server has it.
+      const r = await fetch("/v1/symbols?ref=1", { cache: "no-store" });
+      const objs = await r.json();
+      list = objs.map((o) => o.sym);
+      for (const o of objs) if (typeof o.decimals === "number") refDecimals.set(o.sym, o.decimals);
     } catch (e) {
       if (firstLoad) message("could not load /v1/symbols: " + e);
     }
@@ -164,7 +168,9 @@
     if (typeof t.rx === "string" && !t.snap) latencies.push([now, now - Number(BigInt(t.rx) / 1000n) / 1000]);
     if (typeof t.ts === "string") lastTs = t.ts;
     const r = row(t.sym);
-    for (const k of ["px", "bid", "ask"]) if (typeof t[k] === "number") r.dec = Math.max(r.dec, decimalsOf(t[k]));
+    const fixedDec = refDecimals.get(t.sym);
+    if (fixedDec !== undefined) r.dec = fixedDec;
+    else for (const k of ["px", "bid", "ask"]) if (typeof t[k] === "number") r.dec = Math.max(r.dec, decimalsOf(t[k]));
     if (t.type === "trade") {
       if (r.first === null) r.first = t.px;
       setCell(r, "px", t.px, fixed(r, t.px)); setCell(r, "qty", t.qty); setCell(r, "side", t.side);
