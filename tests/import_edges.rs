@@ -95,3 +95,44 @@ fn a_binary_file_as_tardis_is_described_not_printed_and_other_formats_get_a_hint
     let msg = run(Vendor::Dbn, &[rec], &out).unwrap_err().to_string();
     assert!(msg.contains("tickwire convert"), "{msg}");
 }
+
+#[test]
+fn a_corrupt_zip_is_reported_as_corruption_not_as_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(lean("ibm_20131007_trade.zip")).unwrap();
+    // Damage the compressed data in the middle of the entry.
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
+    let zip = dir.path().join("ibm_20131007_trade.zip");
+    std::fs::write(&zip, &bytes).unwrap();
+    let out = dir.path().join("o.twr");
+    // Even --skip-bad does not skip it: the file is damaged, not a row.
+    let e = import(Vendor::Lean, &[zip], &out, true, &Selection::default()).unwrap_err();
+    assert!(matches!(e, ImportError::BadFile { .. }), "{e}");
+    assert!(e.to_string().contains("the zip is corrupt"), "{e}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn options_symbols_with_spaces_are_mapped_to_underscores() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("opts.csv");
+    std::fs::write(
+        &csv,
+        "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n\
+         cme,ESZ4 P5000,1700000000000000,1700000000000001,1,buy,12.25,1\n\
+         opra,AAPL  240119C00190000 ,1700000000000002,1700000000000003,2,sell,1.5,3\n",
+    )
+    .unwrap();
+    let out = dir.path().join("o.twr");
+    // Was: the whole file failed on the first row ("symbol ... ' '").
+    assert_eq!(run(Vendor::Tardis, &[csv], &out).unwrap(), 2);
+    let syms: Vec<String> = tickwire::recordings::format::read_all(&out)
+        .unwrap()
+        .iter()
+        .map(|t| t.sym.to_string())
+        .collect();
+    assert_eq!(syms, ["ESZ4_P5000", "AAPL_240119C00190000"]);
+}

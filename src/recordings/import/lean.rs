@@ -137,9 +137,21 @@ pub(super) fn read(
         ))
     })?;
     let clock = DayClock::new(date).map_err(|m| bad_file(format!("New York time zone: {m}")))?;
-    let entry = zip
+    let mut entry = zip
         .by_index(index)
         .map_err(|e| bad_file(format!("cannot open `{inner}` in the zip: {e}")))?;
+    // Decompressed and checked against its CRC-32 before any row is read:
+    // damaged data is reported as a damaged zip, not as the bad rows it
+    // would decode to (the check only happens at the entry's end). One
+    // Lean entry is one symbol's day: tens of MB at most.
+    let mut data = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0).min(1 << 28));
+    std::io::Read::read_to_end(&mut entry, &mut data).map_err(|e| {
+        bad_file(format!(
+            "the zip is corrupt: `{inner}` does not decompress to what the archive recorded ({e})"
+        ))
+    })?;
+    drop(entry);
+    let entry = &data[..];
     let ctx = Ctx {
         file: &file_name,
         inner: &inner,

@@ -177,6 +177,23 @@ impl OrderCheck {
     }
 }
 
+/// A vendor symbol as a tickwire symbol: options symbols of CME and OPRA
+/// hold spaces (`ESZ4 P5000`, the OCC's padded `AAPL  240119C00190000`),
+/// which the protocol's symbols cannot; each run of spaces becomes one `_`
+/// and spaces at either end are dropped (`ESZ4_P5000`,
+/// `AAPL_240119C00190000`). Every other character must already be valid.
+pub(crate) fn sanitise_symbol(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains(' ') {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    std::borrow::Cow::Owned(
+        raw.split(' ')
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("_"),
+    )
+}
+
 /// What a file's first bytes say it is, when that is a format `import`
 /// reads under another `--from` (or a tickwire recording): the hint added to
 /// an error about the file as a whole.

@@ -111,9 +111,9 @@ pub(super) fn read(
             let sym = match symbols.get(sym_raw) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = text("symbol")?;
-                    validate_symbol(s).map_err(|m| format!("`symbol`: {m}"))?;
-                    let s: Arc<str> = Arc::from(s);
+                    let s = super::sanitise_symbol(text("symbol")?);
+                    validate_symbol(&s).map_err(|m| format!("`symbol`: {m}"))?;
+                    let s: Arc<str> = Arc::from(&*s);
                     symbols.insert(sym_raw.to_vec(), s.clone());
                     s
                 }
