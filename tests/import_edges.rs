@@ -25,7 +25,7 @@ fn lean_trades_with_a_price_at_or_below_zero_or_no_size_are_refused_with_their_l
         let rows = format!("34200000,1800000,100,Q,0,0\n{row2}\n");
         make_zip(&zip, &[("20131007_aig_Trade_Tick.csv", rows.as_bytes())]);
         let out = dir.path().join("t.twr");
-        let e = run(Vendor::Lean, &[zip.clone()], &out).unwrap_err();
+        let e = run(Vendor::Lean, std::slice::from_ref(&zip), &out).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, ImportError::BadRow { line: 2, .. }), "{msg}");
         assert!(msg.contains(words), "{msg}");
@@ -83,7 +83,7 @@ fn a_binary_file_as_tardis_is_described_not_printed_and_other_formats_get_a_hint
         .to_string();
     assert!(msg.contains("try --from lean"), "{msg}");
     let csv = data("tardis_binance-futures_BTCUSDT_20200222_trades.csv");
-    let msg = run(Vendor::Lean, &[csv.clone()], &out)
+    let msg = run(Vendor::Lean, std::slice::from_ref(&csv), &out)
         .unwrap_err()
         .to_string();
     assert!(msg.contains("try --from tardis"), "{msg}");
