@@ -2,6 +2,7 @@
 //! No I/O here; every other layer speaks these types.
 
 pub mod decimal;
+pub mod epoch;
 pub(crate) mod feed;
 pub mod speed;
 pub(crate) mod symbols;

@@ -12,5 +12,6 @@ pub(crate) mod message;
 pub mod publish;
 pub(crate) mod reply;
 pub mod request;
+pub mod resume;
 pub(crate) mod sse;
 pub mod ts_format;
