@@ -225,9 +225,17 @@ pub struct EncodedTick {
     /// needs it, like the record.
     sse: std::sync::OnceLock<Bytes>,
     /// The JSON frame and the SSE block with `ts`/`rx` as strings
-    /// (`?ts=string`), each encoded when the first such client needs it.
-    json_ts_string: std::sync::OnceLock<Bytes>,
-    sse_ts_string: std::sync::OnceLock<Bytes>,
+    /// (`?ts=string`), each encoded when the first such client needs it;
+    /// boxed, so a tick no such client sees costs one pointer, not two
+    /// frames' slots (ticks live on in the ring and the history).
+    ts_string: std::sync::OnceLock<Box<TsStringFrames>>,
+}
+
+/// A tick's frames with `ts`/`rx` as strings, encoded on first use.
+#[derive(Debug, Default)]
+struct TsStringFrames {
+    json: std::sync::OnceLock<Bytes>,
+    sse: std::sync::OnceLock<Bytes>,
 }
 
 impl EncodedTick {
@@ -247,8 +255,7 @@ impl EncodedTick {
             snap_json: std::sync::OnceLock::new(),
             record: std::sync::OnceLock::new(),
             sse: std::sync::OnceLock::new(),
-            json_ts_string: std::sync::OnceLock::new(),
-            sse_ts_string: std::sync::OnceLock::new(),
+            ts_string: std::sync::OnceLock::new(),
         }
     }
 
@@ -259,7 +266,9 @@ impl EncodedTick {
             (TsFormat::Number, _) => self.json_frame(snapshot).clone(),
             (TsFormat::String, true) => tick_json_frame_as(&self.tick, true, format),
             (TsFormat::String, false) => self
-                .json_ts_string
+                .ts_string
+                .get_or_init(Box::default)
+                .json
                 .get_or_init(|| tick_json_frame_as(&self.tick, false, format))
                 .clone(),
         }
@@ -271,7 +280,9 @@ impl EncodedTick {
             (TsFormat::Number, _) => self.sse_event(snapshot),
             (TsFormat::String, true) => tick_sse_event_as(&self.tick, true, None, format),
             (TsFormat::String, false) => self
-                .sse_ts_string
+                .ts_string
+                .get_or_init(Box::default)
+                .sse
                 .get_or_init(|| tick_sse_event_as(&self.tick, false, self.position(), format))
                 .clone(),
         }
