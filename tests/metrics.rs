@@ -152,7 +152,9 @@ async fn metrics_follow_a_known_workload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_ticks_are_counted_apart_from_published_ones() {
     let h = start(tickwire::server::config::Config {
-        feed: FeedSource::Embedded,
+        feed: FeedSource::Embedded {
+            speed: tickwire::model::speed::Speed::Factor(1.0),
+        },
         ..config()
     });
     let addr = h.addr();

@@ -31,7 +31,9 @@ use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 
 pub mod config;
 pub(crate) mod context;
+mod heartbeat;
 pub(crate) mod metrics;
+pub mod reference;
 mod routes;
 mod session;
 mod sse;
@@ -331,7 +333,7 @@ fn feed_source(
     Ok(match feed {
         // A gateway's ticks come from the bus.
         _ if role == NodeRole::Gateway => None,
-        FeedSource::Embedded => Some(Box::new(RecordedFeed::embedded_default()?)),
+        FeedSource::Embedded { speed } => Some(Box::new(RecordedFeed::embedded(*speed)?)),
         FeedSource::Recording {
             path,
             speed,

@@ -19,6 +19,7 @@ use crate::pipeline::stats::Stats;
 use crate::wire::encode::{Encoding, RECORD_LEN};
 use crate::wire::frame::OPCODE_BINARY;
 use crate::wire::message::symbol_message;
+use crate::wire::ts_format::TsFormat;
 
 use super::catchup::Catchup;
 
@@ -56,6 +57,8 @@ pub(crate) enum Flushed {
 pub struct Client {
     pub(super) stats: Arc<Stats>,
     pub(super) encoding: Encoding,
+    /// `ts`/`rx` as numbers or strings in JSON and SSE ticks (`?ts=`).
+    ts_format: TsFormat,
     /// Binary clients: symbol ids this client has been told (in `subscribed`
     /// or a `symbol` announcement).
     known_ids: HashSet<SymbolId>,
@@ -115,6 +118,7 @@ impl Client {
         Client {
             stats,
             encoding,
+            ts_format: TsFormat::Number,
             known_ids: HashSet::new(),
             open_bin: None,
             oldest_rx: None,
@@ -170,6 +174,12 @@ impl Client {
         self.encoding
     }
 
+    /// Chooses how `ts`/`rx` are written in this client's JSON ticks; set
+    /// before its first subscription.
+    pub(crate) fn set_ts_format(&mut self, format: TsFormat) {
+        self.ts_format = format;
+    }
+
     /// Records symbol ids the client has just been given (in `subscribed`),
     /// so no `symbol` announcement repeats them.
     pub(crate) fn learn_ids(&mut self, ids: impl IntoIterator<Item = SymbolId>) {
@@ -203,13 +213,17 @@ impl Client {
             }
         }
         match self.encoding {
+            Encoding::Json if self.ts_format != TsFormat::Number => {
+                self.append_frame(&item.json_frame_as(snapshot, self.ts_format));
+                Stats::add(&self.stats.tick_frames_out[e], 1);
+            }
             Encoding::Json => {
                 self.append_frame(item.json_frame(snapshot));
                 Stats::add(&self.stats.tick_frames_out[e], 1);
             }
             Encoding::Binary => self.append_record(&item.record(snapshot)),
             Encoding::Sse => {
-                self.append_frame(&item.sse_event(snapshot));
+                self.append_frame(&item.sse_event_as(snapshot, self.ts_format));
                 Stats::add(&self.stats.tick_frames_out[e], 1);
             }
         }

@@ -192,13 +192,14 @@ pub(super) fn read(
         let sym = match symbols.get(name) {
             Some(s) => s.clone(),
             None => {
-                if let Err(m) = validate_symbol(name) {
+                let sanitised = super::sanitise_symbol(name);
+                if let Err(m) = validate_symbol(&sanitised) {
                     bad.handle(record_error(format!(
                         "symbol of instrument {instrument}: {m}"
                     )))?;
                     continue;
                 }
-                let s: Arc<str> = Arc::from(&**name);
+                let s: Arc<str> = Arc::from(&*sanitised);
                 symbols.insert(name.to_string(), s.clone());
                 s
             }

@@ -1,6 +1,7 @@
 //! Recognising and reading a `/v1/sse` request: the peek at a new
 //! connection's first bytes, the request head read by hand, and its query.
 
+use crate::wire::ts_format::TsFormat;
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -137,6 +138,10 @@ pub(crate) struct SseRequest {
     /// request order).
     pub(crate) symbols: SymbolList,
     pub(crate) channels: ChannelSet,
+    /// `ts=string`: `ts`/`rx` as strings in the events' JSON.
+    pub(crate) ts_format: TsFormat,
+    /// `heartbeat=MS`: an `event: heartbeat` every MS.
+    pub(crate) heartbeat: Option<std::time::Duration>,
     /// The `Last-Event-ID` header, if any.
     pub(crate) last_event_id: Option<String>,
     /// The `Authorization` header and the raw query, for the API key
@@ -203,6 +208,8 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
     let mut symbols: Option<String> = None;
     let mut channels: Option<String> = None;
     let mut policy = SlowPolicy::default();
+    let mut ts_format = TsFormat::Number;
+    let mut heartbeat = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
@@ -218,9 +225,11 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
             }
             // The API key; checked in `serve`.
             "token" => {}
+            "ts" => ts_format = TsFormat::parse(v).map_err(bad)?,
+            "heartbeat" => heartbeat = Some(crate::wire::heartbeat::parse(v).map_err(bad)?),
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote, catchup=trade,quote, on_gap=conflate|evict and token=KEY"
+                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote, catchup=trade,quote, on_gap=conflate|evict, ts=string, heartbeat=MS and token=KEY"
                 )));
             }
         }
@@ -252,6 +261,8 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
     Ok(SseRequest {
         symbols: SymbolList { all, names },
         channels,
+        ts_format,
+        heartbeat,
         last_event_id,
         authorization,
         query: query.to_owned(),
