@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -26,6 +26,9 @@ use crate::pipeline::ring::{RingReader, RingWriter, ring};
 use crate::pipeline::stats::{Origin, Stats};
 use crate::shutdown::Shutdown;
 use crate::wire::encode::EncodedTick;
+
+mod book;
+pub use book::DEFAULT_MAX_BOOK_LEVELS;
 
 /// What the ring carries: a sequenced, encoded tick, shared.
 pub type RingItem = Arc<EncodedTick>;
@@ -54,6 +57,8 @@ pub struct Admitted {
 struct KeyState {
     seq: u64,
     last: Option<RingItem>,
+    /// A book key's book (`None` for tick keys).
+    book: Option<Box<book::BookState>>,
 }
 
 struct Sequencer {
@@ -67,8 +72,11 @@ impl Sequencer {
     fn key(&mut self, key: KeyId) -> &mut KeyState {
         let idx = key.0 as usize;
         if self.keys.len() <= idx {
-            self.keys
-                .resize_with(idx + 1, || KeyState { seq: 0, last: None });
+            self.keys.resize_with(idx + 1, || KeyState {
+                seq: 0,
+                last: None,
+                book: None,
+            });
         }
         &mut self.keys[idx]
     }
@@ -85,6 +93,8 @@ pub struct Ingest {
     space: Notify,
     symbols: Arc<SymbolTable>,
     stats: Arc<Stats>,
+    /// `--max-book-levels`: levels per side one book may hold.
+    max_book_levels: AtomicUsize,
 }
 
 /// A worker's end of the ring, with the waker ingest uses to signal it.
@@ -115,6 +125,7 @@ impl Ingest {
             space: Notify::new(),
             symbols,
             stats,
+            max_book_levels: AtomicUsize::new(DEFAULT_MAX_BOOK_LEVELS),
         });
         let readers = ring_readers
             .into_iter()
@@ -240,10 +251,19 @@ impl Ingest {
         }
     }
 
-    /// Appends the last value of each of `keys` that has one.
+    /// Appends the last value of each of `keys` that has one (for a book
+    /// key: its snapshot).
     pub fn last_values(&self, keys: impl IntoIterator<Item = KeyId>, out: &mut Vec<RingItem>) {
-        let seq = self.sequencer.lock();
+        let mut seq = self.sequencer.lock();
         for k in keys {
+            if k.channel() == crate::model::tick::Channel::Book {
+                if let Some(ks) = seq.keys.get_mut(k.0 as usize)
+                    && let Some(item) = book::snapshot_item(k, ks)
+                {
+                    out.push(item);
+                }
+                continue;
+            }
             if let Some(Some(last)) = seq.keys.get(k.0 as usize).map(|s| s.last.as_ref()) {
                 out.push(last.clone());
             }

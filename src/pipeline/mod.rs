@@ -1,6 +1,6 @@
 //! The path of a tick: ingest (sequencing, encoding once) → ring → fan-out.
 
 pub mod fanout;
-pub(crate) mod ingest;
+pub mod ingest;
 pub mod ring;
 pub mod stats;

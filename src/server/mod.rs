@@ -139,6 +139,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let ring_readers = workers + usize::from(role == NodeRole::Ingest);
     let (ingest, mut readers) =
         Ingest::new(config.ring_capacity, ring_readers, symbols, stats.clone());
+    ingest.set_max_book_levels(config.max_book_levels);
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();

@@ -4,6 +4,7 @@
 
 use simd_json::{BorrowedValue as Value, StaticNode};
 
+use crate::model::book::DepthClass;
 use crate::model::tick::{Channel, ChannelSet, validate_symbol};
 use crate::wire::error::{ErrorCode, ProtocolError, truncate};
 
@@ -24,6 +25,8 @@ pub enum Request {
         symbols: SymbolList,
         channels: ChannelSet,
         snapshot: bool,
+        /// The book window (`depth`), for the `book` channel.
+        depth: DepthClass,
     },
     Unsubscribe {
         id: Option<i64>,
@@ -78,7 +81,7 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
         }
     };
     let allowed: &[&str] = match op {
-        "subscribe" => &["op", "id", "symbols", "channels", "snapshot"],
+        "subscribe" => &["op", "id", "symbols", "channels", "snapshot", "depth"],
         "unsubscribe" => &["op", "id", "symbols", "channels"],
         "symbols" | "ping" => &["op", "id"],
         other => {
@@ -112,11 +115,25 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
                 Some(Value::Static(StaticNode::Bool(b))) => *b,
                 Some(_) => return Err(bad("field `snapshot` must be true or false".into())),
             };
+            let depth = parse_depth(obj.get("depth"), id)?;
+            if channels.contains(Channel::Book) && symbols.all {
+                return Err(bad(
+                    "the `book` channel needs named symbols; `*` covers trade and quote only"
+                        .into(),
+                ));
+            }
+            if obj.contains_key("depth") && !channels.contains(Channel::Book) {
+                return Err(bad(
+                    "field `depth` belongs to the `book` channel; add \"book\" to `channels`"
+                        .into(),
+                ));
+            }
             Ok(Request::Subscribe {
                 id,
                 symbols,
                 channels,
                 snapshot,
+                depth,
             })
         }
         "symbols" => Ok(Request::Symbols { id }),
@@ -173,12 +190,30 @@ fn parse_symbols(v: Option<&Value>, id: Option<i64>) -> Result<SymbolList, Proto
     Ok(list)
 }
 
+/// `depth`: 10 (the default), 25, or `"full"` (also written 0).
+fn parse_depth(v: Option<&Value>, id: Option<i64>) -> Result<DepthClass, ProtocolError> {
+    let n = match v {
+        None | Some(Value::Static(StaticNode::Null)) => return Ok(DepthClass::D10),
+        Some(Value::String(s)) if s == "full" => return Ok(DepthClass::Full),
+        Some(Value::Static(StaticNode::I64(n))) => u64::try_from(*n).ok(),
+        Some(Value::Static(StaticNode::U64(n))) => Some(*n),
+        Some(_) => None,
+    };
+    n.and_then(DepthClass::from_wire).ok_or_else(|| {
+        ProtocolError::new(
+            id,
+            ErrorCode::BadField,
+            "field `depth` must be 10, 25 or \"full\" (levels per side of the book)",
+        )
+    })
+}
+
 fn parse_channels(v: Option<&Value>, id: Option<i64>) -> Result<ChannelSet, ProtocolError> {
     let bad = || {
         ProtocolError::new(
             id,
             ErrorCode::BadField,
-            "field `channels` must be an array of \"trade\" and/or \"quote\"",
+            "field `channels` must be an array of \"trade\", \"quote\" and/or \"book\"",
         )
     };
     match v {
@@ -222,6 +257,7 @@ mod tests {
                 },
                 channels: ChannelSet(Channel::Trade.bit()),
                 snapshot: false,
+                depth: DepthClass::D10,
             })
         );
         assert!(matches!(
@@ -230,7 +266,8 @@ mod tests {
                 id: None,
                 symbols: SymbolList { all: true, .. },
                 channels: ChannelSet::BOTH,
-                snapshot: true
+                snapshot: true,
+                ..
             })
         ));
         assert!(matches!(
@@ -269,9 +306,28 @@ mod tests {
             ErrorCode::BadField
         );
         assert_eq!(
-            code(r#"{"op":"subscribe","symbols":["A"],"channels":["book"]}"#),
+            code(r#"{"op":"subscribe","symbols":["A"],"channels":["bok"]}"#),
             ErrorCode::BadField
         );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["*"],"channels":["book"]}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A"],"channels":["book"],"depth":11}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A"],"depth":10}"#),
+            ErrorCode::BadField
+        );
+        assert!(matches!(
+            req(r#"{"op":"subscribe","symbols":["A"],"channels":["book"],"depth":"full"}"#),
+            Ok(Request::Subscribe {
+                depth: DepthClass::Full,
+                ..
+            })
+        ));
         assert_eq!(
             code(r#"{"op":"subscribe","symbols":["A"],"snapshot":"yes"}"#),
             ErrorCode::BadField

@@ -42,7 +42,10 @@ pub fn tick(out: &mut Vec<u8>, sym_id: u32, ts: u64, event: &Event) {
             out.extend_from_slice(&px.raw().to_le_bytes());
             out.extend_from_slice(&qty.raw().to_le_bytes());
         }
-        Event::Quote { bid, bsz, ask, asz } => {
+        // A book tick's own levels are not a tick record; its top of book
+        // is recorded as the quote it also produced.
+        Event::Quote { bid, bsz, ask, asz }
+        | Event::Book(crate::model::book::TopOfBook { bid, bsz, ask, asz }) => {
             out.extend_from_slice(&[TAG_QUOTE, 0, 0, 0]);
             out.extend_from_slice(&sym_id.to_le_bytes());
             out.extend_from_slice(&ts.to_le_bytes());
@@ -110,7 +113,8 @@ pub fn decode_tick(rec: &[u8]) -> Result<(u32, u64, Event), String> {
     // As on the wire (docs/PROTOCOL.md): sizes are zero or more.
     let sizes = match event {
         Event::Trade { qty, .. } => [qty, qty],
-        Event::Quote { bsz, asz, .. } => [bsz, asz],
+        Event::Quote { bsz, asz, .. }
+        | Event::Book(crate::model::book::TopOfBook { bsz, asz, .. }) => [bsz, asz],
     };
     if sizes.iter().any(|s| s.raw() < 0) {
         return Err("a size is negative; sizes are zero or more".into());

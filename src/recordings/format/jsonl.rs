@@ -20,7 +20,8 @@ pub fn write_tick_json(out: &mut Vec<u8>, t: &NewTick) {
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(match t.event {
         Event::Trade { .. } => b"{\"type\":\"trade\",\"sym\":",
-        Event::Quote { .. } => b"{\"type\":\"quote\",\"sym\":",
+        // A book tick's top of book is written as the quote it produced.
+        Event::Quote { .. } | Event::Book(_) => b"{\"type\":\"quote\",\"sym\":",
     });
     json_string(out, &t.sym);
     out.extend_from_slice(b",\"ts\":");

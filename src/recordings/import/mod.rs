@@ -208,7 +208,7 @@ fn read_input(
     for t in &out[start..] {
         match t.event {
             Event::Trade { .. } => report.trades += 1,
-            Event::Quote { .. } => report.quotes += 1,
+            Event::Quote { .. } | Event::Book(_) => report.quotes += 1,
         }
     }
     Ok(report)

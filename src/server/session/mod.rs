@@ -19,7 +19,7 @@ use crate::model::tick::{ChannelSet, KeyId};
 use crate::net::transport::ReadHalf;
 use crate::pipeline::fanout::Client;
 use crate::pipeline::ingest::Admitted;
-use crate::pipeline::stats::Stats;
+use crate::pipeline::stats::{Origin, Stats};
 use crate::server::context::Context;
 use crate::server::subscriber::{
     ClientGuard, Front, Plan, SessionKind, feed_status, subscribe, withhold_unentitled,
@@ -260,6 +260,7 @@ impl Session {
                 mut symbols,
                 channels,
                 snapshot,
+                depth,
             }) => {
                 // The one partial success: symbols outside the key's
                 // entitlements are refused, the rest are subscribed.
@@ -268,7 +269,9 @@ impl Session {
                 let mut any = symbols.all || !symbols.names.is_empty();
                 if any {
                     let client = &self.client;
-                    match Plan::new(self.ctx(), Some(client), &symbols, channels, snapshot) {
+                    match Plan::new(self.ctx(), Some(client), &symbols, channels, snapshot)
+                        .map(|p| p.with_depth(depth))
+                    {
                         Ok(plan) => {
                             subscribe(client, &plan, |c| subscribed(client, c, id, &plan)).await;
                         }
@@ -360,6 +363,28 @@ impl Session {
                         ));
                     }
                 },
+                Ok(Published::Book { sym, ts, change }) => {
+                    // In order with the ticks before it.
+                    let ingest = &self.ctx().fanout.ingest;
+                    ingest.publish(&batch).await;
+                    batch.clear();
+                    let refused = match ingest.admit_book(&sym, ts, change) {
+                        Ok(b) => ingest
+                            .publish_book(&b, Origin::Publisher)
+                            .await
+                            .err()
+                            .map(|e| ProtocolError::new(None, ErrorCode::BadBook, e.to_string())),
+                        Err(e) => Some(ProtocolError::new(
+                            None,
+                            ErrorCode::TooManySymbols,
+                            e.to_string(),
+                        )),
+                    };
+                    if let Some(e) = refused {
+                        Stats::add(&self.ctx().fanout.stats.publish_errors, 1);
+                        self.refuse(&e);
+                    }
+                }
                 Ok(Published::Ping { id }) => {
                     // A pong confirms every tick before it has been ingested.
                     self.ctx().fanout.ingest.publish(&batch).await;

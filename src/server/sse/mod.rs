@@ -111,7 +111,9 @@ pub(crate) async fn serve(
         Err(r) => return refuse(&mut conn, &r).await,
     };
     // Symbols and the key limit are checked before any byte of the stream.
-    let plan = match Plan::new(&ctx, None, &req.symbols, req.channels, true) {
+    let plan = match Plan::new(&ctx, None, &req.symbols, req.channels, true)
+        .map(|p| p.with_depth(req.depth))
+    {
         Ok(plan) => plan,
         Err(e) => return refuse(&mut conn, &bad(e.message(Front::Sse))).await,
     };

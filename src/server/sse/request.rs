@@ -135,6 +135,8 @@ pub(crate) struct SseRequest {
     /// request order).
     pub(crate) symbols: SymbolList,
     pub(crate) channels: ChannelSet,
+    /// `depth=10|25|full`: the window of `book` keys (default 10).
+    pub(crate) depth: crate::model::book::DepthClass,
     /// The `Last-Event-ID` header, if any.
     pub(crate) last_event_id: Option<String>,
     /// The `Authorization` header and the raw query, for the API key
@@ -196,16 +198,27 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
 
     let mut symbols: Option<String> = None;
     let mut channels: Option<String> = None;
+    let mut depth = crate::model::book::DepthClass::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "symbols" => symbols = Some(percent_decode(v)?),
             "channels" => channels = Some(percent_decode(v)?),
+            "depth" => {
+                depth = match v {
+                    "full" => Some(crate::model::book::DepthClass::Full),
+                    n => n
+                        .parse()
+                        .ok()
+                        .and_then(crate::model::book::DepthClass::from_wire),
+                }
+                .ok_or_else(|| bad(format!("depth is `{v}`; it is 10, 25 or full")))?;
+            }
             // The API key; checked in `serve`.
             "token" => {}
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote and token=KEY"
+                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote,book, depth=10|25|full and token=KEY"
                 )));
             }
         }
@@ -237,7 +250,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
             for c in list.split(',').filter(|s| !s.is_empty()) {
                 let ch = Channel::parse(c).ok_or_else(|| {
                     bad(format!(
-                        "unknown channel `{c}`; channels are trade and quote"
+                        "unknown channel `{c}`; channels are trade, quote and book"
                     ))
                 })?;
                 set.insert(ch);
@@ -248,9 +261,15 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
             set
         }
     };
+    if all && channels.contains(Channel::Book) {
+        return Err(bad(
+            "the book channel needs named symbols; * covers trade and quote only",
+        ));
+    }
     Ok(SseRequest {
         symbols: SymbolList { all, names },
         channels,
+        depth,
         last_event_id,
         authorization,
         query: query.to_owned(),
@@ -298,7 +317,9 @@ mod tests {
             parse_event_id("A:B:trade:7"),
             Some(("A:B", Channel::Trade, 7))
         );
-        assert_eq!(parse_event_id("A:book:7"), None);
+        assert_eq!(parse_event_id("A:bok:7"), None);
+        let r = parse_head(&head("/v1/sse?symbols=X&channels=book&depth=full")).unwrap();
+        assert_eq!(r.depth, crate::model::book::DepthClass::Full);
         let r = parse_head(&head("/v1/sse?symbols=X")).unwrap();
         assert_eq!(r.channels, ChannelSet::BOTH);
     }
@@ -309,7 +330,9 @@ mod tests {
             ("/v1/sse", "needs symbols"),
             ("/v1/sse?symbols=", "empty"),
             ("/v1/sse?symbols=BAD%20SYM", "contains"),
-            ("/v1/sse?symbols=A&channels=book", "unknown channel"),
+            ("/v1/sse?symbols=A&channels=bok", "unknown channel"),
+            ("/v1/sse?symbols=*&channels=book", "named symbols"),
+            ("/v1/sse?symbols=A&channels=book&depth=11", "depth"),
             ("/v1/sse?symbols=A&symbol=B", "unknown query parameter"),
             ("/v1/sse?symbols=%ZZ", "percent-escape"),
         ] {

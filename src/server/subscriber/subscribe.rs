@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::{ClientGuard, Front};
 use crate::access::auth::Entitlement;
+use crate::model::book::DepthClass;
 use crate::model::symbols::TableFull;
-use crate::model::tick::{ChannelSet, KeyId, SymbolId};
+use crate::model::tick::{Channel, ChannelSet, KeyId, SymbolId};
 use crate::pipeline::fanout::Client;
 use crate::pipeline::ingest::RingItem;
 use crate::server::context::Context;
@@ -74,6 +75,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) channels: ChannelSet,
     /// Whether the keys' last values are sent first.
     pub(crate) snapshot: bool,
+    /// The window book keys are kept at.
+    pub(crate) depth: DepthClass,
 }
 
 impl<'a> Plan<'a> {
@@ -114,7 +117,14 @@ impl<'a> Plan<'a> {
             keys,
             channels,
             snapshot,
+            depth: DepthClass::default(),
         })
+    }
+
+    /// The plan with book keys kept at `depth`.
+    pub(crate) fn with_depth(mut self, depth: DepthClass) -> Plan<'a> {
+        self.depth = depth;
+        self
     }
 
     /// The channels subscribed for `*`, if it was named.
@@ -155,8 +165,24 @@ pub(crate) async fn subscribe(
     if plan.symbols.all {
         st.subscribe_star(id, plan.channels);
     }
+    let book_keys: Vec<KeyId> = plan
+        .keys
+        .iter()
+        .copied()
+        .filter(|k| k.channel() == Channel::Book)
+        .collect();
     if let Some(c) = st.client(id) {
+        for &k in &book_keys {
+            c.set_book_depth(k, plan.depth);
+        }
         reply(c);
+    }
+    if !plan.snapshot && !book_keys.is_empty() {
+        // A book diff means nothing without the book it applies to: book
+        // keys always start from their snapshot.
+        let mut snaps: Vec<RingItem> = Vec::new();
+        ctx.fanout.ingest.last_values(book_keys, &mut snaps);
+        st.offer_snapshots(id, &snaps);
     }
     if plan.snapshot {
         // `*` takes every key's last value; the client's entitlement
