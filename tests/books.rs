@@ -525,3 +525,149 @@ async fn every_client_rebuilds_the_servers_book_at_every_seq_it_reports() {
         property_run(seed, 1500).await;
     }
 }
+
+/// Bad book input: each refusal names what was wrong, changes nothing
+/// (a later valid diff still lands on the unchanged book, checksum and
+/// all), and the publisher's connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_book_updates_are_refused_precisely_and_change_nothing() {
+    let mut cfg = config();
+    cfg.max_book_levels = 4;
+    let h = start(cfg);
+    let addr = h.addr();
+    let mut sub = subscriber(addr).await;
+    sub.send_json(json!({"op":"subscribe","id":1,"symbols":[SYM],"channels":["book","quote"]}))
+        .await;
+    sub.recv_until("subscribed").await;
+    let mut publ = publisher(addr).await;
+    let book = |snap: bool, bids: Value, asks: Value| json!({"type":"book","sym":SYM,"ts":1,"snap":snap,"bids":bids,"asks":asks});
+    let refused = |v: Value, code: &'static str, words: &'static str| (v, code, words);
+    // Before any snapshot.
+    for (msg, code, words) in [refused(
+        book(false, json!([[99, 1]]), json!([])),
+        "bad_book",
+        "before any snapshot",
+    )] {
+        publ.send_json(msg).await;
+        let e = publ.recv_json().await;
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{e}"
+        );
+        assert!(e["message"].as_str().unwrap().contains(words), "{e}");
+    }
+    publ.send_json(book(true, json!([[99, 1], [98, 2]]), json!([[101, 1]])))
+        .await;
+    publ.sync().await;
+    let first = from_json(&sub.recv_until("book").await.0.to_string()).unwrap();
+    assert!(first.snap);
+    let q = sub.recv_until("quote").await.0;
+    assert_eq!(
+        (q["bid"].as_f64(), q["ask"].as_f64()),
+        (Some(99.0), Some(101.0)),
+        "{q}"
+    );
+    for (msg, code, words) in [
+        refused(
+            book(false, json!([[101, 1]]), json!([])),
+            "bad_book",
+            "locked",
+        ),
+        refused(
+            book(false, json!([[102, 1]]), json!([])),
+            "bad_book",
+            "crossed",
+        ),
+        refused(
+            book(false, json!([[97, -1]]), json!([])),
+            "bad_field",
+            "negative",
+        ),
+        refused(
+            book(false, json!([["9x", 1]]), json!([])),
+            "bad_field",
+            "price",
+        ),
+        refused(
+            book(false, json!([[0, 1]]), json!([])),
+            "bad_book",
+            "not above zero",
+        ),
+        refused(
+            book(false, json!([[97, 1], [96, 1], [95, 1]]), json!([])),
+            "bad_book",
+            "--max-book-levels",
+        ),
+        refused(
+            book(true, json!([[99, 0]]), json!([])),
+            "bad_book",
+            "size 0",
+        ),
+        refused(
+            book(false, json!([[99, 1], [99, 2]]), json!([])),
+            "bad_book",
+            "twice",
+        ),
+    ] {
+        publ.send_json(msg.clone()).await;
+        let e = publ.recv_json().await;
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{msg}: {e}"
+        );
+        assert!(e["message"].as_str().unwrap().contains(words), "{msg}: {e}");
+    }
+    // The book is as the snapshot left it: this diff's checksum is that of
+    // the snapshot's book plus the one new level.
+    publ.send_json(book(false, json!([[97, 3]]), json!([])))
+        .await;
+    publ.sync().await;
+    let d = from_json(&sub.recv_until("book").await.0.to_string()).unwrap();
+    assert_eq!(d.seq, 2, "refused updates took no seq");
+    let mut want = RefBook::default();
+    for (s, px, sz) in [(BID, 99, 1), (BID, 98, 2), (ASK, 101, 1), (BID, 97, 3)] {
+        want.set(s, px * UNIT, sz * UNIT);
+    }
+    assert_eq!(d.cs, checksum(&want));
+    assert_eq!(d.levels, vec![(BID, 97 * UNIT, 3 * UNIT)]);
+}
+
+/// A quote subscriber of a book-fed symbol gets its best bid and ask,
+/// once per change of the top of book.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_of_book_changes_produce_quote_ticks() {
+    let h = start(config());
+    let addr = h.addr();
+    let mut sub = subscriber(addr).await;
+    sub.subscribe(1, &[SYM], Some(&["quote"]), false).await;
+    let mut publ = publisher(addr).await;
+    let book = |snap: bool, bids: Value, asks: Value| json!({"type":"book","sym":SYM,"ts":1,"snap":snap,"bids":bids,"asks":asks});
+    publ.publish(&[
+        book(true, json!([[99, 1], [98, 2]]), json!([[101, 1]])),
+        // Below the top: no quote.
+        book(false, json!([[97, 5]]), json!([])),
+        // Removes the best bid: the next one is the top.
+        book(false, json!([[99, 0]]), json!([[100.5, 4]])),
+    ])
+    .await;
+    let q1 = sub.recv_json().await;
+    let q2 = sub.recv_json().await;
+    assert_eq!(q1["type"], "quote");
+    assert_eq!(
+        [&q1["seq"], &q1["bid"], &q1["bsz"], &q1["ask"], &q1["asz"]].map(Value::to_string),
+        ["1", "99", "1", "101", "1"]
+    );
+    assert_eq!(
+        [&q2["seq"], &q2["bid"], &q2["bsz"], &q2["ask"], &q2["asz"]].map(Value::to_string),
+        ["2", "98", "2", "100.5", "4"]
+    );
+    publ.sync().await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.try_recv())
+            .await
+            .is_err(),
+        "a change below the top made no quote"
+    );
+}

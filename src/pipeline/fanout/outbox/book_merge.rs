@@ -207,3 +207,84 @@ impl Client {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::book::TopOfBook;
+    use crate::model::tick::{Channel, Event};
+
+    fn tick(seq: u64) -> Tick {
+        Tick {
+            key: KeyId::new(0, Channel::Book),
+            sym: "X".into(),
+            seq,
+            ts: seq,
+            rx: seq,
+            event: Event::Book(TopOfBook::default()),
+        }
+    }
+
+    fn diff(from: u64, levels: Vec<Level>) -> BookMessage {
+        BookMessage {
+            snapshot: false,
+            from,
+            levels,
+            checksum: from as u32,
+        }
+    }
+
+    fn lv(side: BookSide, px: i64, sz: i64) -> Level {
+        Level {
+            side,
+            px: Fixed(px),
+            sz: Fixed(sz),
+        }
+    }
+
+    #[test]
+    fn a_merge_holds_one_entry_per_level_whatever_the_update_count() {
+        let mut m = BookMerge::new(&tick(1), &diff(1, vec![lv(BookSide::Bid, 1, 1)]));
+        for seq in 2..=10_000u64 {
+            let px = (seq % 20) as i64 + 1;
+            let sz = if seq % 7 == 0 { 0 } else { seq as i64 };
+            m.absorb(&tick(seq), &diff(seq, vec![lv(BookSide::Ask, px, sz)]));
+        }
+        assert!(m.len() <= 21, "{} entries", m.len());
+        let msg = m.message();
+        assert_eq!((msg.from, m.tick.seq, msg.checksum), (1, 10_000, 10_000));
+        // Newest size wins; a removal is kept as size 0.
+        let at = |px| {
+            msg.levels
+                .iter()
+                .find(|l| l.side == BookSide::Ask && l.px == Fixed(px))
+        };
+        // Price 3 was last touched at seq 9_982 = 7 × 1_426: a removal.
+        assert_eq!(at(3).unwrap().sz, Fixed(0));
+        assert_eq!(at(2).unwrap().sz, Fixed(9_981));
+        assert_eq!(at(1).unwrap().sz, Fixed(10_000));
+    }
+
+    #[test]
+    fn a_snapshot_restarts_the_merge_and_absorbs_later_diffs() {
+        let mut m = BookMerge::new(&tick(1), &diff(1, vec![lv(BookSide::Bid, 5, 1)]));
+        let snap = BookMessage {
+            snapshot: true,
+            from: 2,
+            levels: vec![lv(BookSide::Bid, 3, 1), lv(BookSide::Ask, 9, 1)],
+            checksum: 2,
+        };
+        m.absorb(&tick(2), &snap);
+        m.absorb(
+            &tick(3),
+            &diff(3, vec![lv(BookSide::Ask, 9, 0), lv(BookSide::Bid, 4, 2)]),
+        );
+        let msg = m.message();
+        assert!(msg.snapshot);
+        assert_eq!(msg.from, 2);
+        assert_eq!(
+            msg.levels,
+            vec![lv(BookSide::Bid, 4, 2), lv(BookSide::Bid, 3, 1)]
+        );
+    }
+}
