@@ -9,6 +9,7 @@
 //! is written under the output name unless the whole import succeeds.
 
 mod dbn;
+mod dbn_book;
 mod lean;
 mod tardis;
 
@@ -19,6 +20,21 @@ use std::time::{Duration, Instant};
 use crate::model::tick::{Event, NewTick};
 use crate::recordings::format::{RecordingError, RecordingWriter};
 use crate::recordings::selection::Selection;
+
+pub use dbn_book::BookRebuildReport;
+
+/// Rebuilds the books of a DBN `mbo` or `mbp-10` file, skipping (and
+/// counting) inconsistent records as `--skip-bad` does: the rebuild's
+/// report, the records skipped as bad, and the trade and quote ticks made.
+pub fn rebuild_dbn_books(
+    path: &Path,
+) -> Result<(BookRebuildReport, u64, Vec<NewTick>), ImportError> {
+    let mut bad = BadRows::new(true);
+    let mut books = dbn_book::BookRebuilder::default();
+    let mut out = Vec::new();
+    dbn::read_with(path, &mut bad, &mut out, &mut books)?;
+    Ok((books.report, bad.count, out))
+}
 
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +65,7 @@ pub enum ImportError {
         message: String,
     },
     #[error(
-        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s and bbo-1m"
+        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10 and mbo"
     )]
     UnsupportedSchema { file: String, schema: String },
     #[error("writing the output: {0}")]
