@@ -671,3 +671,52 @@ async fn top_of_book_changes_produce_quote_ticks() {
         "a change below the top made no quote"
     );
 }
+
+/// The README's Python client (examples/book_client.py, stdlib only)
+/// rebuilds a book from /v1/sse and verifies every checksum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_python_client_rebuilds_and_verifies_a_book() {
+    let h = start(config());
+    let addr = h.addr();
+    let mut publ = publisher(addr).await;
+    let mut rng = Rng(99);
+    let ups = stream(&mut rng, 60);
+    publ.publish(&[ups[0].json(1)]).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/book_client.py");
+    let child = std::process::Command::new("python3")
+        .args([script, &format!("http://{addr}"), SYM, "25", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    eventually("the client subscribed", || {
+        h.stats().subscribers.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    for (i, u) in ups[1..].iter().enumerate() {
+        publ.send_json(u.json(i as u64 + 2)).await;
+    }
+    publ.sync().await;
+    // The client stops after 60 messages; a hang fails the outer wait.
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("the client finishes")
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.iter().all(|l| l.ends_with(" ok")), "{stdout}");
+    assert_eq!(
+        lines.last().unwrap().split(' ').next(),
+        Some("60"),
+        "{stdout}"
+    );
+}
