@@ -51,6 +51,7 @@ fn lean_trades_match_the_source_row_for_row() {
             let px: i64 = row[1].parse().unwrap();
             let qty: i64 = row[2].parse().unwrap();
             let want = NewTick {
+                book: None,
                 sym: sym.into(),
                 ts: NY_MIDNIGHT_NS + ms * 1_000_000,
                 event: Event::Trade {
@@ -76,6 +77,7 @@ fn lean_quotes_become_a_running_best_bid_and_offer() {
     assert_eq!(
         ticks[0],
         NewTick {
+            book: None,
             sym: "IBM".into(),
             ts: NY_MIDNIGHT_NS + 14_400_241 * 1_000_000,
             event: Event::Quote {

@@ -31,6 +31,7 @@ fn sample() -> Vec<NewTick> {
             }
         };
         v.push(NewTick {
+            book: None,
             sym,
             ts: 1_700_000_000_000_000_000 + i / 2 * 1_000,
             event,

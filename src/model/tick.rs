@@ -180,6 +180,10 @@ pub struct NewTick {
     /// Event time from the source, ns since the Unix epoch.
     pub ts: u64,
     pub event: Event,
+    /// An order-book change (`event` is then [`Event::Book`]): replayed and
+    /// imported books travel as ticks so they keep their place in time
+    /// order. `None` for trades and quotes.
+    pub book: Option<Arc<crate::model::book::BookChange>>,
 }
 
 /// A sequenced tick: what every subscriber of its key receives.

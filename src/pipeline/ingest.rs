@@ -445,6 +445,7 @@ mod tests {
 
     fn trade(sym: &str, px: i64) -> NewTick {
         NewTick {
+            book: None,
             sym: sym.into(),
             ts: 1,
             event: Event::Trade {

@@ -250,6 +250,7 @@ fn parse_one(text: &[u8]) -> Result<Published, ProtocolError> {
         }
     };
     Ok(Published::Tick(NewTick {
+        book: None,
         sym: Arc::from(sym.as_ref()),
         ts,
         event,
@@ -318,6 +319,7 @@ mod tests {
         assert_eq!(
             t,
             Published::Tick(NewTick {
+                book: None,
                 sym: "AAPL".into(),
                 ts: 1_700_000_000_123_456_789,
                 event: Event::Trade {

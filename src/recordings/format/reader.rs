@@ -271,6 +271,7 @@ impl RecordingReader {
                         )));
                     };
                     let tick = NewTick {
+                        book: None,
                         sym: sym.clone(),
                         ts,
                         event,

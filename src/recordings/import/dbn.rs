@@ -230,6 +230,7 @@ pub(super) fn read_with(
         };
         if let Some(event) = trade {
             out.push(NewTick {
+                book: None,
                 sym: sym.clone(),
                 ts,
                 event,
@@ -238,7 +239,12 @@ pub(super) fn read_with(
         match top {
             Some(q) if last_book.get(&instrument) != Some(&q) => {
                 last_book.insert(instrument, q);
-                out.push(NewTick { sym, ts, event: q });
+                out.push(NewTick {
+                    book: None,
+                    sym,
+                    ts,
+                    event: q,
+                });
             }
             Some(_) => {}
             None if !matches!(schema, Schema::Trades | Schema::Mbo | Schema::Mbp10) => no_book += 1,
