@@ -427,6 +427,16 @@ pub async fn run_source(
         };
         admitted.clear();
         for t in batch.drain(..) {
+            if let Some(change) = &t.book {
+                // In order with the ticks before it.
+                ingest.publish_from(&admitted, Origin::Recorded).await;
+                admitted.clear();
+                let b = ingest.admit_book(&t.sym, t.ts, (**change).clone())?;
+                if let Err(e) = ingest.publish_book(&b, Origin::Recorded).await {
+                    tracing::warn!(source = source.name(), sym = %t.sym, error = %e, "book update refused");
+                }
+                continue;
+            }
             admitted.push(ingest.admit(t)?);
         }
         ingest.publish_from(&admitted, Origin::Recorded).await;

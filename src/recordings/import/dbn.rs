@@ -236,6 +236,19 @@ pub(super) fn read_with(
                 event,
             });
         }
+        if matches!(schema, Schema::Mbo | Schema::Mbp10) {
+            // Book schemas: the book itself is recorded; the server derives
+            // the quotes from its top.
+            if let Some(change) = books.take_book() {
+                out.push(NewTick {
+                    book: Some(Arc::new(change)),
+                    sym,
+                    ts,
+                    event: Event::Book(crate::model::book::TopOfBook::default()),
+                });
+            }
+            continue;
+        }
         match top {
             Some(q) if last_book.get(&instrument) != Some(&q) => {
                 last_book.insert(instrument, q);

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use dbn::{MboMsg, Mbp10Msg, UNDEF_PRICE};
 
-use crate::model::book::{BookSide, Level, TopOfBook};
+use crate::model::book::{BookChange, BookSide, Level, TopOfBook};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, Side};
 
@@ -74,6 +74,8 @@ struct Instrument {
     emitted: BTreeMap<(BookSide, i64), u64>,
     /// Records applied since the last boundary.
     open: u64,
+    /// Whether a book was emitted yet (the first one is a snapshot).
+    started: bool,
 }
 
 fn book_side(c: std::ffi::c_char) -> Option<BookSide> {
@@ -252,6 +254,8 @@ impl Instrument {
 pub(super) struct BookRebuilder {
     instruments: HashMap<u32, Instrument>,
     pub(super) report: BookRebuildReport,
+    /// The book change made at the last boundary, for the caller to take.
+    emitted: Option<BookChange>,
 }
 
 /// What one record produced.
@@ -278,8 +282,26 @@ impl BookRebuilder {
         self.report.max_depth = self.report.max_depth.max(b).max(a);
         let top = inst.top();
         if top.bid != Fixed::ZERO && top.ask != Fixed::ZERO && top.bid >= top.ask {
+            // Never published: the next good boundary restarts with a
+            // snapshot.
             self.report.crossed_at_boundary += 1;
+            inst.started = false;
             return None;
+        }
+        if !inst.started {
+            inst.started = true;
+            let levels = inst
+                .emitted
+                .iter()
+                .map(|(&(side, px), &sz)| Level {
+                    side,
+                    px: Fixed(px),
+                    sz: units(sz),
+                })
+                .collect();
+            self.emitted = Some(BookChange::Snapshot(levels));
+        } else if !changed.is_empty() {
+            self.emitted = Some(BookChange::Diff(changed));
         }
         if top == top_before || top.bid == Fixed::ZERO || top.ask == Fixed::ZERO {
             return None;
@@ -331,6 +353,12 @@ impl BookRebuilder {
             trade: trade.flatten(),
             quote,
         }
+    }
+
+    /// The book change of the record just read, if it ended an event that
+    /// changed the book.
+    pub(super) fn take_book(&mut self) -> Option<BookChange> {
+        self.emitted.take()
     }
 
     /// At the end of the file: records of an unfinished event.
