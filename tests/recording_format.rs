@@ -62,7 +62,7 @@ fn every_encoding_round_trips_exactly() {
     assert!(size("a.twr") < size("a.jsonl"));
     assert!(size("a.twr.zst") < size("a.twr"));
     let head = std::fs::read(dir.path().join("a.jsonl")).unwrap();
-    assert!(head.starts_with(b"{\"format\":\"tickwire.jsonl\",\"version\":1}\n"));
+    assert!(head.starts_with(b"{\"format\":\"tickwire.jsonl\",\"version\":2}\n"));
     let head = std::fs::read(dir.path().join("a.twr")).unwrap();
     assert!(head.starts_with(b"tickwire.rec\x01\x00"));
 }

@@ -44,7 +44,7 @@ pub enum RecordingError {
     )]
     NotARecording { file: String, found: String },
     #[error(
-        "{file}: recording format version {version} is not supported; this build reads version {supported}"
+        "{file}: recording format version {version} is not supported; this build reads versions 1 to {supported}"
     )]
     UnsupportedVersion {
         file: String,
