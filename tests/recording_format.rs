@@ -64,7 +64,7 @@ fn every_encoding_round_trips_exactly() {
     let head = std::fs::read(dir.path().join("a.jsonl")).unwrap();
     assert!(head.starts_with(b"{\"format\":\"tickwire.jsonl\",\"version\":2}\n"));
     let head = std::fs::read(dir.path().join("a.twr")).unwrap();
-    assert!(head.starts_with(b"tickwire.rec\x01\x00"));
+    assert!(head.starts_with(b"tickwire.rec\x02\x00"));
 }
 
 #[test]
