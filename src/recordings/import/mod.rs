@@ -149,6 +149,8 @@ pub struct InputReport {
     pub file: String,
     pub trades: u64,
     pub quotes: u64,
+    /// Order-book snapshots and diffs (DBN `mbo`/`mbp-10`).
+    pub books: u64,
     /// Rows skipped by `--skip-bad`.
     pub bad_rows: u64,
     pub bad_examples: Vec<String>,
@@ -224,7 +226,8 @@ fn read_input(
     for t in &out[start..] {
         match t.event {
             Event::Trade { .. } => report.trades += 1,
-            Event::Quote { .. } | Event::Book(_) => report.quotes += 1,
+            Event::Quote { .. } => report.quotes += 1,
+            Event::Book(_) => report.books += 1,
         }
     }
     Ok(report)
@@ -285,10 +288,15 @@ pub fn run(args: ImportArgs) -> ExitCode {
         Ok(report) => {
             for r in &report.inputs {
                 eprintln!(
-                    "{}: {} trades, {} quotes{}{}",
+                    "{}: {} trades, {} quotes{}{}{}",
                     r.file,
                     r.trades,
                     r.quotes,
+                    if r.books > 0 {
+                        format!(", {} book updates", r.books)
+                    } else {
+                        String::new()
+                    },
                     if r.left_out > 0 {
                         format!(", {} {} left out", r.left_out, r.left_out_why)
                     } else {
@@ -305,7 +313,11 @@ pub fn run(args: ImportArgs) -> ExitCode {
                 }
             }
             let secs = report.elapsed.as_secs_f64();
-            let read: u64 = report.inputs.iter().map(|r| r.trades + r.quotes).sum();
+            let read: u64 = report
+                .inputs
+                .iter()
+                .map(|r| r.trades + r.quotes + r.books)
+                .sum();
             println!(
                 "wrote {} ticks to {} ({} read, {:.3} s, {:.0} ticks/s)",
                 report.written,
