@@ -8,6 +8,7 @@
 //! `--skip-bad` is given, which skips and counts such rows instead. Nothing
 //! is written under the output name unless the whole import succeeds.
 
+mod binance_depth;
 mod dbn;
 mod dbn_book;
 mod lean;
@@ -91,8 +92,11 @@ pub enum Vendor {
     Lean,
     /// Tardis.dev CSV (trades, quotes).
     Tardis,
-    /// Databento DBN v1–3, plain or zstd (trades, mbp-1, tbbo, bbo-1s, bbo-1m).
+    /// Databento DBN v1–3, plain or zstd (trades, mbp-1, tbbo, bbo-1s,
+    /// bbo-1m, mbp-10, mbo).
     Dbn,
+    /// Binance depth CSV (snapshot and diff rows with update ids): books.
+    BinanceDepth,
 }
 
 /// Arguments of `tickwire import`.
@@ -198,6 +202,7 @@ fn read_input(
     path: &Path,
     skip_bad: bool,
     out: &mut Vec<NewTick>,
+    depth_ids: &mut binance_depth::Continuity,
 ) -> Result<InputReport, ImportError> {
     let mut bad = BadRows::new(skip_bad);
     let start = out.len();
@@ -213,6 +218,10 @@ fn read_input(
         Vendor::Dbn => (
             dbn::read(path, &mut bad, out)?,
             "records without a two-sided top of book",
+        ),
+        Vendor::BinanceDepth => (
+            binance_depth::read(path, &mut bad, out, depth_ids)?,
+            "diffs older than their snapshot",
         ),
     };
     let mut report = InputReport {
@@ -245,8 +254,16 @@ pub fn import(
     let started = Instant::now();
     let mut ticks = Vec::new();
     let mut reports = Vec::new();
+    // Binance depth: update ids are checked across the inputs, in order.
+    let mut depth_ids = binance_depth::Continuity::default();
     for path in inputs {
-        reports.push(read_input(vendor, path, skip_bad, &mut ticks)?);
+        reports.push(read_input(
+            vendor,
+            path,
+            skip_bad,
+            &mut ticks,
+            &mut depth_ids,
+        )?);
     }
     // Each input is already in ts order and they were appended in input
     // order, so a stable sort by ts is exactly the stable merge.
