@@ -91,6 +91,13 @@ struct ServeArgs {
     /// Byte cap on one client's frames queued for its socket.
     #[arg(long, default_value_t = 262_144)]
     client_buffer_bytes: usize,
+    /// Bytes of recent ticks held for resume and catch-up (about 450 bytes
+    /// a tick); 0 turns the history off.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    history_bytes: usize,
+    /// Ticks older than this leave the history.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    history_age: Duration,
     /// SO_SNDBUF for subscriber sockets, bytes (the kernel doubles it).
     #[arg(long, default_value_t = 32_768)]
     socket_send_buffer: usize,
@@ -132,6 +139,12 @@ struct ServeArgs {
     /// Largest message the echo listener accepts, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024, requires = "echo_listen")]
     echo_max_message_bytes: usize,
+    /// Load balancers (CIDRs or addresses, comma-separated or repeated)
+    /// whose PROXY protocol v1/v2 header names the real client: limits and
+    /// logs then use that address. They must send it; anyone else sending
+    /// one is refused. Default: none.
+    #[arg(long, value_name = "CIDR", num_args = 1..)]
+    proxy_protocol_from: Vec<String>,
     /// Once listening, write the bound address (e.g. 127.0.0.1:41234) to this
     /// file: lets a parent process use `--listen 127.0.0.1:0`.
     #[arg(long, value_name = "FILE")]
@@ -273,6 +286,10 @@ impl ServeArgs {
             max_symbols: self.max_symbols,
             max_book_levels: self.max_book_levels,
             client_buffer_bytes: self.client_buffer_bytes,
+            history: tickwire::pipeline::history::HistoryLimits {
+                max_bytes: self.history_bytes,
+                max_age: self.history_age,
+            },
             socket_send_buffer: self.socket_send_buffer,
             evict_after: self.evict_after,
             control_rate_per_sec: self.control_rate,
@@ -290,6 +307,10 @@ impl ServeArgs {
             auth,
             bus,
             tls,
+            proxy_protocol_from: tickwire::net::proxy_protocol::ProxyTrust::parse(
+                &self.proxy_protocol_from,
+            )
+            .map_err(|e| format!("--proxy-protocol-from: {e}"))?,
         };
         Ok((config, self.addr_file))
     }
@@ -379,6 +400,8 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
     check_fd_limit(&config);
     let feed = config.feed.clone();
     let gateway = config.bus.as_ref().is_some_and(|b| b.role == Role::Gateway);
+    // Clients get their close grace, and a margin, before anything is cut.
+    let deadline = SHUTDOWN_DEADLINE.max(config.close_timeout + Duration::from_secs(3));
     let handle = match tickwire::server::start(config) {
         Ok(h) => h,
         Err(e) => {
@@ -424,7 +447,21 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
         }
     });
     tracing::info!("shutting down: closing every connection with 1001");
-    handle.shutdown();
+    let abandoned = handle.shutdown_within(deadline);
+    if !abandoned.is_empty() {
+        tracing::error!(
+            ?deadline,
+            abandoned = %abandoned.join(", "),
+            "shutdown deadline passed: exiting without waiting for these threads (what they had not sent is lost)"
+        );
+        return ExitCode::FAILURE;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
+
+/// How long `serve` waits after SIGINT/SIGTERM for its threads to finish
+/// before it exits anyway (naming them): shutdown is bounded whatever state
+/// a connection or the bus is in. Longer when `--close-timeout` needs it
+/// (that plus 3 s).
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);

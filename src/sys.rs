@@ -150,6 +150,29 @@ impl Signal {
     }
 }
 
+/// Whether this process runs as root (effective uid 0): what creating
+/// network namespaces and qdiscs needs (the thin-link test).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Moves the calling thread into the network namespace at `path` (e.g.
+/// `/var/run/netns/NAME`, as `ip netns add` makes): the sockets it creates
+/// from then on live there; other threads are unaffected. Needs
+/// CAP_SYS_ADMIN. For tests that put a client behind a link they shape.
+pub fn enter_net_namespace(path: &std::path::Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(path)?;
+    // SAFETY: setns takes a descriptor that `ns` keeps open for the call
+    // and a flag constant; it changes only this thread's network namespace
+    // and touches no memory of ours.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sends `signal` to process `pid`.
 pub fn kill(pid: u32, signal: Signal) -> io::Result<()> {
     // 0 and values past pid_t's range would mean a process group or every
@@ -187,6 +210,30 @@ pub fn die_with_parent(cmd: &mut Command, signal: Signal) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_thread_enters_a_network_namespace_alone() {
+        let here = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let r = std::thread::spawn(|| {
+            super::enter_net_namespace(std::path::Path::new("/proc/1/ns/net"))
+                .map(|()| std::fs::read_link("/proc/thread-self/ns/net").unwrap())
+        })
+        .join()
+        .unwrap();
+        match r {
+            Ok(there) => {
+                assert!(super::is_root());
+                assert_eq!(there, std::fs::read_link("/proc/1/ns/net").unwrap());
+            }
+            // Not allowed without CAP_SYS_ADMIN: refused, not crashed.
+            Err(e) => assert!(!super::is_root() || e.kind() != std::io::ErrorKind::NotFound),
+        }
+        // The calling thread did not move.
+        assert_eq!(
+            std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+            here
+        );
+    }
+
     use super::*;
     use std::os::unix::process::ExitStatusExt;
     use std::process::Child;

@@ -143,7 +143,10 @@ async fn control_floods_are_rate_limited_then_closed_with_1008() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_frame_is_refused_from_its_header_with_1009() {
     let mut c = config();
-    c.max_message_bytes = 1024;
+    // A subscriber's cap adds room for a subscribe naming its whole key
+    // allowance (35 bytes a key): 954 + 2 × 35 = 1024.
+    c.max_message_bytes = 954;
+    c.max_keys_per_connection = 2;
     let h = start(c);
     let mut b = bystander(h.addr()).await;
     let mut ws = subscriber(h.addr()).await;
@@ -165,7 +168,10 @@ async fn an_oversized_frame_is_refused_from_its_header_with_1009() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fragments_are_reassembled_under_the_cap() {
     let mut c = config();
-    c.max_message_bytes = 1024;
+    // A subscriber's cap adds room for a subscribe naming its whole key
+    // allowance (35 bytes a key): 954 + 2 × 35 = 1024.
+    c.max_message_bytes = 954;
+    c.max_keys_per_connection = 2;
     let h = start(c);
     let mut b = bystander(h.addr()).await;
     // A small fragmented message works.

@@ -193,12 +193,23 @@ async fn a_full_symbol_table_refuses_new_symbols() {
         (Some("error"), Some("too_many_symbols")),
         "{e}"
     );
-    // A publisher's tick of a new symbol is refused too; known ones pass.
+    // That was the budget of names nobody has published (see
+    // tests/symbol_churn.rs); publishers have their own. Once A and B have
+    // had ticks, a publisher's tick of a new symbol is refused; known
+    // ones pass.
     let mut p = publisher(h.addr()).await;
+    p.publish(&[trade("A", 1, "1", "1"), trade("B", 1, "1", "1")])
+        .await;
+    assert_eq!(ws.recv_json().await["sym"], "A");
+    assert_eq!(ws.recv_json().await["sym"], "B");
     p.send_json(serde_json::Value::Array(vec![trade("D", 1, "1", "1")]))
         .await;
     let e = p.recv_json().await;
     assert_eq!(e["code"], "too_many_symbols", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("already tracks 2"),
+        "{e}"
+    );
     p.publish(&[trade("A", 2, "1", "1")]).await;
     assert_eq!(ws.recv_json().await["sym"], "A");
     h.shutdown();

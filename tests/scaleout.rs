@@ -763,6 +763,12 @@ struct Nginx {
 
 impl Nginx {
     async fn start(upstreams: &[SocketAddr]) -> Option<Nginx> {
+        Nginx::start_with(upstreams, "").await
+    }
+
+    /// nginx with more directives in its `server` block (e.g.
+    /// `proxy_protocol on;`).
+    async fn start_with(upstreams: &[SocketAddr], server_extra: &str) -> Option<Nginx> {
         let bin = find("nginx")?;
         let module = ["/usr/lib/nginx/modules/ngx_stream_module.so"]
             .into_iter()
@@ -789,6 +795,7 @@ stream {{
     proxy_pass gateways;
     proxy_connect_timeout 1s;
     proxy_timeout 1h;
+    {server_extra}
   }}
 }}
 ",
@@ -1022,4 +1029,208 @@ async fn the_bus_can_require_tls_and_a_password_which_is_never_logged() {
         "{err}"
     );
     assert!(!err.contains("s3cret"), "{err}");
+}
+
+/// Issue #15 item 3: an ingest node told to stop just after its NATS server
+/// went away (a publisher having used it) exits within its shutdown
+/// deadline, saying what it abandoned, and its reconnect errors are logged
+/// at a bounded rate meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_node_stops_within_its_deadline_when_nats_is_gone() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+    let mut p = publisher(ingest.addr).await;
+    for i in 1..=20u64 {
+        p.publish(&[trade("ST", i, "1", "1")]).await;
+    }
+    wait_metric(&ingest, "tickwire_bus_published_total", |v| v >= 20.0).await;
+    nats.stop();
+    wait_metric(&ingest, "tickwire_bus_connected", |v| v == 0.0).await;
+    // Ticks keep coming while NATS is down; then a few seconds of failed
+    // reconnects, long enough for an unbounded log to show.
+    for i in 21..=40u64 {
+        p.publish(&[trade("ST", i, "1", "1")]).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tickwire::sys::kill(ingest.child.id(), tickwire::sys::Signal::Terminate).unwrap();
+    // Bounded: the node's own deadline is 5 s; 30 s is only the test's
+    // backstop against hanging forever (the bug).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = ingest.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ingest node did not stop; its log:\n{}",
+            ingest.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = ingest.log();
+    assert!(log.contains("shutting down"), "{log}");
+    // Either every thread finished (flush abandoned, said so) or the
+    // deadline named what it left behind.
+    assert!(
+        (status.success() && log.contains("ticks not yet sent to the bus are abandoned"))
+            || log.contains("shutdown deadline passed"),
+        "{status:?}\n{log}"
+    );
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("NATS client error"))
+        .count();
+    assert!(errors <= 3, "{errors} NATS error lines in ~4 s:\n{log}");
+}
+
+/// A WebSocket upgrade to `/v1/stream` from source address `from` (any
+/// 127/8 address: the loopback interface answers for all of them); returns
+/// the socket, held open, and the response's status line.
+async fn upgrade_from(from: &str, to: SocketAddr) -> (tokio::net::TcpStream, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    let mut s = socket.connect(to).await.unwrap();
+    s.write_all(
+        format!(
+            "GET /v1/stream HTTP/1.1\r\nHost: {to}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let status = read_head(&mut s).await;
+    (s, status.lines().next().unwrap_or_default().to_owned())
+}
+
+/// Reads until the end of an HTTP response head (or EOF).
+async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut tmp))
+            .await
+            .expect("an answer")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    // A refusal's body follows its head: take what is there.
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut tmp)).await {
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Issue #15 item 4: behind nginx's stream module with `proxy_protocol on`,
+/// the per-address limit and the logs use each client's own address; a v2
+/// header works too; a header from an untrusted address, or none from a
+/// trusted one, is refused with a 400 that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_with_proxy_protocol_limits_and_logs_use_the_real_client() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr_file = dir.path().join("addr");
+    let log = dir.path().join("log");
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--no-feed",
+            "--workers",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--max-connections-per-ip", "2"])
+        .args(["--proxy-protocol-from", "127.0.0.1/32", "--addr-file"])
+        .arg(&addr_file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut node = Node {
+        child,
+        addr: "0.0.0.0:0".parse().unwrap(),
+        log: log.clone(),
+    };
+    let deadline = Instant::now() + WAIT;
+    while !addr_file.exists() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.addr = std::fs::read_to_string(&addr_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let Some(lb) = Nginx::start_with(&[node.addr], "proxy_protocol on;").await else {
+        return;
+    };
+    // Two clients from 127.0.0.2 fill that address's share; a third is
+    // refused; 127.0.0.3 is someone else. Without the header all four
+    // would be nginx (127.0.0.1), and the third and fourth refused.
+    let (_a, s) = upgrade_from("127.0.0.2", lb.addr()).await;
+    assert!(s.contains(" 101 "), "{s}");
+    let (_b, s) = upgrade_from("127.0.0.2", lb.addr()).await;
+    assert!(s.contains(" 101 "), "{s}");
+    let (_c, s) = upgrade_from("127.0.0.2", lb.addr()).await;
+    assert!(s.contains(" 503 "), "{s}");
+    let (_d, s) = upgrade_from("127.0.0.3", lb.addr()).await;
+    assert!(s.contains(" 101 "), "{s}");
+    let deadline = Instant::now() + WAIT;
+    while !node.log().contains("peer=127.0.0.3:") {
+        assert!(
+            Instant::now() < deadline,
+            "no log line for 127.0.0.3: {}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // v2, straight from a trusted address (nginx sends v1 only).
+    let v2 = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        ("192.0.2.7:4000".parse::<SocketAddr>().unwrap(), node.addr),
+    )
+    .build()
+    .unwrap();
+    let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    s.write_all(&v2).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Trusted, but no header: refused, saying so.
+    let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(
+        head.starts_with("HTTP/1.1 400") && head.contains("no PROXY protocol header"),
+        "{head}"
+    );
+    // A header from an address not trusted: refused, saying so.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.4:0".parse().unwrap()).unwrap();
+    let mut s = socket.connect(node.addr).await.unwrap();
+    s.write_all(
+        b"PROXY TCP4 198.51.100.1 127.0.0.1 5000 80\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(
+        head.starts_with("HTTP/1.1 400") && head.contains("not in --proxy-protocol-from"),
+        "{head}"
+    );
 }

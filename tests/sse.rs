@@ -31,6 +31,9 @@ impl Event {
 struct Sse {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The stream's first event (`position`, or `resume` after a
+    /// `Last-Event-ID`), read by `open`.
+    first: Option<Event>,
 }
 
 /// Sends `GET path`; returns the response head and the stream after it.
@@ -47,6 +50,7 @@ async fn open(addr: SocketAddr, path: &str, headers: &str, rcvbuf: Option<u32>) 
     let mut sse = Sse {
         stream,
         buf: Vec::new(),
+        first: None,
     };
     let end = loop {
         if let Some(p) = sse.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -56,6 +60,18 @@ async fn open(addr: SocketAddr, path: &str, headers: &str, rcvbuf: Option<u32>) 
     };
     let head = String::from_utf8(sse.buf[..end].to_vec()).unwrap();
     sse.buf.drain(..end);
+    if head.starts_with("HTTP/1.1 200") {
+        let first = sse.next_event().await;
+        let kind = first.event.clone().unwrap();
+        assert!(kind == "position" || kind == "resume", "{first:?}");
+        let v = first.json();
+        assert_eq!(
+            first.id.as_deref(),
+            Some(format!("{}:{}", v["epoch"].as_str().unwrap(), v["offset"]).as_str()),
+            "the first event carries the stream's position as its id"
+        );
+        sse.first = Some(first);
+    }
     (head, sse)
 }
 
@@ -144,15 +160,22 @@ async fn events_carry_the_tick_json_and_resumable_ids_after_a_snapshot() {
     assert!(lower.contains("cache-control: no-cache\r\n"), "{head}");
     assert!(!lower.contains("content-length"), "{head}");
 
-    // Snapshots of both channels (default), flagged snap, with ids.
+    // The stream's position first: the epoch, and the offset of the
+    // newest tick (3), as the event id.
+    let first = sse.first.take().unwrap();
+    assert_eq!(first.event.as_deref(), Some("position"));
+    let epoch = first.json()["epoch"].as_str().unwrap().to_string();
+    assert_eq!(first.json()["offset"], 3);
+    // Snapshots of both channels (default), flagged snap, without ids
+    // (a snapshot is no position in the stream).
     let mut snaps = [sse.next_event().await, sse.next_event().await];
     snaps.sort_by_key(|e| e.event.clone());
     assert_eq!(snaps[0].event.as_deref(), Some("quote"));
-    assert_eq!(snaps[0].id.as_deref(), Some("AAPL:quote:1"));
+    assert_eq!(snaps[0].id, None);
     assert_eq!(snaps[0].json()["snap"], true);
     assert_eq!(snaps[0].json()["bid"].to_string(), "189.22");
     assert_eq!(snaps[1].event.as_deref(), Some("trade"));
-    assert_eq!(snaps[1].id.as_deref(), Some("AAPL:trade:1"));
+    assert_eq!(snaps[1].id, None);
     assert_eq!(snaps[1].json()["px"].to_string(), "189.23");
 
     // Live: exactly the JSON a WebSocket client gets, no snap flag; MSFT not.
@@ -160,7 +183,7 @@ async fn events_carry_the_tick_json_and_resumable_ids_after_a_snapshot() {
         .await;
     let e = sse.next_event().await;
     assert_eq!(e.event.as_deref(), Some("trade"));
-    assert_eq!(e.id.as_deref(), Some("AAPL:trade:2"));
+    assert_eq!(e.id, Some(format!("{epoch}:5")), "EPOCH:OFFSET");
     let v = e.json();
     assert_eq!(v["type"], "trade");
     assert_eq!(v["sym"], "AAPL");
@@ -188,8 +211,15 @@ async fn star_and_channel_filter() {
     .await;
     let a = sse.next_event().await;
     let b = sse.next_event().await;
-    assert_eq!(a.id.as_deref(), Some("NEW1:quote:1"));
-    assert_eq!(b.id.as_deref(), Some("NEW2:quote:1"));
+    let (a, b) = (a.json(), b.json());
+    assert_eq!(
+        (a["sym"].as_str(), a["seq"].as_u64()),
+        (Some("NEW1"), Some(1))
+    );
+    assert_eq!(
+        (b["sym"].as_str(), b["seq"].as_u64()),
+        (Some("NEW2"), Some(1))
+    );
     drop((sse, publ));
     assert_no_leaks(&h).await;
 }
@@ -243,7 +273,7 @@ async fn an_idle_stream_gets_heartbeat_comments() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn last_event_id_resumes_with_the_newest_values_and_says_what_was_missed() {
+async fn last_event_id_resumes_every_key_or_says_per_key_why_not() {
     let h = start(config());
     let addr = h.addr();
     let mut publ = publisher(addr).await;
@@ -251,66 +281,85 @@ async fn last_event_id_resumes_with_the_newest_values_and_says_what_was_missed()
         publ.publish(&[trade("AAPL", i, "1", "1")]).await;
     }
     publ.publish(&[quote("AAPL", 9, "1", "2")]).await;
+    let resume_of = |sse: &mut Sse| {
+        let first = sse.first.take().unwrap();
+        assert_eq!(
+            first.event.as_deref(),
+            Some("resume"),
+            "its own type, not `status`"
+        );
+        first.json()
+    };
 
-    // Up to date on AAPL:trade: nothing missed, trade not repeated.
+    // An older `SYM:CHANNEL:SEQ` id: that key resumes from the history
+    // (trades 2 and 3, no snapshot); the other key gets its snapshot.
     let (_, mut sse) = open(
         addr,
         "/v1/sse?symbols=AAPL",
-        "Last-Event-ID: AAPL:trade:3\r\n",
-        None,
-    )
-    .await;
-    let status = sse.next_event().await;
-    assert_eq!(status.event.as_deref(), Some("status"));
-    assert!(status.id.is_none(), "status must not move the client's id");
-    let s = status.json();
-    assert_eq!(
-        (s["resumed"].clone(), s["missed"].clone()),
-        (true.into(), false.into())
-    );
-    assert_eq!(s["newest_seq"], 3);
-    let next = sse.next_event().await;
-    assert_eq!(next.id.as_deref(), Some("AAPL:quote:1"), "{next:?}");
-    publ.publish(&[trade("AAPL", 4, "1", "1")]).await;
-    assert_eq!(sse.next_event().await.id.as_deref(), Some("AAPL:trade:4"));
-    drop(sse);
-
-    // One behind: the newest value is the next one, nothing missed.
-    let (_, mut sse) = open(
-        addr,
-        "/v1/sse?symbols=AAPL&channels=trade",
-        "Last-Event-ID: AAPL:trade:3\r\n",
-        None,
-    )
-    .await;
-    let s = sse.next_event().await.json();
-    assert_eq!(
-        (s["resumed"].clone(), s["missed"].clone()),
-        (true.into(), false.into())
-    );
-    let e = sse.next_event().await;
-    assert_eq!(e.id.as_deref(), Some("AAPL:trade:4"));
-    assert_eq!(e.json()["snap"], true);
-    drop(sse);
-
-    // Further behind: the snapshot jumps, and the status says ticks were missed.
-    let (_, mut sse) = open(
-        addr,
-        "/v1/sse?symbols=AAPL&channels=trade",
         "Last-Event-ID: AAPL:trade:1\r\n",
         None,
     )
     .await;
-    let s = sse.next_event().await.json();
+    let r = resume_of(&mut sse);
+    assert_eq!(r["last_event_id"], "AAPL:trade:1");
+    let k = &r["resumed"]["keys"][0];
     assert_eq!(
-        (s["resumed"].clone(), s["missed"].clone()),
-        (true.into(), true.into())
+        (k["sym"].as_str(), k["channel"].as_str()),
+        (Some("AAPL"), Some("trade"))
     );
-    assert_eq!(sse.next_event().await.id.as_deref(), Some("AAPL:trade:4"));
+    assert_eq!(k["recovered"], true, "{r}");
+    let epoch = r["epoch"].as_str().unwrap().to_string();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let e = sse.next_event().await;
+        got.push((
+            e.event.clone().unwrap(),
+            e.json()["seq"].as_u64().unwrap(),
+            e.json().get("snap").is_some(),
+            e.id,
+        ));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("quote".to_string(), 1, true, None),
+            ("trade".to_string(), 2, false, Some(format!("{epoch}:2"))),
+            ("trade".to_string(), 3, false, Some(format!("{epoch}:3"))),
+        ]
+    );
     drop(sse);
 
-    // An id from another run (ahead of our sequence) or garbage: not resumed.
-    for bad in ["AAPL:trade:99", "nonsense"] {
+    // `EPOCH:OFFSET`: every key of the stream resumes after offset 2.
+    let (_, mut sse) = open(
+        addr,
+        "/v1/sse?symbols=AAPL",
+        &format!("Last-Event-ID: {epoch}:2\r\n"),
+        None,
+    )
+    .await;
+    let r = resume_of(&mut sse);
+    assert_eq!(r["resumed"]["recovered"], true, "{r}");
+    let e = sse.next_event().await;
+    assert_eq!(
+        (e.event.as_deref(), e.id),
+        (Some("trade"), Some(format!("{epoch}:3")))
+    );
+    let e = sse.next_event().await;
+    assert_eq!(
+        (e.event.as_deref(), e.id),
+        (Some("quote"), Some(format!("{epoch}:4")))
+    );
+    drop(sse);
+
+    // Another epoch, a seq ahead of ours, an offset ahead, or garbage: not
+    // resumed, with the reason, and the snapshot as on a fresh stream.
+    for (bad, reason) in [
+        ("AAPL:trade:99", "future_seq"),
+        ("00000000000000ab:2", "other_epoch"),
+        (format!("{epoch}:99").leak() as &str, "future_offset"),
+        ("nonsense", "unreadable_id"),
+    ] {
         let (_, mut sse) = open(
             addr,
             "/v1/sse?symbols=AAPL&channels=trade",
@@ -318,13 +367,18 @@ async fn last_event_id_resumes_with_the_newest_values_and_says_what_was_missed()
             None,
         )
         .await;
-        let s = sse.next_event().await.json();
+        let r = resume_of(&mut sse);
+        let resumed = &r["resumed"];
+        let why = resumed["reason"]
+            .as_str()
+            .or_else(|| resumed["keys"][0]["reason"].as_str());
+        assert_eq!(why, Some(reason), "{bad}: {r}");
+        let e = sse.next_event().await;
         assert_eq!(
-            (s["resumed"].clone(), s["missed"].clone()),
-            (false.into(), true.into()),
+            (e.json()["seq"].as_u64(), e.json()["snap"].as_bool()),
+            (Some(3), Some(true)),
             "{bad}"
         );
-        assert_eq!(sse.next_event().await.id.as_deref(), Some("AAPL:trade:4"));
     }
     publ.sync().await;
 }

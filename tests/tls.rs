@@ -455,8 +455,9 @@ async fn sse_over_https_streams_ticks() {
         trade("SSE1", 2, "11.5", "1"),
     ]))
     .await;
-    let text = read_until(&mut s, "id: SSE1:trade:2\n").await;
-    assert!(text.contains("id: SSE1:trade:1\n"), "{text}");
+    // Ids are EPOCH:OFFSET: the two ticks are offsets 1 and 2.
+    let text = read_until(&mut s, ":2\n\n").await;
+    assert!(text.contains(":1\n\n"), "{text}");
     assert!(text.contains(r#""px":11.5"#), "{text}");
     drop((s, publ));
     assert_no_leaks(&h).await;

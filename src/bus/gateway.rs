@@ -99,8 +99,10 @@ struct Gateway {
     stats: Arc<Stats>,
     /// The feed's status, for the workers.
     status: watch::Sender<FeedStatus>,
-    /// One NATS subscription per wanted key, while no `*` covers its channel.
-    key_subs: HashMap<KeyId, AbortHandle>,
+    /// One NATS subscription per wanted key, while no `*` covers its
+    /// channel, with the symbol it was made for: the id of a name nobody
+    /// published can be freed and given to another name in between.
+    key_subs: HashMap<KeyId, (Arc<str>, AbortHandle)>,
     /// One wildcard subscription per channel some client wants `*` on
     /// (indexed by `Channel as usize`).
     star_subs: [Option<AbortHandle>; 2],
@@ -255,10 +257,21 @@ impl Gateway {
     /// Subscribes to `key` or drops its subscription, as interest and `*`
     /// coverage say.
     async fn reconcile_key(&mut self, key: KeyId) {
-        let want = self.interest.wants(key) && self.star_subs[key.channel() as usize].is_none();
+        let sym = self.ingest.symbols().name(key.symbol());
+        let want = self.interest.wants(key)
+            && self.star_subs[key.channel() as usize].is_none()
+            && sym.is_some();
+        // A subscription made for the name this id had before is not one.
+        if let Some((old, _)) = self.key_subs.get(&key)
+            && sym.as_ref() != Some(old)
+            && let Some((_, h)) = self.key_subs.remove(&key)
+        {
+            self.live.remove(&key);
+            h.abort();
+        }
         let have = self.key_subs.contains_key(&key);
         if want && !have {
-            let Some(sym) = self.ingest.symbols().name(key.symbol()) else {
+            let Some(sym) = sym else {
                 return;
             };
             match self
@@ -268,11 +281,11 @@ impl Gateway {
             {
                 Ok(sub) => {
                     let h = self.poll_with_others(sub);
-                    self.key_subs.insert(key, h);
+                    self.key_subs.insert(key, (sym, h));
                 }
                 Err(e) => tracing::error!(symbol = %sym, error = %e, "cannot subscribe to the bus"),
             }
-        } else if !want && let Some(h) = self.key_subs.remove(&key) {
+        } else if !want && let Some((_, h)) = self.key_subs.remove(&key) {
             if self.star_subs[key.channel() as usize].is_none() {
                 self.live.remove(&key);
             }

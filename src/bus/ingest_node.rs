@@ -62,6 +62,9 @@ pub(crate) fn start_ingest(
     }
 }
 
+/// How long shutdown waits for what is queued to reach NATS.
+const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The ingest node's bus thread state.
 struct Publisher {
     client: async_nats::Client,
@@ -133,15 +136,30 @@ impl Publisher {
                 tokio::select! {
                     _ = reader.waker.notified() => continue,
                     _ = heartbeat.tick() => {
-                        self.heartbeat().await;
-                        continue;
+                        tokio::select! {
+                            _ = self.heartbeat() => continue,
+                            _ = shutdown.triggered() => break,
+                        }
                     }
                     _ = shutdown.triggered() => break,
                 }
             }
-            self.publish(&batch).await;
+            // With NATS gone, publish and flush wait for a reconnect that
+            // may never come: shutdown must not wait with them.
+            tokio::select! {
+                _ = self.publish(&batch) => {}
+                _ = shutdown.triggered() => break,
+            }
         }
-        let _ = self.client.flush().await;
+        if tokio::time::timeout(FINAL_FLUSH, self.client.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                published = self.published,
+                "shutting down without NATS: ticks not yet sent to the bus are abandoned"
+            );
+        }
     }
 
     async fn publish(&mut self, batch: &[RingItem]) {

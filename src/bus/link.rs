@@ -119,6 +119,7 @@ pub(super) async fn connect(
         first: Arc::new(AtomicBool::new(true)),
         reconnected,
         last_error: LastError::default(),
+        errors: ErrorLog::default(),
     };
     let last_error = events.last_error.clone();
     let opts = async_nats::ConnectOptions::new()
@@ -130,11 +131,7 @@ pub(super) async fn connect(
         )
         .retry_on_initial_connect()
         .max_reconnects(None)
-        // Reconnect quickly: a feed would rather retry every 250 ms than
-        // back off to seconds while its clients wait.
-        .reconnect_delay_callback(|attempts| {
-            Duration::from_millis((50 * attempts as u64).clamp(50, 250))
-        })
+        .reconnect_delay_callback(reconnect_delay)
         .subscription_capacity(1 << 16)
         .event_callback(move |event| {
             let events = events.clone();
@@ -152,6 +149,53 @@ pub(super) async fn connect(
     Ok((client, last_error))
 }
 
+/// How long to wait before reconnect attempt `attempts`: quick at first (a
+/// feed would rather retry at once than keep its clients waiting when NATS
+/// only blinked), doubling from 50 ms to at most 5 s for an outage that
+/// lasts, so a node whose NATS is gone does not hammer the address.
+fn reconnect_delay(attempts: usize) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(16) as u32;
+    Duration::from_millis(50u64 << doublings).min(MAX_RECONNECT_DELAY)
+}
+
+/// The longest wait between reconnect attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
+/// The least time between two logged NATS errors while an outage lasts;
+/// the ones in between are counted and the count logged with the next.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Logs NATS client and server errors (one per failed reconnect attempt)
+/// at a bounded rate: the first of an outage at once, then one per
+/// [`ERROR_LOG_EVERY`] with how many were not logged.
+#[derive(Clone, Default)]
+struct ErrorLog {
+    /// When an error was last logged (`None`: none since connecting).
+    last: Arc<Mutex<Option<Instant>>>,
+    /// Errors not logged since the last one that was.
+    suppressed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ErrorLog {
+    /// Whether to log an error now, and how many were held back before it.
+    fn admit(&self) -> Option<u64> {
+        let mut last = self.last.lock();
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < ERROR_LOG_EVERY) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+
+    /// Connected again: the next outage's first error is logged at once.
+    fn reset(&self) {
+        *self.last.lock() = None;
+        self.suppressed.store(0, Ordering::Relaxed);
+    }
+}
+
 /// What the connection's events update: one copy per event.
 #[derive(Clone)]
 struct Events {
@@ -165,6 +209,8 @@ struct Events {
     reconnected: Arc<AtomicBool>,
     /// For an error message that says why the connection never came.
     last_error: LastError,
+    /// Keeps a long outage from flooding the log.
+    errors: ErrorLog,
 }
 
 impl Events {
@@ -173,6 +219,7 @@ impl Events {
         match event {
             async_nats::Event::Connected => {
                 Stats::gauge_set(&b.connected, 1);
+                self.errors.reset();
                 if self.first.swap(false, Ordering::Relaxed) {
                     tracing::info!(%url, "connected to the NATS bus");
                 } else {
@@ -191,11 +238,15 @@ impl Events {
                 tracing::warn!(%url, sid, "NATS dropped messages for a slow subscription (this node fell behind the bus)");
             }
             async_nats::Event::ServerError(e) => {
-                tracing::warn!(%url, error = %e, "NATS server error");
+                if let Some(not_logged) = self.errors.admit() {
+                    tracing::warn!(%url, error = %e, not_logged, "NATS server error");
+                }
                 *self.last_error.lock() = Some(e.to_string());
             }
             async_nats::Event::ClientError(e) => {
-                tracing::warn!(%url, error = %e, "NATS client error");
+                if let Some(not_logged) = self.errors.admit() {
+                    tracing::warn!(%url, error = %e, not_logged, "NATS client error");
+                }
                 *self.last_error.lock() = Some(e.to_string());
             }
             other => tracing::info!(%url, event = %other, "NATS event"),
@@ -233,4 +284,30 @@ pub(super) async fn wait_connected(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_to_a_ceiling() {
+        let d: Vec<u64> = [1, 2, 3, 5, 8, 20, usize::MAX]
+            .map(|a| reconnect_delay(a).as_millis() as u64)
+            .to_vec();
+        assert_eq!(d, [50, 100, 200, 800, 5000, 5000, 5000]);
+    }
+
+    #[test]
+    fn errors_are_logged_once_per_period_with_a_count() {
+        let log = ErrorLog::default();
+        assert_eq!(log.admit(), Some(0));
+        assert_eq!(log.admit(), None);
+        assert_eq!(log.admit(), None);
+        log.reset();
+        assert_eq!(log.admit(), Some(0));
+        *log.last.lock() = Some(Instant::now() - ERROR_LOG_EVERY);
+        log.suppressed.store(7, Ordering::Relaxed);
+        assert_eq!(log.admit(), Some(7));
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod book;
 pub mod decimal;
+pub mod epoch;
 pub(crate) mod feed;
 pub mod speed;
 pub(crate) mod symbols;

@@ -9,7 +9,6 @@
 //! dynamic dispatch; TLS goes through [`crate::net::tls`].
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -34,10 +33,6 @@ impl Conn {
             Conn::Plain(s) => s,
             Conn::Tls(t) => t.tcp(),
         }
-    }
-
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
     }
 
     /// Splits for a streaming session; `prefix` (bytes the HTTP layer read

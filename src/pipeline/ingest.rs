@@ -14,14 +14,16 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::model::epoch::Epoch;
 use crate::model::symbols::{SymbolTable, TableFull};
 use crate::model::tick::{ChannelSet, Event, KeyId, NewTick, Tick, wall_clock_ns};
+use crate::pipeline::history::{History, HistoryLimits};
 use crate::pipeline::ring::{RingReader, RingWriter, ring};
 use crate::pipeline::stats::{Origin, Stats};
 use crate::shutdown::Shutdown;
@@ -63,6 +65,9 @@ struct KeyState {
 
 struct Sequencer {
     writer: RingWriter<RingItem>,
+    /// The global ingest offset the next tick gets (the first is 1): a
+    /// connection-wide position clients resume from.
+    next_offset: u64,
     /// Indexed by `KeyId`.
     keys: Vec<KeyState>,
 }
@@ -80,6 +85,13 @@ impl Sequencer {
         }
         &mut self.keys[idx]
     }
+
+    /// Wraps a sequenced tick at the next offset, in `epoch`.
+    fn place(&mut self, tick: Tick, epoch: Epoch) -> RingItem {
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        Arc::new(EncodedTick::at(tick, offset, epoch))
+    }
 }
 
 /// The ingest stage shared by all sources and workers.
@@ -95,6 +107,11 @@ pub struct Ingest {
     stats: Arc<Stats>,
     /// `--max-book-levels`: levels per side one book may hold.
     max_book_levels: AtomicUsize,
+    /// The feed epoch every tick is sequenced in (a gateway takes its
+    /// ingest node's from the bus, hence atomic).
+    epoch: AtomicU64,
+    /// The recent ticks, appended under the sequencer lock.
+    history: Arc<History>,
 }
 
 /// A worker's end of the ring, with the waker ingest uses to signal it.
@@ -113,11 +130,31 @@ impl Ingest {
         symbols: Arc<SymbolTable>,
         stats: Arc<Stats>,
     ) -> (Arc<Ingest>, Vec<IngestReader>) {
+        Ingest::with_history(
+            capacity,
+            readers,
+            symbols,
+            stats,
+            HistoryLimits::default(),
+            Epoch::generate(),
+        )
+    }
+
+    /// [`Ingest::new`] with the history's bounds and the feed epoch given.
+    pub fn with_history(
+        capacity: usize,
+        readers: usize,
+        symbols: Arc<SymbolTable>,
+        stats: Arc<Stats>,
+        history: HistoryLimits,
+        epoch: Epoch,
+    ) -> (Arc<Ingest>, Vec<IngestReader>) {
         let (writer, ring_readers) = ring(capacity, readers);
         let wakers: Vec<_> = (0..readers).map(|_| Arc::new(Notify::new())).collect();
         let ingest = Arc::new(Ingest {
             sequencer: Mutex::new(Sequencer {
                 writer,
+                next_offset: 1,
                 keys: Vec::new(),
             }),
             reader_wakers: wakers.clone(),
@@ -126,6 +163,8 @@ impl Ingest {
             symbols,
             stats,
             max_book_levels: AtomicUsize::new(DEFAULT_MAX_BOOK_LEVELS),
+            epoch: AtomicU64::new(epoch.0),
+            history: Arc::new(History::new(history)),
         });
         let readers = ring_readers
             .into_iter()
@@ -141,6 +180,28 @@ impl Ingest {
 
     pub fn symbols(&self) -> &Arc<SymbolTable> {
         &self.symbols
+    }
+
+    /// The feed epoch ticks are sequenced in now.
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.epoch.load(Ordering::Relaxed))
+    }
+
+    /// Adopts another node's epoch (a gateway learning its ingest node's).
+    /// Taken under the sequencer lock so no tick straddles the change.
+    pub fn set_epoch(&self, epoch: Epoch) {
+        let _seq = self.sequencer.lock();
+        self.epoch.store(epoch.0, Ordering::Relaxed);
+    }
+
+    /// The shared history of recent ticks.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    /// The offset of the newest tick sequenced (0 before the first).
+    pub fn newest_offset(&self) -> u64 {
+        self.sequencer.lock().next_offset - 1
     }
 
     /// Interns the tick's symbol. Symbols must already be valid.
@@ -166,6 +227,7 @@ impl Ingest {
         let mut last_rx = 0;
         {
             let mut seq = self.sequencer.lock();
+            let epoch = self.epoch();
             let free = seq.writer.free();
             for a in batch.iter().take(free) {
                 let ks = seq.key(a.key);
@@ -173,16 +235,18 @@ impl Ingest {
                     self.symbols.mark_seen(a.key.symbol());
                 }
                 ks.seq += 1;
-                let item = Arc::new(EncodedTick::new(Tick {
+                let tick = Tick {
                     key: a.key,
                     sym: a.sym.clone(),
                     seq: ks.seq,
                     ts: a.ts,
                     rx: wall_clock_ns(),
                     event: a.event,
-                }));
+                };
+                let item = seq.place(tick, epoch);
                 last_rx = item.tick.rx;
-                ks.last = Some(item.clone());
+                seq.key(a.key).last = Some(item.clone());
+                self.history.append(&item);
                 if seq.writer.push(item).is_err() {
                     // Cannot happen: `free` slots were counted under the lock.
                     unreachable!("ring had {free} free slots under the sequencer lock");
@@ -296,6 +360,7 @@ impl Ingest {
         let mut gaps = 0u64;
         {
             let mut seq = self.sequencer.lock();
+            let epoch = self.epoch();
             for t in batch {
                 let have = seq.key(t.key).seq;
                 if t.seq <= have {
@@ -311,7 +376,8 @@ impl Ingest {
                 } else if t.seq > have + 1 {
                     gaps += 1;
                 }
-                let item = Arc::new(EncodedTick::new(t.clone()));
+                let item = seq.place(t.clone(), epoch);
+                self.history.append(&item);
                 let ks = seq.key(t.key);
                 ks.seq = t.seq;
                 if ks.last.as_ref().is_none_or(|l| l.tick.seq < t.seq) {

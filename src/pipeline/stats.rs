@@ -147,6 +147,12 @@ pub struct Stats {
     /// Bus ticks whose `seq` skipped past the key's next one (gateway):
     /// ticks lost on the bus, e.g. while it was down.
     pub bus_seq_gaps: AtomicU64,
+    /// Cursors started for `catchup` clients that fell behind.
+    pub catchup_started: AtomicU64,
+    /// Ticks clients read from the shared history (resume and catch-up).
+    pub catchup_ticks: AtomicU64,
+    /// Times a catching-up client fell out of the history (a gap).
+    pub catchup_gaps: AtomicU64,
 }
 
 /// Counters of the NATS link, shared by the bus thread and `/metrics`.

@@ -2,8 +2,11 @@
 //! writes the ticks it receives to a recording, in arrival order.
 //!
 //! Subscribes with `"snapshot":false`, so the recording holds live ticks
-//! only. Per (symbol, channel) it follows `seq` and counts gaps (ticks the
-//! server dropped for this client). The file is flushed every 200 ms while
+//! only, and with the `catchup` slow-consumer policy on both channels: when
+//! the recorder falls behind, the server feeds it from its history instead
+//! of conflating, so nothing is lost while it stays within the history's
+//! window. Per (symbol, channel) it follows `seq` and counts gaps (ticks the
+//! server could not give it); a recording with a gap exits non-zero. The file is flushed every 200 ms while
 //! recording and completed (end record, rename) however the session ends:
 //! `--duration` elapsed, Ctrl-C/SIGTERM, or the server going away.
 
@@ -72,6 +75,10 @@ pub struct RecordReport {
     /// Jumps in `seq` seen, and the ticks they skipped.
     pub gaps: u64,
     pub missing: u64,
+    /// Times the server said this recorder fell out of its history.
+    pub out_of_history: u64,
+    /// The feed epoch the recorded `seq`s belong to (from `subscribed`).
+    pub epoch: Option<String>,
     pub ending: Ending,
     pub duration: Duration,
 }
@@ -95,6 +102,10 @@ struct Sequenced<'a> {
     snap: bool,
     #[serde(borrow)]
     message: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    epoch: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    reason: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Records until `stop` resolves or the server goes away. The file is
@@ -108,7 +119,13 @@ pub async fn record(
 ) -> Result<RecordReport, RecordError> {
     let full = ws_url(url, "/v1/stream")?;
     let mut ws = connect(&full).await?;
-    let sub = serde_json::json!({"op":"subscribe","id":1,"symbols":symbols,"snapshot":false});
+    let sub = serde_json::json!({
+        "op": "subscribe",
+        "id": 1,
+        "symbols": symbols,
+        "snapshot": false,
+        "policy": {"trade": "catchup", "quote": "catchup"},
+    });
     ws.send(Message::text(sub.to_string()))
         .await
         .map_err(|e| ConnectError::Connect {
@@ -118,7 +135,8 @@ pub async fn record(
     let mut writer = RecordingWriter::create(out)?;
     let started = Instant::now();
     let mut last_seq: HashMap<(Arc<str>, Channel), u64> = HashMap::new();
-    let (mut gaps, mut missing) = (0u64, 0u64);
+    let (mut gaps, mut missing, mut out_of_history) = (0u64, 0u64, 0u64);
+    let mut epoch = None;
     let mut flush = tokio::time::interval(Duration::from_millis(200));
     tokio::pin!(stop);
     let ending = loop {
@@ -149,6 +167,7 @@ pub async fn record(
         match head.kind {
             "trade" | "quote" => {}
             "subscribed" => {
+                epoch = head.epoch.map(|e| e.into_owned());
                 progress.subscribed.store(1, Ordering::Release);
                 continue;
             }
@@ -159,6 +178,9 @@ pub async fn record(
                 });
             }
             "lagging" => {
+                if head.reason.as_deref() == Some("out_of_history") {
+                    out_of_history += 1;
+                }
                 tracing::warn!(message = %text, "the server says this recorder is behind");
                 continue;
             }
@@ -195,6 +217,8 @@ pub async fn record(
         ticks,
         gaps,
         missing,
+        out_of_history,
+        epoch,
         ending,
         duration: started.elapsed(),
     })
@@ -229,13 +253,21 @@ pub fn run(args: RecordArgs) -> ExitCode {
         Ok(r) => {
             let secs = r.duration.as_secs_f64();
             println!(
-                "recorded {} ticks to {} in {:.1} s; {} seq gaps ({} ticks dropped by the server)",
+                "recorded {} ticks to {} in {:.1} s; epoch {}; {} seq gaps ({} ticks dropped by the server)",
                 r.ticks,
                 args.out.display(),
                 secs,
+                r.epoch.as_deref().unwrap_or("unknown"),
                 r.gaps,
                 r.missing
             );
+            if r.gaps > 0 || r.out_of_history > 0 {
+                eprintln!(
+                    "tickwire record: the recording has gaps ({} seq jumps, {} ticks missing, fell out of the server's history {} times)",
+                    r.gaps, r.missing, r.out_of_history
+                );
+                return ExitCode::FAILURE;
+            }
             match r.ending {
                 Ending::Stopped => ExitCode::SUCCESS,
                 Ending::ServerClosed(why) => {

@@ -45,6 +45,9 @@ pub struct Config {
     pub max_book_levels: usize,
     /// Byte cap on one client's queued-for-socket frames.
     pub client_buffer_bytes: usize,
+    /// Bounds of the shared history of recent ticks (`--history-bytes`,
+    /// `--history-age`); default 256 MiB and 5 minutes.
+    pub history: crate::pipeline::history::HistoryLimits,
     /// SO_SNDBUF for subscriber sockets (the kernel doubles it).
     pub socket_send_buffer: usize,
     /// A client behind for longer than this gets `lagging` and close 4000.
@@ -79,6 +82,10 @@ pub struct Config {
     pub auth: Option<Arc<Keys>>,
     /// The NATS bus and this node's role (`--bus`, `--role`); `None` = standalone.
     pub bus: Option<crate::bus::BusConfig>,
+    /// Load balancers whose PROXY protocol header (v1 or v2) names the
+    /// client (`--proxy-protocol-from`); empty (the default) = none: every
+    /// connection is its own client, and a PROXY header is refused.
+    pub proxy_protocol_from: crate::net::proxy_protocol::ProxyTrust,
     /// TLS for the main listener (`--tls-cert`/`--tls-key`); `None` =
     /// plain `ws://` and `http://`. The echo listener is always plain.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
@@ -98,6 +105,7 @@ impl Default for Config {
             max_symbols: 1_000_000,
             max_book_levels: crate::pipeline::ingest::DEFAULT_MAX_BOOK_LEVELS,
             client_buffer_bytes: 256 * 1024,
+            history: crate::pipeline::history::HistoryLimits::default(),
             socket_send_buffer: 32 * 1024,
             evict_after: Duration::from_secs(5),
             control_rate_per_sec: 50,
@@ -115,11 +123,23 @@ impl Default for Config {
             auth: None,
             bus: None,
             tls: None,
+            proxy_protocol_from: Default::default(),
         }
     }
 }
 
 impl Config {
+    /// The largest message a subscriber may send: `max_message_bytes` plus
+    /// room for a subscribe naming as many symbols (of the longest kind)
+    /// as the connection may hold keys, so that a subscribe over the key
+    /// limit is answered `too_many_symbols` rather than closed with 1009.
+    /// Still a per-connection bound: about 400 KiB with the defaults.
+    pub fn subscriber_max_message_bytes(&self) -> usize {
+        let per_name = crate::model::tick::MAX_SYMBOL_LEN + 3; // quotes and comma
+        self.max_message_bytes
+            .saturating_add(self.max_keys_per_connection.saturating_mul(per_name))
+    }
+
     /// The number of workers: `workers`, or one per core when it is 0.
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {

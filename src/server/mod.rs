@@ -113,6 +113,30 @@ impl ServerHandle {
             let _ = t.join();
         }
     }
+
+    /// [`ServerHandle::shutdown`], waiting at most `deadline`: returns the
+    /// names of the threads still running then (a bus link waiting on a
+    /// NATS server that is gone, say), which the caller abandons by exiting.
+    pub fn shutdown_within(self, deadline: std::time::Duration) -> Vec<String> {
+        self.trigger.trigger();
+        let until = std::time::Instant::now() + deadline;
+        let mut threads = self.threads;
+        while !threads.is_empty() && std::time::Instant::now() < until {
+            let (done, running): (Vec<_>, Vec<_>) =
+                threads.into_iter().partition(|t| t.is_finished());
+            for t in done {
+                let _ = t.join();
+            }
+            threads = running;
+            if !threads.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        threads
+            .iter()
+            .map(|t| t.thread().name().unwrap_or("unnamed").to_owned())
+            .collect()
+    }
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -123,7 +147,18 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     // Inherited by accepted sockets on Linux.
     socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
+    socket.bind(&addr.into()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            // The kernel's wording ("Address already in use") names no
+            // culprit; say what holds it as far as we know.
+            std::io::Error::new(
+                e.kind(),
+                "address in use: another process listens there (started twice?)",
+            )
+        } else {
+            e
+        }
+    })?;
     socket.listen(4096)?;
     Ok(socket.into())
 }
@@ -137,8 +172,14 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let role = config.bus.as_ref().map_or(NodeRole::Standalone, |b| b.role);
     // An ingest node's bus link reads the ring like one more worker.
     let ring_readers = workers + usize::from(role == NodeRole::Ingest);
-    let (ingest, mut readers) =
-        Ingest::new(config.ring_capacity, ring_readers, symbols, stats.clone());
+    let (ingest, mut readers) = Ingest::with_history(
+        config.ring_capacity,
+        ring_readers,
+        symbols,
+        stats.clone(),
+        config.history,
+        crate::model::epoch::Epoch::generate(),
+    );
     ingest.set_max_book_levels(config.max_book_levels);
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
@@ -249,6 +290,7 @@ impl Listeners {
         for _ in 1..workers {
             main.push(bind_at(addr)?.0);
         }
+        sole_listener(addr, &main)?;
         // The echo listener, like the main one, has one socket per worker.
         let mut echo: Vec<Option<std::net::TcpListener>> = (0..workers).map(|_| None).collect();
         let mut echo_addr = None;
@@ -259,6 +301,7 @@ impl Listeners {
                 at = bound;
                 *slot = Some(l);
             }
+            sole_listener(at, &echo.iter().flatten().collect::<Vec<_>>())?;
             echo_addr = Some(at);
         }
         Ok(Listeners {
@@ -268,6 +311,17 @@ impl Listeners {
             echo_addr,
         })
     }
+}
+
+/// Refuses to start when a socket of another process shares `addr` with
+/// our `SO_REUSEPORT` listeners (see [`crate::net::port_owner`]).
+fn sole_listener<L: std::borrow::Borrow<std::net::TcpListener>>(
+    addr: SocketAddr,
+    ours: &[L],
+) -> Result<(), ServerError> {
+    let ours: Vec<&std::net::TcpListener> = ours.iter().map(|l| l.borrow()).collect();
+    crate::net::port_owner::ensure_sole_listener(addr, &ours)
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// The recorded source the node plays, if any.

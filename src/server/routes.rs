@@ -1,7 +1,7 @@
 //! HTTP routing: every endpoint in one table ([`ROUTES`]), from which the
 //! dispatch, the 405 answers and the 404's list of endpoints all come.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -110,7 +110,7 @@ pub(crate) fn route(
     ctx: Rc<Context>,
     req: Request<Incoming>,
     shutdown: Shutdown,
-    peer: IpAddr,
+    peer: SocketAddr,
 ) -> Response<Body> {
     let path = req.uri().path();
     let Some(route) = ROUTES.iter().find(|r| r.path == path) else {

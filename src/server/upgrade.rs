@@ -3,7 +3,7 @@
 //! negotiated subprotocol (which fastwebsockets leaves to us), and the
 //! session started on the connection taken back from hyper.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use crate::server::context::Context;
 use crate::server::routes::{Body, text};
 use crate::server::session;
 use crate::server::subscriber::{
-    ClientGuard, Front, Presented, Refusal, SessionKind, admit, authorize,
+    ClientGuard, Front, Presented, Refusal, SessionKind, TakenConn, admit, authorize,
 };
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
@@ -31,7 +31,8 @@ pub(crate) fn upgrade(
     mut req: Request<Incoming>,
     kind: SessionKind,
     shutdown: Shutdown,
-    peer: IpAddr,
+    // The client (behind a trusted balancer: the one its PROXY header names).
+    peer: SocketAddr,
 ) -> Response<Body> {
     if let Some(refused) = not_an_upgrade(&req, &shutdown) {
         return refused;
@@ -44,7 +45,7 @@ pub(crate) fn upgrade(
         query: req.uri().query(),
         path: req.uri().path(),
     };
-    let identity = match authorize(&ctx, Front::WebSocket, kind, presented, peer) {
+    let identity = match authorize(&ctx, Front::WebSocket, kind, presented, peer.ip()) {
         Ok(identity) => identity,
         Err(refusal) => return respond(&refusal),
     };
@@ -59,7 +60,7 @@ pub(crate) fn upgrade(
     };
     let encoding = chosen.unwrap_or_default();
     // Counted from here until the session ends (the permit moves into it).
-    let permit = match admit(&ctx, Front::WebSocket, kind, identity.as_deref(), peer) {
+    let permit = match admit(&ctx, Front::WebSocket, kind, identity.as_deref(), peer.ip()) {
         Ok(p) => p,
         Err(refusal) => return respond(&refusal),
     };
@@ -86,8 +87,14 @@ pub(crate) fn upgrade(
                 let early = Bytes::copy_from_slice(&parts.read_buf);
                 drop(parts.read_buf);
                 let conn = parts.io.into_inner();
-                let (client, read) =
-                    ClientGuard::open(ctx, conn, early, kind, encoding, identity, permit);
+                let (client, read) = ClientGuard::open(
+                    ctx,
+                    TakenConn { conn, peer, early },
+                    kind,
+                    encoding,
+                    identity,
+                    permit,
+                );
                 session::run(client, read, shutdown).await;
             }
             Err(_) => tracing::error!("upgraded connection is not a tickwire Conn"),

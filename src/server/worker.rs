@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access::limits::Admission;
 use crate::bus::BusLink;
+use crate::net::proxy_protocol;
 use crate::net::tls::TlsConn;
 use crate::net::transport::Conn;
 use crate::pipeline::fanout::{InterestSink, Worker, WorkerState};
@@ -80,9 +81,11 @@ impl WorkerThread {
             .as_ref()
             .and_then(|b| b.interest.clone())
             .map(|i| i as Arc<dyn InterestSink>);
+        let mut state = WorkerState::new(ingest.symbols().clone(), interest);
+        state.attach_history(ingest.clone());
         let fanout = Rc::new(Worker {
             id,
-            state: std::cell::RefCell::new(WorkerState::with_interest(interest)),
+            state: std::cell::RefCell::new(state),
             ingest,
             stats,
             evict_after: config.evict_after,
@@ -161,6 +164,34 @@ async fn serve_connection(
             .saturating_sub(arrived.elapsed())
             .max(Duration::from_millis(1))
     };
+    let mut stream = stream;
+    // Behind a load balancer: the client named by its PROXY header.
+    let peer = if echo {
+        peer
+    } else {
+        match proxy_protocol::client_address(
+            &mut stream,
+            peer,
+            &ctx.config.proxy_protocol_from,
+            left(),
+        )
+        .await
+        {
+            Ok(client) => client,
+            Err(proxy_protocol::ProxyRefusal::Gone) => {
+                // Silent within the budget (slowloris), or gone.
+                if arrived.elapsed() >= budget {
+                    Stats::add(&ctx.fanout.stats.handshake_timeouts, 1);
+                    tracing::debug!(%peer, "no request head within the handshake timeout");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::info!(%peer, reason = %e, "connection refused");
+                return;
+            }
+        }
+    };
     let mut conn = match tls {
         None => Conn::Plain(stream),
         Some(acceptor) => match tokio::time::timeout(left(), acceptor.accept(stream)).await {
@@ -204,9 +235,9 @@ async fn serve_connection(
         let sd = sd.clone();
         async move {
             let mut r = if echo {
-                upgrade(w, req, SessionKind::Echo, sd, peer.ip())
+                upgrade(w, req, SessionKind::Echo, sd, peer)
             } else {
-                route(w, req, sd, peer.ip())
+                route(w, req, sd, peer)
             };
             if r.status() != StatusCode::SWITCHING_PROTOCOLS {
                 one_request_per_connection(&mut r);

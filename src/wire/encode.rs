@@ -12,6 +12,7 @@ use crate::wire::json::push_u64;
 use crate::wire::sse;
 
 use crate::model::decimal::Fixed;
+use crate::model::epoch::Epoch;
 use crate::model::tick::{Event, Tick};
 
 fn push_fixed(out: &mut Vec<u8>, key: &[u8], v: Fixed) {
@@ -72,19 +73,35 @@ pub(crate) fn tick_json_frame(t: &Tick, snapshot: bool) -> Bytes {
 }
 
 /// A tick as one Server-Sent Events block:
-/// `event: trade\ndata: {json}\nid: SYM:trade:SEQ\n\n`. The JSON has no
-/// newline, so one `data:` line carries it.
-pub(crate) fn tick_sse_event(t: &Tick, snapshot: bool) -> Bytes {
+/// `event: trade\ndata: {json}\nid: EPOCH:OFFSET\n\n` for a tick this
+/// server sequenced or carried in its history (`position`: the feed epoch
+/// and the tick's ingest offset; `Last-Event-ID` then resumes every key of
+/// the stream), else `id: SYM:trade:SEQ` (one key's position). A snapshot
+/// has no `id:` line: it is not a position in the stream, and the client's
+/// last event id stays the one the stream gave before the snapshots. The
+/// JSON has no newline, so one `data:` line carries it.
+pub(crate) fn tick_sse_event(t: &Tick, snapshot: bool, position: Option<(Epoch, u64)>) -> Bytes {
     let channel = t.event.channel().as_str();
     let mut out = Vec::with_capacity(220);
     sse::open_event(&mut out, channel);
     tick_json(&mut out, t, snapshot);
-    sse::open_id(&mut out);
-    out.extend_from_slice(t.sym.as_bytes());
-    out.push(b':');
-    out.extend_from_slice(channel.as_bytes());
-    out.push(b':');
-    push_u64(&mut out, t.seq);
+    if !snapshot {
+        sse::open_id(&mut out);
+        match position {
+            Some((epoch, offset)) => {
+                out.extend_from_slice(epoch.to_string().as_bytes());
+                out.push(b':');
+                push_u64(&mut out, offset);
+            }
+            None => {
+                out.extend_from_slice(t.sym.as_bytes());
+                out.push(b':');
+                out.extend_from_slice(channel.as_bytes());
+                out.push(b':');
+                push_u64(&mut out, t.seq);
+            }
+        }
+    }
     sse::close_event(&mut out);
     Bytes::from(out)
 }
@@ -163,6 +180,13 @@ pub(crate) fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
 #[derive(Debug)]
 pub struct EncodedTick {
     pub tick: Tick,
+    /// Where ingest put the tick in this server's stream (1, 2, …: its
+    /// global ingest offset), for the history and for positions a client
+    /// resumes from; 0 for a tick that was never in this server's ring (a
+    /// last value read from elsewhere).
+    pub offset: u64,
+    /// The feed epoch the tick's `seq` belongs to (in SSE event ids).
+    pub epoch: Epoch,
     /// The `tickwire.json.v1` text frame.
     pub json: Bytes,
     /// The same tick flagged `"snap":true`, encoded on first use.
@@ -179,10 +203,18 @@ pub struct EncodedTick {
 }
 
 impl EncodedTick {
+    /// A tick with no place in this server's stream (offset 0).
     pub fn new(tick: Tick) -> EncodedTick {
+        EncodedTick::at(tick, 0, Epoch::default())
+    }
+
+    /// A tick at `offset` of this server's stream, in `epoch`.
+    pub fn at(tick: Tick, offset: u64, epoch: Epoch) -> EncodedTick {
         let json = tick_json_frame(&tick, false);
         EncodedTick {
             tick,
+            offset,
+            epoch,
             json,
             snap_json: std::sync::OnceLock::new(),
             record: std::sync::OnceLock::new(),
@@ -191,11 +223,19 @@ impl EncodedTick {
         }
     }
 
-    /// A book update: its tick (channel `book`) and its messages; it has no
-    /// tick frame of its own.
-    pub fn with_book(tick: Tick, frames: crate::wire::book::BookFrames) -> EncodedTick {
+    /// A book update at `offset` in `epoch` (0 and the default epoch for a
+    /// snapshot built for a subscriber): its tick (channel `book`) and its
+    /// messages; it has no tick frame of its own.
+    pub fn with_book(
+        tick: Tick,
+        offset: u64,
+        epoch: Epoch,
+        frames: crate::wire::book::BookFrames,
+    ) -> EncodedTick {
         EncodedTick {
             tick,
+            offset,
+            epoch,
             json: Bytes::new(),
             snap_json: std::sync::OnceLock::new(),
             record: std::sync::OnceLock::new(),
@@ -218,12 +258,17 @@ impl EncodedTick {
     /// for JSON: built when needed, the live one is shared).
     pub fn sse_event(&self, snapshot: bool) -> Bytes {
         if snapshot {
-            tick_sse_event(&self.tick, true)
+            tick_sse_event(&self.tick, true, None)
         } else {
             self.sse
-                .get_or_init(|| tick_sse_event(&self.tick, false))
+                .get_or_init(|| tick_sse_event(&self.tick, false, self.position()))
                 .clone()
         }
+    }
+
+    /// `(epoch, offset)` when the tick has a place in this server's stream.
+    pub fn position(&self) -> Option<(Epoch, u64)> {
+        (self.offset != 0).then_some((self.epoch, self.offset))
     }
 
     /// The JSON frame, live or as a snapshot.

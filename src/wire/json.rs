@@ -49,6 +49,15 @@ impl JsonObject {
         o
     }
 
+    /// An object without a `type` (nested in a message); it must get at
+    /// least one field.
+    pub fn bare() -> Self {
+        JsonObject {
+            out: Vec::with_capacity(64),
+            first: true,
+        }
+    }
+
     fn key(&mut self, k: &str) {
         self.out.push(if self.first { b'{' } else { b',' });
         self.first = false;

@@ -12,4 +12,5 @@ pub(crate) mod message;
 pub mod publish;
 pub(crate) mod reply;
 pub mod request;
+pub mod resume;
 pub(crate) mod sse;

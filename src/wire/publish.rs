@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use crate::model::book::{BookChange, BookSide, Level};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, NewTick, Side, validate_symbol};
-use crate::wire::error::{ErrorCode, ProtocolError, truncate};
+use crate::wire::error::{ErrorCode, ProtocolError, json_syntax_error, truncate};
 
 /// One tick as a publisher writes it. Unknown fields are refused so that a
 /// misspelt field never silently loses data.
@@ -98,11 +98,12 @@ pub fn parse_publish(payload: &[u8]) -> Vec<Result<Published, ProtocolError>> {
                     })
                 })
                 .collect(),
-            Err(e) => vec![Err(ProtocolError::new(
+            Err(_) => vec![Err(ProtocolError::new(
                 None,
                 ErrorCode::BadJson,
                 format!(
-                    "the message is not valid JSON ({e}); send a tick object or an array of them"
+                    "the message is not valid JSON: {}; send a tick object or an array of them",
+                    json_syntax_error(payload)
                 ),
             ))],
         }
@@ -111,34 +112,118 @@ pub fn parse_publish(payload: &[u8]) -> Vec<Result<Published, ProtocolError>> {
     }
 }
 
-fn parse_one(text: &[u8]) -> Result<Published, ProtocolError> {
-    let w: WireTick = serde_json::from_slice(text).map_err(|e| {
-        let code = if e.is_syntax() || e.is_eof() {
-            ErrorCode::BadJson
-        } else {
-            ErrorCode::BadField
-        };
-        ProtocolError::new(None, code, format!("{e}"))
-    })?;
-    let id = match w.id.map(|r| r.get()) {
-        None | Some("null") => None,
-        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+/// What every publish message has whatever else it holds: read when a
+/// message is not a tick, to answer with its `id` and its `op`.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+}
+
+/// The fields of a publish message, for the error naming an unknown one.
+const TICK_FIELDS: &str = "type, sym, ts, then px, qty, side (trades) or bid, bsz, ask, asz (quotes); seq, rx and snap are accepted and ignored; {\"op\":\"ping\",\"id\":N} is the one op";
+
+/// The ops a subscriber sends on `/v1/stream`.
+const SUBSCRIBER_OPS: [&str; 3] = ["subscribe", "unsubscribe", "symbols"];
+
+/// A message's `id`: `None` when absent or null; an error when it is not
+/// an integer.
+fn message_id(raw: Option<&RawValue>) -> Result<Option<i64>, ProtocolError> {
+    match raw.map(|r| r.get()) {
+        None | Some("null") => Ok(None),
+        Some(text) => text.parse::<i64>().map(Some).map_err(|_| {
             ProtocolError::new(None, ErrorCode::BadField, "field `id` must be an integer")
-        })?),
+        }),
+    }
+}
+
+/// Any op but `ping`, refused: a subscriber's op is pointed to `/v1/stream`.
+fn refuse_op(op: &str, id: Option<i64>) -> ProtocolError {
+    let message = if SUBSCRIBER_OPS.contains(&op) {
+        format!(
+            "`{op}` is a subscriber request: send it on /v1/stream; /v1/publish takes ticks, and `ping`"
+        )
+    } else {
+        format!(
+            "unknown op `{}` on /v1/publish; publishers send ticks, and `ping`",
+            truncate(op, 40)
+        )
     };
+    ProtocolError::new(id, ErrorCode::UnknownOp, message)
+}
+
+/// Why `text`, valid JSON or not, is not a tick object, in our words (not
+/// serde's), with the message's `id` when it has a readable one.
+fn refuse_unparsed(text: &[u8], e: &serde_json::Error) -> ProtocolError {
+    if e.is_syntax() || e.is_eof() {
+        return ProtocolError::new(
+            None,
+            ErrorCode::BadJson,
+            format!("the message is not valid JSON: {}", json_syntax_error(text)),
+        );
+    }
+    let Ok(env) = serde_json::from_slice::<Envelope>(text) else {
+        return ProtocolError::new(
+            None,
+            ErrorCode::BadField,
+            "a publish message is a tick object (or an array of them), such as {\"type\":\"trade\",\"sym\":\"AAPL\",\"ts\":1700000000000000000,\"px\":189.23,\"qty\":100}",
+        );
+    };
+    let id = match message_id(env.id) {
+        Ok(id) => id,
+        Err(e) => return e,
+    };
+    if let Some(op) = env.op.as_deref().filter(|&op| op != "ping") {
+        return refuse_op(op, id);
+    }
+    let said = e.to_string();
+    let message = if let Some(field) = said
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
+        format!(
+            "unknown field `{}`; a tick's fields are {TICK_FIELDS}",
+            truncate(field, 40)
+        )
+    } else if let Some(field) = said
+        .strip_prefix("duplicate field `")
+        .and_then(|r| r.split('`').next())
+    {
+        format!("field `{field}` appears twice")
+    } else {
+        // A field of the wrong JSON type: name which, as serde does not.
+        let wrong = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(text)
+            .ok()
+            .and_then(|m| {
+                ["type", "sym", "side", "op"]
+                    .into_iter()
+                    .find(|f| m.get(*f).is_some_and(|v| !v.is_string() && !v.is_null()))
+            });
+        match wrong {
+            Some(field) => format!("field `{field}` must be a string"),
+            None => "a publish message is a tick object (or an array of them)".into(),
+        }
+    };
+    ProtocolError::new(id, ErrorCode::BadField, message)
+}
+
+fn parse_one(text: &[u8]) -> Result<Published, ProtocolError> {
+    let w: WireTick = serde_json::from_slice(text).map_err(|e| refuse_unparsed(text, &e))?;
+    let id = message_id(w.id)?;
     if let Some(op) = &w.op {
         return match op.as_ref() {
             "ping" => Ok(Published::Ping { id }),
-            other => Err(ProtocolError::new(
-                id,
-                ErrorCode::UnknownOp,
-                format!(
-                    "unknown op `{}` on /v1/publish; publishers send ticks, and `ping`",
-                    truncate(other, 40)
-                ),
-            )),
+            other => Err(refuse_op(other, id)),
         };
     }
+    // Every refusal of the tick carries the message's `id`.
+    parse_tick(w).map_err(|e| ProtocolError { id, ..e })
+}
+
+/// The tick in a message that is one (no `op`).
+fn parse_tick(w: WireTick) -> Result<Published, ProtocolError> {
     let bad = |m: String| ProtocolError::new(None, ErrorCode::BadField, m);
     let kind = w.kind.ok_or_else(|| {
         bad("field `type` is missing; it is \"trade\", \"quote\" or \"book\"".into())
@@ -358,7 +443,7 @@ mod tests {
     #[test]
     fn refuses_bad_ticks_and_says_why() {
         for (s, code, needle) in [
-            ("{", ErrorCode::BadJson, "EOF"),
+            ("{", ErrorCode::BadJson, "the end of the message"),
             (
                 r#"{"type":"trade","sym":"A","ts":1,"px":1}"#,
                 ErrorCode::BadField,
@@ -470,6 +555,34 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_subscribe_sent_here_is_pointed_to_the_stream_with_its_id() {
+        let e = one(r#"{"op":"subscribe","id":7,"symbols":["AAPL"]}"#).unwrap_err();
+        assert_eq!(e.id, Some(7));
+        assert_eq!(e.code, ErrorCode::UnknownOp);
+        assert!(e.message.contains("/v1/stream"), "{e}");
+        assert!(!e.message.contains("expected one of"), "serde's words: {e}");
+        let e =
+            one(r#"{"type":"trade","sym":"A","ts":1,"px":1,"qty":1,"id":9,"xx":1}"#).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(9), ErrorCode::BadField));
+        assert!(
+            e.message
+                .starts_with("unknown field `xx`; a tick's fields are"),
+            "{e}"
+        );
+        let e = one(r#"{"type":"trade","sym":5,"id":3}"#).unwrap_err();
+        assert_eq!(e.id, Some(3));
+        assert_eq!(e.message, "field `sym` must be a string");
+        let e = one(r#"{"type":"trade","sym":"A","ts":1,"px":1,"id":4}"#).unwrap_err();
+        assert_eq!(e.id, Some(4), "refusals after parsing carry the id too");
+        let e = one(r#"{"type":"trade","sym":tru}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadJson);
+        assert_eq!(
+            e.message,
+            "the message is not valid JSON: expected true, false or null at character 26 ('}')"
+        );
     }
 
     #[test]

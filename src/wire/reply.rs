@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+use crate::model::epoch::Epoch;
 use crate::model::tick::{ChannelSet, wall_clock_ns};
 use crate::wire::error::{ErrorCode, ProtocolError};
 use crate::wire::json::JsonObject;
@@ -23,7 +24,7 @@ pub(crate) struct HelloLimits {
 
 /// The `hello` a session starts with: who we are, the subprotocol spoken,
 /// the connection's role, and the limits that apply.
-pub(crate) fn hello(protocol: &str, role: &str, l: &HelloLimits) -> Bytes {
+pub(crate) fn hello(protocol: &str, role: &str, epoch: &str, l: &HelloLimits) -> Bytes {
     let limits_json = format!(
         r#"{{"max_message_bytes":{},"max_keys_per_connection":{},"control_per_sec":{},"control_burst":{},"client_buffer_bytes":{},"evict_after_ms":{}}}"#,
         l.max_message_bytes,
@@ -38,6 +39,7 @@ pub(crate) fn hello(protocol: &str, role: &str, l: &HelloLimits) -> Bytes {
         .str("version", env!("CARGO_PKG_VERSION"))
         .str("protocol", protocol)
         .str("role", role)
+        .str("epoch", epoch)
         .raw("limits", limits_json.as_bytes());
     o.into_frame()
 }
@@ -76,18 +78,36 @@ pub(crate) fn symbols<'a>(id: Option<i64>, names: impl IntoIterator<Item = &'a s
     o.into_frame()
 }
 
-/// `subscribed`: the symbols (`*` first) and channels, with each symbol's id.
+/// Where a subscription stands in the feed, for `subscribed`.
+pub(crate) struct Position<'a> {
+    /// The feed epoch (16 hex digits).
+    pub epoch: &'a str,
+    /// The client has, or is being given, every tick of the subscription
+    /// after this global ingest offset: what it resumes from next time.
+    pub offset: u64,
+    /// The `resumed` object (per-key `recovered`), when it asked to resume.
+    pub resumed: Option<Vec<u8>>,
+}
+
+/// `subscribed`: the symbols (`*` first) and channels, with each symbol's
+/// id, the epoch and position, and how a resume went.
 pub(crate) fn subscribed<'a>(
     id: Option<i64>,
     names: impl IntoIterator<Item = &'a str>,
     channels: ChannelSet,
     ids: impl IntoIterator<Item = (&'a str, u32)>,
+    position: &Position<'_>,
 ) -> Bytes {
     let mut o = JsonObject::new("subscribed");
     o.id(id)
         .strs("symbols", names)
         .strs("channels", channel_names(channels))
-        .ids("ids", ids);
+        .ids("ids", ids)
+        .str("epoch", position.epoch)
+        .u64("offset", position.offset);
+    if let Some(r) = &position.resumed {
+        o.raw("resumed", r);
+    }
     o.into_frame()
 }
 
@@ -104,30 +124,50 @@ pub(crate) fn unsubscribed<'a>(
     o.into_frame()
 }
 
-/// What a resumed SSE stream is told first (`event: status`).
-pub(crate) struct SseResume<'a> {
-    /// Every key continues after the client's `Last-Event-ID`.
-    pub resumed: bool,
-    /// Ticks were missed (the snapshot replaces them).
-    pub missed: bool,
-    pub last_event_id: &'a str,
-    /// The newest `seq` of the named key, when known.
-    pub newest_seq: Option<u64>,
-    /// Why the resume was not complete; empty when it was.
-    pub reason: &'a str,
+/// What an SSE stream is told first, after its response head.
+pub(crate) struct SsePosition<'a> {
+    /// The feed epoch.
+    pub epoch: Epoch,
+    /// The stream holds every tick of its keys after this offset; the
+    /// event's `id:` is `EPOCH:OFFSET`, so a reconnect right after it loses
+    /// nothing.
+    pub offset: u64,
+    /// The client's `Last-Event-ID`, if it sent one.
+    pub last_event_id: Option<&'a str>,
+    /// How the resume went (the `resumed` object of `subscribed`).
+    pub resumed: Option<&'a [u8]>,
+    /// The `Last-Event-ID` is not an id this server writes.
+    pub unreadable: bool,
 }
 
-/// The `event: status` sent first on a resumed SSE stream.
-pub(crate) fn sse_resume_status(r: &SseResume<'_>) -> Bytes {
-    let mut o = JsonObject::new("status");
-    o.raw("resumed", if r.resumed { b"true" } else { b"false" })
-        .raw("missed", if r.missed { b"true" } else { b"false" })
-        .str("last_event_id", r.last_event_id);
-    if let Some(n) = r.newest_seq {
-        o.u64("newest_seq", n);
+/// The first event of an SSE stream: `event: position` on a fresh stream,
+/// `event: resume` when the client sent a `Last-Event-ID` (its own type:
+/// `status` is the gateway feed's live/stale notice).
+pub(crate) fn sse_position(p: &SsePosition<'_>) -> Bytes {
+    let kind = if p.last_event_id.is_some() {
+        "resume"
+    } else {
+        "position"
+    };
+    let mut o = JsonObject::new(kind);
+    o.str("epoch", &p.epoch.to_string()).u64("offset", p.offset);
+    if let Some(last) = p.last_event_id {
+        o.str("last_event_id", last);
     }
-    if !r.reason.is_empty() {
-        o.str("reason", r.reason);
+    if let Some(r) = p.resumed {
+        o.raw("resumed", r);
     }
-    sse::event("status", &o.into_bytes())
+    if p.unreadable {
+        o.raw(
+            "resumed",
+            br#"{"recovered":false,"reason":"unreadable_id","keys":[]}"#,
+        );
+    }
+    let mut out = Vec::with_capacity(160);
+    sse::open_event(&mut out, kind);
+    out.extend_from_slice(&o.into_bytes());
+    sse::open_id(&mut out);
+    out.extend_from_slice(format!("{}:{}", p.epoch, p.offset).as_bytes());
+    sse::close_event(&mut out);
+    Bytes::from(out)
 }

@@ -6,7 +6,13 @@ use simd_json::{BorrowedValue as Value, StaticNode};
 
 use crate::model::book::DepthClass;
 use crate::model::tick::{Channel, ChannelSet, validate_symbol};
-use crate::wire::error::{ErrorCode, ProtocolError, truncate};
+use crate::wire::error::{ErrorCode, ProtocolError, json_syntax_error, truncate};
+use crate::wire::resume::{Resume, SlowPolicy, parse_policy, parse_resume};
+
+/// Most per-key positions one `resume` may carry: as many keys as a
+/// connection may hold (`--max-keys-per-connection`'s default); the server
+/// checks its own, possibly lower, limit after parsing.
+pub const MAX_RESUME_KEYS: usize = 10_000;
 
 /// Symbols named by a subscribe or unsubscribe.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -27,6 +33,10 @@ pub enum Request {
         snapshot: bool,
         /// The book window (`depth`), for the `book` channel.
         depth: DepthClass,
+        /// A position to resume from (`resume`), if any.
+        resume: Option<Resume>,
+        /// The slow-consumer policy (`policy`, `on_gap`).
+        policy: SlowPolicy,
     },
     Unsubscribe {
         id: Option<i64>,
@@ -46,11 +56,16 @@ const OPS: &str = "subscribe, unsubscribe, symbols, ping";
 /// Parses one control message. `payload` is the text frame's bytes; simd-json
 /// rewrites it in place.
 pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
-    let value = simd_json::to_borrowed_value(payload).map_err(|e| {
+    // simd-json parses in place: keep the bytes as sent for the error path.
+    let sent = payload.to_vec();
+    let value = simd_json::to_borrowed_value(payload).map_err(|_| {
         ProtocolError::new(
             None,
             ErrorCode::BadJson,
-            format!("the message is not valid JSON ({e}); send one JSON object per text frame"),
+            format!(
+                "the message is not valid JSON: {}; send one JSON object per text frame",
+                json_syntax_error(&sent)
+            ),
         )
     })?;
     let Value::Object(obj) = &value else {
@@ -81,7 +96,9 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
         }
     };
     let allowed: &[&str] = match op {
-        "subscribe" => &["op", "id", "symbols", "channels", "snapshot", "depth"],
+        "subscribe" => &[
+            "op", "id", "symbols", "channels", "snapshot", "resume", "policy", "on_gap", "depth",
+        ],
         "unsubscribe" => &["op", "id", "symbols", "channels"],
         "symbols" | "ping" => &["op", "id"],
         other => {
@@ -128,12 +145,16 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
                         .into(),
                 ));
             }
+            let resume = parse_resume(obj.get("resume"), id, MAX_RESUME_KEYS)?;
+            let policy = parse_policy(obj.get("policy"), obj.get("on_gap"), id)?;
             Ok(Request::Subscribe {
                 id,
                 symbols,
                 channels,
                 snapshot,
                 depth,
+                resume,
+                policy,
             })
         }
         "symbols" => Ok(Request::Symbols { id }),
@@ -158,6 +179,8 @@ fn parse_symbols(v: Option<&Value>, id: Option<i64>) -> Result<SymbolList, Proto
     }
     let mut list = SymbolList::default();
     let mut invalid = Vec::new();
+    // Duplicates found by hash: a subscribe may name tens of thousands.
+    let mut named = std::collections::HashSet::with_capacity(items.len());
     for item in items.iter() {
         let Value::String(s) = item else {
             return Err(ProtocolError::new(
@@ -170,7 +193,7 @@ fn parse_symbols(v: Option<&Value>, id: Option<i64>) -> Result<SymbolList, Proto
             list.all = true;
         } else if let Err(why) = validate_symbol(s) {
             invalid.push(why);
-        } else if !list.names.iter().any(|n| n == s.as_ref()) {
+        } else if named.insert(s.as_ref()) {
             list.names.push(s.to_string());
         }
     }
@@ -258,6 +281,8 @@ mod tests {
                 channels: ChannelSet(Channel::Trade.bit()),
                 snapshot: false,
                 depth: DepthClass::D10,
+                resume: None,
+                policy: SlowPolicy::default(),
             })
         );
         assert!(matches!(

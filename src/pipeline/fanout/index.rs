@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use super::{Client, ClientId, Flushed};
-use crate::model::tick::{Channel, ChannelSet, KeyId};
+use super::{Client, ClientId, Flushed, HistorySource};
+use crate::model::symbols::{SymbolHold, SymbolTable};
+use crate::model::tick::{Channel, ChannelSet, KeyId, SymbolId};
 use crate::net::transport::Transport;
 use crate::pipeline::ingest::RingItem;
 use crate::pipeline::stats::Stats;
@@ -25,6 +26,16 @@ pub struct WorkerState {
     /// On a gateway: told when a key gains its first or loses its last
     /// subscriber here, so the node takes from the bus only what it needs.
     interest: Option<Arc<dyn InterestSink>>,
+    /// The symbol table, to hold the names subscribed here: a name nobody
+    /// has published stays assigned while a key of it is in `index`.
+    /// `None` in benchmarks, whose symbols are all published.
+    symbols: Option<Arc<SymbolTable>>,
+    /// One hold per symbol with a key in `index`, with the count of its
+    /// keys there (one per channel).
+    holds: HashMap<SymbolId, (usize, SymbolHold)>,
+    /// The shared history and how far this worker has delivered, for the
+    /// clients' catch-up cursors; `None` for a bare state (benchmarks).
+    history: Option<HistorySource>,
 }
 
 /// Told when a key gains its first or loses its last subscriber on a
@@ -44,20 +55,50 @@ fn remove_id(list: &mut Vec<ClientId>, id: ClientId) {
 }
 
 impl WorkerState {
-    /// A worker state that reports its keys' interest to the bus.
-    pub(crate) fn with_interest(interest: Option<Arc<dyn InterestSink>>) -> WorkerState {
+    /// A worker state that holds the names its clients subscribe to in
+    /// `symbols` and reports its keys' interest to the bus.
+    pub(crate) fn new(
+        symbols: Arc<SymbolTable>,
+        interest: Option<Arc<dyn InterestSink>>,
+    ) -> WorkerState {
         WorkerState {
             interest,
+            symbols: Some(symbols),
             ..WorkerState::default()
         }
     }
 
+    /// Gives this worker's clients the shared history to catch up from.
+    pub(crate) fn attach_history(&mut self, ingest: Arc<crate::pipeline::ingest::Ingest>) {
+        self.history = Some(HistorySource {
+            ingest,
+            delivered: Default::default(),
+        });
+    }
+
+    /// The offset of the last tick this worker handed to its clients.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.history.as_ref().map_or(0, |h| h.delivered.get())
+    }
+
     fn index_add(&mut self, key: KeyId, id: ClientId) {
         let list = self.index.entry(key).or_default();
-        if list.is_empty()
-            && let Some(i) = &self.interest
-        {
-            i.add(key);
+        if list.is_empty() {
+            if let Some(i) = &self.interest {
+                i.add(key);
+            }
+            if let Some(table) = &self.symbols {
+                let sid = key.symbol();
+                match self.holds.get_mut(&sid) {
+                    Some((keys, _)) => *keys += 1,
+                    // The subscribe's own hold keeps the id assigned here.
+                    None => {
+                        if let Some(hold) = table.hold_id(sid) {
+                            self.holds.insert(sid, (1, hold));
+                        }
+                    }
+                }
+            }
         }
         list.push(id);
     }
@@ -69,6 +110,21 @@ impl WorkerState {
                 self.index.remove(&key);
                 if let Some(i) = &self.interest {
                     i.remove(key);
+                }
+                let sid = key.symbol();
+                if let Some((keys, _)) = self.holds.get_mut(&sid) {
+                    *keys -= 1;
+                    if *keys == 0 {
+                        self.holds.remove(&sid);
+                    }
+                }
+                // Give back what a burst of subscriptions grew them to.
+                for cap in [self.index.capacity(), self.holds.capacity()] {
+                    if cap > 64 && self.index.len() < cap / 4 {
+                        self.index.shrink_to_fit();
+                        self.holds.shrink_to_fit();
+                        break;
+                    }
                 }
             }
         }
@@ -103,8 +159,9 @@ impl WorkerState {
         cap: usize,
         encoding: Encoding,
     ) -> ClientId {
-        self.clients
-            .insert(Client::new(Some(write), stats, cap, encoding))
+        let mut c = Client::new(Some(write), stats, cap, encoding);
+        c.catchup.source = self.history.clone();
+        self.clients.insert(c)
     }
 
     /// A client with no socket, whose output stays in memory until
@@ -203,6 +260,14 @@ impl WorkerState {
                 c.remove_slot(key);
             }
         }
+        for key in &removed {
+            // A name nobody published may be forgotten and its id given to
+            // another: the client is told the id again if it comes back.
+            // (A symbol's two keys differ in the lowest bit only.)
+            if !c.is_subscribed(KeyId(key.0 ^ 1)) {
+                c.forget_id(key.symbol());
+            }
+        }
         for key in removed {
             self.index_remove(key, id);
         }
@@ -256,6 +321,11 @@ impl WorkerState {
     /// Hands one ring item to every subscriber of its key.
     pub fn deliver(&mut self, item: &RingItem) {
         let key = item.tick.key;
+        if let Some(h) = &self.history {
+            // Before the offers: a cursor that reads up to here includes
+            // this tick, which it is the cursor's to give.
+            h.delivered.set(item.offset);
+        }
         let WorkerState {
             clients,
             index,

@@ -23,6 +23,7 @@
 //! (a `*` subscriber meeting a new symbol), a `symbol` control message
 //! announces the id.
 
+mod catchup;
 mod index;
 mod outbox;
 mod worker;
@@ -30,6 +31,7 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use catchup::HistorySource;
 pub(crate) use index::InterestSink;
 pub use index::WorkerState;
 pub use outbox::Client;

@@ -20,6 +20,8 @@ use crate::wire::encode::{Encoding, RECORD_LEN};
 use crate::wire::frame::OPCODE_BINARY;
 use crate::wire::message::symbol_message;
 
+use super::catchup::Catchup;
+
 mod book_merge;
 
 /// Most records one binary frame carries (16 KiB of payload): big enough
@@ -33,12 +35,12 @@ pub(super) struct KeySlot {
     pub(super) named: bool,
     /// Highest seq queued for this client; older or equal ticks are skipped,
     /// so a key is never repeated or reordered on one connection.
-    last_seq: u64,
+    pub(super) last_seq: u64,
     pub(super) pending: Option<(RingItem, bool)>,
     /// For a client whose key sees only some symbols: whether this key's
     /// symbol is entitled, decided on its first tick through `*` and kept
     /// (`None` = not decided yet). Named keys were checked at subscribe.
-    entitled: Option<bool>,
+    pub(super) entitled: Option<bool>,
     /// Book keys: the client's depth and its merged pending diff.
     book: Option<Box<book_merge::BookSlot>>,
 }
@@ -77,7 +79,7 @@ pub struct Client {
     pub(crate) kill: Rc<Notify>,
     pub(super) keys: HashMap<KeyId, KeySlot>,
     /// Symbols this client's API key may see; `None` = every symbol.
-    entitlement: Option<Arc<Entitlement>>,
+    pub(super) entitlement: Option<Arc<Entitlement>>,
     pub(super) named_keys: usize,
     pub(super) star: ChannelSet,
     control: VecDeque<Bytes>,
@@ -90,7 +92,7 @@ pub struct Client {
     frame_ends: Vec<usize>,
     pub(super) dirty: bool,
     pub(super) blocked: bool,
-    behind_since: Option<Instant>,
+    pub(super) behind_since: Option<Instant>,
     /// A Close frame is queued; no more ticks, nothing after it.
     closing: bool,
     close_deadline: Option<Instant>,
@@ -99,6 +101,9 @@ pub struct Client {
     /// Why the server ended the connection from the write side, for the
     /// close log line (the session knows the read-side reasons).
     pub(crate) end_reason: Option<&'static str>,
+    /// Its slow-consumer policy per channel and, while it catches up, its
+    /// position in the shared history (`catchup.rs`).
+    pub(crate) catchup: Catchup,
 }
 
 impl Client {
@@ -135,6 +140,7 @@ impl Client {
             dropped: 0,
             frames_sent: 0,
             end_reason: None,
+            catchup: Catchup::default(),
         }
     }
 
@@ -172,6 +178,13 @@ impl Client {
         }
     }
 
+    /// Forgets that the client knows a symbol id (it unsubscribed the
+    /// symbol, whose id may be reassigned): the next record with that id is
+    /// announced again.
+    pub(crate) fn forget_id(&mut self, id: SymbolId) {
+        self.known_ids.remove(&id);
+    }
+
     fn append_frame(&mut self, frame: &[u8]) {
         self.wbuf.extend_from_slice(frame);
         self.frame_ends.push(self.wbuf.len());
@@ -180,7 +193,7 @@ impl Client {
     }
 
     /// Appends a tick in the client's encoding.
-    fn append_tick(&mut self, item: &RingItem, snapshot: bool) {
+    pub(super) fn append_tick(&mut self, item: &RingItem, snapshot: bool) {
         let e = self.encoding as usize;
         Stats::add(&self.stats.ticks_out[e], 1);
         if !snapshot && self.oldest_rx.is_none() {
@@ -248,7 +261,7 @@ impl Client {
 
     /// Binary clients: announces the tick's symbol id before its first
     /// record if the client has never been given it.
-    fn announce_symbol(&mut self, tick: &Tick) {
+    pub(super) fn announce_symbol(&mut self, tick: &Tick) {
         if self.encoding == Encoding::Binary && self.known_ids.insert(tick.key.symbol()) {
             self.push_control(symbol_message(tick));
         }
@@ -278,6 +291,13 @@ impl Client {
         if item.tick.seq <= slot.last_seq {
             return false;
         }
+        let fits = self.order.is_empty() && self.control.is_empty() && self.unsent() < self.cap;
+        if !snapshot && self.left_to_cursor(item, fits) {
+            return false;
+        }
+        let Some(slot) = self.keys.get_mut(&key) else {
+            return false;
+        };
         slot.last_seq = item.tick.seq;
         if item.book.is_some() {
             return self.offer_book(item);
@@ -290,8 +310,7 @@ impl Client {
             return true;
         }
         self.announce_symbol(&item.tick);
-        let direct = self.order.is_empty() && self.control.is_empty() && self.unsent() < self.cap;
-        if direct {
+        if fits {
             self.append_tick(item, snapshot);
             self.frames_sent += 1;
         } else if let Some(slot) = self.keys.get_mut(&key) {
@@ -421,6 +440,7 @@ impl Client {
         }
         self.frames_sent += taken;
         Stats::gauge(&self.stats.pending_ticks, -(taken as i64));
+        self.catch_up();
     }
 
     /// Writes as much as the socket takes, in as few writes as possible.
@@ -493,6 +513,10 @@ impl Client {
     pub(crate) fn deadline(&self, evict_after: Duration) -> Option<Instant> {
         if self.closing {
             self.close_deadline
+        } else if self.catchup.is_catching_up() {
+            // Behind, but reading the history: it loses nothing while it
+            // stays within it, and falling out is handled there.
+            None
         } else {
             self.behind_since.map(|t| t + evict_after)
         }

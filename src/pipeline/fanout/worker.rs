@@ -137,6 +137,9 @@ impl Worker {
                         if c.is_closing() {
                             // It did not even take the Close frame: cut it off.
                             c.abandon();
+                        } else if c.catchup.is_catching_up() {
+                            // Reading the history: not evicted for being
+                            // behind (catchup.rs handles falling out).
                         } else {
                             let behind = c.behind_for().unwrap_or_default();
                             Stats::add(&self.stats.clients_evicted, 1);

@@ -163,6 +163,9 @@ impl Ingest {
             })
         });
         let top = state.book.top();
+        let epoch = self.epoch();
+        let offset = seq.next_offset;
+        seq.next_offset += 1;
         let item = Arc::new(EncodedTick::with_book(
             Tick {
                 key: b.key,
@@ -172,8 +175,11 @@ impl Ingest {
                 rx,
                 event: Event::Book(top),
             },
+            offset,
+            epoch,
             BookFrames::new(msgs),
         ));
+        self.history.append(&item);
         let mut pushed = 1u64;
         if seq.writer.push(item).is_err() {
             unreachable!("the ring had 2 free slots under the sequencer lock");
@@ -182,20 +188,25 @@ impl Ingest {
             let qkey = KeyId::new(b.key.symbol(), Channel::Quote);
             let qs = seq.key(qkey);
             qs.seq += 1;
-            let quote = Arc::new(EncodedTick::new(Tick {
-                key: qkey,
-                sym: b.sym.clone(),
-                seq: qs.seq,
-                ts: b.ts,
-                rx,
-                event: Event::Quote {
-                    bid: top.bid,
-                    bsz: top.bsz,
-                    ask: top.ask,
-                    asz: top.asz,
+            let qseq = qs.seq;
+            let quote = seq.place(
+                Tick {
+                    key: qkey,
+                    sym: b.sym.clone(),
+                    seq: qseq,
+                    ts: b.ts,
+                    rx,
+                    event: Event::Quote {
+                        bid: top.bid,
+                        bsz: top.bsz,
+                        ask: top.ask,
+                        asz: top.asz,
+                    },
                 },
-            }));
-            qs.last = Some(quote.clone());
+                epoch,
+            );
+            seq.key(qkey).last = Some(quote.clone());
+            self.history.append(&quote);
             if seq.writer.push(quote).is_err() {
                 unreachable!("the ring had 2 free slots under the sequencer lock");
             }
@@ -249,6 +260,8 @@ pub(super) fn snapshot_item(key: KeyId, ks: &mut KeyState) -> Option<RingItem> {
             rx: wall_clock_ns(),
             event: Event::Book(state.book.top()),
         },
+        0,
+        crate::model::epoch::Epoch::default(),
         BookFrames::new(msgs),
     ));
     state.snapshot = Some(item.clone());

@@ -22,7 +22,8 @@ use crate::pipeline::ingest::Admitted;
 use crate::pipeline::stats::{Origin, Stats};
 use crate::server::context::Context;
 use crate::server::subscriber::{
-    ClientGuard, Front, Plan, SessionKind, feed_status, subscribe, withhold_unentitled,
+    ClientGuard, Front, Plan, ResumeOutcome, SessionKind, epoch_str, feed_status, subscribe,
+    withhold_unentitled,
 };
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
@@ -33,14 +34,24 @@ use crate::wire::reply;
 use crate::wire::request::{Request, SymbolList, parse_request};
 use reader::{Inbound, MessageReader, ReadEnd};
 
+/// The largest message this kind of session reads (bigger: close 1009).
+fn max_message_bytes(c: &crate::server::config::Config, kind: SessionKind) -> usize {
+    match kind {
+        SessionKind::Echo => c.echo_max_message_bytes,
+        SessionKind::Subscriber => c.subscriber_max_message_bytes(),
+        SessionKind::Publisher => c.max_message_bytes,
+    }
+}
+
 /// The `hello` a session starts with.
 fn hello_frame(ctx: &Context, kind: SessionKind, encoding: Encoding) -> Bytes {
     let c = &ctx.config;
     reply::hello(
         encoding.protocol(),
         kind.as_str(),
+        &epoch_str(&ctx.fanout.ingest),
         &reply::HelloLimits {
-            max_message_bytes: c.max_message_bytes,
+            max_message_bytes: max_message_bytes(c, kind),
             max_keys_per_connection: c.max_keys_per_connection,
             control_per_sec: c.control_rate_per_sec,
             control_burst: c.control_burst,
@@ -60,19 +71,16 @@ pub(crate) async fn run(client: ClientGuard, read: ReadHalf, shutdown: Shutdown)
         limit: RateLimit::new(ctx.config.control_rate_per_sec, ctx.config.control_burst),
         client,
     };
-    let max_message = if kind == SessionKind::Echo {
-        // A conformance peer expects nothing but its own messages back.
-        ctx.config.echo_max_message_bytes
-    } else {
+    // A conformance peer expects nothing but its own messages back.
+    if kind != SessionKind::Echo {
         let encoding = session.client.encoding();
         session.client.send(hello_frame(&ctx, kind, encoding));
         if let Some(status) = feed_status(&ctx, encoding) {
             session.client.send(status);
         }
-        ctx.config.max_message_bytes
-    };
+    }
 
-    let reader = MessageReader::new(read, max_message);
+    let reader = MessageReader::new(read, max_message_bytes(&ctx.config, kind));
     tokio::select! {
         _ = session.read_loop(reader, shutdown) => {}
         _ = kill.notified() => {}
@@ -178,8 +186,14 @@ impl Session {
                     return;
                 }
                 Err(ReadEnd::Violation(code, why)) => {
-                    tracing::debug!(client = id, code, why, "protocol violation");
-                    self.client.set_reason("protocol violation");
+                    // An oversized message breaks a limit, not the protocol.
+                    let reason = if code == close_code::TOO_BIG {
+                        "message too big (1009)"
+                    } else {
+                        "protocol violation"
+                    };
+                    tracing::debug!(client = id, code, why, reason, "closing the connection");
+                    self.client.set_reason(reason);
                     self.client.close(code, &why);
                     self.drain(&mut reader).await;
                     return;
@@ -261,19 +275,38 @@ impl Session {
                 channels,
                 snapshot,
                 depth,
+                resume,
+                policy,
             }) => {
                 // The one partial success: symbols outside the key's
                 // entitlements are refused, the rest are subscribed.
+                let limit = self.ctx().config.max_keys_per_connection;
+                if let Some(r) = &resume
+                    && r.seqs.len() > limit
+                {
+                    return self.refuse(&ProtocolError::new(
+                        id,
+                        ErrorCode::TooManySymbols,
+                        format!(
+                            "`resume.seq` names {} keys; the per-connection limit is {limit}. Nothing was subscribed",
+                            r.seqs.len()
+                        ),
+                    ));
+                }
                 let entitlement = self.client.entitlement().map(|e| &**e);
                 let denied = withhold_unentitled(entitlement, &mut symbols);
                 let mut any = symbols.all || !symbols.names.is_empty();
                 if any {
                     let client = &self.client;
-                    match Plan::new(self.ctx(), Some(client), &symbols, channels, snapshot)
-                        .map(|p| p.with_depth(depth))
-                    {
+                    match Plan::new(self.ctx(), Some(client), &symbols, channels, snapshot) {
                         Ok(plan) => {
-                            subscribe(client, &plan, |c| subscribed(client, c, id, &plan)).await;
+                            let mut plan = plan.with_depth(depth);
+                            plan.resume = resume;
+                            plan.policy = policy;
+                            subscribe(client, &plan, |c, outcome| {
+                                subscribed(client, c, id, &plan, outcome)
+                            })
+                            .await;
                         }
                         Err(e) => {
                             // All-or-nothing for the entitled part.
@@ -407,7 +440,13 @@ impl Session {
 
 /// Queues the `subscribed` reply: the symbols and channels subscribed, with
 /// every symbol's id (`*`: every symbol seen so far that the key may see).
-fn subscribed(client: &ClientGuard, c: &mut Client, id: Option<i64>, plan: &Plan<'_>) {
+fn subscribed(
+    client: &ClientGuard,
+    c: &mut Client,
+    id: Option<i64>,
+    plan: &Plan<'_>,
+    outcome: &ResumeOutcome,
+) {
     let mut names: Vec<&str> = plan.named.iter().map(|&(n, _)| n).collect();
     let seen;
     let id_pairs: Vec<(&str, u32)> = if plan.symbols.all {
@@ -429,11 +468,17 @@ fn subscribed(client: &ClientGuard, c: &mut Client, id: Option<i64>, plan: &Plan
     } else {
         plan.named.clone()
     };
+    let ingest = &client.context().fanout.ingest;
     c.push_control(reply::subscribed(
         id,
         names,
         plan.channels,
         id_pairs.iter().copied(),
+        &reply::Position {
+            epoch: &epoch_str(ingest),
+            offset: outcome.offset,
+            resumed: plan.resume.as_ref().map(|_| outcome.json()),
+        },
     ));
     c.learn_ids(id_pairs.iter().map(|&(_, sid)| sid));
 }

@@ -29,13 +29,11 @@ use tokio::time::Instant;
 
 use crate::access::auth::Identity;
 use crate::access::limits::Permit;
-use crate::model::tick::KeyId;
 use crate::net::transport::{Conn, ReadHalf};
-use crate::pipeline::fanout::Client;
 use crate::server::context::Context;
 use crate::server::subscriber::{
-    ClientGuard, Front, Plan, Presented, Refusal, SessionKind, admit, authorize, feed_status,
-    subscribe, withhold_unentitled,
+    ClientGuard, Front, Plan, Presented, Refusal, SessionKind, TakenConn, admit, authorize,
+    feed_status, subscribe, withhold_unentitled,
 };
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
@@ -43,7 +41,7 @@ use crate::wire::frame::close_code;
 use crate::wire::reply;
 
 pub(crate) use request::{Peeked, peek};
-use request::{SseRequest, bad, parse_event_id, parse_head, read_head};
+use request::{SseRequest, bad, event_id_position, parse_head, read_head};
 
 /// The endpoint's path.
 pub(crate) const PATH: &str = "/v1/sse";
@@ -80,23 +78,6 @@ async fn refuse(stream: &mut Conn, r: &Refusal) {
     .await;
 }
 
-/// The `event: status` sent first on a resumed stream.
-fn status_event(
-    resumed: bool,
-    missed: bool,
-    last_event_id: &str,
-    newest_seq: Option<u64>,
-    reason: &str,
-) -> Bytes {
-    reply::sse_resume_status(&reply::SseResume {
-        resumed,
-        missed,
-        last_event_id,
-        newest_seq,
-        reason,
-    })
-}
-
 /// Serves one connection whose first request is `GET /v1/sse…`.
 /// `timeout` is what is left of the handshake budget for the request head.
 pub(crate) async fn serve(
@@ -111,17 +92,22 @@ pub(crate) async fn serve(
         Err(r) => return refuse(&mut conn, &r).await,
     };
     // Symbols and the key limit are checked before any byte of the stream.
-    let plan = match Plan::new(&ctx, None, &req.symbols, req.channels, true)
-        .map(|p| p.with_depth(req.depth))
-    {
-        Ok(plan) => plan,
+    let mut plan = match Plan::new(&ctx, None, &req.symbols, req.channels, true) {
+        Ok(plan) => plan.with_depth(req.depth),
         Err(e) => return refuse(&mut conn, &bad(e.message(Front::Sse))).await,
     };
+    plan.resume = req
+        .last_event_id
+        .as_deref()
+        .and_then(|id| event_id_position(id, ctx.fanout.ingest.epoch()));
     // The head was read whole and a GET has no body: nothing to carry over.
     let (client, read) = ClientGuard::open(
         ctx,
-        conn,
-        Bytes::new(),
+        TakenConn {
+            conn,
+            peer,
+            early: Bytes::new(),
+        },
         SessionKind::Subscriber,
         Encoding::Sse,
         identity,
@@ -192,15 +178,21 @@ async fn stream(
     mut shutdown: Shutdown,
 ) {
     let ctx = client.context().clone();
-    subscribe(&client, plan, |c| {
+    subscribe(&client, plan, |c, outcome| {
         c.push_control(Bytes::from_static(RESPONSE_HEAD));
         if let Some(status) = feed_status(&ctx, Encoding::Sse) {
             c.push_control(status);
         }
-        if let Some(last) = &req.last_event_id {
-            let status = resume(&ctx, c, req, last);
-            c.push_control(status);
-        }
+        let epoch = ctx.fanout.ingest.epoch();
+        let resumed = plan.resume.as_ref().map(|_| outcome.json());
+        let unreadable = req.last_event_id.is_some() && plan.resume.is_none();
+        c.push_control(reply::sse_position(&reply::SsePosition {
+            epoch,
+            offset: outcome.offset,
+            last_event_id: req.last_event_id.as_deref(),
+            resumed: resumed.as_deref(),
+            unreadable,
+        }));
     })
     .await;
 
@@ -237,49 +229,4 @@ async fn stream(
             }
         }
     }
-}
-
-/// Works out the `status` event for a `Last-Event-ID` and, when the id is
-/// a position in this server run's sequence of a subscribed key, skips what
-/// the client already has of that key.
-fn resume(w: &Context, c: &mut Client, req: &SseRequest, last: &str) -> Bytes {
-    let Some((sym, channel, seq)) = parse_event_id(last) else {
-        return status_event(
-            false,
-            true,
-            last,
-            None,
-            "not an id this server sent (SYM:CHANNEL:SEQ)",
-        );
-    };
-    let subscribed = req.channels.contains(channel)
-        && (req.symbols.all || req.symbols.names.iter().any(|n| n == sym));
-    if !subscribed {
-        return status_event(
-            false,
-            true,
-            last,
-            None,
-            "that key is not in this subscription",
-        );
-    }
-    let Some((sid, _)) = w.fanout.ingest.symbols().lookup(sym) else {
-        return status_event(false, true, last, None, "unknown symbol");
-    };
-    let key = KeyId::new(sid, channel);
-    let mut newest = Vec::new();
-    w.fanout.ingest.last_values([key], &mut newest);
-    let newest = newest.first().map_or(0, |i| i.tick.seq);
-    if seq > newest {
-        // From another server run (sequences restarted): nothing to resume.
-        return status_event(
-            false,
-            true,
-            last,
-            Some(newest),
-            "the id is ahead of this server's sequence (server restarted?)",
-        );
-    }
-    c.resume_after(key, seq);
-    status_event(true, newest > seq + 1, last, Some(newest), "")
 }

@@ -9,12 +9,14 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::model::epoch::Epoch;
 use crate::model::tick::{Channel, ChannelSet, validate_symbol};
 use crate::net::tls::TlsConn;
 use crate::net::transport::Conn;
 use crate::server::sse::PATH;
 use crate::server::subscriber::Refusal;
 use crate::wire::request::SymbolList;
+use crate::wire::resume::{Resume, Since};
 
 /// Largest request head accepted on `/v1/sse`.
 const MAX_HEAD: usize = 16 * 1024;
@@ -276,6 +278,26 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
     })
 }
 
+/// The position a `Last-Event-ID` names: `EPOCH:OFFSET` (what live ticks
+/// and the stream's first event carry: every key of the stream resumes
+/// after that offset), or the older `SYM:CHANNEL:SEQ` (one key resumes;
+/// it has no epoch, so it is taken as this one's). `None`: neither.
+pub(crate) fn event_id_position(id: &str, current: Epoch) -> Option<Resume> {
+    if let Some((sym, channel, seq)) = parse_event_id(id) {
+        return Some(Resume {
+            epoch: current,
+            seqs: vec![(sym.to_owned(), channel, seq)],
+            since: None,
+        });
+    }
+    let (epoch, offset) = id.split_once(':')?;
+    Some(Resume {
+        epoch: Epoch::parse(epoch)?,
+        seqs: Vec::new(),
+        since: Some(Since::Offset(offset.parse().ok()?)),
+    })
+}
+
 /// `SYM:CHANNEL:SEQ` (the symbol may itself contain `:`).
 pub(crate) fn parse_event_id(id: &str) -> Option<(&str, Channel, u64)> {
     let mut it = id.rsplitn(3, ':');
@@ -320,6 +342,22 @@ mod tests {
         assert_eq!(parse_event_id("A:bok:7"), None);
         let r = parse_head(&head("/v1/sse?symbols=X&channels=book&depth=full")).unwrap();
         assert_eq!(r.depth, crate::model::book::DepthClass::Full);
+        let e = Epoch(0xab);
+        assert_eq!(
+            event_id_position("00000000000000ab:42", Epoch(1)),
+            Some(Resume {
+                epoch: e,
+                seqs: vec![],
+                since: Some(Since::Offset(42))
+            })
+        );
+        assert_eq!(
+            event_id_position("A:trade:7", e).map(|r| r.seqs),
+            Some(vec![("A".to_string(), Channel::Trade, 7)])
+        );
+        for bad in ["", "x", "00000000000000ab:", "00000000000000ab:-1", "ab:1"] {
+            assert_eq!(event_id_position(bad, e), None, "{bad}");
+        }
         let r = parse_head(&head("/v1/sse?symbols=X")).unwrap();
         assert_eq!(r.channels, ChannelSet::BOTH);
     }

@@ -2,6 +2,7 @@
 //! connection lives.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -59,21 +60,29 @@ pub(crate) struct ClientGuard {
     _permit: Permit,
 }
 
+/// A connection taken back from HTTP for a streaming session.
+pub(crate) struct TakenConn {
+    /// The socket, plain or TLS.
+    pub(crate) conn: Conn,
+    /// The client: the socket's peer, or the one a trusted load
+    /// balancer's PROXY header named.
+    pub(crate) peer: SocketAddr,
+    /// Bytes read past the request, read first by the session.
+    pub(crate) early: Bytes,
+}
+
 impl ClientGuard {
-    /// Registers a streaming connection as a fan-out client: `early` (bytes
-    /// read past the request) is read first from the returned half.
+    /// Registers a streaming connection as a fan-out client: its `early`
+    /// bytes are read first from the returned half.
     pub(crate) fn open(
         ctx: Rc<Context>,
-        conn: Conn,
-        early: Bytes,
+        TakenConn { conn, peer, early }: TakenConn,
         kind: SessionKind,
         encoding: Encoding,
         identity: Option<Arc<Identity>>,
         permit: Permit,
     ) -> (ClientGuard, ReadHalf) {
-        let peer = conn
-            .peer_addr()
-            .map_or_else(|_| "?".to_string(), |p| p.to_string());
+        let peer = peer.to_string();
         if kind == SessionKind::Subscriber {
             let _ = socket2::SockRef::from(conn.tcp())
                 .set_send_buffer_size(ctx.config.socket_send_buffer);

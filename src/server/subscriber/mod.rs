@@ -21,6 +21,7 @@
 
 mod admission;
 mod guard;
+mod resume;
 mod subscribe;
 
 use std::sync::atomic::AtomicI64;
@@ -29,7 +30,8 @@ use crate::access::auth::Role;
 use crate::pipeline::stats::Stats;
 
 pub(crate) use admission::{Presented, Refusal, admit, authorize};
-pub(crate) use guard::{ClientGuard, feed_status};
+pub(crate) use guard::{ClientGuard, TakenConn, feed_status};
+pub(crate) use resume::{Outcome as ResumeOutcome, epoch_str};
 pub(crate) use subscribe::{Plan, subscribe, withhold_unentitled};
 
 /// What a connection is for: which endpoint it came in on.

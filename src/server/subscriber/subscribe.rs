@@ -3,15 +3,17 @@
 
 use std::time::Duration;
 
+use super::resume::{self, Outcome};
 use super::{ClientGuard, Front};
 use crate::access::auth::Entitlement;
 use crate::model::book::DepthClass;
-use crate::model::symbols::TableFull;
+use crate::model::symbols::{SymbolHold, TableFull};
 use crate::model::tick::{Channel, ChannelSet, KeyId, SymbolId};
 use crate::pipeline::fanout::Client;
 use crate::pipeline::ingest::RingItem;
 use crate::server::context::Context;
 use crate::wire::request::SymbolList;
+use crate::wire::resume::{Resume, SlowPolicy};
 
 /// How long a subscribe on a gateway waits for the bus to deliver its
 /// snapshot before answering from the node's own cache (bus down).
@@ -77,6 +79,13 @@ pub(crate) struct Plan<'a> {
     pub(crate) snapshot: bool,
     /// The window book keys are kept at.
     pub(crate) depth: DepthClass,
+    /// Keeps the named symbols' ids assigned until the subscription's own
+    /// holds (in the worker's index) take over, or the plan is dropped.
+    _holds: Vec<SymbolHold>,
+    /// The position the client resumes from, if any.
+    pub(crate) resume: Option<Resume>,
+    /// Its slow-consumer policy.
+    pub(crate) policy: SlowPolicy,
 }
 
 impl<'a> Plan<'a> {
@@ -90,27 +99,44 @@ impl<'a> Plan<'a> {
         snapshot: bool,
     ) -> Result<Plan<'a>, SubscribeError> {
         let table = ctx.fanout.ingest.symbols();
-        let named = symbols
+        // The key limit first, from names the table knows: a refused
+        // subscribe assigns no id to anything.
+        {
+            let st = ctx.fanout.state.borrow();
+            let held = client.and_then(|g| st.clients.get(g.id()));
+            let new: usize = symbols
+                .names
+                .iter()
+                .map(|name| match (table.lookup(name), held) {
+                    (Some((sid, _)), Some(c)) => channels
+                        .iter()
+                        .filter(|&ch| !c.is_subscribed(KeyId::new(sid, ch)))
+                        .count(),
+                    _ => channels.iter().count(),
+                })
+                .sum();
+            let total = held.map_or(0, Client::named_keys) + new;
+            let limit = ctx.config.max_keys_per_connection;
+            if total > limit {
+                return Err(SubscribeError::TooManyKeys { total, limit });
+            }
+        }
+        let holds = symbols
             .names
             .iter()
-            .map(|name| Ok((name.as_str(), table.intern(name)?.0)))
+            .map(|name| table.hold(name))
             .collect::<Result<Vec<_>, TableFull>>()
             .map_err(SubscribeError::Symbols)?;
+        let named: Vec<(&str, SymbolId)> = symbols
+            .names
+            .iter()
+            .zip(&holds)
+            .map(|(name, h)| (name.as_str(), h.id()))
+            .collect();
         let keys: Vec<KeyId> = named
             .iter()
             .flat_map(|&(_, sid)| channels.iter().map(move |ch| KeyId::new(sid, ch)))
             .collect();
-        let st = ctx.fanout.state.borrow();
-        let held = client.and_then(|g| st.clients.get(g.id()));
-        let new = keys
-            .iter()
-            .filter(|&&k| held.is_none_or(|c| !c.is_subscribed(k)))
-            .count();
-        let total = held.map_or(0, Client::named_keys) + new;
-        let limit = ctx.config.max_keys_per_connection;
-        if total > limit {
-            return Err(SubscribeError::TooManyKeys { total, limit });
-        }
         Ok(Plan {
             symbols,
             named,
@@ -118,6 +144,9 @@ impl<'a> Plan<'a> {
             channels,
             snapshot,
             depth: DepthClass::default(),
+            _holds: holds,
+            resume: None,
+            policy: SlowPolicy::default(),
         })
     }
 
@@ -141,12 +170,16 @@ impl<'a> Plan<'a> {
 /// (at most [`SNAPSHOT_WAIT`]) until the bus subscriptions are in place and
 /// the snapshot's last values are here, holding the interest until the
 /// client's own subscription takes over. Then it subscribes the keys (and
-/// `*`), lets the front end queue its answer (`reply`: `subscribed`, or the
-/// SSE response head), queues the snapshot and flushes.
+/// `*`), decides what a resume can be given (`resume.rs`), lets the front
+/// end queue its answer (`reply`: `subscribed`, or the SSE response head,
+/// told the resume's outcome), queues the snapshot of every key not
+/// resumed, starts the client's history cursor and flushes. All of it runs
+/// between two ring batches of the worker, the sequencing point that makes
+/// the seam between history and live ticks exact.
 pub(crate) async fn subscribe(
     client: &ClientGuard,
     plan: &Plan<'_>,
-    reply: impl FnOnce(&mut Client),
+    reply: impl FnOnce(&mut Client, &Outcome),
 ) {
     let ctx = client.context();
     let _hold = match &ctx.bus {
@@ -161,6 +194,14 @@ pub(crate) async fn subscribe(
     if st.client(id).is_none() {
         return;
     }
+    let delivered = st.delivered();
+    let outcome = match &plan.resume {
+        Some(r) => resume::plan(&ctx.fanout.ingest, r, &plan.keys, plan.star(), delivered),
+        None => Outcome {
+            offset: delivered,
+            ..Outcome::default()
+        },
+    };
     st.subscribe_keys(id, &plan.keys);
     if plan.symbols.all {
         st.subscribe_star(id, plan.channels);
@@ -172,10 +213,15 @@ pub(crate) async fn subscribe(
         .filter(|k| k.channel() == Channel::Book)
         .collect();
     if let Some(c) = st.client(id) {
+        c.catchup.policy.0 |= plan.policy.catchup.0;
+        c.catchup.on_gap = plan.policy.on_gap;
+        for &(key, seq) in &outcome.have {
+            c.resume_after(key, seq);
+        }
         for &k in &book_keys {
             c.set_book_depth(k, plan.depth);
         }
-        reply(c);
+        reply(c, &outcome);
     }
     if !plan.snapshot && !book_keys.is_empty() {
         // A book diff means nothing without the book it applies to: book
@@ -186,16 +232,25 @@ pub(crate) async fn subscribe(
     }
     if plan.snapshot {
         // `*` takes every key's last value; the client's entitlement
-        // filters them as it filters live ticks.
+        // filters them as it filters live ticks. Keys resumed whole get
+        // none: their missed ticks come from the history instead.
         let mut last: Vec<RingItem> = Vec::new();
-        if plan.symbols.all {
+        if plan.symbols.all && !outcome.star_served {
             ctx.fanout.ingest.all_last_values(plan.channels, &mut last);
         } else {
             ctx.fanout
                 .ingest
                 .last_values(plan.keys.iter().copied(), &mut last);
         }
+        // A book key always starts from its snapshot (its diffs need it).
+        last.retain(|item| item.book.is_some() || !outcome.no_snapshot.contains(&item.tick.key));
         st.offer_snapshots(id, &last);
+    }
+    if let Some(start) = outcome.start
+        && start <= delivered
+        && let Some(c) = st.client(id)
+    {
+        c.begin_catchup(start, plan.channels);
     }
     st.flush_client(id);
 }
@@ -242,7 +297,7 @@ mod tests {
             e.message(Front::Sse),
             "12 (symbol, channel) keys requested; the limit is 10"
         );
-        let full = SubscribeError::Symbols(TableFull(3));
+        let full = SubscribeError::Symbols(TableFull::Kept(3));
         for front in [Front::WebSocket, Front::Sse] {
             assert_eq!(
                 full.message(front),
