@@ -115,6 +115,9 @@ struct ServeArgs {
     /// Most distinct symbols the server tracks.
     #[arg(long, default_value_t = 1_000_000)]
     max_symbols: usize,
+    /// Most price levels per side one order book may hold.
+    #[arg(long, default_value_t = tickwire::pipeline::ingest::DEFAULT_MAX_BOOK_LEVELS)]
+    max_book_levels: usize,
     /// Byte cap on one client's frames queued for its socket.
     #[arg(long, default_value_t = 262_144)]
     client_buffer_bytes: usize,
@@ -325,6 +328,7 @@ impl ServeArgs {
             max_message_bytes: self.max_message_bytes,
             max_keys_per_connection: self.max_keys_per_connection,
             max_symbols: self.max_symbols,
+            max_book_levels: self.max_book_levels,
             client_buffer_bytes: self.client_buffer_bytes,
             history: tickwire::pipeline::history::HistoryLimits {
                 max_bytes: self.history_bytes,

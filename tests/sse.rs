@@ -242,9 +242,10 @@ async fn bad_requests_get_400_with_the_reason_before_any_stream() {
     let addr = h.addr();
     for (path, words) in [
         ("/v1/sse?symbols=BAD%20ONE", "invalid symbol"),
+        ("/v1/sse?symbols=AAPL&channels=bok", "unknown channel `bok`"),
         (
-            "/v1/sse?symbols=AAPL&channels=book",
-            "unknown channel `book`",
+            "/v1/sse?symbols=*&channels=book",
+            "the book channel needs named symbols",
         ),
         ("/v1/sse", "needs symbols"),
         (&format!("/v1/sse?symbols={}", "X".repeat(33)), "at most 32"),

@@ -815,6 +815,7 @@ async fn replay_and_record_speak_wss_with_a_ca_file() {
                 qty: Fixed(1_000_000_000),
                 side: Side::Buy,
             },
+            book: None,
         })
         .collect();
     for t in &ticks {

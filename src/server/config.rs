@@ -44,6 +44,9 @@ pub struct Config {
     pub max_keys_per_connection: usize,
     /// Most distinct symbols the server tracks.
     pub max_symbols: usize,
+    /// Most price levels per side one order book may hold; a book update
+    /// that would exceed it is refused (`bad_book`). Default 5000.
+    pub max_book_levels: usize,
     /// Byte cap on one client's queued-for-socket frames.
     pub client_buffer_bytes: usize,
     /// Bounds of the shared history of recent ticks (`--history-bytes`,
@@ -111,6 +114,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             max_keys_per_connection: 10_000,
             max_symbols: 1_000_000,
+            max_book_levels: crate::pipeline::ingest::DEFAULT_MAX_BOOK_LEVELS,
             client_buffer_bytes: 256 * 1024,
             history: crate::pipeline::history::HistoryLimits::default(),
             socket_send_buffer: 32 * 1024,

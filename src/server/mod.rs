@@ -182,6 +182,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         config.history,
         crate::model::epoch::Epoch::generate(),
     );
+    ingest.set_max_book_levels(config.max_book_levels);
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();

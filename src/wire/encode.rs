@@ -44,6 +44,7 @@ pub fn tick_json_as(out: &mut Vec<u8>, t: &Tick, snapshot: bool, format: TsForma
     match t.event {
         Event::Trade { .. } => out.extend_from_slice(br#"{"type":"trade","sym":""#),
         Event::Quote { .. } => out.extend_from_slice(br#"{"type":"quote","sym":""#),
+        Event::Book(_) => out.extend_from_slice(br#"{"type":"book_top","sym":""#),
     }
     out.extend_from_slice(t.sym.as_bytes());
     out.extend_from_slice(br#"","seq":"#);
@@ -72,7 +73,8 @@ pub fn event_json_fields(out: &mut Vec<u8>, event: &Event) {
             out.push(side.as_byte());
             out.push(b'"');
         }
-        Event::Quote { bid, bsz, ask, asz } => {
+        Event::Quote { bid, bsz, ask, asz }
+        | Event::Book(crate::model::book::TopOfBook { bid, bsz, ask, asz }) => {
             push_fixed(out, br#","bid":"#, bid);
             push_fixed(out, br#","bsz":"#, bsz);
             push_fixed(out, br#","ask":"#, ask);
@@ -188,6 +190,8 @@ pub(crate) fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
     let (kind, a, b, c, d) = match t.event {
         Event::Trade { px, qty, side } => (1u8, px.raw(), qty.raw(), i64::from(side.as_byte()), 0),
         Event::Quote { bid, bsz, ask, asz } => (2u8, bid.raw(), bsz.raw(), ask.raw(), asz.raw()),
+        // Never sent: a book tick goes out as its book frames.
+        Event::Book(t) => (3u8, t.bid.raw(), t.bsz.raw(), t.ask.raw(), t.asz.raw()),
     };
     r[0] = kind;
     // r[1] flags and r[2..4] reserved stay 0 for a live tick.
@@ -224,6 +228,9 @@ pub struct EncodedTick {
     /// The Server-Sent Events block, encoded when the first SSE client
     /// needs it, like the record.
     sse: std::sync::OnceLock<Bytes>,
+    /// A book update's messages per depth class (`None` for a tick): book
+    /// subscribers are sent these instead of the tick's own frames.
+    pub book: Option<Box<crate::wire::book::BookFrames>>,
     /// The JSON frame and the SSE block with `ts`/`rx` as strings
     /// (`?ts=string`), each encoded when the first such client needs it;
     /// boxed, so a tick no such client sees costs one pointer, not two
@@ -256,6 +263,29 @@ impl EncodedTick {
             record: std::sync::OnceLock::new(),
             sse: std::sync::OnceLock::new(),
             ts_string: std::sync::OnceLock::new(),
+            book: None,
+        }
+    }
+
+    /// A book update at `offset` in `epoch` (0 and the default epoch for a
+    /// snapshot built for a subscriber): its tick (channel `book`) and its
+    /// messages; it has no tick frame of its own.
+    pub fn with_book(
+        tick: Tick,
+        offset: u64,
+        epoch: Epoch,
+        frames: crate::wire::book::BookFrames,
+    ) -> EncodedTick {
+        EncodedTick {
+            tick,
+            offset,
+            epoch,
+            json: Bytes::new(),
+            snap_json: std::sync::OnceLock::new(),
+            record: std::sync::OnceLock::new(),
+            sse: std::sync::OnceLock::new(),
+            ts_string: std::sync::OnceLock::new(),
+            book: Some(Box::new(frames)),
         }
     }
 

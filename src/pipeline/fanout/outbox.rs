@@ -23,6 +23,8 @@ use crate::wire::ts_format::TsFormat;
 
 use super::catchup::Catchup;
 
+mod book_merge;
+
 /// Most records one binary frame carries (16 KiB of payload): big enough
 /// that a backlog costs few frame headers, small enough that a client can
 /// start decoding before a whole burst has arrived.
@@ -40,6 +42,8 @@ pub(super) struct KeySlot {
     /// symbol is entitled, decided on its first tick through `*` and kept
     /// (`None` = not decided yet). Named keys were checked at subscribe.
     pub(super) entitled: Option<bool>,
+    /// Book keys: the client's depth and its merged pending diff.
+    book: Option<Box<book_merge::BookSlot>>,
 }
 
 /// How far a flush got.
@@ -316,6 +320,9 @@ impl Client {
             return false;
         };
         slot.last_seq = item.tick.seq;
+        if item.book.is_some() {
+            return self.offer_book(item);
+        }
         if slot.pending.is_some() {
             // Its symbol was announced when the first pending tick came.
             slot.pending = Some((item.clone(), snapshot));
@@ -410,6 +417,7 @@ impl Client {
         for slot in self.keys.values_mut() {
             n += i64::from(slot.pending.take().is_some());
         }
+        n += self.discard_book_pending();
         Stats::gauge(&self.stats.pending_ticks, -n);
         self.order.clear();
     }
@@ -417,7 +425,7 @@ impl Client {
     /// Forgets a key's delivery state (unsubscribed), with its pending tick.
     pub(super) fn remove_slot(&mut self, key: KeyId) {
         if let Some(slot) = self.keys.remove(&key)
-            && slot.pending.is_some()
+            && (slot.pending.is_some() || slot.has_book_pending())
         {
             Stats::gauge(&self.stats.pending_ticks, -1);
         }
@@ -442,6 +450,9 @@ impl Client {
             let Some(key) = self.order.pop_front() else {
                 break;
             };
+            if self.fill_book(key) {
+                continue;
+            }
             let Some((item, snap)) = self.keys.get_mut(&key).and_then(|s| s.pending.take()) else {
                 continue; // stale entry: unsubscribed or already taken
             };
@@ -610,7 +621,11 @@ impl Drop for Client {
             &self.stats.queued_bytes,
             -((self.wbuf.len() - self.sent) as i64),
         );
-        let pending = self.keys.values().filter(|s| s.pending.is_some()).count();
+        let pending = self
+            .keys
+            .values()
+            .filter(|s| s.pending.is_some() || s.has_book_pending())
+            .count();
         Stats::gauge(&self.stats.pending_ticks, -(pending as i64));
     }
 }

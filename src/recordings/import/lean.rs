@@ -322,6 +322,7 @@ fn read_trades<R: Read>(
         match parsed {
             Ok((_, _, _, true)) => flagged += 1,
             Ok((ts, px, qty, false)) => out.push(NewTick {
+                book: None,
                 sym: ctx.sym.clone(),
                 ts,
                 event: Event::Trade {
@@ -358,6 +359,7 @@ fn read_quotes<R: Read>(
         {
             last_written = Some((bid, ask));
             out.push(NewTick {
+                book: None,
                 sym: ctx.sym.clone(),
                 ts,
                 event: Event::Quote {

@@ -8,7 +8,9 @@
 //! `--skip-bad` is given, which skips and counts such rows instead. Nothing
 //! is written under the output name unless the whole import succeeds.
 
+mod binance_depth;
 mod dbn;
+mod dbn_book;
 mod lean;
 mod tardis;
 
@@ -19,6 +21,21 @@ use std::time::{Duration, Instant};
 use crate::model::tick::{Event, NewTick};
 use crate::recordings::format::{RecordingError, RecordingWriter};
 use crate::recordings::selection::Selection;
+
+pub use dbn_book::BookRebuildReport;
+
+/// Rebuilds the books of a DBN `mbo` or `mbp-10` file, skipping (and
+/// counting) inconsistent records as `--skip-bad` does: the rebuild's
+/// report, the records skipped as bad, and the trade and quote ticks made.
+pub fn rebuild_dbn_books(
+    path: &Path,
+) -> Result<(BookRebuildReport, u64, Vec<NewTick>), ImportError> {
+    let mut bad = BadRows::new(true);
+    let mut books = dbn_book::BookRebuilder::default();
+    let mut out = Vec::new();
+    dbn::read_with(path, &mut bad, &mut out, &mut books)?;
+    Ok((books.report, bad.count, out))
+}
 
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +66,7 @@ pub enum ImportError {
         message: String,
     },
     #[error(
-        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s and bbo-1m"
+        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10 and mbo"
     )]
     UnsupportedSchema { file: String, schema: String },
     #[error("writing the output: {0}")]
@@ -77,8 +94,11 @@ pub enum Vendor {
     Lean,
     /// Tardis.dev CSV (trades, quotes).
     Tardis,
-    /// Databento DBN v1–3, plain or zstd (trades, mbp-1, tbbo, bbo-1s, bbo-1m).
+    /// Databento DBN v1–3, plain or zstd (trades, mbp-1, tbbo, bbo-1s,
+    /// bbo-1m, mbp-10, mbo).
     Dbn,
+    /// Binance depth CSV (snapshot and diff rows with update ids): books.
+    BinanceDepth,
 }
 
 /// Arguments of `tickwire import`.
@@ -135,6 +155,8 @@ pub struct InputReport {
     pub file: String,
     pub trades: u64,
     pub quotes: u64,
+    /// Order-book snapshots and diffs (DBN `mbo`/`mbp-10`).
+    pub books: u64,
     /// Rows skipped by `--skip-bad`.
     pub bad_rows: u64,
     pub bad_examples: Vec<String>,
@@ -244,8 +266,9 @@ fn read_input(
     path: &Path,
     skip_bad: bool,
     out: &mut Vec<NewTick>,
+    depth_ids: &mut binance_depth::Continuity,
 ) -> Result<InputReport, ImportError> {
-    read_input_as(vendor, path, skip_bad, out).map_err(|e| match e {
+    read_input_as(vendor, path, skip_bad, out, depth_ids).map_err(|e| match e {
         ImportError::BadFile { file, message } => match looks_like(path, vendor) {
             Some(hint) => ImportError::BadFile {
                 file,
@@ -262,6 +285,7 @@ fn read_input_as(
     path: &Path,
     skip_bad: bool,
     out: &mut Vec<NewTick>,
+    depth_ids: &mut binance_depth::Continuity,
 ) -> Result<InputReport, ImportError> {
     let mut bad = BadRows::new(skip_bad);
     let start = out.len();
@@ -278,6 +302,10 @@ fn read_input_as(
             dbn::read(path, &mut bad, out)?,
             "records without a two-sided top of book",
         ),
+        Vendor::BinanceDepth => (
+            binance_depth::read(path, &mut bad, out, depth_ids)?,
+            "diffs older than their snapshot",
+        ),
     };
     let mut report = InputReport {
         file: path.display().to_string(),
@@ -291,6 +319,7 @@ fn read_input_as(
         match t.event {
             Event::Trade { .. } => report.trades += 1,
             Event::Quote { .. } => report.quotes += 1,
+            Event::Book(_) => report.books += 1,
         }
     }
     Ok(report)
@@ -348,11 +377,19 @@ pub fn import_until(
     refuse_repeated_inputs(inputs)?;
     let mut ticks = Vec::new();
     let mut reports = Vec::new();
+    // Binance depth: update ids are checked across the inputs, in order.
+    let mut depth_ids = binance_depth::Continuity::default();
     for path in inputs {
         if stop() {
             return Err(interrupted());
         }
-        reports.push(read_input(vendor, path, skip_bad, &mut ticks)?);
+        reports.push(read_input(
+            vendor,
+            path,
+            skip_bad,
+            &mut ticks,
+            &mut depth_ids,
+        )?);
     }
     // Each input is already in ts order and they were appended in input
     // order, so a stable sort by ts is exactly the stable merge.
@@ -400,10 +437,15 @@ pub fn run(args: ImportArgs) -> ExitCode {
         Ok(report) => {
             for r in &report.inputs {
                 eprintln!(
-                    "{}: {} trades, {} quotes{}{}",
+                    "{}: {} trades, {} quotes{}{}{}",
                     r.file,
                     r.trades,
                     r.quotes,
+                    if r.books > 0 {
+                        format!(", {} book updates", r.books)
+                    } else {
+                        String::new()
+                    },
                     if r.left_out > 0 {
                         format!(", {} {} left out", r.left_out, r.left_out_why)
                     } else {
@@ -420,7 +462,11 @@ pub fn run(args: ImportArgs) -> ExitCode {
                 }
             }
             let secs = report.elapsed.as_secs_f64();
-            let read: u64 = report.inputs.iter().map(|r| r.trades + r.quotes).sum();
+            let read: u64 = report
+                .inputs
+                .iter()
+                .map(|r| r.trades + r.quotes + r.books)
+                .sum();
             println!(
                 "wrote {} ticks to {} ({} read, {:.3} s, {:.0} ticks/s)",
                 report.written,

@@ -171,7 +171,12 @@ pub(super) fn read(
                     _ => return Ok(None),
                 }
             };
-            Ok(Some(NewTick { sym, ts, event }))
+            Ok(Some(NewTick {
+                book: None,
+                sym,
+                ts,
+                event,
+            }))
         })();
         match parsed {
             Ok(Some(t)) => out.push(t),

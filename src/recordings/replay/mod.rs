@@ -178,6 +178,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn plays_at_recorded_pace_and_loops_with_rebased_time() {
         let line = |ts: u64| NewTick {
+            book: None,
             sym: "A".into(),
             ts,
             event: crate::model::tick::Event::Trade {

@@ -93,7 +93,7 @@ pub(crate) async fn serve(
     };
     // Symbols and the key limit are checked before any byte of the stream.
     let mut plan = match Plan::new(&ctx, None, &req.symbols, req.channels, true) {
-        Ok(plan) => plan,
+        Ok(plan) => plan.with_depth(req.depth),
         Err(e) => return refuse(&mut conn, &bad(e.message(Front::Sse))).await,
     };
     plan.policy = req.policy;

@@ -142,6 +142,8 @@ pub(crate) struct SseRequest {
     pub(crate) ts_format: TsFormat,
     /// `heartbeat=MS`: an `event: heartbeat` every MS.
     pub(crate) heartbeat: Option<std::time::Duration>,
+    /// `depth=10|25|full`: the window of `book` keys (default 10).
+    pub(crate) depth: crate::model::book::DepthClass,
     /// The `Last-Event-ID` header, if any.
     pub(crate) last_event_id: Option<String>,
     /// The `Authorization` header and the raw query, for the API key
@@ -210,6 +212,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
     let mut policy = SlowPolicy::default();
     let mut ts_format = TsFormat::Number;
     let mut heartbeat = None;
+    let mut depth = crate::model::book::DepthClass::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
@@ -223,13 +226,23 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
                     _ => return Err(bad("on_gap is conflate or evict")),
                 }
             }
+            "depth" => {
+                depth = match v {
+                    "full" => Some(crate::model::book::DepthClass::Full),
+                    n => n
+                        .parse()
+                        .ok()
+                        .and_then(crate::model::book::DepthClass::from_wire),
+                }
+                .ok_or_else(|| bad(format!("depth is `{v}`; it is 10, 25 or full")))?;
+            }
             // The API key; checked in `serve`.
             "token" => {}
             "ts" => ts_format = TsFormat::parse(v).map_err(bad)?,
             "heartbeat" => heartbeat = Some(crate::wire::heartbeat::parse(v).map_err(bad)?),
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote, catchup=trade,quote, on_gap=conflate|evict, ts=string, heartbeat=MS and token=KEY"
+                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote,book, depth=10|25|full, catchup=trade,quote, on_gap=conflate|evict, ts=string, heartbeat=MS and token=KEY"
                 )));
             }
         }
@@ -258,11 +271,17 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
         None => ChannelSet::BOTH,
         Some(list) => parse_channels(&list, "channels")?,
     };
+    if all && channels.contains(Channel::Book) {
+        return Err(bad(
+            "the book channel needs named symbols; * covers trade and quote only",
+        ));
+    }
     Ok(SseRequest {
         symbols: SymbolList { all, names },
         channels,
         ts_format,
         heartbeat,
+        depth,
         last_event_id,
         authorization,
         query: query.to_owned(),
@@ -277,7 +296,7 @@ fn parse_channels(list: &str, what: &str) -> Result<ChannelSet, Refusal> {
     for c in list.split(',').filter(|s| !s.is_empty()) {
         let ch = Channel::parse(c).ok_or_else(|| {
             bad(format!(
-                "unknown channel `{c}` in {what}; channels are trade and quote"
+                "unknown channel `{c}` in {what}; channels are trade, quote and book"
             ))
         })?;
         set.insert(ch);
@@ -349,7 +368,9 @@ mod tests {
             parse_event_id("A:B:trade:7"),
             Some(("A:B", Channel::Trade, 7))
         );
-        assert_eq!(parse_event_id("A:book:7"), None);
+        assert_eq!(parse_event_id("A:bok:7"), None);
+        let r = parse_head(&head("/v1/sse?symbols=X&channels=book&depth=full")).unwrap();
+        assert_eq!(r.depth, crate::model::book::DepthClass::Full);
         let e = Epoch(0xab);
         assert_eq!(
             event_id_position("00000000000000ab:42", Epoch(1)),
@@ -376,7 +397,9 @@ mod tests {
             ("/v1/sse", "needs symbols"),
             ("/v1/sse?symbols=", "empty"),
             ("/v1/sse?symbols=BAD%20SYM", "contains"),
-            ("/v1/sse?symbols=A&channels=book", "unknown channel"),
+            ("/v1/sse?symbols=A&channels=bok", "unknown channel"),
+            ("/v1/sse?symbols=*&channels=book", "named symbols"),
+            ("/v1/sse?symbols=A&channels=book&depth=11", "depth"),
             ("/v1/sse?symbols=A&symbol=B", "unknown query parameter"),
             ("/v1/sse?symbols=%ZZ", "percent-escape"),
         ] {
