@@ -37,6 +37,10 @@ enum Command {
     Replay(tickwire::recordings::replay::client::ReplayArgs),
     /// Subscribe to a server and write the ticks it sends to a recording.
     Record(tickwire::recordings::record::RecordArgs),
+    /// Print recordings as JSON lines (publish tick objects, one per line).
+    Cat(tickwire::recordings::convert::CatArgs),
+    /// Rewrite recordings in another encoding (`.twr` ⇄ `.jsonl`, `.zst` or not).
+    Convert(tickwire::recordings::convert::ConvertArgs),
     /// Measure a feed server's latency under load (this one, or any server speaking docs/PROTOCOL.md).
     ///
     /// Runs `tickwire-bench` (tools/bench), which `cargo build` puts beside
@@ -53,10 +57,35 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write e.g. 5s, 250ms)"))
 }
 
+/// A listen address: `IP:PORT`, `[IPv6]:PORT`, or `HOST:PORT` with the host
+/// resolved once, now (its first IPv4 address, else its first address:
+/// `localhost:8080` listens on 127.0.0.1 even where `::1` is listed first).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let hint = "write an IP address and port: 127.0.0.1:8080, 0.0.0.0:8080 (every IPv4 interface) or [::1]:8080";
+    if s.parse::<std::net::IpAddr>().is_ok() || !s.contains(':') {
+        return Err(format!("`{s}` has no port; {hint}"));
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("`{s}`: cannot resolve the host name ({e}); {hint}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{s}`: the host name has no address; {hint}"))
+}
+
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on (IPv4 or [IPv6]:port).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on: IP:PORT, [IPv6]:PORT, or HOST:PORT (resolved
+    /// once at start, its first IPv4 address preferred).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     listen: SocketAddr,
     /// Fan-out worker threads; 0 = one per core.
     #[arg(long, default_value_t = 0)]
@@ -64,8 +93,9 @@ struct ServeArgs {
     /// Play this recording (.twr or .jsonl, optionally .zst) instead of the bundled one.
     #[arg(long, value_name = "FILE", conflicts_with = "no_feed")]
     replay: Option<PathBuf>,
-    /// Playback speed for --replay: a factor (1 = recorded pace) or `max`.
-    #[arg(long, default_value = "1", value_parser = Speed::parse, requires = "replay")]
+    /// Playback speed of the feed (--replay or the bundled recording): a
+    /// factor (1 = recorded pace) or `max`.
+    #[arg(long, default_value = "1", value_parser = Speed::parse, conflicts_with = "no_feed")]
     speed: Speed,
     /// Loop the --replay recording.
     #[arg(long = "loop", requires = "replay")]
@@ -85,6 +115,9 @@ struct ServeArgs {
     /// Most distinct symbols the server tracks.
     #[arg(long, default_value_t = 1_000_000)]
     max_symbols: usize,
+    /// Most price levels per side one order book may hold.
+    #[arg(long, default_value_t = tickwire::pipeline::ingest::DEFAULT_MAX_BOOK_LEVELS)]
+    max_book_levels: usize,
     /// Byte cap on one client's frames queued for its socket.
     #[arg(long, default_value_t = 262_144)]
     client_buffer_bytes: usize,
@@ -129,9 +162,13 @@ struct ServeArgs {
     /// Send SSE clients a `: heartbeat` comment this often.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     sse_heartbeat: Duration,
+    /// Tell SSE clients (`retry:`) to wait this long before reconnecting
+    /// after the stream drops (browsers default to ~3 s).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    sse_retry: Duration,
     /// Also listen here for the conformance echo (Autobahn): every message
     /// on any path is sent back. Off by default; never expose it publicly.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     echo_listen: Option<SocketAddr>,
     /// Largest message the echo listener accepts, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024, requires = "echo_listen")]
@@ -151,6 +188,10 @@ struct ServeArgs {
     /// who can connect.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Reference data per symbol for /v1/symbols?ref=1 (TOML: tick_size,
+    /// decimals, currency, lot_size; see docs/PROTOCOL.md).
+    #[arg(long, value_name = "FILE")]
+    symbols_file: Option<PathBuf>,
     /// Serve wss:// and https:// with this certificate chain (PEM, leaf
     /// first). Needs --tls-key; the listener then speaks TLS only.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -259,6 +300,12 @@ impl ServeArgs {
                 Some(b)
             }
         };
+        let reference = match &self.symbols_file {
+            Some(path) => Some(std::sync::Arc::new(
+                tickwire::server::reference::Reference::load(path).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
                 Some(tickwire::net::tls::load(cert, key).map_err(|e| e.to_string())?)
@@ -272,7 +319,7 @@ impl ServeArgs {
                 looping: self.looping,
             },
             (None, true) => FeedSource::None,
-            (None, false) => FeedSource::Embedded,
+            (None, false) => FeedSource::Embedded { speed: self.speed },
         };
         let config = Config {
             listen: self.listen,
@@ -281,6 +328,7 @@ impl ServeArgs {
             max_message_bytes: self.max_message_bytes,
             max_keys_per_connection: self.max_keys_per_connection,
             max_symbols: self.max_symbols,
+            max_book_levels: self.max_book_levels,
             client_buffer_bytes: self.client_buffer_bytes,
             history: tickwire::pipeline::history::HistoryLimits {
                 max_bytes: self.history_bytes,
@@ -299,7 +347,9 @@ impl ServeArgs {
             echo_listen: self.echo_listen,
             echo_max_message_bytes: self.echo_max_message_bytes,
             sse_heartbeat: self.sse_heartbeat,
+            sse_retry: self.sse_retry,
             feed,
+            reference,
             auth,
             bus,
             tls,
@@ -329,6 +379,8 @@ fn main() -> ExitCode {
         Command::Import(args) => tickwire::recordings::import::run(args),
         Command::Replay(args) => tickwire::recordings::replay::client::run(args),
         Command::Record(args) => tickwire::recordings::record::run(args),
+        Command::Cat(args) => tickwire::recordings::convert::run_cat(args),
+        Command::Convert(args) => tickwire::recordings::convert::run_convert(args),
         Command::Bench { args } => bench(args),
     }
 }
@@ -418,7 +470,7 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
     }
     match feed {
         _ if gateway => tracing::info!("gateway: ticks come from the bus"),
-        FeedSource::Embedded => {
+        FeedSource::Embedded { .. } => {
             tracing::info!(
                 "playing the bundled recording (replay-data/us-equities-20131007-open30.twr.zst) in a loop"
             )

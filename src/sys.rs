@@ -129,6 +129,49 @@ pub fn set_timer_slack(ns: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Restricts thread `tid` (0: the calling thread) to the CPUs `cpus`
+/// (sched_setaffinity). Threads it creates afterwards inherit the set, so
+/// pinning a process means pinning each of its threads (`/proc/PID/task`).
+/// Refuses an empty set and CPU numbers the kernel's set cannot hold.
+pub fn set_affinity(tid: u32, cpus: &[usize]) -> io::Result<()> {
+    let tid =
+        libc::pid_t::try_from(tid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if cpus.is_empty() || cpus.iter().any(|&c| c >= libc::CPU_SETSIZE as usize) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: cpu_set_t is a plain bit array, valid when zeroed.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `c` < CPU_SETSIZE (checked above), so the bit is inside `set`.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is an initialised cpu_set_t owned by us and its size is
+    // passed with it; the call only reads it.
+    let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The CPUs thread `tid` (0: the calling thread) may run on.
+pub fn affinity(tid: u32) -> io::Result<Vec<usize>> {
+    let tid =
+        libc::pid_t::try_from(tid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: cpu_set_t is a plain bit array, valid when zeroed.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most `size_of_val(&set)` bytes into `set`,
+    // which we own.
+    let r = unsafe { libc::sched_getaffinity(tid, std::mem::size_of_val(&set), &mut set) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` < CPU_SETSIZE, so the bit is inside `set`.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
 /// A signal sent to another process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -292,6 +335,26 @@ mod tests {
             // SAFETY: PR_GET_TIMERSLACK takes no pointer; it returns the slack.
             let now = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
             assert_eq!(now, 1000);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn affinity_is_set_and_read_back_for_a_thread() {
+        std::thread::spawn(|| {
+            let all = affinity(0).unwrap();
+            assert!(!all.is_empty());
+            let one = [*all.last().unwrap()];
+            set_affinity(0, &one).unwrap();
+            assert_eq!(affinity(0).unwrap(), one);
+            let me = thread_id() as u32;
+            assert_eq!(affinity(me).unwrap(), one);
+            assert_eq!(
+                set_affinity(0, &[]).unwrap_err().kind(),
+                io::ErrorKind::InvalidInput
+            );
+            assert!(set_affinity(0, &[1 << 20]).is_err());
         })
         .join()
         .unwrap();

@@ -243,3 +243,89 @@ fn serve_raises_its_open_file_limit_and_warns_when_max_connections_cannot_fit() 
         .unwrap_or_else(|| panic!("no warning: {text}"));
     assert!(warn.contains("max_connections=100000000"), "{warn}");
 }
+
+/// Runs `tickwire serve ARGS --addr-file F` and returns it with its bound address.
+fn spawn_listening(args: &[&str], tag: &str) -> Server {
+    let addr_file =
+        std::env::temp_dir().join(format!("tickwire-cli-{}-{tag}.addr", std::process::id()));
+    let _ = std::fs::remove_file(&addr_file);
+    let child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .arg("serve")
+        .args(args)
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tickwire");
+    let mut server = Server {
+        child,
+        addr: "0.0.0.0:0".parse().unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&addr_file) {
+            server.addr = s.trim().parse().unwrap();
+            let _ = std::fs::remove_file(&addr_file);
+            return server;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("tickwire serve {args:?} exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speed_applies_to_the_bundled_feed_without_replay() {
+    // Was refused ("--speed requires --replay"); now the bundled feed plays
+    // at 10× (the pace itself: replay::tests, on a paused clock).
+    let s = spawn_listening(&["--listen", "127.0.0.1:0", "--speed", "10"], "speed");
+    let mut ws = subscriber(s.addr).await;
+    ws.subscribe(1, &["*"], None, false).await;
+    let v = ws.recv_json().await;
+    assert!(
+        ["trade", "quote"].contains(&v["type"].as_str().unwrap()),
+        "{v}"
+    );
+    // ts stays rebased to now at 10× (it follows the wall clock, not the recording).
+    let now = tickwire::model::tick::wall_clock_ns();
+    let ts = v["ts"].as_u64().unwrap();
+    assert!(now.abs_diff(ts) < 60_000_000_000, "{v}");
+    // --speed beside --no-feed has nothing to speed up: refused, with the reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--no-feed", "--speed", "10"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--no-feed") && err.contains("--speed"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_takes_a_host_name_and_a_bad_one_gets_an_ip_suggestion() {
+    let s = spawn_listening(&["--no-feed", "--listen", "localhost:0"], "localhost");
+    assert!(s.addr.ip().is_loopback(), "{}", s.addr);
+    let mut ws = subscriber(s.addr).await;
+    ws.subscribe(1, &["X"], None, false).await;
+    for (arg, words) in [
+        ("no-such-host.invalid:8095", "cannot resolve"),
+        ("localhost", "no port"),
+        ("127.0.0.1", "no port"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["serve", "--listen", arg])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{arg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(words) && err.contains("127.0.0.1:8080"),
+            "{arg}: {err}"
+        );
+    }
+}

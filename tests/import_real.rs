@@ -51,6 +51,7 @@ fn lean_trades_match_the_source_row_for_row() {
             let px: i64 = row[1].parse().unwrap();
             let qty: i64 = row[2].parse().unwrap();
             let want = NewTick {
+                book: None,
                 sym: sym.into(),
                 ts: NY_MIDNIGHT_NS + ms * 1_000_000,
                 event: Event::Trade {
@@ -76,6 +77,7 @@ fn lean_quotes_become_a_running_best_bid_and_offer() {
     assert_eq!(
         ticks[0],
         NewTick {
+            book: None,
             sym: "IBM".into(),
             ts: NY_MIDNIGHT_NS + 14_400_241 * 1_000_000,
             event: Event::Quote {
@@ -378,7 +380,10 @@ fn a_dbn_file_of_another_schema_is_refused_by_name() {
         e.contains("ohlcv.dbn: DBN schema `ohlcv-1s` is not supported"),
         "{e}"
     );
-    assert!(e.contains("trades, mbp-1, tbbo, bbo-1s and bbo-1m"), "{e}");
+    assert!(
+        e.contains("trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10 and mbo"),
+        "{e}"
+    );
     assert!(!out.exists());
 }
 
@@ -520,5 +525,216 @@ fn bad_tardis_and_dbn_inputs_are_refused_clearly() {
         Vendor::Dbn,
         &[d.join("cut.dbn")],
         &["cut.dbn: byte ", "truncated or corrupt"],
+    );
+}
+
+/// `(records, T records, F_LAST records)` of a DBN `mbo`/`mbp-10` file,
+/// counted with the dbn crate alone.
+fn dbn_action_counts(
+    path: &std::path::Path,
+    mbo: bool,
+) -> (u64, u64, u64, std::collections::BTreeMap<(char, u8), u64>) {
+    let mut dec = dbn::decode::DbnDecoder::from_zstd_file(path).unwrap();
+    dec.set_upgrade_policy(dbn::VersionUpgradePolicy::UpgradeToV3)
+        .unwrap();
+    let (mut n, mut t, mut last) = (0, 0, 0);
+    let mut hist = std::collections::BTreeMap::new();
+    loop {
+        let (action, flags) = if mbo {
+            match dbn::decode::DecodeRecord::decode_record::<dbn::MboMsg>(&mut dec).unwrap() {
+                Some(m) => (m.action as u8, m.flags.raw()),
+                None => break,
+            }
+        } else {
+            match dbn::decode::DecodeRecord::decode_record::<dbn::Mbp10Msg>(&mut dec).unwrap() {
+                Some(m) => (m.action as u8, m.flags.raw()),
+                None => break,
+            }
+        };
+        n += 1;
+        t += u64::from(action == b'T');
+        last += u64::from(flags & 0x80 != 0);
+        *hist.entry((action as char, flags)).or_insert(0) += 1;
+    }
+    (n, t, last, hist)
+}
+
+/// Databento `mbo` rebuilt per Databento's semantics, on real CME files:
+/// never crossed at an event boundary, one trade tick per `T` record and one
+/// event per `F_LAST` record (both counted independently with the dbn
+/// crate), exact counts pinned.
+#[test]
+fn dbn_mbo_and_mbp10_books_rebuild_exactly() {
+    use tickwire::recordings::import::rebuild_dbn_books;
+    for (file, mbo) in [
+        ("esh4-glbx-mdp3-20231224.mbo.dbn.zst", true),
+        (
+            "glbx-mdp3_orderbooks_mbo_20240508T000000-000002.dbn.zst",
+            true,
+        ),
+        ("dbn-testdata.mbo.v3.dbn.zst", true),
+        ("dbn-testdata.mbp-10.v3.dbn.zst", false),
+    ] {
+        let path = data(file);
+        let (report, bad, ticks) = rebuild_dbn_books(&path).unwrap();
+        let (n, t, last, _) = dbn_action_counts(&path, mbo);
+        assert_eq!(report.records, n, "{file}");
+        assert_eq!(report.trades, t, "{file}: one trade tick per T record");
+        assert_eq!(report.events, last, "{file}: one event per F_LAST record");
+        assert_eq!(
+            report.crossed_at_boundary, 0,
+            "{file}: crossed at a boundary"
+        );
+        assert_eq!(report.unfinished_tail, 0, "{file}");
+        let trades = ticks
+            .iter()
+            .filter(|k| matches!(k.event, tickwire::model::tick::Event::Trade { .. }))
+            .count() as u64;
+        assert_eq!(trades, t, "{file}");
+        let books = ticks.iter().filter(|k| k.book.is_some()).count() as u64;
+        assert_eq!(
+            ticks.len() as u64,
+            t + books,
+            "{file}: trades and books only"
+        );
+        assert!(books <= report.book_updates + 1, "{file}");
+        // Pinned: (events, trades, quotes, book updates, level changes,
+        // skipped, deepest side, bad records).
+        let pinned = (
+            report.events,
+            report.trades,
+            report.quotes,
+            report.book_updates,
+            report.level_changes,
+            report.skipped,
+            report.max_depth,
+            bad,
+        );
+        let want = match file {
+            // A Sunday-open snapshot: 8,725 adds, one F_LAST at the end.
+            "esh4-glbx-mdp3-20231224.mbo.dbn.zst" => (1, 0, 1, 1, 1451, 0, 892, 0),
+            // Clear + snapshot, then live adds, cancels, modifies, 5 trades.
+            "glbx-mdp3_orderbooks_mbo_20240508T000000-000002.dbn.zst" => {
+                (185, 5, 136, 185, 1754, 0, 976, 0)
+            }
+            // Two cancels of orders never added: skipped and counted.
+            "dbn-testdata.mbo.v3.dbn.zst" => (2, 0, 0, 0, 0, 2, 0, 2),
+            "dbn-testdata.mbp-10.v3.dbn.zst" => (2, 0, 1, 2, 21, 0, 10, 0),
+            _ => unreachable!(),
+        };
+        assert_eq!(pinned, want, "{file}: {report:?}");
+    }
+}
+
+/// A DBN `mbo` stream cut mid-record is a clear error with the byte
+/// offset; one cut at a record boundary inside an event leaves that
+/// event's records counted as unfinished, never applied half.
+#[test]
+fn a_truncated_mbo_stream_is_an_error_or_an_unfinished_event() {
+    use tickwire::recordings::import::rebuild_dbn_books;
+    let raw = std::fs::read(data(
+        "glbx-mdp3_orderbooks_mbo_20240508T000000-000002.dbn.zst",
+    ))
+    .unwrap();
+    let plain = zstd::stream::decode_all(raw.as_slice()).unwrap();
+    let meta = 8 + u32::from_le_bytes(plain[4..8].try_into().unwrap()) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    // Mid-record.
+    let cut = dir.path().join("cut.dbn");
+    std::fs::write(&cut, &plain[..plain.len() - 20]).unwrap();
+    let e = rebuild_dbn_books(&cut).unwrap_err().to_string();
+    assert!(e.contains("byte ") && e.contains("truncated"), "{e}");
+    // At a record boundary: the snapshot's adds (F_LAST only on the last
+    // of them) cut after 100 records.
+    let rec = 56;
+    let cut = dir.path().join("boundary.dbn");
+    std::fs::write(&cut, &plain[..meta + 100 * rec]).unwrap();
+    let (report, _, ticks) = rebuild_dbn_books(&cut).unwrap();
+    assert_eq!(report.records, 100);
+    assert_eq!(report.events, 0);
+    assert_eq!(report.unfinished_tail, 100);
+    assert!(
+        ticks.is_empty(),
+        "nothing emitted from a half-applied event"
+    );
+}
+
+/// Binance depth CSV: the bundled snapshot and update files (nautilus
+/// samples) do not line up — the updates start at id 2098041693435, ten
+/// minutes after the snapshot's 2098021528332 — so applying them would
+/// give a wrong book: an error naming the line, or under `--skip-bad` the
+/// snapshot alone with the diff counted as skipped.
+#[test]
+fn binance_depth_update_ids_are_checked_across_files() {
+    let snap = data("binance_btcusdt-depth-snap.csv");
+    let upd = data("binance_btcusdt-depth-update.csv");
+    let e = fails(
+        Vendor::BinanceDepth,
+        &[snap.clone(), upd.clone()],
+        &[
+            "binance_btcusdt-depth-update.csv:2:",
+            "update ids jump",
+            "2098021528332",
+            "2098041693435..2098041696700",
+        ],
+    );
+    assert!(e.contains("pu 2098041693400"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.twr");
+    let report = import(
+        Vendor::BinanceDepth,
+        &[snap, upd],
+        &out,
+        true,
+        &Selection::default(),
+    )
+    .unwrap();
+    assert_eq!(report.inputs[0].books, 1);
+    assert_eq!(report.inputs[1].books, 0);
+    assert_eq!(report.inputs[1].bad_rows, 1);
+    let ticks = read_all(&out).unwrap();
+    let Some(tickwire::model::book::BookChange::Snapshot(levels)) = ticks[0].book.as_deref() else {
+        panic!("{:?}", ticks[0]);
+    };
+    assert_eq!(levels.len(), 100);
+    assert_eq!(ticks[0].ts, 1_667_346_579_146_000_000);
+
+    // A stream that does continue: an old diff dropped, one straddling the
+    // snapshot, one continuing by `pu`, then a jump.
+    let csv = dir.path().join("d.csv");
+    std::fs::write(
+        &csv,
+        "symbol,timestamp,first_update_id,last_update_id,side,update_type,price,qty,pu\n\
+         X,1,100,100,b,snap,10.0,1.0,-1\n\
+         X,1,100,100,a,snap,11.0,2.0,-1\n\
+         X,2,90,99,b,set,10.0,5.0,89\n\
+         X,3,98,105,b,set,10.0,3.0,97\n\
+         X,3,98,105,a,set,11.5,1.0,97\n\
+         X,4,106,110,a,set,11.0,0.000,105\n\
+         X,5,120,125,a,set,12.0,1.0,119\n",
+    )
+    .unwrap();
+    let e = fails(
+        Vendor::BinanceDepth,
+        std::slice::from_ref(&csv),
+        &["d.csv:8:", "update ids jump", "at update 110"],
+    );
+    let _ = e;
+    let report = import(
+        Vendor::BinanceDepth,
+        &[csv],
+        &out,
+        true,
+        &Selection::default(),
+    )
+    .unwrap();
+    let r = &report.inputs[0];
+    assert_eq!((r.books, r.left_out, r.bad_rows), (3, 1, 1), "{r:?}");
+    let ticks = read_all(&out).unwrap();
+    let diff = ticks[1].book.as_deref().unwrap();
+    assert_eq!(
+        diff.levels().len(),
+        2,
+        "one message = the rows of one update"
     );
 }

@@ -152,7 +152,9 @@ async fn metrics_follow_a_known_workload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_ticks_are_counted_apart_from_published_ones() {
     let h = start(tickwire::server::config::Config {
-        feed: FeedSource::Embedded,
+        feed: FeedSource::Embedded {
+            speed: tickwire::model::speed::Speed::Factor(1.0),
+        },
         ..config()
     });
     let addr = h.addr();
@@ -171,5 +173,47 @@ async fn recorded_ticks_are_counted_apart_from_published_ones() {
         assert!(tokio::time::Instant::now() < deadline, "no recorded ticks");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    h.shutdown();
+}
+
+/// Deliveries per write: a publisher frame's ticks reach a subscriber in
+/// one write (the frame enters the ring as one batch, and the worker
+/// delivers the whole batch before it flushes), a lone tick gets a write of
+/// its own at once, and snapshots are not counted as deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_per_write_follow_the_batches() {
+    let h = start(config());
+    let addr = h.addr();
+    let mut publ = publisher(addr).await;
+    // A last value to snapshot: not a live delivery.
+    publ.publish(&[trade("AAPL", 1, "1", "1")]).await;
+    let mut sub = subscriber(addr).await;
+    sub.subscribe(1, &["AAPL"], None, true).await;
+    assert_eq!(sub.recv_json().await["snap"], true);
+
+    let ticks: Vec<_> = (0..50).map(|i| trade("AAPL", 10 + i, "1.5", "2")).collect();
+    publ.publish(&ticks).await;
+    for i in 0..50 {
+        assert_eq!(sub.recv_json().await["ts"], 10 + i);
+    }
+    let stats = h.stats().clone();
+    let written = || {
+        stats
+            .tick_deliveries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    eventually("the 50 ticks counted", || written() == 50).await;
+    let m = scrape_metrics(addr).await;
+    assert_eq!(get(&m, "tickwire_tick_deliveries_total"), 50.0);
+    assert_eq!(get(&m, "tickwire_tick_writes_total"), 1.0);
+    assert_eq!(get(&m, "tickwire_deliveries_per_write"), 50.0);
+
+    // A lone tick is not held back for company: it has its own write.
+    publ.publish(&[trade("AAPL", 99, "1", "1")]).await;
+    assert_eq!(sub.recv_json().await["ts"], 99);
+    eventually("the lone tick counted", || written() == 51).await;
+    let m = scrape_metrics(addr).await;
+    assert_eq!(get(&m, "tickwire_tick_writes_total"), 2.0);
+    assert_eq!(get(&m, "tickwire_deliveries_per_write"), 25.5);
     h.shutdown();
 }

@@ -103,6 +103,7 @@ fn tick() -> impl Strategy<Value = NewTick> {
         }),
     ];
     (symbol(), any::<u64>(), event).prop_map(|(sym, ts, event)| NewTick {
+        book: None,
         sym: Arc::from(sym.as_str()),
         ts,
         event,
@@ -320,6 +321,9 @@ proptest! {
                 let sizes_ok = match t.event {
                     Event::Trade { qty, .. } => qty.raw() >= 0,
                     Event::Quote { bsz, asz, .. } => bsz.raw() >= 0 && asz.raw() >= 0,
+                    Event::Book(_) => t.book.as_ref().is_some_and(|b| {
+                        b.levels().iter().all(|l| l.sz.raw() >= 0)
+                    }),
                 };
                 prop_assert!(sizes_ok || ext.starts_with("twr"), "negative size from JSON: {t:?}");
             }

@@ -131,6 +131,7 @@ async fn replay_loop_plays_the_file_again_until_stopped() {
     let mut w = RecordingWriter::create(&file).unwrap();
     for i in 0..10u64 {
         w.write(&NewTick {
+            book: None,
             sym: "L".into(),
             ts: 1_000 + i,
             event: Event::Trade {

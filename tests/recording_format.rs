@@ -31,6 +31,7 @@ fn sample() -> Vec<NewTick> {
             }
         };
         v.push(NewTick {
+            book: None,
             sym,
             ts: 1_700_000_000_000_000_000 + i / 2 * 1_000,
             event,
@@ -61,9 +62,9 @@ fn every_encoding_round_trips_exactly() {
     assert!(size("a.twr") < size("a.jsonl"));
     assert!(size("a.twr.zst") < size("a.twr"));
     let head = std::fs::read(dir.path().join("a.jsonl")).unwrap();
-    assert!(head.starts_with(b"{\"format\":\"tickwire.jsonl\",\"version\":1}\n"));
+    assert!(head.starts_with(b"{\"format\":\"tickwire.jsonl\",\"version\":2}\n"));
     let head = std::fs::read(dir.path().join("a.twr")).unwrap();
-    assert!(head.starts_with(b"tickwire.rec\x01\x00"));
+    assert!(head.starts_with(b"tickwire.rec\x02\x00"));
 }
 
 #[test]

@@ -232,10 +232,77 @@ async fn windows_and_symbols_select_what_is_played() {
         want as u64
     );
     opts.selection.symbols = vec!["ETHUSDT".into()];
-    assert!(matches!(
-        replay(&opts, std::future::pending()).await,
-        Err(ReplayError::Empty)
-    ));
+    let e = replay(&opts, std::future::pending()).await.unwrap_err();
+    assert!(matches!(e, ReplayError::Empty { .. }), "{e}");
+    // The error shows the window it computed and what the files hold.
+    let msg = e.to_string();
+    assert!(
+        msg.contains("[2020-02-22T00:00:10Z, 2020-02-22T00:01:00Z) for ETHUSDT")
+            && msg.contains(&format!("hold {} ticks, from 2020-02-22T00:00:", all.len())),
+        "{msg}"
+    );
+    srv.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_end_counts_from_start_as_the_readme_example_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = imported(
+        dir.path(),
+        "r.twr",
+        Vendor::Tardis,
+        &btc(),
+        Selection::default(),
+    );
+    let all = read_all(&src).unwrap();
+    let first = all[0].ts;
+    // --start 20 s after the first tick, --end +10s: [first+20s, first+30s).
+    let start = first + 20_000_000_000;
+    let want = all
+        .iter()
+        .filter(|t| (start..start + 10_000_000_000).contains(&t.ts))
+        .count();
+    assert!(want > 10, "{want}");
+    let srv = server();
+    let mut opts = ReplayOptions::new(vec![src], format!("ws://{}", srv.addr()), Speed::Max);
+    opts.selection = Selection {
+        start: Some(TimeSpec::Absolute(start)),
+        end: Some(TimeSpec::parse("+10s").unwrap()),
+        symbols: vec![],
+    };
+    // Before, +10s counted from the first tick: a window ending before it began.
+    assert_eq!(
+        replay(&opts, std::future::pending()).await.unwrap().sent,
+        want as u64
+    );
+    srv.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_recording_is_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = imported(
+        dir.path(),
+        "t.twr",
+        Vendor::Tardis,
+        &btc(),
+        Selection::default(),
+    );
+    let bytes = std::fs::read(&src).unwrap();
+    let cut = dir.path().join("cut.twr");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let srv = server();
+    let opts = ReplayOptions::new(vec![cut], format!("ws://{}", srv.addr()), Speed::Max);
+    let e = replay(&opts, std::future::pending()).await.unwrap_err();
+    assert!(matches!(e, ReplayError::Recording(_)), "{e}");
+    assert!(e.to_string().contains("cut.twr"), "{e}");
+    // Nothing reached the server: it was checked before connecting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        srv.stats().connections_total.load(Ordering::Relaxed),
+        0,
+        "replay connected although the file was cut"
+    );
     srv.shutdown();
 }
 
@@ -361,7 +428,9 @@ async fn serve_plays_a_recording_file_and_the_embedded_default_through_the_same_
     let embedded = tickwire::recordings::replay::embedded_ticks().unwrap();
     let srv = start(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        feed: FeedSource::Embedded,
+        feed: FeedSource::Embedded {
+            speed: tickwire::model::speed::Speed::Factor(1.0),
+        },
         ..Config::default()
     })
     .unwrap();

@@ -19,6 +19,7 @@ struct Event {
     event: Option<String>,
     data: Option<String>,
     id: Option<String>,
+    retry: Option<String>,
     comments: Vec<String>,
 }
 
@@ -34,6 +35,8 @@ struct Sse {
     /// The stream's first event (`position`, or `resume` after a
     /// `Last-Event-ID`), read by `open`.
     first: Option<Event>,
+    /// The `retry:` block the stream opened with, read by `open`.
+    retry: Option<String>,
 }
 
 /// Sends `GET path`; returns the response head and the stream after it.
@@ -51,6 +54,7 @@ async fn open(addr: SocketAddr, path: &str, headers: &str, rcvbuf: Option<u32>) 
         stream,
         buf: Vec::new(),
         first: None,
+        retry: None,
     };
     let end = loop {
         if let Some(p) = sse.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -61,6 +65,13 @@ async fn open(addr: SocketAddr, path: &str, headers: &str, rcvbuf: Option<u32>) 
     let head = String::from_utf8(sse.buf[..end].to_vec()).unwrap();
     sse.buf.drain(..end);
     if head.starts_with("HTTP/1.1 200") {
+        // The stream opens with `retry: MS` alone, before any event.
+        let retry = sse.next().await;
+        assert!(
+            retry.retry.is_some() && retry.event.is_none() && retry.data.is_none(),
+            "{retry:?}"
+        );
+        sse.retry = retry.retry;
         let first = sse.next_event().await;
         let kind = first.event.clone().unwrap();
         assert!(kind == "position" || kind == "resume", "{first:?}");
@@ -101,6 +112,7 @@ impl Sse {
                             "event" => e.event = v,
                             "data" => e.data = v,
                             "id" => e.id = v,
+                            "retry" => e.retry = v,
                             other => panic!("unexpected field {other}"),
                         }
                     } else {
@@ -230,9 +242,10 @@ async fn bad_requests_get_400_with_the_reason_before_any_stream() {
     let addr = h.addr();
     for (path, words) in [
         ("/v1/sse?symbols=BAD%20ONE", "invalid symbol"),
+        ("/v1/sse?symbols=AAPL&channels=bok", "unknown channel `bok`"),
         (
-            "/v1/sse?symbols=AAPL&channels=book",
-            "unknown channel `book`",
+            "/v1/sse?symbols=*&channels=book",
+            "the book channel needs named symbols",
         ),
         ("/v1/sse", "needs symbols"),
         (&format!("/v1/sse?symbols={}", "X".repeat(33)), "at most 32"),
@@ -269,6 +282,20 @@ async fn an_idle_stream_gets_heartbeat_comments() {
         took >= Duration::from_millis(400) && took < Duration::from_secs(3),
         "{took:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_opens_with_a_retry_field_configurable_from_its_1s_default() {
+    for (set, want) in [(None, "1000"), (Some(Duration::from_millis(250)), "250")] {
+        let mut c = config();
+        if let Some(d) = set {
+            c.sse_retry = d;
+        }
+        let h = start(c);
+        // `open` checks that the first block is `retry: MS` alone.
+        let (_, sse) = open(h.addr(), "/v1/sse?symbols=QUIET", "", None).await;
+        assert_eq!(sse.retry.as_deref(), Some(want));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,9 +547,11 @@ async fn the_ticker_page_and_its_assets_are_served_from_the_binary() {
         (
             "/ticker.js",
             "text/javascript",
-            "new EventSource(\"/v1/sse?symbols=\"",
+            "new EventSource(\"/v1/sse?ts=string&symbols=\"",
         ),
         ("/ticker.css", "text/css", "@keyframes"),
+        // Browsers ask for it on every load: an icon, not a 404.
+        ("/favicon.ico", "image/svg+xml", "<svg"),
     ] {
         let r = http_raw(a, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
         assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");

@@ -31,6 +31,8 @@ struct Pki {
     connector: TlsConnector,
     cert_pem: String,
     key_pem: String,
+    /// The CA's certificate, for clients given a `--ca-file`.
+    ca_pem: String,
 }
 
 fn pki() -> Pki {
@@ -65,6 +67,7 @@ fn pki() -> Pki {
         connector: TlsConnector::from(Arc::new(client)),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
+        ca_pem: ca.pem(),
     }
 }
 
@@ -779,4 +782,102 @@ async fn run_publisher<S: AsyncRead + AsyncWrite + Unpin>(
         publ.send_json(Value::Array(ticks)).await;
     }
     publ.sync().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_record_speak_wss_with_a_ca_file() {
+    use tickwire::model::decimal::Fixed;
+    use tickwire::model::speed::Speed;
+    use tickwire::model::tick::{Event, NewTick, Side};
+    use tickwire::recordings::connect::ClientTls;
+    use tickwire::recordings::format::{RecordingWriter, read_all};
+    use tickwire::recordings::record::{RecordProgress, record_via};
+    use tickwire::recordings::replay::client::{ReplayError, ReplayOptions, replay};
+
+    let pki = pki();
+    let h = start(tls_config(&pki));
+    let port = h.addr().port();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let tls = ClientTls {
+        ca_file: Some(ca.clone()),
+    };
+    // A small recording to play.
+    let src = dir.path().join("in.twr");
+    let mut w = RecordingWriter::create(&src).unwrap();
+    let ticks: Vec<NewTick> = (0..50u64)
+        .map(|i| NewTick {
+            sym: "TLS1".into(),
+            ts: 1_700_000_000_000_000_000 + i,
+            event: Event::Trade {
+                px: Fixed(100_000_000_000 + i as i64),
+                qty: Fixed(1_000_000_000),
+                side: Side::Buy,
+            },
+            book: None,
+        })
+        .collect();
+    for t in &ticks {
+        w.write(t).unwrap();
+    }
+    w.finish().unwrap();
+
+    // record over wss:// (the name in the certificate is localhost).
+    let progress = Arc::new(RecordProgress::default());
+    let out = dir.path().join("out.twr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let rec = tokio::spawn({
+        let (progress, out, tls) = (progress.clone(), out.clone(), tls.clone());
+        async move {
+            record_via(
+                &format!("wss://localhost:{port}"),
+                &tls,
+                &["TLS1".into()],
+                &out,
+                async {
+                    let _ = stop_rx.await;
+                },
+                progress,
+            )
+            .await
+        }
+    });
+    eventually("record subscribed over wss", || {
+        progress.subscribed.load(Ordering::Acquire) == 1
+    })
+    .await;
+    // replay over wss://.
+    let mut opts = ReplayOptions::new(
+        vec![src.clone()],
+        format!("wss://localhost:{port}/v1/publish"),
+        Speed::Max,
+    );
+    opts.tls = tls;
+    assert_eq!(
+        replay(&opts, std::future::pending()).await.unwrap().sent,
+        50
+    );
+    eventually("50 ticks recorded over wss", || {
+        progress.ticks.load(Ordering::Relaxed) == 50
+    })
+    .await;
+    stop_tx.send(()).unwrap();
+    rec.await.unwrap().unwrap();
+    assert_eq!(read_all(&out).unwrap(), ticks);
+
+    // Without the CA the server's certificate is not trusted: said so.
+    opts.tls = ClientTls::default();
+    let e = replay(&opts, std::future::pending()).await.unwrap_err();
+    assert!(matches!(e, ReplayError::Connect(_)), "{e}");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    // A --ca-file that is not a certificate is named.
+    std::fs::write(&ca, "not a certificate").unwrap();
+    opts.tls = ClientTls { ca_file: Some(ca) };
+    let e = replay(&opts, std::future::pending()).await.unwrap_err();
+    assert!(
+        e.to_string().contains("ca.pem") && e.to_string().contains("no certificate"),
+        "{e}"
+    );
+    h.shutdown();
 }

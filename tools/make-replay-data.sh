@@ -24,3 +24,9 @@ tw=target/release/tickwire
   "$data/tardis_binance-futures_BTCUSDT_20200222_trades.csv" \
   "$data/tardis_binance-futures_BTCUSDT_20200222_quotes.csv" \
   --out replay-data/btcusdt-20200222.twr.zst
+
+# An order book: CME ESM4 market-by-order, rebuilt per Databento's semantics
+# and written as book records (format version 2) and trades.
+"$tw" import --from dbn \
+  "$data/glbx-mdp3_orderbooks_mbo_20240508T000000-000002.dbn.zst" \
+  --out replay-data/esm4-mbo-20240508.twr.zst

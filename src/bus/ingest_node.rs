@@ -184,6 +184,11 @@ impl Publisher {
         }
         for item in batch {
             let t = &item.tick;
+            if item.book.is_some() {
+                // Books are not carried on the bus (the payload is a tick
+                // record); their quote ticks are.
+                continue;
+            }
             let subject = self
                 .subject_of
                 .entry(t.key)

@@ -60,7 +60,9 @@ impl Subjects {
     fn parse_tick(&self, subject: &str) -> Option<(Channel, String)> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
         let (channel, symbol) = rest.split_once('.')?;
-        Some((Channel::parse(channel)?, unescape(symbol)?))
+        // Only tick channels travel on the bus; books stay on their node.
+        let channel = Channel::parse(channel).filter(|c| Channel::ALL.contains(c))?;
+        Some((channel, unescape(symbol)?))
     }
 }
 

@@ -10,20 +10,27 @@ use crate::model::decimal::Fixed;
 /// Longest symbol the protocol allows.
 pub(crate) const MAX_SYMBOL_LEN: usize = 32;
 
-/// `trade` or `quote`.
+/// `trade`, `quote` or `book`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Channel {
     Trade = 0,
     Quote = 1,
+    /// Order book snapshots and level diffs (docs/PROTOCOL.md "Order books").
+    Book = 2,
 }
 
 impl Channel {
+    /// The tick channels: what `*` and the bus carry. Books are per named
+    /// symbol and stay on the node they are published to.
     pub const ALL: [Channel; 2] = [Channel::Trade, Channel::Quote];
+    /// Every channel, in `as u8` order.
+    pub const EVERY: [Channel; 3] = [Channel::Trade, Channel::Quote, Channel::Book];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Trade => "trade",
             Channel::Quote => "quote",
+            Channel::Book => "book",
         }
     }
 
@@ -31,6 +38,7 @@ impl Channel {
         match s {
             "trade" => Some(Channel::Trade),
             "quote" => Some(Channel::Quote),
+            "book" => Some(Channel::Book),
             _ => None,
         }
     }
@@ -41,7 +49,7 @@ impl Channel {
     }
 }
 
-/// A set of channels, as a two-bit mask.
+/// A set of channels, as a bit mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ChannelSet(pub u8);
 
@@ -58,7 +66,9 @@ impl ChannelSet {
         self.0 == 0
     }
     pub fn iter(self) -> impl Iterator<Item = Channel> {
-        Channel::ALL.into_iter().filter(move |c| self.contains(*c))
+        Channel::EVERY
+            .into_iter()
+            .filter(move |c| self.contains(*c))
     }
 }
 
@@ -102,6 +112,9 @@ pub enum Event {
         ask: Fixed,
         asz: Fixed,
     },
+    /// An order-book update (its levels travel beside the tick, in
+    /// [`crate::wire::encode::EncodedTick::book`]); the top of book after it.
+    Book(crate::model::book::TopOfBook),
 }
 
 impl Event {
@@ -109,6 +122,7 @@ impl Event {
         match self {
             Event::Trade { .. } => Channel::Trade,
             Event::Quote { .. } => Channel::Quote,
+            Event::Book(_) => Channel::Book,
         }
     }
 }
@@ -139,22 +153,22 @@ pub fn validate_symbol(s: &str) -> Result<(), String> {
 /// Dense id of a symbol, as given to clients in `subscribed.ids`.
 pub(crate) type SymbolId = u32;
 
-/// A (symbol, channel) pair, packed: `symbol_id * 2 + channel`.
+/// A (symbol, channel) pair, packed: `symbol_id * 4 + channel`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub u32);
 
 impl KeyId {
     pub fn new(symbol: SymbolId, channel: Channel) -> KeyId {
-        KeyId(symbol * 2 + channel as u32)
+        KeyId(symbol * 4 + channel as u32)
     }
     pub fn symbol(self) -> SymbolId {
-        self.0 / 2
+        self.0 / 4
     }
     pub fn channel(self) -> Channel {
-        if self.0 & 1 == 0 {
-            Channel::Trade
-        } else {
-            Channel::Quote
+        match self.0 & 3 {
+            0 => Channel::Trade,
+            1 => Channel::Quote,
+            _ => Channel::Book,
         }
     }
 }
@@ -166,6 +180,10 @@ pub struct NewTick {
     /// Event time from the source, ns since the Unix epoch.
     pub ts: u64,
     pub event: Event,
+    /// An order-book change (`event` is then [`Event::Book`]): replayed and
+    /// imported books travel as ticks so they keep their place in time
+    /// order. `None` for trades and quotes.
+    pub book: Option<Arc<crate::model::book::BookChange>>,
 }
 
 /// A sequenced tick: what every subscriber of its key receives.
@@ -216,5 +234,7 @@ mod tests {
         assert_eq!((k.symbol(), k.channel()), (7, Channel::Quote));
         let k = KeyId::new(7, Channel::Trade);
         assert_eq!((k.symbol(), k.channel()), (7, Channel::Trade));
+        let k = KeyId::new(7, Channel::Book);
+        assert_eq!((k.symbol(), k.channel()), (7, Channel::Book));
     }
 }

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -28,6 +28,9 @@ use crate::pipeline::ring::{RingReader, RingWriter, ring};
 use crate::pipeline::stats::{Origin, Stats};
 use crate::shutdown::Shutdown;
 use crate::wire::encode::EncodedTick;
+
+mod book;
+pub use book::DEFAULT_MAX_BOOK_LEVELS;
 
 /// What the ring carries: a sequenced, encoded tick, shared.
 pub type RingItem = Arc<EncodedTick>;
@@ -56,6 +59,8 @@ pub struct Admitted {
 struct KeyState {
     seq: u64,
     last: Option<RingItem>,
+    /// A book key's book (`None` for tick keys).
+    book: Option<Box<book::BookState>>,
 }
 
 struct Sequencer {
@@ -72,8 +77,11 @@ impl Sequencer {
     fn key(&mut self, key: KeyId) -> &mut KeyState {
         let idx = key.0 as usize;
         if self.keys.len() <= idx {
-            self.keys
-                .resize_with(idx + 1, || KeyState { seq: 0, last: None });
+            self.keys.resize_with(idx + 1, || KeyState {
+                seq: 0,
+                last: None,
+                book: None,
+            });
         }
         &mut self.keys[idx]
     }
@@ -97,6 +105,8 @@ pub struct Ingest {
     space: Notify,
     symbols: Arc<SymbolTable>,
     stats: Arc<Stats>,
+    /// `--max-book-levels`: levels per side one book may hold.
+    max_book_levels: AtomicUsize,
     /// The feed epoch every tick is sequenced in (a gateway takes its
     /// ingest node's from the bus, hence atomic).
     epoch: AtomicU64,
@@ -152,6 +162,7 @@ impl Ingest {
             space: Notify::new(),
             symbols,
             stats,
+            max_book_levels: AtomicUsize::new(DEFAULT_MAX_BOOK_LEVELS),
             epoch: AtomicU64::new(epoch.0),
             history: Arc::new(History::new(history)),
         });
@@ -270,12 +281,14 @@ impl Ingest {
                 last_rx = item.tick.rx;
                 seq.key(a.key).last = Some(item.clone());
                 self.history.append(&item);
-                if seq.writer.push(item).is_err() {
+                if seq.writer.stage(item).is_err() {
                     // Cannot happen: `free` slots were counted under the lock.
                     unreachable!("ring had {free} free slots under the sequencer lock");
                 }
                 done += 1;
             }
+            // The whole batch (a publisher frame) becomes visible at once.
+            seq.writer.publish();
             if done > 0 {
                 // One clock read per batch, not per tick.
                 let encoded = wall_clock_ns();
@@ -338,10 +351,19 @@ impl Ingest {
         }
     }
 
-    /// Appends the last value of each of `keys` that has one.
+    /// Appends the last value of each of `keys` that has one (for a book
+    /// key: its snapshot).
     pub fn last_values(&self, keys: impl IntoIterator<Item = KeyId>, out: &mut Vec<RingItem>) {
-        let seq = self.sequencer.lock();
+        let mut seq = self.sequencer.lock();
         for k in keys {
+            if k.channel() == crate::model::tick::Channel::Book {
+                if let Some(ks) = seq.keys.get_mut(k.0 as usize)
+                    && let Some(item) = book::snapshot_item(k, ks)
+                {
+                    out.push(item);
+                }
+                continue;
+            }
             if let Some(Some(last)) = seq.keys.get(k.0 as usize).map(|s| s.last.as_ref()) {
                 out.push(last.clone());
             }
@@ -397,12 +419,13 @@ impl Ingest {
                 if ks.last.as_ref().is_none_or(|l| l.tick.seq < t.seq) {
                     ks.last = Some(item.clone());
                 }
-                if seq.writer.push(item).is_err() {
+                if seq.writer.stage(item).is_err() {
                     unreachable!("the ring had a free slot under the sequencer lock");
                 }
                 consumed += 1;
                 published += 1;
             }
+            seq.writer.publish();
         }
         Stats::add(&self.stats.bus_duplicates, dropped);
         Stats::add(&self.stats.bus_seq_gaps, gaps);
@@ -507,6 +530,16 @@ pub async fn run_source(
         };
         admitted.clear();
         for t in batch.drain(..) {
+            if let Some(change) = &t.book {
+                // In order with the ticks before it.
+                ingest.publish_from(&admitted, Origin::Recorded).await;
+                admitted.clear();
+                let b = ingest.admit_book(&t.sym, t.ts, (**change).clone())?;
+                if let Err(e) = ingest.publish_book(&b, Origin::Recorded).await {
+                    tracing::warn!(source = source.name(), sym = %t.sym, error = %e, "book update refused");
+                }
+                continue;
+            }
             admitted.push(ingest.admit(t)?);
         }
         ingest.publish_from(&admitted, Origin::Recorded).await;
@@ -525,6 +558,7 @@ mod tests {
 
     fn trade(sym: &str, px: i64) -> NewTick {
         NewTick {
+            book: None,
             sym: sym.into(),
             ts: 1,
             event: Event::Trade {

@@ -2,6 +2,6 @@
 
 pub mod fanout;
 pub mod history;
-pub(crate) mod ingest;
+pub mod ingest;
 pub mod ring;
 pub mod stats;

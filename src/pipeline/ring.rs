@@ -10,7 +10,7 @@
 //! `p` is `p & mask`. The invariants, which the `unsafe` blocks rely on:
 //!
 //! * **I1 (publish)**: the writer writes slot `p & mask` and only then stores
-//!   `head = p + 1` with `Release`. A reader loads `head` with `Acquire` and
+//!   `head = p + 1` (or a later position, after staging several) with `Release`. A reader loads `head` with `Acquire` and
 //!   reads only positions `< head`, so it sees the fully written item.
 //! * **I2 (reclaim)**: the writer writes position `p` only if every attached
 //!   reader's cursor is `> p - capacity`, i.e. every reader is done with
@@ -181,6 +181,18 @@ impl<T: Clone> RingWriter<T> {
     /// Publishes `value` to every reader, or returns it if the slowest reader
     /// is a whole ring behind.
     pub fn push(&mut self, value: T) -> Result<(), T> {
+        self.stage(value)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Writes `value` into the next slot without showing it to readers yet
+    /// (or returns it if the slowest reader is a whole ring behind);
+    /// [`RingWriter::publish`] shows every staged item at once. Ingest stages
+    /// a publisher frame's ticks and publishes them together, so a reader
+    /// never takes half a frame in one batch and the rest in the next (one
+    /// more flush, one more write per client, for nothing).
+    pub fn stage(&mut self, value: T) -> Result<(), T> {
         let cap = self.shared.slots.len() as u64;
         if self.head - self.min_cursor >= cap {
             self.refresh_min_cursor();
@@ -198,9 +210,14 @@ impl<T: Clone> RingWriter<T> {
         // the only writer (I3).
         unsafe { slot.store(value) };
         self.head += 1;
-        // Release publishes the slot contents to readers (I1).
-        self.shared.head.store(self.head, Ordering::Release);
         Ok(())
+    }
+
+    /// Shows readers every item staged so far.
+    pub fn publish(&mut self) {
+        // Release publishes the slots' contents to readers (I1): every slot
+        // below `head` was written before this store.
+        self.shared.head.store(self.head, Ordering::Release);
     }
 }
 
@@ -270,6 +287,23 @@ mod tests {
         readers[1].read_batch(&mut out, 1);
         assert_eq!(w.push(9), Ok(()));
         assert_eq!(w.occupancy(), 4);
+    }
+
+    #[test]
+    fn staged_items_are_seen_only_once_published_and_all_together() {
+        let (mut w, mut readers) = ring::<u32>(4, 1);
+        let mut out = Vec::new();
+        w.stage(1).unwrap();
+        w.stage(2).unwrap();
+        assert_eq!(readers[0].read_batch(&mut out, 10), 0);
+        // Staged items hold their slots: the ring counts them as occupied.
+        assert_eq!(w.occupancy(), 2);
+        w.stage(3).unwrap();
+        w.stage(4).unwrap();
+        assert_eq!(w.stage(5), Err(5));
+        w.publish();
+        assert_eq!(readers[0].read_batch(&mut out, 10), 4);
+        assert_eq!(out, [1, 2, 3, 4]);
     }
 
     #[test]

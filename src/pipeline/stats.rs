@@ -107,6 +107,13 @@ pub struct Stats {
     pub bytes_out: [AtomicU64; 3],
     /// Write system calls made to clients (subscribers, and replies to publishers).
     pub writes: AtomicU64,
+    /// Writes that carried at least one live tick (snapshots and control
+    /// replies alone excluded): the denominator of deliveries per write,
+    /// the figure the fan-out's batching exists to raise.
+    pub tick_writes: AtomicU64,
+    /// Live ticks those writes carried (each counted in the write that
+    /// took its first byte): the numerator of deliveries per write.
+    pub tick_deliveries: AtomicU64,
     /// Clients closed with 4000 for staying behind.
     pub clients_evicted: AtomicU64,
     /// Publisher ticks refused as malformed.

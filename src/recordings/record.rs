@@ -22,7 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::model::tick::Channel;
-use crate::recordings::connect::{ConnectError, connect, ws_url};
+use crate::recordings::connect::{ClientTls, ConnectError, connect, ws_url};
 use crate::recordings::format::{RecordingError, RecordingWriter};
 use crate::wire::publish::{Published, parse_publish};
 
@@ -42,6 +42,8 @@ pub struct RecordArgs {
     /// the server closes.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub tls: ClientTls,
 }
 
 /// Why recording failed.
@@ -117,8 +119,20 @@ pub async fn record(
     stop: impl Future<Output = ()>,
     progress: Arc<RecordProgress>,
 ) -> Result<RecordReport, RecordError> {
+    record_via(url, &ClientTls::default(), symbols, out, stop, progress).await
+}
+
+/// [`record`], with `wss://` servers verified as `tls` says.
+pub async fn record_via(
+    url: &str,
+    tls: &ClientTls,
+    symbols: &[String],
+    out: &std::path::Path,
+    stop: impl Future<Output = ()>,
+    progress: Arc<RecordProgress>,
+) -> Result<RecordReport, RecordError> {
     let full = ws_url(url, "/v1/stream")?;
-    let mut ws = connect(&full).await?;
+    let mut ws = connect(&full, tls).await?;
     let sub = serde_json::json!({
         "op": "subscribe",
         "id": 1,
@@ -249,7 +263,14 @@ pub fn run(args: RecordArgs) -> ExitCode {
         }
     };
     let progress = Arc::new(RecordProgress::default());
-    match rt.block_on(record(&args.url, &args.symbols, &args.out, stop, progress)) {
+    match rt.block_on(record_via(
+        &args.url,
+        &args.tls,
+        &args.symbols,
+        &args.out,
+        stop,
+        progress,
+    )) {
         Ok(r) => {
             let secs = r.duration.as_secs_f64();
             println!(

@@ -62,7 +62,8 @@ pub struct Selection {
     /// +DURATION after the first tick (+5m).
     #[arg(long, value_name = "TIME", value_parser = TimeSpec::parse)]
     pub start: Option<TimeSpec>,
-    /// Stop before this time (same forms as --start).
+    /// Stop before this time (same forms as --start; +DURATION counts from
+    /// --start when it is given: `--start 09:30… --end +5m` is five minutes).
     #[arg(long, value_name = "TIME", value_parser = TimeSpec::parse)]
     pub end: Option<TimeSpec>,
     /// Only these symbols (comma-separated); none: every symbol.
@@ -71,11 +72,17 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// Fixes relative times against the first tick's `ts`.
+    /// Fixes relative times: `--start +D` against the first tick's `ts`,
+    /// `--end +D` against the start of the window when `--start` is given
+    /// (so `--start T --end +5m` is the five minutes from T), else against
+    /// the first tick too.
     pub fn resolve(&self, first_ts: u64) -> Window {
+        let start = self.start.map(|t| t.resolve(first_ts));
         Window {
-            start: self.start.map_or(0, |t| t.resolve(first_ts)),
-            end: self.end.map_or(u64::MAX, |t| t.resolve(first_ts)),
+            start: start.unwrap_or(0),
+            end: self
+                .end
+                .map_or(u64::MAX, |t| t.resolve(start.unwrap_or(first_ts))),
             symbols: if self.symbols.is_empty() {
                 None
             } else {
@@ -91,6 +98,33 @@ pub struct Window {
     pub start: u64,
     pub end: u64,
     pub symbols: Option<HashSet<String>>,
+}
+
+/// ns since the epoch as an RFC 3339 UTC time (`2013-10-07T13:30:00Z`,
+/// with a fraction only when there is one), for messages.
+pub fn rfc3339(ns: u64) -> String {
+    jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .map_or_else(|_| ns.to_string(), |t| t.to_string())
+}
+
+impl std::fmt::Display for Window {
+    /// `[START, END)` as RFC 3339 times (ns precision), then the symbols:
+    /// what error messages show of the window a selection resolved to.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let time = rfc3339;
+        let end = if self.end == u64::MAX {
+            "the end".to_owned()
+        } else {
+            time(self.end)
+        };
+        write!(f, "[{}, {end})", time(self.start))?;
+        if let Some(syms) = &self.symbols {
+            let mut syms: Vec<&str> = syms.iter().map(String::as_str).collect();
+            syms.sort_unstable();
+            write!(f, " for {}", syms.join(","))?;
+        }
+        Ok(())
+    }
 }
 
 impl Window {
@@ -127,5 +161,29 @@ mod tests {
             let e = TimeSpec::parse(bad).unwrap_err();
             assert!(e.contains("RFC 3339"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_relative_end_counts_from_the_start_when_one_is_given() {
+        let first = 1_381_132_800_000_000_000; // 2013-10-07T08:00:00Z, the file's first tick
+        let open = 1_381_152_600_000_000_000; // 13:30Z
+        let five = 300_000_000_000;
+        let sel = |start: Option<&str>, end: &str| Selection {
+            start: start.map(|s| TimeSpec::parse(s).unwrap()),
+            end: Some(TimeSpec::parse(end).unwrap()),
+            symbols: vec!["SPY".into(), "IBM".into()],
+        };
+        let w = sel(Some("2013-10-07T13:30:00Z"), "+5m").resolve(first);
+        assert_eq!((w.start, w.end), (open, open + five));
+        assert_eq!(
+            w.to_string(),
+            "[2013-10-07T13:30:00Z, 2013-10-07T13:35:00Z) for IBM,SPY"
+        );
+        // Without --start, from the first tick (as before).
+        let w = sel(None, "+5m").resolve(first);
+        assert_eq!((w.start, w.end), (0, first + five));
+        // --start relative too: both from the first tick, end after start.
+        let w = sel(Some("+10m"), "+5m").resolve(first);
+        assert_eq!((w.start, w.end), (first + 2 * five, first + 3 * five));
     }
 }

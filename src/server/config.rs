@@ -12,8 +12,12 @@ use crate::model::speed::Speed;
 /// Where ticks come from besides `/v1/publish`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FeedSource {
-    /// The recording compiled into the binary, looped at recorded pace.
-    Embedded,
+    /// The recording compiled into the binary, looped, with `ts` rebased
+    /// to the wall clock.
+    Embedded {
+        /// Recorded pace (the default), a multiple of it, or as fast as possible.
+        speed: Speed,
+    },
     /// A recording on disk (any encoding `recording` reads).
     Recording {
         path: PathBuf,
@@ -40,6 +44,9 @@ pub struct Config {
     pub max_keys_per_connection: usize,
     /// Most distinct symbols the server tracks.
     pub max_symbols: usize,
+    /// Most price levels per side one order book may hold; a book update
+    /// that would exceed it is refused (`bad_book`). Default 5000.
+    pub max_book_levels: usize,
     /// Byte cap on one client's queued-for-socket frames.
     pub client_buffer_bytes: usize,
     /// Bounds of the shared history of recent ticks (`--history-bytes`,
@@ -73,8 +80,15 @@ pub struct Config {
     pub echo_max_message_bytes: usize,
     /// SSE streams get a `: heartbeat` comment this often.
     pub sse_heartbeat: Duration,
+    /// The `retry:` field sent first on every SSE stream: how long a
+    /// browser's `EventSource` waits before reconnecting after a drop (its
+    /// own default is ~3 s, too long for a price feed; zero is sent as is).
+    pub sse_retry: Duration,
     /// Where ticks come from besides publishers.
     pub feed: FeedSource,
+    /// Reference data for `/v1/symbols?ref=1` (`--symbols-file`); `None` =
+    /// names only.
+    pub reference: Option<Arc<crate::server::reference::Reference>>,
     /// API keys and entitlements (`--config`); `None` = open server.
     pub auth: Option<Arc<Keys>>,
     /// The NATS bus and this node's role (`--bus`, `--role`); `None` = standalone.
@@ -100,6 +114,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             max_keys_per_connection: 10_000,
             max_symbols: 1_000_000,
+            max_book_levels: crate::pipeline::ingest::DEFAULT_MAX_BOOK_LEVELS,
             client_buffer_bytes: 256 * 1024,
             history: crate::pipeline::history::HistoryLimits::default(),
             socket_send_buffer: 32 * 1024,
@@ -115,7 +130,14 @@ impl Default for Config {
             echo_listen: None,
             echo_max_message_bytes: 16 * 1024 * 1024,
             sse_heartbeat: Duration::from_secs(15),
-            feed: FeedSource::Embedded,
+            // 1 s: a reconnect within a second of a restart, and with
+            // `Last-Event-ID` nothing is lost while waiting; a whole
+            // audience reconnecting is spread by the browsers' own jitter.
+            sse_retry: Duration::from_secs(1),
+            feed: FeedSource::Embedded {
+                speed: Speed::Factor(1.0),
+            },
+            reference: None,
             auth: None,
             bus: None,
             tls: None,

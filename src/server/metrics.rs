@@ -90,6 +90,12 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Resu
         .encode_gauge(&v)
 }
 
+/// A gauge whose value is a ratio (derived at scrape time).
+fn ratio(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> fmt::Result {
+    e.encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&v)
+}
+
 fn gauges(
     e: &mut DescriptorEncoder,
     name: &str,
@@ -221,6 +227,29 @@ impl StatsCollector {
             "tickwire_socket_writes",
             "write() calls that handed bytes to a socket.",
             load(&s.writes),
+        )?;
+        let (writes, deliveries) = (load(&s.tick_writes), load(&s.tick_deliveries));
+        counter(
+            e,
+            "tickwire_tick_writes",
+            "write() calls that carried at least one live tick (snapshots and control replies alone excluded).",
+            writes,
+        )?;
+        counter(
+            e,
+            "tickwire_tick_deliveries",
+            "Live ticks carried by those writes: rate(tickwire_tick_deliveries_total) / rate(tickwire_tick_writes_total) is deliveries per write.",
+            deliveries,
+        )?;
+        ratio(
+            e,
+            "tickwire_deliveries_per_write",
+            "Live ticks per write() that carried any, since start (0 before the first).",
+            if writes == 0 {
+                0.0
+            } else {
+                deliveries as f64 / writes as f64
+            },
         )?;
         counter(
             e,

@@ -31,7 +31,9 @@ use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 
 pub mod config;
 pub(crate) mod context;
+mod heartbeat;
 pub(crate) mod metrics;
+pub mod reference;
 mod routes;
 mod session;
 mod sse;
@@ -183,6 +185,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     if role != NodeRole::Standalone {
         ingest.start_offsets_at(crate::model::tick::wall_clock_ns() / 1_000);
     }
+    ingest.set_max_book_levels(config.max_book_levels);
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();
@@ -334,7 +337,7 @@ fn feed_source(
     Ok(match feed {
         // A gateway's ticks come from the bus.
         _ if role == NodeRole::Gateway => None,
-        FeedSource::Embedded => Some(Box::new(RecordedFeed::embedded_default()?)),
+        FeedSource::Embedded { speed } => Some(Box::new(RecordedFeed::embedded(*speed)?)),
         FeedSource::Recording {
             path,
             speed,

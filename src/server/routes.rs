@@ -103,6 +103,11 @@ const ROUTES: &[Route] = &[
         endpoint: Endpoint::Page(web::TICKER_CSS),
         listed: None,
     },
+    Route {
+        path: "/favicon.ico",
+        endpoint: Endpoint::Page(web::FAVICON),
+        listed: None,
+    },
 ];
 
 /// Answers one request on the main listener.
@@ -145,13 +150,24 @@ pub(crate) fn route(
         Endpoint::Page(asset) => asset.response(),
         Endpoint::Health => health(&ctx, &shutdown),
         Endpoint::Symbols => {
+            // `?ref=1`: objects with each symbol's reference data.
+            let with_ref = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "ref=1"));
+            let empty = crate::server::reference::Reference::default();
+            let reference = ctx.config.reference.as_deref().unwrap_or(&empty);
             let mut o = Vec::with_capacity(256);
             o.push(b'[');
             for (i, (name, _)) in ctx.fanout.ingest.symbols().seen().iter().enumerate() {
                 if i > 0 {
                     o.push(b',');
                 }
-                crate::wire::json::json_string(&mut o, name);
+                if with_ref {
+                    reference.write_json(&mut o, name);
+                } else {
+                    crate::wire::json::json_string(&mut o, name);
+                }
             }
             o.push(b']');
             with_type(o, "application/json")

@@ -22,6 +22,7 @@ use crate::server::subscriber::{
 };
 use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
+use crate::wire::ts_format::TsFormat;
 
 /// Answers a request on a WebSocket endpoint: a refusal, or the 101 with
 /// the session started in its own task once hyper hands the connection
@@ -59,6 +60,22 @@ pub(crate) fn upgrade(
         _ => None,
     };
     let encoding = chosen.unwrap_or_default();
+    // `?ts=string`: timestamps as strings in this subscriber's JSON ticks.
+    let ts_format = match kind {
+        SessionKind::Subscriber => match TsFormat::from_query(req.uri().query()) {
+            Ok(f) => f,
+            Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+        },
+        _ => TsFormat::Number,
+    };
+    // `?heartbeat=MS`: the server's clock and position every MS.
+    let heartbeat = match kind {
+        SessionKind::Subscriber => match crate::wire::heartbeat::from_query(req.uri().query()) {
+            Ok(every) => every,
+            Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+        },
+        _ => None,
+    };
     // Counted from here until the session ends (the permit moves into it).
     let permit = match admit(&ctx, Front::WebSocket, kind, identity.as_deref(), peer.ip()) {
         Ok(p) => p,
@@ -95,7 +112,22 @@ pub(crate) fn upgrade(
                     identity,
                     permit,
                 );
-                session::run(client, read, shutdown).await;
+                client.set_ts_format(ts_format);
+                match heartbeat {
+                    Some(every) => {
+                        let beats = crate::server::heartbeat::run(
+                            client.context().clone(),
+                            client.id(),
+                            every,
+                        );
+                        // The heartbeat never ends by itself: the session does.
+                        tokio::select! {
+                            _ = session::run(client, read, shutdown) => {}
+                            _ = beats => {}
+                        }
+                    }
+                    None => session::run(client, read, shutdown).await,
+                }
             }
             Err(_) => tracing::error!("upgraded connection is not a tickwire Conn"),
         }

@@ -23,6 +23,12 @@ pub(crate) const TICKER_JS: Asset = Asset {
     body: include_str!("web/ticker.js"),
     content_type: "text/javascript; charset=utf-8",
 };
+/// Browsers ask for `/favicon.ico` on every page load: an SVG icon (served
+/// under that name with its own type, which browsers go by) instead of a 404.
+pub(crate) const FAVICON: Asset = Asset {
+    body: include_str!("web/favicon.svg"),
+    content_type: "image/svg+xml",
+};
 pub(crate) const TICKER_CSS: Asset = Asset {
     body: include_str!("web/ticker.css"),
     content_type: "text/css; charset=utf-8",

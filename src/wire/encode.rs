@@ -14,6 +14,7 @@ use crate::wire::sse;
 use crate::model::decimal::Fixed;
 use crate::model::epoch::Epoch;
 use crate::model::tick::{Event, Tick};
+use crate::wire::ts_format::TsFormat;
 
 fn push_fixed(out: &mut Vec<u8>, key: &[u8], v: Fixed) {
     out.extend_from_slice(key);
@@ -23,17 +24,35 @@ fn push_fixed(out: &mut Vec<u8>, key: &[u8], v: Fixed) {
 /// Writes the protocol JSON of a tick. Symbols are validated at ingest to a
 /// character set that needs no JSON escaping.
 pub fn tick_json(out: &mut Vec<u8>, t: &Tick, snapshot: bool) {
+    tick_json_as(out, t, snapshot, TsFormat::Number)
+}
+
+/// `u64` as a JSON number, or as a JSON string of the same digits.
+fn push_time(out: &mut Vec<u8>, v: u64, format: TsFormat) {
+    match format {
+        TsFormat::Number => push_u64(out, v),
+        TsFormat::String => {
+            out.push(b'"');
+            push_u64(out, v);
+            out.push(b'"');
+        }
+    }
+}
+
+/// [`tick_json`] with `ts` and `rx` in the given form.
+pub fn tick_json_as(out: &mut Vec<u8>, t: &Tick, snapshot: bool, format: TsFormat) {
     match t.event {
         Event::Trade { .. } => out.extend_from_slice(br#"{"type":"trade","sym":""#),
         Event::Quote { .. } => out.extend_from_slice(br#"{"type":"quote","sym":""#),
+        Event::Book(_) => out.extend_from_slice(br#"{"type":"book_top","sym":""#),
     }
     out.extend_from_slice(t.sym.as_bytes());
     out.extend_from_slice(br#"","seq":"#);
     push_u64(out, t.seq);
     out.extend_from_slice(br#","ts":"#);
-    push_u64(out, t.ts);
+    push_time(out, t.ts, format);
     out.extend_from_slice(br#","rx":"#);
-    push_u64(out, t.rx);
+    push_time(out, t.rx, format);
     event_json_fields(out, &t.event);
     if snapshot {
         out.extend_from_slice(br#","snap":true"#);
@@ -54,7 +73,8 @@ pub fn event_json_fields(out: &mut Vec<u8>, event: &Event) {
             out.push(side.as_byte());
             out.push(b'"');
         }
-        Event::Quote { bid, bsz, ask, asz } => {
+        Event::Quote { bid, bsz, ask, asz }
+        | Event::Book(crate::model::book::TopOfBook { bid, bsz, ask, asz }) => {
             push_fixed(out, br#","bid":"#, bid);
             push_fixed(out, br#","bsz":"#, bsz);
             push_fixed(out, br#","ask":"#, ask);
@@ -65,8 +85,12 @@ pub fn event_json_fields(out: &mut Vec<u8>, event: &Event) {
 
 /// The tick as one complete text frame.
 pub(crate) fn tick_json_frame(t: &Tick, snapshot: bool) -> Bytes {
-    let mut b = FrameBuilder::with_capacity(160);
-    tick_json(b.payload(), t, snapshot);
+    tick_json_frame_as(t, snapshot, TsFormat::Number)
+}
+
+fn tick_json_frame_as(t: &Tick, snapshot: bool, format: TsFormat) -> Bytes {
+    let mut b = FrameBuilder::with_capacity(164);
+    tick_json_as(b.payload(), t, snapshot, format);
     b.finish(OPCODE_TEXT)
 }
 
@@ -79,10 +103,19 @@ pub(crate) fn tick_json_frame(t: &Tick, snapshot: bool) -> Bytes {
 /// last event id stays the one the stream gave before the snapshots. The
 /// JSON has no newline, so one `data:` line carries it.
 pub(crate) fn tick_sse_event(t: &Tick, snapshot: bool, position: Option<(Epoch, u64)>) -> Bytes {
+    tick_sse_event_as(t, snapshot, position, TsFormat::Number)
+}
+
+fn tick_sse_event_as(
+    t: &Tick,
+    snapshot: bool,
+    position: Option<(Epoch, u64)>,
+    format: TsFormat,
+) -> Bytes {
     let channel = t.event.channel().as_str();
-    let mut out = Vec::with_capacity(220);
+    let mut out = Vec::with_capacity(224);
     sse::open_event(&mut out, channel);
-    tick_json(&mut out, t, snapshot);
+    tick_json_as(&mut out, t, snapshot, format);
     if !snapshot {
         sse::open_id(&mut out);
         match position {
@@ -157,6 +190,8 @@ pub(crate) fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
     let (kind, a, b, c, d) = match t.event {
         Event::Trade { px, qty, side } => (1u8, px.raw(), qty.raw(), i64::from(side.as_byte()), 0),
         Event::Quote { bid, bsz, ask, asz } => (2u8, bid.raw(), bsz.raw(), ask.raw(), asz.raw()),
+        // Never sent: a book tick goes out as its book frames.
+        Event::Book(t) => (3u8, t.bid.raw(), t.bsz.raw(), t.ask.raw(), t.asz.raw()),
     };
     r[0] = kind;
     // r[1] flags and r[2..4] reserved stay 0 for a live tick.
@@ -193,6 +228,21 @@ pub struct EncodedTick {
     /// The Server-Sent Events block, encoded when the first SSE client
     /// needs it, like the record.
     sse: std::sync::OnceLock<Bytes>,
+    /// A book update's messages per depth class (`None` for a tick): book
+    /// subscribers are sent these instead of the tick's own frames.
+    pub book: Option<Box<crate::wire::book::BookFrames>>,
+    /// The JSON frame and the SSE block with `ts`/`rx` as strings
+    /// (`?ts=string`), each encoded when the first such client needs it;
+    /// boxed, so a tick no such client sees costs one pointer, not two
+    /// frames' slots (ticks live on in the ring and the history).
+    ts_string: std::sync::OnceLock<Box<TsStringFrames>>,
+}
+
+/// A tick's frames with `ts`/`rx` as strings, encoded on first use.
+#[derive(Debug, Default)]
+struct TsStringFrames {
+    json: std::sync::OnceLock<Bytes>,
+    sse: std::sync::OnceLock<Bytes>,
 }
 
 impl EncodedTick {
@@ -212,6 +262,59 @@ impl EncodedTick {
             snap_json: std::sync::OnceLock::new(),
             record: std::sync::OnceLock::new(),
             sse: std::sync::OnceLock::new(),
+            ts_string: std::sync::OnceLock::new(),
+            book: None,
+        }
+    }
+
+    /// A book update at `offset` in `epoch` (0 and the default epoch for a
+    /// snapshot built for a subscriber): its tick (channel `book`) and its
+    /// messages; it has no tick frame of its own.
+    pub fn with_book(
+        tick: Tick,
+        offset: u64,
+        epoch: Epoch,
+        frames: crate::wire::book::BookFrames,
+    ) -> EncodedTick {
+        EncodedTick {
+            tick,
+            offset,
+            epoch,
+            json: Bytes::new(),
+            snap_json: std::sync::OnceLock::new(),
+            record: std::sync::OnceLock::new(),
+            sse: std::sync::OnceLock::new(),
+            ts_string: std::sync::OnceLock::new(),
+            book: Some(Box::new(frames)),
+        }
+    }
+
+    /// The JSON frame with `ts`/`rx` as `format` says; snapshots with
+    /// strings are built when needed (as SSE snapshots are).
+    pub fn json_frame_as(&self, snapshot: bool, format: TsFormat) -> Bytes {
+        match (format, snapshot) {
+            (TsFormat::Number, _) => self.json_frame(snapshot).clone(),
+            (TsFormat::String, true) => tick_json_frame_as(&self.tick, true, format),
+            (TsFormat::String, false) => self
+                .ts_string
+                .get_or_init(Box::default)
+                .json
+                .get_or_init(|| tick_json_frame_as(&self.tick, false, format))
+                .clone(),
+        }
+    }
+
+    /// The SSE block with `ts`/`rx` as `format` says.
+    pub fn sse_event_as(&self, snapshot: bool, format: TsFormat) -> Bytes {
+        match (format, snapshot) {
+            (TsFormat::Number, _) => self.sse_event(snapshot),
+            (TsFormat::String, true) => tick_sse_event_as(&self.tick, true, None, format),
+            (TsFormat::String, false) => self
+                .ts_string
+                .get_or_init(Box::default)
+                .sse
+                .get_or_init(|| tick_sse_event_as(&self.tick, false, self.position(), format))
+                .clone(),
         }
     }
 

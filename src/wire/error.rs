@@ -13,6 +13,9 @@ pub enum ErrorCode {
     TooManySymbols,
     RateLimited,
     Unauthorized,
+    /// A book update the book cannot take (diff before snapshot, crossed,
+    /// too many levels); the book is unchanged.
+    BadBook,
 }
 
 impl ErrorCode {
@@ -25,6 +28,7 @@ impl ErrorCode {
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::BadBook => "bad_book",
         }
     }
 }

@@ -2,10 +2,12 @@
 //! every encoding, server → client messages, and the parsing of what clients
 //! and publishers send.
 
+pub mod book;
 pub mod encode;
 pub(crate) mod error;
 pub mod frame;
 pub(crate) mod frame_guard;
+pub mod heartbeat;
 pub(crate) mod json;
 pub(crate) mod message;
 pub mod publish;
@@ -13,3 +15,4 @@ pub(crate) mod reply;
 pub mod request;
 pub mod resume;
 pub(crate) mod sse;
+pub mod ts_format;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::model::book::{BookChange, BookSide, Level};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, NewTick, Side, validate_symbol};
 use crate::wire::error::{ErrorCode, ProtocolError, json_syntax_error, truncate};
@@ -42,8 +43,22 @@ struct WireTick<'a> {
     _seq: serde::de::IgnoredAny,
     #[serde(default, rename = "rx")]
     _rx: serde::de::IgnoredAny,
-    #[serde(default, rename = "snap")]
-    _snap: serde::de::IgnoredAny,
+    /// Books: `true` for a snapshot (replaces the book); ignored on ticks.
+    #[serde(default)]
+    snap: Option<bool>,
+    /// Books: levels as `[price, size]` pairs, best first or in any order.
+    #[serde(borrow, default)]
+    bids: Option<Vec<(&'a RawValue, &'a RawValue)>>,
+    #[serde(borrow, default)]
+    asks: Option<Vec<(&'a RawValue, &'a RawValue)>>,
+    // Written by the server on book messages; accepted and ignored like
+    // `seq`, so a received book message can be published back.
+    #[serde(default, rename = "from")]
+    _from: serde::de::IgnoredAny,
+    #[serde(default, rename = "depth")]
+    _depth: serde::de::IgnoredAny,
+    #[serde(default, rename = "cs")]
+    _cs: serde::de::IgnoredAny,
     // A publisher may also send {"op":"ping","id":N}.
     #[serde(borrow)]
     op: Option<Cow<'a, str>>,
@@ -55,7 +70,15 @@ struct WireTick<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Published {
     Tick(NewTick),
-    Ping { id: Option<i64> },
+    /// An order-book snapshot or diff for one symbol.
+    Book {
+        sym: Arc<str>,
+        ts: u64,
+        change: BookChange,
+    },
+    Ping {
+        id: Option<i64>,
+    },
 }
 
 /// Parses a publish message: one tick object, or an array of them. Each
@@ -202,9 +225,9 @@ fn parse_one(text: &[u8]) -> Result<Published, ProtocolError> {
 /// The tick in a message that is one (no `op`).
 fn parse_tick(w: WireTick) -> Result<Published, ProtocolError> {
     let bad = |m: String| ProtocolError::new(None, ErrorCode::BadField, m);
-    let kind = w
-        .kind
-        .ok_or_else(|| bad("field `type` is missing; it is \"trade\" or \"quote\"".into()))?;
+    let kind = w.kind.ok_or_else(|| {
+        bad("field `type` is missing; it is \"trade\", \"quote\" or \"book\"".into())
+    })?;
     let sym = w.sym.ok_or_else(|| bad("field `sym` is missing".into()))?;
     validate_symbol(&sym).map_err(|m| ProtocolError::new(None, ErrorCode::InvalidSymbol, m))?;
     const TS: &str = "it is the event time as an integer of ns since the Unix epoch";
@@ -215,7 +238,58 @@ fn parse_tick(w: WireTick) -> Result<Published, ProtocolError> {
             .parse::<u64>()
             .map_err(|_| bad(format!("field `ts` is `{}`; {TS}", truncate(raw.get(), 30))))?,
     };
+    if kind != "book" {
+        forbid(
+            &[
+                ("bids", w.bids.as_ref().map(|_| RawValue::NULL)),
+                ("asks", w.asks.as_ref().map(|_| RawValue::NULL)),
+            ],
+            &kind,
+        )?;
+    }
     let event = match kind.as_ref() {
+        "book" => {
+            forbid(
+                &[
+                    ("px", w.px),
+                    ("qty", w.qty),
+                    ("bid", w.bid),
+                    ("bsz", w.bsz),
+                    ("ask", w.ask),
+                    ("asz", w.asz),
+                ],
+                "book",
+            )?;
+            if w.bids.is_none() && w.asks.is_none() {
+                return Err(bad(
+                    "a book message needs `bids` and/or `asks`: arrays of [price, size]".into(),
+                ));
+            }
+            let mut levels = Vec::new();
+            for (name, side, list) in [
+                ("bids", BookSide::Bid, &w.bids),
+                ("asks", BookSide::Ask, &w.asks),
+            ] {
+                for (i, (px, sz)) in list.iter().flatten().enumerate() {
+                    let at = |m: ProtocolError| bad(format!("{name}[{i}]: {}", m.message));
+                    levels.push(Level {
+                        side,
+                        px: number("price", Some(px)).map_err(at)?,
+                        sz: size("size", Some(sz)).map_err(at)?,
+                    });
+                }
+            }
+            let change = if w.snap == Some(true) {
+                BookChange::Snapshot(levels)
+            } else {
+                BookChange::Diff(levels)
+            };
+            return Ok(Published::Book {
+                sym: Arc::from(sym.as_ref()),
+                ts,
+                change,
+            });
+        }
         "trade" => {
             forbid(
                 &[
@@ -255,12 +329,13 @@ fn parse_tick(w: WireTick) -> Result<Published, ProtocolError> {
         }
         other => {
             return Err(bad(format!(
-                "field `type` is `{}`; it must be \"trade\" or \"quote\"",
+                "field `type` is `{}`; it must be \"trade\", \"quote\" or \"book\"",
                 truncate(other, 20)
             )));
         }
     };
     Ok(Published::Tick(NewTick {
+        book: None,
         sym: Arc::from(sym.as_ref()),
         ts,
         event,
@@ -329,6 +404,7 @@ mod tests {
         assert_eq!(
             t,
             Published::Tick(NewTick {
+                book: None,
                 sym: "AAPL".into(),
                 ts: 1_700_000_000_123_456_789,
                 event: Event::Trade {
@@ -406,6 +482,26 @@ mod tests {
             (
                 r#"{"type":"book","sym":"A","ts":1}"#,
                 ErrorCode::BadField,
+                "bids",
+            ),
+            (
+                r#"{"type":"book","sym":"A","ts":1,"bids":[[1,-2]]}"#,
+                ErrorCode::BadField,
+                "bids[0]: field `size` is negative",
+            ),
+            (
+                r#"{"type":"book","sym":"A","ts":1,"asks":[["x",2]]}"#,
+                ErrorCode::BadField,
+                "asks[0]: field `price`",
+            ),
+            (
+                r#"{"type":"trade","sym":"A","ts":1,"px":1,"qty":1,"bids":[]}"#,
+                ErrorCode::BadField,
+                "bids",
+            ),
+            (
+                r#"{"type":"bok","sym":"A","ts":1}"#,
+                ErrorCode::BadField,
                 "type",
             ),
             (
@@ -433,6 +529,32 @@ mod tests {
             assert_eq!(e.code, code, "{s}: {e}");
             assert!(e.message.contains(needle), "{s}: {e}");
         }
+    }
+
+    #[test]
+    fn parses_book_snapshots_and_diffs() {
+        let b = one(r#"{"type":"book","sym":"X","ts":5,"snap":true,"bids":[["100.5",2]],"asks":[[101,"0.5"]]}"#).unwrap();
+        let Published::Book { sym, ts, change } = b else {
+            panic!()
+        };
+        assert_eq!((&*sym, ts), ("X", 5));
+        let BookChange::Snapshot(l) = change else {
+            panic!()
+        };
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            (l[0].side, l[0].px),
+            (BookSide::Bid, Fixed(100_500_000_000))
+        );
+        assert_eq!((l[1].side, l[1].sz), (BookSide::Ask, Fixed(500_000_000)));
+        let d = one(r#"{"type":"book","sym":"X","ts":5,"asks":[[101,0]]}"#).unwrap();
+        assert!(matches!(
+            d,
+            Published::Book {
+                change: BookChange::Diff(_),
+                ..
+            }
+        ));
     }
 
     #[test]

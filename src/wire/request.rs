@@ -4,6 +4,7 @@
 
 use simd_json::{BorrowedValue as Value, StaticNode};
 
+use crate::model::book::DepthClass;
 use crate::model::tick::{Channel, ChannelSet, validate_symbol};
 use crate::wire::error::{ErrorCode, ProtocolError, json_syntax_error, truncate};
 use crate::wire::resume::{Resume, SlowPolicy, parse_policy, parse_resume};
@@ -30,6 +31,8 @@ pub enum Request {
         symbols: SymbolList,
         channels: ChannelSet,
         snapshot: bool,
+        /// The book window (`depth`), for the `book` channel.
+        depth: DepthClass,
         /// A position to resume from (`resume`), if any.
         resume: Option<Resume>,
         /// The slow-consumer policy (`policy`, `on_gap`).
@@ -94,7 +97,7 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
     };
     let allowed: &[&str] = match op {
         "subscribe" => &[
-            "op", "id", "symbols", "channels", "snapshot", "resume", "policy", "on_gap",
+            "op", "id", "symbols", "channels", "snapshot", "resume", "policy", "on_gap", "depth",
         ],
         "unsubscribe" => &["op", "id", "symbols", "channels"],
         "symbols" | "ping" => &["op", "id"],
@@ -129,6 +132,19 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
                 Some(Value::Static(StaticNode::Bool(b))) => *b,
                 Some(_) => return Err(bad("field `snapshot` must be true or false".into())),
             };
+            let depth = parse_depth(obj.get("depth"), id)?;
+            if channels.contains(Channel::Book) && symbols.all {
+                return Err(bad(
+                    "the `book` channel needs named symbols; `*` covers trade and quote only"
+                        .into(),
+                ));
+            }
+            if obj.contains_key("depth") && !channels.contains(Channel::Book) {
+                return Err(bad(
+                    "field `depth` belongs to the `book` channel; add \"book\" to `channels`"
+                        .into(),
+                ));
+            }
             let resume = parse_resume(obj.get("resume"), id, MAX_RESUME_KEYS)?;
             let policy = parse_policy(obj.get("policy"), obj.get("on_gap"), id)?;
             Ok(Request::Subscribe {
@@ -136,6 +152,7 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
                 symbols,
                 channels,
                 snapshot,
+                depth,
                 resume,
                 policy,
             })
@@ -196,12 +213,30 @@ fn parse_symbols(v: Option<&Value>, id: Option<i64>) -> Result<SymbolList, Proto
     Ok(list)
 }
 
+/// `depth`: 10 (the default), 25, or `"full"` (also written 0).
+fn parse_depth(v: Option<&Value>, id: Option<i64>) -> Result<DepthClass, ProtocolError> {
+    let n = match v {
+        None | Some(Value::Static(StaticNode::Null)) => return Ok(DepthClass::D10),
+        Some(Value::String(s)) if s == "full" => return Ok(DepthClass::Full),
+        Some(Value::Static(StaticNode::I64(n))) => u64::try_from(*n).ok(),
+        Some(Value::Static(StaticNode::U64(n))) => Some(*n),
+        Some(_) => None,
+    };
+    n.and_then(DepthClass::from_wire).ok_or_else(|| {
+        ProtocolError::new(
+            id,
+            ErrorCode::BadField,
+            "field `depth` must be 10, 25 or \"full\" (levels per side of the book)",
+        )
+    })
+}
+
 fn parse_channels(v: Option<&Value>, id: Option<i64>) -> Result<ChannelSet, ProtocolError> {
     let bad = || {
         ProtocolError::new(
             id,
             ErrorCode::BadField,
-            "field `channels` must be an array of \"trade\" and/or \"quote\"",
+            "field `channels` must be an array of \"trade\", \"quote\" and/or \"book\"",
         )
     };
     match v {
@@ -245,6 +280,7 @@ mod tests {
                 },
                 channels: ChannelSet(Channel::Trade.bit()),
                 snapshot: false,
+                depth: DepthClass::D10,
                 resume: None,
                 policy: SlowPolicy::default(),
             })
@@ -295,9 +331,28 @@ mod tests {
             ErrorCode::BadField
         );
         assert_eq!(
-            code(r#"{"op":"subscribe","symbols":["A"],"channels":["book"]}"#),
+            code(r#"{"op":"subscribe","symbols":["A"],"channels":["bok"]}"#),
             ErrorCode::BadField
         );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["*"],"channels":["book"]}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A"],"channels":["book"],"depth":11}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A"],"depth":10}"#),
+            ErrorCode::BadField
+        );
+        assert!(matches!(
+            req(r#"{"op":"subscribe","symbols":["A"],"channels":["book"],"depth":"full"}"#),
+            Ok(Request::Subscribe {
+                depth: DepthClass::Full,
+                ..
+            })
+        ));
         assert_eq!(
             code(r#"{"op":"subscribe","symbols":["A"],"snapshot":"yes"}"#),
             ErrorCode::BadField

@@ -127,15 +127,18 @@ pub fn parse_resume(
         None | Some(Value::Static(StaticNode::Null)) => {}
         Some(Value::Object(by_channel)) => {
             for (ch, keys) in by_channel.iter() {
-                let channel = Channel::parse(ch).ok_or_else(|| {
-                    bad(
-                        id,
-                        format!(
-                            "`resume.seq` is keyed by channel (trade, quote), not `{}`",
-                            truncate(ch, 40)
-                        ),
-                    )
-                })?;
+                // Books always restart from a snapshot: tick channels only.
+                let channel = Channel::parse(ch)
+                    .filter(|c| Channel::ALL.contains(c))
+                    .ok_or_else(|| {
+                        bad(
+                            id,
+                            format!(
+                                "`resume.seq` is keyed by channel (trade, quote), not `{}`",
+                                truncate(ch, 40)
+                            ),
+                        )
+                    })?;
                 let Value::Object(keys) = keys else {
                     return Err(bad(
                         id,
@@ -187,15 +190,18 @@ pub fn parse_policy(
         None | Some(Value::Static(StaticNode::Null)) => {}
         Some(Value::Object(o)) => {
             for (ch, v) in o.iter() {
-                let channel = Channel::parse(ch).ok_or_else(|| {
-                    bad(
-                        id,
-                        format!(
-                            "`policy` is keyed by channel (trade, quote), not `{}`",
-                            truncate(ch, 40)
-                        ),
-                    )
-                })?;
+                // Books always restart from a snapshot: tick channels only.
+                let channel = Channel::parse(ch)
+                    .filter(|c| Channel::ALL.contains(c))
+                    .ok_or_else(|| {
+                        bad(
+                            id,
+                            format!(
+                                "`policy` is keyed by channel (trade, quote), not `{}`",
+                                truncate(ch, 40)
+                            ),
+                        )
+                    })?;
                 match v {
                     Value::String(s) if s == "catchup" => p.catchup.insert(channel),
                     Value::String(s) if s == "conflate" => {}

@@ -29,3 +29,9 @@ pub(crate) fn event(name: &str, json: &[u8]) -> Bytes {
     close_event(&mut out);
     Bytes::from(out)
 }
+
+/// The reconnection delay a browser's `EventSource` waits after the stream
+/// drops: `retry: MS\n\n` (a block with no event, which dispatches nothing).
+pub(crate) fn retry(delay: std::time::Duration) -> Bytes {
+    Bytes::from(format!("retry: {}\n\n", delay.as_millis()))
+}

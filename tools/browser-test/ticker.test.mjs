@@ -86,6 +86,9 @@ try {
   });
   const errors = [];
   context.on("weberror", (e) => errors.push(String(e.error())));
+  // Every response the pages get: none may be a 404 (the favicon was).
+  const missing = [];
+  context.on("response", (r) => { if (r.status() === 404) missing.push(r.url()); });
 
   // 1. WebSocket.
   const page = await context.newPage();
@@ -116,16 +119,49 @@ try {
   const note = await blocked.textContent("#messages");
   check(/Server-Sent Events/.test(note), `fallback is announced ("${note.trim()}")`);
 
-  // 4. A server `error` is shown to the user (an invalid symbol asked for).
+  // 4. A partly invalid ?symbols= list: the valid symbol streams, the bad
+  //    one is named in an error that stays.
   const bad = await context.newPage();
   await bad.goto(base + "?symbols=IBM,bad%20sym");
   const shown = await waitFor("error message on the page", () => bad.evaluate(() => {
     const t = document.getElementById("messages").textContent;
-    return /invalid_symbol/.test(t) ? t : null;
+    return /bad sym/.test(t) ? t : null;
   }), 3_000);
-  check(true, `server error shown ("${shown.trim()}")`);
+  check(true, `invalid symbol named ("${shown.trim()}")`);
+  await waitFor("IBM ticks beside the invalid name", () => bad.evaluate(() =>
+    [...document.querySelectorAll("#ticker tbody tr td:first-child")].some((td) => td.textContent === "IBM")), 5_000);
+  check(true, "the valid symbol of a partly invalid list streams");
+  check(await bad.evaluate(() => [...document.querySelectorAll("#messages div")].some((d) => /bad sym/.test(d.textContent) && d.className === "error")),
+    "the error is an error message (kept, not timed out like notices)");
+  await bad.close();
+
+  // 5. Exact timestamps (?ts=string), the new columns, the chart scale.
+  const lastTs = await page.evaluate(() => window.tickwire.lastTs);
+  check(typeof lastTs === "string" && /^\d{19}$/.test(lastTs), `ts arrives exact, as a string (${lastTs})`);
+  const cells = await page.evaluate(() => {
+    const tr = [...document.querySelectorAll("#ticker tbody tr")].find((r) => r.children[4].textContent !== "–");
+    return tr ? [...tr.children].map((td) => td.textContent) : null;
+  });
+  check(cells && /^\d\d:\d\d:\d\d\.\d{3}$/.test(cells[4]), `last-trade time shown (${cells && cells[4]})`);
+  check(cells && /^[+−]?\d+\.\d{2,}$/.test(cells[5]), `change shown with fixed decimals (${cells && cells[5]})`);
+  check(cells && /^\d+\.\d{2,}$/.test(cells[1]), `last price with fixed decimals (${cells && cells[1]})`);
+
+  // 6. Connected but no ticks: not "live".
+  const quiet = await context.newPage();
+  await quiet.goto(base + "?symbols=NOSUCH");
+  const quietState = await waitFor("the idle state", () => quiet.evaluate(() => {
+    const t = document.getElementById("state").textContent;
+    return /no ticks/.test(t) ? t : null;
+  }), 5_000);
+  check(!quietState.startsWith("live"), `no "live" badge at 0 ticks/s ("${quietState}")`);
+  await quiet.close();
+
+  // 7. /favicon.ico is served, not a 404.
+  const icon = await page.evaluate(async () => { const r = await fetch("/favicon.ico"); return [r.status, r.headers.get("content-type")]; });
+  check(icon[0] === 200 && icon[1] === "image/svg+xml", `favicon served (${icon.join(" ")})`);
 
   check(errors.length === 0, `no page errors ${errors.join("; ")}`);
+  check(missing.length === 0, `no 404 while loading the pages ${missing.join(" ")}`);
 } catch (e) {
   failed = true;
   console.error("FAIL:", e.message);

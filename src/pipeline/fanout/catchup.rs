@@ -141,7 +141,10 @@ impl Client {
             return false;
         }
         Stats::add(&self.stats.catchup_started, 1);
-        self.begin_catchup(item.offset, ChannelSet(key.channel().bit()));
+        // Every `catchup` channel moves to the cursor at once, not only this
+        // tick's: a channel left live would overtake the cursor, and the
+        // client's stream (SSE ids above all) would step back in offset.
+        self.begin_catchup(item.offset, self.catchup.policy);
         true
     }
 

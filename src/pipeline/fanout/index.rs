@@ -20,8 +20,8 @@ pub struct WorkerState {
     pub(crate) clients: Slab<Client>,
     /// Clients that subscribed to a key by name.
     index: HashMap<KeyId, Vec<ClientId>>,
-    /// Clients subscribed to `*`, per channel.
-    star: [Vec<ClientId>; 2],
+    /// Clients subscribed to `*`, per channel (never `book`).
+    star: [Vec<ClientId>; 3],
     dirty: Vec<ClientId>,
     /// On a gateway: told when a key gains its first or loses its last
     /// subscriber here, so the node takes from the bus only what it needs.

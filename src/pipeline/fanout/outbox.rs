@@ -19,8 +19,11 @@ use crate::pipeline::stats::Stats;
 use crate::wire::encode::{Encoding, RECORD_LEN};
 use crate::wire::frame::OPCODE_BINARY;
 use crate::wire::message::symbol_message;
+use crate::wire::ts_format::TsFormat;
 
 use super::catchup::Catchup;
+
+mod book_merge;
 
 /// Most records one binary frame carries (16 KiB of payload): big enough
 /// that a backlog costs few frame headers, small enough that a client can
@@ -39,6 +42,8 @@ pub(super) struct KeySlot {
     /// symbol is entitled, decided on its first tick through `*` and kept
     /// (`None` = not decided yet). Named keys were checked at subscribe.
     pub(super) entitled: Option<bool>,
+    /// Book keys: the client's depth and its merged pending diff.
+    book: Option<Box<book_merge::BookSlot>>,
 }
 
 /// How far a flush got.
@@ -56,6 +61,8 @@ pub(crate) enum Flushed {
 pub struct Client {
     pub(super) stats: Arc<Stats>,
     pub(super) encoding: Encoding,
+    /// `ts`/`rx` as numbers or strings in JSON and SSE ticks (`?ts=`).
+    ts_format: TsFormat,
     /// Binary clients: symbol ids this client has been told (in `subscribed`
     /// or a `symbol` announcement).
     known_ids: HashSet<SymbolId>,
@@ -65,6 +72,9 @@ pub struct Client {
     /// `rx` of the oldest live tick queued since the last write, for the
     /// encode→write latency histogram.
     oldest_rx: Option<u64>,
+    /// Live ticks queued since the last write: the next write carries them,
+    /// and counts them for the deliveries-per-write series.
+    unwritten_live: u64,
     /// Byte cap on the write buffer.
     pub(super) cap: usize,
     /// The socket (plain or TLS); `None` once our side is shut down.
@@ -112,9 +122,11 @@ impl Client {
         Client {
             stats,
             encoding,
+            ts_format: TsFormat::Number,
             known_ids: HashSet::new(),
             open_bin: None,
             oldest_rx: None,
+            unwritten_live: 0,
             cap,
             write: write.map(Rc::new),
             writer_wake: Rc::new(Notify::new()),
@@ -166,6 +178,12 @@ impl Client {
         self.encoding
     }
 
+    /// Chooses how `ts`/`rx` are written in this client's JSON ticks; set
+    /// before its first subscription.
+    pub(crate) fn set_ts_format(&mut self, format: TsFormat) {
+        self.ts_format = format;
+    }
+
     /// Records symbol ids the client has just been given (in `subscribed`),
     /// so no `symbol` announcement repeats them.
     pub(crate) fn learn_ids(&mut self, ids: impl IntoIterator<Item = SymbolId>) {
@@ -192,17 +210,24 @@ impl Client {
     pub(super) fn append_tick(&mut self, item: &RingItem, snapshot: bool) {
         let e = self.encoding as usize;
         Stats::add(&self.stats.ticks_out[e], 1);
-        if !snapshot && self.oldest_rx.is_none() {
-            self.oldest_rx = Some(item.tick.rx);
+        if !snapshot {
+            self.unwritten_live += 1;
+            if self.oldest_rx.is_none() {
+                self.oldest_rx = Some(item.tick.rx);
+            }
         }
         match self.encoding {
+            Encoding::Json if self.ts_format != TsFormat::Number => {
+                self.append_frame(&item.json_frame_as(snapshot, self.ts_format));
+                Stats::add(&self.stats.tick_frames_out[e], 1);
+            }
             Encoding::Json => {
                 self.append_frame(item.json_frame(snapshot));
                 Stats::add(&self.stats.tick_frames_out[e], 1);
             }
             Encoding::Binary => self.append_record(&item.record(snapshot)),
             Encoding::Sse => {
-                self.append_frame(&item.sse_event(snapshot));
+                self.append_frame(&item.sse_event_as(snapshot, self.ts_format));
                 Stats::add(&self.stats.tick_frames_out[e], 1);
             }
         }
@@ -295,6 +320,9 @@ impl Client {
             return false;
         };
         slot.last_seq = item.tick.seq;
+        if item.book.is_some() {
+            return self.offer_book(item);
+        }
         if slot.pending.is_some() {
             // Its symbol was announced when the first pending tick came.
             slot.pending = Some((item.clone(), snapshot));
@@ -389,6 +417,7 @@ impl Client {
         for slot in self.keys.values_mut() {
             n += i64::from(slot.pending.take().is_some());
         }
+        n += self.discard_book_pending();
         Stats::gauge(&self.stats.pending_ticks, -n);
         self.order.clear();
     }
@@ -396,7 +425,7 @@ impl Client {
     /// Forgets a key's delivery state (unsubscribed), with its pending tick.
     pub(super) fn remove_slot(&mut self, key: KeyId) {
         if let Some(slot) = self.keys.remove(&key)
-            && slot.pending.is_some()
+            && (slot.pending.is_some() || slot.has_book_pending())
         {
             Stats::gauge(&self.stats.pending_ticks, -1);
         }
@@ -421,6 +450,9 @@ impl Client {
             let Some(key) = self.order.pop_front() else {
                 break;
             };
+            if self.fill_book(key) {
+                continue;
+            }
             let Some((item, snap)) = self.keys.get_mut(&key).and_then(|s| s.pending.take()) else {
                 continue; // stale entry: unsubscribed or already taken
             };
@@ -474,6 +506,7 @@ impl Client {
                             .observe_ns(crate::model::tick::wall_clock_ns().saturating_sub(rx));
                     }
                     Stats::add(&self.stats.writes, 1);
+                    self.count_tick_write();
                     Stats::add(&self.stats.bytes_out[self.encoding as usize], n as u64);
                     Stats::gauge(&self.stats.queued_bytes, -(n as i64));
                     self.sent += n;
@@ -490,6 +523,17 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Counts a write that carried the live ticks queued since the last one.
+    fn count_tick_write(&mut self) {
+        if self.unwritten_live > 0 {
+            Stats::add(&self.stats.tick_writes, 1);
+            Stats::add(
+                &self.stats.tick_deliveries,
+                std::mem::take(&mut self.unwritten_live),
+            );
         }
     }
 
@@ -543,6 +587,7 @@ impl Client {
     pub fn take_output(&mut self) -> usize {
         let n = self.unsent();
         Stats::gauge(&self.stats.queued_bytes, -(n as i64));
+        self.count_tick_write();
         self.wbuf.clear();
         self.frame_ends.clear();
         self.open_bin = None;
@@ -576,7 +621,11 @@ impl Drop for Client {
             &self.stats.queued_bytes,
             -((self.wbuf.len() - self.sent) as i64),
         );
-        let pending = self.keys.values().filter(|s| s.pending.is_some()).count();
+        let pending = self
+            .keys
+            .values()
+            .filter(|s| s.pending.is_some() || s.has_book_pending())
+            .count();
         Stats::gauge(&self.stats.pending_ticks, -(pending as i64));
     }
 }

@@ -1,6 +1,7 @@
 //! The binary encoding's byte layout (docs/RECORDING.md): header, symbol,
 //! trade, quote and end records, all little-endian and fixed-size.
 
+use crate::model::book::{BookChange, BookSide, Level};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, Side};
 
@@ -11,6 +12,15 @@ pub const HEADER_LEN: usize = 16;
 pub const TAG_SYMBOL: u8 = 0x01;
 pub const TAG_TRADE: u8 = 0x02;
 pub const TAG_QUOTE: u8 = 0x03;
+/// Format version 2: an order-book snapshot or diff (docs/RECORDING.md
+/// "Book records"); tags 0x05–0x07 are reserved for books.
+pub const TAG_BOOK: u8 = 0x04;
+/// A book record's fixed part; then 16 bytes per level.
+pub const BOOK_HEAD_LEN: usize = 24;
+pub const BOOK_LEVEL_LEN: usize = 16;
+/// Most levels one book record may hold (a corrupt count is refused
+/// before anything is allocated for it).
+pub const MAX_BOOK_RECORD_LEVELS: usize = 1 << 20;
 pub const TAG_END: u8 = 0xFF;
 
 /// Total record sizes, tag included. A symbol record is 2 + its length.
@@ -42,7 +52,10 @@ pub fn tick(out: &mut Vec<u8>, sym_id: u32, ts: u64, event: &Event) {
             out.extend_from_slice(&px.raw().to_le_bytes());
             out.extend_from_slice(&qty.raw().to_le_bytes());
         }
-        Event::Quote { bid, bsz, ask, asz } => {
+        // A book tick's own levels are not a tick record; its top of book
+        // is recorded as the quote it also produced.
+        Event::Quote { bid, bsz, ask, asz }
+        | Event::Book(crate::model::book::TopOfBook { bid, bsz, ask, asz }) => {
             out.extend_from_slice(&[TAG_QUOTE, 0, 0, 0]);
             out.extend_from_slice(&sym_id.to_le_bytes());
             out.extend_from_slice(&ts.to_le_bytes());
@@ -51,6 +64,68 @@ pub fn tick(out: &mut Vec<u8>, sym_id: u32, ts: u64, event: &Event) {
             }
         }
     }
+}
+
+/// A book record: tag, flags (bit 0 snapshot), 2 reserved bytes, symbol
+/// id, ts, bid count, ask count, then each level's price and size (bids
+/// first).
+pub fn book(out: &mut Vec<u8>, sym_id: u32, ts: u64, change: &BookChange) {
+    let levels = change.levels();
+    let snap = matches!(change, BookChange::Snapshot(_));
+    let bids = levels.iter().filter(|l| l.side == BookSide::Bid).count() as u32;
+    out.extend_from_slice(&[TAG_BOOK, u8::from(snap), 0, 0]);
+    out.extend_from_slice(&sym_id.to_le_bytes());
+    out.extend_from_slice(&ts.to_le_bytes());
+    out.extend_from_slice(&bids.to_le_bytes());
+    out.extend_from_slice(&(levels.len() as u32 - bids).to_le_bytes());
+    for side in [BookSide::Bid, BookSide::Ask] {
+        for l in levels.iter().filter(|l| l.side == side) {
+            out.extend_from_slice(&l.px.raw().to_le_bytes());
+            out.extend_from_slice(&l.sz.raw().to_le_bytes());
+        }
+    }
+}
+
+/// A book record's level count from its fixed part.
+pub fn book_levels(head: &[u8]) -> Result<(usize, usize), String> {
+    let (b, a) = (u32_at(head, 16) as usize, u32_at(head, 20) as usize);
+    if b + a > MAX_BOOK_RECORD_LEVELS {
+        return Err(format!(
+            "book record with {} levels; at most {MAX_BOOK_RECORD_LEVELS} are allowed",
+            b + a
+        ));
+    }
+    if head[1] > 1 || head[2] != 0 || head[3] != 0 {
+        return Err("reserved bits of a book record are not zero".into());
+    }
+    Ok((b, a))
+}
+
+/// Decodes a whole book record (fixed part + levels).
+pub fn decode_book(rec: &[u8]) -> Result<(u32, u64, BookChange), String> {
+    let (bids, _) = book_levels(rec)?;
+    let levels: Vec<Level> = rec[BOOK_HEAD_LEN..]
+        .chunks_exact(BOOK_LEVEL_LEN)
+        .enumerate()
+        .map(|(i, l)| Level {
+            side: if i < bids {
+                BookSide::Bid
+            } else {
+                BookSide::Ask
+            },
+            px: fixed_at(l, 0),
+            sz: fixed_at(l, 8),
+        })
+        .collect();
+    if let Some(l) = levels.iter().find(|l| l.sz.raw() < 0) {
+        return Err(format!("book level at {} has a negative size", l.px));
+    }
+    let change = if rec[1] & 1 == 1 {
+        BookChange::Snapshot(levels)
+    } else {
+        BookChange::Diff(levels)
+    };
+    Ok((u32_at(rec, 4), u64_at(rec, 8), change))
 }
 
 pub fn end(out: &mut Vec<u8>, ticks: u64) {
@@ -110,7 +185,8 @@ pub fn decode_tick(rec: &[u8]) -> Result<(u32, u64, Event), String> {
     // As on the wire (docs/PROTOCOL.md): sizes are zero or more.
     let sizes = match event {
         Event::Trade { qty, .. } => [qty, qty],
-        Event::Quote { bsz, asz, .. } => [bsz, asz],
+        Event::Quote { bsz, asz, .. }
+        | Event::Book(crate::model::book::TopOfBook { bsz, asz, .. }) => [bsz, asz],
     };
     if sizes.iter().any(|s| s.raw() < 0) {
         return Err("a size is negative; sizes are zero or more".into());

@@ -18,9 +18,39 @@ pub fn end_line(ticks: u64) -> String {
 /// prices and sizes as exact decimals. No trailing newline.
 pub fn write_tick_json(out: &mut Vec<u8>, t: &NewTick) {
     let mut num = itoa::Buffer::new();
+    if let Some(change) = &t.book {
+        // The publish form of a book (docs/PROTOCOL.md "Publishing books").
+        out.extend_from_slice(b"{\"type\":\"book\",\"sym\":");
+        json_string(out, &t.sym);
+        out.extend_from_slice(b",\"ts\":");
+        out.extend_from_slice(num.format(t.ts).as_bytes());
+        if matches!(**change, crate::model::book::BookChange::Snapshot(_)) {
+            out.extend_from_slice(b",\"snap\":true");
+        }
+        for (name, side) in [
+            (&b",\"bids\":["[..], crate::model::book::BookSide::Bid),
+            (b"],\"asks\":[", crate::model::book::BookSide::Ask),
+        ] {
+            out.extend_from_slice(name);
+            let levels = change.levels().iter().filter(|l| l.side == side);
+            for (i, l) in levels.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'[');
+                l.px.write_to(out);
+                out.push(b',');
+                l.sz.write_to(out);
+                out.push(b']');
+            }
+        }
+        out.extend_from_slice(b"]}");
+        return;
+    }
     out.extend_from_slice(match t.event {
         Event::Trade { .. } => b"{\"type\":\"trade\",\"sym\":",
-        Event::Quote { .. } => b"{\"type\":\"quote\",\"sym\":",
+        // A book tick's top of book is written as the quote it produced.
+        Event::Quote { .. } | Event::Book(_) => b"{\"type\":\"quote\",\"sym\":",
     });
     json_string(out, &t.sym);
     out.extend_from_slice(b",\"ts\":");

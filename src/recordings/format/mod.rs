@@ -44,7 +44,7 @@ pub enum RecordingError {
     )]
     NotARecording { file: String, found: String },
     #[error(
-        "{file}: recording format version {version} is not supported; this build reads version {supported}"
+        "{file}: recording format version {version} is not supported; this build reads versions 1 to {supported}"
     )]
     UnsupportedVersion {
         file: String,
@@ -119,8 +119,11 @@ impl Format {
     }
 }
 
-/// Format version written and read by this build.
-pub(crate) const VERSION: u16 = 1;
+/// Format version written by this build: 2 added book records (and the
+/// resume work's records); version 1 files (ticks only) still read.
+pub(crate) const VERSION: u16 = 2;
+/// Versions this build reads.
+pub(crate) const READS: std::ops::RangeInclusive<u16> = 1..=2;
 
 /// The temporary name an output is written under before the rename:
 /// `dir/.name.partial`, so it never looks like a finished recording.

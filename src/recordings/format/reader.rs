@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Encoding, RecordingError, VERSION, binary, jsonl, zst_note};
+use crate::model::book::TopOfBook;
+use crate::model::tick::Event;
 use crate::model::tick::{NewTick, validate_symbol};
 use crate::wire::publish::{Published, parse_publish};
 
@@ -116,7 +118,7 @@ impl RecordingReader {
         };
         if head.starts_with(binary::MAGIC) && head.len() >= binary::HEADER_LEN {
             let version = u16::from_le_bytes([head[12], head[13]]);
-            if version != VERSION {
+            if !super::READS.contains(&version) {
                 return Err(RecordingError::UnsupportedVersion {
                     file: reader.name,
                     version: version.into(),
@@ -212,6 +214,36 @@ impl RecordingReader {
                 binary::TAG_TRADE => binary::TRADE_LEN,
                 binary::TAG_QUOTE => binary::QUOTE_LEN,
                 binary::TAG_END => binary::END_LEN,
+                binary::TAG_BOOK => {
+                    let head = fill_at_least(&mut self.input, binary::BOOK_HEAD_LEN)
+                        .map_err(|e| self.read_error(e, "book record"))?;
+                    if head.len() < binary::BOOK_HEAD_LEN {
+                        return Err(self.truncated("book record"));
+                    }
+                    let (b, a) = binary::book_levels(&head).map_err(|m| self.corrupt(m))?;
+                    let len = binary::BOOK_HEAD_LEN + (b + a) * binary::BOOK_LEVEL_LEN;
+                    let mut rec = vec![0u8; len];
+                    if let Err(e) = self.input.read_exact(&mut rec) {
+                        return Err(self.read_error(e, "book record"));
+                    }
+                    let (sym_id, ts, change) =
+                        binary::decode_book(&rec).map_err(|m| self.corrupt(m))?;
+                    let Some(sym) = self.symbols.get(sym_id as usize) else {
+                        return Err(self.corrupt(format!(
+                            "book refers to symbol id {sym_id}, but only {} symbols are defined before it",
+                            self.symbols.len()
+                        )));
+                    };
+                    let tick = NewTick {
+                        book: Some(Arc::new(change)),
+                        sym: sym.clone(),
+                        ts,
+                        event: Event::Book(TopOfBook::default()),
+                    };
+                    self.offset += len as u64;
+                    self.ticks += 1;
+                    return Ok(Some(tick));
+                }
                 binary::TAG_SYMBOL => {
                     let head = fill_at_least(&mut self.input, 2)
                         .map_err(|e| self.read_error(e, "symbol record"))?;
@@ -222,7 +254,7 @@ impl RecordingReader {
                 }
                 other => {
                     return Err(self.corrupt(format!(
-                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0xff end), found 0x{other:02x}"
+                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0x04 book, 0xff end), found 0x{other:02x}"
                     )));
                 }
             };
@@ -271,6 +303,7 @@ impl RecordingReader {
                         )));
                     };
                     let tick = NewTick {
+                        book: None,
                         sym: sym.clone(),
                         ts,
                         event,
@@ -335,7 +368,7 @@ impl RecordingReader {
                 jsonl::FORMAT_NAME
             )));
         }
-        if header.version != u64::from(VERSION) {
+        if !u16::try_from(header.version).is_ok_and(|v| super::READS.contains(&v)) {
             return Err(RecordingError::UnsupportedVersion {
                 file: self.name.clone(),
                 version: header.version,
@@ -383,6 +416,12 @@ impl RecordingReader {
             let mut parsed = parse_publish(line);
             let result = match (parsed.pop(), parsed.is_empty()) {
                 (Some(Ok(Published::Tick(t))), true) => Ok(t),
+                (Some(Ok(Published::Book { sym, ts, change })), true) => Ok(NewTick {
+                    book: Some(Arc::new(change)),
+                    sym,
+                    ts,
+                    event: Event::Book(TopOfBook::default()),
+                }),
                 (Some(Err(e)), true) => Err(format!("{}: {}", e.code.as_str(), e.message)),
                 _ => Err("expected one tick object on the line".into()),
             };

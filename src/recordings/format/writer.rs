@@ -125,7 +125,10 @@ impl RecordingWriter {
                         id
                     }
                 };
-                binary::tick(&mut self.buf, id, t.ts, &t.event);
+                match &t.book {
+                    Some(change) => binary::book(&mut self.buf, id, t.ts, change),
+                    None => binary::tick(&mut self.buf, id, t.ts, &t.event),
+                }
             }
             Encoding::JsonLines => {
                 jsonl::write_tick_json(&mut self.buf, t);

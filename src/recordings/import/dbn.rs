@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 use dbn::decode::DbnMetadata;
 use dbn::{
-    BboMsg, BidAskPair, Mbp1Msg, Record, RecordRef, Schema, SymbolIndex, TradeMsg, UNDEF_PRICE,
-    VersionUpgradePolicy,
+    BboMsg, BidAskPair, MboMsg, Mbp1Msg, Mbp10Msg, Record, RecordRef, Schema, SymbolIndex,
+    TradeMsg, UNDEF_PRICE, VersionUpgradePolicy,
 };
 
+use super::dbn_book::BookRebuilder;
 use super::{BadRows, ImportError, OrderCheck};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, NewTick, Side, validate_symbol};
@@ -107,6 +108,21 @@ pub(super) fn read(
     bad: &mut BadRows,
     out: &mut Vec<NewTick>,
 ) -> Result<u64, ImportError> {
+    let mut books = BookRebuilder::default();
+    let n = read_with(path, bad, out, &mut books)?;
+    if books.report.records > 0 {
+        tracing::info!(file = %path.display(), report = ?books.report, "book rebuilt");
+    }
+    Ok(n)
+}
+
+/// [`read`], rebuilding `mbo`/`mbp-10` books in `books`.
+pub(super) fn read_with(
+    path: &Path,
+    bad: &mut BadRows,
+    out: &mut Vec<NewTick>,
+    books: &mut BookRebuilder,
+) -> Result<u64, ImportError> {
     let file = path.display().to_string();
     let bad_file = |message: String| ImportError::BadFile {
         file: file.clone(),
@@ -122,7 +138,13 @@ pub(super) fn read(
     let metadata = decoder.metadata().clone();
     let schema = match metadata.schema {
         Some(
-            s @ (Schema::Trades | Schema::Mbp1 | Schema::Tbbo | Schema::Bbo1S | Schema::Bbo1M),
+            s @ (Schema::Trades
+            | Schema::Mbp1
+            | Schema::Tbbo
+            | Schema::Bbo1S
+            | Schema::Bbo1M
+            | Schema::Mbo
+            | Schema::Mbp10),
         ) => s,
         Some(other) => {
             return Err(ImportError::UnsupportedSchema {
@@ -172,7 +194,10 @@ pub(super) fn read(
             message,
         };
         let instrument = rec.header().instrument_id;
-        let parsed = parse_record(&rec, schema, &mut order);
+        let parsed = match schema {
+            Schema::Mbo | Schema::Mbp10 => book_record(&rec, schema, books, &mut order),
+            _ => parse_record(&rec, schema, &mut order),
+        };
         let (ts, trade, top) = match parsed {
             Ok(v) => v,
             Err(m) => {
@@ -192,34 +217,55 @@ pub(super) fn read(
         let sym = match symbols.get(name) {
             Some(s) => s.clone(),
             None => {
-                if let Err(m) = validate_symbol(name) {
+                let sanitised = super::sanitise_symbol(name);
+                if let Err(m) = validate_symbol(&sanitised) {
                     bad.handle(record_error(format!(
                         "symbol of instrument {instrument}: {m}"
                     )))?;
                     continue;
                 }
-                let s: Arc<str> = Arc::from(&**name);
+                let s: Arc<str> = Arc::from(&*sanitised);
                 symbols.insert(name.to_string(), s.clone());
                 s
             }
         };
         if let Some(event) = trade {
             out.push(NewTick {
+                book: None,
                 sym: sym.clone(),
                 ts,
                 event,
             });
         }
+        if matches!(schema, Schema::Mbo | Schema::Mbp10) {
+            // Book schemas: the book itself is recorded; the server derives
+            // the quotes from its top.
+            if let Some(change) = books.take_book() {
+                out.push(NewTick {
+                    book: Some(Arc::new(change)),
+                    sym,
+                    ts,
+                    event: Event::Book(crate::model::book::TopOfBook::default()),
+                });
+            }
+            continue;
+        }
         match top {
             Some(q) if last_book.get(&instrument) != Some(&q) => {
                 last_book.insert(instrument, q);
-                out.push(NewTick { sym, ts, event: q });
+                out.push(NewTick {
+                    book: None,
+                    sym,
+                    ts,
+                    event: q,
+                });
             }
             Some(_) => {}
-            None if schema != Schema::Trades => no_book += 1,
+            None if !matches!(schema, Schema::Trades | Schema::Mbo | Schema::Mbp10) => no_book += 1,
             None => {}
         }
     }
+    books.finish();
     // The dbn decoder takes a cut-off last record for the end of the data.
     if offset < data.len() as u64 {
         return Err(ImportError::BadRecord {
@@ -233,6 +279,35 @@ pub(super) fn read(
         });
     }
     Ok(no_book)
+}
+
+/// An `mbo` or `mbp-10` record through the book rebuilder: its receive
+/// time, trade and (at an event boundary, if the top moved) quote.
+fn book_record(
+    rec: &RecordRef<'_>,
+    schema: Schema,
+    books: &mut BookRebuilder,
+    order: &mut OrderCheck,
+) -> Result<(u64, Option<Event>, Option<Event>), String> {
+    let wrong = || {
+        format!(
+            "record type 0x{:02x} in an {schema} file",
+            rec.header().rtype
+        )
+    };
+    let (ts, snapshot, emitted) = if schema == Schema::Mbo {
+        let m = rec.get::<MboMsg>().ok_or_else(wrong)?;
+        (m.ts_recv, m.flags.is_snapshot(), books.mbo(m)?)
+    } else {
+        let m = rec.get::<Mbp10Msg>().ok_or_else(wrong)?;
+        (m.ts_recv, m.flags.is_snapshot(), books.mbp10(m))
+    };
+    // Snapshot records carry the snapshot's generation time, not a
+    // receive time in file order.
+    if !snapshot {
+        order.check(ts)?;
+    }
+    Ok((ts, emitted.trade, emitted.quote))
 }
 
 /// One record's receive time, trade (if it is one) and top of book (if the

@@ -137,9 +137,21 @@ pub(super) fn read(
         ))
     })?;
     let clock = DayClock::new(date).map_err(|m| bad_file(format!("New York time zone: {m}")))?;
-    let entry = zip
+    let mut entry = zip
         .by_index(index)
         .map_err(|e| bad_file(format!("cannot open `{inner}` in the zip: {e}")))?;
+    // Decompressed and checked against its CRC-32 before any row is read:
+    // damaged data is reported as a damaged zip, not as the bad rows it
+    // would decode to (the check only happens at the entry's end). One
+    // Lean entry is one symbol's day: tens of MB at most.
+    let mut data = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0).min(1 << 28));
+    std::io::Read::read_to_end(&mut entry, &mut data).map_err(|e| {
+        bad_file(format!(
+            "the zip is corrupt: `{inner}` does not decompress to what the archive recorded ({e})"
+        ))
+    })?;
+    drop(entry);
+    let entry = &data[..];
     let ctx = Ctx {
         file: &file_name,
         inner: &inner,
@@ -288,8 +300,20 @@ fn read_trades<R: Read>(
         let parsed = (|| {
             check_width(rec, 6, TRADE_LAYOUT)?;
             let ms: u64 = field(rec, 0, "ms since midnight")?;
-            let px = price(field(rec, 1, "price×10000")?, "price")?;
-            let qty = size(field(rec, 2, "size")?, "size")?;
+            let raw_px: i64 = field(rec, 1, "price×10000")?;
+            let raw_qty: u64 = field(rec, 2, "size")?;
+            // A trade happened at a price and for some shares: a price at
+            // or below zero or a size of zero is a broken row, not a tick.
+            if raw_px <= 0 {
+                return Err(format!(
+                    "price is {raw_px}×10000; a Lean equity trade's price must be positive"
+                ));
+            }
+            if raw_qty == 0 {
+                return Err("size is 0; a trade's size must be positive".to_owned());
+            }
+            let px = price(raw_px, "price")?;
+            let qty = size(raw_qty, "size")?;
             let susp = suspicious(rec, 5)?;
             let ts = ctx.clock.utc_ns(ms)?;
             order.check(ts)?;
@@ -298,6 +322,7 @@ fn read_trades<R: Read>(
         match parsed {
             Ok((_, _, _, true)) => flagged += 1,
             Ok((ts, px, qty, false)) => out.push(NewTick {
+                book: None,
                 sym: ctx.sym.clone(),
                 ts,
                 event: Event::Trade {
@@ -334,6 +359,7 @@ fn read_quotes<R: Read>(
         {
             last_written = Some((bid, ask));
             out.push(NewTick {
+                book: None,
                 sym: ctx.sym.clone(),
                 ts,
                 event: Event::Quote {

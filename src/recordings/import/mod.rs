@@ -8,7 +8,9 @@
 //! `--skip-bad` is given, which skips and counts such rows instead. Nothing
 //! is written under the output name unless the whole import succeeds.
 
+mod binance_depth;
 mod dbn;
+mod dbn_book;
 mod lean;
 mod tardis;
 
@@ -19,6 +21,21 @@ use std::time::{Duration, Instant};
 use crate::model::tick::{Event, NewTick};
 use crate::recordings::format::{RecordingError, RecordingWriter};
 use crate::recordings::selection::Selection;
+
+pub use dbn_book::BookRebuildReport;
+
+/// Rebuilds the books of a DBN `mbo` or `mbp-10` file, skipping (and
+/// counting) inconsistent records as `--skip-bad` does: the rebuild's
+/// report, the records skipped as bad, and the trade and quote ticks made.
+pub fn rebuild_dbn_books(
+    path: &Path,
+) -> Result<(BookRebuildReport, u64, Vec<NewTick>), ImportError> {
+    let mut bad = BadRows::new(true);
+    let mut books = dbn_book::BookRebuilder::default();
+    let mut out = Vec::new();
+    dbn::read_with(path, &mut bad, &mut out, &mut books)?;
+    Ok((books.report, bad.count, out))
+}
 
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,13 +66,15 @@ pub enum ImportError {
         message: String,
     },
     #[error(
-        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s and bbo-1m"
+        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10 and mbo"
     )]
     UnsupportedSchema { file: String, schema: String },
     #[error("writing the output: {0}")]
     Output(#[from] RecordingError),
     #[error("no ticks to write: {0}")]
     NoTicks(String),
+    #[error("interrupted; nothing was written under {0}")]
+    Interrupted(String),
 }
 
 impl ImportError {
@@ -75,8 +94,11 @@ pub enum Vendor {
     Lean,
     /// Tardis.dev CSV (trades, quotes).
     Tardis,
-    /// Databento DBN v1–3, plain or zstd (trades, mbp-1, tbbo, bbo-1s, bbo-1m).
+    /// Databento DBN v1–3, plain or zstd (trades, mbp-1, tbbo, bbo-1s,
+    /// bbo-1m, mbp-10, mbo).
     Dbn,
+    /// Binance depth CSV (snapshot and diff rows with update ids): books.
+    BinanceDepth,
 }
 
 /// Arguments of `tickwire import`.
@@ -133,6 +155,8 @@ pub struct InputReport {
     pub file: String,
     pub trades: u64,
     pub quotes: u64,
+    /// Order-book snapshots and diffs (DBN `mbo`/`mbp-10`).
+    pub books: u64,
     /// Rows skipped by `--skip-bad`.
     pub bad_rows: u64,
     pub bad_examples: Vec<String>,
@@ -175,11 +199,93 @@ impl OrderCheck {
     }
 }
 
+/// A vendor symbol as a tickwire symbol: options symbols of CME and OPRA
+/// hold spaces (`ESZ4 P5000`, the OCC's padded `AAPL  240119C00190000`),
+/// which the protocol's symbols cannot; each run of spaces becomes one `_`
+/// and spaces at either end are dropped (`ESZ4_P5000`,
+/// `AAPL_240119C00190000`). Every other character must already be valid.
+pub(crate) fn sanitise_symbol(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains(' ') {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    std::borrow::Cow::Owned(
+        raw.split(' ')
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("_"),
+    )
+}
+
+/// What a file's first bytes say it is, when that is a format `import`
+/// reads under another `--from` (or a tickwire recording): the hint added to
+/// an error about the file as a whole.
+fn looks_like(path: &Path, vendor: Vendor) -> Option<&'static str> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let file = std::fs::File::open(path).ok()?;
+    let n = file.take(16).read(&mut head).ok()?;
+    let mut head = head[..n].to_vec();
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        // zstd: what is inside decides.
+        let mut inner = Vec::with_capacity(16);
+        zstd::stream::read::Decoder::new(std::fs::File::open(path).ok()?)
+            .ok()?
+            .take(16)
+            .read_to_end(&mut inner)
+            .ok()?;
+        head = inner;
+    }
+    let (guess, hint) = if head.starts_with(b"DBN") {
+        (
+            Some(Vendor::Dbn),
+            "it looks like a Databento DBN file: try --from dbn",
+        )
+    } else if head.starts_with(b"PK\x03\x04") {
+        (
+            Some(Vendor::Lean),
+            "it looks like a zip archive (Lean tick data): try --from lean",
+        )
+    } else if head.starts_with(b"tickwire.rec") || head.starts_with(b"{\"format\":\"tickwire") {
+        (
+            None,
+            "it is already a tickwire recording: play it with `tickwire replay` or rewrite it with `tickwire convert`",
+        )
+    } else if head.starts_with(b"exchange,symbol,") {
+        (
+            Some(Vendor::Tardis),
+            "it looks like a Tardis CSV: try --from tardis",
+        )
+    } else {
+        return None;
+    };
+    (guess != Some(vendor)).then_some(hint)
+}
+
 fn read_input(
     vendor: Vendor,
     path: &Path,
     skip_bad: bool,
     out: &mut Vec<NewTick>,
+    depth_ids: &mut binance_depth::Continuity,
+) -> Result<InputReport, ImportError> {
+    read_input_as(vendor, path, skip_bad, out, depth_ids).map_err(|e| match e {
+        ImportError::BadFile { file, message } => match looks_like(path, vendor) {
+            Some(hint) => ImportError::BadFile {
+                file,
+                message: format!("{message}; {hint}"),
+            },
+            None => ImportError::BadFile { file, message },
+        },
+        e => e,
+    })
+}
+
+fn read_input_as(
+    vendor: Vendor,
+    path: &Path,
+    skip_bad: bool,
+    out: &mut Vec<NewTick>,
+    depth_ids: &mut binance_depth::Continuity,
 ) -> Result<InputReport, ImportError> {
     let mut bad = BadRows::new(skip_bad);
     let start = out.len();
@@ -196,6 +302,10 @@ fn read_input(
             dbn::read(path, &mut bad, out)?,
             "records without a two-sided top of book",
         ),
+        Vendor::BinanceDepth => (
+            binance_depth::read(path, &mut bad, out, depth_ids)?,
+            "diffs older than their snapshot",
+        ),
     };
     let mut report = InputReport {
         file: path.display().to_string(),
@@ -209,9 +319,35 @@ fn read_input(
         match t.event {
             Event::Trade { .. } => report.trades += 1,
             Event::Quote { .. } => report.quotes += 1,
+            Event::Book(_) => report.books += 1,
         }
     }
     Ok(report)
+}
+
+/// The same file named twice (by any path: links, `./`, symlinks) would be
+/// imported twice, every tick doubled: refused, naming both.
+fn refuse_repeated_inputs(inputs: &[PathBuf]) -> Result<(), ImportError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: Vec<((u64, u64), &PathBuf)> = Vec::with_capacity(inputs.len());
+    for path in inputs {
+        let meta = std::fs::metadata(path).map_err(|source| ImportError::Io {
+            file: path.display().to_string(),
+            source,
+        })?;
+        let id = (meta.dev(), meta.ino());
+        if let Some((_, first)) = seen.iter().find(|(i, _)| *i == id) {
+            return Err(ImportError::BadFile {
+                file: path.display().to_string(),
+                message: format!(
+                    "is the same file as the input {}: each input may be given once (its ticks would be imported twice)",
+                    first.display()
+                ),
+            });
+        }
+        seen.push((id, path));
+    }
+    Ok(())
 }
 
 /// Reads `inputs`, merges them in `ts` order (stable: equal timestamps keep
@@ -223,11 +359,37 @@ pub fn import(
     skip_bad: bool,
     selection: &Selection,
 ) -> Result<ImportReport, ImportError> {
+    import_until(vendor, inputs, out, skip_bad, selection, &|| false)
+}
+
+/// [`import`], abandoned (its temporary output removed) once `stop` says
+/// so: checked between inputs and between the ticks written.
+pub fn import_until(
+    vendor: Vendor,
+    inputs: &[PathBuf],
+    out: &Path,
+    skip_bad: bool,
+    selection: &Selection,
+    stop: &dyn Fn() -> bool,
+) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
+    let interrupted = || ImportError::Interrupted(out.display().to_string());
+    refuse_repeated_inputs(inputs)?;
     let mut ticks = Vec::new();
     let mut reports = Vec::new();
+    // Binance depth: update ids are checked across the inputs, in order.
+    let mut depth_ids = binance_depth::Continuity::default();
     for path in inputs {
-        reports.push(read_input(vendor, path, skip_bad, &mut ticks)?);
+        if stop() {
+            return Err(interrupted());
+        }
+        reports.push(read_input(
+            vendor,
+            path,
+            skip_bad,
+            &mut ticks,
+            &mut depth_ids,
+        )?);
     }
     // Each input is already in ts order and they were appended in input
     // order, so a stable sort by ts is exactly the stable merge.
@@ -236,6 +398,10 @@ pub fn import(
     let window = selection.resolve(first_ts);
     let mut writer = RecordingWriter::create(out)?;
     for t in ticks.iter().filter(|t| window.admits(t)) {
+        if stop() {
+            // Dropping the writer removes its temporary file.
+            return Err(interrupted());
+        }
         writer.write(t)?;
     }
     if writer.ticks() == 0 {
@@ -259,20 +425,27 @@ pub fn import(
 
 /// Runs `tickwire import`.
 pub fn run(args: ImportArgs) -> ExitCode {
-    match import(
+    let stop = crate::recordings::interrupt::on_interrupt();
+    match import_until(
         args.from,
         &args.inputs,
         &args.out,
         args.skip_bad,
         &args.selection,
+        &|| stop.is_set(),
     ) {
         Ok(report) => {
             for r in &report.inputs {
                 eprintln!(
-                    "{}: {} trades, {} quotes{}{}",
+                    "{}: {} trades, {} quotes{}{}{}",
                     r.file,
                     r.trades,
                     r.quotes,
+                    if r.books > 0 {
+                        format!(", {} book updates", r.books)
+                    } else {
+                        String::new()
+                    },
                     if r.left_out > 0 {
                         format!(", {} {} left out", r.left_out, r.left_out_why)
                     } else {
@@ -289,7 +462,11 @@ pub fn run(args: ImportArgs) -> ExitCode {
                 }
             }
             let secs = report.elapsed.as_secs_f64();
-            let read: u64 = report.inputs.iter().map(|r| r.trades + r.quotes).sum();
+            let read: u64 = report
+                .inputs
+                .iter()
+                .map(|r| r.trades + r.quotes + r.books)
+                .sum();
             println!(
                 "wrote {} ticks to {} ({} read, {:.3} s, {:.0} ticks/s)",
                 report.written,

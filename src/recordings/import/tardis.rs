@@ -51,6 +51,16 @@ pub(super) fn read(
         .byte_headers()
         .map_err(|e| bad_file(format!("cannot read the CSV header: {e}")))?
         .clone();
+    // A binary file's "header" is raw bytes: say what it is instead of
+    // printing them to the terminal.
+    let is_text = |field: &[u8]| {
+        std::str::from_utf8(field).is_ok_and(|s| !s.chars().any(|c| c.is_control() && c != '\t'))
+    };
+    if !header.iter().all(is_text) {
+        return Err(bad_file(
+            "not a text CSV file: its first line holds binary data; expected a Tardis trades or quotes CSV".to_owned(),
+        ));
+    }
     let names: Vec<String> = header
         .iter()
         .map(|h| String::from_utf8_lossy(h).trim().to_owned())
@@ -101,9 +111,9 @@ pub(super) fn read(
             let sym = match symbols.get(sym_raw) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = text("symbol")?;
-                    validate_symbol(s).map_err(|m| format!("`symbol`: {m}"))?;
-                    let s: Arc<str> = Arc::from(s);
+                    let s = super::sanitise_symbol(text("symbol")?);
+                    validate_symbol(&s).map_err(|m| format!("`symbol`: {m}"))?;
+                    let s: Arc<str> = Arc::from(&*s);
                     symbols.insert(sym_raw.to_vec(), s.clone());
                     s
                 }
@@ -161,7 +171,12 @@ pub(super) fn read(
                     _ => return Ok(None),
                 }
             };
-            Ok(Some(NewTick { sym, ts, event }))
+            Ok(Some(NewTick {
+                book: None,
+                sym,
+                ts,
+                event,
+            }))
         })();
         match parsed {
             Ok(Some(t)) => out.push(t),

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::MergedReader;
 use crate::model::speed::Speed;
-use crate::recordings::connect::{ConnectError, connect, ws_url};
+use crate::recordings::connect::{ClientTls, ConnectError, connect, ws_url};
 use crate::recordings::format::{RecordingError, write_tick_json};
 use crate::recordings::selection::Selection;
 
@@ -46,6 +46,8 @@ pub struct ReplayArgs {
     /// Largest frame sent, bytes (keep below the server's --max-message-bytes).
     #[arg(long, default_value_t = 32 * 1024)]
     pub max_frame_bytes: usize,
+    #[command(flatten)]
+    pub tls: ClientTls,
 }
 
 /// Why a replay failed.
@@ -53,6 +55,14 @@ pub struct ReplayArgs {
 pub enum ReplayError {
     #[error(transparent)]
     Recording(#[from] RecordingError),
+    /// A recording went bad while playing (it changed or was cut after the
+    /// check before the first send).
+    #[error("{source}: stopped after {sent} ticks were sent")]
+    RecordingWhilePlaying {
+        sent: u64,
+        #[source]
+        source: RecordingError,
+    },
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error("the server at {url} went away after {sent} ticks were sent: {message}")]
@@ -61,8 +71,17 @@ pub enum ReplayError {
         sent: u64,
         message: String,
     },
-    #[error("nothing to play: the recordings hold no ticks inside --start/--end/--symbols")]
-    Empty,
+    #[error(
+        "nothing to play: no tick inside the window {window} (--start/--end/--symbols); the recordings hold {seen} ticks{span}"
+    )]
+    Empty {
+        /// The window the selection resolved to.
+        window: String,
+        /// Ticks in the recordings.
+        seen: u64,
+        /// `, from T to T` when there were any.
+        span: String,
+    },
 }
 
 /// What a replay did.
@@ -91,6 +110,8 @@ pub struct ReplayOptions {
     pub max_frame_bytes: usize,
     /// Draw a progress bar on stderr (only if it is a terminal).
     pub progress: bool,
+    /// How a `wss://` server is verified.
+    pub tls: ClientTls,
 }
 
 impl ReplayOptions {
@@ -103,6 +124,7 @@ impl ReplayOptions {
             selection: Selection::default(),
             max_frame_bytes: 32 * 1024,
             progress: false,
+            tls: ClientTls::default(),
         }
     }
 }
@@ -132,15 +154,67 @@ async fn sleep_until(t: Instant, stop: &mut watch::Receiver<bool>) -> bool {
     !*stop.borrow()
 }
 
+/// When each tick of a lap is due: its recorded offset from the lap's first
+/// tick (by the latest `ts` so far, see [`super::pacing_offsets`]) divided
+/// by the speed, counted from the moment that first tick was read. The
+/// origin is taken then, not when the replay started, so the time spent
+/// reading past the ticks before `--start` (or reopening files for the
+/// next lap) is not counted as every tick being late.
+struct Schedule {
+    speed: Speed,
+    /// The lap's first tick: when it was read, and its `ts`.
+    origin: Option<(Instant, u64)>,
+    /// The highest `ts` of the lap so far.
+    latest: u64,
+}
+
+impl Schedule {
+    fn new(speed: Speed) -> Self {
+        Schedule {
+            speed,
+            origin: None,
+            latest: 0,
+        }
+    }
+
+    /// When the tick with `ts`, read at `now`, is due; `None` at `max`.
+    fn due(&mut self, ts: u64, now: Instant) -> Option<Instant> {
+        let Speed::Factor(f) = self.speed else {
+            return None;
+        };
+        let (origin, first) = *self.origin.get_or_insert((now, ts));
+        self.latest = self.latest.max(ts);
+        Some(origin + Duration::from_nanos(((self.latest - first) as f64 / f) as u64))
+    }
+
+    /// The next lap starts its own clock at its first tick.
+    fn next_lap(&mut self) {
+        self.origin = None;
+        self.latest = 0;
+    }
+}
+
+/// Reads every file to its end record before anything is sent, as `serve
+/// --replay` does: a truncated or corrupt recording fails here, with the
+/// reader's position, instead of after part of it has been played.
+fn check_complete(files: &[PathBuf]) -> Result<(), RecordingError> {
+    for path in files {
+        let mut r = crate::recordings::format::RecordingReader::open(path)?;
+        while r.next_tick()?.is_some() {}
+    }
+    Ok(())
+}
+
 /// Plays the recordings until they end (or, with `looping`, until `stop`).
 pub async fn replay(
     opts: &ReplayOptions,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ReplayReport, ReplayError> {
     let url = ws_url(&opts.url, "/v1/publish")?;
-    // Open the files first: a bad file fails before anything is sent.
+    // Read the files first: a bad or cut file fails before anything is sent.
+    check_complete(&opts.files)?;
     let mut reader = MergedReader::open(&opts.files, &opts.selection)?;
-    let ws = connect(&url).await?;
+    let ws = connect(&url, &opts.tls).await?;
     let (mut sink, stream) = ws.split();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let reader_task = tokio::spawn(forward_server_events(stream, events_tx));
@@ -165,8 +239,7 @@ pub async fn replay(
     let mut sent = 0u64;
     let mut laps = 0u64;
     let start = Instant::now();
-    // Recorded ns of the laps before this one.
-    let mut lap_base = 0u64;
+    let mut schedule = Schedule::new(opts.speed);
     let gone = |sent: u64, message: String| ReplayError::ServerGone {
         url: url.clone(),
         sent,
@@ -174,20 +247,14 @@ pub async fn replay(
     };
 
     'laps: loop {
-        let mut first_ts: Option<u64> = None;
-        let mut latest = 0u64;
-        while let Some(t) = reader.next_tick()? {
+        while let Some(t) = reader
+            .next_tick()
+            .map_err(|source| ReplayError::RecordingWhilePlaying { sent, source })?
+        {
             if *stop_rx.borrow() {
                 break 'laps;
             }
-            let first = *first_ts.get_or_insert(t.ts);
-            latest = latest.max(t.ts);
-            let due = match opts.speed {
-                Speed::Factor(f) => Some(
-                    start + Duration::from_nanos(((lap_base + latest - first) as f64 / f) as u64),
-                ),
-                Speed::Max => None,
-            };
+            let due = schedule.due(t.ts, Instant::now());
             if let Some(due) = due
                 && due > Instant::now()
             {
@@ -229,14 +296,21 @@ pub async fn replay(
                 .map_err(|m| gone(sent, m))?;
         }
         if sent == 0 {
-            return Err(ReplayError::Empty);
+            let (seen, span) = reader.seen();
+            let time = crate::recordings::selection::rfc3339;
+            return Err(ReplayError::Empty {
+                window: reader.window().to_string(),
+                seen,
+                span: span.map_or_else(String::new, |(lo, hi)| {
+                    format!(", from {} to {}", time(lo), time(hi))
+                }),
+            });
         }
         laps += 1;
         if !opts.looping {
             break;
         }
-        // The next lap starts 1 ms after this one's last tick.
-        lap_base += latest - first_ts.unwrap_or(latest) + 1_000_000;
+        schedule.next_lap();
         reader = MergedReader::open(&opts.files, &opts.selection)?;
     }
     if !frame.is_empty() {
@@ -418,6 +492,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         selection: args.selection,
         max_frame_bytes: args.max_frame_bytes,
         progress: true,
+        tls: args.tls,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -458,5 +533,35 @@ pub(crate) async fn interrupted() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_starts_at_the_first_tick_read_not_at_the_replay_start() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Speed::Factor(2.0));
+        // The first selected tick is read 5 s in (a long seek to --start):
+        // it is due then, not 5 s late.
+        let first = t0 + Duration::from_secs(5);
+        assert_eq!(s.due(1_000_000_000, first), Some(first));
+        // 4 s of recorded time at speed 2 later, whenever it is read.
+        assert_eq!(
+            s.due(5_000_000_000, first + Duration::from_millis(1)),
+            Some(first + Duration::from_secs(2))
+        );
+        // A ts stepping back is due with the latest.
+        assert_eq!(
+            s.due(3_000_000_000, first),
+            Some(first + Duration::from_secs(2))
+        );
+        // The next lap has its own origin.
+        s.next_lap();
+        let lap2 = first + Duration::from_secs(60);
+        assert_eq!(s.due(1_000_000_000, lap2), Some(lap2));
+        assert_eq!(Schedule::new(Speed::Max).due(1, t0), None);
     }
 }

@@ -28,6 +28,10 @@ pub struct MergedReader {
     readers: Vec<RecordingReader>,
     heads: Vec<Option<NewTick>>,
     window: Window,
+    /// Ticks read, selected or not, and the `ts` range they covered: what
+    /// an empty selection's error reports beside the window.
+    seen: u64,
+    seen_ts: Option<(u64, u64)>,
 }
 
 impl MergedReader {
@@ -44,7 +48,20 @@ impl MergedReader {
             readers,
             heads,
             window: selection.resolve(first_ts),
+            seen: 0,
+            seen_ts: None,
         })
+    }
+
+    /// The window the selection resolved to.
+    pub fn window(&self) -> &Window {
+        &self.window
+    }
+
+    /// Ticks read so far, selected or not, and the lowest and highest `ts`
+    /// among them.
+    pub fn seen(&self) -> (u64, Option<(u64, u64)>) {
+        (self.seen, self.seen_ts)
     }
 
     /// Bytes of the files read so far, and their total size.
@@ -70,10 +87,15 @@ impl MergedReader {
             };
             let next = self.readers[i].next_tick()?;
             let tick = std::mem::replace(&mut self.heads[i], next);
-            if let Some(t) = tick
-                && self.window.admits(&t)
-            {
-                return Ok(Some(t));
+            if let Some(t) = tick {
+                self.seen += 1;
+                self.seen_ts = Some(
+                    self.seen_ts
+                        .map_or((t.ts, t.ts), |(lo, hi)| (lo.min(t.ts), hi.max(t.ts))),
+                );
+                if self.window.admits(&t) {
+                    return Ok(Some(t));
+                }
             }
         }
     }

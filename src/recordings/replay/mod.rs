@@ -77,16 +77,10 @@ impl RecordedFeed {
         }
     }
 
-    /// The bundled recording, looped at its recorded pace with `ts` rebased.
-    pub fn embedded_default() -> Result<Self, RecordingError> {
+    /// The bundled recording, looped at `speed` with `ts` rebased.
+    pub fn embedded(speed: Speed) -> Result<Self, RecordingError> {
         let ticks = embedded_ticks()?;
-        Ok(Self::new(
-            DEFAULT_RECORDING_NAME,
-            ticks,
-            Speed::Factor(1.0),
-            true,
-            true,
-        ))
+        Ok(Self::new(DEFAULT_RECORDING_NAME, ticks, speed, true, true))
     }
 
     /// A recording file (any encoding), played with its own `ts`.
@@ -143,7 +137,12 @@ impl RecordedFeed {
             }
             let mut t = self.ticks[self.pos].clone();
             if self.rebase_ts {
-                t.ts = start_wall + offset;
+                // Wall-clock time of the tick's slot, so `ts` reads as
+                // "now" at any speed (at `max`, the moment it leaves).
+                t.ts = match self.speed {
+                    Speed::Factor(f) => start_wall + (offset as f64 / f) as u64,
+                    Speed::Max => wall_clock_ns(),
+                };
             }
             out.push(t);
             self.pos += 1;
@@ -179,6 +178,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn plays_at_recorded_pace_and_loops_with_rebased_time() {
         let line = |ts: u64| NewTick {
+            book: None,
             sym: "A".into(),
             ts,
             event: crate::model::tick::Event::Trade {
@@ -208,5 +208,31 @@ mod tests {
             "rebased ts increase across laps"
         );
         assert_eq!(t0.elapsed(), Duration::from_millis(31));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_embedded_feed_plays_at_the_given_speed_with_ts_at_wall_pace() {
+        let recorded = embedded_ticks().unwrap();
+        let n = 2_000;
+        let recorded_span = recorded[n - 1].ts - recorded[0].ts;
+        assert!(recorded_span > 10_000_000_000, "a span worth measuring");
+        let mut feed = RecordedFeed::embedded(Speed::Factor(10.0)).unwrap();
+        let t0 = Instant::now();
+        let (mut out, mut batch) = (Vec::new(), Vec::new());
+        let mut played = 0;
+        while out.len() < n {
+            // A batch holds at most 1024 ticks: take each one out.
+            feed.next(&mut batch).await.unwrap();
+            out.append(&mut batch);
+            // When the batch holding tick n-1 left.
+            played = t0.elapsed().as_nanos() as u64;
+        }
+        out.truncate(n);
+        // Virtual time (paused clock): a tenth of the recorded span.
+        let want = recorded_span / 10;
+        assert!(played.abs_diff(want) < want / 100, "{played} vs {want}");
+        // Rebased ts advance at the wall clock's pace, not the recording's.
+        let ts_span = out[n - 1].ts - out[0].ts;
+        assert!(ts_span.abs_diff(want) < want / 100, "{ts_span} vs {want}");
     }
 }

@@ -19,7 +19,7 @@ use crate::model::tick::{ChannelSet, KeyId};
 use crate::net::transport::ReadHalf;
 use crate::pipeline::fanout::Client;
 use crate::pipeline::ingest::Admitted;
-use crate::pipeline::stats::Stats;
+use crate::pipeline::stats::{Origin, Stats};
 use crate::server::context::Context;
 use crate::server::subscriber::{
     ClientGuard, Front, Plan, ResumeOutcome, SessionKind, epoch_str, feed_status, subscribe,
@@ -274,6 +274,7 @@ impl Session {
                 mut symbols,
                 channels,
                 snapshot,
+                depth,
                 resume,
                 policy,
             }) => {
@@ -298,7 +299,8 @@ impl Session {
                 if any {
                     let client = &self.client;
                     match Plan::new(self.ctx(), Some(client), &symbols, channels, snapshot) {
-                        Ok(mut plan) => {
+                        Ok(plan) => {
+                            let mut plan = plan.with_depth(depth);
                             plan.resume = resume;
                             plan.policy = policy;
                             subscribe(client, &plan, |c, outcome| {
@@ -394,6 +396,28 @@ impl Session {
                         ));
                     }
                 },
+                Ok(Published::Book { sym, ts, change }) => {
+                    // In order with the ticks before it.
+                    let ingest = &self.ctx().fanout.ingest;
+                    ingest.publish(&batch).await;
+                    batch.clear();
+                    let refused = match ingest.admit_book(&sym, ts, change) {
+                        Ok(b) => ingest
+                            .publish_book(&b, Origin::Publisher)
+                            .await
+                            .err()
+                            .map(|e| ProtocolError::new(None, ErrorCode::BadBook, e.to_string())),
+                        Err(e) => Some(ProtocolError::new(
+                            None,
+                            ErrorCode::TooManySymbols,
+                            e.to_string(),
+                        )),
+                    };
+                    if let Some(e) = refused {
+                        Stats::add(&self.ctx().fanout.stats.publish_errors, 1);
+                        self.refuse(&e);
+                    }
+                }
                 Ok(Published::Ping { id }) => {
                     // A pong confirms every tick before it has been ingested.
                     self.ctx().fanout.ingest.publish(&batch).await;

@@ -93,9 +93,10 @@ pub(crate) async fn serve(
     };
     // Symbols and the key limit are checked before any byte of the stream.
     let mut plan = match Plan::new(&ctx, None, &req.symbols, req.channels, true) {
-        Ok(plan) => plan,
+        Ok(plan) => plan.with_depth(req.depth),
         Err(e) => return refuse(&mut conn, &bad(e.message(Front::Sse))).await,
     };
+    plan.policy = req.policy;
     plan.resume = req
         .last_event_id
         .as_deref()
@@ -113,6 +114,7 @@ pub(crate) async fn serve(
         identity,
         permit,
     );
+    client.set_ts_format(req.ts_format);
     stream(client, read, &req, &plan, shutdown).await;
 }
 
@@ -180,6 +182,7 @@ async fn stream(
     let ctx = client.context().clone();
     subscribe(&client, plan, |c, outcome| {
         c.push_control(Bytes::from_static(RESPONSE_HEAD));
+        c.push_control(crate::wire::sse::retry(ctx.config.sse_retry));
         if let Some(status) = feed_status(&ctx, Encoding::Sse) {
             c.push_control(status);
         }
@@ -201,6 +204,14 @@ async fn stream(
     let every = ctx.config.sse_heartbeat.max(Duration::from_millis(10));
     let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `heartbeat=MS`, started once the response head is queued.
+    let beats = async {
+        match req.heartbeat {
+            Some(every) => crate::server::heartbeat::run(ctx.clone(), id, every).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(beats);
     let mut shutting_down = false;
     let mut discard = [0u8; 1024];
     loop {
@@ -212,6 +223,7 @@ async fn stream(
                 Ok(_) => {}
             },
             _ = kill.notified() => break,
+            _ = &mut beats => {}
             _ = shutdown.triggered(), if !shutting_down => {
                 shutting_down = true;
                 client.set_reason("server shutting down");

@@ -1,6 +1,7 @@
 //! Recognising and reading a `/v1/sse` request: the peek at a new
 //! connection's first bytes, the request head read by hand, and its query.
 
+use crate::wire::ts_format::TsFormat;
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -16,7 +17,7 @@ use crate::net::transport::Conn;
 use crate::server::sse::PATH;
 use crate::server::subscriber::Refusal;
 use crate::wire::request::SymbolList;
-use crate::wire::resume::{Resume, Since};
+use crate::wire::resume::{OnGap, Resume, Since, SlowPolicy};
 
 /// Largest request head accepted on `/v1/sse`.
 const MAX_HEAD: usize = 16 * 1024;
@@ -137,6 +138,12 @@ pub(crate) struct SseRequest {
     /// request order).
     pub(crate) symbols: SymbolList,
     pub(crate) channels: ChannelSet,
+    /// `ts=string`: `ts`/`rx` as strings in the events' JSON.
+    pub(crate) ts_format: TsFormat,
+    /// `heartbeat=MS`: an `event: heartbeat` every MS.
+    pub(crate) heartbeat: Option<std::time::Duration>,
+    /// `depth=10|25|full`: the window of `book` keys (default 10).
+    pub(crate) depth: crate::model::book::DepthClass,
     /// The `Last-Event-ID` header, if any.
     pub(crate) last_event_id: Option<String>,
     /// The `Authorization` header and the raw query, for the API key
@@ -144,6 +151,10 @@ pub(crate) struct SseRequest {
     /// headers).
     pub(crate) authorization: Option<String>,
     pub(crate) query: String,
+    /// `catchup=` and `on_gap=`: the slow-consumer policy (conflate on both
+    /// channels unless asked). `catchup` keeps event ids in offset order, so
+    /// a `Last-Event-ID` resume is exact; a conflated stream's are not.
+    pub(crate) policy: SlowPolicy,
 }
 
 /// A 400 with its reason.
@@ -198,16 +209,40 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
 
     let mut symbols: Option<String> = None;
     let mut channels: Option<String> = None;
+    let mut policy = SlowPolicy::default();
+    let mut ts_format = TsFormat::Number;
+    let mut heartbeat = None;
+    let mut depth = crate::model::book::DepthClass::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "symbols" => symbols = Some(percent_decode(v)?),
             "channels" => channels = Some(percent_decode(v)?),
+            "catchup" => policy.catchup = parse_channels(&percent_decode(v)?, "catchup")?,
+            "on_gap" => {
+                policy.on_gap = match v {
+                    "conflate" => OnGap::Conflate,
+                    "evict" => OnGap::Evict,
+                    _ => return Err(bad("on_gap is conflate or evict")),
+                }
+            }
+            "depth" => {
+                depth = match v {
+                    "full" => Some(crate::model::book::DepthClass::Full),
+                    n => n
+                        .parse()
+                        .ok()
+                        .and_then(crate::model::book::DepthClass::from_wire),
+                }
+                .ok_or_else(|| bad(format!("depth is `{v}`; it is 10, 25 or full")))?;
+            }
             // The API key; checked in `serve`.
             "token" => {}
+            "ts" => ts_format = TsFormat::parse(v).map_err(bad)?,
+            "heartbeat" => heartbeat = Some(crate::wire::heartbeat::parse(v).map_err(bad)?),
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote and token=KEY"
+                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote,book, depth=10|25|full, catchup=trade,quote, on_gap=conflate|evict, ts=string, heartbeat=MS and token=KEY"
                 )));
             }
         }
@@ -234,29 +269,42 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
     }
     let channels = match channels {
         None => ChannelSet::BOTH,
-        Some(list) => {
-            let mut set = ChannelSet::default();
-            for c in list.split(',').filter(|s| !s.is_empty()) {
-                let ch = Channel::parse(c).ok_or_else(|| {
-                    bad(format!(
-                        "unknown channel `{c}`; channels are trade and quote"
-                    ))
-                })?;
-                set.insert(ch);
-            }
-            if set.is_empty() {
-                return Err(bad("channels is empty; use trade, quote or both"));
-            }
-            set
-        }
+        Some(list) => parse_channels(&list, "channels")?,
     };
+    if all && channels.contains(Channel::Book) {
+        return Err(bad(
+            "the book channel needs named symbols; * covers trade and quote only",
+        ));
+    }
     Ok(SseRequest {
         symbols: SymbolList { all, names },
         channels,
+        ts_format,
+        heartbeat,
+        depth,
         last_event_id,
         authorization,
         query: query.to_owned(),
+        policy,
     })
+}
+
+/// A comma-separated channel list (`channels=`, `catchup=`); `what` names
+/// the parameter in the error.
+fn parse_channels(list: &str, what: &str) -> Result<ChannelSet, Refusal> {
+    let mut set = ChannelSet::default();
+    for c in list.split(',').filter(|s| !s.is_empty()) {
+        let ch = Channel::parse(c).ok_or_else(|| {
+            bad(format!(
+                "unknown channel `{c}` in {what}; channels are trade, quote and book"
+            ))
+        })?;
+        set.insert(ch);
+    }
+    if set.is_empty() {
+        return Err(bad(format!("{what} is empty; use trade, quote or both")));
+    }
+    Ok(set)
 }
 
 /// The position a `Last-Event-ID` names: `EPOCH:OFFSET` (what live ticks
@@ -320,7 +368,9 @@ mod tests {
             parse_event_id("A:B:trade:7"),
             Some(("A:B", Channel::Trade, 7))
         );
-        assert_eq!(parse_event_id("A:book:7"), None);
+        assert_eq!(parse_event_id("A:bok:7"), None);
+        let r = parse_head(&head("/v1/sse?symbols=X&channels=book&depth=full")).unwrap();
+        assert_eq!(r.depth, crate::model::book::DepthClass::Full);
         let e = Epoch(0xab);
         assert_eq!(
             event_id_position("00000000000000ab:42", Epoch(1)),
@@ -347,7 +397,9 @@ mod tests {
             ("/v1/sse", "needs symbols"),
             ("/v1/sse?symbols=", "empty"),
             ("/v1/sse?symbols=BAD%20SYM", "contains"),
-            ("/v1/sse?symbols=A&channels=book", "unknown channel"),
+            ("/v1/sse?symbols=A&channels=bok", "unknown channel"),
+            ("/v1/sse?symbols=*&channels=book", "named symbols"),
+            ("/v1/sse?symbols=A&channels=book&depth=11", "depth"),
             ("/v1/sse?symbols=A&symbol=B", "unknown query parameter"),
             ("/v1/sse?symbols=%ZZ", "percent-escape"),
         ] {

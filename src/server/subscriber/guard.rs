@@ -139,6 +139,13 @@ impl ClientGuard {
         self.id
     }
 
+    /// How `ts`/`rx` are written in this client's JSON ticks (`?ts=`).
+    pub(crate) fn set_ts_format(&self, format: crate::wire::ts_format::TsFormat) {
+        if let Some(c) = self.ctx.fanout.state.borrow_mut().client(self.id) {
+            c.set_ts_format(format);
+        }
+    }
+
     pub(crate) fn kind(&self) -> SessionKind {
         self.kind
     }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use super::resume::{self, Outcome};
 use super::{ClientGuard, Front};
 use crate::access::auth::Entitlement;
+use crate::model::book::DepthClass;
 use crate::model::symbols::{SymbolHold, TableFull};
-use crate::model::tick::{ChannelSet, KeyId, SymbolId};
+use crate::model::tick::{Channel, ChannelSet, KeyId, SymbolId};
 use crate::pipeline::fanout::Client;
 use crate::pipeline::ingest::RingItem;
 use crate::server::context::Context;
@@ -76,6 +77,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) channels: ChannelSet,
     /// Whether the keys' last values are sent first.
     pub(crate) snapshot: bool,
+    /// The window book keys are kept at.
+    pub(crate) depth: DepthClass,
     /// Keeps the named symbols' ids assigned until the subscription's own
     /// holds (in the worker's index) take over, or the plan is dropped.
     _holds: Vec<SymbolHold>,
@@ -140,10 +143,17 @@ impl<'a> Plan<'a> {
             keys,
             channels,
             snapshot,
+            depth: DepthClass::default(),
             _holds: holds,
             resume: None,
             policy: SlowPolicy::default(),
         })
+    }
+
+    /// The plan with book keys kept at `depth`.
+    pub(crate) fn with_depth(mut self, depth: DepthClass) -> Plan<'a> {
+        self.depth = depth;
+        self
     }
 
     /// The channels subscribed for `*`, if it was named.
@@ -196,13 +206,29 @@ pub(crate) async fn subscribe(
     if plan.symbols.all {
         st.subscribe_star(id, plan.channels);
     }
+    let book_keys: Vec<KeyId> = plan
+        .keys
+        .iter()
+        .copied()
+        .filter(|k| k.channel() == Channel::Book)
+        .collect();
     if let Some(c) = st.client(id) {
         c.catchup.policy.0 |= plan.policy.catchup.0;
         c.catchup.on_gap = plan.policy.on_gap;
         for &(key, seq) in &outcome.have {
             c.resume_after(key, seq);
         }
+        for &k in &book_keys {
+            c.set_book_depth(k, plan.depth);
+        }
         reply(c, &outcome);
+    }
+    if !plan.snapshot && !book_keys.is_empty() {
+        // A book diff means nothing without the book it applies to: book
+        // keys always start from their snapshot.
+        let mut snaps: Vec<RingItem> = Vec::new();
+        ctx.fanout.ingest.last_values(book_keys, &mut snaps);
+        st.offer_snapshots(id, &snaps);
     }
     if plan.snapshot {
         // `*` takes every key's last value; the client's entitlement
@@ -216,7 +242,8 @@ pub(crate) async fn subscribe(
                 .ingest
                 .last_values(plan.keys.iter().copied(), &mut last);
         }
-        last.retain(|item| !outcome.no_snapshot.contains(&item.tick.key));
+        // A book key always starts from its snapshot (its diffs need it).
+        last.retain(|item| item.book.is_some() || !outcome.no_snapshot.contains(&item.tick.key));
         st.offer_snapshots(id, &last);
     }
     if let Some(start) = outcome.start

@@ -18,28 +18,47 @@
   let reconnectTimer = null;
   let latencies = [];          // [arrivalMs, latencyMs]
   let tickCount = 0, rateCount = 0;
+  let connectedVia = null;     // "WebSocket" or "SSE" while a transport is open
+  let lastTs = null;           // the newest tick's ts, exact (a string)
+  // docs/PROTOCOL.md's symbol grammar: checked here so one bad name in
+  // ?symbols= does not make the server refuse the whole subscription.
+  const SYMBOL_RE = /^[A-Za-z0-9._\/:-]{1,32}$/;
 
   // Exposed for tests and curious users.
-  window.tickwire = { get transport() { return transport && transport.kind; }, get ticks() { return tickCount; }, latency: null };
+  window.tickwire = { get transport() { return transport && transport.kind; }, get ticks() { return tickCount; }, get lastTs() { return lastTs; }, latency: null };
+
+  // The browser's clock in ms since the epoch, with sub-ms resolution
+  // (Date.now() has 1 ms steps, too coarse for a feed's latency).
+  const nowMs = () => performance.timeOrigin + performance.now();
 
   function setState(cls, text) {
     const s = $("state");
     s.className = "state " + cls;
     s.textContent = text;
+    if (cls !== "open") connectedVia = null;
   }
 
+  // A connected transport says "live" only while ticks arrive (see updateReadout).
+  function setConnected(via) {
+    setState("open", `connected · ${via}`);
+    connectedVia = via;
+  }
+
+  // Errors stay until the page is reloaded (they describe what the page
+  // asked for); notices go after 15 s.
   function message(text, cls) {
     const box = $("messages");
     const d = document.createElement("div");
-    if (cls) d.className = cls;
+    d.className = cls || "error";
     d.textContent = text;
     box.prepend(d);
-    while (box.children.length > 4) box.lastChild.remove();
-    setTimeout(() => d.remove(), 15000);
+    while (box.children.length > 6) box.lastChild.remove();
+    if (cls === "info") setTimeout(() => d.remove(), 15000);
   }
 
   // ---- symbols -----------------------------------------------------------
   const known = new Set();
+  const refDecimals = new Map(); // sym -> decimals from the server's reference data
   let firstLoad = true;
 
   function addSymbol(sym) {
@@ -63,8 +82,11 @@
   async function loadSymbols() {
     let list = [];
     try {
-      const r = await fetch("/v1/symbols", { cache: "no-store" });
-      list = await r.json();
+      // ?ref=1: objects with reference data (decimals) where the server has it.
+      const r = await fetch("/v1/symbols?ref=1", { cache: "no-store" });
+      const objs = await r.json();
+      list = objs.map((o) => o.sym);
+      for (const o of objs) if (typeof o.decimals === "number") refDecimals.set(o.sym, o.decimals);
     } catch (e) {
       if (firstLoad) message("could not load /v1/symbols: " + e);
     }
@@ -72,8 +94,11 @@
     const box = $("symbols");
     if (firstLoad) {
       firstLoad = false;
-      const asked = (params.get("symbols") || "").split(",").filter(Boolean);
-      selected = new Set(asked.length ? asked : list.slice(0, MAX_DEFAULT));
+      const named = (params.get("symbols") || "").split(",").map((s) => s.trim()).filter(Boolean);
+      const asked = named.filter((s) => SYMBOL_RE.test(s));
+      const invalid = named.filter((s) => !SYMBOL_RE.test(s));
+      if (invalid.length) message(`not symbols, left out: ${invalid.map((s) => JSON.stringify(s)).join(", ")} (1–32 of A-Z a-z 0-9 . - _ / :)`);
+      selected = new Set(asked.length || named.length ? asked : list.slice(0, MAX_DEFAULT));
       box.textContent = "";
       for (const sym of asked) if (!list.includes(sym)) list.push(sym);
     }
@@ -83,7 +108,7 @@
   }
 
   // ---- table and charts --------------------------------------------------
-  const COLS = ["px", "qty", "side", "bid", "bsz", "ask", "asz"];
+  const COLS = ["px", "qty", "side", "time", "chg", "bid", "bsz", "ask", "asz", "spread"];
   function row(sym) {
     let r = rows.get(sym);
     if (r) return r;
@@ -96,13 +121,13 @@
     const ctd = document.createElement("td");
     ctd.className = "chart";
     const canvas = document.createElement("canvas");
-    canvas.width = 180; canvas.height = 36;
+    canvas.width = 220; canvas.height = 36;
     ctd.append(canvas);
     tr.append(ctd);
     // Keep rows in symbol order.
     const after = [...rows.keys()].sort().find((s) => s > sym);
     tbody.insertBefore(tr, after ? rows.get(after).tr : null);
-    r = { tr, cells, canvas, prices: [], last: {}, dirty: false };
+    r = { tr, cells, canvas, prices: [], last: {}, dirty: false, dec: 2, first: null, bid: null, ask: null };
     rows.set(sym, r);
     return r;
   }
@@ -112,12 +137,21 @@
     if (r) { r.tr.remove(); rows.delete(sym); }
   }
 
-  function setCell(r, key, value) {
+  // Decimals a price needs as written (JSON numbers are the shortest exact
+  // decimal): the row keeps the most it has seen, so columns do not jump.
+  function decimalsOf(v) {
+    const s = String(v);
+    const i = s.indexOf(".");
+    return i < 0 || /e/i.test(s) ? 0 : s.length - i - 1;
+  }
+  const fixed = (r, v) => (typeof v === "number" ? v.toFixed(r.dec) : "–");
+
+  function setCell(r, key, value, text) {
     if (value === undefined) return;
     const old = r.last[key];
     if (old === value) return;
     const td = r.cells[key];
-    td.textContent = String(value);
+    td.textContent = text === undefined ? String(value) : text;
     const cls = typeof value === "number" && typeof old === "number"
       ? (value > old ? "flash-up" : value < old ? "flash-down" : "flash") : "flash";
     td.classList.remove("flash-up", "flash-down", "flash");
@@ -129,17 +163,32 @@
   function onTick(t) {
     if (!t || !t.sym || !selected.has(t.sym)) return;
     tickCount++; rateCount++;
-    const now = Date.now();
-    if (typeof t.rx === "number" && !t.snap) latencies.push([now, now - t.rx / 1e6]);
+    const now = nowMs();
+    // rx is a string (?ts=string): µs as a Number is exact, ms keep µs.
+    if (typeof t.rx === "string" && !t.snap) latencies.push([now, now - Number(BigInt(t.rx) / 1000n) / 1000]);
+    if (typeof t.ts === "string") lastTs = t.ts;
     const r = row(t.sym);
+    const fixedDec = refDecimals.get(t.sym);
+    if (fixedDec !== undefined) r.dec = fixedDec;
+    else for (const k of ["px", "bid", "ask"]) if (typeof t[k] === "number") r.dec = Math.max(r.dec, decimalsOf(t[k]));
     if (t.type === "trade") {
-      setCell(r, "px", t.px); setCell(r, "qty", t.qty); setCell(r, "side", t.side);
+      if (r.first === null) r.first = t.px;
+      setCell(r, "px", t.px, fixed(r, t.px)); setCell(r, "qty", t.qty); setCell(r, "side", t.side);
+      const ms = Number(BigInt(t.ts) / 1000000n);
+      setCell(r, "time", t.ts, new Date(ms).toISOString().slice(11, 23));
+      const chg = t.px - r.first;
+      setCell(r, "chg", chg, (chg > 0 ? "+" : chg < 0 ? "−" : "") + Math.abs(chg).toFixed(r.dec));
+      r.cells.chg.classList.toggle("up", chg > 0);
+      r.cells.chg.classList.toggle("down", chg < 0);
       r.prices.push(t.px);
       if (r.prices.length > CHART_POINTS) r.prices.shift();
       r.dirty = true;
     } else if (t.type === "quote") {
-      setCell(r, "bid", t.bid); setCell(r, "bsz", t.bsz);
-      setCell(r, "ask", t.ask); setCell(r, "asz", t.asz);
+      setCell(r, "bid", t.bid, fixed(r, t.bid)); setCell(r, "bsz", t.bsz);
+      setCell(r, "ask", t.ask, fixed(r, t.ask)); setCell(r, "asz", t.asz);
+      r.bid = t.bid; r.ask = t.ask;
+      const spread = t.ask - t.bid;
+      setCell(r, "spread", spread, spread.toFixed(r.dec));
     }
   }
 
@@ -150,13 +199,21 @@
       const c = r.canvas, g = c.getContext("2d"), p = r.prices;
       g.clearRect(0, 0, c.width, c.height);
       if (p.length < 2) continue;
-      let lo = Math.min(...p), hi = Math.max(...p);
+      const low = Math.min(...p), high = Math.max(...p);
+      let lo = low, hi = high;
       if (hi === lo) { hi += 0.5; lo -= 0.5; }
+      // The scale: high and low printed at the right, the line left of them.
+      g.font = "10px system-ui, sans-serif";
+      g.fillStyle = "#7b8794";
+      g.textAlign = "right";
+      g.textBaseline = "top"; g.fillText(high.toFixed(r.dec), c.width - 1, 0);
+      g.textBaseline = "bottom"; g.fillText(low.toFixed(r.dec), c.width - 1, c.height);
+      const plotW = c.width - 60;
       g.strokeStyle = p[p.length - 1] >= p[0] ? "#2ecc71" : "#e74c3c";
       g.lineWidth = 1.5;
       g.beginPath();
       p.forEach((v, i) => {
-        const x = (i / Math.max(p.length - 1, 1)) * (c.width - 2) + 1;
+        const x = (i / Math.max(p.length - 1, 1)) * (plotW - 2) + 1;
         const y = c.height - 2 - ((v - lo) / (hi - lo)) * (c.height - 4);
         if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
       });
@@ -170,7 +227,7 @@
   }
 
   function updateReadout() {
-    const cutoff = Date.now() - LAT_WINDOW_MS;
+    const cutoff = nowMs() - LAT_WINDOW_MS;
     while (latencies.length && latencies[0][0] < cutoff) latencies.shift();
     const el = $("latency");
     if (!latencies.length) {
@@ -183,6 +240,11 @@
       window.tickwire.latency = { p50, p99, n: s.length };
     }
     $("rate").textContent = `${(rateCount * 2).toFixed(0)} ticks/s`;
+    if (connectedVia) {
+      const s = $("state");
+      s.textContent = rateCount > 0 ? `live · ${connectedVia}` : `connected · ${connectedVia} · no ticks`;
+      s.className = "state " + (rateCount > 0 ? "open" : "idle");
+    }
     rateCount = 0;
   }
 
@@ -190,7 +252,7 @@
   function symbolList() { return [...selected]; }
 
   function connectWs() {
-    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/stream";
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/stream?ts=string";
     let opened = false, closedByUs = false, nextId = 1;
     const ws = new WebSocket(url, ["tickwire.json.v1"]);
     let subscribedTo = [];
@@ -202,7 +264,7 @@
       if (want.length) ws.send(JSON.stringify({ op: "subscribe", id: nextId++, symbols: want }));
       subscribedTo = want;
     };
-    ws.onopen = () => { opened = true; wsFailures = 0; backoff = 500; setState("open", "live · WebSocket"); subscribe(); };
+    ws.onopen = () => { opened = true; wsFailures = 0; backoff = 500; setConnected("WebSocket"); subscribe(); };
     ws.onmessage = (ev) => {
       let m;
       try { m = JSON.parse(ev.data); } catch { return; }
@@ -229,9 +291,9 @@
     const open = () => {
       const syms = symbolList();
       if (es) es.close();
-      if (!syms.length) { setState("open", "idle · SSE (no symbols)"); return; }
-      es = new EventSource("/v1/sse?symbols=" + syms.map(encodeURIComponent).join(","));
-      es.onopen = () => { backoff = 500; setState("open", "live · SSE"); };
+      if (!syms.length) { setState("idle", "idle · SSE (no symbols)"); return; }
+      es = new EventSource("/v1/sse?ts=string&symbols=" + syms.map(encodeURIComponent).join(","));
+      es.onopen = () => { backoff = 500; setConnected("SSE"); };
       const tick = (ev) => { try { onTick(JSON.parse(ev.data)); } catch { /* ignore */ } };
       es.addEventListener("trade", tick);
       es.addEventListener("quote", tick);

@@ -152,6 +152,19 @@ pub struct BenchArgs {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Pin the target's processes (every thread) to these CPUs, e.g. `0`
+    /// or `0-1` (as `taskset -c`); a tickwire server the runner starts
+    /// gets `--workers` = their number unless a server flag sets it.
+    #[arg(long, value_name = "CPUS", value_parser = crate::pinning::parse_cpu_list)]
+    pub pin_server: Option<crate::pinning::CpuList>,
+    /// Pin the runner itself (client threads, publisher) to these CPUs;
+    /// client threads default to their number.
+    #[arg(long, value_name = "CPUS", value_parser = crate::pinning::parse_cpu_list)]
+    pub pin_runner: Option<crate::pinning::CpuList>,
+    /// Count the target's write and read system calls with `perf stat`
+    /// (deliveries per write for any server; needs perf and tracing rights).
+    #[arg(long)]
+    pub count_syscalls: bool,
 }
 
 impl BenchArgs {

@@ -32,7 +32,7 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 
 type Metric = (&'static str, fn(&RunReport) -> Option<f64>);
 
-const METRICS: [Metric; 10] = [
+const METRICS: [Metric; 11] = [
     ("p50 from rx (µs)", |r| Some(r.latency.p50_ns as f64 / 1e3)),
     ("p99 from rx (µs)", |r| Some(r.latency.p99_ns as f64 / 1e3)),
     ("p99.9 from rx (µs)", |r| {
@@ -55,6 +55,7 @@ const METRICS: [Metric; 10] = [
             .map(|s| s.cpu_seconds_per_million)
     }),
     ("missing (fast clients)", |r| Some(r.fast.missing as f64)),
+    ("deliveries per write", |r| r.writes.deliveries_per_write()),
 ];
 
 /// A round is "clean" when other processes kept less than this many cores

@@ -34,6 +34,8 @@
 //! - [`report`], [`compare`], [`plot`], [`output`]: the tables, ratios,
 //!   plots and files.
 //! - [`watchdog`]: the hard limit on the whole command.
+//! - [`pinning`]: the server and the runner on CPUs of their own.
+//! - [`writes`]: deliveries per write (tickwire's `/metrics`, or `perf`).
 
 // The docs are written for the engineers who change this code: read them
 // with `cargo doc --document-private-items`, where links to crate-private
@@ -45,6 +47,7 @@ mod args;
 mod clients;
 mod compare;
 mod output;
+mod pinning;
 mod plan;
 mod plot;
 mod procstat;
@@ -56,6 +59,7 @@ mod scan;
 mod target;
 mod tickwire_lib;
 mod watchdog;
+mod writes;
 mod ws;
 
 use std::process::ExitCode;
@@ -135,6 +139,13 @@ pub fn run(args: BenchArgs) -> ExitCode {
 fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
     let channels = args::validate(args)?;
     let targets = targets(args)?;
+    // Pinned before any thread starts, so that every one inherits it.
+    let pinning = pinning::Pinning::from_flags(args.pin_server.as_ref(), args.pin_runner.as_ref())?;
+    pinning.pin_runner().map_err(BenchError::Thread)?;
+    let targets: Vec<Target> = targets
+        .into_iter()
+        .map(|t| t.with_workers(pinning.server.len()))
+        .collect();
     let rounds = args
         .rounds
         .map_or(if targets.len() > 1 { 3 } else { 1 }, |r| r as usize);
@@ -196,6 +207,7 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
                 let label = run_label(t, ti, targets.len(), load, round, rounds);
                 let data = run::run_once(&RunSpec {
                     args,
+                    pinning: &pinning,
                     target_index: ti,
                     target: t,
                     plan: &plan,

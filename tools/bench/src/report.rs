@@ -102,6 +102,19 @@ pub struct SlowReport {
     pub fast_after: Percentiles,
 }
 
+/// Fewest clients a run needs for its per-connection memory to be
+/// reported: at 50 clients the ~4.5 MB a server grows by for its first
+/// connections read as "90 KiB per connection"; at 1,000 that fixed part is
+/// ~4 KiB of each, within the figure's noise. For a real per-connection
+/// cost, compare two runs (e.g. 1,000 and 10,000 clients): the slope of
+/// RSS over clients.
+pub const MIN_CLIENTS_FOR_PER_CONNECTION: usize = 1_000;
+
+/// RSS growth over the connect phase per connection, when meaningful.
+pub fn rss_per_connection(growth: u64, clients: usize) -> Option<f64> {
+    (clients >= MIN_CLIENTS_FOR_PER_CONNECTION).then(|| growth as f64 / clients as f64)
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ServerResources {
     /// Every process of the target (a deployment: nats-server, ingest
@@ -115,8 +128,11 @@ pub struct ServerResources {
     pub cpu_seconds_per_million: f64,
     pub rss_before_connect: u64,
     pub rss_after_connect: u64,
-    /// (after connect − before connect) / connections: memory per idle connection.
-    pub rss_per_connection: f64,
+    /// (after connect − before connect) / connections: memory per idle
+    /// connection; `None` (null in JSON) below [`MIN_CLIENTS_FOR_PER_CONNECTION`]
+    /// clients, where the server's fixed growth at the first connections
+    /// (allocator arenas, buffers, runtime) would be most of the figure.
+    pub rss_per_connection: Option<f64>,
     pub rss_start: u64,
     pub rss_end: u64,
     pub rss_peak: u64,
@@ -195,6 +211,10 @@ pub struct RunReport {
     pub samples: Vec<String>,
     pub server_resources: Option<ServerResources>,
     pub runner: RunnerResources,
+    /// The server's deliveries per write (see the `writes` module).
+    pub writes: crate::writes::WritesReport,
+    /// `--pin-server`/`--pin-runner`, if given.
+    pub pinning: Option<crate::pinning::Pinning>,
     pub intervals: Vec<IntervalSummary>,
 }
 
@@ -343,14 +363,20 @@ pub fn human(r: &RunReport) -> String {
         Some(s) => {
             let _ = writeln!(
                 o,
-                "  server       {:.2} CPU-s ({:.2} cores) · {:.3} CPU-s per M deliveries · RSS {} → {} (peak {}) · {:.1} KiB per connection",
+                "  server       {:.2} CPU-s ({:.2} cores) · {:.3} CPU-s per M deliveries · RSS {} → {} (peak {}) · {}",
                 s.cpu_seconds,
                 s.cpu_cores,
                 s.cpu_seconds_per_million,
                 mb(s.rss_start),
                 mb(s.rss_end),
                 mb(s.rss_peak),
-                s.rss_per_connection / 1024.0
+                match s.rss_per_connection {
+                    Some(b) => format!("{:.1} KiB per connection", b / 1024.0),
+                    None => format!(
+                        "memory per connection not reported below {} clients (fixed start-up growth would dominate it)",
+                        thousands(MIN_CLIENTS_FOR_PER_CONNECTION as u64)
+                    ),
+                }
             );
             if !s.processes.is_empty() {
                 let each: Vec<String> = s
@@ -388,6 +414,31 @@ pub fn human(r: &RunReport) -> String {
         r.publish.ticks_per_sec,
         ns(r.publish.lateness_p99_ns)
     );
+    let w = &r.writes;
+    let mut parts = Vec::new();
+    if let (Some(d), Some(n)) = (w.metrics_deliveries_per_write, w.metrics_tick_writes) {
+        parts.push(format!(
+            "{d:.2} deliveries per write by /metrics ({} writes)",
+            thousands(n)
+        ));
+    }
+    if let (Some(n), Some(rd)) = (w.syscall_writes, w.syscall_reads) {
+        parts.push(format!(
+            "{:.2} by system calls ({} write-family, {} read-family calls)",
+            w.syscall_deliveries_per_write.unwrap_or(f64::NAN),
+            thousands(n),
+            thousands(rd)
+        ));
+    }
+    if let Some(note) = &w.note {
+        parts.push(note.clone());
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(o, "  writes       {}", parts.join(" · "));
+    }
+    if let Some(p) = &r.pinning {
+        let _ = writeln!(o, "  pinned       {}", p.describe());
+    }
     for w in &r.warnings {
         let _ = writeln!(o, "  warning: {w}");
     }
@@ -445,6 +496,14 @@ pub fn write_interval_log(path: &std::path::Path, runs: &[RunData]) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_connection_memory_is_reported_only_where_it_means_something() {
+        // The case: 4.5 MB of start-up growth over 50 clients.
+        assert_eq!(rss_per_connection(4_628_000, 50), None);
+        assert_eq!(rss_per_connection(0, 0), None);
+        assert_eq!(rss_per_connection(12_288_000, 1_000), Some(12_288.0));
+    }
 
     #[test]
     fn formats() {

@@ -28,6 +28,7 @@ use self::sample::{CpuSample, sample_cpu, total_rss};
 use crate::BenchError;
 use crate::args::{BenchArgs, Load};
 use crate::clients::{self, Acc, ClientsConfig, IntervalMsg, Live, Phase};
+use crate::pinning::Pinning;
 use crate::plan::{self, Plan};
 use crate::procstat;
 use crate::progress::Progress;
@@ -35,10 +36,13 @@ use crate::publisher::{self, PublishCounters, PublishOutcome, PublisherConfig, S
 use crate::report::{RunData, mb, ns, thousands};
 use crate::target::{self, Running, Target};
 use crate::tickwire_lib::wall_clock_ns;
+use crate::writes::{WriteCounter, WritesReport};
 
 /// What a run is: the flags, and this run's target, load and round.
 pub(crate) struct RunSpec<'a> {
     pub args: &'a BenchArgs,
+    /// `--pin-server`/`--pin-runner` (the runner is already pinned).
+    pub pinning: &'a Pinning,
     /// The target's position in `--compare` (its letter), and the target.
     pub target_index: usize,
     pub target: &'a Target,
@@ -99,6 +103,8 @@ struct Publishing {
     intervals: Intervals,
     /// How the target ended, if one of its processes did during the run.
     server_gone: Option<String>,
+    /// The server's writes, counted over the same window as its CPU.
+    writes: WriteCounter,
 }
 
 /// What [`drain`] hands to the report: everything has stopped.
@@ -117,6 +123,8 @@ struct Drained {
     intervals: Intervals,
     /// Whether the runner started the target's processes.
     spawned: bool,
+    /// Deliveries per write over the window.
+    writes: WritesReport,
 }
 
 /// Runs the six phases against one target. What the runner started is
@@ -131,6 +139,11 @@ pub(crate) fn run_once(spec: &RunSpec) -> Result<RunData, BenchError> {
             return Err(e);
         }
     };
+    // Serving now: every thread the server will fan out on exists.
+    if let Err(e) = spec.pinning.pin_server(&running.pids()) {
+        running.stop();
+        return Err(BenchError::Thread(e));
+    }
     let mut progress = Progress::new(args.quiet);
     let mut notes = Notes::default();
     let mut memory = Memory {
@@ -400,6 +413,7 @@ fn publish(
     let args = spec.args;
     let pids = running.pids();
     let live = &clients.live;
+    let writes = WriteCounter::start(running, args.count_syscalls);
     let cpu0 = sample_cpu(live, &pids);
     let start_wall = wall_clock_ns();
     let start = SystemTime::now();
@@ -491,6 +505,7 @@ fn publish(
         start,
         intervals,
         server_gone,
+        writes,
     })
 }
 
@@ -516,6 +531,7 @@ fn drain(
         start,
         mut intervals,
         mut server_gone,
+        writes,
     } = publishing;
     let live = &clients.live;
     let deadline = Instant::now() + Duration::from_secs_f64(args.drain);
@@ -541,6 +557,9 @@ fn drain(
     }
     let pids = running.pids();
     let cpu1 = sample_cpu(live, &pids);
+    let writes = writes.finish(
+        live.delivered_fast.load(Ordering::Relaxed) + live.delivered_slow.load(Ordering::Relaxed),
+    );
     memory.end_per_process = pids
         .iter()
         .map(|&p| procstat::process_rss(p).unwrap_or(0))
@@ -582,6 +601,7 @@ fn drain(
         start,
         intervals,
         spawned,
+        writes,
     }
 }
 

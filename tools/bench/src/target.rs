@@ -225,6 +225,37 @@ impl Target {
         }
     }
 
+    /// For a target the runner starts, pinned to `cpus` CPUs
+    /// (`--pin-server`): `--workers=cpus` unless a server flag sets it
+    /// (0: not pinned, unchanged).
+    pub fn with_workers(self, cpus: usize) -> Target {
+        let add = |mut extra: Vec<String>| {
+            let given = extra
+                .iter()
+                .any(|a| a == "--workers" || a.starts_with("--workers="));
+            if cpus > 0 && !given {
+                extra.push(format!("--workers={cpus}"));
+            }
+            extra
+        };
+        match self {
+            Target::Spawn { extra, own } => Target::Spawn {
+                extra: add(extra),
+                own,
+            },
+            Target::Nats {
+                gateways,
+                extra,
+                own,
+            } => Target::Nats {
+                gateways,
+                extra: add(extra),
+                own,
+            },
+            urls => urls,
+        }
+    }
+
     pub fn is_deployment(&self) -> bool {
         matches!(self, Target::Nats { .. })
     }

@@ -146,6 +146,8 @@ pub(super) fn report(
         samples: acc.samples.clone(),
         server_resources,
         runner,
+        writes: drained.writes.clone(),
+        pinning: spec.pinning.is_set().then(|| spec.pinning.clone()),
         intervals: interval_summaries(&interval_hists),
     };
     Ok(RunData {
@@ -202,8 +204,10 @@ fn resources(
             cpu_seconds_per_million: per_million(b - a),
             rss_before_connect: memory.before_connect,
             rss_after_connect: memory.after_connect,
-            rss_per_connection: memory.after_connect.saturating_sub(memory.before_connect) as f64
-                / spec.plan.clients.len().max(1) as f64,
+            rss_per_connection: crate::report::rss_per_connection(
+                memory.after_connect.saturating_sub(memory.before_connect),
+                spec.plan.clients.len(),
+            ),
             rss_start: memory.after_connect,
             rss_end: memory.end,
             rss_peak: memory.peak,

@@ -1,0 +1,450 @@
+//! Order books: price levels with absolute sizes on both sides, the depth
+//! windows clients subscribe to, the diffs between two states of a window
+//! and the checksum a client verifies its copy with.
+//!
+//! A book changes by [`BookChange`]s: a snapshot (replaces the whole book)
+//! or a diff (absolute size per level; size 0 removes the level). Both are
+//! validated whole before anything changes: a refused change leaves the book
+//! exactly as it was.
+
+use std::collections::BTreeMap;
+
+use crate::model::decimal::Fixed;
+
+/// Which side of the book a level is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BookSide {
+    Bid = 0,
+    Ask = 1,
+}
+
+/// One price level: an absolute size at a price (0 = the level is gone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Level {
+    pub side: BookSide,
+    pub px: Fixed,
+    pub sz: Fixed,
+}
+
+/// What a publisher or importer hands in for one book.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BookChange {
+    /// The whole book (every size > 0): replaces what was there.
+    Snapshot(Vec<Level>),
+    /// Levels to set (size > 0) or remove (size 0); the rest stay.
+    Diff(Vec<Level>),
+}
+
+impl BookChange {
+    pub fn levels(&self) -> &[Level] {
+        match self {
+            BookChange::Snapshot(l) | BookChange::Diff(l) => l,
+        }
+    }
+}
+
+/// The depth a book subscriber chooses: the server keeps its copy equal to
+/// the top `n` levels per side of the server's book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum DepthClass {
+    /// Top 10 levels per side (the default).
+    #[default]
+    D10 = 0,
+    /// Top 25 levels per side.
+    D25 = 1,
+    /// Every level.
+    Full = 2,
+}
+
+impl DepthClass {
+    pub const ALL: [DepthClass; 3] = [DepthClass::D10, DepthClass::D25, DepthClass::Full];
+
+    /// Levels per side in this window (`usize::MAX` for full depth).
+    pub fn levels(self) -> usize {
+        match self {
+            DepthClass::D10 => 10,
+            DepthClass::D25 => 25,
+            DepthClass::Full => usize::MAX,
+        }
+    }
+
+    /// The depth as written on the wire: 10, 25 or 0 (full).
+    pub fn wire(self) -> u16 {
+        match self {
+            DepthClass::D10 => 10,
+            DepthClass::D25 => 25,
+            DepthClass::Full => 0,
+        }
+    }
+
+    /// From the wire value: 10, 25, or 0 for full depth.
+    pub fn from_wire(n: u64) -> Option<DepthClass> {
+        match n {
+            10 => Some(DepthClass::D10),
+            25 => Some(DepthClass::D25),
+            0 => Some(DepthClass::Full),
+            _ => None,
+        }
+    }
+}
+
+/// Why a book change was refused; the book is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookError {
+    #[error("a book diff for `{0}` before any snapshot: send a snapshot first")]
+    DiffBeforeSnapshot(String),
+    #[error("level {index}: size {sz} is negative; sizes are zero (remove) or more")]
+    NegativeSize { index: usize, sz: Fixed },
+    #[error("level {index}: price {px} is not above zero")]
+    BadPrice { index: usize, px: Fixed },
+    #[error("level {index}: a snapshot level has size 0; a snapshot lists only levels that exist")]
+    EmptySnapshotLevel { index: usize },
+    #[error("level {index}: price {px} on the {side} side appears twice in one message")]
+    DuplicateLevel {
+        index: usize,
+        px: Fixed,
+        side: &'static str,
+    },
+    #[error(
+        "the book would have {levels} levels on one side; the limit (--max-book-levels) is {limit}"
+    )]
+    TooManyLevels { levels: usize, limit: usize },
+    #[error(
+        "the book would be {what}: best bid {bid} >= best ask {ask}; crossed and locked books are refused"
+    )]
+    Crossed {
+        what: &'static str,
+        bid: Fixed,
+        ask: Fixed,
+    },
+}
+
+/// One symbol's book: both sides, price → absolute size.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Book {
+    /// Bids by price; the best bid is the last entry.
+    bids: BTreeMap<Fixed, Fixed>,
+    /// Asks by price; the best ask is the first entry.
+    asks: BTreeMap<Fixed, Fixed>,
+}
+
+/// Best bid and ask with their sizes (zeros for an empty side).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TopOfBook {
+    pub bid: Fixed,
+    pub bsz: Fixed,
+    pub ask: Fixed,
+    pub asz: Fixed,
+}
+
+impl BookSide {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookSide::Bid => "bid",
+            BookSide::Ask => "ask",
+        }
+    }
+}
+
+impl Book {
+    pub fn new() -> Book {
+        Book::default()
+    }
+
+    fn side_mut(&mut self, side: BookSide) -> &mut BTreeMap<Fixed, Fixed> {
+        match side {
+            BookSide::Bid => &mut self.bids,
+            BookSide::Ask => &mut self.asks,
+        }
+    }
+
+    /// Levels on each side: (bids, asks).
+    pub fn depth(&self) -> (usize, usize) {
+        (self.bids.len(), self.asks.len())
+    }
+
+    /// The size at a level, if it exists.
+    pub fn get(&self, side: BookSide, px: Fixed) -> Option<Fixed> {
+        match side {
+            BookSide::Bid => self.bids.get(&px).copied(),
+            BookSide::Ask => self.asks.get(&px).copied(),
+        }
+    }
+
+    /// Best `n` bids, best first.
+    pub fn top_bids(&self, n: usize) -> impl Iterator<Item = (Fixed, Fixed)> + '_ {
+        self.bids.iter().rev().take(n).map(|(p, s)| (*p, *s))
+    }
+
+    /// Best `n` asks, best first.
+    pub fn top_asks(&self, n: usize) -> impl Iterator<Item = (Fixed, Fixed)> + '_ {
+        self.asks.iter().take(n).map(|(p, s)| (*p, *s))
+    }
+
+    /// The top `n` levels per side as levels, bids first then asks.
+    pub fn window(&self, n: usize) -> Vec<Level> {
+        let bids = self.top_bids(n).map(|(px, sz)| Level {
+            side: BookSide::Bid,
+            px,
+            sz,
+        });
+        let asks = self.top_asks(n).map(|(px, sz)| Level {
+            side: BookSide::Ask,
+            px,
+            sz,
+        });
+        bids.chain(asks).collect()
+    }
+
+    pub fn top(&self) -> TopOfBook {
+        let (bid, bsz) = self
+            .bids
+            .iter()
+            .next_back()
+            .map_or((Fixed::ZERO, Fixed::ZERO), |(p, s)| (*p, *s));
+        let (ask, asz) = self
+            .asks
+            .iter()
+            .next()
+            .map_or((Fixed::ZERO, Fixed::ZERO), |(p, s)| (*p, *s));
+        TopOfBook { bid, bsz, ask, asz }
+    }
+
+    /// Sets a level (size 0 removes it), without checks: for importers
+    /// rebuilding a vendor's book and for clients applying diffs.
+    pub fn set(&mut self, side: BookSide, px: Fixed, sz: Fixed) {
+        if sz == Fixed::ZERO {
+            self.side_mut(side).remove(&px);
+        } else {
+            self.side_mut(side).insert(px, sz);
+        }
+    }
+
+    /// Whether the best bid is at or above the best ask.
+    pub fn crossed_or_locked(&self) -> Option<(&'static str, Fixed, Fixed)> {
+        let bid = self.bids.keys().next_back()?;
+        let ask = self.asks.keys().next()?;
+        match bid.cmp(ask) {
+            std::cmp::Ordering::Less => None,
+            std::cmp::Ordering::Equal => Some(("locked", *bid, *ask)),
+            std::cmp::Ordering::Greater => Some(("crossed", *bid, *ask)),
+        }
+    }
+
+    /// Applies a change after checking it whole: on `Err` the book is as it
+    /// was. `has_snapshot` says whether this book has ever been given one
+    /// (a diff needs one); `max_levels` bounds each side.
+    pub fn apply(
+        &mut self,
+        sym: &str,
+        change: &BookChange,
+        has_snapshot: bool,
+        max_levels: usize,
+    ) -> Result<(), BookError> {
+        let levels = change.levels();
+        let mut seen = std::collections::HashSet::with_capacity(levels.len());
+        for (i, l) in levels.iter().enumerate() {
+            let index = i + 1;
+            if l.px.raw() <= 0 {
+                return Err(BookError::BadPrice { index, px: l.px });
+            }
+            if l.sz.raw() < 0 {
+                return Err(BookError::NegativeSize { index, sz: l.sz });
+            }
+            if !seen.insert((l.side, l.px)) {
+                return Err(BookError::DuplicateLevel {
+                    index,
+                    px: l.px,
+                    side: l.side.as_str(),
+                });
+            }
+        }
+        match change {
+            BookChange::Snapshot(levels) => {
+                if let Some(i) = levels.iter().position(|l| l.sz == Fixed::ZERO) {
+                    return Err(BookError::EmptySnapshotLevel { index: i + 1 });
+                }
+                let mut next = Book::new();
+                for l in levels {
+                    next.set(l.side, l.px, l.sz);
+                }
+                next.check(max_levels)?;
+                *self = next;
+                Ok(())
+            }
+            BookChange::Diff(levels) => {
+                if !has_snapshot {
+                    return Err(BookError::DiffBeforeSnapshot(sym.to_owned()));
+                }
+                let undo: Vec<(BookSide, Fixed, Option<Fixed>)> = levels
+                    .iter()
+                    .map(|l| (l.side, l.px, self.get(l.side, l.px)))
+                    .collect();
+                for l in levels {
+                    self.set(l.side, l.px, l.sz);
+                }
+                if let Err(e) = self.check(max_levels) {
+                    for (side, px, old) in undo {
+                        self.set(side, px, old.unwrap_or(Fixed::ZERO));
+                    }
+                    return Err(e);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The invariants a published book keeps: bounded, never crossed or
+    /// locked.
+    fn check(&self, max_levels: usize) -> Result<(), BookError> {
+        let most = self.bids.len().max(self.asks.len());
+        if most > max_levels {
+            return Err(BookError::TooManyLevels {
+                levels: most,
+                limit: max_levels,
+            });
+        }
+        if let Some((what, bid, ask)) = self.crossed_or_locked() {
+            return Err(BookError::Crossed { what, bid, ask });
+        }
+        Ok(())
+    }
+
+    /// The checksum of docs/PROTOCOL.md ("Book checksum"), after Kraken's
+    /// WebSocket v2 scheme: CRC-32 (IEEE) of the text made of the top 10
+    /// asks (lowest first) then the top 10 bids (highest first), each level
+    /// written as its price then its size, each number in its JSON text with
+    /// the `.` removed and leading zeros removed.
+    pub fn checksum(&self) -> u32 {
+        let mut text = Vec::with_capacity(400);
+        let mut num = Vec::with_capacity(24);
+        let mut push = |v: Fixed, text: &mut Vec<u8>| {
+            num.clear();
+            v.write_to(&mut num);
+            let digits = num.iter().copied().filter(|&b| b != b'.');
+            text.extend(digits.skip_while(|&b| b == b'0'));
+        };
+        for (px, sz) in self.top_asks(CHECKSUM_LEVELS) {
+            push(px, &mut text);
+            push(sz, &mut text);
+        }
+        for (px, sz) in self.top_bids(CHECKSUM_LEVELS) {
+            push(px, &mut text);
+            push(sz, &mut text);
+        }
+        crc32fast::hash(&text)
+    }
+}
+
+/// Levels per side the checksum covers.
+pub const CHECKSUM_LEVELS: usize = 10;
+
+/// The levels that change a client's window of `n` levels per side from
+/// `before` to `after`: a level new or resized in the window is set, a level
+/// that left it is removed (size 0). Bids first, then asks, best first.
+pub fn window_diff(before: &[Level], after: &[Level]) -> Vec<Level> {
+    let mut out = Vec::new();
+    for l in after {
+        let same = before
+            .iter()
+            .any(|b| b.side == l.side && b.px == l.px && b.sz == l.sz);
+        if !same {
+            out.push(*l);
+        }
+    }
+    for b in before {
+        if !after.iter().any(|l| l.side == b.side && l.px == b.px) {
+            out.push(Level {
+                sz: Fixed::ZERO,
+                ..*b
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lv(side: BookSide, px: i64, sz: i64) -> Level {
+        Level {
+            side,
+            px: Fixed::from_units(px).unwrap(),
+            sz: Fixed::from_units(sz).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_refused_diff_changes_nothing() {
+        let mut b = Book::new();
+        let snap = BookChange::Snapshot(vec![lv(BookSide::Bid, 99, 1), lv(BookSide::Ask, 101, 2)]);
+        b.apply("X", &snap, false, 100).unwrap();
+        let before = b.clone();
+        let cross = BookChange::Diff(vec![lv(BookSide::Bid, 98, 0), lv(BookSide::Bid, 101, 5)]);
+        assert!(matches!(
+            b.apply("X", &cross, true, 100),
+            Err(BookError::Crossed { what: "locked", .. })
+        ));
+        assert_eq!(b, before);
+        let many = BookChange::Diff((1..=3).map(|p| lv(BookSide::Bid, p, 1)).collect());
+        assert!(matches!(
+            b.apply("X", &many, true, 3),
+            Err(BookError::TooManyLevels {
+                levels: 4,
+                limit: 3
+            })
+        ));
+        assert_eq!(b, before);
+        let neg = BookChange::Diff(vec![Level {
+            side: BookSide::Ask,
+            px: Fixed::from_units(102).unwrap(),
+            sz: Fixed(-1),
+        }]);
+        assert!(matches!(
+            b.apply("X", &neg, true, 100),
+            Err(BookError::NegativeSize { index: 1, .. })
+        ));
+        assert!(matches!(
+            Book::new().apply("X", &BookChange::Diff(vec![]), false, 10),
+            Err(BookError::DiffBeforeSnapshot(_))
+        ));
+    }
+
+    #[test]
+    fn window_diffs_add_and_remove_levels_crossing_the_edge() {
+        let mut b = Book::new();
+        let levels: Vec<Level> = (1..=5).map(|p| lv(BookSide::Bid, p, 1)).collect();
+        b.apply("X", &BookChange::Snapshot(levels), false, 100)
+            .unwrap();
+        let before = b.window(3);
+        // A new best bid pushes bid 3 out of a 3-level window.
+        b.apply(
+            "X",
+            &BookChange::Diff(vec![lv(BookSide::Bid, 6, 2)]),
+            true,
+            100,
+        )
+        .unwrap();
+        let d = window_diff(&before, &b.window(3));
+        assert_eq!(d, vec![lv(BookSide::Bid, 6, 2), lv(BookSide::Bid, 3, 0)]);
+    }
+
+    #[test]
+    fn the_checksum_follows_krakens_text() {
+        // Kraken's documented v2 example shape: "45285.2" → "452852",
+        // "0.00100000" → "100000" (ours has no trailing zeros: "0.001" → "1").
+        let mut b = Book::new();
+        b.set(
+            BookSide::Ask,
+            Fixed::parse("45285.2").unwrap(),
+            Fixed::parse("0.001").unwrap(),
+        );
+        b.set(
+            BookSide::Bid,
+            Fixed::parse("45283.5").unwrap(),
+            Fixed::parse("0.05").unwrap(),
+        );
+        assert_eq!(b.checksum(), crc32fast::hash(b"45285214528355"));
+    }
+}

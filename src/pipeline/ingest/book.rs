@@ -1,0 +1,269 @@
+//! Books at ingest: each book key's server-side book, the per-depth-class
+//! messages of each update (computed once, under the sequencer lock, so
+//! every depth class sees the same `seq`), the snapshots new subscribers
+//! start from, and the `quote` tick a change of best bid or ask produces.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{Ingest, KeyState, RingItem};
+use crate::model::book::{Book, BookChange, BookError, DepthClass, Level, window_diff};
+use crate::model::decimal::Fixed;
+use crate::model::tick::{Channel, Event, KeyId, Tick, wall_clock_ns};
+use crate::pipeline::stats::{Origin, Stats};
+use crate::wire::book::{BookFrames, BookMessage};
+use crate::wire::encode::EncodedTick;
+
+/// Default for `--max-book-levels`: levels per side one book may hold.
+pub const DEFAULT_MAX_BOOK_LEVELS: usize = 5000;
+
+/// A book key's state beside its `seq`.
+#[derive(Default)]
+pub(crate) struct BookState {
+    /// The server's book.
+    book: Book,
+    /// Whether a snapshot has been applied (a diff needs one).
+    has_snapshot: bool,
+    /// Per depth class: the last `seq` whose update changed that class's
+    /// window, so the next message's `from` covers the updates in between
+    /// (which changed nothing the class sees).
+    class_seq: [u64; 3],
+    /// The snapshot item for the current `seq`, built for the first
+    /// subscriber that needs it and shared until the next update.
+    snapshot: Option<RingItem>,
+    /// The symbol, for snapshots.
+    sym: Arc<str>,
+    /// Event time of the last update, for snapshots.
+    ts: u64,
+}
+
+/// A book change for one symbol, admitted (symbol interned).
+#[derive(Clone, Debug)]
+pub struct AdmittedBook {
+    key: KeyId,
+    sym: Arc<str>,
+    ts: u64,
+    change: BookChange,
+}
+
+impl AdmittedBook {
+    pub fn symbol(&self) -> &str {
+        &self.sym
+    }
+}
+
+impl Ingest {
+    /// Interns a book change's symbol.
+    pub fn admit_book(
+        &self,
+        sym: &str,
+        ts: u64,
+        change: BookChange,
+    ) -> Result<AdmittedBook, super::IngestError> {
+        let (id, sym) = self.symbols.intern(sym)?;
+        Ok(AdmittedBook {
+            key: KeyId::new(id, Channel::Book),
+            sym,
+            ts,
+            change,
+        })
+    }
+
+    /// Sets `--max-book-levels` (levels per side of one book).
+    pub fn set_max_book_levels(&self, n: usize) {
+        self.max_book_levels.store(n, Ordering::Relaxed);
+    }
+
+    /// Applies a book change and publishes it (and the `quote` tick when
+    /// the top of book moved), waiting for ring space like
+    /// [`Ingest::publish`]. A refused change leaves the book as it was and
+    /// publishes nothing. Returns the book's new `seq`.
+    pub async fn publish_book(&self, b: &AdmittedBook, origin: Origin) -> Result<u64, BookError> {
+        let outcome = Cell::new(None);
+        self.publish_waiting(std::slice::from_ref(b), |batch| {
+            match batch.first().map(|b| self.try_publish_book(b, origin)) {
+                Some(Some(r)) => {
+                    outcome.set(Some(r));
+                    1
+                }
+                _ => 0,
+            }
+        })
+        .await;
+        outcome.into_inner().unwrap_or(Ok(0))
+    }
+
+    /// One attempt: `None` when the ring has no room for the update and its
+    /// quote.
+    fn try_publish_book(&self, b: &AdmittedBook, origin: Origin) -> Option<Result<u64, BookError>> {
+        let max_levels = self.max_book_levels.load(Ordering::Relaxed);
+        let mut seq = self.sequencer.lock();
+        if seq.writer.free() < 2 {
+            return None;
+        }
+        let rx = wall_clock_ns();
+        let ks = seq.key(b.key);
+        let state = ks.book.get_or_insert_with(Default::default);
+        let before: [Vec<Level>; 2] = [state.book.window(10), state.book.window(25)];
+        let top_before = state.book.top();
+        let old: Vec<Option<Fixed>> = b
+            .change
+            .levels()
+            .iter()
+            .map(|l| state.book.get(l.side, l.px))
+            .collect();
+        if let Err(e) = state
+            .book
+            .apply(&b.sym, &b.change, state.has_snapshot, max_levels)
+        {
+            return Some(Err(e));
+        }
+        state.has_snapshot = true;
+        state.snapshot = None;
+        state.sym = b.sym.clone();
+        state.ts = b.ts;
+        if ks.seq == 0 {
+            self.symbols.mark_seen(b.key.symbol());
+        }
+        ks.seq += 1;
+        let now = ks.seq;
+        let state = ks.book.as_mut()?;
+        let checksum = state.book.checksum();
+        let msgs = DepthClass::ALL.map(|class| {
+            let levels = match (&b.change, class) {
+                (BookChange::Snapshot(_), _) => state.book.window(class.levels()),
+                (BookChange::Diff(_), DepthClass::Full) => b
+                    .change
+                    .levels()
+                    .iter()
+                    .zip(&old)
+                    .filter(|(l, old)| old.unwrap_or(Fixed::ZERO) != l.sz)
+                    .map(|(l, _)| *l)
+                    .collect(),
+                (BookChange::Diff(_), _) => {
+                    window_diff(&before[class as usize], &state.book.window(class.levels()))
+                }
+            };
+            let snapshot = matches!(b.change, BookChange::Snapshot(_));
+            if levels.is_empty() && !snapshot {
+                return None;
+            }
+            let from = if snapshot {
+                now
+            } else {
+                state.class_seq[class as usize] + 1
+            };
+            state.class_seq[class as usize] = now;
+            Some(BookMessage {
+                snapshot,
+                from,
+                levels,
+                checksum,
+            })
+        });
+        let top = state.book.top();
+        let epoch = self.epoch();
+        let offset = seq.next_offset;
+        seq.next_offset += 1;
+        let item = Arc::new(EncodedTick::with_book(
+            Tick {
+                key: b.key,
+                sym: b.sym.clone(),
+                seq: now,
+                ts: b.ts,
+                rx,
+                event: Event::Book(top),
+            },
+            offset,
+            epoch,
+            BookFrames::new(msgs),
+        ));
+        self.history.append(&item);
+        let mut pushed = 1u64;
+        if seq.writer.push(item).is_err() {
+            unreachable!("the ring had 2 free slots under the sequencer lock");
+        }
+        if top != top_before {
+            let qkey = KeyId::new(b.key.symbol(), Channel::Quote);
+            let qs = seq.key(qkey);
+            qs.seq += 1;
+            let qseq = qs.seq;
+            let quote = seq.place(
+                Tick {
+                    key: qkey,
+                    sym: b.sym.clone(),
+                    seq: qseq,
+                    ts: b.ts,
+                    rx,
+                    event: Event::Quote {
+                        bid: top.bid,
+                        bsz: top.bsz,
+                        ask: top.ask,
+                        asz: top.asz,
+                    },
+                },
+                epoch,
+            );
+            seq.key(qkey).last = Some(quote.clone());
+            self.history.append(&quote);
+            if seq.writer.push(quote).is_err() {
+                unreachable!("the ring had 2 free slots under the sequencer lock");
+            }
+            pushed += 1;
+        }
+        drop(seq);
+        Stats::add(&self.stats.ticks_in, pushed);
+        Stats::add(&self.stats.ticks_in_by_origin[origin as usize], pushed);
+        for w in &self.reader_wakers {
+            w.notify_one();
+        }
+        Some(Ok(now))
+    }
+
+    /// The book's `seq` and a copy of its levels (bids then asks, best
+    /// first), or `None` before its first snapshot: for an endpoint that
+    /// serves a book snapshot whose update id lines up with the stream.
+    pub fn book_state(&self, sym: &str) -> Option<(u64, Vec<Level>)> {
+        let (id, _) = self.symbols.lookup(sym)?;
+        let seq = self.sequencer.lock();
+        let ks = seq.keys.get(KeyId::new(id, Channel::Book).0 as usize)?;
+        let state = ks.book.as_ref().filter(|s| s.has_snapshot)?;
+        Some((ks.seq, state.book.window(usize::MAX)))
+    }
+}
+
+/// The snapshot a new subscriber of a book key starts from (every depth
+/// class's window at the current `seq`), built once per `seq`.
+pub(super) fn snapshot_item(key: KeyId, ks: &mut KeyState) -> Option<RingItem> {
+    let seq = ks.seq;
+    let state = ks.book.as_mut().filter(|s| s.has_snapshot)?;
+    if let Some(item) = &state.snapshot {
+        return Some(item.clone());
+    }
+    let checksum = state.book.checksum();
+    let sym = state.sym.clone();
+    let msgs = DepthClass::ALL.map(|class| {
+        Some(BookMessage {
+            snapshot: true,
+            from: seq,
+            levels: state.book.window(class.levels()),
+            checksum,
+        })
+    });
+    let item = Arc::new(EncodedTick::with_book(
+        Tick {
+            key,
+            sym,
+            seq,
+            ts: state.ts,
+            rx: wall_clock_ns(),
+            event: Event::Book(state.book.top()),
+        },
+        0,
+        crate::model::epoch::Epoch::default(),
+        BookFrames::new(msgs),
+    ));
+    state.snapshot = Some(item.clone());
+    Some(item)
+}

@@ -1,0 +1,205 @@
+//! Reference data for `/v1/symbols?ref=1` (`serve --symbols-file FILE`):
+//! per symbol, the price increment, the decimals prices are shown with,
+//! the currency and the lot size, so clients (the ticker page) can format
+//! prices with fixed decimals and validate orders.
+//!
+//! The file is TOML, one `[[symbol]]` table per instrument:
+//!
+//! ```toml
+//! [[symbol]]
+//! sym = "IBM"
+//! tick_size = "0.01"     # price increment, exact decimal (a string)
+//! currency = "USD"
+//! lot_size = "1"         # size increment
+//! # decimals = 2         # shown decimals; default: those of tick_size
+//! ```
+//!
+//! Every field but `sym` is optional; an unknown field, a bad decimal, a
+//! symbol outside the protocol's grammar or a symbol listed twice is an
+//! error naming the entry.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::model::decimal::Fixed;
+use crate::model::tick::validate_symbol;
+use crate::wire::json::json_string;
+
+/// One instrument's reference data.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Instrument {
+    /// Smallest price step (`tick_size`).
+    pub tick_size: Option<Fixed>,
+    /// Decimals prices are shown with: given, or those of `tick_size`.
+    pub decimals: Option<u8>,
+    /// ISO 4217 code or the quote asset (`USD`, `USDT`): free text.
+    pub currency: Option<String>,
+    /// Smallest size step (`lot_size`).
+    pub lot_size: Option<Fixed>,
+}
+
+/// Reference data by symbol.
+#[derive(Clone, Debug, Default)]
+pub struct Reference {
+    /// Sorted by symbol, as `/v1/symbols` lists them.
+    by_symbol: BTreeMap<String, Instrument>,
+}
+
+/// Why a `--symbols-file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("--symbols-file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--symbols-file {path}: {message}")]
+    Bad { path: String, message: String },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    symbol: Vec<Entry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    sym: String,
+    tick_size: Option<String>,
+    decimals: Option<u8>,
+    currency: Option<String>,
+    lot_size: Option<String>,
+}
+
+/// Decimals a decimal needs as written: `0.01` → 2, `0.25` → 2, `5` → 0.
+fn decimals_of(f: Fixed) -> u8 {
+    let mut s = Vec::new();
+    f.write_to(&mut s);
+    s.iter()
+        .position(|&b| b == b'.')
+        .map_or(0, |p| (s.len() - p - 1) as u8)
+}
+
+impl Reference {
+    /// Reads and checks a `--symbols-file`.
+    pub fn load(path: &Path) -> Result<Reference, ReferenceError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ReferenceError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        Reference::parse(&text).map_err(|message| ReferenceError::Bad {
+            path: name,
+            message,
+        })
+    }
+
+    /// Parses the TOML text of a `--symbols-file`.
+    pub fn parse(text: &str) -> Result<Reference, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut by_symbol = BTreeMap::new();
+        for (i, e) in file.symbol.into_iter().enumerate() {
+            let at = format!("[[symbol]] #{} ({})", i + 1, e.sym);
+            validate_symbol(&e.sym).map_err(|why| format!("{at}: {why}"))?;
+            let dec = |field: &str, v: Option<String>| -> Result<Option<Fixed>, String> {
+                v.map(|s| match Fixed::parse(&s) {
+                    Ok(f) if f.raw() > 0 => Ok(f),
+                    Ok(_) => Err(format!("{at}: {field} = \"{s}\" must be above zero")),
+                    Err(why) => Err(format!("{at}: {field} = \"{s}\": {why}")),
+                })
+                .transpose()
+            };
+            let tick_size = dec("tick_size", e.tick_size)?;
+            let lot_size = dec("lot_size", e.lot_size)?;
+            if e.decimals.is_some_and(|d| d > 9) {
+                return Err(format!("{at}: decimals must be 0 to 9 (prices have 9)"));
+            }
+            let inst = Instrument {
+                decimals: e.decimals.or(tick_size.map(decimals_of)),
+                tick_size,
+                currency: e.currency,
+                lot_size,
+            };
+            if by_symbol.insert(e.sym.clone(), inst).is_some() {
+                return Err(format!("{at}: the symbol is listed twice"));
+            }
+        }
+        Ok(Reference { by_symbol })
+    }
+
+    pub fn get(&self, sym: &str) -> Option<&Instrument> {
+        self.by_symbol.get(sym)
+    }
+
+    /// The `/v1/symbols?ref=1` object of a symbol: `{"sym":…}` plus the
+    /// fields known for it (prices and sizes as exact decimal strings).
+    pub fn write_json(&self, out: &mut Vec<u8>, sym: &str) {
+        out.extend_from_slice(b"{\"sym\":");
+        json_string(out, sym);
+        if let Some(i) = self.get(sym) {
+            let mut field = |name: &str, value: Option<Fixed>| {
+                if let Some(v) = value {
+                    out.extend_from_slice(b",\"");
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b"\":\"");
+                    v.write_to(out);
+                    out.push(b'"');
+                }
+            };
+            field("tick_size", i.tick_size);
+            field("lot_size", i.lot_size);
+            if let Some(d) = i.decimals {
+                out.extend_from_slice(format!(",\"decimals\":{d}").as_bytes());
+            }
+            if let Some(c) = &i.currency {
+                out.extend_from_slice(b",\"currency\":");
+                json_string(out, c);
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_derives_decimals_and_refuses_bad_entries() {
+        let r = Reference::parse(
+            "[[symbol]]\nsym = \"IBM\"\ntick_size = \"0.01\"\ncurrency = \"USD\"\nlot_size = \"1\"\n\n[[symbol]]\nsym = \"BTCUSDT\"\ntick_size = \"0.1\"\ndecimals = 2\n",
+        )
+        .unwrap();
+        assert_eq!(r.get("IBM").unwrap().decimals, Some(2));
+        assert_eq!(r.get("BTCUSDT").unwrap().decimals, Some(2));
+        let mut o = Vec::new();
+        r.write_json(&mut o, "IBM");
+        assert_eq!(
+            String::from_utf8(o).unwrap(),
+            r#"{"sym":"IBM","tick_size":"0.01","lot_size":"1","decimals":2,"currency":"USD"}"#
+        );
+        for (bad, words) in [
+            ("[[symbol]]\nsym = \"bad sym\"\n", "#1 (bad sym)"),
+            (
+                "[[symbol]]\nsym = \"A\"\ntick_size = \"-1\"\n",
+                "above zero",
+            ),
+            (
+                "[[symbol]]\nsym = \"A\"\ntick_size = \"x\"\n",
+                "tick_size = \"x\"",
+            ),
+            (
+                "[[symbol]]\nsym = \"A\"\n[[symbol]]\nsym = \"A\"\n",
+                "listed twice",
+            ),
+            ("[[symbol]]\nsym = \"A\"\nsize = 1\n", "unknown field"),
+        ] {
+            let e = Reference::parse(bad).unwrap_err();
+            assert!(e.contains(words), "{bad}: {e}");
+        }
+    }
+}
