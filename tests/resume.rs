@@ -854,3 +854,154 @@ async fn a_catchup_client_that_falls_out_of_the_history_is_told_then_conflated_o
     }
     assert!(h.stats().catchup_gaps.load(Ordering::Relaxed) >= 2);
 }
+
+/// A `tickwire serve` process, killed (SIGKILL) when dropped.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `tickwire serve` process (standalone, no feed, no journal) on `port`
+/// (0: any), with the address it bound.
+fn serve_process(dir: &std::path::Path, port: u16) -> (Served, SocketAddr) {
+    let addr_file = dir.join(format!("addr-{port}"));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--no-feed", "--workers", "1", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Served)
+        .expect("start tickwire serve");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&addr_file)
+            && let Ok(a) = s.trim().parse()
+        {
+            return (child, a);
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_without_journal_a_resume_gets_a_new_epoch_and_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, addr) = serve_process(dir.path(), 0);
+    let mut c = subscriber(addr).await;
+    let (reply, _) = ask(
+        &mut c,
+        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
+    )
+    .await;
+    let old = reply["epoch"].as_str().unwrap().to_string();
+    // A publisher sending until the server dies under it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = spawn_restart_publisher(addr, stop.clone());
+    let mut had: HashMap<Key, u64> = HashMap::new();
+    while had.values().sum::<u64>() < 50 {
+        let v = c.recv_json().await;
+        if v["type"] == "trade" || v["type"] == "quote" {
+            let k = (
+                v["sym"].as_str().unwrap().to_string(),
+                v["type"].as_str().unwrap().to_string(),
+            );
+            had.insert(k, v["seq"].as_u64().unwrap());
+        }
+    }
+    // kill -9, mid-stream.
+    drop(first);
+    stop.store(true, Ordering::Relaxed);
+    let _ = publishing.await;
+    c.expect_eof().await;
+
+    // The same address, a new process: seq restarts, so does the epoch.
+    let (_second, addr2) = serve_process(dir.path(), addr.port());
+    assert_eq!(addr2, addr);
+    let mut publ = publisher(addr).await;
+    for i in 1..=3 {
+        publ.publish(&[trade("R1", i, "9", "1"), quote("R2", i, "8", "9")])
+            .await;
+    }
+    let (mut ws, head) = connect_with(addr, "/v1/stream", "", None).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let hello = ws.recv_json().await;
+    let new = hello["epoch"].as_str().unwrap().to_string();
+    assert_ne!(new, old, "a restart without --journal is a new epoch");
+    let mut positions = json!({"trade":{},"quote":{}});
+    for ((sym, ch), seq) in &had {
+        positions[ch][sym] = json!(seq);
+    }
+    let (reply, ticks) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":2,"symbols":["R1","R2"],
+               "resume":{"epoch":old,"seq":positions}}),
+    )
+    .await;
+    assert_eq!(reply["epoch"], new.as_str(), "{reply}");
+    let keys = reply["resumed"]["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), had.len(), "{reply}");
+    for k in keys {
+        assert_eq!(
+            (k["recovered"].as_bool(), k["reason"].as_str()),
+            (Some(false), Some("other_epoch")),
+            "{k}"
+        );
+    }
+    // Then the snapshot of each key the new process has, at its new seq.
+    let mut snaps: Vec<(String, String, u64)> = ticks
+        .iter()
+        .filter(|v| v["snap"] == true)
+        .map(|v| {
+            (
+                v["sym"].as_str().unwrap().to_string(),
+                v["type"].as_str().unwrap().to_string(),
+                v["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    snaps.sort();
+    assert_eq!(
+        snaps,
+        [
+            ("R1".to_string(), "trade".to_string(), 3),
+            ("R2".to_string(), "quote".to_string(), 3)
+        ]
+    );
+    // And live ticks after it.
+    publ.publish(&[trade("R1", 4, "9", "1")]).await;
+    let (live, _) = ws.recv_until("trade").await;
+    assert_eq!(
+        (live["seq"].as_u64(), live["snap"].as_bool()),
+        (Some(4), None)
+    );
+}
+
+/// Publishes R1 trades and R2 quotes every 5 ms until `stop` or until the
+/// server goes away.
+fn spawn_restart_publisher(addr: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut publ = publisher(addr).await;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let batch = json!([trade("R1", n, "1", "1"), quote("R2", n, "1", "2")]);
+            if publ
+                .stream
+                .write_all(&encode_frame(true, 1, batch.to_string().as_bytes()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}

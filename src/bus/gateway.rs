@@ -20,6 +20,7 @@ use super::last_values::{localize, read_keys};
 use super::link::{self, Bus, BusLink, connect, is_connected};
 use super::subject::Subjects;
 use super::{BusConfig, BusError, Role, payload};
+use crate::model::epoch::Epoch;
 use crate::model::feed::FeedStatus;
 use crate::model::tick::{Channel, ChannelSet, KeyId, Tick, wall_clock_ns};
 use crate::pipeline::ingest::Ingest;
@@ -149,7 +150,9 @@ impl Gateway {
                 }
                 hb = heartbeats.next() => {
                     let Some(hb) = hb else { break };
-                    self.heartbeats.beat(&hb.payload, Instant::now());
+                    if let Some(epoch) = self.heartbeats.beat(&hb.payload, Instant::now()) {
+                        self.adopt_epoch(epoch);
+                    }
                     self.set_status(FeedStatus::Live);
                 }
                 _ = check.tick() => self.check().await,
@@ -168,18 +171,40 @@ impl Gateway {
             }
         }
         self.ticks.clear();
-        for m in self.msgs.drain(..) {
+        let msgs = std::mem::take(&mut self.msgs);
+        for m in &msgs {
             Stats::add(&self.stats.bus.received, 1);
             match payload::decode(&m.payload) {
-                Ok(t) => self.ticks.extend(localize(&self.ingest, t)),
+                Ok(t) => {
+                    // A tick of a new numbering: what came before it is
+                    // published in the old epoch, the rest in the new.
+                    if t.epoch.0 != 0 && t.epoch != self.ingest.epoch() {
+                        self.ingest.publish_sequenced(&self.ticks).await;
+                        self.live.extend(self.ticks.iter().map(|t| t.key));
+                        self.ticks.clear();
+                        self.adopt_epoch(t.epoch);
+                    }
+                    self.ticks.extend(localize(&self.ingest, t));
+                }
                 Err(e) => {
                     Stats::add(&self.stats.bus.malformed, 1);
                     tracing::warn!(subject = %m.subject, error = %e, "dropping a malformed bus message");
                 }
             }
         }
+        self.msgs = msgs;
+        self.msgs.clear();
         self.ingest.publish_sequenced(&self.ticks).await;
         self.live.extend(self.ticks.iter().map(|t| t.key));
+    }
+
+    /// Takes the ingest node's epoch as this gateway's; on a change, the
+    /// cached last values are of the old numbering and no longer live.
+    fn adopt_epoch(&mut self, epoch: Epoch) {
+        if self.ingest.adopt_epoch(epoch) {
+            self.live.clear();
+            tracing::info!(%epoch, "feed epoch from the ingest node");
+        }
     }
 
     /// Every 100 ms: catch up after a reconnect; report the feed stale if

@@ -13,6 +13,7 @@ use super::last_values::{ensure_stream, localize, read_last_values};
 use super::link::{self, Bus, BusLink, connect, is_connected, wait_connected};
 use super::subject::Subjects;
 use super::{BusConfig, BusError, Role, heartbeat, payload};
+use crate::model::epoch::Epoch;
 use crate::model::feed::FeedStatus;
 use crate::model::tick::{KeyId, wall_clock_ns};
 use crate::pipeline::ingest::{Ingest, IngestReader, RingItem};
@@ -82,6 +83,8 @@ struct Publisher {
     subject_of: HashMap<KeyId, async_nats::Subject>,
     /// Ticks published so far, for the heartbeat.
     published: u64,
+    /// The feed epoch, for the heartbeat: gateways adopt it.
+    epoch: Epoch,
 }
 
 impl Publisher {
@@ -105,6 +108,15 @@ impl Publisher {
                 message,
             })?;
         let n = last.len();
+        // `seq` continues from these values, so their epoch does too: the
+        // newest one's (they all share it unless an operator mixed two
+        // deployments on one stream). None read back (a first start, or
+        // the store lost with a NATS restart on memory storage): `seq`
+        // restarts at 1, and so does the epoch this process drew.
+        if let Some(newest) = last.iter().filter(|t| t.epoch.0 != 0).max_by_key(|t| t.rx) {
+            ingest.set_epoch(newest.epoch);
+        }
+        tracing::info!(epoch = %ingest.epoch(), continued = n > 0, "feed epoch");
         for t in last {
             if let Some(t) = localize(ingest, t) {
                 ingest.resume_sequence(t);
@@ -121,6 +133,7 @@ impl Publisher {
             node: format!("{}-{}", std::process::id(), wall_clock_ns() / 1_000_000_000),
             subject_of: HashMap::new(),
             published: 0,
+            epoch: ingest.epoch(),
         })
     }
 
@@ -183,7 +196,7 @@ impl Publisher {
                 .clone();
             if self
                 .client
-                .publish(subject, payload::encode(t))
+                .publish(subject, payload::encode(t, item.epoch))
                 .await
                 .is_err()
             {
@@ -204,7 +217,7 @@ impl Publisher {
                 tracing::error!(error = %e, "cannot restore the last-value stream after a reconnect");
             }
         }
-        let hb = heartbeat::payload(&self.node, self.published);
+        let hb = heartbeat::payload(&self.node, self.published, self.epoch);
         if is_connected(&self.client) {
             let _ = self.client.publish(self.subjects.heartbeat(), hb).await;
             let _ = self.client.flush().await;

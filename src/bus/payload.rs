@@ -1,5 +1,6 @@
 //! The tick as it travels on the bus: docs/PROTOCOL.md's 64-byte
-//! `tickwire.bin.v1` record followed by the symbol's UTF-8 bytes.
+//! `tickwire.bin.v1` record, the feed epoch its `seq` belongs to (8 bytes,
+//! little-endian), then the symbol's UTF-8 bytes.
 //!
 //! The record already carries everything a gateway needs (kind, `seq`, `ts`,
 //! `rx`, the four fixed-point fields) in little-endian binary, so a gateway
@@ -7,17 +8,24 @@
 //! ingest node's own id and is ignored: each node numbers symbols itself.
 //! The symbol travels in the payload as well as in the subject so that a
 //! message read back from the last-value store is complete on its own.
+//! The epoch travels with every tick for the same reason: a restarted
+//! ingest node continues `seq` from the last values it reads back, so it
+//! takes their epoch from the same place (see `ingest_node`), and a
+//! gateway learns a new epoch from the first tick numbered in it.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::model::decimal::Fixed;
+use crate::model::epoch::Epoch;
 use crate::model::tick::{Event, MAX_SYMBOL_LEN, Side, Tick, validate_symbol};
 use crate::wire::encode::{RECORD_LEN, tick_record};
 
 /// Why a bus payload is not a tick.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PayloadError {
-    #[error("payload is {0} bytes; a tick is a {RECORD_LEN}-byte record plus a symbol")]
+    #[error(
+        "payload is {0} bytes; a tick is a {RECORD_LEN}-byte record, an {EPOCH_LEN}-byte epoch and a symbol"
+    )]
     Length(usize),
     #[error("record kind {0} is neither 1 (trade) nor 2 (quote)")]
     Kind(u8),
@@ -38,12 +46,18 @@ pub struct BusTick {
     pub ts: u64,
     pub rx: u64,
     pub event: Event,
+    /// The feed epoch the ingest node numbered `seq` in.
+    pub epoch: Epoch,
 }
 
-/// The bus payload of a sequenced tick.
-pub(super) fn encode(t: &Tick) -> Bytes {
-    let mut b = BytesMut::with_capacity(RECORD_LEN + t.sym.len());
+/// Bytes of the epoch between the record and the symbol.
+const EPOCH_LEN: usize = 8;
+
+/// The bus payload of a tick sequenced in `epoch`.
+pub(super) fn encode(t: &Tick, epoch: Epoch) -> Bytes {
+    let mut b = BytesMut::with_capacity(RECORD_LEN + EPOCH_LEN + t.sym.len());
     b.put_slice(&tick_record(t));
+    b.put_u64_le(epoch.0);
     b.put_slice(t.sym.as_bytes());
     b.freeze()
 }
@@ -60,11 +74,12 @@ fn i64_at(p: &[u8], at: usize) -> i64 {
 
 /// Decodes a bus payload, checking everything a gateway relies on.
 pub fn decode(p: &[u8]) -> Result<BusTick, PayloadError> {
-    if p.len() <= RECORD_LEN || p.len() > RECORD_LEN + MAX_SYMBOL_LEN {
+    const HEAD: usize = RECORD_LEN + EPOCH_LEN;
+    if p.len() <= HEAD || p.len() > HEAD + MAX_SYMBOL_LEN {
         return Err(PayloadError::Length(p.len()));
     }
-    let sym = std::str::from_utf8(&p[RECORD_LEN..])
-        .map_err(|_| PayloadError::Symbol("not UTF-8".into()))?;
+    let sym =
+        std::str::from_utf8(&p[HEAD..]).map_err(|_| PayloadError::Symbol("not UTF-8".into()))?;
     validate_symbol(sym).map_err(PayloadError::Symbol)?;
     let seq = u64_at(p, 8);
     if seq == 0 {
@@ -96,6 +111,7 @@ pub fn decode(p: &[u8]) -> Result<BusTick, PayloadError> {
         ts: u64_at(p, 16),
         rx: u64_at(p, 24),
         event,
+        epoch: Epoch(u64_at(p, RECORD_LEN)),
     })
 }
 
@@ -132,7 +148,8 @@ mod tests {
             },
         ] {
             let t = tick("BRK.B", 42, event);
-            let got = decode(&encode(&t)).unwrap();
+            let got = decode(&encode(&t, Epoch(0xfeed))).unwrap();
+            assert_eq!(got.epoch, Epoch(0xfeed));
             assert_eq!(got.sym, "BRK.B");
             assert_eq!((got.seq, got.ts, got.rx), (t.seq, t.ts, t.rx));
             assert_eq!(got.event, t.event);
@@ -143,16 +160,22 @@ mod tests {
 
     #[test]
     fn bad_payloads_say_what_is_wrong() {
-        let good = encode(&tick(
-            "A",
-            1,
-            Event::Trade {
-                px: Fixed(1),
-                qty: Fixed(1),
-                side: Side::Buy,
-            },
-        ));
-        assert_eq!(decode(&good[..RECORD_LEN]), Err(PayloadError::Length(64)));
+        let good = encode(
+            &tick(
+                "A",
+                1,
+                Event::Trade {
+                    px: Fixed(1),
+                    qty: Fixed(1),
+                    side: Side::Buy,
+                },
+            ),
+            Epoch(1),
+        );
+        assert_eq!(
+            decode(&good[..RECORD_LEN + EPOCH_LEN]),
+            Err(PayloadError::Length(72))
+        );
         let mut p = good.to_vec();
         p[0] = 9;
         assert_eq!(decode(&p), Err(PayloadError::Kind(9)));

@@ -145,6 +145,29 @@ impl History {
         }
     }
 
+    /// Sets the first offset of a history that has held nothing yet.
+    pub(crate) fn start_at(&self, offset: u64) {
+        let mut h = self.inner.lock();
+        if h.ticks.is_empty() {
+            h.first_offset = offset;
+        }
+    }
+
+    /// Forgets every tick held (their `seq` numbering has ended: a gateway
+    /// adopting a new epoch). The next tick's offset is unchanged; a resume
+    /// by time from before now is no longer complete.
+    pub(crate) fn clear(&self) {
+        let mut h = self.inner.lock();
+        let next = h.first_offset + h.ticks.len() as u64;
+        if let Some(newest) = h.ticks.back() {
+            h.evicted_rx = h.evicted_rx.max(newest.tick.rx);
+        }
+        h.ticks.clear();
+        h.per_key.clear();
+        h.bytes = 0;
+        h.first_offset = next;
+    }
+
     /// Offset of the oldest tick held; the next tick's offset when empty.
     pub fn first_offset(&self) -> u64 {
         self.inner.lock().first_offset

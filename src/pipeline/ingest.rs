@@ -194,6 +194,40 @@ impl Ingest {
         self.epoch.store(epoch.0, Ordering::Relaxed);
     }
 
+    /// Adopts the ingest node's epoch on a gateway. A different one means
+    /// the ingest node restarted its `seq` numbering: every key's `seq`,
+    /// last value and held history belong to the old numbering and are
+    /// dropped, so the new numbering's ticks (from `seq` 1) are taken, not
+    /// discarded as duplicates. Returns whether the epoch changed.
+    pub fn adopt_epoch(&self, epoch: Epoch) -> bool {
+        let mut seq = self.sequencer.lock();
+        if self.epoch() == epoch {
+            return false;
+        }
+        self.epoch.store(epoch.0, Ordering::Relaxed);
+        for ks in &mut seq.keys {
+            ks.seq = 0;
+            ks.last = None;
+        }
+        self.history.clear();
+        true
+    }
+
+    /// Numbers this process's ticks from `first` instead of 1, before any
+    /// tick is sequenced. Scale-out nodes share an epoch but each numbers
+    /// offsets itself, and a node restarted in the same epoch numbers them
+    /// again: starting each process at its start time in microseconds
+    /// keeps one node's offsets out of another's range, so a position from
+    /// elsewhere is refused (`future_offset`, or history too short) instead
+    /// of read as a different tick.
+    pub fn start_offsets_at(&self, first: u64) {
+        let mut seq = self.sequencer.lock();
+        if seq.next_offset == 1 {
+            seq.next_offset = first.max(1);
+            self.history.start_at(seq.next_offset);
+        }
+    }
+
     /// The shared history of recent ticks.
     pub fn history(&self) -> &Arc<History> {
         &self.history

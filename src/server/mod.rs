@@ -182,6 +182,9 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         config.history,
         crate::model::epoch::Epoch::generate(),
     );
+    if role != NodeRole::Standalone {
+        ingest.start_offsets_at(crate::model::tick::wall_clock_ns() / 1_000);
+    }
     ingest.set_max_book_levels(config.max_book_levels);
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));

@@ -28,6 +28,9 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     /// A message over `--max-message-bytes`.
     pub const TOO_BIG: u16 = 1009;
+    /// A gateway's feed epoch changed (its ingest node restarted `seq`):
+    /// reconnect and resume.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// The client stayed behind longer than `--evict-after` (after `lagging`).
     pub const SLOW_CONSUMER: u16 = 4000;
 }

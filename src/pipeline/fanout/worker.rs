@@ -9,12 +9,16 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::{ClientId, Flushed, WorkerState};
+use crate::model::epoch::Epoch;
 use crate::model::feed::FeedStatus;
 use crate::pipeline::ingest::{Ingest, RingItem};
 use crate::pipeline::stats::Stats;
 use crate::wire::encode::Encoding;
 use crate::wire::frame::close_code;
 use crate::wire::message::{lagging_message, sse_lagging_event, status_message};
+
+/// The Close reason when a gateway's feed epoch changes.
+pub(crate) const EPOCH_CHANGED: &str = "feed epoch changed: reconnect and resume";
 
 /// Everything a worker's tasks share.
 pub(crate) struct Worker {
@@ -60,6 +64,27 @@ impl Worker {
         st.flush_dirty();
     }
 
+    /// Closes every client of this worker because the feed's `seq`
+    /// numbering restarted (a gateway adopting a new epoch from its ingest
+    /// node): the positions they hold mean nothing in the new one, and
+    /// their per-key "newest `seq` sent" would hide the new numbering's
+    /// ticks. They reconnect, read the new epoch in `hello`, and resume
+    /// (`other_epoch`: the snapshot).
+    fn close_all_for_new_epoch(&self, st: &mut WorkerState, epoch: Epoch) {
+        let ids: Vec<ClientId> = st.clients.iter().map(|(id, _)| id).collect();
+        tracing::info!(%epoch, clients = ids.len(), "feed epoch changed: closing clients");
+        for id in ids {
+            if let Some(c) = st.client(id) {
+                c.close(
+                    close_code::SERVICE_RESTART,
+                    EPOCH_CHANGED,
+                    self.close_timeout,
+                );
+                st.mark_dirty(id);
+            }
+        }
+    }
+
     /// The worker's ring-reading loop: deliver each batch, then flush every
     /// client that got something, in one write each.
     pub(crate) async fn run_fanout(
@@ -69,6 +94,9 @@ impl Worker {
     ) {
         let mut batch: Vec<RingItem> = Vec::with_capacity(1024);
         let mut status = self.status.clone();
+        // The epoch of the ticks delivered so far: only a gateway's ever
+        // changes (its ingest node restarted `seq`).
+        let mut epoch: Option<Epoch> = None;
         loop {
             batch.clear();
             if let Some(rx) = &mut status
@@ -93,6 +121,10 @@ impl Worker {
             {
                 let mut st = self.state.borrow_mut();
                 for item in &batch {
+                    if epoch.is_some_and(|e| e != item.epoch) {
+                        self.close_all_for_new_epoch(&mut st, item.epoch);
+                    }
+                    epoch = Some(item.epoch);
                     st.deliver(item);
                 }
                 st.flush_dirty();
