@@ -530,11 +530,9 @@ async fn reconnecting_sse_client(
     ledger
 }
 
-// Known failure, open in #12: about one run in two, on a loaded machine, the
-// `*` client receives one tick twice across a resume (seen: S1 quote at
-// offset 951 again after 952..954). The JSON and binary resume tests pass;
-// the SSE path is under investigation. Run with `--ignored` to reproduce.
-#[ignore = "known duplicate on SSE resume under load; open in #12"]
+// Ran on two workers: a client resuming on a worker that has not yet
+// delivered up to its position got those ticks again (a duplicate in about
+// one run in two on a loaded machine) until the resume set a floor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_clients_resume_every_key_from_last_event_id_and_lose_nothing() {
     with_publisher(2, |addr, cues| {

@@ -71,6 +71,9 @@ pub(crate) struct Catchup {
     cursor: Option<Cursor>,
     /// Times the client fell out of the history.
     pub(crate) gaps: u64,
+    /// Live ticks below this offset are not the client's: it resumed from a
+    /// position past them (see `Client::skip_before`). 0: none.
+    floor: u64,
 }
 
 impl Catchup {
@@ -108,6 +111,17 @@ fn gap_notice(encoding: Encoding, lost_from: u64, resumed_at: u64, then: OnGap) 
 }
 
 impl Client {
+    /// The client holds every tick below `offset` (a connection-wide resume
+    /// position): live ticks below it are dropped, never sent twice.
+    pub(crate) fn skip_before(&mut self, offset: u64) {
+        self.catchup.floor = self.catchup.floor.max(offset);
+    }
+
+    /// Whether a live tick is below the client's resume position.
+    pub(super) fn below_floor(&self, item: &RingItem) -> bool {
+        item.offset != 0 && item.offset < self.catchup.floor
+    }
+
     /// Starts (or widens) a cursor at `from` on `channels`.
     pub(crate) fn begin_catchup(&mut self, from: u64, channels: ChannelSet) {
         match &mut self.catchup.cursor {

@@ -296,7 +296,7 @@ impl Client {
     /// waits in its pending slot (replacing a stale one) until the buffer
     /// has fully drained, and then one tick per key goes out.
     pub(super) fn offer(&mut self, item: &RingItem, snapshot: bool) -> bool {
-        if self.closing {
+        if self.closing || (!snapshot && self.below_floor(item)) {
             return false;
         }
         let key = item.tick.key;

@@ -50,6 +50,11 @@ pub(crate) struct Outcome {
     pub(crate) star_served: bool,
     /// Where the client's history cursor starts, if it needs one.
     pub(crate) start: Option<u64>,
+    /// A connection-wide position served whole: no tick at an offset below
+    /// this reaches the client. The worker serving the resume may not yet
+    /// have delivered up to the position the client holds (another worker
+    /// served its last connection), and live ticks between must not repeat.
+    pub(crate) floor: Option<u64>,
     /// The position the client holds everything after once this subscribe
     /// is served (`subscribed.offset`).
     pub(crate) offset: u64,
@@ -182,7 +187,10 @@ pub(crate) fn plan(
     if !whole {
         return out;
     }
-    out.offset = p.min(delivered);
+    // The client holds everything up to `p`, whatever this worker has
+    // delivered so far.
+    out.offset = p;
+    out.floor = Some(p + 1);
     out.star_served = !star.is_empty();
     out.start_at(p + 1);
     // Every key of the subscription without its own position: the seq it

@@ -246,6 +246,11 @@ pub(crate) async fn subscribe(
         last.retain(|item| item.book.is_some() || !outcome.no_snapshot.contains(&item.tick.key));
         st.offer_snapshots(id, &last);
     }
+    if let Some(floor) = outcome.floor
+        && let Some(c) = st.client(id)
+    {
+        c.skip_before(floor);
+    }
     if let Some(start) = outcome.start
         && start <= delivered
         && let Some(c) = st.client(id)
