@@ -56,6 +56,22 @@ pub struct SlowPolicy {
     pub on_gap: OnGap,
 }
 
+/// A key of an object keyed by channel (`resume.seq`, `policy`): a tick
+/// channel, as books always restart from a snapshot.
+fn tick_channel(ch: &str, field: &str, id: Option<i64>) -> Result<Channel, ProtocolError> {
+    Channel::parse(ch)
+        .filter(|c| Channel::ALL.contains(c))
+        .ok_or_else(|| {
+            bad(
+                id,
+                format!(
+                    "`{field}` is keyed by channel (trade, quote), not `{}`",
+                    truncate(ch, 40)
+                ),
+            )
+        })
+}
+
 fn bad(id: Option<i64>, msg: impl Into<String>) -> ProtocolError {
     ProtocolError::new(id, ErrorCode::BadField, msg)
 }
@@ -127,18 +143,7 @@ pub fn parse_resume(
         None | Some(Value::Static(StaticNode::Null)) => {}
         Some(Value::Object(by_channel)) => {
             for (ch, keys) in by_channel.iter() {
-                // Books always restart from a snapshot: tick channels only.
-                let channel = Channel::parse(ch)
-                    .filter(|c| Channel::ALL.contains(c))
-                    .ok_or_else(|| {
-                        bad(
-                            id,
-                            format!(
-                                "`resume.seq` is keyed by channel (trade, quote), not `{}`",
-                                truncate(ch, 40)
-                            ),
-                        )
-                    })?;
+                let channel = tick_channel(ch, "resume.seq", id)?;
                 let Value::Object(keys) = keys else {
                     return Err(bad(
                         id,
@@ -190,18 +195,7 @@ pub fn parse_policy(
         None | Some(Value::Static(StaticNode::Null)) => {}
         Some(Value::Object(o)) => {
             for (ch, v) in o.iter() {
-                // Books always restart from a snapshot: tick channels only.
-                let channel = Channel::parse(ch)
-                    .filter(|c| Channel::ALL.contains(c))
-                    .ok_or_else(|| {
-                        bad(
-                            id,
-                            format!(
-                                "`policy` is keyed by channel (trade, quote), not `{}`",
-                                truncate(ch, 40)
-                            ),
-                        )
-                    })?;
+                let channel = tick_channel(ch, "policy", id)?;
                 match v {
                     Value::String(s) if s == "catchup" => p.catchup.insert(channel),
                     Value::String(s) if s == "conflate" => {}

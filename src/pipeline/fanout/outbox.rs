@@ -24,6 +24,7 @@ use crate::wire::ts_format::TsFormat;
 use super::catchup::Catchup;
 
 mod book_merge;
+mod close;
 
 /// Most records one binary frame carries (16 KiB of payload): big enough
 /// that a backlog costs few frame headers, small enough that a client can
@@ -355,71 +356,11 @@ impl Client {
         }
     }
 
-    /// Queues a Close frame; everything not yet in the write buffer is
-    /// discarded, and a partially written batch is cut after the frame in
-    /// flight so the Close goes out promptly.
-    /// An SSE stream has no Close frame: it just ends (FIN) after what is
-    /// in the write buffer, and `code`/`reason` are only logged by callers.
-    pub(crate) fn close(&mut self, code: u16, reason: &str, grace: Duration) {
-        let frame = if self.encoding == Encoding::Sse {
-            Bytes::new()
-        } else {
-            crate::wire::frame::close_frame(code, reason)
-        };
-        self.close_with_frame(frame, grace);
-    }
-
     /// SSE resume (`Last-Event-ID`): the client already has `key` up to
     /// `seq`, so neither its snapshot nor a live tick at or below it is sent.
     pub(crate) fn resume_after(&mut self, key: KeyId, seq: u64) {
         let slot = self.keys.entry(key).or_default();
         slot.last_seq = slot.last_seq.max(seq);
-    }
-
-    /// [`Client::close`] with a ready Close frame (an echo of the peer's).
-    pub(crate) fn close_with_frame(&mut self, close: Bytes, grace: Duration) {
-        if self.closing {
-            return;
-        }
-        self.discard_pending();
-        if let Some(&end) = self.frame_ends.iter().find(|&&e| e > self.sent) {
-            Stats::gauge(
-                &self.stats.queued_bytes,
-                end as i64 - self.wbuf.len() as i64,
-            );
-            self.wbuf.truncate(end);
-            self.frame_ends.retain(|&e| e <= end);
-            self.open_bin = None;
-        }
-        self.control.clear();
-        self.control.push_back(close);
-        self.closing = true;
-        self.close_deadline = Some(Instant::now() + grace);
-    }
-
-    /// Like [`Client::close`], but a final message goes out before the Close.
-    pub(crate) fn close_with_message(
-        &mut self,
-        msg: Bytes,
-        code: u16,
-        reason: &str,
-        grace: Duration,
-    ) {
-        if self.closing {
-            return;
-        }
-        self.close(code, reason, grace);
-        self.control.push_front(msg);
-    }
-
-    fn discard_pending(&mut self) {
-        let mut n = 0;
-        for slot in self.keys.values_mut() {
-            n += i64::from(slot.pending.take().is_some());
-        }
-        n += self.discard_book_pending();
-        Stats::gauge(&self.stats.pending_ticks, -n);
-        self.order.clear();
     }
 
     /// Forgets a key's delivery state (unsubscribed), with its pending tick.

@@ -1,0 +1,172 @@
+//! Ingest checked without sockets: sequencing, staging, history.
+
+use super::*;
+use crate::model::decimal::Fixed;
+use crate::model::tick::Side;
+
+fn trade(sym: &str, px: i64) -> NewTick {
+    NewTick {
+        book: None,
+        sym: sym.into(),
+        ts: 1,
+        event: Event::Trade {
+            px: Fixed(px),
+            qty: Fixed(1),
+            side: Side::Buy,
+        },
+    }
+}
+
+fn setup(cap: usize) -> (Arc<Ingest>, Vec<IngestReader>) {
+    Ingest::new(
+        cap,
+        1,
+        Arc::new(SymbolTable::new(100)),
+        Arc::new(Stats::default()),
+    )
+}
+
+#[test]
+fn seq_is_per_key_and_contiguous() {
+    let (ingest, mut readers) = setup(16);
+    let batch: Vec<_> = ["A", "B", "A", "A", "B"]
+        .iter()
+        .map(|s| ingest.admit(trade(s, 1)).unwrap())
+        .collect();
+    assert_eq!(ingest.try_publish(&batch), 5);
+    let mut out = Vec::new();
+    readers[0].read_batch(&mut out, 10);
+    let seqs: Vec<_> = out
+        .iter()
+        .map(|e| (e.tick.sym.to_string(), e.tick.seq))
+        .collect();
+    assert_eq!(
+        seqs,
+        [("A", 1), ("B", 1), ("A", 2), ("A", 3), ("B", 2)].map(|(s, n)| (s.to_string(), n))
+    );
+    let mut last = Vec::new();
+    ingest.all_last_values(ChannelSet::BOTH, &mut last);
+    assert_eq!(last.iter().map(|e| e.tick.seq).collect::<Vec<_>>(), [3, 2]);
+    assert_eq!(ingest.symbols().seen().len(), 2);
+}
+
+#[test]
+fn a_full_ring_accepts_only_what_fits() {
+    let (ingest, mut readers) = setup(4);
+    let batch: Vec<_> = (0..6)
+        .map(|i| ingest.admit(trade("A", i)).unwrap())
+        .collect();
+    assert_eq!(ingest.try_publish(&batch), 4);
+    assert_eq!(ingest.try_publish(&batch[4..]), 0);
+    let mut out = Vec::new();
+    readers[0].read_batch(&mut out, 1);
+    assert_eq!(ingest.try_publish(&batch[4..]), 1);
+}
+
+fn sequenced(ingest: &Ingest, sym: &str, seq: u64) -> Tick {
+    let a = ingest.admit(trade(sym, seq as i64)).unwrap();
+    Tick {
+        key: a.key,
+        sym: a.sym,
+        seq,
+        ts: 1,
+        rx: 42,
+        event: a.event,
+    }
+}
+
+#[test]
+fn sequenced_ticks_keep_their_seq_and_duplicates_are_dropped() {
+    let (ingest, mut readers) = setup(16);
+    let batch: Vec<Tick> = [("A", 1), ("A", 2), ("B", 7), ("A", 2), ("A", 1), ("A", 5)]
+        .iter()
+        .map(|&(s, n)| sequenced(&ingest, s, n))
+        .collect();
+    assert_eq!(ingest.try_publish_sequenced(&batch), 6);
+    let mut out = Vec::new();
+    readers[0].read_batch(&mut out, 16);
+    let got: Vec<_> = out
+        .iter()
+        .map(|e| (e.tick.sym.to_string(), e.tick.seq, e.tick.rx))
+        .collect();
+    assert_eq!(
+        got,
+        [("A", 1), ("A", 2), ("B", 7), ("A", 5)].map(|(s, n)| (s.to_string(), n, 42))
+    );
+    assert_eq!(ingest.stats.bus_duplicates.load(Ordering::Relaxed), 2);
+    // A→5 skipped 3 and 4; B starting at 7 is not a gap (first seen).
+    assert_eq!(ingest.stats.bus_seq_gaps.load(Ordering::Relaxed), 1);
+    let key_a = batch[0].key;
+    assert_eq!(ingest.published_seq(key_a), 5);
+}
+
+#[test]
+fn a_full_ring_stops_sequenced_publishing_without_losing_the_rest() {
+    let (ingest, mut readers) = setup(2);
+    let batch: Vec<Tick> = (1..=4).map(|n| sequenced(&ingest, "A", n)).collect();
+    assert_eq!(ingest.try_publish_sequenced(&batch), 2);
+    let mut out = Vec::new();
+    readers[0].read_batch(&mut out, 16);
+    assert_eq!(ingest.try_publish_sequenced(&batch[2..]), 2);
+}
+
+#[test]
+fn a_last_value_from_elsewhere_serves_snapshots_but_not_the_live_seq() {
+    let (ingest, mut readers) = setup(16);
+    let t3 = sequenced(&ingest, "A", 3);
+    let key = t3.key;
+    ingest.offer_last_value(t3);
+    let mut last = Vec::new();
+    ingest.last_values([key], &mut last);
+    assert_eq!(last[0].tick.seq, 3);
+    // An older one does not replace it.
+    ingest.offer_last_value(sequenced(&ingest, "A", 2));
+    last.clear();
+    ingest.last_values([key], &mut last);
+    assert_eq!(last[0].tick.seq, 3);
+    // The live tick 3 itself still goes out to subscribers.
+    assert_eq!(ingest.published_seq(key), 0);
+    assert_eq!(
+        ingest.try_publish_sequenced(&[sequenced(&ingest, "A", 3)]),
+        1
+    );
+    let mut out = Vec::new();
+    assert_eq!(readers[0].read_batch(&mut out, 16), 1);
+}
+
+#[test]
+fn a_resumed_sequence_continues_after_the_last_seq() {
+    let (ingest, mut readers) = setup(16);
+    ingest.resume_sequence(sequenced(&ingest, "A", 10));
+    ingest.resume_sequence(sequenced(&ingest, "A", 4)); // never lowers
+    let a = ingest.admit(trade("A", 1)).unwrap();
+    assert_eq!(ingest.try_publish(&[a]), 1);
+    let mut out = Vec::new();
+    readers[0].read_batch(&mut out, 16);
+    assert_eq!(out[0].tick.seq, 11);
+    assert_eq!(ingest.symbols().seen().len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn publish_waits_for_space_then_delivers_everything() {
+    let (ingest, mut readers) = setup(4);
+    let batch: Vec<_> = (0..100)
+        .map(|i| ingest.admit(trade("A", i)).unwrap())
+        .collect();
+    let mut reader = readers.pop().unwrap();
+    let consumer = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            let mut out = Vec::new();
+            if reader.read_batch(&mut out, 3) == 0 {
+                reader.waker.notified().await;
+            }
+            got.extend(out.iter().map(|e| e.tick.seq));
+        }
+        got
+    });
+    ingest.publish(&batch).await;
+    let got = consumer.await.unwrap();
+    assert_eq!(got, (1..=100).collect::<Vec<u64>>());
+    assert!(ingest.stats.ring_full.load(Ordering::Relaxed) > 0);
+}
