@@ -165,6 +165,9 @@ pub struct BenchArgs {
     /// (deliveries per write for any server; needs perf and tracing rights).
     #[arg(long)]
     pub count_syscalls: bool,
+    /// Reconnecting clients and the slow clients' policy.
+    #[command(flatten)]
+    pub resume: crate::resume::ResumeArgs,
 }
 
 impl BenchArgs {

@@ -36,6 +36,8 @@
 //! - [`watchdog`]: the hard limit on the whole command.
 //! - [`pinning`]: the server and the runner on CPUs of their own.
 //! - [`writes`]: deliveries per write (tickwire's `/metrics`, or `perf`).
+//! - [`resume`]: the resume scenarios (reconnecting clients, the slow
+//!   clients' `catchup` policy) and their report.
 
 // The docs are written for the engineers who change this code: read them
 // with `cargo doc --document-private-items`, where links to crate-private
@@ -54,6 +56,7 @@ mod procstat;
 mod progress;
 mod publisher;
 mod report;
+mod resume;
 mod run;
 mod scan;
 mod target;

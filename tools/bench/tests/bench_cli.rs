@@ -5,97 +5,12 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The runner, built by Cargo for this test.
-const RUNNER: &str = env!("CARGO_BIN_EXE_tickwire-bench");
+mod support;
 
-/// The `tickwire` binary: the one the runner starts servers with and the
-/// one `tickwire bench` goes through. `TICKWIRE_BIN` if set (the runner
-/// uses it too); else `tickwire` beside the runner, where `cargo test` at
-/// the root has built it. Cargo builds another package's binaries only for
-/// that package's own tests, so when it is missing (`cargo test -p
-/// tickwire-bench` in a fresh clone) it is built here, once, with the
-/// cargo running this test, into the same target directory and profile.
-fn tickwire() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TICKWIRE_BIN") {
-            return PathBuf::from(p);
-        }
-        let dir = Path::new(RUNNER)
-            .parent()
-            .expect("the runner is in a directory");
-        let bin = dir.join("tickwire");
-        if bin.is_file() {
-            return bin;
-        }
-        // target/<profile>/tickwire-bench: build the same profile there.
-        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args(["build", "--package", "tickwire", "--bin", "tickwire"])
-            .arg("--target-dir")
-            .arg(dir.parent().expect("a target directory"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile != "debug" {
-            cargo.args(["--profile", profile]);
-        }
-        let status = cargo.status().expect("running cargo to build tickwire");
-        assert!(status.success(), "cargo build --bin tickwire: {status}");
-        assert!(
-            bin.is_file(),
-            "built tickwire, but not at {} (a --target build? set TICKWIRE_BIN)",
-            bin.display()
-        );
-        bin
-    })
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tickwire-bench-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Runs the child to completion, killing it (and failing) past `limit`.
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "bench did not finish within {limit:?}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The runner, with the `tickwire` binary it starts servers with in place.
-fn runner() -> Command {
-    tickwire();
-    Command::new(RUNNER)
-}
-
-fn bench(args: &[&str], limit: Duration) -> Output {
-    let child = runner()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_bounded(child, limit)
-}
+use support::{RUNNER, bench, runner, tickwire, tmpdir, wait_bounded};
 
 /// A small well-formedness check: one root `<svg>`, every tag closed in
 /// order (no XML parser in the dependency tree).
