@@ -5,12 +5,12 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{RUNNER, bench, runner, tickwire, tmpdir, wait_bounded};
+use support::{RUNNER, bench, runner, start_server, tickwire, tmpdir, wait_bounded};
 
 /// A small well-formedness check: one root `<svg>`, every tag closed in
 /// order (no XML parser in the dependency tree).
@@ -215,42 +215,11 @@ fn a_server_speaking_another_protocol_is_a_clear_error() {
     assert!(stderr.contains("127.0.0.1"), "{stderr}");
 }
 
-// The child is handed to the caller, which kills and waits for it.
-#[allow(clippy::zombie_processes)]
-fn start_server(dir: &Path) -> (Child, String) {
-    let addr_file = dir.join("addr");
-    let mut child = Command::new(tickwire())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-feed",
-            "--addr-file",
-        ])
-        .arg(&addr_file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(a) = std::fs::read_to_string(&addr_file) {
-            return (child, format!("ws://{}", a.trim()));
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn a_server_dying_mid_run_gives_a_partial_report() {
     let dir = tmpdir("dies");
-    let (mut server, url) = start_server(&dir);
+    let (mut server, addr) = start_server(&dir, &[]);
+    let url = format!("ws://{addr}");
     let child = runner()
         .args([
             "--url",
@@ -337,7 +306,8 @@ fn bad_flags_are_refused_before_anything_starts() {
 #[test]
 fn a_url_list_spreads_clients_and_samples_each_process_once() {
     let dir = tmpdir("urls");
-    let (mut server, url) = start_server(&dir);
+    let (mut server, addr) = start_server(&dir, &[]);
+    let url = format!("ws://{addr}");
     // The same server three times: two subscriber URLs and the publisher's.
     let out = bench(
         &[

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::handshake::open;
@@ -17,6 +16,7 @@ use super::{Acc, ClientError, Phase, READ_BUFFER, ThreadCtx, note};
 use crate::plan::ClientSpec;
 use crate::scan::{Msg, ScanError, scan};
 use crate::tickwire_lib::wall_clock_ns;
+use crate::tls::Stream;
 use crate::ws;
 
 /// One connection's state while it runs.
@@ -126,9 +126,9 @@ fn ended_early(conn: &Conn, ctx: &ThreadCtx, end: String) {
 /// client's position; the resume latency is timed from here.
 async fn reconnect(
     conn: &mut Conn,
-    s: TcpStream,
+    s: Stream,
     ctx: &ThreadCtx,
-) -> Result<(TcpStream, BytesMut), String> {
+) -> Result<(Stream, BytesMut), String> {
     let mask = conn.mask();
     let r = conn
         .reconnector
@@ -166,13 +166,13 @@ enum RunEnd {
     /// The connection ended early; why.
     Ended(String),
     /// Time to reconnect: the connection to drop.
-    Reconnect(TcpStream),
+    Reconnect(Stream),
 }
 
 /// Reads until told to stop or to reconnect.
 async fn run(
     conn: &mut Conn,
-    mut s: TcpStream,
+    mut s: Stream,
     mut buf: BytesMut,
     ctx: &ThreadCtx,
     mut phase: watch::Receiver<Phase>,

@@ -4,13 +4,13 @@
 use bytes::{Buf, BytesMut};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::{ClientError, READ_BUFFER, ThreadCtx, endpoint_index};
 use crate::plan::{ClientSpec, Plan};
 use crate::resume::ResumePlan;
 use crate::scan::{Msg, scan};
 use crate::tickwire_lib::wall_clock_ns;
+use crate::tls::{self, Stream};
 use crate::ws::{self, Endpoint, WsError};
 
 /// Connects, upgrades, waits for `hello`, subscribes (with `resume` when
@@ -20,7 +20,7 @@ pub(super) async fn open(
     spec: &ClientSpec,
     ctx: &ThreadCtx,
     resume: Option<serde_json::Value>,
-) -> Result<(TcpStream, BytesMut, serde_json::Value), ClientError> {
+) -> Result<(Stream, BytesMut, serde_json::Value), ClientError> {
     let ep = &ctx.cfg.endpoints[endpoint_index(spec, ctx.cfg.endpoints.len())];
     let (mut s, mut buf) = upgrade(ep, (spec.id as u64) << 20 ^ wall_clock_ns()).await?;
     // hello, then subscribe, then wait for `subscribed` (id 1).
@@ -86,15 +86,10 @@ pub(super) async fn open(
     }
 }
 
-/// Connects to `/v1/stream` and completes the WebSocket upgrade.
-async fn upgrade(ep: &Endpoint, nonce: u64) -> Result<(TcpStream, BytesMut), WsError> {
-    let mut s = TcpStream::connect(ep.addr)
-        .await
-        .map_err(|source| WsError::Connect {
-            addr: ep.addr,
-            source,
-        })?;
-    s.set_nodelay(true)?;
+/// Connects to `/v1/stream` (over TLS for `wss://`) and completes the
+/// WebSocket upgrade.
+async fn upgrade(ep: &Endpoint, nonce: u64) -> Result<(Stream, BytesMut), WsError> {
+    let mut s = tls::connect(ep).await?;
     let path = "/v1/stream";
     let (req, accept) = ws::upgrade_request(ep, path, nonce);
     s.write_all(&req).await?;
@@ -134,7 +129,7 @@ pub async fn probe(ep: &Endpoint, limit: Duration) -> Result<String, ClientError
     }
 }
 
-async fn read_hello(s: &mut TcpStream, buf: &mut BytesMut) -> Result<String, ClientError> {
+async fn read_hello(s: &mut Stream, buf: &mut BytesMut) -> Result<String, ClientError> {
     loop {
         if let Some(h) = ws::parse_head(buf)?
             && buf.len() >= h.total()

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::new_histogram;
 use crate::plan::Plan;
 use crate::resume::ResumePlan;
+use crate::tls::Stream;
 use crate::ws;
 
 /// What one thread's reconnecting clients measured.
@@ -148,7 +148,7 @@ impl Reconnector {
 
     /// Drops the connection: a WebSocket close (then FIN), a bare FIN, or
     /// an RST, in turn. Returns the method's index.
-    pub async fn disconnect(&mut self, mut s: TcpStream, mask: [u8; 4]) -> usize {
+    pub async fn disconnect(&mut self, mut s: Stream, mask: [u8; 4]) -> usize {
         let method = (self.done % 3) as usize;
         self.done += 1;
         match method {
@@ -163,7 +163,7 @@ impl Reconnector {
             }
             _ => {
                 // SO_LINGER 0: close() sends an RST and discards the unread.
-                let _ = s.set_zero_linger();
+                let _ = s.tcp().set_zero_linger();
             }
         }
         drop(s);

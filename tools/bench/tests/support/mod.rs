@@ -95,3 +95,38 @@ pub fn bench(args: &[&str], limit: Duration) -> Output {
         .unwrap();
     wait_bounded(child, limit)
 }
+
+// The child is handed to the caller, which kills and waits for it.
+#[allow(clippy::zombie_processes)]
+/// Starts `tickwire serve --no-feed` on a free loopback port with `extra`
+/// flags; returns it and its address (`HOST:PORT`, no scheme).
+pub fn start_server(dir: &Path, extra: &[&str]) -> (Child, String) {
+    let addr_file = dir.join("addr");
+    let mut child = Command::new(tickwire())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-feed",
+            "--addr-file",
+        ])
+        .arg(&addr_file)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            return (child, a.trim().to_owned());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
