@@ -122,6 +122,7 @@ impl ResumePlan {
 pub struct ReconnectReport {
     /// The reconnect period, seconds.
     pub every_seconds: f64,
+    /// The share of fast clients that reconnect (`--reconnect-share`).
     pub share: f64,
     /// Clients that reconnected at least once.
     pub clients: u64,

@@ -35,7 +35,9 @@ pub fn init(tls: &ClientTls) -> Result<(), String> {
 
 /// A subscriber's connection: plain TCP or TLS over it.
 pub enum Stream {
+    /// `ws://`.
     Plain(TcpStream),
+    /// `wss://` (boxed: a TLS session is ~1 KB, a socket a few bytes).
     Tls(Box<TlsStream<TcpStream>>),
 }
 

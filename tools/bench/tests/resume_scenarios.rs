@@ -47,12 +47,13 @@ const RECONNECT_LOAD: [&str; 16] = [
     "0.5",
 ];
 
-#[test]
-fn reconnecting_clients_resume_and_lose_nothing() {
-    let (code, stdout, run) = run("reconnect", &RECONNECT_LOAD);
+/// Checks a reconnect run: every method used, every resume recovered,
+/// nothing lost or duplicated.
+fn assert_lossless_reconnects(name: &str, args: &[&str], clients: u64) {
+    let (code, stdout, run) = run(name, args);
     assert_eq!(code, Some(0), "{stdout}");
     let r = &run["reconnect"];
-    assert_eq!(n(&r["clients"]), 10, "{r}");
+    assert_eq!(n(&r["clients"]), clients, "{r}");
     // Every method was used, several times over the run.
     for m in ["by_close", "by_fin", "by_rst"] {
         assert!(n(&r[m]) >= 2, "{m}: {r}");
@@ -68,6 +69,19 @@ fn reconnecting_clients_resume_and_lose_nothing() {
     assert!(n(&fast["expected"]) > 0);
     assert_eq!(n(&fast["delivered"]), n(&fast["expected"]), "{fast}");
     assert!(stdout.contains("reconnect    0 lost"), "{stdout}");
+}
+
+#[test]
+fn reconnecting_clients_resume_and_lose_nothing() {
+    assert_lossless_reconnects("reconnect", &RECONNECT_LOAD, 10);
+}
+
+#[test]
+fn reconnecting_star_clients_resume_and_lose_nothing() {
+    let mut args = RECONNECT_LOAD.to_vec();
+    args[1] = "6";
+    args.push("--all-symbols");
+    assert_lossless_reconnects("reconnect-star", &args, 3);
 }
 
 #[test]
