@@ -72,7 +72,7 @@ pub async fn connect(ep: &Endpoint) -> Result<Stream, WsError> {
     let tls = connector
         .connect(name, s)
         .await
-        .map_err(|e| WsError::Tls(format!("{}: TLS handshake failed: {e}", ep.url)))?;
+        .map_err(|e| WsError::Tls(format!("TLS handshake failed: {e}")))?;
     Ok(Stream::Tls(Box::new(tls)))
 }
 

@@ -55,7 +55,7 @@ pub enum WsError {
     Closed(&'static str),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("wss://: {0}")]
+    #[error("{0}")]
     Tls(String),
 }
 
