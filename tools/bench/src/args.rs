@@ -165,6 +165,12 @@ pub struct BenchArgs {
     /// (deliveries per write for any server; needs perf and tracing rights).
     #[arg(long)]
     pub count_syscalls: bool,
+    /// How wss:// servers are verified (--ca-file), as for replay and record.
+    #[command(flatten)]
+    pub tls: crate::tickwire_lib::ClientTls,
+    /// Reconnecting clients and the slow clients' policy.
+    #[command(flatten)]
+    pub resume: crate::resume::ResumeArgs,
 }
 
 impl BenchArgs {

@@ -36,6 +36,9 @@
 //! - [`watchdog`]: the hard limit on the whole command.
 //! - [`pinning`]: the server and the runner on CPUs of their own.
 //! - [`writes`]: deliveries per write (tickwire's `/metrics`, or `perf`).
+//! - [`tls`]: `wss://` (the subscribers over TLS, a relay for the publisher).
+//! - [`resume`]: the resume scenarios (reconnecting clients, the slow
+//!   clients' `catchup` policy) and their report.
 
 // The docs are written for the engineers who change this code: read them
 // with `cargo doc --document-private-items`, where links to crate-private
@@ -54,10 +57,12 @@ mod procstat;
 mod progress;
 mod publisher;
 mod report;
+mod resume;
 mod run;
 mod scan;
 mod target;
 mod tickwire_lib;
+mod tls;
 mod watchdog;
 mod writes;
 mod ws;
@@ -138,6 +143,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 /// (A, B, C, A, B, C, …, so that drift on the machine hits all alike).
 fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
     let channels = args::validate(args)?;
+    tls::init(&args.tls).map_err(BenchError::Usage)?;
     let targets = targets(args)?;
     // Pinned before any thread starts, so that every one inherits it.
     let pinning = pinning::Pinning::from_flags(args.pin_server.as_ref(), args.pin_runner.as_ref())?;
