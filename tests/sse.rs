@@ -569,7 +569,7 @@ async fn the_ticker_page_and_its_assets_are_served_from_the_binary() {
         (
             "/ticker.js",
             "text/javascript",
-            "new EventSource(\"/v1/sse?ts=string&symbols=\"",
+            "new EventSource(\"/v1/sse?ts=string\" + tokenParam",
         ),
         ("/ticker.css", "text/css", "@keyframes"),
         // Browsers ask for it on every load: an icon, not a 404.
