@@ -160,11 +160,8 @@ fn a_1009_close_is_logged_as_a_message_too_big_not_a_protocol_violation() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    wait_for_addr_file(&addr_file);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !addr_file.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // Subscribers and publishers are answered (above); only the
     // conformance echo still closes with 1009. Its address is in the log.
     let echo: std::net::SocketAddr = loop {
