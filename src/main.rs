@@ -106,7 +106,8 @@ struct ServeArgs {
     /// Ticks the ingest ring holds (a power of two; publishers wait when it is full).
     #[arg(long, default_value_t = 16_384)]
     ring_capacity: usize,
-    /// Largest inbound WebSocket message in bytes (bigger: close 1009).
+    /// Largest inbound WebSocket message in bytes (bigger: read through and
+    /// answered `message_too_large`).
     #[arg(long, default_value_t = 65_536)]
     max_message_bytes: usize,
     /// Most (symbol, channel) keys a connection may subscribe to by name.

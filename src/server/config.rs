@@ -150,7 +150,7 @@ impl Config {
     /// The largest message a subscriber may send: `max_message_bytes` plus
     /// room for a subscribe naming as many symbols (of the longest kind)
     /// as the connection may hold keys, so that a subscribe over the key
-    /// limit is answered `too_many_symbols` rather than closed with 1009.
+    /// limit is parsed and answered `too_many_symbols` with its count.
     /// Still a per-connection bound: about 400 KiB with the defaults.
     pub fn subscriber_max_message_bytes(&self) -> usize {
         let per_name = crate::model::tick::MAX_SYMBOL_LEN + 3; // quotes and comma

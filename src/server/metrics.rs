@@ -149,7 +149,7 @@ impl StatsCollector {
         gauges(
             e,
             "tickwire_connections",
-            "Open WebSocket connections, by endpoint kind.",
+            "Open connections, by endpoint kind: subscriber counts /v1/stream (WebSocket) and /v1/sse (SSE) alike, publisher /v1/publish.",
             "kind",
             &[
                 ("subscriber", load_gauge(&s.subscribers)),
@@ -165,7 +165,7 @@ impl StatsCollector {
         counter(
             e,
             "tickwire_connections_opened",
-            "WebSocket connections accepted since start.",
+            "Subscriber and publisher connections accepted since start, WebSocket and SSE alike.",
             load(&s.connections_total),
         )?;
         gauges(
@@ -211,7 +211,7 @@ impl StatsCollector {
         counters(
             e,
             "tickwire_frames_out",
-            "WebSocket frames carrying ticks, by encoding (a binary frame may carry many).",
+            "WebSocket frames (encoding json, binary) and SSE events (encoding sse) carrying ticks (a binary frame may carry many).",
             "encoding",
             &by_encoding(&s.tick_frames_out),
         )?;
@@ -397,7 +397,7 @@ impl StatsCollector {
         counters(
             e,
             "tickwire_upgrades_refused",
-            "WebSocket upgrades refused before the upgrade: 401 (unauthorized), 403 (forbidden), 503 (limit).",
+            "WebSocket upgrades and SSE requests refused before their session starts: 401 (unauthorized), 403 (forbidden), 503 (limit).",
             "reason",
             &refused,
         )?;

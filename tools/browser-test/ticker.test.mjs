@@ -50,8 +50,8 @@ async function waitFor(what, fn, ms) {
   }
 }
 
-async function startServer() {
-  server = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--addr-file", addrFile], {
+async function startServer(extra = []) {
+  server = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--addr-file", addrFile, ...extra], {
     stdio: ["ignore", "ignore", "inherit"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
   });
@@ -159,6 +159,25 @@ try {
   // 7. /favicon.ico is served, not a 404.
   const icon = await page.evaluate(async () => { const r = await fetch("/favicon.ico"); return [r.status, r.headers.get("content-type")]; });
   check(icon[0] === 200 && icon[1] === "image/svg+xml", `favicon served (${icon.join(" ")})`);
+
+  // 8. With API keys: the page passes its ?token= on to both endpoints.
+  server.kill("SIGTERM");
+  await new Promise((r) => server.once("exit", r));
+  fs.rmSync(addrFile, { force: true });
+  const keys = path.join(tmp, "keys.toml");
+  fs.writeFileSync(keys, '[[subscriber]]\nname = "page"\nkey = "page-key-0123456789abcdef"\nsymbols = ["*"]\n');
+  const keyed = `http://${await startServer(["--config", keys])}/`;
+  for (const [transport, query] of [["ws", ""], ["sse", "&transport=sse"]]) {
+    const p = await context.newPage();
+    await p.goto(keyed + "?token=page-key-0123456789abcdef" + query);
+    await ticksAppear(p, `API key via ?token= (${transport})`, transport);
+    await p.close();
+  }
+  const nokey = await context.newPage();
+  await nokey.goto(keyed + "?transport=ws");
+  await nokey.waitForTimeout(1_500);
+  check(await nokey.evaluate(() => window.tickwire.ticks) === 0, "without ?token= a keyed server sends nothing");
+  await nokey.close();
 
   check(errors.length === 0, `no page errors ${errors.join("; ")}`);
   check(missing.length === 0, `no 404 while loading the pages ${missing.join(" ")}`);

@@ -4,6 +4,10 @@
   "use strict";
   const params = new URLSearchParams(location.search);
   const forced = params.get("transport"); // "ws", "sse" or null (auto)
+  // An API key given to the page (?token=KEY) goes on to both endpoints
+  // exactly as written: the server takes `token` as is, not percent-decoded.
+  const rawToken = (location.search.match(/[?&]token=([^&]*)/) || [])[1];
+  const tokenParam = rawToken ? "&token=" + rawToken : "";
   const MAX_DEFAULT = 8;       // symbols selected on first load
   const CHART_POINTS = 240;    // trade prices kept per symbol
   const LAT_WINDOW_MS = 5000;  // latency readout window
@@ -252,7 +256,7 @@
   function symbolList() { return [...selected]; }
 
   function connectWs() {
-    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/stream?ts=string";
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/stream?ts=string" + tokenParam;
     let opened = false, closedByUs = false, nextId = 1;
     const ws = new WebSocket(url, ["tickwire.json.v1"]);
     let subscribedTo = [];
@@ -292,7 +296,7 @@
       const syms = symbolList();
       if (es) es.close();
       if (!syms.length) { setState("idle", "idle · SSE (no symbols)"); return; }
-      es = new EventSource("/v1/sse?ts=string&symbols=" + syms.map(encodeURIComponent).join(","));
+      es = new EventSource("/v1/sse?ts=string" + tokenParam + "&symbols=" + syms.map(encodeURIComponent).join(","));
       es.onopen = () => { backoff = 500; setConnected("SSE"); };
       const tick = (ev) => { try { onTick(JSON.parse(ev.data)); } catch { /* ignore */ } };
       es.addEventListener("trade", tick);
