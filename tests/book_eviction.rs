@@ -192,14 +192,22 @@ async fn a_stalled_book_client_is_evicted_while_a_fast_one_stays_consistent() {
         copy.messages
     });
 
+    let mut max_levels = 0i64;
     for (batch, &end) in batches[1..].iter().zip(&round_end) {
         publ.send_json(Value::Array(batch.clone())).await;
         tokio::time::timeout(WAIT, reached.wait_for(|&s| s >= end))
             .await
             .expect("the fast book client was delayed")
             .unwrap();
+        max_levels = max_levels.max(h.stats().pending_book_levels.load(Ordering::Relaxed));
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    // The stalled client's merged diff: at most one entry per price level
+    // (80 exist: 40 per side), however many updates went by.
+    assert!(
+        max_levels > 0 && max_levels <= 80,
+        "pending book levels {max_levels}"
+    );
     let checked = reader.await.unwrap();
     assert!(checked > 40, "the fast client checked {checked} messages");
 
@@ -235,6 +243,7 @@ async fn a_stalled_book_client_is_evicted_while_a_fast_one_stays_consistent() {
     );
     stalled.expect_eof().await;
     assert_eq!(h.stats().clients_evicted.load(Ordering::Relaxed), 1);
+    assert_eq!(h.stats().pending_book_levels.load(Ordering::Relaxed), 0);
     drop(publ);
     assert_no_leaks(&h).await;
     h.shutdown();
