@@ -539,3 +539,35 @@ fn report(args: &BenchArgs, out: &Outcome) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rx_is_read_as_a_number_or_a_string() {
+        assert_eq!(
+            rx_of(br#"{"type":"book","rx":1700000000000000123,"depth":10}"#),
+            Some(1_700_000_000_000_000_123)
+        );
+        assert_eq!(rx_of(br#"{"type":"trade","rx":"42","px":1}"#), Some(42));
+        assert_eq!(rx_of(br#"{"type":"trade","px":1}"#), None);
+        assert_eq!(rx_of(br#"{"rx":""}"#), None);
+    }
+
+    #[test]
+    fn book_diffs_stay_on_their_side_of_the_spread() {
+        let symbols = vec!["B0000".to_owned()];
+        let mut rng = Rng(7);
+        for _ in 0..1000 {
+            let m: serde_json::Value =
+                serde_json::from_str(&message(&mut rng, &symbols, BOOK)).unwrap();
+            for (key, ok) in [("bids", 99.87..=99.99), ("asks", 100.01..=100.12)] {
+                for l in m[key].as_array().unwrap() {
+                    let px: f64 = l[0].as_str().unwrap().parse().unwrap();
+                    assert!(ok.contains(&px), "{m}");
+                }
+            }
+        }
+    }
+}
