@@ -124,6 +124,9 @@ pub struct Stats {
     pub queued_bytes: AtomicI64,
     /// Ticks waiting in per-key pending slots (gauge).
     pub pending_ticks: AtomicI64,
+    /// Price levels held in slow clients' pending book merges (gauge): the
+    /// bench's bound check (at most one per level per stalled key).
+    pub pending_book_levels: AtomicI64,
     /// (client, key) subscriptions by name (gauge).
     pub named_subscriptions: AtomicI64,
     /// (client, channel) subscriptions to `*` (gauge).

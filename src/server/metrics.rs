@@ -423,6 +423,12 @@ impl StatsCollector {
             "Ticks waiting in per-key pending slots of slow clients.",
             load_gauge(&s.pending_ticks),
         )?;
+        gauge(
+            e,
+            "tickwire_pending_book_levels",
+            "Price levels held in slow clients' merged pending book diffs (at most one per level per key).",
+            load_gauge(&s.pending_book_levels),
+        )?;
         histogram(
             e,
             "tickwire_ingest_to_encode_seconds",

@@ -13,6 +13,7 @@ mod dbn;
 mod dbn_book;
 mod lean;
 mod tardis;
+mod tardis_book;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,7 +93,8 @@ impl ImportError {
 pub enum Vendor {
     /// QuantConnect Lean equity tick zips (trades and quotes).
     Lean,
-    /// Tardis.dev CSV (trades, quotes).
+    /// Tardis.dev CSV (trades, quotes, incremental_book_L2,
+    /// book_snapshot_N).
     Tardis,
     /// Databento DBN v1–3, plain or zstd (trades, mbp-1, tbbo, bbo-1s,
     /// bbo-1m, mbp-10, mbo).
@@ -155,7 +157,8 @@ pub struct InputReport {
     pub file: String,
     pub trades: u64,
     pub quotes: u64,
-    /// Order-book snapshots and diffs (DBN `mbo`/`mbp-10`).
+    /// Order-book snapshots and diffs (DBN `mbo`/`mbp-10`, Binance depth,
+    /// Tardis books).
     pub books: u64,
     /// Rows skipped by `--skip-bad`.
     pub bad_rows: u64,

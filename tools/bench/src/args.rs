@@ -99,6 +99,11 @@ pub struct BenchArgs {
     /// (default: a quarter of --seconds).
     #[arg(long)]
     pub stall_at: Option<f64>,
+    /// The order-book scenario (src/book.rs): --symbols books, --clients
+    /// at depth 10 on --per-client books each, --slow of them stalled,
+    /// --rate one-level diffs/s, then the same load as trades.
+    #[arg(long)]
+    pub book: bool,
     /// Seed for subscriptions and ticks: the same seed gives the same load.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

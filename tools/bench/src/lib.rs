@@ -22,6 +22,7 @@
 //! # Map
 //!
 //! - [`args`]: the command line, its checks, the load points of a sweep.
+//! - [`book`]: the order-book scenario (`--book`).
 //! - [`mod@run`]: one run in six phases (probe, connect, settle, publish,
 //!   drain, report); this file runs them for every target, load and round.
 //! - [`target`]: the server under test, found or started (`target::spawn`).
@@ -47,6 +48,7 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod book;
 mod clients;
 mod compare;
 mod output;
@@ -124,7 +126,12 @@ pub(crate) enum BenchError {
 /// Runs the benchmark; prints the tables, writes the files. Exits 0 when
 /// every run completed, 2 when some are partial, 1 on an error.
 pub fn run(args: BenchArgs) -> ExitCode {
-    match run_all(&args) {
+    let result = if args.book {
+        book::run(&args)
+    } else {
+        run_all(&args)
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!(
