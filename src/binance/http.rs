@@ -41,6 +41,7 @@ pub(super) async fn serve(e: Endpoint) {
     let hub = Rc::new(RefCell::new(Hub::new(
         e.config.symbols.clone(),
         e.config.limits.max_streams,
+        e.streams_gauge.clone(),
     )));
     tokio::task::spawn_local(read_ring(e.reader, hub.clone(), e.shutdown.clone()));
     let listener = TcpListener::from_std(e.listener).expect("registering the binance listener");

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -78,6 +79,9 @@ pub struct Hub {
     names: Vec<Option<Names>>,
     /// Books by lowercase symbol.
     books: HashMap<Arc<str>, Mirror>,
+    /// Streams subscribed over all connections, shown to tests and
+    /// operators ([`crate::server::ServerHandle::binance_streams`]).
+    streams_gauge: Arc<AtomicUsize>,
 }
 
 /// A stream's payload in each of its four encodings, made on first use.
@@ -111,7 +115,7 @@ impl Encoded<'_> {
 }
 
 impl Hub {
-    pub fn new(map: Arc<SymbolMap>, max_streams: usize) -> Hub {
+    pub fn new(map: Arc<SymbolMap>, max_streams: usize, streams_gauge: Arc<AtomicUsize>) -> Hub {
         Hub {
             map,
             max_streams,
@@ -120,6 +124,7 @@ impl Hub {
             subs: HashMap::new(),
             names: Vec::new(),
             books: HashMap::new(),
+            streams_gauge,
         }
     }
 
@@ -153,6 +158,7 @@ impl Hub {
     }
 
     fn drop_sub(&mut self, s: &StreamName, id: ConnId) {
+        self.streams_gauge.fetch_sub(1, Ordering::Relaxed);
         if let Some(lists) = self.subs.get_mut(&s.symbol) {
             lists[s.kind.index()].retain(|c| *c != id);
             if lists.iter().all(Vec::is_empty) {
@@ -200,6 +206,7 @@ impl Hub {
                 let _ = tx.try_send(e.get(combined, unit));
             }
             self.subs.entry(s.symbol.clone()).or_default()[s.kind.index()].push(id);
+            self.streams_gauge.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }

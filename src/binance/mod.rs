@@ -61,6 +61,8 @@ pub(crate) struct Endpoint {
     /// Time allowed for a TLS handshake and request head.
     pub(crate) handshake_timeout: std::time::Duration,
     pub(crate) shutdown: Shutdown,
+    /// Streams subscribed, over all connections.
+    pub(crate) streams_gauge: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Starts the endpoint's thread.

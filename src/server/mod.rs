@@ -79,6 +79,8 @@ pub struct ServerHandle {
     admission: Arc<Admission>,
     /// The Binance endpoint's address, when `--binance-listen` is set.
     binance_addr: Option<SocketAddr>,
+    /// Streams subscribed on the Binance endpoint, over all connections.
+    binance_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ServerHandle {
@@ -100,6 +102,12 @@ impl ServerHandle {
     /// The Binance endpoint's address, when `binance` is configured.
     pub fn binance_addr(&self) -> Option<SocketAddr> {
         self.binance_addr
+    }
+
+    /// Streams subscribed on the Binance endpoint, over all connections.
+    pub fn binance_streams(&self) -> usize {
+        self.binance_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -265,6 +273,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         threads.push(t);
     }
     let mut binance_addr = None;
+    let binance_streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     if let (Some(bc), Some(reader)) = (&config.binance, binance_reader) {
         let listener = bind(bc.listen).map_err(|source| ServerError::Bind {
             addr: bc.listen,
@@ -284,6 +293,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             tls: config.tls.clone(),
             handshake_timeout: config.handshake_timeout,
             shutdown: shutdown.clone(),
+            streams_gauge: binance_streams.clone(),
         })
         .map_err(ServerError::Thread)?;
         threads.push(t);
@@ -302,6 +312,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         ingest,
         admission,
         binance_addr,
+        binance_streams,
     })
 }
 
