@@ -61,6 +61,18 @@ fn fx(s: &str) -> Fixed {
     s.parse().unwrap()
 }
 
+/// A payload's decimal string, checked to have Binance's 8 fraction digits.
+fn dec(v: &Value) -> Fixed {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("a decimal string: {v}"));
+    assert!(
+        s.split_once('.').is_some_and(|(_, f)| f.len() >= 8),
+        "8 decimals: {s}"
+    );
+    fx(s)
+}
+
 async fn trade(h: &ServerHandle, sym: &str, px: &str, qty: &str, side: Side) {
     let t = NewTick {
         sym: sym.into(),
@@ -123,10 +135,7 @@ async fn raw_and_combined_streams_carry_binance_payloads() {
     let t = next_json(&mut raw).await;
     assert_eq!(t["e"], "trade");
     assert_eq!(t["s"], "BTCUSDT");
-    assert_eq!(
-        (t["p"].as_str(), t["q"].as_str()),
-        (Some("9662.05"), Some("0.004"))
-    );
+    assert_eq!((dec(&t["p"]), dec(&t["q"])), (fx("9662.05"), fx("0.004")));
     assert_eq!(t["T"], 1_582_329_600_123u64);
     assert_eq!((t["m"].clone(), t["M"].clone()), (json!(true), json!(true)));
     assert_eq!(t["t"], 1);
@@ -142,7 +151,7 @@ async fn raw_and_combined_streams_carry_binance_payloads() {
     assert_eq!(got[0]["data"]["a"], 1);
     assert_eq!(got[0]["data"]["T"], 1_582_329_600_123_456u64);
     assert_eq!(got[1]["stream"], "btcusdt@trade");
-    assert_eq!(got[1]["data"]["p"], "9662.05");
+    assert_eq!(got[1]["data"]["p"], "9662.05000000");
     h.shutdown();
 }
 
@@ -282,7 +291,7 @@ async fn live_requests_get_documented_replies() {
     assert_eq!(r["result"], json!(["btcusdt@trade"]));
     // Still streaming after all that.
     trade(&h, "BTCUSDT", "1.6", "3", Side::Sell).await;
-    assert_eq!(next_json(&mut ws).await["data"]["p"], "1.6");
+    assert_eq!(dec(&next_json(&mut ws).await["data"]["p"]), fx("1.6"));
     h.shutdown();
 }
 
@@ -315,7 +324,7 @@ async fn more_than_five_messages_a_second_disconnect_only_that_client() {
     assert_eq!(u16::from(f.code), 1008);
     assert_eq!(f.reason.as_str(), "Too many messages");
     trade(&h, "BTCUSDT", "2", "1", Side::Buy).await;
-    assert_eq!(next_json(&mut calm).await["p"], "2");
+    assert_eq!(dec(&next_json(&mut calm).await["p"]), fx("2"));
     h.shutdown();
 }
 
@@ -408,10 +417,7 @@ async fn depth_diffs_line_up_with_the_rest_snapshot() {
     let mut last = snap["lastUpdateId"].as_u64().unwrap();
     for (side, key) in [(Bid, "bids"), (Ask, "asks")] {
         for l in snap[key].as_array().unwrap() {
-            local.insert(
-                (side, fx(l[0].as_str().unwrap())),
-                fx(l[1].as_str().unwrap()),
-            );
+            local.insert((side, dec(&l[0])), dec(&l[1]));
         }
     }
     let (mut top5, mut ticker) = (Value::Null, Value::Null);
@@ -430,7 +436,7 @@ async fn depth_diffs_line_up_with_the_rest_snapshot() {
                 assert_eq!(first, last + 1, "an unbroken U/u chain: {m}");
                 for (side, key) in [(Bid, "b"), (Ask, "a")] {
                     for l in data[key].as_array().unwrap() {
-                        let (px, sz) = (fx(l[0].as_str().unwrap()), fx(l[1].as_str().unwrap()));
+                        let (px, sz) = (dec(&l[0]), dec(&l[1]));
                         if sz == Fixed::ZERO {
                             local.remove(&(side, px));
                         } else {
@@ -446,19 +452,24 @@ async fn depth_diffs_line_up_with_the_rest_snapshot() {
     let want: std::collections::BTreeMap<_, _> =
         want.iter().map(|l| ((l.side, l.px), l.sz)).collect();
     assert_eq!(local, want);
-    assert_eq!(top5["bids"], json!([["98", "3"], ["97", "9"]]));
-    assert_eq!(top5["asks"], json!([["103", "4"], ["104", "1"]]));
+    assert_eq!(
+        top5["bids"],
+        json!([["98.00000000", "3.00000000"], ["97.00000000", "9.00000000"]])
+    );
+    assert_eq!(
+        top5["asks"],
+        json!([
+            ["103.00000000", "4.00000000"],
+            ["104.00000000", "1.00000000"]
+        ])
+    );
     // The book's top after the last update that moved it.
-    while ticker["b"] != "98" {
+    while ticker["b"] != "98.00000000" {
         ticker = next_json(&mut ws).await["data"].clone();
     }
     assert_eq!(
-        (
-            ticker["B"].as_str(),
-            ticker["a"].as_str(),
-            ticker["A"].as_str()
-        ),
-        (Some("3"), Some("103"), Some("4"))
+        [dec(&ticker["B"]), dec(&ticker["a"]), dec(&ticker["A"])],
+        [fx("3"), fx("103"), fx("4")]
     );
     h.shutdown();
 }
@@ -519,6 +530,6 @@ async fn the_server_pings_and_closes_a_client_that_never_pongs() {
         &[0x88, 2 + reason.len() as u8, 0x03, 0xF0]
     );
     trade(&h, "BTCUSDT", "3", "1", Side::Buy).await;
-    assert_eq!(next_json(&mut polite).await["p"], "3");
+    assert_eq!(dec(&next_json(&mut polite).await["p"]), fx("3"));
     h.shutdown();
 }

@@ -35,10 +35,27 @@ impl TimeUnit {
     }
 }
 
-/// `"1.5"`: a decimal as a JSON string.
-fn push_str_fixed(out: &mut Vec<u8>, v: Fixed) {
+/// Fraction digits Binance's spot API writes every price and quantity with.
+const BINANCE_DECIMALS: usize = 8;
+
+/// `"1.50000000"`: a decimal as a JSON string with at least Binance's 8
+/// fraction digits (clients compare strings: python-binance removes a
+/// level only when its quantity reads `"0.00000000"`); a 9th digit
+/// tickwire carries is kept, never rounded away.
+pub fn push_str_fixed(out: &mut Vec<u8>, v: Fixed) {
     out.push(b'"');
+    let start = out.len();
     v.write_to(out);
+    let digits = match out[start..].iter().position(|&b| b == b'.') {
+        Some(dot) => out.len() - start - dot - 1,
+        None => {
+            out.push(b'.');
+            0
+        }
+    };
+    for _ in digits..BINANCE_DECIMALS {
+        out.push(b'0');
+    }
     out.push(b'"');
 }
 
@@ -205,15 +222,30 @@ mod tests {
         trade(&mut out, &t, "BTCUSDT", TimeUnit::Millis, false);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"e":"trade","E":1582329600200,"s":"BTCUSDT","t":7,"p":"9662.05","q":"0.004","T":1582329600123,"m":true,"M":true}"#
+            r#"{"e":"trade","E":1582329600200,"s":"BTCUSDT","t":7,"p":"9662.05000000","q":"0.00400000","T":1582329600123,"m":true,"M":true}"#
         );
         let mut out = Vec::new();
         trade(&mut out, &t, "BTCUSDT", TimeUnit::Micros, true);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"e":"aggTrade","E":1582329600200000,"s":"BTCUSDT","a":7,"p":"9662.05","q":"0.004","f":7,"l":7,"T":1582329600123456,"m":true,"M":true}"#
+            r#"{"e":"aggTrade","E":1582329600200000,"s":"BTCUSDT","a":7,"p":"9662.05000000","q":"0.00400000","f":7,"l":7,"T":1582329600123456,"m":true,"M":true}"#
         );
         assert_eq!(t.key.channel(), Channel::Trade);
+    }
+
+    #[test]
+    fn decimals_have_binance_s_eight_digits_or_more() {
+        for (v, want) in [
+            ("0", "\"0.00000000\""),
+            ("12", "\"12.00000000\""),
+            ("0.004", "\"0.00400000\""),
+            ("-1.5", "\"-1.50000000\""),
+            ("0.123456789", "\"0.123456789\""),
+        ] {
+            let mut out = Vec::new();
+            push_str_fixed(&mut out, v.parse().unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
     }
 
     #[test]
@@ -238,13 +270,13 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"e":"depthUpdate","E":2,"s":"ESM4","U":3,"u":5,"b":[["1.5","2"]],"a":[["1.6","0"]]}"#
+            r#"{"e":"depthUpdate","E":2,"s":"ESM4","U":3,"u":5,"b":[["1.50000000","2.00000000"]],"a":[["1.60000000","0.00000000"]]}"#
         );
         let mut out = Vec::new();
         partial_depth(&mut out, 9, &levels[..1]);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"lastUpdateId":9,"bids":[["1.5","2"]],"asks":[]}"#
+            r#"{"lastUpdateId":9,"bids":[["1.50000000","2.00000000"]],"asks":[]}"#
         );
         assert_eq!(
             String::from_utf8(combined("a@trade", b"{}")).unwrap(),
