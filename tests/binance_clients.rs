@@ -189,9 +189,9 @@ async fn python_binance_gets_every_trade_quote_and_the_book() {
             .collect();
         // Best first, as tickwire lists them.
         if k == "bids" {
-            v.sort_by(|a, b| b.0.cmp(&a.0));
+            v.sort_by_key(|l| std::cmp::Reverse(l.0));
         } else {
-            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v.sort_by_key(|l| l.0);
         }
         v
     };
