@@ -174,6 +174,13 @@ async fn python_binance_gets_every_trade_quote_and_the_book() {
     }
     let lib = &got["book"];
     assert_eq!(lib["last_update_id"].as_u64(), Some(seq));
+    assert_book(&book, lib);
+    h.shutdown();
+}
+
+/// A library's book (`bids`/`asks` as `[price, qty]` text) equals
+/// tickwire's levels.
+fn assert_book(book: &[tickwire::model::book::Level], lib: &Value) {
     let side = |bids: bool| -> Vec<(Fixed, Fixed)> {
         book.iter()
             .filter(|l| (l.side == tickwire::model::book::BookSide::Bid) == bids)
@@ -198,5 +205,63 @@ async fn python_binance_gets_every_trade_quote_and_the_book() {
     assert_eq!(lib_side("bids"), side(true));
     assert_eq!(lib_side("asks"), side(false));
     assert!(side(true).len() > 100, "a deep book was compared");
+}
+
+/// The recordings a client test plays: BTCUSDT's day and ESM4's book.
+struct Replays {
+    btc: Vec<NewTick>,
+    esm: Vec<NewTick>,
+}
+
+impl Replays {
+    fn load() -> Replays {
+        Replays {
+            btc: recording("btcusdt-20200222.twr.zst"),
+            esm: recording("esm4-mbo-20240508.twr.zst"),
+        }
+    }
+}
+
+/// ccxt pro: `watch_trades` (BTC/USDT) and `watch_order_book` (ESM4/USD)
+/// with `urls` overridden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccxt_pro_watches_every_trade_and_the_book() {
+    let Some(py) = python("venv-binance") else {
+        return;
+    };
+    let h = start(|_| {});
+    let r = Replays::load();
+    replay(h.ingest(), &r.esm[..1], 1, Duration::ZERO).await;
+    // ccxt loads its markets first: BTCUSDT must be known by then, so its
+    // first tick goes before (every trade after it is checked).
+    replay(h.ingest(), &r.btc[..1], 1, Duration::ZERO).await;
+    let addr = h.binance_addr().unwrap();
+    let client = Client::spawn(
+        &py,
+        script("ccxt_pro.py"),
+        &[format!("http://{addr}"), format!("ws://{addr}")],
+    );
+    wait_streams(&h, 2).await;
+    replay(h.ingest(), &r.esm[1..], 20, Duration::from_millis(5)).await;
+    replay(h.ingest(), &r.btc[1..], 100, Duration::from_millis(10)).await;
+    let (seq, book) = h.ingest().book_state("ESM4").unwrap();
+    let want = trades_of(&r.btc[1..]);
+    let got = client.finish(&format!("done {} {seq}", want.len()));
+    let trades = got["trades"].as_array().unwrap();
+    assert_eq!(trades.len(), want.len());
+    for (g, w) in trades.iter().zip(&want) {
+        let side = if w.3 { "sell" } else { "buy" };
+        assert_eq!(
+            (
+                d(&g[0]),
+                d(&g[1]),
+                g[2].as_u64().unwrap(),
+                g[3].as_str().unwrap()
+            ),
+            (w.0, w.1, w.2, side)
+        );
+    }
+    assert_eq!(got["book"]["nonce"].as_u64(), Some(seq));
+    assert_book(&book, &got["book"]);
     h.shutdown();
 }

@@ -238,13 +238,14 @@ fn opening(path: &str, query: &str) -> Option<Result<Opening, String>> {
             }
         },
     };
-    let mut streams = Vec::new();
-    for name in list.split('/').filter(|s| !s.is_empty()) {
-        if StreamName::parse(name).is_none() {
-            return Some(Err(format!("invalid stream name `{name}`")));
-        }
-        streams.push(name.to_owned());
-    }
+    // Like Binance, a path segment that names no stream is accepted and
+    // carries nothing: ccxt connects to `/ws/<connection number>` and
+    // subscribes with SUBSCRIBE.
+    let streams = list
+        .split('/')
+        .filter(|s| StreamName::parse(s).is_some())
+        .map(str::to_owned)
+        .collect();
     Some(Ok(Opening {
         streams,
         combined,
