@@ -265,3 +265,54 @@ async fn ccxt_pro_watches_every_trade_and_the_book() {
     assert_book(&book, &got["book"]);
     h.shutdown();
 }
+
+/// Binance's connector: `SpotWebsocketStreamClient` (custom `stream_url`,
+/// combined, `time_unit="MICROSECOND"`, live SUBSCRIBE with an integer and
+/// a string id) and `Spot(base_url=…).depth`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binance_connector_streams_trades_and_quotes_in_microseconds() {
+    let Some(py) = python("venv-binance-connector") else {
+        return;
+    };
+    let h = start(|_| {});
+    let r = Replays::load();
+    let addr = h.binance_addr().unwrap();
+    let client = Client::spawn(
+        &py,
+        script("binance_connector.py"),
+        &[format!("http://{addr}"), format!("ws://{addr}")],
+    );
+    wait_streams(&h, 2).await;
+    replay(h.ingest(), &r.esm, 50, Duration::ZERO).await;
+    replay(h.ingest(), &r.btc, 100, Duration::from_millis(10)).await;
+    let want = trades_of(&r.btc);
+    let quotes = quotes_of(&r.btc);
+    let got = client.finish(&format!("done {} {}", want.len(), quotes.len()));
+    let mut replies = got["replies"].as_array().unwrap().clone();
+    replies.sort_by_key(|r| r["id"].is_string());
+    assert_eq!(
+        replies,
+        [
+            serde_json::json!({"result": null, "id": 1}),
+            serde_json::json!({"result": null, "id": "bt-2"})
+        ]
+    );
+    let trades = got["trades"].as_array().unwrap();
+    assert_eq!(trades.len(), want.len());
+    for (g, w) in trades.iter().zip(&want) {
+        assert_eq!(g[2].as_u64().unwrap() / 1_000, w.2, "T in µs");
+        assert_eq!(
+            (d(&g[0]), d(&g[1]), g[3].as_bool().unwrap()),
+            (w.0, w.1, w.3)
+        );
+    }
+    let tickers = got["tickers"].as_array().unwrap();
+    assert_eq!(tickers.len(), quotes.len());
+    for (g, w) in tickers.iter().zip(&quotes) {
+        assert_eq!([d(&g[1]), d(&g[2]), d(&g[3]), d(&g[4])], *w);
+    }
+    let (seq, book) = h.ingest().book_state("ESM4").unwrap();
+    assert_eq!(got["depth"]["lastUpdateId"].as_u64(), Some(seq));
+    assert_book(&book, &got["depth"]);
+    h.shutdown();
+}
