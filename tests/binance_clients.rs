@@ -20,7 +20,7 @@ use serde_json::Value;
 use tickwire::model::decimal::Fixed;
 use tickwire::model::tick::{Event, NewTick, Side};
 
-use binance_support::{recording, replay, start, wait_streams};
+use binance_support::{recording, replay, start, start_tls, wait_streams};
 
 /// The venv's python, or `None` (skip) when it is missing and not required.
 fn python(venv: &str) -> Option<PathBuf> {
@@ -56,9 +56,19 @@ struct Client {
 
 impl Client {
     fn spawn(py: &PathBuf, script: PathBuf, args: &[String]) -> Client {
+        Client::spawn_with(py, script, args, &[])
+    }
+
+    fn spawn_with(
+        py: &PathBuf,
+        script: PathBuf,
+        args: &[String],
+        envs: &[(&str, &std::path::Path)],
+    ) -> Client {
         let mut child = Command::new(py)
             .arg(script)
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -314,5 +324,65 @@ async fn binance_connector_streams_trades_and_quotes_in_microseconds() {
     let (seq, book) = h.ingest().book_state("ESM4").unwrap();
     assert_eq!(got["depth"]["lastUpdateId"].as_u64(), Some(seq));
     assert_book(&book, &got["depth"]);
+    h.shutdown();
+}
+
+/// cryptofeed: a `Binance` subclass with its endpoints overridden; TRADES
+/// (`@aggTrade`), TICKER (`@bookTicker`) and L2_BOOK (REST snapshot +
+/// `@depth@100ms`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cryptofeed_gets_trades_tickers_and_the_book() {
+    let Some(py) = python("venv-cryptofeed") else {
+        return;
+    };
+    // cryptofeed refuses anything but wss://: the endpoint speaks TLS here,
+    // and Python trusts the test CA through SSL_CERT_FILE (requests: REQUESTS_CA_BUNDLE).
+    let (h, ca) = start_tls(|_| {});
+    let r = Replays::load();
+    // cryptofeed reads exchangeInfo first: both symbols must exist.
+    replay(h.ingest(), &r.esm[..1], 1, Duration::ZERO).await;
+    replay(h.ingest(), &r.btc[..1], 1, Duration::ZERO).await;
+    let addr = h.binance_addr().unwrap();
+    let port = addr.port();
+    let client = Client::spawn_with(
+        &py,
+        script("cryptofeed_feed.py"),
+        &[
+            format!("https://localhost:{port}"),
+            format!("wss://localhost:{port}"),
+        ],
+        &[
+            ("SSL_CERT_FILE", ca.path()),
+            ("REQUESTS_CA_BUNDLE", ca.path()),
+        ],
+    );
+    wait_streams(&h, 3).await;
+    replay(h.ingest(), &r.esm[1..], 20, Duration::from_millis(5)).await;
+    replay(h.ingest(), &r.btc[1..], 100, Duration::from_millis(10)).await;
+    let (seq, book) = h.ingest().book_state("ESM4").unwrap();
+    let want = trades_of(&r.btc[1..]);
+    let quotes = quotes_of(&r.btc[1..]);
+    let got = client.finish(&format!("done {} {} {seq}", want.len(), quotes.len()));
+    let trades = got["trades"].as_array().unwrap();
+    assert_eq!(trades.len(), want.len());
+    for (g, w) in trades.iter().zip(&want) {
+        let side = if w.3 { "sell" } else { "buy" };
+        assert_eq!(
+            (
+                d(&g[0]),
+                d(&g[1]),
+                g[2].as_str().unwrap(),
+                g[3].as_str().unwrap()
+            ),
+            (w.0, w.1, side, "BTC-USDT")
+        );
+    }
+    let tickers = got["tickers"].as_array().unwrap();
+    assert_eq!(tickers.len(), quotes.len());
+    for (g, w) in tickers.iter().zip(&quotes) {
+        assert_eq!([d(&g[0]), d(&g[1])], [w[0], w[2]]);
+    }
+    assert_eq!(got["book"]["seq"].as_u64(), Some(seq));
+    assert_book(&book, &got["book"]);
     h.shutdown();
 }

@@ -17,6 +17,13 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A server with the Binance endpoint and `limits` changed by `tune`.
 pub fn start(tune: impl FnOnce(&mut BinanceConfig)) -> ServerHandle {
+    start_with(tune, None)
+}
+
+fn start_with(
+    tune: impl FnOnce(&mut BinanceConfig),
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> ServerHandle {
     let mut b = BinanceConfig::at("127.0.0.1:0".parse().unwrap());
     tune(&mut b);
     server::start(Config {
@@ -24,9 +31,37 @@ pub fn start(tune: impl FnOnce(&mut BinanceConfig)) -> ServerHandle {
         feed: FeedSource::None,
         workers: 1,
         binance: Some(b),
+        tls,
         ..Config::default()
     })
     .expect("server starts")
+}
+
+/// [`start`] with TLS (`--tls-cert`): a test CA and a `localhost`
+/// certificate it signed. Returns the CA's PEM file, for clients to trust.
+pub fn start_tls(tune: impl FnOnce(&mut BinanceConfig)) -> (ServerHandle, tempfile::NamedTempFile) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tickwire test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let server = tickwire::net::tls::server_config(
+        vec![cert.der().clone()],
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+            tokio_rustls::rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+        ),
+    )
+    .unwrap();
+    let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut ca_file, ca.pem().as_bytes()).unwrap();
+    (start_with(tune, Some(server)), ca_file)
 }
 
 pub fn replay_data(name: &str) -> PathBuf {
