@@ -536,3 +536,71 @@ async fn the_server_pings_and_closes_a_client_that_never_pongs() {
     assert_eq!(dec(&next_json(&mut polite).await["p"]), fx("3"));
     h.shutdown();
 }
+
+/// A client that stops reading is disconnected once its queue is full
+/// (never conflated: a skipped depth diff would break its book); a client
+/// that keeps reading gets every diff, an unbroken `U`/`u` chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_cannot_keep_up_is_disconnected_and_others_lose_nothing() {
+    use BookSide::{Ask, Bid};
+    // The queue must hold a ring batch (1,024): the hub queues a whole
+    // batch before the sessions on its thread run.
+    let h = start(|b| b.limits.queue_len = 1024);
+    let px = |i: usize| format!("{}", 1000 + i);
+    let snapshot: Vec<Level> = (0..1000)
+        .map(|i| level(Bid, &px(i), "1"))
+        .chain((0..1000).map(|i| level(Ask, &px(2000 + i), "1")))
+        .collect();
+    book(&h, "ESM4", BookChange::Snapshot(snapshot)).await;
+    let mut reader = connect(&h, "/ws/esm4@depth").await;
+    // Upgraded by hand with a small receive buffer, then never read.
+    let stalled = {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&h.binance_addr().unwrap().into()).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut s = TcpStream::from_std(s.into()).unwrap();
+        use tokio::io::AsyncWriteExt;
+        s.write_all(
+            b"GET /ws/esm4@depth HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        s
+    };
+    wait_streams(&h, 2).await;
+    // 1,600 diffs of 100 levels (~4 KB each): more events than the queue
+    // (1,024) and the socket buffers hold.
+    const N: u64 = 1600;
+    // The reader keeps up: it reads each 100 diffs after they are published.
+    let mut last = 1; // the snapshot's seq
+    for n in 0..N {
+        let sz = format!("{}", 2 + n % 7);
+        book(
+            &h,
+            "ESM4",
+            BookChange::Diff((0..100).map(|i| level(Bid, &px(i), &sz)).collect()),
+        )
+        .await;
+        if n % 100 == 99 {
+            while last < n + 2 {
+                let d = next_json(&mut reader).await;
+                assert_eq!(d["U"].as_u64(), Some(last + 1), "an unbroken chain");
+                last = d["u"].as_u64().unwrap();
+                assert_eq!(d["b"].as_array().unwrap().len(), 100);
+            }
+        }
+    }
+    // The hub dropped the stalled client (and its stream) when its queue filled.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.binance_streams() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled client is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stalled);
+    h.shutdown();
+}

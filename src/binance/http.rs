@@ -65,6 +65,10 @@ pub(super) async fn serve(e: Endpoint) {
             },
             _ = stop.triggered() => break,
         };
+        if let Err(err) = socket2::SockRef::from(&stream).set_send_buffer_size(e.socket_send_buffer)
+        {
+            tracing::debug!(%peer, error = %err, "binance: cannot set SO_SNDBUF");
+        }
         let shared = shared.clone();
         let tls = tls.clone();
         let timeout = e.handshake_timeout;

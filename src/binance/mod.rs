@@ -58,6 +58,9 @@ pub(crate) struct Endpoint {
     pub(crate) ingest: Arc<Ingest>,
     /// `--tls-cert`: the endpoint speaks TLS too.
     pub(crate) tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// `--socket-send-buffer`: SO_SNDBUF of each connection, so what a slow
+    /// client holds in the kernel is bounded as on the main listener.
+    pub(crate) socket_send_buffer: usize,
     /// Time allowed for a TLS handshake and request head.
     pub(crate) handshake_timeout: std::time::Duration,
     pub(crate) shutdown: Shutdown,

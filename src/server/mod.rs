@@ -292,6 +292,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             ingest: ingest.clone(),
             tls: config.tls.clone(),
             handshake_timeout: config.handshake_timeout,
+            socket_send_buffer: config.socket_send_buffer,
             shutdown: shutdown.clone(),
             streams_gauge: binance_streams.clone(),
         })
