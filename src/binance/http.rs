@@ -1,6 +1,6 @@
 //! The endpoint's listener: TLS when configured, then HTTP/1.1 (hyper):
-//! `/ws…` and `/stream…` upgrade to a [`session`](super::session), REST
-//! paths are answered by [`rest`](super::rest).
+//! `/ws…` and `/stream…` upgrade to a [`session`], REST
+//! paths are answered by [`rest`].
 
 use std::cell::RefCell;
 use std::convert::Infallible;

@@ -313,46 +313,31 @@ impl Hub {
         let t = &item.tick;
         let Some(frames) = &item.book else { return };
         let mirror = self.books.entry(lower.clone()).or_default();
-        // An update that changed no level still advances `u`: it goes out
-        // with no levels, so every client sees an unbroken `U` = `u` + 1 chain.
-        let Some(msg) = &frames.class(DepthClass::Full).msg else {
-            let first = if mirror.last_u == 0 {
-                t.seq
-            } else {
-                mirror.last_u + 1
-            };
-            mirror.last_u = t.seq;
-            let update = DepthUpdate {
-                symbol: upper,
-                first,
-                last: t.seq,
-                event_ns: t.rx,
-                levels: &[],
-            };
-            let write = |out: &mut Vec<u8>, unit| encode::depth_update(out, &update, unit);
-            for fast in [false, true] {
-                self.send(lower, StreamKind::Depth { fast }, &write, doomed);
+        // An update that changed no level (no full-depth message) still
+        // advances `u`: it goes out with no levels, so every client sees an
+        // unbroken `U` = `u` + 1 chain.
+        let msg = frames.class(DepthClass::Full).msg.as_ref();
+        let levels: Vec<Level> = match msg {
+            None => Vec::new(),
+            Some(m) if m.snapshot => {
+                let mut next = Book::new();
+                for l in &m.levels {
+                    next.set(l.side, l.px, l.sz);
+                }
+                let d = window_diff(&mirror.book.window(usize::MAX), &m.levels);
+                mirror.book = next;
+                d
             }
-            return;
+            Some(m) => {
+                for l in &m.levels {
+                    mirror.book.set(l.side, l.px, l.sz);
+                }
+                m.levels.clone()
+            }
         };
-        let levels: Vec<Level> = if msg.snapshot {
-            let mut next = Book::new();
-            for l in &msg.levels {
-                next.set(l.side, l.px, l.sz);
-            }
-            let d = window_diff(&mirror.book.window(usize::MAX), &msg.levels);
-            mirror.book = next;
-            d
-        } else {
-            for l in &msg.levels {
-                mirror.book.set(l.side, l.px, l.sz);
-            }
-            msg.levels.clone()
-        };
-        let first = if mirror.last_u == 0 {
-            msg.from
-        } else {
-            mirror.last_u + 1
+        let first = match mirror.last_u {
+            0 => msg.map_or(t.seq, |m| m.from),
+            last => last + 1,
         };
         mirror.last_u = t.seq;
         let update = DepthUpdate {
@@ -365,6 +350,9 @@ impl Hub {
         let write = |out: &mut Vec<u8>, unit| encode::depth_update(out, &update, unit);
         for fast in [false, true] {
             self.send(lower, StreamKind::Depth { fast }, &write, doomed);
+        }
+        if msg.is_none() {
+            return;
         }
         for n in [5u8, 10, 20] {
             let wanted = self.subs.get(lower).is_some_and(|l| {
