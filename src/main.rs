@@ -195,6 +195,10 @@ struct ServeArgs {
     /// Streams one Binance connection may listen to.
     #[arg(long, default_value_t = 1024, requires = "binance_listen")]
     binance_max_streams: usize,
+    /// Stream events queued for one Binance connection; one whose queue is
+    /// full cannot keep up and is disconnected. At least a ring batch (1024).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1024..), requires = "binance_listen")]
+    binance_queue_len: u32,
     /// How often the Binance endpoint pings each connection.
     #[arg(long, default_value = "20s", value_parser = parse_duration, requires = "binance_listen")]
     binance_ping_interval: Duration,
@@ -351,7 +355,7 @@ impl ServeArgs {
                     max_streams: self.binance_max_streams,
                     ping_interval: self.binance_ping_interval,
                     pong_timeout: self.binance_pong_timeout,
-                    ..Default::default()
+                    queue_len: self.binance_queue_len as usize,
                 },
                 symbols: std::sync::Arc::new(
                     tickwire::binance::streams::SymbolMap::parse(&self.binance_symbol)
