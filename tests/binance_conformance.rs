@@ -604,3 +604,32 @@ async fn a_client_that_cannot_keep_up_is_disconnected_and_others_lose_nothing() 
     drop(stalled);
     h.shutdown();
 }
+
+/// Binance connections count against the server's connection limits: one
+/// over `--max-connections-per-ip` is refused with 503, and its place comes
+/// back when a connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binance_connections_count_against_the_connection_limits() {
+    let h = binance_support::start_per_ip(1);
+    let first = connect(&h, "/ws/btcusdt@trade").await;
+    let url = format!("ws://{}/ws/btcusdt@trade", h.binance_addr().unwrap());
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    // REST is not a connection held open: still answered.
+    assert_eq!(http_get(&h, "/api/v3/ping").await, (200, json!({})));
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.connections().0 != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place comes back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut again = connect(&h, "/ws").await;
+    let r = request(&mut again, json!({"method":"LIST_SUBSCRIPTIONS","id":1})).await;
+    assert_eq!(r["result"], json!([]));
+    h.shutdown();
+}

@@ -34,6 +34,8 @@ struct Shared {
     hub: Rc<RefCell<Hub>>,
     ingest: Arc<Ingest>,
     shutdown: Shutdown,
+    /// Connection limits shared with the main listener.
+    admission: Arc<crate::access::limits::Admission>,
 }
 
 /// Reads the ring and accepts connections until shutdown.
@@ -51,6 +53,7 @@ pub(super) async fn serve(e: Endpoint) {
         hub,
         ingest: e.ingest,
         shutdown: e.shutdown.clone(),
+        admission: e.admission,
     });
     let mut stop = e.shutdown;
     loop {
@@ -74,10 +77,10 @@ pub(super) async fn serve(e: Endpoint) {
         let timeout = e.handshake_timeout;
         tokio::task::spawn_local(async move {
             match tls {
-                None => connection(shared, stream).await,
+                None => connection(shared, stream, peer).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => connection(shared, s).await,
+                        Ok(Ok(s)) => connection(shared, s, peer).await,
                         _ => tracing::debug!(%peer, "binance: TLS handshake failed"),
                     }
                 }
@@ -109,13 +112,13 @@ async fn read_ring(mut reader: IngestReader, hub: Rc<RefCell<Hub>>, mut shutdown
 }
 
 /// Serves HTTP/1.1 on one connection.
-async fn connection<S>(shared: Rc<Shared>, io: S)
+async fn connection<S>(shared: Rc<Shared>, io: S, peer: std::net::SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(route(shared, req)) }
+        async move { Ok::<_, Infallible>(route(shared, req, peer)) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), svc)
@@ -141,7 +144,11 @@ fn invalid(msg: &str) -> Response<Full<Bytes>> {
     )
 }
 
-fn route(shared: Rc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(
+    shared: Rc<Shared>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     if let Some((status, body)) =
@@ -179,7 +186,20 @@ fn route(shared: Rc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (Some(accept), true) = (key, upgrade) else {
         return invalid("this path is a WebSocket stream; send an Upgrade: websocket request");
     };
+    let permit = match shared.admission.admit(peer.ip(), false, None) {
+        Ok(p) => p,
+        Err(refused) => {
+            return json(
+                503,
+                serde_json::json!({ "code": -1003, "msg": refused.to_string() })
+                    .to_string()
+                    .into_bytes(),
+            );
+        }
+    };
     tokio::task::spawn_local(async move {
+        // Holds the connection's place until the session ends.
+        let _permit = permit;
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
         };

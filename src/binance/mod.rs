@@ -64,6 +64,9 @@ pub(crate) struct Endpoint {
     /// Time allowed for a TLS handshake and request head.
     pub(crate) handshake_timeout: std::time::Duration,
     pub(crate) shutdown: Shutdown,
+    /// The server's connection limits (`--max-connections`,
+    /// `--max-connections-per-ip`): Binance connections count too.
+    pub(crate) admission: Arc<crate::access::limits::Admission>,
     /// Streams subscribed, over all connections.
     pub(crate) streams_gauge: Arc<std::sync::atomic::AtomicUsize>,
 }

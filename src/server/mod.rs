@@ -293,6 +293,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             tls: config.tls.clone(),
             handshake_timeout: config.handshake_timeout,
             socket_send_buffer: config.socket_send_buffer,
+            admission: admission.clone(),
             shutdown: shutdown.clone(),
             streams_gauge: binance_streams.clone(),
         })

@@ -20,6 +20,19 @@ pub fn start(tune: impl FnOnce(&mut BinanceConfig)) -> ServerHandle {
     start_with(tune, None)
 }
 
+/// [`start`] with `--max-connections-per-ip N`.
+pub fn start_per_ip(n: usize) -> ServerHandle {
+    server::start(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        feed: FeedSource::None,
+        workers: 1,
+        binance: Some(BinanceConfig::at("127.0.0.1:0".parse().unwrap())),
+        max_connections_per_ip: n,
+        ..Config::default()
+    })
+    .expect("server starts")
+}
+
 fn start_with(
     tune: impl FnOnce(&mut BinanceConfig),
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
