@@ -3,6 +3,8 @@
 //! into it once the clients are subscribed.
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
