@@ -180,6 +180,32 @@ struct ServeArgs {
     /// one is refused. Default: none.
     #[arg(long, value_name = "CIDR", num_args = 1..)]
     proxy_protocol_from: Vec<String>,
+    /// Also serve a Binance spot market-stream compatible endpoint here
+    /// (`/ws/<stream>`, `/stream?streams=`, `/api/v3/…`; TLS too with
+    /// --tls-cert). See docs/BINANCE.md.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    binance_listen: Option<SocketAddr>,
+    /// A tickwire symbol's Binance name, BINANCE=TICKWIRE (e.g.
+    /// ESM4=ES.FUT; repeatable). Default: the symbol's letters and digits.
+    #[arg(long, value_name = "PAIR", requires = "binance_listen")]
+    binance_symbol: Vec<String>,
+    /// Incoming messages per second a Binance connection may send (more
+    /// disconnects it, as on Binance).
+    #[arg(long, default_value_t = 5, requires = "binance_listen")]
+    binance_messages_per_sec: u32,
+    /// Streams one Binance connection may listen to.
+    #[arg(long, default_value_t = 1024, requires = "binance_listen")]
+    binance_max_streams: usize,
+    /// Stream events queued for one Binance connection; one whose queue is
+    /// full cannot keep up and is disconnected. At least a ring batch (1024).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1024..), requires = "binance_listen")]
+    binance_queue_len: u32,
+    /// How often the Binance endpoint pings each connection.
+    #[arg(long, default_value = "20s", value_parser = parse_duration, requires = "binance_listen")]
+    binance_ping_interval: Duration,
+    /// A Binance connection not answering a ping with a pong this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "binance_listen")]
+    binance_pong_timeout: Duration,
     /// Once listening, write the bound address (e.g. 127.0.0.1:41234) to this
     /// file: lets a parent process use `--listen 127.0.0.1:0`.
     #[arg(long, value_name = "FILE")]
@@ -322,7 +348,25 @@ impl ServeArgs {
             (None, true) => FeedSource::None,
             (None, false) => FeedSource::Embedded { speed: self.speed },
         };
+        let binance = match self.binance_listen {
+            Some(listen) => Some(tickwire::binance::BinanceConfig {
+                listen,
+                limits: tickwire::binance::limits::Limits {
+                    messages_per_sec: self.binance_messages_per_sec,
+                    max_streams: self.binance_max_streams,
+                    ping_interval: self.binance_ping_interval,
+                    pong_timeout: self.binance_pong_timeout,
+                    queue_len: self.binance_queue_len as usize,
+                },
+                symbols: std::sync::Arc::new(
+                    tickwire::binance::streams::SymbolMap::parse(&self.binance_symbol)
+                        .map_err(|e| format!("--binance-symbol: {e}"))?,
+                ),
+            }),
+            None => None,
+        };
         let config = Config {
+            binance,
             listen: self.listen,
             workers: self.workers,
             ring_capacity: self.ring_capacity,

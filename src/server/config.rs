@@ -100,6 +100,8 @@ pub struct Config {
     /// TLS for the main listener (`--tls-cert`/`--tls-key`); `None` =
     /// plain `ws://` and `http://`. The echo listener is always plain.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// The Binance-compatible endpoint (`--binance-listen`); `None` = off.
+    pub binance: Option<crate::binance::BinanceConfig>,
 }
 
 impl Default for Config {
@@ -141,6 +143,7 @@ impl Default for Config {
             auth: None,
             bus: None,
             tls: None,
+            binance: None,
             proxy_protocol_from: Default::default(),
         }
     }

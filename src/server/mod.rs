@@ -77,6 +77,10 @@ pub struct ServerHandle {
     ingest: Arc<Ingest>,
     /// The connection counts, for [`ServerHandle::connections`].
     admission: Arc<Admission>,
+    /// The Binance endpoint's address, when `--binance-listen` is set.
+    binance_addr: Option<SocketAddr>,
+    /// Streams subscribed on the Binance endpoint, over all connections.
+    binance_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ServerHandle {
@@ -93,6 +97,17 @@ impl ServerHandle {
     /// The conformance echo listener's address, when `echo_listen` is set.
     pub fn echo_addr(&self) -> Option<SocketAddr> {
         self.echo_addr
+    }
+
+    /// The Binance endpoint's address, when `binance` is configured.
+    pub fn binance_addr(&self) -> Option<SocketAddr> {
+        self.binance_addr
+    }
+
+    /// Streams subscribed on the Binance endpoint, over all connections.
+    pub fn binance_streams(&self) -> usize {
+        self.binance_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -173,7 +188,8 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let symbols = Arc::new(SymbolTable::new(config.max_symbols));
     let role = config.bus.as_ref().map_or(NodeRole::Standalone, |b| b.role);
     // An ingest node's bus link reads the ring like one more worker.
-    let ring_readers = workers + usize::from(role == NodeRole::Ingest);
+    let ring_readers =
+        workers + usize::from(role == NodeRole::Ingest) + usize::from(config.binance.is_some());
     let (ingest, mut readers) = Ingest::with_history(
         config.ring_capacity,
         ring_readers,
@@ -186,6 +202,10 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         ingest.start_offsets_at(crate::model::tick::wall_clock_ns() / 1_000);
     }
     ingest.set_max_book_levels(config.max_book_levels);
+    let binance_reader = config
+        .binance
+        .is_some()
+        .then(|| readers.pop().expect("a reader for the binance endpoint"));
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();
@@ -252,6 +272,34 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             .map_err(ServerError::Thread)?;
         threads.push(t);
     }
+    let mut binance_addr = None;
+    let binance_streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if let (Some(bc), Some(reader)) = (&config.binance, binance_reader) {
+        let listener = bind(bc.listen).map_err(|source| ServerError::Bind {
+            addr: bc.listen,
+            source,
+        })?;
+        let at = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: bc.listen,
+            source,
+        })?;
+        binance_addr = Some(at);
+        tracing::info!(addr = %at, tls = config.tls.is_some(), "binance endpoint listening");
+        let t = crate::binance::spawn(crate::binance::Endpoint {
+            config: bc.clone(),
+            listener,
+            reader,
+            ingest: ingest.clone(),
+            tls: config.tls.clone(),
+            handshake_timeout: config.handshake_timeout,
+            socket_send_buffer: config.socket_send_buffer,
+            admission: admission.clone(),
+            shutdown: shutdown.clone(),
+            streams_gauge: binance_streams.clone(),
+        })
+        .map_err(ServerError::Thread)?;
+        threads.push(t);
+    }
     if let Some(source) = source {
         threads.push(spawn_source(source, ingest.clone(), shutdown.clone())?);
     }
@@ -265,6 +313,8 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         stats,
         ingest,
         admission,
+        binance_addr,
+        binance_streams,
     })
 }
 
