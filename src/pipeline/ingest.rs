@@ -30,7 +30,9 @@ use crate::shutdown::Shutdown;
 use crate::wire::encode::EncodedTick;
 
 mod book;
+mod restore;
 pub use book::DEFAULT_MAX_BOOK_LEVELS;
+pub use restore::Placed;
 
 /// What the ring carries: a sequenced, encoded tick, shared.
 pub type RingItem = Arc<EncodedTick>;
@@ -112,6 +114,10 @@ pub struct Ingest {
     epoch: AtomicU64,
     /// The recent ticks, appended under the sequencer lock.
     history: Arc<History>,
+    /// With `--journal`: the offset up to which the journal has written
+    /// (to the OS, so a kill -9 keeps it). Workers deliver no tick beyond
+    /// it, so no client ever holds a tick a restart would not restore.
+    delivery_gate: std::sync::OnceLock<Arc<AtomicU64>>,
 }
 
 /// A worker's end of the ring, with the waker ingest uses to signal it.
@@ -119,6 +125,9 @@ pub struct IngestReader {
     pub ring: RingReader<RingItem>,
     pub waker: Arc<Notify>,
     ingest: Arc<Ingest>,
+    /// Whether [`Ingest::gate_delivery`]'s watermark bounds this reader
+    /// (every fan-out worker's; not the journal's own).
+    gated: bool,
 }
 
 impl Ingest {
@@ -165,6 +174,7 @@ impl Ingest {
             max_book_levels: AtomicUsize::new(DEFAULT_MAX_BOOK_LEVELS),
             epoch: AtomicU64::new(epoch.0),
             history: Arc::new(History::new(history)),
+            delivery_gate: std::sync::OnceLock::new(),
         });
         let readers = ring_readers
             .into_iter()
@@ -173,6 +183,7 @@ impl Ingest {
                 ring,
                 waker,
                 ingest: ingest.clone(),
+                gated: true,
             })
             .collect();
         (ingest, readers)
@@ -491,9 +502,22 @@ impl Ingest {
 }
 
 impl IngestReader {
+    /// Reads past the delivery gate: the journal's own reader, which is
+    /// what moves the gate.
+    pub fn ungated(mut self) -> IngestReader {
+        self.gated = false;
+        self
+    }
+
     /// Reads up to `max` ticks, and lets a waiting publisher know there is room.
     pub fn read_batch(&mut self, out: &mut Vec<RingItem>, max: usize) -> usize {
-        let n = self.ring.read_batch(out, max);
+        let n = match self.ingest.delivery_gate.get().filter(|_| self.gated) {
+            Some(gate) => {
+                let upto = gate.load(Ordering::Acquire);
+                self.ring.read_batch_while(out, max, |t| t.offset <= upto)
+            }
+            None => self.ring.read_batch(out, max),
+        };
         if n > 0 {
             self.ingest.reader_progress();
         }

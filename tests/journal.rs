@@ -1,0 +1,271 @@
+//! `serve --journal DIR`: a server killed with SIGKILL mid-stream and
+//! restarted on its journal keeps its epoch, `seq` and offsets, so resuming
+//! clients lose nothing; a bad tail is skipped and counted; the files play
+//! with `tickwire cat`; an unusable directory is a clear start-up error.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+/// (symbol, channel).
+type Key = (String, String);
+
+/// A `tickwire serve` process, killed (SIGKILL) when dropped.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tickwire serve --no-feed --journal JOURNAL` on `port` (0: any).
+fn serve_journaled(dir: &Path, journal: &Path, port: u16, extra: &[&str]) -> (Served, SocketAddr) {
+    let addr_file = dir.join(format!("addr-{port}-{}", extra.len()));
+    let _ = std::fs::remove_file(&addr_file);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--no-feed", "--workers", "1", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .arg("--journal")
+        .arg(journal)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Served)
+        .expect("start tickwire serve");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&addr_file)
+            && let Ok(a) = s.trim().parse()
+        {
+            return (child, a);
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a subscribe and returns its reply and the ticks before the pong.
+async fn ask(ws: &mut RawWs, req: Value) -> (Value, Vec<Value>) {
+    ws.send_json(req).await;
+    ws.send_text(r#"{"op":"ping","id":999}"#).await;
+    let (_, mut before) = ws.recv_until("pong").await;
+    let pos = before
+        .iter()
+        .position(|v| v["type"] == "subscribed" || v["type"] == "error")
+        .expect("a reply");
+    let reply = before.remove(pos);
+    (reply, before)
+}
+
+/// Every tick a client received, per key, in order.
+#[derive(Default)]
+struct Ledger(HashMap<Key, Vec<u64>>);
+
+impl Ledger {
+    fn take(&mut self, v: &Value) {
+        if v["type"] != "trade" && v["type"] != "quote" {
+            return;
+        }
+        let key = (
+            v["sym"].as_str().unwrap().to_string(),
+            v["type"].as_str().unwrap().to_string(),
+        );
+        self.0
+            .entry(key)
+            .or_default()
+            .push(v["seq"].as_u64().unwrap());
+    }
+
+    fn count(&self) -> usize {
+        self.0.values().map(Vec::len).sum()
+    }
+
+    fn positions(&self) -> Value {
+        let mut p = json!({"trade":{},"quote":{}});
+        for ((sym, ch), seqs) in &self.0 {
+            p[ch][sym] = json!(seqs.last().unwrap());
+        }
+        p
+    }
+
+    /// Every key's seqs are exactly 1..=n: nothing lost, nothing twice.
+    fn assert_contiguous(&self) {
+        for (k, seqs) in &self.0 {
+            let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+            assert_eq!(seqs, &want, "{k:?}");
+        }
+    }
+}
+
+/// Publishes R1 trades and R2 quotes every 2 ms until `stop` or until the
+/// server goes away.
+fn spawn_publisher(addr: SocketAddr, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut publ = publisher(addr).await;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let batch = json!([trade("R1", n, "1", "1"), quote("R2", n, "1", "2")]);
+            if publ
+                .stream
+                .write_all(&encode_frame(true, 1, batch.to_string().as_bytes()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+}
+
+fn journal_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "twr"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_stream_restarts_on_its_journal_and_clients_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    // Small files: the run rotates several times.
+    let small = ["--journal-file-bytes", "4096"];
+    let (first, addr) = serve_journaled(dir.path(), &journal, 0, &small);
+    let mut c = subscriber(addr).await;
+    let (reply, _) = ask(
+        &mut c,
+        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
+    )
+    .await;
+    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = spawn_publisher(addr, stop.clone());
+    let mut ledger = Ledger::default();
+    while ledger.count() < 300 {
+        ledger.take(&c.recv_json().await);
+    }
+    // kill -9, mid-stream; the client reads what was sent before it.
+    drop(first);
+    stop.store(true, Ordering::Relaxed);
+    let _ = publishing.await;
+    while let Some(msg) = c.try_recv().await {
+        if let Msg::Text(t) = msg {
+            ledger.take(&serde_json::from_str(&t).unwrap());
+        }
+    }
+    ledger.assert_contiguous();
+    assert!(journal_files(&journal).len() > 1, "the journal rotated");
+    // A record cut short, as a kill during a write leaves it.
+    let newest = journal_files(&journal).pop().unwrap();
+    let cut_at = std::fs::metadata(&newest).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&newest)
+        .unwrap()
+        .write_all(&[0x08, 0, 0, 0, 0, 0, 0, 0, 7, 7])
+        .unwrap();
+
+    let (_second, addr2) = serve_journaled(dir.path(), &journal, addr.port(), &small);
+    assert_eq!(addr2, addr);
+    let metrics = scrape_metrics(addr).await;
+    assert_eq!(
+        metrics["tickwire_journal_bad_tails_total"], 1.0,
+        "{metrics:?}"
+    );
+    assert_eq!(metrics["tickwire_journal_bad_tail_bytes_total"], 10.0);
+    assert!(metrics["tickwire_journal_restored_ticks_total"] >= ledger.count() as f64);
+    let _ = cut_at;
+    let (mut ws, head) = connect_with(addr, "/v1/stream", "", None).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let hello = ws.recv_json().await;
+    assert_eq!(
+        hello["epoch"],
+        epoch.as_str(),
+        "the journal keeps the epoch"
+    );
+    let (reply, ticks) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":2,"symbols":["R1","R2"],
+               "resume":{"epoch":epoch,"seq":ledger.positions()}}),
+    )
+    .await;
+    assert_eq!(reply["epoch"], epoch.as_str(), "{reply}");
+    for k in reply["resumed"]["keys"].as_array().unwrap() {
+        assert_eq!(k["recovered"], true, "{k}");
+    }
+    for t in &ticks {
+        assert_ne!(t["snap"], true, "a complete resume sends no snapshot: {t}");
+        ledger.take(t);
+    }
+    // Live ticks continue each key's seq.
+    let mut publ = publisher(addr).await;
+    publ.publish(&[trade("R1", 1, "9", "1"), quote("R2", 1, "8", "9")])
+        .await;
+    let mut live = 0;
+    while live < 2 {
+        let v = ws.recv_json().await;
+        if v["type"] == "trade" || v["type"] == "quote" {
+            ledger.take(&v);
+            live += 1;
+        }
+    }
+    ledger.assert_contiguous();
+
+    // Every file plays with `tickwire cat` (the killed one up to its bad
+    // tail, which cat reports).
+    let mut played = 0;
+    for f in journal_files(&journal) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .arg("cat")
+            .arg(&f)
+            .output()
+            .unwrap();
+        played += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("\"type\":\"trade\"") || l.contains("\"type\":\"quote\""))
+            .count();
+    }
+    assert!(
+        played >= ledger.count() - 2,
+        "{played} of {}",
+        ledger.count()
+    );
+}
+
+#[test]
+fn an_unusable_journal_directory_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--no-feed", "--listen", "127.0.0.1:0", "--journal"])
+        .arg(file.join("journal"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--journal") && err.contains("cannot create the directory"),
+        "{err}"
+    );
+}
