@@ -230,6 +230,17 @@ async fn a_server_killed_mid_stream_restarts_on_its_journal_and_clients_lose_not
         }
     }
     ledger.assert_contiguous();
+    // A heartbeat's pos is the global offset, continued across the
+    // restart (not a count of this process's ticks).
+    let (mut hb, _) = connect_with(addr, "/v1/stream?heartbeat=100", "", None).await;
+    hb.recv_json().await;
+    hb.subscribe(3, &["R1"], None, false).await;
+    let (beat, _) = hb.recv_until("heartbeat").await;
+    assert!(
+        beat["pos"].as_u64().unwrap() >= ledger.count() as u64,
+        "{beat} after {} ticks",
+        ledger.count()
+    );
 
     // Every file plays with `tickwire cat` (the killed one up to its bad
     // tail, which cat reports).
