@@ -43,7 +43,8 @@ fn serve_journaled(dir: &Path, journal: &Path, port: u16, extra: &[&str]) -> (Se
         .arg(journal)
         .args(extra)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        // The server's log, for a failure's post-mortem.
+        .stderr(std::fs::File::create(dir.join(format!("log-{port}"))).unwrap())
         .spawn()
         .map(Served)
         .expect("start tickwire serve");
@@ -278,5 +279,72 @@ fn an_unusable_journal_directory_is_a_clear_start_up_error() {
     assert!(
         err.contains("--journal") && err.contains("cannot create the directory"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_with_a_file_missing_in_the_middle_starts_a_new_epoch_not_a_silent_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    // A file rotates between batches: about one 30-tick frame each.
+    let small = ["--journal-file-bytes", "1024"];
+    let (first, addr) = serve_journaled(dir.path(), &journal, 0, &small);
+    let mut c = subscriber(addr).await;
+    let (reply, _) = ask(
+        &mut c,
+        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
+    )
+    .await;
+    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    let mut publ = publisher(addr).await;
+    // In 10 frames (a ping per frame stays within the control rate), each
+    // delivered, hence journaled, before the next: one journal batch each.
+    let mut ledger = Ledger::default();
+    for f in 0..10 {
+        let ticks: Vec<Value> = (1..=15)
+            .flat_map(|i| {
+                [
+                    trade("R1", f * 15 + i, "1", "1"),
+                    quote("R2", f * 15 + i, "1", "2"),
+                ]
+            })
+            .collect();
+        publ.publish(&ticks).await;
+        while ledger.count() < (f as usize + 1) * 30 {
+            ledger.take(&c.recv_json().await);
+        }
+    }
+    drop(first);
+    let files = journal_files(&journal);
+    assert!(files.len() >= 3, "{files:?}");
+    std::fs::remove_file(&files[1]).unwrap();
+
+    let (_second, _) = serve_journaled(dir.path(), &journal, addr.port(), &small);
+    let (mut ws, _) = connect_with(addr, "/v1/stream", "", None).await;
+    let hello = ws.recv_json().await;
+    assert_ne!(
+        hello["epoch"],
+        epoch.as_str(),
+        "a gap is a new epoch: {hello}"
+    );
+    let (reply, _) = ask(
+        &mut ws,
+        json!({"op":"subscribe","id":2,"symbols":["R1","R2"],
+               "resume":{"epoch":epoch,"seq":ledger.positions()}}),
+    )
+    .await;
+    for k in reply["resumed"]["keys"].as_array().unwrap() {
+        assert_eq!(
+            (k["recovered"].as_bool(), k["reason"].as_str()),
+            (Some(false), Some("other_epoch")),
+            "{k}"
+        );
+    }
+    // Offsets still move past every old one (the new process's first file
+    // starts after them): an old position is never read as a new tick.
+    let newest = journal_files(&journal).pop().unwrap();
+    assert!(
+        newest.ends_with("journal-00000000000000000301.twr"),
+        "{newest:?}"
     );
 }
