@@ -84,7 +84,7 @@ impl Ingest {
     }
 
     /// Lets the fan-out deliver only ticks at or below the offset the
-    /// journal has written (see [`Ingest::journal_watermark`]).
+    /// journal has written (the `delivery_gate` field of [`Ingest`]).
     pub fn gate_delivery(&self, watermark: Arc<std::sync::atomic::AtomicU64>) {
         let _ = self.delivery_gate.set(watermark);
     }

@@ -13,7 +13,7 @@
 //!   no tick the journal has not written, so a kill -9 cannot lose a tick a
 //!   client has seen. `fdatasync` every `--journal-sync` (and on rotation):
 //!   a power loss can lose at most that much.
-//! - **Restore** ([`restore`]): at start-up, before any source runs.
+//! - **Restore** ([`restore()`]): at start-up, before any source runs.
 
 mod restore;
 mod writer;
