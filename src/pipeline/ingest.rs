@@ -362,9 +362,21 @@ impl Ingest {
         }
     }
 
+    /// The newest offset a client may be given: the journal's watermark
+    /// with `--journal` (a last value the journal has not written yet is
+    /// not a snapshot: the subscriber gets it live once it is written, so
+    /// a kill -9 never leaves a client holding a tick a restart would not
+    /// know); everything without.
+    fn deliverable(&self) -> u64 {
+        self.delivery_gate
+            .get()
+            .map_or(u64::MAX, |g| g.load(Ordering::Acquire))
+    }
+
     /// Appends the last value of each of `keys` that has one (for a book
     /// key: its snapshot).
     pub fn last_values(&self, keys: impl IntoIterator<Item = KeyId>, out: &mut Vec<RingItem>) {
+        let upto = self.deliverable();
         let mut seq = self.sequencer.lock();
         for k in keys {
             if k.channel() == crate::model::tick::Channel::Book {
@@ -375,7 +387,9 @@ impl Ingest {
                 }
                 continue;
             }
-            if let Some(Some(last)) = seq.keys.get(k.0 as usize).map(|s| s.last.as_ref()) {
+            if let Some(Some(last)) = seq.keys.get(k.0 as usize).map(|s| s.last.as_ref())
+                && last.offset <= upto
+            {
                 out.push(last.clone());
             }
         }
@@ -383,10 +397,12 @@ impl Ingest {
 
     /// Appends the last value of every key on `channels`.
     pub fn all_last_values(&self, channels: ChannelSet, out: &mut Vec<RingItem>) {
+        let upto = self.deliverable();
         let seq = self.sequencer.lock();
         for (i, ks) in seq.keys.iter().enumerate() {
             if let Some(last) = &ks.last
                 && channels.contains(KeyId(i as u32).channel())
+                && last.offset <= upto
             {
                 out.push(last.clone());
             }
