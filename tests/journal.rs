@@ -348,3 +348,62 @@ async fn a_journal_with_a_file_missing_in_the_middle_starts_a_new_epoch_not_a_si
         "{newest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_restores_its_books_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let (first, addr) = serve_journaled(dir.path(), &journal, 0, &[]);
+    let mut sub = subscriber(addr).await;
+    let (reply, _) = ask(
+        &mut sub,
+        json!({"op":"subscribe","id":1,"symbols":["BK"],"channels":["book"]}),
+    )
+    .await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    let mut publ = publisher(addr).await;
+    let book = |snap: bool, bids: Value, asks: Value| json!({"type":"book","sym":"BK","ts":1,"snap":snap,"bids":bids,"asks":asks});
+    publ.publish(&[book(true, json!([[99, 1], [98, 2]]), json!([[101, 1]]))])
+        .await;
+    publ.publish(&[book(false, json!([[99, 3]]), json!([[102, 4]]))])
+        .await;
+    // Delivered, hence journaled.
+    let mut last = Value::Null;
+    while last["seq"] != 2 {
+        (last, _) = sub.recv_until("book").await;
+    }
+    drop(first);
+
+    let (_second, _) = serve_journaled(dir.path(), &journal, addr.port(), &[]);
+    let mut c = subscriber(addr).await;
+    let (_, got) = ask(
+        &mut c,
+        json!({"op":"subscribe","id":1,"symbols":["BK"],"channels":["book"]}),
+    )
+    .await;
+    let snap = got
+        .iter()
+        .find(|v| v["type"] == "book")
+        .unwrap_or_else(|| panic!("a book snapshot: {got:?}"));
+    assert_eq!(
+        (snap["seq"].as_u64(), snap["snap"].as_bool()),
+        (Some(2), Some(true)),
+        "{snap}"
+    );
+    let levels = |side: &str| -> Vec<(f64, f64)> {
+        snap[side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l[0].as_f64().unwrap(), l[1].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(levels("bids"), [(99.0, 3.0), (98.0, 2.0)], "{snap}");
+    assert_eq!(levels("asks"), [(101.0, 1.0), (102.0, 4.0)], "{snap}");
+    // The book's seq continues.
+    publ = publisher(addr).await;
+    publ.publish(&[book(false, json!([[98, 0]]), json!([]))])
+        .await;
+    let (next, _) = c.recv_until("book").await;
+    assert_eq!(next["seq"], 3, "{next}");
+}
