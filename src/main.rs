@@ -126,6 +126,24 @@ struct ServeArgs {
     /// a tick); 0 turns the history off.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     history_bytes: usize,
+    /// Append every sequenced tick to rotating files in DIR (recording
+    /// format) and restore from them at start-up: a restart keeps the
+    /// epoch, `seq` and offsets. Standalone servers only.
+    #[arg(long, value_name = "DIR", conflicts_with = "bus")]
+    journal: Option<std::path::PathBuf>,
+    /// Start a new journal file past this size.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, requires = "journal")]
+    journal_file_bytes: u64,
+    /// Start a new journal file past this age.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, requires = "journal")]
+    journal_file_age: Duration,
+    /// Delete the oldest journal files while all of them hold more.
+    #[arg(long, default_value_t = 1024 * 1024 * 1024, requires = "journal")]
+    journal_bytes: u64,
+    /// fdatasync the journal at most this long after a write (0 = every
+    /// batch): what a power loss can lose. A kill -9 loses nothing.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, requires = "journal")]
+    journal_sync: Duration,
     /// Ticks older than this leave the history.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     history_age: Duration,
@@ -394,6 +412,15 @@ impl ServeArgs {
             sse_heartbeat: self.sse_heartbeat,
             sse_retry: self.sse_retry,
             feed,
+            journal: self
+                .journal
+                .map(|dir| tickwire::recordings::journal::JournalConfig {
+                    dir,
+                    file_bytes: self.journal_file_bytes,
+                    file_age: self.journal_file_age,
+                    max_bytes: self.journal_bytes,
+                    sync_every: self.journal_sync,
+                }),
             reference,
             auth,
             bus,

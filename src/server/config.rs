@@ -86,6 +86,9 @@ pub struct Config {
     pub sse_retry: Duration,
     /// Where ticks come from besides publishers.
     pub feed: FeedSource,
+    /// `--journal DIR` and its bounds: every tick written to disk, and read
+    /// back at start-up; `None` (the default): a restart is a new epoch.
+    pub journal: Option<crate::recordings::journal::JournalConfig>,
     /// Reference data for `/v1/symbols?ref=1` (`--symbols-file`); `None` =
     /// names only.
     pub reference: Option<Arc<crate::server::reference::Reference>>,
@@ -139,6 +142,7 @@ impl Default for Config {
             feed: FeedSource::Embedded {
                 speed: Speed::Factor(1.0),
             },
+            journal: None,
             reference: None,
             auth: None,
             bus: None,

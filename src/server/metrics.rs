@@ -138,6 +138,7 @@ impl Collector for StatsCollector {
         self.ticks(&mut e, s)?;
         self.ring(&mut e, s)?;
         self.bus(&mut e, s)?;
+        journal(&mut e, &s.journal)?;
         self.refusals(&mut e, s)?;
         self.queues(&mut e, s)
     }
@@ -442,4 +443,63 @@ impl StatsCollector {
             &s.encode_to_write,
         )
     }
+}
+
+/// The journal (`--journal`).
+fn journal(e: &mut DescriptorEncoder, j: &crate::pipeline::stats::JournalStats) -> fmt::Result {
+    for (name, help, c) in [
+        (
+            "tickwire_journal_ticks_written",
+            "Ticks written to the journal (--journal).",
+            &j.ticks_written,
+        ),
+        (
+            "tickwire_journal_bytes_written",
+            "Bytes written to journal files.",
+            &j.bytes_written,
+        ),
+        (
+            "tickwire_journal_rotations",
+            "Journal files closed and a new one started.",
+            &j.rotations,
+        ),
+        (
+            "tickwire_journal_files_deleted",
+            "Old journal files deleted to stay within --journal-bytes.",
+            &j.files_deleted,
+        ),
+        (
+            "tickwire_journal_write_errors",
+            "Journal write failures (disk full, I/O error); delivery waits until a retry succeeds.",
+            &j.write_errors,
+        ),
+        (
+            "tickwire_journal_syncs",
+            "fdatasync calls on journal files.",
+            &j.syncs,
+        ),
+        (
+            "tickwire_journal_restored_ticks",
+            "Ticks read back from the journal at start-up.",
+            &j.restored_ticks,
+        ),
+        (
+            "tickwire_journal_bad_tails",
+            "Truncated or corrupt journal tails skipped at start-up (each logged with file and byte).",
+            &j.bad_tails,
+        ),
+        (
+            "tickwire_journal_bad_tail_bytes",
+            "Bytes in the journal tails skipped at start-up.",
+            &j.bad_tail_bytes,
+        ),
+    ] {
+        counter(e, name, help, load(c))?;
+    }
+    gauge(
+        e,
+        "tickwire_journal_watermark",
+        "Offset of the newest tick written to the journal: ticks beyond it are not delivered yet.",
+        load_gauge(&j.watermark),
+    )
 }

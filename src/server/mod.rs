@@ -57,6 +57,8 @@ pub enum ServerError {
     Thread(#[source] std::io::Error),
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
+    #[error(transparent)]
+    Journal(#[from] crate::recordings::journal::JournalError),
 }
 
 /// A running server.
@@ -188,8 +190,11 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let symbols = Arc::new(SymbolTable::new(config.max_symbols));
     let role = config.bus.as_ref().map_or(NodeRole::Standalone, |b| b.role);
     // An ingest node's bus link reads the ring like one more worker.
-    let ring_readers =
-        workers + usize::from(role == NodeRole::Ingest) + usize::from(config.binance.is_some());
+    // So do the Binance endpoint's hub and the journal's writer.
+    let ring_readers = workers
+        + usize::from(role == NodeRole::Ingest)
+        + usize::from(config.binance.is_some())
+        + usize::from(config.journal.is_some());
     let (ingest, mut readers) = Ingest::with_history(
         config.ring_capacity,
         ring_readers,
@@ -206,9 +211,17 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         .binance
         .is_some()
         .then(|| readers.pop().expect("a reader for the binance endpoint"));
+    let journal_reader = config
+        .journal
+        .as_ref()
+        .map(|_| readers.pop().expect("a reader for the journal"));
+    if let Some(j) = &config.journal {
+        restore_journal(j, &ingest, &stats)?;
+    }
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();
+    let mut threads_early = Vec::new();
     let admission = Admission::new(
         config.max_connections,
         config.max_connections_per_ip,
@@ -216,10 +229,19 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     );
 
     let listeners = Listeners::bind(&config, workers)?;
+    if let (Some(j), Some(reader)) = (&config.journal, journal_reader) {
+        threads_early.push(crate::recordings::journal::start(
+            j.clone(),
+            ingest.clone(),
+            reader,
+            stats.clone(),
+            shutdown.clone(),
+        )?);
+    }
     let addr = listeners.addr;
     let source = feed_source(&config.feed, role)?;
 
-    let mut threads = Vec::new();
+    let mut threads = threads_early;
     // The bus link starts before the sources: an ingest node must know
     // every key's last `seq` before it assigns the next one.
     let bus_config = config.bus.clone().map(|mut b| {
@@ -316,6 +338,35 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         binance_addr,
         binance_streams,
     })
+}
+
+/// Reads the journal back into `ingest` before anything is sequenced.
+fn restore_journal(
+    j: &crate::recordings::journal::JournalConfig,
+    ingest: &Ingest,
+    stats: &Stats,
+) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&j.dir).map_err(|source| {
+        crate::recordings::journal::JournalError::Dir {
+            dir: j.dir.display().to_string(),
+            what: "cannot create the directory",
+            source,
+        }
+    })?;
+    let r = crate::recordings::journal::restore(&j.dir, ingest, stats)?;
+    if r.epoch.is_none() && r.newest_offset > 0 {
+        // A fresh epoch (a gap): offsets still move past every old one.
+        ingest.start_offsets_at(r.newest_offset + 1);
+    }
+    tracing::info!(
+        dir = %j.dir.display(),
+        ticks = r.ticks,
+        epoch = %ingest.epoch(),
+        continued = r.epoch.is_some(),
+        next_offset = ingest.newest_offset() + 1,
+        "journal restored"
+    );
+    Ok(())
 }
 
 /// Every worker's listening sockets.
