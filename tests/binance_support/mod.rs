@@ -5,6 +5,9 @@
 
 pub mod wire;
 
+#[path = "../test_ca/mod.rs"]
+mod test_ca;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -55,28 +58,10 @@ fn start_with(
 /// [`start`] with TLS (`--tls-cert`): a test CA and a `localhost`
 /// certificate it signed. Returns the CA's PEM file, for clients to trust.
 pub fn start_tls(tune: impl FnOnce(&mut BinanceConfig)) -> (ServerHandle, tempfile::NamedTempFile) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "tickwire test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let server = tickwire::net::tls::server_config(
-        vec![cert.der().clone()],
-        tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
-            tokio_rustls::rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
-        ),
-    )
-    .unwrap();
+    let ca = test_ca::test_ca();
     let mut ca_file = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut ca_file, ca.pem().as_bytes()).unwrap();
-    (start_with(tune, Some(server)), ca_file)
+    std::io::Write::write_all(&mut ca_file, ca.ca_pem.as_bytes()).unwrap();
+    (start_with(tune, Some(ca.server)), ca_file)
 }
 
 pub fn replay_data(name: &str) -> PathBuf {
