@@ -792,6 +792,51 @@ async fn a_stalled_catchup_client_loses_nothing_and_is_not_evicted_while_in_the_
     drop(conflating);
 }
 
+/// A catch-up replays the history in slices: each slice is written, then
+/// the client's writer gives the worker's other tasks a turn before the
+/// next (so a client reading seconds of history fast does not hold up the
+/// fast clients), and still nothing is lost, duplicated or reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catchup_client_replays_the_history_in_slices_and_loses_nothing() {
+    let mut c = config();
+    c.client_buffer_bytes = 16 * 1024;
+    // Room for whole slices: when the socket is writable again, at least a
+    // third of this is free, far more than one 16 KiB slice.
+    c.socket_send_buffer = 256 * 1024;
+    let h = start(c);
+    let addr = h.addr();
+    let (mut slow, _) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
+    slow.recv_json().await; // hello
+    slow.send_json(
+        json!({"op":"subscribe","id":1,"symbols":["*"],"snapshot":false,
+                          "policy":{"trade":"catchup","quote":"catchup"}}),
+    )
+    .await;
+    assert_eq!(slow.recv_until("subscribed").await.0["id"], 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publ = spawn_publisher(addr, stop.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let counts = publ.await.unwrap();
+    assert!(
+        h.stats().catchup_started.load(Ordering::Relaxed) > 0,
+        "the client fell behind"
+    );
+    let mut ledger = Ledger::default();
+    let other = read_all(&mut slow, &mut ledger, &counts).await;
+    assert!(other.iter().all(|v| v["type"] == "symbol"), "{other:?}");
+    assert_eq!(
+        ledger.ticks,
+        counts.values().sum::<u64>(),
+        "every tick exactly once"
+    );
+    assert_eq!(h.stats().catchup_gaps.load(Ordering::Relaxed), 0);
+    assert!(
+        h.stats().catchup_pauses.load(Ordering::Relaxed) > 0,
+        "the history went out in slices"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catchup_client_that_falls_out_of_the_history_is_told_then_conflated_or_evicted() {
     let mut c = config();
