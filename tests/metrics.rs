@@ -94,6 +94,10 @@ async fn metrics_follow_a_known_workload() {
         (r#"tickwire_frames_out_total{encoding="json"}"#, 8.0),
         ("tickwire_ticks_dropped_stale_total", 0.0),
         ("tickwire_clients_evicted_total", 0.0),
+        // Nobody fell behind: no catch-up started, paused or fell out.
+        ("tickwire_catchup_started_total", 0.0),
+        ("tickwire_catchup_gaps_total", 0.0),
+        ("tickwire_catchup_pauses_total", 0.0),
         ("tickwire_ring_occupancy", 0.0),
         (
             "tickwire_ring_capacity",

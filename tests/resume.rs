@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
+use tickwire::server::ServerHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::TcpStream;
@@ -736,15 +737,9 @@ async fn read_all(ws: &mut RawWs, ledger: &mut Ledger, want: &HashMap<Key, u64>)
     other
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_catchup_client_loses_nothing_and_is_not_evicted_while_in_the_history() {
-    let mut c = config();
-    c.client_buffer_bytes = 16 * 1024;
-    c.socket_send_buffer = 4096;
-    c.evict_after = Duration::from_millis(500);
-    let h = start(c);
-    let addr = h.addr();
-    // A small receive window so the stall backs up into the server fast.
+/// A client on `*` with the `catchup` policy on both channels, with a
+/// small receive window so that a stall backs up into the server fast.
+async fn catchup_star_client(addr: SocketAddr) -> RawWs {
     let (mut slow, _) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
     slow.recv_json().await; // hello
     slow.send_json(
@@ -753,17 +748,14 @@ async fn a_stalled_catchup_client_loses_nothing_and_is_not_evicted_while_in_the_
     )
     .await;
     assert_eq!(slow.recv_until("subscribed").await.0["id"], 1);
-    // A conflating client, stalled the same way, is evicted as today.
-    let (mut conflating, _) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
-    conflating.recv_json().await;
-    conflating
-        .send_json(json!({"op":"subscribe","id":1,"symbols":["*"],"snapshot":false}))
-        .await;
-    conflating.recv_until("subscribed").await;
+    slow
+}
 
+/// Publishes for 3 s at 2,000 ticks/s while `slow` does not read, then
+/// reads it all: every tick exactly once, per-key `seq` contiguous, no gap.
+async fn stall_then_read_all(h: &ServerHandle, slow: &mut RawWs) {
     let stop = Arc::new(AtomicBool::new(false));
-    let publ = spawn_publisher(addr, stop.clone());
-    // Stalled for 3 s at 2,000 ticks/s: six times the eviction deadline.
+    let publ = spawn_publisher(h.addr(), stop.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     let counts = publ.await.unwrap();
@@ -771,9 +763,8 @@ async fn a_stalled_catchup_client_loses_nothing_and_is_not_evicted_while_in_the_
         h.stats().catchup_started.load(Ordering::Relaxed) > 0,
         "the client fell behind"
     );
-
     let mut ledger = Ledger::default();
-    let other = read_all(&mut slow, &mut ledger, &counts).await;
+    let other = read_all(slow, &mut ledger, &counts).await;
     assert!(other.iter().all(|v| v["type"] == "symbol"), "{other:?}");
     assert_eq!(
         ledger.ticks,
@@ -781,6 +772,26 @@ async fn a_stalled_catchup_client_loses_nothing_and_is_not_evicted_while_in_the_
         "every tick exactly once"
     );
     assert_eq!(h.stats().catchup_gaps.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_catchup_client_loses_nothing_and_is_not_evicted_while_in_the_history() {
+    let mut c = config();
+    c.client_buffer_bytes = 16 * 1024;
+    c.socket_send_buffer = 4096;
+    c.evict_after = Duration::from_millis(500);
+    let h = start(c);
+    let addr = h.addr();
+    let mut slow = catchup_star_client(addr).await;
+    // A conflating client, stalled the same way, is evicted as today.
+    let (mut conflating, _) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
+    conflating.recv_json().await;
+    conflating
+        .send_json(json!({"op":"subscribe","id":1,"symbols":["*"],"snapshot":false}))
+        .await;
+    conflating.recv_until("subscribed").await;
+    // Stalled for 3 s at 2,000 ticks/s: six times the eviction deadline.
+    stall_then_read_all(&h, &mut slow).await;
 
     // Its `lagging` and Close wait behind its full socket; the server
     // cuts it off when it does not take them either.
@@ -790,6 +801,26 @@ async fn a_stalled_catchup_client_loses_nothing_and_is_not_evicted_while_in_the_
         "only the conflating client"
     );
     drop(conflating);
+}
+
+/// A catch-up replays the history in slices: each slice is written, then
+/// the client's writer gives the worker's other tasks a turn before the
+/// next (so a client reading seconds of history fast does not hold up the
+/// fast clients), and still nothing is lost, duplicated or reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catchup_client_replays_the_history_in_slices_and_loses_nothing() {
+    let mut c = config();
+    c.client_buffer_bytes = 16 * 1024;
+    // Room for whole slices: when the socket is writable again, at least a
+    // third of this is free, far more than one 16 KiB slice.
+    c.socket_send_buffer = 256 * 1024;
+    let h = start(c);
+    let mut slow = catchup_star_client(h.addr()).await;
+    stall_then_read_all(&h, &mut slow).await;
+    assert!(
+        h.stats().catchup_pauses.load(Ordering::Relaxed) > 0,
+        "the history went out in slices"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

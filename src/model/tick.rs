@@ -157,6 +157,12 @@ pub(crate) type SymbolId = u32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub u32);
 
+/// A map keyed by [`KeyId`] on the per-delivery path (a client's key slots,
+/// a worker's subscription index). foldhash instead of std's SipHash: the
+/// keys are ids the server assigns, so hash flooding is not a concern, and
+/// SipHash was most of `Client::offer`'s cost.
+pub type KeyMap<V> = std::collections::HashMap<KeyId, V, foldhash::fast::RandomState>;
+
 impl KeyId {
     pub fn new(symbol: SymbolId, channel: Channel) -> KeyId {
         KeyId(symbol * 4 + channel as u32)

@@ -163,6 +163,9 @@ pub struct Stats {
     pub catchup_ticks: AtomicU64,
     /// Times a catching-up client fell out of the history (a gap).
     pub catchup_gaps: AtomicU64,
+    /// Catch-up slices after which the client's writer task yielded to
+    /// the worker's other tasks (one slice per flush, see `Flushed::Paused`).
+    pub catchup_pauses: AtomicU64,
     /// The journal (`--journal`); all zero without one.
     pub journal: JournalStats,
 }

@@ -263,6 +263,35 @@ impl StatsCollector {
             "tickwire_clients_evicted",
             "Clients closed with 4000 (slow consumer).",
             load(&s.clients_evicted),
+        )?;
+        self.catchup(e, s)
+    }
+
+    /// Slow `catchup` clients reading the shared history.
+    fn catchup(&self, e: &mut DescriptorEncoder, s: &Stats) -> fmt::Result {
+        counter(
+            e,
+            "tickwire_catchup_started",
+            "Cursors started for `catchup` clients that fell behind their byte cap.",
+            load(&s.catchup_started),
+        )?;
+        counter(
+            e,
+            "tickwire_catchup_ticks",
+            "Ticks clients read from the shared history (resume and catch-up).",
+            load(&s.catchup_ticks),
+        )?;
+        counter(
+            e,
+            "tickwire_catchup_gaps",
+            "Times a catching-up client fell out of the history (a gap).",
+            load(&s.catchup_gaps),
+        )?;
+        counter(
+            e,
+            "tickwire_catchup_pauses",
+            "Catch-up slices after which a client's writer gave the worker's other tasks a turn before reading on.",
+            load(&s.catchup_pauses),
         )
     }
 

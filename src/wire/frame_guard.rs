@@ -77,6 +77,10 @@ pub struct FrameGuard<S> {
     oversized: Option<Oversized>,
     /// When bytes last arrived (shared with the session).
     heard: Rc<Cell<Instant>>,
+    /// Keep `raw` and `out` while waiting: a publisher sends thousands of
+    /// frames a second, and giving back (then zeroing anew) a 16 KiB
+    /// buffer on every wake cost more than the frame's own parsing.
+    keep_buffers: bool,
 }
 
 impl<S> FrameGuard<S> {
@@ -94,7 +98,16 @@ impl<S> FrameGuard<S> {
             violation: None,
             oversized: None,
             heard: Rc::new(Cell::new(Instant::now())),
+            keep_buffers: false,
         }
+    }
+
+    /// Keeps the read buffers while the peer is silent, for a connection
+    /// expected to send continuously (a publisher): few of them exist, and
+    /// each wake would otherwise allocate and zero 16 KiB.
+    pub fn keep_buffers(mut self) -> Self {
+        self.keep_buffers = true;
+        self
     }
 
     /// When bytes last arrived from the peer (initially: when created).
@@ -145,6 +158,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {
             let mut read = ReadBuf::new(&mut this.raw);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) => {}
+                Poll::Pending if this.keep_buffers => {
+                    this.raw_len = 0;
+                    this.raw_at = 0;
+                    return Poll::Pending;
+                }
                 Poll::Pending => {
                     // Everything read so far is scanned and handed on:
                     // give both buffers back while the peer is silent.
@@ -228,6 +246,24 @@ mod tests {
         }
         writer.await.unwrap();
         assert_eq!(got, [first, second].concat());
+    }
+
+    #[tokio::test]
+    async fn a_publisher_guard_keeps_its_buffers_while_waiting() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut guard = FrameGuard::new(server, Some(100)).keep_buffers();
+        let first = masked(1, 0x81, b"first");
+        let second = masked(1, 0x81, b"second");
+        use tokio::io::AsyncWriteExt;
+        client.write_all(&first).await.unwrap();
+        let mut chunk = vec![0; 256];
+        let n = guard.read(&mut chunk).await.unwrap();
+        assert_eq!(&chunk[..n], &first[..]);
+        assert!(would_wait(&mut guard).await, "nothing more was sent");
+        assert_eq!(guard.raw.len(), READ_CHUNK, "the read buffer is kept");
+        client.write_all(&second).await.unwrap();
+        let n = guard.read(&mut chunk).await.unwrap();
+        assert_eq!(&chunk[..n], &second[..], "the next frame arrives whole");
     }
 
     /// Polls one read of `guard` once; true when it would wait.

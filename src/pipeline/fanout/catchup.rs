@@ -40,6 +40,13 @@ use crate::wire::sse;
 /// Most history ticks read under the history's lock at once.
 const READ_CHUNK: usize = 256;
 
+/// Most bytes one catch-up refill appends: a slice is read, encoded and
+/// written between two turns of the worker's other tasks, so a client
+/// replaying seconds of history delays fast clients by one slice at most
+/// (a refill up to the 256 KiB byte cap took long enough to show in their
+/// p99), and its buffer stays small.
+pub(super) const CATCHUP_SLICE: usize = 64 * 1024;
+
 /// Where the history is and how far this worker has delivered: what a
 /// cursor needs from its worker.
 #[derive(Clone)]
@@ -204,7 +211,8 @@ impl Client {
         let mut chunk: Vec<RingItem> = Vec::with_capacity(READ_CHUNK);
         let mut taken = 0u64;
         let mut reached = false;
-        while self.unsent() < self.cap {
+        let limit = self.cap.min(CATCHUP_SLICE);
+        while self.unsent() < limit {
             chunk.clear();
             if let Err(first) = history.read(cur.next, until, READ_CHUNK, &mut chunk) {
                 self.frames_sent += taken;
@@ -216,7 +224,7 @@ impl Client {
                 break;
             }
             for item in &chunk {
-                if self.unsent() >= self.cap {
+                if self.unsent() >= limit {
                     break;
                 }
                 cur.next = item.offset + 1;

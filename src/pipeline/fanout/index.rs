@@ -8,7 +8,7 @@ use slab::Slab;
 
 use super::{Client, ClientId, Flushed, HistorySource};
 use crate::model::symbols::{SymbolHold, SymbolTable};
-use crate::model::tick::{Channel, ChannelSet, KeyId, SymbolId};
+use crate::model::tick::{Channel, ChannelSet, KeyId, KeyMap, SymbolId};
 use crate::net::transport::Transport;
 use crate::pipeline::ingest::RingItem;
 use crate::pipeline::stats::Stats;
@@ -19,7 +19,7 @@ use crate::wire::encode::Encoding;
 pub struct WorkerState {
     pub(crate) clients: Slab<Client>,
     /// Clients that subscribed to a key by name.
-    index: HashMap<KeyId, Vec<ClientId>>,
+    index: KeyMap<Vec<ClientId>>,
     /// Clients subscribed to `*`, per channel (never `book`).
     star: [Vec<ClientId>; 3],
     dirty: Vec<ClientId>,
@@ -380,7 +380,7 @@ impl WorkerState {
 /// Writes what a (not blocked) client has queued and acts on the outcome.
 fn flush_now(id: ClientId, c: &mut Client) {
     match c.flush() {
-        Ok(Flushed::Blocked) => c.writer_wake.notify_one(),
+        Ok(Flushed::Blocked | Flushed::Paused) => c.writer_wake.notify_one(),
         Ok(Flushed::Drained) => {}
         Ok(Flushed::Closed) => c.closed_wait(),
         Err(e) => {

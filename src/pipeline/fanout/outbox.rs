@@ -1,7 +1,7 @@
 //! A client's outbound side: its write buffer, per-key pending slots and
 //! the socket writes that drain them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::access::auth::Entitlement;
-use crate::model::tick::{ChannelSet, KeyId, SymbolId, Tick};
+use crate::model::tick::{ChannelSet, KeyId, KeyMap, SymbolId, Tick};
 use crate::net::transport::Transport;
 use crate::pipeline::ingest::RingItem;
 use crate::pipeline::stats::Stats;
@@ -56,6 +56,11 @@ pub(crate) enum Flushed {
     Blocked,
     /// The Close frame has been written: nothing more will be.
     Closed,
+    /// A catch-up slice is in the kernel and the cursor has more: the
+    /// writer task goes on after the worker's other tasks had a turn (one
+    /// flush never replays the whole history to a fast reader while fast
+    /// clients wait).
+    Paused,
 }
 
 /// One connection's outbound side.
@@ -84,7 +89,8 @@ pub struct Client {
     pub(crate) writer_wake: Rc<Notify>,
     /// Tells the session's reader to stop (client evicted or dead).
     pub(crate) kill: Rc<Notify>,
-    pub(super) keys: HashMap<KeyId, KeySlot>,
+    /// Per key: what was sent last, the pending tick, entitlement.
+    pub(super) keys: KeyMap<KeySlot>,
     /// Symbols this client's API key may see; `None` = every symbol.
     pub(super) entitlement: Option<Arc<Entitlement>>,
     pub(super) named_keys: usize,
@@ -132,7 +138,7 @@ impl Client {
             write: write.map(Rc::new),
             writer_wake: Rc::new(Notify::new()),
             kill: Rc::new(Notify::new()),
-            keys: HashMap::new(),
+            keys: KeyMap::default(),
             entitlement: None,
             named_keys: 0,
             star: ChannelSet::default(),
@@ -415,8 +421,17 @@ impl Client {
             self.mark_blocked();
             return Ok(Flushed::Blocked);
         }
+        // Whether this call has already refilled the buffer from the
+        // history: one catch-up slice per flush.
+        let mut sliced = false;
         loop {
             if self.sent == self.wbuf.len() {
+                if sliced && self.catchup.is_catching_up() && !self.closing {
+                    self.mark_blocked();
+                    Stats::add(&self.stats.catchup_pauses, 1);
+                    return Ok(Flushed::Paused);
+                }
+                sliced = self.catchup.is_catching_up();
                 if self.closing && self.control.is_empty() {
                     // The Close frame is out: shut our side down, once.
                     write.finish();

@@ -17,6 +17,14 @@ use crate::wire::encode::Encoding;
 use crate::wire::frame::close_code;
 use crate::wire::message::{lagging_message, sse_lagging_event, status_message};
 
+/// Ring items read per batch: everything available up to this is
+/// delivered before any client is written to.
+const RING_BATCH: usize = 1024;
+
+/// Batches delivered back to back (a producer on another thread keeping
+/// the ring busy) before the fan-out gives way to the sessions regardless.
+const MAX_UNYIELDED_BATCHES: u32 = 8;
+
 /// The Close reason when a gateway's feed epoch changes.
 pub(crate) const EPOCH_CHANGED: &str = "feed epoch changed: reconnect and resume";
 
@@ -92,11 +100,13 @@ impl Worker {
         mut reader: crate::pipeline::ingest::IngestReader,
         mut shutdown: crate::shutdown::Shutdown,
     ) {
-        let mut batch: Vec<RingItem> = Vec::with_capacity(1024);
+        let mut batch: Vec<RingItem> = Vec::with_capacity(RING_BATCH);
         let mut status = self.status.clone();
         // The epoch of the ticks delivered so far: only a gateway's ever
         // changes (its ingest node restarted `seq`).
         let mut epoch: Option<Epoch> = None;
+        // Batches delivered since the task last gave way to the sessions.
+        let mut unyielded = 0;
         loop {
             batch.clear();
             if let Some(rx) = &mut status
@@ -105,7 +115,8 @@ impl Worker {
                 let now = rx.borrow_and_update().clone();
                 self.broadcast_status(&now);
             }
-            if reader.read_batch(&mut batch, 1024) == 0 {
+            if reader.read_batch(&mut batch, RING_BATCH) == 0 {
+                unyielded = 0;
                 tokio::select! {
                     _ = reader.waker.notified() => continue,
                     _ = status_changed(&mut status) => {
@@ -129,8 +140,15 @@ impl Worker {
                 }
                 st.flush_dirty();
             }
-            // Let sessions run between batches.
-            tokio::task::yield_now().await;
+            // Let sessions run between batches, but only when the ring may
+            // hold more: after a short batch the next read usually finds it
+            // empty and the task waits anyway, and an unconditional yield
+            // cost one more `epoll_wait` per tick at light load.
+            unyielded += 1;
+            if batch.len() == RING_BATCH || unyielded >= MAX_UNYIELDED_BATCHES {
+                unyielded = 0;
+                tokio::task::yield_now().await;
+            }
         }
     }
 
@@ -154,12 +172,27 @@ impl Worker {
                 tokio::select! {
                     ready = write.writable() => {
                         drop(write);
-                        let mut st = self.state.borrow_mut();
-                        let Some(c) = st.client(id) else { return };
-                        match ready.and_then(|()| c.flush()) {
-                            Ok(Flushed::Closed) => c.closed_wait(),
-                            Ok(_) => {}
-                            Err(_) => c.abandon(),
+                        let paused = {
+                            let mut st = self.state.borrow_mut();
+                            let Some(c) = st.client(id) else { return };
+                            match ready.and_then(|()| c.flush()) {
+                                Ok(Flushed::Closed) => {
+                                    c.closed_wait();
+                                    false
+                                }
+                                Ok(Flushed::Paused) => true,
+                                Ok(_) => false,
+                                Err(_) => {
+                                    c.abandon();
+                                    false
+                                }
+                            }
+                        };
+                        if paused {
+                            // A catch-up slice went out and the socket may
+                            // well take the next at once: let the fan-out
+                            // and the other clients run first.
+                            tokio::task::yield_now().await;
                         }
                     }
                     _ = tokio::time::sleep_until(deadline) => {

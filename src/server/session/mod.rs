@@ -85,7 +85,12 @@ pub(crate) async fn run(client: ClientGuard, read: ReadHalf, shutdown: Shutdown)
     // Subscribers and publishers are answered when a message is too large;
     // a conformance peer is closed with 1009, as RFC 6455 suggests.
     let answer_oversized = kind != SessionKind::Echo;
-    let reader = MessageReader::new(read, max_message_bytes(&ctx.config, kind), answer_oversized);
+    let reader = MessageReader::new(
+        read,
+        max_message_bytes(&ctx.config, kind),
+        answer_oversized,
+        kind == SessionKind::Publisher,
+    );
     tokio::select! {
         _ = session.read_loop(reader, shutdown) => {}
         _ = kill.notified() => {}

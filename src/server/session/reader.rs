@@ -48,11 +48,14 @@ pub(super) struct MessageReader<S> {
 impl<S: AsyncRead + Unpin> MessageReader<S> {
     /// A reader of messages up to `max` bytes; a bigger one is returned as
     /// [`Inbound::Oversized`] when `answer_oversized`, else closes 1009.
-    pub(super) fn new(stream: S, max: usize, answer_oversized: bool) -> Self {
+    /// `busy`: the peer sends continuously (a publisher), so the read
+    /// buffers are kept between reads instead of given back.
+    pub(super) fn new(stream: S, max: usize, answer_oversized: bool, busy: bool) -> Self {
         // The guard enforces the framing rules fastwebsockets 0.10 skips
         // (masking, control frame length) before it sees the bytes, and
         // withholds oversized messages.
         let guard = FrameGuard::new(stream, answer_oversized.then_some(max));
+        let guard = if busy { guard.keep_buffers() } else { guard };
         let heard = guard.heard();
         let (mut ws, _) =
             fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
