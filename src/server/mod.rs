@@ -239,7 +239,7 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         )?);
     }
     let addr = listeners.addr;
-    let source = feed_source(&config.feed, role)?;
+    let source = feed_source(&config, role)?;
 
     let mut threads = threads_early;
     // The bus link starts before the sources: an ingest node must know
@@ -430,12 +430,14 @@ fn sole_listener<L: std::borrow::Borrow<std::net::TcpListener>>(
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// The recorded source the node plays, if any.
+/// The recorded source the node plays, if any. A recording's reference
+/// records go into the reference table before play, in file order (the
+/// newest of a symbol wins, over `--symbols-file`'s).
 fn feed_source(
-    feed: &FeedSource,
+    config: &Config,
     role: NodeRole,
 ) -> Result<Option<Box<dyn TickSource>>, ServerError> {
-    Ok(match feed {
+    Ok(match &config.feed {
         // A gateway's ticks come from the bus.
         _ if role == NodeRole::Gateway => None,
         FeedSource::Embedded { speed } => Some(Box::new(RecordedFeed::embedded(*speed)?)),
@@ -443,7 +445,15 @@ fn feed_source(
             path,
             speed,
             looping,
-        } => Some(Box::new(RecordedFeed::from_file(path, *speed, *looping)?)),
+        } => {
+            let mut feed = RecordedFeed::from_file(path, *speed, *looping)?;
+            for (sym, inst) in feed.take_references() {
+                if let Err(e) = config.reference.set(&sym, inst, config.max_symbols) {
+                    tracing::warn!(%sym, error = %e, "reference record of the recording left out");
+                }
+            }
+            Some(Box::new(feed))
+        }
         FeedSource::None => None,
     })
 }
