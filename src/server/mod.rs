@@ -215,9 +215,11 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         .journal
         .as_ref()
         .map(|_| readers.pop().expect("a reader for the journal"));
-    if let Some(j) = &config.journal {
-        restore_journal(j, &ingest, &stats)?;
-    }
+    // Applied after the recording's (below): they are newer.
+    let journal_references = match &config.journal {
+        Some(j) => restore_journal(j, &ingest, &stats)?,
+        None => Vec::new(),
+    };
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();
@@ -235,11 +237,17 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             ingest.clone(),
             reader,
             stats.clone(),
+            config.reference.clone(),
             shutdown.clone(),
         )?);
     }
     let addr = listeners.addr;
     let source = feed_source(&config, role)?;
+    for (sym, inst) in journal_references {
+        if let Err(e) = config.reference.set(&sym, inst, config.max_symbols) {
+            tracing::warn!(%sym, error = %e, "journaled reference data left out");
+        }
+    }
 
     let mut threads = threads_early;
     // The bus link starts before the sources: an ingest node must know
@@ -345,7 +353,7 @@ fn restore_journal(
     j: &crate::recordings::journal::JournalConfig,
     ingest: &Ingest,
     stats: &Stats,
-) -> Result<(), ServerError> {
+) -> Result<crate::recordings::format::References, ServerError> {
     std::fs::create_dir_all(&j.dir).map_err(|source| {
         crate::recordings::journal::JournalError::Dir {
             dir: j.dir.display().to_string(),
@@ -364,9 +372,10 @@ fn restore_journal(
         epoch = %ingest.epoch(),
         continued = r.epoch.is_some(),
         next_offset = ingest.newest_offset() + 1,
+        references = r.references.len(),
         "journal restored"
     );
-    Ok(())
+    Ok(r.references)
 }
 
 /// Every worker's listening sockets.

@@ -35,9 +35,19 @@ use crate::wire::json::json_string;
 /// Reference data by symbol.
 #[derive(Debug, Default)]
 pub struct Reference {
-    /// Sorted by symbol, as `/v1/symbols` lists them; behind a lock as
-    /// publishers replace entries while `/v1/symbols` reads them.
-    by_symbol: Mutex<BTreeMap<String, Instrument>>,
+    /// Behind a lock as publishers replace entries while `/v1/symbols`
+    /// reads them and the journal copies them.
+    table: Mutex<Table>,
+}
+
+/// The entries, and the changes the journal has yet to write.
+#[derive(Debug, Default)]
+struct Table {
+    /// Sorted by symbol, as `/v1/symbols` lists them.
+    by_symbol: BTreeMap<String, Instrument>,
+    /// Every change in order, while a journal takes them (`serve
+    /// --journal`); `None`: nobody does, nothing is kept.
+    changes: Option<Vec<(std::sync::Arc<str>, Instrument)>>,
 }
 
 /// A publisher's reference data for a new symbol when the table already
@@ -127,19 +137,43 @@ impl Reference {
             }
         }
         Ok(Reference {
-            by_symbol: Mutex::new(by_symbol),
+            table: Mutex::new(Table {
+                by_symbol,
+                changes: None,
+            }),
         })
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Instrument>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic elsewhere while holding the lock leaves whole entries.
-        self.by_symbol
+        self.table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn get(&self, sym: &str) -> Option<Instrument> {
-        self.table().get(sym).cloned()
+        self.table().by_symbol.get(sym).cloned()
+    }
+
+    /// Every entry now (a new journal file starts with them), and from now
+    /// on every change is kept for [`Self::take_changes`].
+    pub fn snapshot_and_log(&self) -> Vec<(std::sync::Arc<str>, Instrument)> {
+        let mut t = self.table();
+        t.changes.get_or_insert_with(Vec::new);
+        t.by_symbol
+            .iter()
+            .map(|(s, i)| (std::sync::Arc::from(s.as_str()), i.clone()))
+            .collect()
+    }
+
+    /// The changes since the last call, in order (an empty instrument: a
+    /// removal), once [`Self::snapshot_and_log`] has started the log.
+    pub fn take_changes(&self) -> Vec<(std::sync::Arc<str>, Instrument)> {
+        self.table()
+            .changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Replaces `sym`'s reference data (the newest wins, whole); an
@@ -148,13 +182,15 @@ impl Reference {
     pub fn set(&self, sym: &str, inst: Instrument, max: usize) -> Result<(), ReferenceFull> {
         let mut t = self.table();
         if inst == Instrument::default() {
-            t.remove(sym);
-            return Ok(());
+            t.by_symbol.remove(sym);
+        } else if !t.by_symbol.contains_key(sym) && t.by_symbol.len() >= max {
+            return Err(ReferenceFull(t.by_symbol.len()));
+        } else {
+            t.by_symbol.insert(sym.to_owned(), inst.clone());
         }
-        if !t.contains_key(sym) && t.len() >= max {
-            return Err(ReferenceFull(t.len()));
+        if let Some(log) = &mut t.changes {
+            log.push((std::sync::Arc::from(sym), inst));
         }
-        t.insert(sym.to_owned(), inst);
         Ok(())
     }
 
@@ -163,7 +199,7 @@ impl Reference {
     pub fn write_json(&self, out: &mut Vec<u8>, sym: &str) {
         out.extend_from_slice(b"{\"sym\":");
         json_string(out, sym);
-        if let Some(i) = self.table().get(sym) {
+        if let Some(i) = self.table().by_symbol.get(sym) {
             crate::wire::reference::write_fields(out, i);
         }
         out.push(b'}');
