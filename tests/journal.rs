@@ -430,10 +430,8 @@ async fn a_restarted_server_restores_publishers_reference_data_from_the_journal(
     drop(first);
 
     let (_second, addr) = serve_journaled(dir.path(), &journal, addr.port(), &[]);
-    let body = http_get(addr, "/v1/symbols?ref=1").await;
-    let listed: Value = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(
-        listed,
+        symbols_with_ref(addr).await,
         json!([{"sym":"ZR","tick_size":"0.005","lot_size":"10","decimals":3,"currency":"EUR"}])
     );
 }

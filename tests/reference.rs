@@ -22,11 +22,8 @@ async fn symbols_with_ref_carry_tick_size_decimals_currency_and_lot_size() {
     let mut publ = publisher(addr).await;
     publ.publish(&[trade("IBM", 1, "181.85", "100"), trade("ZZZ", 2, "1", "1")])
         .await;
-    let body = http_get(addr, "/v1/symbols?ref=1").await;
-    let json = body.split("\r\n\r\n").nth(1).unwrap();
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(
-        v,
+        symbols_with_ref(addr).await,
         serde_json::json!([
             {"sym":"IBM","tick_size":"0.01","lot_size":"1","decimals":2,"currency":"USD"},
             {"sym":"ZZZ"}
@@ -54,12 +51,6 @@ fn serve_refuses_a_bad_symbols_file_naming_it() {
     );
 }
 
-/// The `/v1/symbols?ref=1` array, parsed.
-async fn symbols_ref(addr: std::net::SocketAddr) -> serde_json::Value {
-    let body = http_get(addr, "/v1/symbols?ref=1").await;
-    serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap()
-}
-
 /// #15 item 8: a publisher's `ref` message replaces a symbol's reference
 /// data (over the `--symbols-file` entry), visible on `/v1/symbols?ref=1`
 /// as soon as the publisher's ping barrier answers; a ref with no field
@@ -84,7 +75,7 @@ async fn a_publishers_ref_message_is_served_at_once_and_bad_ones_are_refused() {
     .await;
     publ.sync().await;
     assert_eq!(
-        symbols_ref(addr).await,
+        symbols_with_ref(addr).await,
         serde_json::json!([
             {"sym":"ESH1","tick_size":"0.25","lot_size":"1","decimals":2,"currency":"USD"},
             {"sym":"NQ","tick_size":"0.25","decimals":2}
@@ -96,7 +87,7 @@ async fn a_publishers_ref_message_is_served_at_once_and_bad_ones_are_refused() {
     publ.send_text(r#"{"type":"ref","sym":"NQ"}"#).await;
     publ.sync().await;
     assert_eq!(
-        symbols_ref(addr).await,
+        symbols_with_ref(addr).await,
         serde_json::json!([{"sym":"ESH1","currency":"USD"},{"sym":"NQ"}])
     );
     for (msg, code, words) in [
@@ -147,7 +138,7 @@ async fn a_publishers_ref_message_is_served_at_once_and_bad_ones_are_refused() {
     }
     publ.sync().await;
     assert_eq!(
-        symbols_ref(addr).await,
+        symbols_with_ref(addr).await,
         serde_json::json!([{"sym":"ESH1","currency":"USD"},{"sym":"NQ"}])
     );
 }

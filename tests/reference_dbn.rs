@@ -127,8 +127,7 @@ async fn served_reference(dir: &Path, rec: &Path) -> serde_json::Value {
     let addr = wait_for_addr_file(&addr_file);
     let mut listed = serde_json::Value::Null;
     for _ in 0..200 {
-        let body = http_get(addr, "/v1/symbols?ref=1").await;
-        listed = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        listed = symbols_with_ref(addr).await;
         if listed.as_array().is_some_and(|a| !a.is_empty()) {
             break;
         }
@@ -196,11 +195,8 @@ async fn dbn_definitions_join_the_trades_and_are_served_after_replay() {
     let h = start(config());
     let url = format!("ws://{}/v1/publish", h.addr());
     tickwire(&["replay", "--speed", "max", "--to", &url], &[&a]);
-    let body = http_get(h.addr(), "/v1/symbols?ref=1").await;
-    let listed: serde_json::Value =
-        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(
-        listed,
+        symbols_with_ref(h.addr()).await,
         serde_json::json!([{"sym":"ES.c.0","tick_size":"0.25","lot_size":"2","decimals":2,"currency":"USD"}])
     );
 
