@@ -151,7 +151,17 @@ async fn dbn_definitions_join_the_trades_and_are_served_after_replay() {
     // the same recording.
     let a: PathBuf = dir.path().join("a.twr");
     let b: PathBuf = dir.path().join("b.twr");
-    tickwire(&["import", "--from", "dbn", "--out"], &[&a, &defs, &trades]);
+    let out = Command::new(BIN)
+        .args(["import", "--from", "dbn", "--out"])
+        .args([&a, &defs, &trades])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("glbx-definition.dbn: 0 trades, 0 quotes, 3 definitions"),
+        "{said}"
+    );
     tickwire(&["import", "--from", "dbn", "--out"], &[&b, &trades, &defs]);
     let printed = cat(&a);
     assert_eq!(printed, cat(&b));

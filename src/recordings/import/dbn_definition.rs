@@ -69,6 +69,11 @@ impl Definitions {
         Ok(())
     }
 
+    /// Definitions read so far and not yet written.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// The earliest `ts` of a definition not yet written.
     pub(crate) fn earliest(&self) -> Option<u64> {
         self.pending.iter().map(|d| d.ts).min()

@@ -164,6 +164,8 @@ pub struct InputReport {
     /// Order-book snapshots and diffs (DBN `mbo`/`mbp-10`, Binance depth,
     /// Tardis books).
     pub books: u64,
+    /// DBN `definition` records read (reference data, not ticks).
+    pub definitions: u64,
     /// Rows skipped by `--skip-bad`.
     pub bad_rows: u64,
     pub bad_examples: Vec<String>,
@@ -299,6 +301,7 @@ fn read_input_as(
 ) -> Result<InputReport, ImportError> {
     let mut bad = BadRows::new(skip_bad);
     let start = out.len();
+    let definitions_before = across.definitions.pending();
     let (left_out, left_out_why) = match vendor {
         Vendor::Lean => (
             lean::read(path, &mut bad, out)?,
@@ -323,6 +326,7 @@ fn read_input_as(
         bad_examples: bad.examples,
         left_out,
         left_out_why,
+        definitions: (across.definitions.pending() - definitions_before) as u64,
         ..InputReport::default()
     };
     for t in &out[start..] {
@@ -561,6 +565,8 @@ pub fn run(args: ImportArgs) -> ExitCode {
                     r.quotes,
                     if r.books > 0 {
                         format!(", {} book updates", r.books)
+                    } else if r.definitions > 0 {
+                        format!(", {} definitions", r.definitions)
                     } else {
                         String::new()
                     },
