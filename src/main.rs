@@ -345,12 +345,12 @@ impl ServeArgs {
                 Some(b)
             }
         };
-        let reference = match &self.symbols_file {
-            Some(path) => Some(std::sync::Arc::new(
-                tickwire::server::reference::Reference::load(path).map_err(|e| e.to_string())?,
-            )),
-            None => None,
-        };
+        let reference = std::sync::Arc::new(match &self.symbols_file {
+            Some(path) => {
+                tickwire::server::reference::Reference::load(path).map_err(|e| e.to_string())?
+            }
+            None => tickwire::server::reference::Reference::default(),
+        });
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
                 Some(tickwire::net::tls::load(cert, key).map_err(|e| e.to_string())?)

@@ -381,7 +381,7 @@ fn a_dbn_file_of_another_schema_is_refused_by_name() {
         "{e}"
     );
     assert!(
-        e.contains("trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10 and mbo"),
+        e.contains("trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10, mbo and definition"),
         "{e}"
     );
     assert!(!out.exists());

@@ -407,3 +407,31 @@ async fn a_restarted_server_restores_its_books_from_the_journal() {
     let (next, _) = c.recv_until("book").await;
     assert_eq!(next["seq"], 3, "{next}");
 }
+
+/// #15 item 8: a publisher's `ref` message is journaled (written before the
+/// ticks published after it, which a subscriber only gets once journaled),
+/// and a server killed with SIGKILL serves it again after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_restores_publishers_reference_data_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let (first, addr) = serve_journaled(dir.path(), &journal, 0, &[]);
+    let mut sub = subscriber(addr).await;
+    sub.subscribe(1, &["ZR"], Some(&["trade"]), false).await;
+    let mut publ = publisher(addr).await;
+    publ.send_text(
+        r#"{"type":"ref","sym":"ZR","tick_size":"0.005","currency":"EUR","lot_size":"10"}"#,
+    )
+    .await;
+    publ.publish(&[trade("ZR", 1, "12.345", "10")]).await;
+    // Delivered, hence journaled, and the ref with it.
+    let (t, _) = sub.recv_until("trade").await;
+    assert_eq!(t["sym"], "ZR", "{t}");
+    drop(first);
+
+    let (_second, addr) = serve_journaled(dir.path(), &journal, addr.port(), &[]);
+    assert_eq!(
+        symbols_with_ref(addr).await,
+        json!([{"sym":"ZR","tick_size":"0.005","lot_size":"10","decimals":3,"currency":"EUR"}])
+    );
+}

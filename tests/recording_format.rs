@@ -176,3 +176,60 @@ fn an_unfinished_writer_leaves_nothing_behind() {
     drop(w);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// Reference records (tag 0x0C; `ref` lines) round-trip in both encodings,
+/// in file order and not counted as ticks; a truncated or corrupt one is an
+/// error naming its byte offset.
+#[test]
+fn reference_records_round_trip_and_bad_ones_are_refused() {
+    use tickwire::model::instrument::Instrument;
+    let dir = tempfile::tempdir().unwrap();
+    let es: Arc<str> = Arc::from("ESU4");
+    let full = Instrument {
+        tick_size: Fixed::parse("0.25").ok(),
+        decimals: Some(2),
+        currency: Some("USD".into()),
+        lot_size: Fixed::parse("1").ok(),
+    };
+    let ticks = sample();
+    for name in ["r.twr", "r.jsonl", "r.twr.zst"] {
+        let path = dir.path().join(name);
+        let mut w = RecordingWriter::create(&path).unwrap();
+        w.write_reference(&es, &full).unwrap();
+        w.write(&ticks[0]).unwrap();
+        w.write_reference(&es, &Instrument::default()).unwrap();
+        assert_eq!(w.finish().unwrap(), 1, "{name}");
+        let mut r = RecordingReader::open(&path).unwrap();
+        assert_eq!(r.next_tick().unwrap().as_ref(), Some(&ticks[0]), "{name}");
+        assert_eq!(r.take_references(), [(es.clone(), full.clone())], "{name}");
+        assert_eq!(r.next_tick().unwrap(), None, "{name}");
+        assert_eq!(
+            r.take_references(),
+            [(es.clone(), Instrument::default())],
+            "{name}"
+        );
+    }
+    // Binary: header 16, symbol record (2 + 4) at 16, reference at 22.
+    let path = dir.path().join("r.twr");
+    let good = std::fs::read(&path).unwrap();
+    for (at, value, words) in [
+        (23, 12u8, "12 decimals"),
+        (24, 40, "40-byte currency"),
+        (25, 1, "reserved byte"),
+        (26, 9, "symbol id 9"),
+        (46, b' ', "letters and digits"),
+    ] {
+        let mut bytes = good.clone();
+        bytes[at] = value;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = read_all(&path).unwrap_err();
+        assert!(
+            matches!(e, RecordingError::Corrupt { offset: 22, .. }),
+            "byte {at}: {e}"
+        );
+        assert!(e.to_string().contains(words), "byte {at}: {e}");
+    }
+    std::fs::write(&path, &good[..40]).unwrap();
+    let e = read_all(&path).unwrap_err().to_string();
+    assert!(e.contains("truncated reference record"), "{e}");
+}

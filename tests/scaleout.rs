@@ -1464,3 +1464,77 @@ async fn an_ingest_node_without_last_values_starts_a_new_epoch_gateways_follow()
         "{reply}"
     );
 }
+
+/// Reads a raw HTTP response's first `n` bytes (or fewer if it ends).
+async fn first_bytes(s: &mut tokio::net::TcpStream, n: usize) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.len() < n {
+        match tokio::time::timeout(WAIT, s.read(&mut buf)).await {
+            Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The fix of commit 0a6edd3 ("SSE head"): on a gateway, an SSE client's
+/// response head is queued as the client is registered, before `subscribe`
+/// waits for the bus (its snapshot request, up to 2 s). Before it, a
+/// `status` broadcast meanwhile (the feed going stale) reached a client in
+/// that wait ahead of `HTTP/1.1 200`: its first bytes were `event: status`.
+/// nats-server is paused (SIGSTOP): the connection stays up, so requests
+/// wait instead of failing at once, and the heartbeat stops, so the
+/// gateway declares the feed stale within `--stale-after` (1 s). SSE
+/// clients opened one after the other from the pause until the stale
+/// broadcast are in their bus wait when it goes out: each must start with
+/// the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_sse_client_gets_its_response_head_before_a_status_broadcast() {
+    let _serial = SERIAL.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+    let gw = Node::gateway(dir.path(), &nats, "gw").await;
+    // One SSE client first: the gateway looks up the last-value stream once
+    // (on its loop) and then reads from it on tasks of their own.
+    let mut warm = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    warm.write_all(b"GET /v1/sse?symbols=WARM&channels=trade HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(first_bytes(&mut warm, 12).await.starts_with("HTTP/1.1 200"));
+    let pid = nats.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} nats-server");
+    };
+    signal("-STOP");
+    let mut streams = Vec::new();
+    let mut stale_at = None;
+    // Bounded: stale within about a second; five clients more after it.
+    for i in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let req = format!("GET /v1/sse?symbols=HD{i}&channels=trade HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        streams.push(s);
+        if stale_at.is_none() && gw.metric("tickwire_feed_stale").await == 1.0 {
+            stale_at = Some(i);
+        }
+        if stale_at.is_some_and(|at| i >= at + 5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let heads: Vec<String> =
+        futures_util::future::join_all(streams.iter_mut().map(|s| first_bytes(s, 12))).await;
+    signal("-CONT");
+    assert!(stale_at.is_some(), "the gateway never went stale");
+    for (i, head) in heads.iter().enumerate() {
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "SSE client {i} (stale seen at client {stale_at:?}) began with {head:?}"
+        );
+    }
+}

@@ -5,6 +5,7 @@ pub mod book;
 pub mod decimal;
 pub mod epoch;
 pub(crate) mod feed;
+pub mod instrument;
 pub mod speed;
 pub(crate) mod symbols;
 pub mod tick;

@@ -7,7 +7,9 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::recordings::format::{RecordingError, RecordingWriter, write_tick_json};
+use crate::recordings::format::{
+    RecordingError, RecordingWriter, write_reference_json, write_tick_json,
+};
 use crate::recordings::replay::MergedReader;
 use crate::recordings::selection::Selection;
 
@@ -58,8 +60,19 @@ pub fn cat(
     let mut reader = MergedReader::open(files, selection)?;
     let mut line = Vec::with_capacity(256);
     let mut n = 0;
-    while let Some(t) = reader.next_tick()? {
+    loop {
+        let tick = reader.next_tick()?;
+        // Reference records as `ref` lines (publishable too), before the
+        // tick they were read ahead of.
         line.clear();
+        for (sym, inst) in reader.take_references() {
+            write_reference_json(&mut line, &sym, &inst);
+            line.push(b'\n');
+        }
+        let Some(t) = tick else {
+            out.write_all(&line).map_err(ConvertError::Stdout)?;
+            break;
+        };
         write_tick_json(&mut line, &t);
         line.push(b'\n');
         out.write_all(&line).map_err(ConvertError::Stdout)?;
@@ -80,11 +93,18 @@ pub fn convert(
 ) -> Result<u64, ConvertError> {
     let mut reader = MergedReader::open(files, selection)?;
     let mut writer = RecordingWriter::create(out)?;
-    while let Some(t) = reader.next_tick()? {
+    loop {
         if stop() {
             return Err(ConvertError::Interrupted(out.display().to_string()));
         }
-        writer.write(&t)?;
+        let tick = reader.next_tick()?;
+        for (sym, inst) in reader.take_references() {
+            writer.write_reference(&sym, &inst)?;
+        }
+        match tick {
+            Some(t) => writer.write(&t)?,
+            None => break,
+        }
     }
     Ok(writer.finish()?)
 }

@@ -129,12 +129,13 @@ impl std::fmt::Display for Window {
 
 impl Window {
     pub fn admits(&self, t: &NewTick) -> bool {
-        t.ts >= self.start
-            && t.ts < self.end
-            && self
-                .symbols
-                .as_ref()
-                .is_none_or(|s| s.contains(t.sym.as_ref()))
+        t.ts >= self.start && t.ts < self.end && self.admits_symbol(&t.sym)
+    }
+
+    /// `--symbols` alone: reference records describe an instrument, not a
+    /// moment, so the time window does not apply to them.
+    pub fn admits_symbol(&self, sym: &str) -> bool {
+        self.symbols.as_ref().is_none_or(|s| s.contains(sym))
     }
 }
 

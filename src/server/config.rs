@@ -89,9 +89,9 @@ pub struct Config {
     /// `--journal DIR` and its bounds: every tick written to disk, and read
     /// back at start-up; `None` (the default): a restart is a new epoch.
     pub journal: Option<crate::recordings::journal::JournalConfig>,
-    /// Reference data for `/v1/symbols?ref=1` (`--symbols-file`); `None` =
-    /// names only.
-    pub reference: Option<Arc<crate::server::reference::Reference>>,
+    /// Reference data for `/v1/symbols?ref=1`: loaded from `--symbols-file`
+    /// (or empty), then replaced per symbol by publishers' `ref` messages.
+    pub reference: Arc<crate::server::reference::Reference>,
     /// API keys and entitlements (`--config`); `None` = open server.
     pub auth: Option<Arc<Keys>>,
     /// The NATS bus and this node's role (`--bus`, `--role`); `None` = standalone.
@@ -143,7 +143,7 @@ impl Default for Config {
                 speed: Speed::Factor(1.0),
             },
             journal: None,
-            reference: None,
+            reference: Arc::default(),
             auth: None,
             bus: None,
             tls: None,

@@ -215,9 +215,11 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         .journal
         .as_ref()
         .map(|_| readers.pop().expect("a reader for the journal"));
-    if let Some(j) = &config.journal {
-        restore_journal(j, &ingest, &stats)?;
-    }
+    // Applied after the recording's (below): they are newer.
+    let journal_references = match &config.journal {
+        Some(j) => restore_journal(j, &ingest, &stats)?,
+        None => Vec::new(),
+    };
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();
@@ -235,11 +237,17 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             ingest.clone(),
             reader,
             stats.clone(),
+            config.reference.clone(),
             shutdown.clone(),
         )?);
     }
     let addr = listeners.addr;
-    let source = feed_source(&config.feed, role)?;
+    let source = feed_source(&config, role)?;
+    for (sym, inst) in journal_references {
+        if let Err(e) = config.reference.set(&sym, inst, config.max_symbols) {
+            tracing::warn!(%sym, error = %e, "journaled reference data left out");
+        }
+    }
 
     let mut threads = threads_early;
     // The bus link starts before the sources: an ingest node must know
@@ -345,7 +353,7 @@ fn restore_journal(
     j: &crate::recordings::journal::JournalConfig,
     ingest: &Ingest,
     stats: &Stats,
-) -> Result<(), ServerError> {
+) -> Result<crate::recordings::format::References, ServerError> {
     std::fs::create_dir_all(&j.dir).map_err(|source| {
         crate::recordings::journal::JournalError::Dir {
             dir: j.dir.display().to_string(),
@@ -364,9 +372,10 @@ fn restore_journal(
         epoch = %ingest.epoch(),
         continued = r.epoch.is_some(),
         next_offset = ingest.newest_offset() + 1,
+        references = r.references.len(),
         "journal restored"
     );
-    Ok(())
+    Ok(r.references)
 }
 
 /// Every worker's listening sockets.
@@ -430,12 +439,14 @@ fn sole_listener<L: std::borrow::Borrow<std::net::TcpListener>>(
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// The recorded source the node plays, if any.
+/// The recorded source the node plays, if any. A recording's reference
+/// records go into the reference table before play, in file order (the
+/// newest of a symbol wins, over `--symbols-file`'s).
 fn feed_source(
-    feed: &FeedSource,
+    config: &Config,
     role: NodeRole,
 ) -> Result<Option<Box<dyn TickSource>>, ServerError> {
-    Ok(match feed {
+    Ok(match &config.feed {
         // A gateway's ticks come from the bus.
         _ if role == NodeRole::Gateway => None,
         FeedSource::Embedded { speed } => Some(Box::new(RecordedFeed::embedded(*speed)?)),
@@ -443,7 +454,15 @@ fn feed_source(
             path,
             speed,
             looping,
-        } => Some(Box::new(RecordedFeed::from_file(path, *speed, *looping)?)),
+        } => {
+            let mut feed = RecordedFeed::from_file(path, *speed, *looping)?;
+            for (sym, inst) in feed.take_references() {
+                if let Err(e) = config.reference.set(&sym, inst, config.max_symbols) {
+                    tracing::warn!(%sym, error = %e, "reference record of the recording left out");
+                }
+            }
+            Some(Box::new(feed))
+        }
         FeedSource::None => None,
     })
 }

@@ -17,33 +17,46 @@
 //! Every field but `sym` is optional; an unknown field, a bad decimal, a
 //! symbol outside the protocol's grammar or a symbol listed twice is an
 //! error naming the entry.
+//!
+//! Publishers replace a symbol's entry with a `ref` message on
+//! `/v1/publish` (parsed in [`crate::wire::reference`]): the newest wins,
+//! whole, and the table is shared by every worker behind a lock (read by
+//! `/v1/symbols?ref=1`, written by publishers: both rare next to ticks).
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::model::decimal::Fixed;
+pub use crate::model::instrument::{Instrument, decimals_of};
 use crate::model::tick::validate_symbol;
 use crate::wire::json::json_string;
 
-/// One instrument's reference data.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Instrument {
-    /// Smallest price step (`tick_size`).
-    pub tick_size: Option<Fixed>,
-    /// Decimals prices are shown with: given, or those of `tick_size`.
-    pub decimals: Option<u8>,
-    /// ISO 4217 code or the quote asset (`USD`, `USDT`): free text.
-    pub currency: Option<String>,
-    /// Smallest size step (`lot_size`).
-    pub lot_size: Option<Fixed>,
+/// Reference data by symbol.
+#[derive(Debug, Default)]
+pub struct Reference {
+    /// Behind a lock as publishers replace entries while `/v1/symbols`
+    /// reads them and the journal copies them.
+    table: Mutex<Table>,
 }
 
-/// Reference data by symbol.
-#[derive(Clone, Debug, Default)]
-pub struct Reference {
+/// The entries, and the changes the journal has yet to write.
+#[derive(Debug, Default)]
+struct Table {
     /// Sorted by symbol, as `/v1/symbols` lists them.
     by_symbol: BTreeMap<String, Instrument>,
+    /// Every change in order, while a journal takes them (`serve
+    /// --journal`); `None`: nobody does, nothing is kept.
+    changes: Option<Vec<(std::sync::Arc<str>, Instrument)>>,
 }
+
+/// A publisher's reference data for a new symbol when the table already
+/// holds `--max-symbols` of them.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the reference table holds {0} symbols (--max-symbols); no new symbol can be given reference data"
+)]
+pub struct ReferenceFull(pub usize);
 
 /// Why a `--symbols-file` cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -73,15 +86,6 @@ struct Entry {
     decimals: Option<u8>,
     currency: Option<String>,
     lot_size: Option<String>,
-}
-
-/// Decimals a decimal needs as written: `0.01` → 2, `0.25` → 2, `5` → 0.
-fn decimals_of(f: Fixed) -> u8 {
-    let mut s = Vec::new();
-    f.write_to(&mut s);
-    s.iter()
-        .position(|&b| b == b'.')
-        .map_or(0, |p| (s.len() - p - 1) as u8)
 }
 
 impl Reference {
@@ -118,6 +122,10 @@ impl Reference {
             if e.decimals.is_some_and(|d| d > 9) {
                 return Err(format!("{at}: decimals must be 0 to 9 (prices have 9)"));
             }
+            if let Some(c) = &e.currency {
+                crate::model::instrument::validate_currency(c)
+                    .map_err(|why| format!("{at}: currency = \"{c}\": {why}"))?;
+            }
             let inst = Instrument {
                 decimals: e.decimals.or(tick_size.map(decimals_of)),
                 tick_size,
@@ -128,11 +136,62 @@ impl Reference {
                 return Err(format!("{at}: the symbol is listed twice"));
             }
         }
-        Ok(Reference { by_symbol })
+        Ok(Reference {
+            table: Mutex::new(Table {
+                by_symbol,
+                changes: None,
+            }),
+        })
     }
 
-    pub fn get(&self, sym: &str) -> Option<&Instrument> {
-        self.by_symbol.get(sym)
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A panic elsewhere while holding the lock leaves whole entries.
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn get(&self, sym: &str) -> Option<Instrument> {
+        self.table().by_symbol.get(sym).cloned()
+    }
+
+    /// Every entry now (a new journal file starts with them), and from now
+    /// on every change is kept for [`Self::take_changes`].
+    pub fn snapshot_and_log(&self) -> Vec<(std::sync::Arc<str>, Instrument)> {
+        let mut t = self.table();
+        t.changes.get_or_insert_with(Vec::new);
+        t.by_symbol
+            .iter()
+            .map(|(s, i)| (std::sync::Arc::from(s.as_str()), i.clone()))
+            .collect()
+    }
+
+    /// The changes since the last call, in order (an empty instrument: a
+    /// removal), once [`Self::snapshot_and_log`] has started the log.
+    pub fn take_changes(&self) -> Vec<(std::sync::Arc<str>, Instrument)> {
+        self.table()
+            .changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Replaces `sym`'s reference data (the newest wins, whole); an
+    /// instrument with no field removes it. Refuses a new symbol beyond
+    /// `max` entries: publishers cannot grow the table without bound.
+    pub fn set(&self, sym: &str, inst: Instrument, max: usize) -> Result<(), ReferenceFull> {
+        let mut t = self.table();
+        if inst == Instrument::default() {
+            t.by_symbol.remove(sym);
+        } else if !t.by_symbol.contains_key(sym) && t.by_symbol.len() >= max {
+            return Err(ReferenceFull(t.by_symbol.len()));
+        } else {
+            t.by_symbol.insert(sym.to_owned(), inst.clone());
+        }
+        if let Some(log) = &mut t.changes {
+            log.push((std::sync::Arc::from(sym), inst));
+        }
+        Ok(())
     }
 
     /// The `/v1/symbols?ref=1` object of a symbol: `{"sym":…}` plus the
@@ -140,25 +199,8 @@ impl Reference {
     pub fn write_json(&self, out: &mut Vec<u8>, sym: &str) {
         out.extend_from_slice(b"{\"sym\":");
         json_string(out, sym);
-        if let Some(i) = self.get(sym) {
-            let mut field = |name: &str, value: Option<Fixed>| {
-                if let Some(v) = value {
-                    out.extend_from_slice(b",\"");
-                    out.extend_from_slice(name.as_bytes());
-                    out.extend_from_slice(b"\":\"");
-                    v.write_to(out);
-                    out.push(b'"');
-                }
-            };
-            field("tick_size", i.tick_size);
-            field("lot_size", i.lot_size);
-            if let Some(d) = i.decimals {
-                out.extend_from_slice(format!(",\"decimals\":{d}").as_bytes());
-            }
-            if let Some(c) = &i.currency {
-                out.extend_from_slice(b",\"currency\":");
-                json_string(out, c);
-            }
+        if let Some(i) = self.table().by_symbol.get(sym) {
+            crate::wire::reference::write_fields(out, i);
         }
         out.push(b'}');
     }

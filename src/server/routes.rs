@@ -155,8 +155,7 @@ pub(crate) fn route(
                 .uri()
                 .query()
                 .is_some_and(|q| q.split('&').any(|p| p == "ref=1"));
-            let empty = crate::server::reference::Reference::default();
-            let reference = ctx.config.reference.as_deref().unwrap_or(&empty);
+            let reference = &ctx.config.reference;
             let mut o = Vec::with_capacity(256);
             o.push(b'[');
             for (i, (name, _)) in ctx.fanout.ingest.symbols().seen().iter().enumerate() {

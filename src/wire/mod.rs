@@ -13,6 +13,7 @@ pub(crate) mod json;
 pub(crate) mod message;
 pub(crate) mod oversized;
 pub mod publish;
+pub mod reference;
 pub(crate) mod reply;
 pub mod request;
 pub mod resume;

@@ -79,6 +79,14 @@ pub enum Published {
     Ping {
         id: Option<i64>,
     },
+    /// An instrument's reference data (`{"type":"ref",…}`), replacing
+    /// what the server held for `sym`.
+    Reference {
+        /// The message's `id`, echoed in an error.
+        id: Option<i64>,
+        sym: Arc<str>,
+        instrument: crate::model::instrument::Instrument,
+    },
 }
 
 /// Parses a publish message: one tick object, or an array of them. Each
@@ -130,7 +138,7 @@ const SUBSCRIBER_OPS: [&str; 3] = ["subscribe", "unsubscribe", "symbols"];
 
 /// A message's `id`: `None` when absent or null; an error when it is not
 /// an integer.
-fn message_id(raw: Option<&RawValue>) -> Result<Option<i64>, ProtocolError> {
+pub(crate) fn message_id(raw: Option<&RawValue>) -> Result<Option<i64>, ProtocolError> {
     match raw.map(|r| r.get()) {
         None | Some("null") => Ok(None),
         Some(text) => text.parse::<i64>().map(Some).map_err(|_| {
@@ -210,7 +218,18 @@ fn refuse_unparsed(text: &[u8], e: &serde_json::Error) -> ProtocolError {
 }
 
 fn parse_one(text: &[u8]) -> Result<Published, ProtocolError> {
-    let w: WireTick = serde_json::from_slice(text).map_err(|e| refuse_unparsed(text, &e))?;
+    let w: WireTick = match serde_json::from_slice(text) {
+        Ok(w) => w,
+        // A `ref` has fields a tick has not: told apart only when the tick
+        // parse fails, so ticks pay nothing for it.
+        Err(_) if crate::wire::reference::is_reference(text) => {
+            return crate::wire::reference::parse(text);
+        }
+        Err(e) => return Err(refuse_unparsed(text, &e)),
+    };
+    if w.op.is_none() && w.kind.as_deref() == Some("ref") {
+        return crate::wire::reference::parse(text);
+    }
     let id = message_id(w.id)?;
     if let Some(op) = &w.op {
         return match op.as_ref() {
@@ -226,7 +245,7 @@ fn parse_one(text: &[u8]) -> Result<Published, ProtocolError> {
 fn parse_tick(w: WireTick) -> Result<Published, ProtocolError> {
     let bad = |m: String| ProtocolError::new(None, ErrorCode::BadField, m);
     let kind = w.kind.ok_or_else(|| {
-        bad("field `type` is missing; it is \"trade\", \"quote\" or \"book\"".into())
+        bad("field `type` is missing; it is \"trade\", \"quote\", \"book\" or \"ref\"".into())
     })?;
     let sym = w.sym.ok_or_else(|| bad("field `sym` is missing".into()))?;
     validate_symbol(&sym).map_err(|m| ProtocolError::new(None, ErrorCode::InvalidSymbol, m))?;
@@ -329,7 +348,7 @@ fn parse_tick(w: WireTick) -> Result<Published, ProtocolError> {
         }
         other => {
             return Err(bad(format!(
-                "field `type` is `{}`; it must be \"trade\", \"quote\" or \"book\"",
+                "field `type` is `{}`; it must be \"trade\", \"quote\", \"book\" or \"ref\"",
                 truncate(other, 20)
             )));
         }
@@ -354,7 +373,7 @@ fn forbid(fields: &[(&str, Option<&RawValue>)], kind: &str) -> Result<(), Protoc
 }
 
 /// A price: a JSON number, or a string holding one (as many venues send).
-fn number(name: &str, raw: Option<&RawValue>) -> Result<Fixed, ProtocolError> {
+pub(crate) fn number(name: &str, raw: Option<&RawValue>) -> Result<Fixed, ProtocolError> {
     let raw = raw.ok_or_else(|| {
         ProtocolError::new(
             None,

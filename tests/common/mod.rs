@@ -376,6 +376,13 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// `GET /v1/symbols?ref=1`: the symbols with their reference data, parsed.
+pub async fn symbols_with_ref(addr: SocketAddr) -> Value {
+    let body = http_get(addr, "/v1/symbols?ref=1").await;
+    let json = body.split("\r\n\r\n").nth(1).expect("a body");
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
 /// Scrapes `/metrics` (checking it is a 200 in Prometheus text format):
 /// `series → value`, a series written as exposed (`name{label="v"}`).
 pub async fn scrape_metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {

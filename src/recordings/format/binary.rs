@@ -3,6 +3,7 @@
 
 use crate::model::book::{BookChange, BookSide, Level};
 use crate::model::decimal::Fixed;
+use crate::model::instrument::{Instrument, MAX_CURRENCY_LEN, validate_currency};
 use crate::model::tick::{Event, Side};
 
 /// First 12 bytes of a binary recording; then u16 version, u16 flags (0).
@@ -27,6 +28,13 @@ pub const TAG_END: u8 = 0xFF;
 pub const TAG_POSITION: u8 = 0x08;
 /// Journal files: the feed epoch of the positions that follow.
 pub const TAG_EPOCH: u8 = 0x09;
+/// An instrument's reference data (tick size, decimals, lot size,
+/// currency): not a tick. Tags 0x0A and 0x0B are left to other records.
+pub const TAG_REFERENCE: u8 = 0x0C;
+/// A reference record's fixed part; then the currency's bytes.
+pub const REFERENCE_HEAD_LEN: usize = 24;
+/// `decimals` byte of a reference record whose decimals are not known.
+const NO_DECIMALS: u8 = 0xFF;
 pub const POSITION_LEN: usize = 32;
 pub const EPOCH_LEN: usize = 16;
 
@@ -133,6 +141,72 @@ pub fn decode_book(rec: &[u8]) -> Result<(u32, u64, BookChange), String> {
         BookChange::Diff(levels)
     };
     Ok((u32_at(rec, 4), u64_at(rec, 8), change))
+}
+
+/// A reference record: tag, decimals (0xFF: not known), currency length
+/// (0: not known), a reserved byte, symbol id, tick size, lot size (0: not
+/// known), then the currency's ASCII bytes.
+pub fn reference(out: &mut Vec<u8>, sym_id: u32, i: &Instrument) {
+    let currency = i.currency.as_deref().unwrap_or("");
+    out.extend_from_slice(&[
+        TAG_REFERENCE,
+        i.decimals.unwrap_or(NO_DECIMALS),
+        // Validated: at most MAX_CURRENCY_LEN (16) bytes.
+        currency.len() as u8,
+        0,
+    ]);
+    out.extend_from_slice(&sym_id.to_le_bytes());
+    for v in [i.tick_size, i.lot_size] {
+        out.extend_from_slice(&v.map_or(0, |f| f.raw()).to_le_bytes());
+    }
+    out.extend_from_slice(currency.as_bytes());
+}
+
+/// A reference record's currency length from its fixed part.
+pub fn reference_len(head: &[u8]) -> Result<usize, String> {
+    let n = head[2] as usize;
+    if n > MAX_CURRENCY_LEN {
+        return Err(format!(
+            "reference record with a {n}-byte currency; at most {MAX_CURRENCY_LEN}"
+        ));
+    }
+    if head[3] != 0 {
+        return Err("the reserved byte of a reference record is not zero".into());
+    }
+    Ok(REFERENCE_HEAD_LEN + n)
+}
+
+/// Decodes a whole reference record: (symbol id, instrument).
+pub fn decode_reference(rec: &[u8]) -> Result<(u32, Instrument), String> {
+    let step = |at: usize, name: &str| match fixed_at(rec, at) {
+        Fixed(0) => Ok(None),
+        f if f.raw() > 0 => Ok(Some(f)),
+        f => Err(format!(
+            "reference record with {name} {f}; a step is above zero"
+        )),
+    };
+    let decimals = match rec[1] {
+        NO_DECIMALS => None,
+        d if d <= 9 => Some(d),
+        d => return Err(format!("reference record with {d} decimals; at most 9")),
+    };
+    let currency = match &rec[REFERENCE_HEAD_LEN..] {
+        [] => None,
+        c => {
+            let c = std::str::from_utf8(c).unwrap_or("\u{fffd}");
+            validate_currency(c).map_err(|why| format!("reference record: {why}"))?;
+            Some(c.to_owned())
+        }
+    };
+    Ok((
+        u32_at(rec, 4),
+        Instrument {
+            tick_size: step(8, "tick size")?,
+            decimals,
+            currency,
+            lot_size: step(16, "lot size")?,
+        },
+    ))
 }
 
 /// A position record: applies to the tick or book record that follows.

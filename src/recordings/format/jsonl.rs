@@ -59,6 +59,19 @@ pub fn write_tick_json(out: &mut Vec<u8>, t: &NewTick) {
     out.push(b'}');
 }
 
+/// Writes a reference as the publish `ref` object of docs/PROTOCOL.md. No
+/// trailing newline.
+pub fn write_reference_json(
+    out: &mut Vec<u8>,
+    sym: &str,
+    i: &crate::model::instrument::Instrument,
+) {
+    out.extend_from_slice(b"{\"type\":\"ref\",\"sym\":");
+    json_string(out, sym);
+    crate::wire::reference::write_fields(out, i);
+    out.push(b'}');
+}
+
 /// The header line, parsed.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

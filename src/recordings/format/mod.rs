@@ -26,8 +26,8 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use jsonl::write_tick_json;
-pub use reader::{RecordingReader, read_all};
+pub use jsonl::{write_reference_json, write_tick_json};
+pub use reader::{RecordingReader, References, read_all, read_all_with_references};
 pub use writer::RecordingWriter;
 
 /// Why a recording could not be read or written.

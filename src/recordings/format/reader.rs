@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Encoding, Position, RecordingError, VERSION, binary, jsonl, zst_note};
 use crate::model::book::TopOfBook;
+use crate::model::instrument::Instrument;
 use crate::model::tick::Event;
 use crate::model::tick::{NewTick, validate_symbol};
 use crate::wire::publish::{Published, parse_publish};
@@ -50,6 +51,9 @@ pub struct RecordingReader {
     position: Option<Position>,
     /// The epoch from the last epoch record (journal files only).
     epoch: Option<u64>,
+    /// Reference records read and not yet taken ([`Self::take_references`]),
+    /// in file order.
+    references: Vec<(Arc<str>, Instrument)>,
     raw_read: Arc<AtomicU64>,
     raw_total: Option<u64>,
     line_buf: Vec<u8>,
@@ -122,6 +126,7 @@ impl RecordingReader {
             pending_position: None,
             position: None,
             epoch: None,
+            references: Vec::new(),
             raw_read,
             raw_total,
             line_buf: Vec::with_capacity(256),
@@ -189,6 +194,12 @@ impl RecordingReader {
     /// `None` in other recordings).
     pub fn position(&self) -> Option<Position> {
         self.position
+    }
+
+    /// The reference records read since the last call, in file order (those
+    /// before the tick just returned, or before the end).
+    pub fn take_references(&mut self) -> Vec<(Arc<str>, Instrument)> {
+        std::mem::take(&mut self.references)
     }
 
     /// The feed epoch named by the file's epoch record (journal files).
@@ -274,6 +285,10 @@ impl RecordingReader {
                     self.position = self.pending_position.take();
                     return Ok(Some(tick));
                 }
+                binary::TAG_REFERENCE => {
+                    self.read_reference()?;
+                    continue;
+                }
                 binary::TAG_SYMBOL => {
                     let head = fill_at_least(&mut self.input, 2)
                         .map_err(|e| self.read_error(e, "symbol record"))?;
@@ -284,7 +299,7 @@ impl RecordingReader {
                 }
                 other => {
                     return Err(self.corrupt(format!(
-                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0x04 book, 0x08 position, 0x09 epoch, 0xff end), found 0x{other:02x}"
+                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0x04 book, 0x08 position, 0x09 epoch, 0x0c reference, 0xff end), found 0x{other:02x}"
                     )));
                 }
             };
@@ -364,6 +379,30 @@ impl RecordingReader {
                 }
             }
         }
+    }
+
+    /// Reads a reference record into [`Self::references`].
+    fn read_reference(&mut self) -> Result<(), RecordingError> {
+        let head = fill_at_least(&mut self.input, binary::REFERENCE_HEAD_LEN)
+            .map_err(|e| self.read_error(e, "reference record"))?;
+        if head.len() < binary::REFERENCE_HEAD_LEN {
+            return Err(self.truncated("reference record"));
+        }
+        let len = binary::reference_len(&head).map_err(|m| self.corrupt(m))?;
+        let mut rec = vec![0u8; len];
+        if let Err(e) = self.input.read_exact(&mut rec) {
+            return Err(self.read_error(e, "reference record"));
+        }
+        let (sym_id, inst) = binary::decode_reference(&rec).map_err(|m| self.corrupt(m))?;
+        let Some(sym) = self.symbols.get(sym_id as usize) else {
+            return Err(self.corrupt(format!(
+                "reference record refers to symbol id {sym_id}, but only {} symbols are defined before it",
+                self.symbols.len()
+            )));
+        };
+        self.references.push((sym.clone(), inst));
+        self.offset += len as u64;
+        Ok(())
     }
 
     fn read_error(&self, e: std::io::Error, what: &'static str) -> RecordingError {
@@ -464,6 +503,18 @@ impl RecordingReader {
                 return Ok(None);
             }
             let mut parsed = parse_publish(line);
+            if let (
+                Some(Ok(Published::Reference {
+                    sym, instrument, ..
+                })),
+                true,
+            ) = (parsed.last(), parsed.len() == 1)
+            {
+                self.references.push((sym.clone(), instrument.clone()));
+                self.offset += self.line_buf.len() as u64;
+                self.line += 1;
+                continue;
+            }
             let result = match (parsed.pop(), parsed.is_empty()) {
                 (Some(Ok(Published::Tick(t))), true) => Ok(t),
                 (Some(Ok(Published::Book { sym, ts, change })), true) => Ok(NewTick {
@@ -528,11 +579,23 @@ fn fill_at_least(input: &mut Box<dyn BufRead + Send>, n: usize) -> std::io::Resu
 
 /// Reads every tick of a recording into memory.
 pub fn read_all(path: &Path) -> Result<Vec<NewTick>, RecordingError> {
-    let reader = RecordingReader::open(path)?;
-    let name = reader.name.clone();
-    let ticks = reader.collect::<Result<Vec<_>, _>>()?;
-    if ticks.is_empty() {
-        return Err(RecordingError::Empty { file: name });
+    Ok(read_all_with_references(path)?.0)
+}
+
+/// A recording's references, in file order.
+pub type References = Vec<(Arc<str>, Instrument)>;
+
+/// Reads every tick of a recording into memory, and its reference records.
+pub fn read_all_with_references(path: &Path) -> Result<(Vec<NewTick>, References), RecordingError> {
+    let mut reader = RecordingReader::open(path)?;
+    let mut ticks = Vec::new();
+    while let Some(t) = reader.next_tick()? {
+        ticks.push(t);
     }
-    Ok(ticks)
+    if ticks.is_empty() {
+        return Err(RecordingError::Empty {
+            file: reader.name.clone(),
+        });
+    }
+    Ok((ticks, reader.take_references()))
 }

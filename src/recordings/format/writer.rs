@@ -189,25 +189,54 @@ impl RecordingWriter {
         }
     }
 
+    /// The binary symbol id of `sym`, its symbol record queued in `buf`
+    /// the first time.
+    fn symbol_id(&mut self, sym: &Arc<str>) -> Result<u32, RecordingError> {
+        if let Some(id) = self.symbols.get(sym) {
+            return Ok(*id);
+        }
+        if sym.is_empty() || sym.len() > MAX_SYMBOL_LEN {
+            return Err(self.io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("symbol `{sym}` is not 1 to 32 bytes long"),
+            )));
+        }
+        let id = self.symbols.len() as u32;
+        self.symbols.insert(sym.clone(), id);
+        binary::symbol(&mut self.buf, sym);
+        Ok(id)
+    }
+
+    /// Writes `sym`'s reference data (a reference record, or a `ref` line):
+    /// not a tick, so not counted in the end record.
+    pub fn write_reference(
+        &mut self,
+        sym: &Arc<str>,
+        i: &crate::model::instrument::Instrument,
+    ) -> Result<(), RecordingError> {
+        self.buf.clear();
+        match self.encoding {
+            Encoding::Binary => {
+                let id = self.symbol_id(sym)?;
+                binary::reference(&mut self.buf, id, i);
+            }
+            Encoding::JsonLines => {
+                jsonl::write_reference_json(&mut self.buf, sym, i);
+                self.buf.push(b'\n');
+            }
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.sink()?.write_all(&buf);
+        self.bytes += buf.len() as u64;
+        self.buf = buf;
+        r.map_err(|e| self.io(e))
+    }
+
     pub fn write(&mut self, t: &NewTick) -> Result<(), RecordingError> {
         self.buf.clear();
         match self.encoding {
             Encoding::Binary => {
-                let id = match self.symbols.get(&t.sym) {
-                    Some(id) => *id,
-                    None => {
-                        if t.sym.is_empty() || t.sym.len() > MAX_SYMBOL_LEN {
-                            return Err(self.io(std::io::Error::new(
-                                std::io::ErrorKind::InvalidInput,
-                                format!("symbol `{}` is not 1 to 32 bytes long", t.sym),
-                            )));
-                        }
-                        let id = self.symbols.len() as u32;
-                        self.symbols.insert(t.sym.clone(), id);
-                        binary::symbol(&mut self.buf, &t.sym);
-                        id
-                    }
-                };
+                let id = self.symbol_id(&t.sym)?;
                 match &t.book {
                     Some(change) => binary::book(&mut self.buf, id, t.ts, change),
                     None => binary::tick(&mut self.buf, id, t.ts, &t.event),

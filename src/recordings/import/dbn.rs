@@ -4,7 +4,9 @@
 //! Schemas: `trades` (each record a trade tick), `mbp-1` and `tbbo` (a
 //! record with action `T` is a trade tick; every record carries the top of
 //! book, which becomes a quote tick when it changed), `bbo-1s`/`bbo-1m`
-//! (top of book samples → quote ticks). Others are refused.
+//! (top of book samples → quote ticks), `definition` (reference data,
+//! joined to the ticks by instrument id: `dbn_definition`). Others are
+//! refused.
 //!
 //! `ts` is `ts_recv`, Databento's index timestamp: files are sorted by it,
 //! while `ts_event` (the venue's time) can step back between records.
@@ -18,11 +20,12 @@ use std::sync::Arc;
 
 use dbn::decode::DbnMetadata;
 use dbn::{
-    BboMsg, BidAskPair, MboMsg, Mbp1Msg, Mbp10Msg, Record, RecordRef, Schema, SymbolIndex,
-    TradeMsg, UNDEF_PRICE, VersionUpgradePolicy,
+    BboMsg, BidAskPair, InstrumentDefMsg, MboMsg, Mbp1Msg, Mbp10Msg, Record, RecordRef, Schema,
+    SymbolIndex, TradeMsg, UNDEF_PRICE, VersionUpgradePolicy,
 };
 
 use super::dbn_book::BookRebuilder;
+use super::dbn_definition::Definitions;
 use super::{BadRows, ImportError, OrderCheck};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, NewTick, Side, validate_symbol};
@@ -140,9 +143,10 @@ pub(super) fn read(
     path: &Path,
     bad: &mut BadRows,
     out: &mut Vec<NewTick>,
+    defs: &mut Definitions,
 ) -> Result<u64, ImportError> {
     let mut books = BookRebuilder::default();
-    let n = read_with(path, bad, out, &mut books)?;
+    let n = read_with(path, bad, out, &mut books, defs)?;
     if books.report.records > 0 {
         tracing::info!(file = %path.display(), report = ?books.report, "book rebuilt");
     }
@@ -155,6 +159,7 @@ pub(super) fn read_with(
     bad: &mut BadRows,
     out: &mut Vec<NewTick>,
     books: &mut BookRebuilder,
+    defs: &mut Definitions,
 ) -> Result<u64, ImportError> {
     let file = path.display().to_string();
     let bad_file = |message: String| ImportError::BadFile {
@@ -177,7 +182,8 @@ pub(super) fn read_with(
             | Schema::Bbo1S
             | Schema::Bbo1M
             | Schema::Mbo
-            | Schema::Mbp10),
+            | Schema::Mbp10
+            | Schema::Definition),
         ) => s,
         Some(other) => {
             return Err(ImportError::UnsupportedSchema {
@@ -227,6 +233,29 @@ pub(super) fn read_with(
             message,
         };
         let instrument = rec.header().instrument_id;
+        if schema == Schema::Definition {
+            let Some(m) = rec.get::<InstrumentDefMsg>() else {
+                bad.handle(record_error(format!(
+                    "record type 0x{:02x} in a definition file; expected definition records",
+                    rec.header().rtype
+                )))?;
+                continue;
+            };
+            // Its name: the file's mapping, else the publisher's raw symbol.
+            let name = match symbol_map.get_for_rec(&rec) {
+                Some(n) => n.clone(),
+                None => m.raw_symbol().unwrap_or("").to_owned(),
+            };
+            let sanitised = super::sanitise_symbol(&name);
+            let pushed = match validate_symbol(&sanitised) {
+                Ok(()) => defs.push(m, Arc::from(&*sanitised)),
+                Err(why) => Err(format!("symbol of instrument {instrument}: {why}")),
+            };
+            if let Err(m) = pushed {
+                bad.handle(record_error(m))?;
+            }
+            continue;
+        }
         let parsed = match schema {
             Schema::Mbo | Schema::Mbp10 => book_record(&rec, schema, books, &mut order),
             _ => parse_record(&rec, schema, &mut order),
@@ -262,6 +291,7 @@ pub(super) fn read_with(
                 s
             }
         };
+        defs.name_ticks(instrument, &sym);
         if let Some(event) = trade {
             out.push(NewTick {
                 book: None,

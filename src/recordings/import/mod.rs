@@ -8,9 +8,12 @@
 //! `--skip-bad` is given, which skips and counts such rows instead. Nothing
 //! is written under the output name unless the whole import succeeds.
 
+mod across;
 mod binance_depth;
 mod dbn;
 mod dbn_book;
+use across::Across;
+mod dbn_definition;
 mod lean;
 mod tardis;
 mod tardis_book;
@@ -34,7 +37,8 @@ pub fn rebuild_dbn_books(
     let mut bad = BadRows::new(true);
     let mut books = dbn_book::BookRebuilder::default();
     let mut out = Vec::new();
-    dbn::read_with(path, &mut bad, &mut out, &mut books)?;
+    let mut defs = dbn_definition::Definitions::default();
+    dbn::read_with(path, &mut bad, &mut out, &mut books, &mut defs)?;
     Ok((books.report, bad.count, out))
 }
 
@@ -67,7 +71,7 @@ pub enum ImportError {
         message: String,
     },
     #[error(
-        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10 and mbo"
+        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10, mbo and definition"
     )]
     UnsupportedSchema { file: String, schema: String },
     #[error("writing the output: {0}")]
@@ -160,6 +164,8 @@ pub struct InputReport {
     /// Order-book snapshots and diffs (DBN `mbo`/`mbp-10`, Binance depth,
     /// Tardis books).
     pub books: u64,
+    /// DBN `definition` records read (reference data, not ticks).
+    pub definitions: u64,
     /// Rows skipped by `--skip-bad`.
     pub bad_rows: u64,
     pub bad_examples: Vec<String>,
@@ -272,9 +278,9 @@ fn read_input(
     path: &Path,
     skip_bad: bool,
     out: &mut Vec<NewTick>,
-    depth_ids: &mut binance_depth::Continuity,
+    across: &mut Across,
 ) -> Result<InputReport, ImportError> {
-    read_input_as(vendor, path, skip_bad, out, depth_ids).map_err(|e| match e {
+    read_input_as(vendor, path, skip_bad, out, across).map_err(|e| match e {
         ImportError::BadFile { file, message } => match looks_like(path, vendor) {
             Some(hint) => ImportError::BadFile {
                 file,
@@ -291,10 +297,11 @@ fn read_input_as(
     path: &Path,
     skip_bad: bool,
     out: &mut Vec<NewTick>,
-    depth_ids: &mut binance_depth::Continuity,
+    across: &mut Across,
 ) -> Result<InputReport, ImportError> {
     let mut bad = BadRows::new(skip_bad);
     let start = out.len();
+    let definitions_before = across.definitions.pending();
     let (left_out, left_out_why) = match vendor {
         Vendor::Lean => (
             lean::read(path, &mut bad, out)?,
@@ -305,11 +312,11 @@ fn read_input_as(
             "quote rows with an empty side",
         ),
         Vendor::Dbn => (
-            dbn::read(path, &mut bad, out)?,
+            dbn::read(path, &mut bad, out, &mut across.definitions)?,
             "records without a two-sided top of book",
         ),
         Vendor::BinanceDepth => (
-            binance_depth::read(path, &mut bad, out, depth_ids)?,
+            binance_depth::read(path, &mut bad, out, &mut across.depth_ids)?,
             "diffs older than their snapshot",
         ),
     };
@@ -319,6 +326,7 @@ fn read_input_as(
         bad_examples: bad.examples,
         left_out,
         left_out_why,
+        definitions: (across.definitions.pending() - definitions_before) as u64,
         ..InputReport::default()
     };
     for t in &out[start..] {
@@ -432,7 +440,7 @@ impl ImportRun<'_> {
     /// time order (nothing is kept: the writer's temporary file is removed).
     fn streamed(&self) -> Result<Option<Imported>, ImportError> {
         let mut reports = Vec::new();
-        let mut depth_ids = binance_depth::Continuity::default();
+        let mut across = Across::default();
         let mut writer: Option<RecordingWriter> = None;
         let mut window = None;
         let (mut read, mut last_ts) = (0usize, None::<u64>);
@@ -441,11 +449,16 @@ impl ImportRun<'_> {
                 return Err(self.interrupted());
             }
             let mut ticks = Vec::new();
-            let report = read_input(self.vendor, path, self.skip_bad, &mut ticks, &mut depth_ids)?;
+            let report = read_input(self.vendor, path, self.skip_bad, &mut ticks, &mut across)?;
             reports.push(report);
             let sorted = ticks.windows(2).all(|w| w[0].ts <= w[1].ts);
-            let follows = match (ticks.first(), last_ts) {
-                (Some(first), Some(last)) => first.ts >= last,
+            // Definitions not yet written must not fall before what was.
+            let first = [ticks.first().map(|t| t.ts), across.definitions.earliest()]
+                .into_iter()
+                .flatten()
+                .min();
+            let follows = match (first, last_ts) {
+                (Some(first), Some(last)) => first >= last,
                 _ => true,
             };
             if !sorted || !follows {
@@ -459,14 +472,20 @@ impl ImportRun<'_> {
                 Some(w) => w,
                 None => writer.insert(RecordingWriter::create(self.out)?),
             };
-            for t in ticks.iter().filter(|t| window.admits(t)) {
+            for t in &ticks {
                 if (self.stop)() {
                     return Err(self.interrupted());
                 }
-                w.write(t)?;
+                across.write_definitions(w, window, Some(t.ts))?;
+                if window.admits(t) {
+                    w.write(t)?;
+                }
             }
             read += ticks.len();
             last_ts = ticks.last().map(|t| t.ts);
+        }
+        if let (Some(w), Some(window)) = (&mut writer, &window) {
+            across.write_definitions(w, window, None)?;
         }
         let written = finish(writer, read)?;
         Ok(Some((reports, written)))
@@ -476,8 +495,7 @@ impl ImportRun<'_> {
     fn sorted(&self) -> Result<Imported, ImportError> {
         let mut ticks = Vec::new();
         let mut reports = Vec::new();
-        // Binance depth: update ids are checked across the inputs, in order.
-        let mut depth_ids = binance_depth::Continuity::default();
+        let mut across = Across::default();
         for path in self.inputs {
             if (self.stop)() {
                 return Err(self.interrupted());
@@ -487,7 +505,7 @@ impl ImportRun<'_> {
                 path,
                 self.skip_bad,
                 &mut ticks,
-                &mut depth_ids,
+                &mut across,
             )?);
         }
         // Each input's ticks were appended in input order, so a stable sort
@@ -496,13 +514,17 @@ impl ImportRun<'_> {
         let first_ts = ticks.first().map_or(0, |t| t.ts);
         let window = self.selection.resolve(first_ts);
         let mut writer = RecordingWriter::create(self.out)?;
-        for t in ticks.iter().filter(|t| window.admits(t)) {
+        for t in &ticks {
             if (self.stop)() {
                 // Dropping the writer removes its temporary file.
                 return Err(self.interrupted());
             }
-            writer.write(t)?;
+            across.write_definitions(&mut writer, &window, Some(t.ts))?;
+            if window.admits(t) {
+                writer.write(t)?;
+            }
         }
+        across.write_definitions(&mut writer, &window, None)?;
         Ok((reports, finish(Some(writer), ticks.len())?))
     }
 }
@@ -543,6 +565,8 @@ pub fn run(args: ImportArgs) -> ExitCode {
                     r.quotes,
                     if r.books > 0 {
                         format!(", {} book updates", r.books)
+                    } else if r.definitions > 0 {
+                        format!(", {} definitions", r.definitions)
                     } else {
                         String::new()
                     },

@@ -8,11 +8,14 @@ use super::{JournalError, list};
 use crate::model::epoch::Epoch;
 use crate::pipeline::ingest::{Ingest, Placed};
 use crate::pipeline::stats::Stats;
-use crate::recordings::format::{RecordingError, RecordingReader};
+use crate::recordings::format::{RecordingError, RecordingReader, References};
 
 /// What the start-up read of the journal found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Restored {
+    /// The reference records of every file, in order (the last of a
+    /// symbol holds), whatever their epoch: they describe instruments.
+    pub references: References,
     /// Ticks restored into ingest.
     pub ticks: u64,
     /// The epoch continued; `None`: a fresh epoch (empty journal, or a gap).
@@ -32,6 +35,7 @@ fn each_tick(
     path: &Path,
     stats: &Stats,
     report: bool,
+    references: &mut References,
     mut f: impl FnMut(&crate::model::tick::NewTick, Placed, Epoch) -> Result<(), JournalError>,
 ) -> Result<(), JournalError> {
     let mut reader = match RecordingReader::open(path) {
@@ -53,7 +57,9 @@ fn each_tick(
     };
     loop {
         let at = reader.byte_offset();
-        match reader.next_tick() {
+        let next = reader.next_tick();
+        references.append(&mut reader.take_references());
+        match next {
             Ok(Some(t)) => {
                 let (Some(p), Some(epoch)) = (reader.position(), reader.epoch()) else {
                     if report {
@@ -106,8 +112,9 @@ pub fn restore(dir: &Path, ingest: &Ingest, stats: &Stats) -> Result<Restored, J
     let mut run: Option<(Epoch, usize)> = None;
     let mut expected: Option<u64> = None;
     let mut gap = false;
+    let mut references = Vec::new();
     for (i, (_, path)) in files.iter().enumerate() {
-        each_tick(path, stats, true, |_, at, epoch| {
+        each_tick(path, stats, true, &mut references, |_, at, epoch| {
             newest_offset = newest_offset.max(at.offset);
             if run.is_none_or(|(e, _)| e != epoch) {
                 run = Some((epoch, i));
@@ -130,10 +137,14 @@ pub fn restore(dir: &Path, ingest: &Ingest, stats: &Stats) -> Result<Restored, J
         })?;
     }
     let Some((epoch, first_file)) = run else {
-        return Ok(Restored::default());
+        return Ok(Restored {
+            references,
+            ..Restored::default()
+        });
     };
     if gap {
         return Ok(Restored {
+            references,
             newest_offset,
             gap,
             ..Restored::default()
@@ -144,7 +155,7 @@ pub fn restore(dir: &Path, ingest: &Ingest, stats: &Stats) -> Result<Restored, J
     let mut next: Option<u64> = None;
     let run_files: Vec<&PathBuf> = files[first_file..].iter().map(|(_, p)| p).collect();
     for path in run_files {
-        each_tick(path, stats, false, |t, at, e| {
+        each_tick(path, stats, false, &mut Vec::new(), |t, at, e| {
             if e != epoch || next.is_some_and(|n| at.offset < n) {
                 return Ok(());
             }
@@ -156,6 +167,7 @@ pub fn restore(dir: &Path, ingest: &Ingest, stats: &Stats) -> Result<Restored, J
     }
     Stats::add(&stats.journal.restored_ticks, ticks);
     Ok(Restored {
+        references,
         ticks,
         epoch: Some(epoch),
         newest_offset,

@@ -33,6 +33,9 @@ struct Journal {
     config: JournalConfig,
     ingest: Arc<Ingest>,
     stats: Arc<Stats>,
+    /// Reference data (`/v1/symbols?ref=1`): every file starts with all of
+    /// it and then gets each change, so deleting old files loses none.
+    reference: Arc<crate::server::reference::Reference>,
     /// `None` after a failure, until a retry opens a new file.
     current: Option<Current>,
     /// Offset of the newest tick written: workers deliver up to it.
@@ -50,6 +53,7 @@ pub fn start(
     ingest: Arc<Ingest>,
     reader: IngestReader,
     stats: Arc<Stats>,
+    reference: Arc<crate::server::reference::Reference>,
     mut shutdown: Shutdown,
 ) -> Result<JournalThread, JournalError> {
     std::fs::create_dir_all(&config.dir).map_err(|source| JournalError::Dir {
@@ -63,6 +67,7 @@ pub fn start(
         config,
         ingest: ingest.clone(),
         stats,
+        reference,
         current: None,
         watermark: watermark.clone(),
         unsynced: false,
@@ -103,6 +108,9 @@ impl Journal {
         let mut writer = RecordingWriter::create_in_place(&path)?;
         let epoch = self.ingest.epoch();
         writer.write_epoch(epoch.0)?;
+        for (sym, inst) in self.reference.snapshot_and_log() {
+            writer.write_reference(&sym, &inst)?;
+        }
         writer.flush()?;
         self.current = Some(Current {
             writer,
@@ -129,10 +137,12 @@ impl Journal {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.triggered() => break,
                 }
+                self.write_reference_changes();
                 self.sync_if_due();
                 self.rotate_if_due();
                 continue;
             }
+            self.write_reference_changes();
             while let Err(e) = self.write_batch(&batch) {
                 Stats::add(&self.stats.journal.write_errors, 1);
                 tracing::error!(error = %e, "journal: write failed; delivery waits, retrying in 1 s into a new file");
@@ -153,10 +163,32 @@ impl Journal {
             self.sync_if_due();
             self.rotate_if_due();
         }
+        self.write_reference_changes();
         if let Some(c) = self.current.take() {
             match c.writer.finish() {
                 Ok(_) => Stats::add(&self.stats.journal.syncs, 1),
                 Err(e) => tracing::error!(error = %e, "journal: closing the file at shutdown"),
+            }
+        }
+    }
+
+    /// Writes the reference data changed since the last call (publishers'
+    /// `ref` messages), at most a second after it changed. A failure is
+    /// logged and counted; the next file starts with every entry anyway.
+    fn write_reference_changes(&mut self) {
+        let changes = self.reference.take_changes();
+        let Some(c) = self.current.as_mut().filter(|_| !changes.is_empty()) else {
+            return;
+        };
+        let written = changes
+            .iter()
+            .try_for_each(|(sym, inst)| c.writer.write_reference(sym, inst))
+            .and_then(|()| c.writer.flush());
+        match written {
+            Ok(()) => self.unsynced = true,
+            Err(e) => {
+                Stats::add(&self.stats.journal.write_errors, 1);
+                tracing::error!(error = %e, "journal: writing reference data failed");
             }
         }
     }

@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::MergedReader;
 use crate::model::speed::Speed;
 use crate::recordings::connect::{ClientTls, ConnectError, connect, ws_url};
-use crate::recordings::format::{RecordingError, write_tick_json};
+use crate::recordings::format::{RecordingError, write_reference_json, write_tick_json};
 use crate::recordings::selection::Selection;
 
 /// Arguments of `tickwire replay`.
@@ -268,6 +268,9 @@ pub async fn replay(
                     break 'laps;
                 }
             }
+            // The recording's reference data goes to the server as `ref`
+            // messages, ahead of the tick it came before.
+            push_references(&mut frame, reader.take_references());
             frame.push(if frame.is_empty() { b'[' } else { b',' });
             write_tick_json(&mut frame, &t);
             scheduled.push(due.unwrap_or(start));
@@ -290,6 +293,7 @@ pub async fn replay(
                 }
             }
         }
+        push_references(&mut frame, reader.take_references());
         if !frame.is_empty() {
             send(&mut sink, &mut frame, &mut scheduled, &mut pacing)
                 .await
@@ -401,6 +405,14 @@ where
             Some(Event::Gone(m)) => return Err(m),
             None => return Err("connection closed".into()),
         }
+    }
+}
+
+/// Adds reference records to a publish frame as `ref` elements.
+fn push_references(frame: &mut Vec<u8>, refs: crate::recordings::format::References) {
+    for (sym, inst) in refs {
+        frame.push(if frame.is_empty() { b'[' } else { b',' });
+        write_reference_json(frame, &sym, &inst);
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::model::tick::NewTick;
-use crate::recordings::format::{RecordingError, RecordingReader};
+use crate::recordings::format::{RecordingError, RecordingReader, References};
 use crate::recordings::selection::{Selection, Window};
 
 /// Pacing offset of each tick from the first, ns: by the latest `ts` seen
@@ -27,6 +27,11 @@ pub fn pacing_offsets(ts: impl IntoIterator<Item = u64>) -> Vec<u64> {
 pub struct MergedReader {
     readers: Vec<RecordingReader>,
     heads: Vec<Option<NewTick>>,
+    /// Per reader, the reference records read before its head tick (or
+    /// before its end): they are due when that head is returned.
+    head_references: Vec<References>,
+    /// Reference records due: read before the tick last returned.
+    due_references: References,
     window: Window,
     /// Ticks read, selected or not, and the `ts` range they covered: what
     /// an empty selection's error reports beside the window.
@@ -38,15 +43,19 @@ impl MergedReader {
     pub fn open(paths: &[PathBuf], selection: &Selection) -> Result<Self, RecordingError> {
         let mut readers = Vec::with_capacity(paths.len());
         let mut heads = Vec::with_capacity(paths.len());
+        let mut head_references = Vec::with_capacity(paths.len());
         for p in paths {
             let mut r = RecordingReader::open(p)?;
             heads.push(r.next_tick()?);
+            head_references.push(r.take_references());
             readers.push(r);
         }
         let first_ts = heads.iter().flatten().map(|t| t.ts).min().unwrap_or(0);
         Ok(MergedReader {
             readers,
             heads,
+            head_references,
+            due_references: Vec::new(),
             window: selection.resolve(first_ts),
             seen: 0,
             seen_ts: None,
@@ -72,6 +81,17 @@ impl MergedReader {
         })
     }
 
+    /// The selected symbols' reference records that came before the tick
+    /// last returned in its file (after [`Self::next_tick`] says `None`:
+    /// every one left).
+    pub fn take_references(&mut self) -> References {
+        let window = &self.window;
+        std::mem::take(&mut self.due_references)
+            .into_iter()
+            .filter(|(sym, _)| window.admits_symbol(sym))
+            .collect()
+    }
+
     pub fn next_tick(&mut self) -> Result<Option<NewTick>, RecordingError> {
         loop {
             let mut best: Option<(usize, u64)> = None;
@@ -83,9 +103,14 @@ impl MergedReader {
                 }
             }
             let Some((i, _)) = best else {
+                for r in &mut self.head_references {
+                    self.due_references.append(r);
+                }
                 return Ok(None);
             };
+            self.due_references.append(&mut self.head_references[i]);
             let next = self.readers[i].next_tick()?;
+            self.head_references[i] = self.readers[i].take_references();
             let tick = std::mem::replace(&mut self.heads[i], next);
             if let Some(t) = tick {
                 self.seen += 1;

@@ -23,7 +23,7 @@ use crate::model::speed::Speed;
 use crate::model::tick::{NewTick, wall_clock_ns};
 use crate::pipeline::ingest::{IngestError, TickSource};
 pub use crate::recordings::format::RecordingError;
-use crate::recordings::format::{RecordingReader, read_all};
+use crate::recordings::format::{RecordingReader, References, read_all_with_references};
 pub use merge::{MergedReader, pacing_offsets};
 
 /// The bundled recording: trades of AIG, BAC, IBM, SPY and IBM quotes,
@@ -53,6 +53,9 @@ pub struct RecordedFeed {
     pos: usize,
     lap: u64,
     start: Option<(Instant, u64)>,
+    /// The recording's reference records, in file order, for the server to
+    /// take before play ([`Self::take_references`]).
+    references: References,
 }
 
 impl RecordedFeed {
@@ -74,6 +77,7 @@ impl RecordedFeed {
             pos: 0,
             lap: 0,
             start: None,
+            references: Vec::new(),
         }
     }
 
@@ -85,14 +89,16 @@ impl RecordedFeed {
 
     /// A recording file (any encoding), played with its own `ts`.
     pub fn from_file(path: &Path, speed: Speed, looping: bool) -> Result<Self, RecordingError> {
-        let ticks = read_all(path)?;
-        Ok(Self::new(
-            path.display().to_string(),
-            ticks,
-            speed,
-            looping,
-            false,
-        ))
+        let (ticks, references) = read_all_with_references(path)?;
+        let mut feed = Self::new(path.display().to_string(), ticks, speed, looping, false);
+        feed.references = references;
+        Ok(feed)
+    }
+
+    /// The recording's reference records (file order; the last of a symbol
+    /// is the one that holds).
+    pub fn take_references(&mut self) -> References {
+        std::mem::take(&mut self.references)
     }
 
     /// Recorded length of one lap, ns (at least 1 ms, so a lap always advances time).

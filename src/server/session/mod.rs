@@ -450,6 +450,26 @@ impl Session {
                         self.refuse(&e);
                     }
                 }
+                Ok(Published::Reference {
+                    id,
+                    sym,
+                    instrument,
+                }) => {
+                    // Not sequenced: applied at once, for `/v1/symbols?ref=1`.
+                    let ctx = self.ctx();
+                    if let Err(e) =
+                        ctx.config
+                            .reference
+                            .set(&sym, instrument, ctx.config.max_symbols)
+                    {
+                        Stats::add(&ctx.fanout.stats.publish_errors, 1);
+                        self.refuse(&ProtocolError::new(
+                            id,
+                            ErrorCode::TooManySymbols,
+                            e.to_string(),
+                        ));
+                    }
+                }
                 Ok(Published::Ping { id }) => {
                     // A pong confirms every tick before it has been ingested.
                     self.ctx().fanout.ingest.publish(&batch).await;

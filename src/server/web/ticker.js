@@ -99,6 +99,8 @@
       const r = await fetch("/v1/symbols?ref=1", { cache: "no-store" });
       const objs = await r.json();
       list = objs.map((o) => o.sym);
+      // The server's newest: a publisher may have changed or removed them.
+      refDecimals.clear();
       for (const o of objs) if (typeof o.decimals === "number") refDecimals.set(o.sym, o.decimals);
     } catch (e) {
       if (firstLoad) message("could not load /v1/symbols: " + e);
