@@ -20,57 +20,14 @@ use tokio::io::AsyncWriteExt;
 /// (symbol, channel).
 type Key = (String, String);
 
-/// A `tickwire serve` process, killed (SIGKILL) when dropped.
-struct Served(std::process::Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `tickwire serve --no-feed --journal JOURNAL` on `port` (0: any).
 fn serve_journaled(dir: &Path, journal: &Path, port: u16, extra: &[&str]) -> (Served, SocketAddr) {
-    let addr_file = dir.join(format!("addr-{port}-{}", extra.len()));
-    let _ = std::fs::remove_file(&addr_file);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--no-feed", "--workers", "1", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .arg("--journal")
-        .arg(journal)
-        .args(extra)
-        .stdout(std::process::Stdio::null())
-        // The server's log, for a failure's post-mortem.
-        .stderr(std::fs::File::create(dir.join(format!("log-{port}"))).unwrap())
-        .spawn()
-        .map(Served)
-        .expect("start tickwire serve");
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&addr_file)
-            && let Ok(a) = s.trim().parse()
-        {
-            return (child, a);
-        }
-        assert!(std::time::Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Sends a subscribe and returns its reply and the ticks before the pong.
-async fn ask(ws: &mut RawWs, req: Value) -> (Value, Vec<Value>) {
-    ws.send_json(req).await;
-    ws.send_text(r#"{"op":"ping","id":999}"#).await;
-    let (_, mut before) = ws.recv_until("pong").await;
-    let pos = before
-        .iter()
-        .position(|v| v["type"] == "subscribed" || v["type"] == "error")
-        .expect("a reply");
-    let reply = before.remove(pos);
-    (reply, before)
+    let journal = journal.to_str().unwrap();
+    let args: Vec<&str> = ["--journal", journal]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    serve_process(dir, port, &args)
 }
 
 /// Every tick a client received, per key, in order.

@@ -118,6 +118,9 @@ pub struct Ingest {
     /// (to the OS, so a kill -9 keeps it). Workers deliver no tick beyond
     /// it, so no client ever holds a tick a restart would not restore.
     delivery_gate: std::sync::OnceLock<Arc<AtomicU64>>,
+    /// With `--journal`: the files, read on demand for a position older
+    /// than the history.
+    archive: std::sync::OnceLock<Arc<crate::recordings::journal::Archive>>,
 }
 
 /// A worker's end of the ring, with the waker ingest uses to signal it.
@@ -175,6 +178,7 @@ impl Ingest {
             epoch: AtomicU64::new(epoch.0),
             history: Arc::new(History::new(history)),
             delivery_gate: std::sync::OnceLock::new(),
+            archive: std::sync::OnceLock::new(),
         });
         let readers = ring_readers
             .into_iter()
@@ -240,6 +244,16 @@ impl Ingest {
     }
 
     /// The shared history of recent ticks.
+    /// The journal's files as a source of ticks older than the history.
+    pub fn archive(&self) -> Option<&Arc<crate::recordings::journal::Archive>> {
+        self.archive.get()
+    }
+
+    /// Lets resumes older than the history be served from the journal.
+    pub fn set_archive(&self, archive: Arc<crate::recordings::journal::Archive>) {
+        let _ = self.archive.set(archive);
+    }
+
     pub fn history(&self) -> &Arc<History> {
         &self.history
     }

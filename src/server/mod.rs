@@ -217,6 +217,13 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         .map(|_| readers.pop().expect("a reader for the journal"));
     if let Some(j) = &config.journal {
         restore_journal(j, &ingest, &stats)?;
+        ingest.set_archive(Arc::new(crate::recordings::journal::Archive::new(
+            j.dir.clone(),
+            ingest.symbols().clone(),
+            ingest.history().clone(),
+            stats.clone(),
+            j.readers,
+        )));
     }
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));

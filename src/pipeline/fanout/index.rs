@@ -70,9 +70,13 @@ impl WorkerState {
 
     /// Gives this worker's clients the shared history to catch up from.
     pub(crate) fn attach_history(&mut self, ingest: Arc<crate::pipeline::ingest::Ingest>) {
+        // Ticks sequenced before the worker started (restored from a
+        // journal) never pass through its ring: they count as delivered,
+        // so a resume from before them reads them from the history.
+        let delivered = ingest.newest_offset();
         self.history = Some(HistorySource {
             ingest,
-            delivered: Default::default(),
+            delivered: std::rc::Rc::new(std::cell::Cell::new(delivered)),
         });
     }
 

@@ -189,6 +189,12 @@ pub(crate) async fn subscribe(
         }
         None => None,
     };
+    // Positions older than memory are looked up in the journal first, on
+    // a blocking thread; the plan below runs between two ring batches.
+    let disk = match &plan.resume {
+        Some(r) => resume::look_on_disk(&ctx.fanout.ingest, r).await,
+        None => None,
+    };
     let id = client.id();
     let mut st = ctx.fanout.state.borrow_mut();
     if st.client(id).is_none() {
@@ -196,7 +202,14 @@ pub(crate) async fn subscribe(
     }
     let delivered = st.delivered();
     let outcome = match &plan.resume {
-        Some(r) => resume::plan(&ctx.fanout.ingest, r, &plan.keys, plan.star(), delivered),
+        Some(r) => resume::plan(
+            &ctx.fanout.ingest,
+            r,
+            &plan.keys,
+            plan.star(),
+            delivered,
+            disk.as_ref(),
+        ),
         None => Outcome {
             offset: delivered,
             ..Outcome::default()
