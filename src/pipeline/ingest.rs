@@ -388,8 +388,17 @@ impl Ingest {
     }
 
     /// Appends the last value of each of `keys` that has one (for a book
-    /// key: its snapshot).
-    pub fn last_values(&self, keys: impl IntoIterator<Item = KeyId>, out: &mut Vec<RingItem>) {
+    /// key: its snapshot). Only what the journal has written (`--journal`)
+    /// is given: a book snapshot holding updates beyond it goes to `held`
+    /// with the offset of its last update, to be sent once delivery has
+    /// passed that offset (a client must never hold a book state a restart
+    /// would not restore).
+    pub fn last_values_held(
+        &self,
+        keys: impl IntoIterator<Item = KeyId>,
+        out: &mut Vec<RingItem>,
+        held: &mut Vec<(u64, RingItem)>,
+    ) {
         let upto = self.deliverable();
         let mut seq = self.sequencer.lock();
         for k in keys {
@@ -397,7 +406,12 @@ impl Ingest {
                 if let Some(ks) = seq.keys.get_mut(k.0 as usize)
                     && let Some(item) = book::snapshot_item(k, ks)
                 {
-                    out.push(item);
+                    let offset = ks.book.as_ref().map_or(0, |b| b.offset);
+                    if offset <= upto {
+                        out.push(item);
+                    } else {
+                        held.push((offset, item));
+                    }
                 }
                 continue;
             }
@@ -407,6 +421,13 @@ impl Ingest {
                 out.push(last.clone());
             }
         }
+    }
+
+    /// [`Ingest::last_values_held`] without the held book snapshots: for
+    /// callers that resend last values after a gap (a book key there waits
+    /// for its next snapshot-carrying resubscribe).
+    pub fn last_values(&self, keys: impl IntoIterator<Item = KeyId>, out: &mut Vec<RingItem>) {
+        self.last_values_held(keys, out, &mut Vec::new());
     }
 
     /// Appends the last value of every key on `channels`.
