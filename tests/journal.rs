@@ -364,3 +364,88 @@ async fn a_restarted_server_restores_its_books_from_the_journal() {
     let (next, _) = c.recv_until("book").await;
     assert_eq!(next["seq"], 3, "{next}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_journal_publishes_each_derived_quote_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let (first, addr) = serve_journaled(dir.path(), &journal, 0, &[]);
+    let mut sub = subscriber(addr).await;
+    ask(
+        &mut sub,
+        json!({"op":"subscribe","id":1,"symbols":["BK"],"channels":["book","quote"]}),
+    )
+    .await;
+    let mut publ = publisher(addr).await;
+    let book = |snap: bool, bids: Value, asks: Value| json!({"type":"book","sym":"BK","ts":1,"snap":snap,"bids":bids,"asks":asks});
+    // A snapshot and three diffs, each moving the top: four quotes.
+    publ.publish(&[
+        book(true, json!([[99, 1]]), json!([[101, 1]])),
+        book(false, json!([[99, 2]]), json!([])),
+        book(false, json!([[100, 1]]), json!([])),
+        book(false, json!([]), json!([[101, 0], [102, 3]])),
+    ])
+    .await;
+    let mut quotes = 0;
+    while quotes < 4 {
+        if sub.recv_json().await["type"] == "quote" {
+            quotes += 1;
+        }
+    }
+    // A clean stop (SIGTERM): the file gets its end record, as `replay`
+    // requires.
+    let mut first = first;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &first.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(first.0.wait().unwrap().success());
+
+    let server = start(config());
+    let mut c = subscriber(server.addr()).await;
+    ask(
+        &mut c,
+        json!({"op":"subscribe","id":1,"symbols":["BK"],"channels":["book","quote"],"snapshot":false}),
+    )
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["replay", "--speed", "max", "--to"])
+        .arg(format!("ws://{}/v1/publish", server.addr()))
+        .args(journal_files(&journal))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Four book updates, four quotes (each produced again by its update,
+    // the journal's copy skipped), then nothing more.
+    let (mut books, mut quotes) = (Vec::new(), Vec::new());
+    while books.len() < 4 || quotes.len() < 4 {
+        let v = c.recv_json().await;
+        match v["type"].as_str() {
+            Some("book") => books.push(v["seq"].as_u64().unwrap()),
+            Some("quote") => quotes.push(v["seq"].as_u64().unwrap()),
+            _ => {}
+        }
+    }
+    c.send_text(r#"{"op":"ping","id":7}"#).await;
+    let (_, rest) = c.recv_until("pong").await;
+    assert!(
+        rest.iter().all(|v| v["type"] != "quote"),
+        "a quote twice: {rest:?}"
+    );
+    assert_eq!(quotes, [1, 2, 3, 4]);
+    // `tickwire cat` of the journal shows the book records, not the
+    // derived quotes (which playing them produces).
+    let cat = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .arg("cat")
+        .args(journal_files(&journal))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&cat.stdout);
+    assert_eq!(text.matches("\"type\":\"quote\"").count(), 0, "{text}");
+    assert_eq!(text.matches("\"type\":\"book\"").count(), 4, "{text}");
+}

@@ -94,6 +94,15 @@ impl Sequencer {
         self.next_offset += 1;
         Arc::new(EncodedTick::at(tick, offset, epoch))
     }
+
+    /// [`Sequencer::place`] for the quote a book update produced.
+    fn place_derived(&mut self, tick: Tick, epoch: Epoch) -> RingItem {
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        let mut item = EncodedTick::at(tick, offset, epoch);
+        item.derived = true;
+        Arc::new(item)
+    }
 }
 
 /// The ingest stage shared by all sources and workers.

@@ -196,7 +196,7 @@ impl Ingest {
             let qs = seq.key(qkey);
             qs.seq += 1;
             let qseq = qs.seq;
-            let quote = seq.place(
+            let quote = seq.place_derived(
                 Tick {
                     key: qkey,
                     sym: b.sym.clone(),

@@ -190,6 +190,16 @@ impl RecordingWriter {
     }
 
     pub fn write(&mut self, t: &NewTick) -> Result<(), RecordingError> {
+        self.write_flagged(t, false)
+    }
+
+    /// Writes a quote the book record before it produced (journal files),
+    /// flagged so that a player skips it (binary only).
+    pub fn write_derived(&mut self, t: &NewTick) -> Result<(), RecordingError> {
+        self.write_flagged(t, true)
+    }
+
+    fn write_flagged(&mut self, t: &NewTick, derived: bool) -> Result<(), RecordingError> {
         self.buf.clear();
         match self.encoding {
             Encoding::Binary => {
@@ -210,7 +220,12 @@ impl RecordingWriter {
                 };
                 match &t.book {
                     Some(change) => binary::book(&mut self.buf, id, t.ts, change),
-                    None => binary::tick(&mut self.buf, id, t.ts, &t.event),
+                    None => {
+                        binary::tick(&mut self.buf, id, t.ts, &t.event);
+                        if derived && matches!(t.event, crate::model::tick::Event::Quote { .. }) {
+                            binary::mark_derived(&mut self.buf);
+                        }
+                    }
                 }
             }
             Encoding::JsonLines => {

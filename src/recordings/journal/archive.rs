@@ -147,7 +147,7 @@ impl Archive {
         path: &Path,
         mut f: impl FnMut(&NewTick, Position, Epoch) -> ControlFlow<()>,
     ) -> Result<(), RecordingError> {
-        let mut reader = RecordingReader::open(path)?;
+        let mut reader = RecordingReader::open(path)?.with_derived();
         loop {
             match reader.next_tick() {
                 Ok(Some(t)) => {

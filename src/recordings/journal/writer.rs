@@ -179,7 +179,11 @@ impl Journal {
                 seq: item.tick.seq,
                 rx: item.tick.rx,
             })?;
-            c.writer.write(&recorded(item))?;
+            if item.derived {
+                c.writer.write_derived(&recorded(item))?;
+            } else {
+                c.writer.write(&recorded(item))?;
+            }
         }
         c.writer.flush()?;
         Stats::add(&self.stats.journal.ticks_written, batch.len() as u64);
