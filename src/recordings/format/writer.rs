@@ -277,6 +277,24 @@ impl RecordingWriter {
     }
 }
 
+impl RecordingWriter {
+    /// An in-place file after a failed write (disk full, I/O error): drops
+    /// what is still buffered unwritten and cuts the file back to `len`
+    /// bytes (where its last whole batch ended), so that it ends on a whole
+    /// record, as a killed server's file does (no end record), never in a
+    /// record half written.
+    pub fn cut_back(mut self, len: u64) -> Result<(), RecordingError> {
+        let Some(sink) = self.sink.take() else {
+            return Ok(());
+        };
+        let file = match sink {
+            Sink::Plain(w) => w.into_parts().0,
+            Sink::Zstd(w) => w.finish().map_err(|e| self.io(e))?.into_parts().0,
+        };
+        file.set_len(len).map_err(|e| self.io(e))
+    }
+}
+
 impl Drop for RecordingWriter {
     fn drop(&mut self) {
         // Unfinished (an error, or a panic upstream): leave nothing behind
