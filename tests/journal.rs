@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,9 +16,6 @@ use common::*;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-/// (symbol, channel).
-type Key = (String, String);
-
 /// `tickwire serve --no-feed --journal JOURNAL` on `port` (0: any).
 fn serve_journaled(dir: &Path, journal: &Path, port: u16, extra: &[&str]) -> (Served, SocketAddr) {
     let journal = journal.to_str().unwrap();
@@ -28,46 +24,6 @@ fn serve_journaled(dir: &Path, journal: &Path, port: u16, extra: &[&str]) -> (Se
         .chain(extra.iter().copied())
         .collect();
     serve_process(dir, port, &args)
-}
-
-/// Every tick a client received, per key, in order.
-#[derive(Default)]
-struct Ledger(HashMap<Key, Vec<u64>>);
-
-impl Ledger {
-    fn take(&mut self, v: &Value) {
-        if v["type"] != "trade" && v["type"] != "quote" {
-            return;
-        }
-        let key = (
-            v["sym"].as_str().unwrap().to_string(),
-            v["type"].as_str().unwrap().to_string(),
-        );
-        self.0
-            .entry(key)
-            .or_default()
-            .push(v["seq"].as_u64().unwrap());
-    }
-
-    fn count(&self) -> usize {
-        self.0.values().map(Vec::len).sum()
-    }
-
-    fn positions(&self) -> Value {
-        let mut p = json!({"trade":{},"quote":{}});
-        for ((sym, ch), seqs) in &self.0 {
-            p[ch][sym] = json!(seqs.last().unwrap());
-        }
-        p
-    }
-
-    /// Every key's seqs are exactly 1..=n: nothing lost, nothing twice.
-    fn assert_contiguous(&self) {
-        for (k, seqs) in &self.0 {
-            let want: Vec<u64> = (1..=seqs.len() as u64).collect();
-            assert_eq!(seqs, &want, "{k:?}");
-        }
-    }
 }
 
 /// Publishes R1 trades and R2 quotes every 2 ms until `stop` or until the

@@ -1,13 +1,12 @@
 //! `serve --journal DIR` serves a resume older than the memory history
 //! from the journal files: with `--history-bytes` tiny (a few dozen ticks)
 //! a client resuming from far back, by key `seq`, by offset on `*`, by
-//! time, or over SSE with `Last-Event-ID`, gets every missed tick once, in
+//! time, in binary, or over SSE with `Last-Event-ID`, gets every missed tick once, in
 //! per-key order, then live ticks with no gap or duplicate at the seam;
 //! also after a kill -9 and restart.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -19,33 +18,8 @@ const TINY_HISTORY: &str = "20000";
 /// Ticks of each key per published frame.
 const PER_FRAME: u64 = 15;
 
-/// Each key's seqs as received, in order.
-#[derive(Default, Debug)]
-struct Got(BTreeMap<String, Vec<u64>>);
-
-impl Got {
-    fn take(&mut self, kind: &str, v: &Value) {
-        if kind == "trade" || kind == "quote" {
-            let key = format!("{}/{kind}", v["sym"].as_str().unwrap());
-            self.0
-                .entry(key)
-                .or_default()
-                .push(v["seq"].as_u64().unwrap());
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.0.values().map(Vec::len).sum()
-    }
-
-    /// Each key got exactly `from..=to`, once, in order.
-    fn assert_exactly(&self, from: u64, to: u64, what: &str) {
-        let want: Vec<u64> = (from..=to).collect();
-        for key in ["R1/trade", "R2/quote"] {
-            assert_eq!(self.0.get(key), Some(&want), "{what}: {key}");
-        }
-    }
-}
+/// The two keys the publisher below feeds.
+const BOTH: &[(&str, &str)] = &[("R1", "trade"), ("R2", "quote")];
 
 /// Publishes `frames` frames of [`PER_FRAME`] R1 trades and R2 quotes,
 /// each read by `watch` (delivered, hence journaled) before the next.
@@ -70,6 +44,18 @@ async fn publish(addr: SocketAddr, watch: &mut RawWs, frames: u64, published: &m
     }
 }
 
+/// A client on R1 and R2 whose reads pace the publisher; with the epoch.
+async fn watcher(addr: SocketAddr) -> (RawWs, String) {
+    let mut watch = subscriber(addr).await;
+    let (reply, _) = ask(
+        &mut watch,
+        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
+    )
+    .await;
+    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    (watch, epoch)
+}
+
 fn serve(dir: &Path, port: u16) -> (Served, SocketAddr) {
     let journal = dir.join("journal");
     let args = [
@@ -85,7 +71,7 @@ fn serve(dir: &Path, port: u16) -> (Served, SocketAddr) {
 
 /// A WebSocket client that resumes with `req`: checks every key's
 /// `recovered`, reads until each key has `want` ticks, and returns them.
-async fn resume_ws(addr: SocketAddr, req: Value, want: usize) -> (RawWs, Got) {
+async fn resume_ws(addr: SocketAddr, req: Value, want: usize) -> (RawWs, Ledger) {
     let mut ws = subscriber(addr).await;
     let (reply, before) = ask(&mut ws, req).await;
     assert_eq!(reply["type"], "subscribed", "{reply}");
@@ -96,25 +82,73 @@ async fn resume_ws(addr: SocketAddr, req: Value, want: usize) -> (RawWs, Got) {
     for k in resumed["keys"].as_array().unwrap() {
         assert_eq!(k["recovered"], true, "{reply}");
     }
-    let mut got = Got::default();
+    let mut got = Ledger::default();
     for v in &before {
         assert_ne!(v["snap"], true, "a complete resume sends no snapshot: {v}");
-        got.take(v["type"].as_str().unwrap_or(""), v);
+        got.take(v);
     }
     while got.count() < want {
         let v = ws.recv_json().await;
         assert_ne!(v["type"], "lagging", "{v}");
-        got.take(v["type"].as_str().unwrap_or(""), &v);
+        got.take(&v);
     }
     (ws, got)
 }
 
+/// A `tickwire.bin.v1` client and the symbol ids it was given.
+struct BinaryClient {
+    ws: RawWs,
+    names: std::collections::HashMap<u64, String>,
+}
+
+/// Connects with the binary subprotocol and resumes with `req` (every
+/// key must be recovered).
+async fn binary_resume(addr: SocketAddr, req: Value) -> BinaryClient {
+    let headers = "Sec-WebSocket-Protocol: tickwire.bin.v1\r\n";
+    let (mut ws, head) = connect_with(addr, "/v1/stream", headers, None).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    ws.recv_json().await;
+    ws.send_json(req).await;
+    let (reply, _) = ws.recv_until("subscribed").await;
+    for k in reply["resumed"]["keys"].as_array().unwrap() {
+        assert_eq!(k["recovered"], true, "{reply}");
+    }
+    let names = reply["ids"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(sym, id)| (id.as_u64().unwrap(), sym.clone()))
+        .collect();
+    BinaryClient { ws, names }
+}
+
+impl BinaryClient {
+    /// Reads one frame: its 64-byte records into `got`.
+    async fn read(&mut self, got: &mut Ledger) {
+        match self.ws.recv().await {
+            Msg::Binary(b) => {
+                assert_eq!(b.len() % 64, 0);
+                for r in b.chunks(64) {
+                    assert_eq!(r[1] & 1, 0, "a resumed client gets no snapshot");
+                    let id = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
+                    let seq = u64::from_le_bytes(r[8..16].try_into().unwrap());
+                    let kind = if r[0] == 1 { "trade" } else { "quote" };
+                    let sym = &self.names[&id];
+                    got.take_as(kind, &json!({"sym": sym, "seq": seq}));
+                }
+            }
+            Msg::Text(t) => assert!(!t.contains("lagging"), "{t}"),
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
 /// Reads one live frame's ticks (`PER_FRAME` of each key) into `got`.
-async fn read_live(ws: &mut RawWs, got: &mut Got) {
+async fn read_live(ws: &mut RawWs, got: &mut Ledger) {
     let target = got.count() + 2 * PER_FRAME as usize;
     while got.count() < target {
         let v = ws.recv_json().await;
-        got.take(v["type"].as_str().unwrap_or(""), &v);
+        got.take(&v);
     }
 }
 
@@ -122,13 +156,7 @@ async fn read_live(ws: &mut RawWs, got: &mut Got) {
 async fn a_resume_older_than_the_memory_history_is_served_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let (first, addr) = serve(dir.path(), 0);
-    let mut watch = subscriber(addr).await;
-    let (reply, _) = ask(
-        &mut watch,
-        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
-    )
-    .await;
-    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    let (mut watch, epoch) = watcher(addr).await;
     let mut n = 0u64;
     publish(addr, &mut watch, 1, &mut n).await;
     // (A time before the journal's oldest tick is not served: the server
@@ -165,7 +193,7 @@ async fn a_resume_older_than_the_memory_history_is_served_from_the_journal() {
     .await;
     // SSE: Last-Event-ID with offset 0 resumes every key of the stream.
     let mut sse = SseStream::open(addr, "/v1/sse?symbols=R1,R2", Some(&format!("{epoch}:0"))).await;
-    let mut got_sse = Got::default();
+    let mut got_sse = Ledger::default();
     while got_sse.count() < 2 * n as usize {
         let e = sse.next().await;
         if e.event == "resume" {
@@ -173,10 +201,21 @@ async fn a_resume_older_than_the_memory_history_is_served_from_the_journal() {
             assert_eq!(v["resumed"]["recovered"], true, "{v}");
         }
         assert_ne!(e.event, "lagging", "{}", e.data);
-        got_sse.take(&e.event, &serde_json::from_str(&e.data).unwrap());
+        got_sse.take_as(&e.event, &serde_json::from_str(&e.data).unwrap());
+    }
+    // Binary (`tickwire.bin.v1`): the same resume by key seq.
+    let mut bin = binary_resume(
+        addr,
+        json!({"op":"subscribe","id":6,"symbols":["R1","R2"],"snapshot":false,
+               "resume":{"epoch":epoch,"seq":positions}}),
+    )
+    .await;
+    let mut got_bin = Ledger::default();
+    while got_bin.count() < 2 * (n as usize - 30) {
+        bin.read(&mut got_bin).await;
     }
     let m = scrape_metrics(addr).await;
-    assert!(m["tickwire_journal_resume_reads_total"] >= 4.0, "{m:?}");
+    assert!(m["tickwire_journal_resume_reads_total"] >= 5.0, "{m:?}");
     assert!(
         m["tickwire_journal_resume_ticks_total"] >= 4.0 * 200.0,
         "{m:?}"
@@ -187,27 +226,27 @@ async fn a_resume_older_than_the_memory_history_is_served_from_the_journal() {
     read_live(&mut by_seq, &mut got).await;
     read_live(&mut star, &mut got_star).await;
     read_live(&mut by_ts, &mut got_ts).await;
+    let target = got_bin.count() + 2 * PER_FRAME as usize;
+    while got_bin.count() < target {
+        bin.read(&mut got_bin).await;
+    }
     let target = got_sse.count() + 2 * PER_FRAME as usize;
     while got_sse.count() < target {
         let e = sse.next().await;
-        got_sse.take(&e.event, &serde_json::from_str(&e.data).unwrap());
+        got_sse.take_as(&e.event, &serde_json::from_str(&e.data).unwrap());
     }
-    got.assert_exactly(31, n, "by seq");
-    got_star.assert_exactly(1, n, "* by offset");
-    got_ts.assert_exactly(PER_FRAME + 1, n, "by ts");
-    got_sse.assert_exactly(1, n, "SSE Last-Event-ID");
+    got.assert_exactly(BOTH, 31, n, "by seq");
+    got_star.assert_exactly(BOTH, 1, n, "* by offset");
+    got_ts.assert_exactly(BOTH, PER_FRAME + 1, n, "by ts");
+    got_bin.assert_exactly(BOTH, 31, n, "binary by seq");
+    got_sse.assert_exactly(BOTH, 1, n, "SSE Last-Event-ID");
 
     // kill -9, restart: the restored history holds only its last few
     // dozen ticks; a position from before the restart comes from disk.
     drop(first);
     let (_second, addr2) = serve(dir.path(), addr.port());
     assert_eq!(addr2, addr);
-    let mut watch = subscriber(addr).await;
-    ask(
-        &mut watch,
-        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
-    )
-    .await;
+    let (mut watch, _) = watcher(addr).await;
     let (mut after, mut got) = resume_ws(
         addr,
         json!({"op":"subscribe","id":5,"symbols":["R1","R2"],"snapshot":false,
@@ -217,7 +256,7 @@ async fn a_resume_older_than_the_memory_history_is_served_from_the_journal() {
     .await;
     publish(addr, &mut watch, 1, &mut n).await;
     read_live(&mut after, &mut got).await;
-    got.assert_exactly(31, n, "after a restart");
+    got.assert_exactly(BOTH, 31, n, "after a restart");
     let m = scrape_metrics(addr).await;
     assert!(m["tickwire_journal_resume_reads_total"] >= 1.0, "{m:?}");
 }
@@ -235,13 +274,7 @@ fn journal_files(dir: &Path) -> Vec<std::path::PathBuf> {
 async fn deleted_or_corrupt_journal_files_give_a_precise_answer_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, addr) = serve(dir.path(), 0);
-    let mut watch = subscriber(addr).await;
-    let (reply, _) = ask(
-        &mut watch,
-        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
-    )
-    .await;
-    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    let (mut watch, epoch) = watcher(addr).await;
     let mut n = 0u64;
     publish(addr, &mut watch, 10, &mut n).await;
     let files = journal_files(dir.path());
@@ -267,7 +300,7 @@ async fn deleted_or_corrupt_journal_files_give_a_precise_answer_never_a_panic() 
     for k in reply["resumed"]["keys"].as_array().unwrap() {
         assert_eq!(k["recovered"], true, "{reply}");
     }
-    let mut got = Got::default();
+    let mut got = Ledger::default();
     let mut queued = std::collections::VecDeque::from(before);
     let lagging = loop {
         let v = match queued.pop_front() {
@@ -277,22 +310,25 @@ async fn deleted_or_corrupt_journal_files_give_a_precise_answer_never_a_panic() 
         if v["type"] == "lagging" {
             break v;
         }
-        got.take(v["type"].as_str().unwrap_or(""), &v);
+        got.take(&v);
     };
     // Up to the bad record: each key from seq 3 on, in order, once.
     for (key, seqs) in &got.0 {
         let want: Vec<u64> = (3..3 + seqs.len() as u64).collect();
-        assert_eq!(seqs, &want, "{key}");
-        assert!(seqs.len() < n as usize - 2, "{key} stops at the bad record");
+        assert_eq!(seqs, &want, "{key:?}");
+        assert!(
+            seqs.len() < n as usize - 2,
+            "{key:?} stops at the bad record"
+        );
     }
     assert_eq!(lagging["reason"], "out_of_history", "{lagging}");
     // The newest value of each key follows (`on_gap` conflate).
-    let mut newest = Got::default();
+    let mut newest = Ledger::default();
     while newest.count() < 2 {
         let v = ws.recv_json().await;
-        newest.take(v["type"].as_str().unwrap_or(""), &v);
+        newest.take(&v);
     }
-    newest.assert_exactly(n, n, "newest values after the gap");
+    newest.assert_exactly(BOTH, n, n, "newest values after the gap");
     let m = scrape_metrics(addr).await;
     assert!(m["tickwire_journal_read_errors_total"] >= 1.0, "{m:?}");
 
@@ -317,9 +353,9 @@ async fn deleted_or_corrupt_journal_files_give_a_precise_answer_never_a_panic() 
     assert!(key["first_seq"].as_u64().unwrap() > 2, "{reply}");
     // The server still serves: a live tick reaches this client.
     publish(addr, &mut watch, 1, &mut n).await;
-    let mut live = Got::default();
-    while !live.0.contains_key("R1/trade") || live.0["R1/trade"].last() != Some(&n) {
+    let mut live = Ledger::default();
+    while live.seqs("R1", "trade").and_then(|s| s.last()) != Some(&n) {
         let v = ws.recv_json().await;
-        live.take(v["type"].as_str().unwrap_or(""), &v);
+        live.take(&v);
     }
 }

@@ -3,8 +3,11 @@
 //! (bad UTF-8, oversized headers, half frames) and see every server frame.
 #![allow(dead_code)]
 
+mod ledger;
 mod process;
 
+#[allow(unused_imports)]
+pub use ledger::*;
 #[allow(unused_imports)]
 pub use process::*;
 
