@@ -15,13 +15,19 @@
 //! turn). A reading client gets its ticks in chunks through a channel of
 //! [`CHANNEL_CHUNKS`] chunks of [`CHUNK`] ticks: the reader waits while
 //! the client has not taken them (backpressure), so a client costs at most
-//! that many ticks of memory however far back it reads.
+//! that many ticks of memory however far back it reads. A client that
+//! takes nothing for [`PATIENCE`] (its socket is stalled) gives its reader
+//! slot back and queues for one again when it reads on, so stalled clients
+//! cannot keep the others waiting.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::list;
@@ -38,6 +44,9 @@ use crate::wire::encode::EncodedTick;
 pub const CHUNK: usize = 256;
 /// Chunks a reader may have sent that the client has not taken yet.
 pub const CHANNEL_CHUNKS: usize = 2;
+/// How long a reader waits for its client to take a chunk before it
+/// gives its slot to another client.
+pub const PATIENCE: Duration = Duration::from_secs(2);
 /// `--journal-readers`' default.
 pub const DEFAULT_READERS: usize = 4;
 
@@ -272,10 +281,25 @@ impl Archive {
         tx: &mpsc::Sender<Chunk>,
         ready: &Notify,
     ) {
-        let send = |c: Chunk| {
-            let ok = tx.blocking_send(c).is_ok();
-            ready.notify_one();
-            ok
+        // A client that takes nothing for [`PATIENCE`] gives its reader
+        // slot back: the read ends, and its cursor opens a new one from
+        // where it is once it reads again (waiting for a slot).
+        let send = |mut c: Chunk| {
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                match tx.try_send(c) {
+                    Ok(()) => {
+                        ready.notify_one();
+                        return true;
+                    }
+                    Err(TrySendError::Closed(_)) => return false,
+                    Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                        c = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(TrySendError::Full(_)) => return false,
+                }
+            }
         };
         let files = self.files_of(epoch);
         let Some(i) = files.iter().rposition(|f| f.0 <= from) else {
