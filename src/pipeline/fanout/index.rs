@@ -361,7 +361,10 @@ impl WorkerState {
                 !now
             });
             for snap in &due {
-                c.offer(snap, true);
+                // Not if the key was unsubscribed meanwhile.
+                if c.is_subscribed(snap.tick.key) {
+                    c.offer(snap, true);
+                }
             }
             let more = !c.held_books.is_empty();
             if !due.is_empty() {
