@@ -65,13 +65,7 @@ async fn a_server_killed_mid_stream_restarts_on_its_journal_and_clients_lose_not
     // Small files: the run rotates several times.
     let small = ["--journal-file-bytes", "4096"];
     let (first, addr) = serve_journaled(dir.path(), &journal, 0, &small);
-    let mut c = subscriber(addr).await;
-    let (reply, _) = ask(
-        &mut c,
-        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
-    )
-    .await;
-    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    let (mut c, epoch) = subscribed_to_r1_r2(addr).await;
     let stop = Arc::new(AtomicBool::new(false));
     let publishing = spawn_publisher(addr, stop.clone());
     let mut ledger = Ledger::default();
@@ -202,13 +196,7 @@ async fn a_journal_with_a_file_missing_in_the_middle_starts_a_new_epoch_not_a_si
     // A file rotates between batches: about one 30-tick frame each.
     let small = ["--journal-file-bytes", "1024"];
     let (first, addr) = serve_journaled(dir.path(), &journal, 0, &small);
-    let mut c = subscriber(addr).await;
-    let (reply, _) = ask(
-        &mut c,
-        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
-    )
-    .await;
-    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    let (mut c, epoch) = subscribed_to_r1_r2(addr).await;
     let mut publ = publisher(addr).await;
     // In 10 frames (a ping per frame stays within the control rate), each
     // delivered, hence journaled, before the next: one journal batch each.

@@ -44,18 +44,6 @@ async fn publish(addr: SocketAddr, watch: &mut RawWs, frames: u64, published: &m
     }
 }
 
-/// A client on R1 and R2 whose reads pace the publisher; with the epoch.
-async fn watcher(addr: SocketAddr) -> (RawWs, String) {
-    let mut watch = subscriber(addr).await;
-    let (reply, _) = ask(
-        &mut watch,
-        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
-    )
-    .await;
-    let epoch = reply["epoch"].as_str().unwrap().to_string();
-    (watch, epoch)
-}
-
 fn serve(dir: &Path, port: u16) -> (Served, SocketAddr) {
     let journal = dir.join("journal");
     let args = [
@@ -127,12 +115,7 @@ impl BinaryClient {
     async fn read(&mut self, got: &mut Ledger) {
         match self.ws.recv().await {
             Msg::Binary(b) => {
-                assert_eq!(b.len() % 64, 0);
-                for r in b.chunks(64) {
-                    assert_eq!(r[1] & 1, 0, "a resumed client gets no snapshot");
-                    let id = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
-                    let seq = u64::from_le_bytes(r[8..16].try_into().unwrap());
-                    let kind = if r[0] == 1 { "trade" } else { "quote" };
+                for (kind, id, seq) in resumed_bin_ticks(&b) {
                     let sym = &self.names[&id];
                     got.take_as(kind, &json!({"sym": sym, "seq": seq}));
                 }
@@ -156,7 +139,7 @@ async fn read_live(ws: &mut RawWs, got: &mut Ledger) {
 async fn a_resume_older_than_the_memory_history_is_served_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let (first, addr) = serve(dir.path(), 0);
-    let (mut watch, epoch) = watcher(addr).await;
+    let (mut watch, epoch) = subscribed_to_r1_r2(addr).await;
     let mut n = 0u64;
     publish(addr, &mut watch, 1, &mut n).await;
     // (A time before the journal's oldest tick is not served: the server
@@ -246,7 +229,7 @@ async fn a_resume_older_than_the_memory_history_is_served_from_the_journal() {
     drop(first);
     let (_second, addr2) = serve(dir.path(), addr.port());
     assert_eq!(addr2, addr);
-    let (mut watch, _) = watcher(addr).await;
+    let (mut watch, _) = subscribed_to_r1_r2(addr).await;
     let (mut after, mut got) = resume_ws(
         addr,
         json!({"op":"subscribe","id":5,"symbols":["R1","R2"],"snapshot":false,
@@ -274,7 +257,7 @@ fn journal_files(dir: &Path) -> Vec<std::path::PathBuf> {
 async fn deleted_or_corrupt_journal_files_give_a_precise_answer_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, addr) = serve(dir.path(), 0);
-    let (mut watch, epoch) = watcher(addr).await;
+    let (mut watch, epoch) = subscribed_to_r1_r2(addr).await;
     let mut n = 0u64;
     publish(addr, &mut watch, 10, &mut n).await;
     let files = journal_files(dir.path());

@@ -163,12 +163,7 @@ fn ledger_frame(msg: &Msg, names: &mut HashMap<u64, String>, ledger: &mut Ledger
             }
         }
         Msg::Binary(b) => {
-            assert_eq!(b.len() % 64, 0);
-            for r in b.chunks(64) {
-                assert_eq!(r[1] & 1, 0, "a resumed client gets no snapshot");
-                let id = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
-                let seq = u64::from_le_bytes(r[8..16].try_into().unwrap());
-                let ch = if r[0] == 1 { "trade" } else { "quote" };
+            for (ch, id, seq) in resumed_bin_ticks(b) {
                 let sym = names
                     .get(&id)
                     .unwrap_or_else(|| panic!("record of unannounced id {id}"))
@@ -770,13 +765,7 @@ async fn a_catchup_client_that_falls_out_of_the_history_is_told_then_conflated_o
 async fn after_a_restart_without_journal_a_resume_gets_a_new_epoch_and_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let (first, addr) = serve_process(dir.path(), 0, &[]);
-    let mut c = subscriber(addr).await;
-    let (reply, _) = ask(
-        &mut c,
-        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
-    )
-    .await;
-    let old = reply["epoch"].as_str().unwrap().to_string();
+    let (mut c, old) = subscribed_to_r1_r2(addr).await;
     // A publisher sending until the server dies under it.
     let stop = Arc::new(AtomicBool::new(false));
     let publishing = spawn_restart_publisher(addr, stop.clone());

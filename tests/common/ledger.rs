@@ -63,3 +63,19 @@ impl Ledger {
         }
     }
 }
+
+/// The (channel, symbol id, seq) of each 64-byte `tickwire.bin.v1` tick
+/// record of a binary frame, checking that none is a snapshot (a resumed
+/// client gets none).
+pub fn resumed_bin_ticks(frame: &[u8]) -> Vec<(&'static str, u64, u64)> {
+    assert_eq!(frame.len() % 64, 0);
+    frame
+        .chunks(64)
+        .map(|r| {
+            assert_eq!(r[1] & 1, 0, "a resumed client gets no snapshot");
+            let id = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
+            let seq = u64::from_le_bytes(r[8..16].try_into().unwrap());
+            (if r[0] == 1 { "trade" } else { "quote" }, id, seq)
+        })
+        .collect()
+}

@@ -67,6 +67,16 @@ pub async fn ask(ws: &mut RawWs, req: Value) -> (Value, Vec<Value>) {
     (reply, before)
 }
 
+/// A client subscribed to R1 and R2 (no snapshot), with the epoch its
+/// reply named.
+pub async fn subscribed_to_r1_r2(addr: SocketAddr) -> (RawWs, String) {
+    let mut ws = super::subscriber(addr).await;
+    let req = serde_json::json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false});
+    let (reply, _) = ask(&mut ws, req).await;
+    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    (ws, epoch)
+}
+
 /// A raw `/v1/sse` client.
 pub struct SseStream {
     stream: TcpStream,
