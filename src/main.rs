@@ -144,6 +144,10 @@ struct ServeArgs {
     /// batch): what a power loss can lose. A kill -9 loses nothing.
     #[arg(long, default_value = "1s", value_parser = parse_duration, requires = "journal")]
     journal_sync: Duration,
+    /// Blocking threads that may read the journal at once for resumes
+    /// older than the memory history (more wait their turn).
+    #[arg(long, default_value_t = 4, requires = "journal")]
+    journal_readers: usize,
     /// Ticks older than this leave the history.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     history_age: Duration,
@@ -420,6 +424,7 @@ impl ServeArgs {
                     file_age: self.journal_file_age,
                     max_bytes: self.journal_bytes,
                     sync_every: self.journal_sync,
+                    readers: self.journal_readers,
                 }),
             reference,
             auth,

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,100 +16,14 @@ use common::*;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-/// (symbol, channel).
-type Key = (String, String);
-
-/// A `tickwire serve` process, killed (SIGKILL) when dropped.
-struct Served(std::process::Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `tickwire serve --no-feed --journal JOURNAL` on `port` (0: any).
 fn serve_journaled(dir: &Path, journal: &Path, port: u16, extra: &[&str]) -> (Served, SocketAddr) {
-    let addr_file = dir.join(format!("addr-{port}-{}", extra.len()));
-    let _ = std::fs::remove_file(&addr_file);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--no-feed", "--workers", "1", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .arg("--journal")
-        .arg(journal)
-        .args(extra)
-        .stdout(std::process::Stdio::null())
-        // The server's log, for a failure's post-mortem.
-        .stderr(std::fs::File::create(dir.join(format!("log-{port}"))).unwrap())
-        .spawn()
-        .map(Served)
-        .expect("start tickwire serve");
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&addr_file)
-            && let Ok(a) = s.trim().parse()
-        {
-            return (child, a);
-        }
-        assert!(std::time::Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Sends a subscribe and returns its reply and the ticks before the pong.
-async fn ask(ws: &mut RawWs, req: Value) -> (Value, Vec<Value>) {
-    ws.send_json(req).await;
-    ws.send_text(r#"{"op":"ping","id":999}"#).await;
-    let (_, mut before) = ws.recv_until("pong").await;
-    let pos = before
-        .iter()
-        .position(|v| v["type"] == "subscribed" || v["type"] == "error")
-        .expect("a reply");
-    let reply = before.remove(pos);
-    (reply, before)
-}
-
-/// Every tick a client received, per key, in order.
-#[derive(Default)]
-struct Ledger(HashMap<Key, Vec<u64>>);
-
-impl Ledger {
-    fn take(&mut self, v: &Value) {
-        if v["type"] != "trade" && v["type"] != "quote" {
-            return;
-        }
-        let key = (
-            v["sym"].as_str().unwrap().to_string(),
-            v["type"].as_str().unwrap().to_string(),
-        );
-        self.0
-            .entry(key)
-            .or_default()
-            .push(v["seq"].as_u64().unwrap());
-    }
-
-    fn count(&self) -> usize {
-        self.0.values().map(Vec::len).sum()
-    }
-
-    fn positions(&self) -> Value {
-        let mut p = json!({"trade":{},"quote":{}});
-        for ((sym, ch), seqs) in &self.0 {
-            p[ch][sym] = json!(seqs.last().unwrap());
-        }
-        p
-    }
-
-    /// Every key's seqs are exactly 1..=n: nothing lost, nothing twice.
-    fn assert_contiguous(&self) {
-        for (k, seqs) in &self.0 {
-            let want: Vec<u64> = (1..=seqs.len() as u64).collect();
-            assert_eq!(seqs, &want, "{k:?}");
-        }
-    }
+    let journal = journal.to_str().unwrap();
+    let args: Vec<&str> = ["--journal", journal]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    serve_process(dir, port, &args)
 }
 
 /// Publishes R1 trades and R2 quotes every 2 ms until `stop` or until the
@@ -152,13 +65,7 @@ async fn a_server_killed_mid_stream_restarts_on_its_journal_and_clients_lose_not
     // Small files: the run rotates several times.
     let small = ["--journal-file-bytes", "4096"];
     let (first, addr) = serve_journaled(dir.path(), &journal, 0, &small);
-    let mut c = subscriber(addr).await;
-    let (reply, _) = ask(
-        &mut c,
-        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
-    )
-    .await;
-    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    let (mut c, epoch) = subscribed_to_r1_r2(addr).await;
     let stop = Arc::new(AtomicBool::new(false));
     let publishing = spawn_publisher(addr, stop.clone());
     let mut ledger = Ledger::default();
@@ -289,13 +196,7 @@ async fn a_journal_with_a_file_missing_in_the_middle_starts_a_new_epoch_not_a_si
     // A file rotates between batches: about one 30-tick frame each.
     let small = ["--journal-file-bytes", "1024"];
     let (first, addr) = serve_journaled(dir.path(), &journal, 0, &small);
-    let mut c = subscriber(addr).await;
-    let (reply, _) = ask(
-        &mut c,
-        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
-    )
-    .await;
-    let epoch = reply["epoch"].as_str().unwrap().to_string();
+    let (mut c, epoch) = subscribed_to_r1_r2(addr).await;
     let mut publ = publisher(addr).await;
     // In 10 frames (a ping per frame stays within the control rate), each
     // delivered, hence journaled, before the next: one journal batch each.
@@ -434,4 +335,89 @@ async fn a_restarted_server_restores_publishers_reference_data_from_the_journal(
         symbols_with_ref(addr).await,
         json!([{"sym":"ZR","tick_size":"0.005","lot_size":"10","decimals":3,"currency":"EUR"}])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_journal_publishes_each_derived_quote_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let (first, addr) = serve_journaled(dir.path(), &journal, 0, &[]);
+    let mut sub = subscriber(addr).await;
+    ask(
+        &mut sub,
+        json!({"op":"subscribe","id":1,"symbols":["BK"],"channels":["book","quote"]}),
+    )
+    .await;
+    let mut publ = publisher(addr).await;
+    let book = |snap: bool, bids: Value, asks: Value| json!({"type":"book","sym":"BK","ts":1,"snap":snap,"bids":bids,"asks":asks});
+    // A snapshot and three diffs, each moving the top: four quotes.
+    publ.publish(&[
+        book(true, json!([[99, 1]]), json!([[101, 1]])),
+        book(false, json!([[99, 2]]), json!([])),
+        book(false, json!([[100, 1]]), json!([])),
+        book(false, json!([]), json!([[101, 0], [102, 3]])),
+    ])
+    .await;
+    let mut quotes = 0;
+    while quotes < 4 {
+        if sub.recv_json().await["type"] == "quote" {
+            quotes += 1;
+        }
+    }
+    // A clean stop (SIGTERM): the file gets its end record, as `replay`
+    // requires.
+    let mut first = first;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &first.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(first.0.wait().unwrap().success());
+
+    let server = start(config());
+    let mut c = subscriber(server.addr()).await;
+    ask(
+        &mut c,
+        json!({"op":"subscribe","id":1,"symbols":["BK"],"channels":["book","quote"],"snapshot":false}),
+    )
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["replay", "--speed", "max", "--to"])
+        .arg(format!("ws://{}/v1/publish", server.addr()))
+        .args(journal_files(&journal))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Four book updates, four quotes (each produced again by its update,
+    // the journal's copy skipped), then nothing more.
+    let (mut books, mut quotes) = (Vec::new(), Vec::new());
+    while books.len() < 4 || quotes.len() < 4 {
+        let v = c.recv_json().await;
+        match v["type"].as_str() {
+            Some("book") => books.push(v["seq"].as_u64().unwrap()),
+            Some("quote") => quotes.push(v["seq"].as_u64().unwrap()),
+            _ => {}
+        }
+    }
+    c.send_text(r#"{"op":"ping","id":7}"#).await;
+    let (_, rest) = c.recv_until("pong").await;
+    assert!(
+        rest.iter().all(|v| v["type"] != "quote"),
+        "a quote twice: {rest:?}"
+    );
+    assert_eq!(quotes, [1, 2, 3, 4]);
+    // `tickwire cat` of the journal shows the book records, not the
+    // derived quotes (which playing them produces).
+    let cat = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .arg("cat")
+        .args(journal_files(&journal))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&cat.stdout);
+    assert_eq!(text.matches("\"type\":\"quote\"").count(), 0, "{text}");
+    assert_eq!(text.matches("\"type\":\"book\"").count(), 4, "{text}");
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 use tickwire::server::ServerHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use tokio::net::TcpStream;
 
@@ -164,12 +164,7 @@ fn ledger_frame(msg: &Msg, names: &mut HashMap<u64, String>, ledger: &mut Ledger
             }
         }
         Msg::Binary(b) => {
-            assert_eq!(b.len() % 64, 0);
-            for r in b.chunks(64) {
-                assert_eq!(r[1] & 1, 0, "a resumed client gets no snapshot");
-                let id = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
-                let seq = u64::from_le_bytes(r[8..16].try_into().unwrap());
-                let ch = if r[0] == 1 { "trade" } else { "quote" };
+            for (ch, id, seq) in resumed_bin_ticks(b) {
                 let sym = names
                     .get(&id)
                     .unwrap_or_else(|| panic!("record of unannounced id {id}"))
@@ -377,79 +372,6 @@ async fn binary_clients_resume_after_random_disconnects_and_lose_nothing() {
     run_ws(true).await;
 }
 
-/// A minimal SSE reader: the blocks of an event stream after its head.
-struct SseStream {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-/// One SSE event: its name, data and id.
-struct SseEvent {
-    event: String,
-    data: String,
-    id: Option<String>,
-}
-
-impl SseStream {
-    async fn open(addr: SocketAddr, path: &str, last_event_id: Option<&str>) -> SseStream {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let last = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{last}\r\n"
-        );
-        stream.write_all(req.as_bytes()).await.unwrap();
-        let mut s = SseStream {
-            stream,
-            buf: Vec::new(),
-        };
-        let end = loop {
-            if let Some(p) = s.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            s.fill().await;
-        };
-        let head = String::from_utf8_lossy(&s.buf[..end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        s.buf.drain(..end);
-        s
-    }
-
-    async fn fill(&mut self) {
-        let mut tmp = [0u8; 16384];
-        let n = tokio::time::timeout(WAIT, self.stream.read(&mut tmp))
-            .await
-            .expect("data in time")
-            .unwrap();
-        assert!(n > 0, "the stream ended");
-        self.buf.extend_from_slice(&tmp[..n]);
-    }
-
-    /// The next event (comments skipped).
-    async fn next(&mut self) -> SseEvent {
-        loop {
-            if let Some(p) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let block = String::from_utf8(self.buf[..p].to_vec()).unwrap();
-                self.buf.drain(..p + 2);
-                let (mut event, mut data, mut id) = (None, String::new(), None);
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event: ") {
-                        event = Some(v.to_string());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data = v.to_string();
-                    } else if let Some(v) = line.strip_prefix("id: ") {
-                        id = Some(v.to_string());
-                    }
-                }
-                if let Some(event) = event {
-                    return SseEvent { event, data, id };
-                }
-                continue;
-            }
-            self.fill().await;
-        }
-    }
-}
-
 /// An SSE client that reconnects `RECONNECTS` times with the
 /// `Last-Event-ID` of the last event it got, as a browser's EventSource does.
 async fn reconnecting_sse_client(
@@ -513,7 +435,7 @@ async fn reconnecting_sse_client(
                 let e = sse.next().await;
                 handle(e, &mut ledger, &mut last_id);
             }
-            disconnect(sse.stream, 1 + rng.below(2)).await;
+            disconnect(sse.into_stream(), 1 + rng.below(2)).await;
             continue;
         }
         cues.rounds_done.send(()).await.unwrap();
@@ -553,20 +475,6 @@ async fn sse_clients_resume_every_key_from_last_event_id_and_lose_nothing() {
         ]
     })
     .await;
-}
-
-/// Sends a subscribe and returns its `subscribed` (or `error`) reply and
-/// the ticks that came before the next pong.
-async fn ask(ws: &mut RawWs, req: Value) -> (Value, Vec<Value>) {
-    ws.send_json(req).await;
-    ws.send_text(r#"{"op":"ping","id":999}"#).await;
-    let (_, mut before) = ws.recv_until("pong").await;
-    let pos = before
-        .iter()
-        .position(|v| v["type"] == "subscribed" || v["type"] == "error")
-        .expect("a reply");
-    let reply = before.remove(pos);
-    (reply, before)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -884,53 +792,11 @@ async fn a_catchup_client_that_falls_out_of_the_history_is_told_then_conflated_o
     assert!(h.stats().catchup_gaps.load(Ordering::Relaxed) >= 2);
 }
 
-/// A `tickwire serve` process, killed (SIGKILL) when dropped.
-struct Served(std::process::Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A `tickwire serve` process (standalone, no feed, no journal) on `port`
-/// (0: any), with the address it bound.
-fn serve_process(dir: &std::path::Path, port: u16) -> (Served, SocketAddr) {
-    let addr_file = dir.join(format!("addr-{port}"));
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--no-feed", "--workers", "1", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(Served)
-        .expect("start tickwire serve");
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&addr_file)
-            && let Ok(a) = s.trim().parse()
-        {
-            return (child, a);
-        }
-        assert!(std::time::Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_without_journal_a_resume_gets_a_new_epoch_and_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let (first, addr) = serve_process(dir.path(), 0);
-    let mut c = subscriber(addr).await;
-    let (reply, _) = ask(
-        &mut c,
-        json!({"op":"subscribe","id":1,"symbols":["R1","R2"],"snapshot":false}),
-    )
-    .await;
-    let old = reply["epoch"].as_str().unwrap().to_string();
+    let (first, addr) = serve_process(dir.path(), 0, &[]);
+    let (mut c, old) = subscribed_to_r1_r2(addr).await;
     // A publisher sending until the server dies under it.
     let stop = Arc::new(AtomicBool::new(false));
     let publishing = spawn_restart_publisher(addr, stop.clone());
@@ -952,7 +818,7 @@ async fn after_a_restart_without_journal_a_resume_gets_a_new_epoch_and_the_snaps
     c.expect_eof().await;
 
     // The same address, a new process: seq restarts, so does the epoch.
-    let (_second, addr2) = serve_process(dir.path(), addr.port());
+    let (_second, addr2) = serve_process(dir.path(), addr.port(), &[]);
     assert_eq!(addr2, addr);
     let mut publ = publisher(addr).await;
     for i in 1..=3 {

@@ -94,6 +94,15 @@ impl Sequencer {
         self.next_offset += 1;
         Arc::new(EncodedTick::at(tick, offset, epoch))
     }
+
+    /// [`Sequencer::place`] for the quote a book update produced.
+    fn place_derived(&mut self, tick: Tick, epoch: Epoch) -> RingItem {
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        let mut item = EncodedTick::at(tick, offset, epoch);
+        item.derived = true;
+        Arc::new(item)
+    }
 }
 
 /// The ingest stage shared by all sources and workers.
@@ -118,6 +127,9 @@ pub struct Ingest {
     /// (to the OS, so a kill -9 keeps it). Workers deliver no tick beyond
     /// it, so no client ever holds a tick a restart would not restore.
     delivery_gate: std::sync::OnceLock<Arc<AtomicU64>>,
+    /// With `--journal`: the files, read on demand for a position older
+    /// than the history.
+    archive: std::sync::OnceLock<Arc<crate::recordings::journal::Archive>>,
 }
 
 /// A worker's end of the ring, with the waker ingest uses to signal it.
@@ -175,6 +187,7 @@ impl Ingest {
             epoch: AtomicU64::new(epoch.0),
             history: Arc::new(History::new(history)),
             delivery_gate: std::sync::OnceLock::new(),
+            archive: std::sync::OnceLock::new(),
         });
         let readers = ring_readers
             .into_iter()
@@ -240,6 +253,16 @@ impl Ingest {
     }
 
     /// The shared history of recent ticks.
+    /// The journal's files as a source of ticks older than the history.
+    pub fn archive(&self) -> Option<&Arc<crate::recordings::journal::Archive>> {
+        self.archive.get()
+    }
+
+    /// Lets resumes older than the history be served from the journal.
+    pub fn set_archive(&self, archive: Arc<crate::recordings::journal::Archive>) {
+        let _ = self.archive.set(archive);
+    }
+
     pub fn history(&self) -> &Arc<History> {
         &self.history
     }
@@ -374,8 +397,17 @@ impl Ingest {
     }
 
     /// Appends the last value of each of `keys` that has one (for a book
-    /// key: its snapshot).
-    pub fn last_values(&self, keys: impl IntoIterator<Item = KeyId>, out: &mut Vec<RingItem>) {
+    /// key: its snapshot). Only what the journal has written (`--journal`)
+    /// is given: a book snapshot holding updates beyond it goes to `held`
+    /// with the offset of its last update, to be sent once delivery has
+    /// passed that offset (a client must never hold a book state a restart
+    /// would not restore).
+    pub fn last_values_held(
+        &self,
+        keys: impl IntoIterator<Item = KeyId>,
+        out: &mut Vec<RingItem>,
+        held: &mut Vec<(u64, RingItem)>,
+    ) {
         let upto = self.deliverable();
         let mut seq = self.sequencer.lock();
         for k in keys {
@@ -383,7 +415,12 @@ impl Ingest {
                 if let Some(ks) = seq.keys.get_mut(k.0 as usize)
                     && let Some(item) = book::snapshot_item(k, ks)
                 {
-                    out.push(item);
+                    let offset = ks.book.as_ref().map_or(0, |b| b.offset);
+                    if offset <= upto {
+                        out.push(item);
+                    } else {
+                        held.push((offset, item));
+                    }
                 }
                 continue;
             }
@@ -393,6 +430,13 @@ impl Ingest {
                 out.push(last.clone());
             }
         }
+    }
+
+    /// [`Ingest::last_values_held`] without the held book snapshots: for
+    /// callers that resend last values after a gap (a book key there waits
+    /// for its next snapshot-carrying resubscribe).
+    pub fn last_values(&self, keys: impl IntoIterator<Item = KeyId>, out: &mut Vec<RingItem>) {
+        self.last_values_held(keys, out, &mut Vec::new());
     }
 
     /// Appends the last value of every key on `channels`.

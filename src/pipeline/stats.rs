@@ -195,6 +195,14 @@ pub struct JournalStats {
     pub bad_tail_bytes: AtomicU64,
     /// Offset of the newest tick written (gauge): the delivery watermark.
     pub watermark: AtomicI64,
+    /// Reads of the journal started for a resume or a catch-up cursor
+    /// older than the memory history.
+    pub resume_reads: AtomicU64,
+    /// Ticks read back from the journal for those clients.
+    pub resume_ticks: AtomicU64,
+    /// Journal files that could not be read for a resume (corrupt or
+    /// unreadable; each logged): those clients got a gap notice.
+    pub read_errors: AtomicU64,
 }
 
 /// Counters of the NATS link, shared by the bus thread and `/metrics`.

@@ -522,6 +522,21 @@ fn journal(e: &mut DescriptorEncoder, j: &crate::pipeline::stats::JournalStats) 
             "Bytes in the journal tails skipped at start-up.",
             &j.bad_tail_bytes,
         ),
+        (
+            "tickwire_journal_resume_reads",
+            "Reads of the journal for a resume or catch-up older than the memory history.",
+            &j.resume_reads,
+        ),
+        (
+            "tickwire_journal_resume_ticks",
+            "Ticks read back from the journal for those clients.",
+            &j.resume_ticks,
+        ),
+        (
+            "tickwire_journal_read_errors",
+            "Journal files that could not be read for a resume (each logged; the client is told of the gap).",
+            &j.read_errors,
+        ),
     ] {
         counter(e, name, help, load(c))?;
     }

@@ -217,7 +217,17 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         .map(|_| readers.pop().expect("a reader for the journal"));
     // Applied after the recording's (below): they are newer.
     let journal_references = match &config.journal {
-        Some(j) => restore_journal(j, &ingest, &stats)?,
+        Some(j) => {
+            let references = restore_journal(j, &ingest, &stats)?;
+            ingest.set_archive(Arc::new(crate::recordings::journal::Archive::new(
+                j.dir.clone(),
+                ingest.symbols().clone(),
+                ingest.history().clone(),
+                stats.clone(),
+                j.readers,
+            )));
+            references
+        }
         None => Vec::new(),
     };
     let bus_reader = (role == NodeRole::Ingest)

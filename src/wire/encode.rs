@@ -236,6 +236,10 @@ pub struct EncodedTick {
     /// boxed, so a tick no such client sees costs one pointer, not two
     /// frames' slots (ticks live on in the ring and the history).
     ts_string: std::sync::OnceLock<Box<TsStringFrames>>,
+    /// A quote a book update produced: the journal flags it so that a
+    /// replay of the journal, which plays the book update, does not
+    /// publish it a second time.
+    pub derived: bool,
 }
 
 /// A tick's frames with `ts`/`rx` as strings, encoded on first use.
@@ -264,6 +268,7 @@ impl EncodedTick {
             sse: std::sync::OnceLock::new(),
             ts_string: std::sync::OnceLock::new(),
             book: None,
+            derived: false,
         }
     }
 
@@ -286,6 +291,7 @@ impl EncodedTick {
             sse: std::sync::OnceLock::new(),
             ts_string: std::sync::OnceLock::new(),
             book: Some(Box::new(frames)),
+            derived: false,
         }
     }
 

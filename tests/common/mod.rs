@@ -3,6 +3,14 @@
 //! (bad UTF-8, oversized headers, half frames) and see every server frame.
 #![allow(dead_code)]
 
+mod ledger;
+mod process;
+
+#[allow(unused_imports)]
+pub use ledger::*;
+#[allow(unused_imports)]
+pub use process::*;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -21,6 +21,7 @@
 //! default) or close 4000 (`evict`).
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,7 @@ use super::Client;
 use crate::model::tick::{ChannelSet, KeyId};
 use crate::pipeline::ingest::{Ingest, RingItem};
 use crate::pipeline::stats::Stats;
+use crate::recordings::journal::{Chunk, Gap};
 use crate::wire::encode::Encoding;
 use crate::wire::frame::close_code;
 use crate::wire::json::JsonObject;
@@ -63,6 +65,59 @@ pub(crate) struct Cursor {
     /// The channels read from the history; live ticks on them skip the
     /// client meanwhile.
     channels: ChannelSet,
+    /// While the offsets it needs have left the memory history: their read
+    /// from the journal (`--journal`).
+    disk: Option<DiskStage>,
+}
+
+/// A cursor's read of the journal (`recordings::journal::Archive`): a
+/// reader thread sends chunks, at most two ahead of what the client took.
+struct DiskStage {
+    /// Chunks from the reader thread.
+    rx: tokio::sync::mpsc::Receiver<Chunk>,
+    /// The current chunk's ticks not handed out yet.
+    buf: VecDeque<RingItem>,
+    /// The offset the read has passed once `buf` is empty.
+    buf_next: u64,
+    /// Where the read started: one that ends without passing it gave
+    /// nothing, and the cursor has fallen out.
+    from: u64,
+}
+
+/// What a disk stage has for the cursor now.
+enum DiskPoll {
+    /// The next tick read.
+    Tick(RingItem),
+    /// A chunk was taken whole: the read has passed this offset.
+    Passed(u64),
+    /// The reader has not sent the next chunk yet: the client's writer task
+    /// is woken when it does.
+    Pending,
+    /// The read ended: the memory history takes over.
+    Done,
+    /// The journal cannot give the rest.
+    Gap(Gap),
+}
+
+impl DiskStage {
+    fn poll(&mut self) -> DiskPoll {
+        if let Some(item) = self.buf.pop_front() {
+            return DiskPoll::Tick(item);
+        }
+        if self.buf_next != 0 {
+            return DiskPoll::Passed(std::mem::take(&mut self.buf_next));
+        }
+        match self.rx.try_recv() {
+            Ok(Ok((ticks, next))) => {
+                self.buf = ticks.into();
+                self.buf_next = next;
+                self.poll()
+            }
+            Ok(Err(gap)) => DiskPoll::Gap(gap),
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => DiskPoll::Pending,
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => DiskPoll::Done,
+        }
+    }
 }
 
 /// A client's catch-up state; near-zero memory whatever it is behind by.
@@ -140,6 +195,7 @@ impl Client {
                 self.catchup.cursor = Some(Cursor {
                     next: from,
                     channels,
+                    disk: None,
                 })
             }
         }
@@ -213,8 +269,61 @@ impl Client {
         let mut reached = false;
         let limit = self.cap.min(CATCHUP_SLICE);
         while self.unsent() < limit {
+            if let Some(d) = cur.disk.as_mut() {
+                match d.poll() {
+                    DiskPoll::Tick(item) => {
+                        if item.offset >= cur.next && item.offset <= until {
+                            cur.next = item.offset + 1;
+                            if self.cursor_wants(&item, cur.channels) {
+                                self.announce_symbol(&item.tick);
+                                self.append_tick(&item, false);
+                                taken += 1;
+                            }
+                        }
+                    }
+                    DiskPoll::Passed(next) => cur.next = cur.next.max(next.min(until + 1)),
+                    DiskPoll::Pending => break,
+                    DiskPoll::Done => {
+                        let gave_nothing = cur.next == d.from;
+                        cur.disk = None;
+                        if gave_nothing {
+                            self.frames_sent += taken;
+                            self.fell_out(&src, cur, history.first_offset());
+                            return;
+                        }
+                    }
+                    DiskPoll::Gap(gap) => {
+                        tracing::info!(
+                            from = cur.next,
+                            first = gap.first,
+                            reason = gap.reason,
+                            "journal cannot give a catching-up client its ticks"
+                        );
+                        self.frames_sent += taken;
+                        self.fell_out(&src, cur, gap.first);
+                        return;
+                    }
+                }
+                continue;
+            }
             chunk.clear();
             if let Err(first) = history.read(cur.next, until, READ_CHUNK, &mut chunk) {
+                if let Some(archive) = src.ingest.archive() {
+                    // Older than memory: read it from the journal.
+                    let rx = archive.open(
+                        src.ingest.epoch(),
+                        cur.next,
+                        until,
+                        self.writer_wake.clone(),
+                    );
+                    cur.disk = Some(DiskStage {
+                        rx,
+                        buf: VecDeque::new(),
+                        buf_next: 0,
+                        from: cur.next,
+                    });
+                    continue;
+                }
                 self.frames_sent += taken;
                 self.fell_out(&src, cur, first);
                 return;

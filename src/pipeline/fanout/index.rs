@@ -36,6 +36,9 @@ pub struct WorkerState {
     /// The shared history and how far this worker has delivered, for the
     /// clients' catch-up cursors; `None` for a bare state (benchmarks).
     history: Option<HistorySource>,
+    /// Clients with a book snapshot held until delivery passes its last
+    /// update (`hold_snapshots`); may name clients gone since.
+    holding: Vec<ClientId>,
 }
 
 /// Told when a key gains its first or loses its last subscriber on a
@@ -70,9 +73,13 @@ impl WorkerState {
 
     /// Gives this worker's clients the shared history to catch up from.
     pub(crate) fn attach_history(&mut self, ingest: Arc<crate::pipeline::ingest::Ingest>) {
+        // Ticks sequenced before the worker started (restored from a
+        // journal) never pass through its ring: they count as delivered,
+        // so a resume from before them reads them from the history.
+        let delivered = ingest.newest_offset();
         self.history = Some(HistorySource {
             ingest,
-            delivered: Default::default(),
+            delivered: std::rc::Rc::new(std::cell::Cell::new(delivered)),
         });
     }
 
@@ -318,6 +325,56 @@ impl WorkerState {
         }
     }
 
+    /// Book snapshots for `id` that hold updates the journal has not
+    /// written yet: each is sent when delivery reaches its last update's
+    /// offset, before that update (which the snapshot holds, so it is
+    /// filtered by `seq`); live diffs before it are dropped meanwhile.
+    pub(crate) fn hold_snapshots(&mut self, id: ClientId, held: Vec<(u64, RingItem)>) {
+        if held.is_empty() {
+            return;
+        }
+        let Some(c) = self.clients.get_mut(id) else {
+            return;
+        };
+        for (offset, snap) in held {
+            c.resume_after(snap.tick.key, snap.tick.seq.saturating_sub(1));
+            c.held_books.push((offset, snap));
+        }
+        if !self.holding.contains(&id) {
+            self.holding.push(id);
+        }
+    }
+
+    /// Sends the held snapshots whose last update is at or below `upto`.
+    fn release_held(&mut self, upto: u64) {
+        let mut holding = std::mem::take(&mut self.holding);
+        holding.retain(|&id| {
+            let Some(c) = self.clients.get_mut(id) else {
+                return false;
+            };
+            let mut due = Vec::new();
+            c.held_books.retain(|(o, snap)| {
+                let now = *o <= upto;
+                if now {
+                    due.push(snap.clone());
+                }
+                !now
+            });
+            for snap in &due {
+                // Not if the key was unsubscribed meanwhile.
+                if c.is_subscribed(snap.tick.key) {
+                    c.offer(snap, true);
+                }
+            }
+            let more = !c.held_books.is_empty();
+            if !due.is_empty() {
+                self.mark_dirty(id);
+            }
+            more
+        });
+        self.holding = holding;
+    }
+
     /// Hands one ring item to every subscriber of its key.
     pub fn deliver(&mut self, item: &RingItem) {
         let key = item.tick.key;
@@ -325,6 +382,9 @@ impl WorkerState {
             // Before the offers: a cursor that reads up to here includes
             // this tick, which it is the cursor's to give.
             h.delivered.set(item.offset);
+        }
+        if !self.holding.is_empty() {
+            self.release_held(item.offset);
         }
         let WorkerState {
             clients,

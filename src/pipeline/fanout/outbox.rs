@@ -117,6 +117,9 @@ pub struct Client {
     /// Its slow-consumer policy per channel and, while it catches up, its
     /// position in the shared history (`catchup.rs`).
     pub(crate) catchup: Catchup,
+    /// Book snapshots waiting for delivery to pass their last update's
+    /// offset (with it): `WorkerState::hold_snapshots`.
+    pub(super) held_books: Vec<(u64, RingItem)>,
 }
 
 impl Client {
@@ -156,6 +159,7 @@ impl Client {
             frames_sent: 0,
             end_reason: None,
             catchup: Catchup::default(),
+            held_books: Vec::new(),
         }
     }
 

@@ -135,3 +135,77 @@ fn json_clients_are_unchanged() {
     assert_eq!(f[1].1, item(3, 2).json[2..].to_vec());
     assert_eq!(Stats::get(&stats.tick_frames_out[0]), 2);
 }
+
+#[tokio::test]
+async fn a_book_snapshot_waits_until_the_journal_has_written_its_last_update() {
+    use crate::model::book::{BookChange, BookSide, Level};
+    use crate::model::symbols::SymbolTable;
+    use crate::pipeline::ingest::Ingest;
+    use crate::pipeline::stats::Origin;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let stats = Arc::new(Stats::default());
+    let (ingest, mut readers) = Ingest::new(64, 1, Arc::new(SymbolTable::new(10)), stats.clone());
+    let watermark = Arc::new(AtomicU64::new(0));
+    ingest.gate_delivery(watermark.clone());
+    let level = |side, px, sz| Level {
+        side,
+        px: Fixed(px),
+        sz: Fixed(sz),
+    };
+    let snap = BookChange::Snapshot(vec![
+        level(BookSide::Bid, 99, 1),
+        level(BookSide::Ask, 101, 1),
+    ]);
+    let first = ingest.admit_book("BK", 1, snap).unwrap();
+    let (sid, _) = ingest.symbols().lookup("BK").unwrap();
+    let key = KeyId::new(sid, Channel::Book);
+    ingest
+        .publish_book(&first, Origin::Publisher)
+        .await
+        .unwrap();
+    let mut items = Vec::new();
+    let mut reader = readers.pop().unwrap().ungated();
+    reader.read_batch(&mut items, 16);
+    // The journal has written the snapshot (and its derived quote)...
+    watermark.store(items.last().unwrap().offset, Ordering::Release);
+    // ... but not this update, which the book now holds.
+    let diff = BookChange::Diff(vec![level(BookSide::Bid, 99, 5)]);
+    let second = ingest.admit_book("BK", 2, diff).unwrap();
+    ingest
+        .publish_book(&second, Origin::Publisher)
+        .await
+        .unwrap();
+    let before = items.len();
+    reader.read_batch(&mut items, 16);
+    let update = items[before].clone();
+    assert_eq!((update.tick.key, update.tick.seq), (key, 2));
+
+    let mut st = WorkerState::default();
+    let id = st.add_in_memory_client(stats, 1 << 20);
+    st.subscribe_keys(id, &[key]);
+    let (mut out, mut held) = (Vec::new(), Vec::new());
+    ingest.last_values_held([key], &mut out, &mut held);
+    assert!(out.is_empty(), "not sent: it holds an update not journaled");
+    assert_eq!(held.len(), 1);
+    assert_eq!((held[0].0, held[0].1.tick.seq), (update.offset, 2));
+    st.hold_snapshots(id, held);
+    // Delivery up to the watermark: nothing of the book yet (the diff
+    // before the snapshot is dropped, it is in the snapshot).
+    for item in &items[..before] {
+        st.deliver(item);
+    }
+    assert!(st.client(id).unwrap().queued().is_empty());
+    // The journal writes the update; delivery reaches it: the snapshot
+    // goes out, and the update itself (in the snapshot) does not.
+    watermark.store(update.offset, Ordering::Release);
+    st.deliver(&update);
+    let sent = frames(st.client(id).unwrap().queued());
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let msg: serde_json::Value = serde_json::from_slice(&sent[0].1).unwrap();
+    assert_eq!(
+        (msg["seq"].as_u64(), msg["snap"].as_bool()),
+        (Some(2), Some(true)),
+        "{msg}"
+    );
+}

@@ -158,6 +158,16 @@ impl Worker {
         let evict_after = self.evict_after;
         loop {
             wake.notified().await;
+            {
+                // Not blocked: woken by a journal read with a chunk ready
+                // for the client's cursor (catchup.rs), taken by a flush.
+                let mut st = self.state.borrow_mut();
+                match st.clients.get(id) {
+                    None => return,
+                    Some(c) if !c.is_blocked() && c.catchup.is_catching_up() => st.flush_client(id),
+                    Some(_) => {}
+                }
+            }
             loop {
                 let (write, deadline) = {
                     let st = self.state.borrow();

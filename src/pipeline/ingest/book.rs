@@ -36,6 +36,10 @@ pub(crate) struct BookState {
     pub(super) sym: Arc<str>,
     /// Event time of the last update, for snapshots.
     pub(super) ts: u64,
+    /// Ingest offset of the last update applied: a snapshot holds every
+    /// update up to it, so with `--journal` it waits until the journal has
+    /// written that far (`Ingest::last_values`).
+    pub(super) offset: u64,
 }
 
 /// A book change for one symbol, admitted (symbol interned).
@@ -166,6 +170,9 @@ impl Ingest {
         let epoch = self.epoch();
         let offset = seq.next_offset;
         seq.next_offset += 1;
+        if let Some(state) = seq.key(b.key).book.as_mut() {
+            state.offset = offset;
+        }
         let item = Arc::new(EncodedTick::with_book(
             Tick {
                 key: b.key,
@@ -189,7 +196,7 @@ impl Ingest {
             let qs = seq.key(qkey);
             qs.seq += 1;
             let qseq = qs.seq;
-            let quote = seq.place(
+            let quote = seq.place_derived(
                 Tick {
                     key: qkey,
                     sym: b.sym.clone(),

@@ -62,6 +62,7 @@ impl Ingest {
                     tracing::warn!(sym = %sym, seq = at.seq, error = %e, "journal: book record refused on restore");
                 }
                 state.class_seq = [at.seq; 3];
+                state.offset = at.offset;
                 let tick = Tick {
                     event: Event::Book(state.book.top()),
                     ..tick

@@ -58,6 +58,22 @@ pub fn symbol(out: &mut Vec<u8>, sym: &str) {
     out.extend_from_slice(sym.as_bytes());
 }
 
+/// Quote record flags (byte 1), bit 0: the quote was produced by the book
+/// record before it (journal files); players skip it.
+pub const QUOTE_DERIVED: u8 = 0x01;
+
+/// Whether a whole tick record is a quote flagged [`QUOTE_DERIVED`].
+pub fn is_derived(rec: &[u8]) -> bool {
+    rec[0] == TAG_QUOTE && rec[1] & QUOTE_DERIVED != 0
+}
+
+/// Flags the quote record just written at the end of `out` as derived.
+pub fn mark_derived(out: &mut [u8]) {
+    let at = out.len() - QUOTE_LEN;
+    debug_assert_eq!(out[at], TAG_QUOTE);
+    out[at + 1] |= QUOTE_DERIVED;
+}
+
 pub fn tick(out: &mut Vec<u8>, sym_id: u32, ts: u64, event: &Event) {
     match *event {
         Event::Trade { px, qty, side } => {
@@ -274,7 +290,7 @@ pub fn decode_tick(rec: &[u8]) -> Result<(u32, u64, Event), String> {
             asz: fixed_at(rec, 40),
         },
     };
-    if rec[2] != 0 || rec[3] != 0 || (rec[0] == TAG_QUOTE && rec[1] != 0) {
+    if rec[2] != 0 || rec[3] != 0 || (rec[0] == TAG_QUOTE && rec[1] & !QUOTE_DERIVED != 0) {
         return Err("reserved bytes of a tick record are not zero".into());
     }
     // As on the wire (docs/PROTOCOL.md): sizes are zero or more.

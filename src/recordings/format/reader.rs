@@ -57,6 +57,10 @@ pub struct RecordingReader {
     raw_read: Arc<AtomicU64>,
     raw_total: Option<u64>,
     line_buf: Vec<u8>,
+    /// Whether quotes a book record produced (journal files) are returned:
+    /// only to the journal's own readers, which need their positions; a
+    /// player skips them, as playing the book record produces them again.
+    keep_derived: bool,
 }
 
 impl RecordingReader {
@@ -130,6 +134,7 @@ impl RecordingReader {
             raw_read,
             raw_total,
             line_buf: Vec::with_capacity(256),
+            keep_derived: false,
         };
         if head.starts_with(binary::MAGIC) && head.len() >= binary::HEADER_LEN {
             let version = u16::from_le_bytes([head[12], head[13]]);
@@ -168,6 +173,13 @@ impl RecordingReader {
             });
         }
         Ok(reader)
+    }
+
+    /// Also returns the quotes a book record produced (flagged derived in
+    /// journal files), which are skipped by default.
+    pub fn with_derived(mut self) -> Self {
+        self.keep_derived = true;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -360,6 +372,14 @@ impl RecordingReader {
                 _ => {
                     let (sym_id, ts, event) =
                         binary::decode_tick(rec).map_err(|m| self.corrupt(m))?;
+                    if binary::is_derived(rec) && !self.keep_derived {
+                        // Produced by the book record before it: playing
+                        // that record produces it again.
+                        self.offset += len as u64;
+                        self.ticks += 1;
+                        self.pending_position = None;
+                        continue;
+                    }
                     let Some(sym) = self.symbols.get(sym_id as usize) else {
                         return Err(self.corrupt(format!(
                             "tick refers to symbol id {sym_id}, but only {} symbols are defined before it",

@@ -233,13 +233,28 @@ impl RecordingWriter {
     }
 
     pub fn write(&mut self, t: &NewTick) -> Result<(), RecordingError> {
+        self.write_flagged(t, false)
+    }
+
+    /// Writes a quote the book record before it produced (journal files),
+    /// flagged so that a player skips it (binary only).
+    pub fn write_derived(&mut self, t: &NewTick) -> Result<(), RecordingError> {
+        self.write_flagged(t, true)
+    }
+
+    fn write_flagged(&mut self, t: &NewTick, derived: bool) -> Result<(), RecordingError> {
         self.buf.clear();
         match self.encoding {
             Encoding::Binary => {
                 let id = self.symbol_id(&t.sym)?;
                 match &t.book {
                     Some(change) => binary::book(&mut self.buf, id, t.ts, change),
-                    None => binary::tick(&mut self.buf, id, t.ts, &t.event),
+                    None => {
+                        binary::tick(&mut self.buf, id, t.ts, &t.event);
+                        if derived && matches!(t.event, crate::model::tick::Event::Quote { .. }) {
+                            binary::mark_derived(&mut self.buf);
+                        }
+                    }
                 }
             }
             Encoding::JsonLines => {
@@ -288,6 +303,24 @@ impl RecordingWriter {
             std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| self.io(e))?;
         }
         Ok(self.ticks)
+    }
+}
+
+impl RecordingWriter {
+    /// An in-place file after a failed write (disk full, I/O error): drops
+    /// what is still buffered unwritten and cuts the file back to `len`
+    /// bytes (where its last whole batch ended), so that it ends on a whole
+    /// record, as a killed server's file does (no end record), never in a
+    /// record half written.
+    pub fn cut_back(mut self, len: u64) -> Result<(), RecordingError> {
+        let Some(sink) = self.sink.take() else {
+            return Ok(());
+        };
+        let file = match sink {
+            Sink::Plain(w) => w.into_parts().0,
+            Sink::Zstd(w) => w.finish().map_err(|e| self.io(e))?.into_parts().0,
+        };
+        file.set_len(len).map_err(|e| self.io(e))
     }
 }
 

@@ -14,13 +14,17 @@
 //!   client has seen. `fdatasync` every `--journal-sync` (and on rotation):
 //!   a power loss can lose at most that much.
 //! - **Restore** ([`restore()`]): at start-up, before any source runs.
+//! - **Archive** ([`Archive`]): the files read on demand, on blocking
+//!   threads, for a resume or a catch-up older than the memory history.
 
+mod archive;
 mod restore;
 mod writer;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use archive::{Archive, Chunk, Gap, Located};
 pub use restore::{Restored, restore};
 pub use writer::{JournalThread, start};
 
@@ -40,6 +44,9 @@ pub struct JournalConfig {
     /// `fdatasync` at most this long after a write (`--journal-sync`,
     /// default 1 s; 0 = after every batch).
     pub sync_every: Duration,
+    /// Blocking threads reading the journal for resumes at once
+    /// (`--journal-readers`, default 4); more wait their turn.
+    pub readers: usize,
 }
 
 impl JournalConfig {
@@ -50,6 +57,7 @@ impl JournalConfig {
             file_age: Duration::from_secs(3600),
             max_bytes: 1024 * 1024 * 1024,
             sync_every: Duration::from_secs(1),
+            readers: archive::DEFAULT_READERS,
         }
     }
 }

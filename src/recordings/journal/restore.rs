@@ -39,7 +39,7 @@ fn each_tick(
     mut f: impl FnMut(&crate::model::tick::NewTick, Placed, Epoch) -> Result<(), JournalError>,
 ) -> Result<(), JournalError> {
     let mut reader = match RecordingReader::open(path) {
-        Ok(r) => r,
+        Ok(r) => r.with_derived(),
         Err(RecordingError::Io { file, source }) => {
             return Err(JournalError::Dir {
                 dir: file,

@@ -40,6 +40,9 @@ struct Journal {
     current: Option<Current>,
     /// Offset of the newest tick written: workers deliver up to it.
     watermark: Arc<AtomicU64>,
+    /// Bytes of the current file before the batch being written: where a
+    /// failed write cuts it back to.
+    good_bytes: u64,
     /// Written since the last `fdatasync`.
     unsynced: bool,
     last_sync: Instant,
@@ -70,6 +73,7 @@ pub fn start(
         reference,
         current: None,
         watermark: watermark.clone(),
+        good_bytes: 0,
         unsynced: false,
         last_sync: Instant::now(),
     };
@@ -107,11 +111,18 @@ impl Journal {
         }
         let mut writer = RecordingWriter::create_in_place(&path)?;
         let epoch = self.ingest.epoch();
-        writer.write_epoch(epoch.0)?;
-        for (sym, inst) in self.reference.snapshot_and_log() {
-            writer.write_reference(&sym, &inst)?;
+        let header = writer.write_epoch(epoch.0).and_then(|()| {
+            for (sym, inst) in self.reference.snapshot_and_log() {
+                writer.write_reference(&sym, &inst)?;
+            }
+            writer.flush()
+        });
+        if let Err(e) = header {
+            // No file with half a header is left behind.
+            drop(writer.cut_back(0));
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
         }
-        writer.flush()?;
         self.current = Some(Current {
             writer,
             epoch,
@@ -146,7 +157,7 @@ impl Journal {
             while let Err(e) = self.write_batch(&batch) {
                 Stats::add(&self.stats.journal.write_errors, 1);
                 tracing::error!(error = %e, "journal: write failed; delivery waits, retrying in 1 s into a new file");
-                self.current = None;
+                self.abandon_current();
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shutdown.triggered() => return,
@@ -174,12 +185,14 @@ impl Journal {
 
     /// Writes the reference data changed since the last call (publishers'
     /// `ref` messages), at most a second after it changed. A failure is
-    /// logged and counted; the next file starts with every entry anyway.
+    /// logged and counted, and the file is cut back to before it (no half
+    /// record stays); the next file starts with every entry anyway.
     fn write_reference_changes(&mut self) {
         let changes = self.reference.take_changes();
         let Some(c) = self.current.as_mut().filter(|_| !changes.is_empty()) else {
             return;
         };
+        let before = c.writer.bytes();
         let written = changes
             .iter()
             .try_for_each(|(sym, inst)| c.writer.write_reference(sym, inst))
@@ -189,7 +202,20 @@ impl Journal {
             Err(e) => {
                 Stats::add(&self.stats.journal.write_errors, 1);
                 tracing::error!(error = %e, "journal: writing reference data failed");
+                self.good_bytes = before;
+                self.abandon_current();
             }
+        }
+    }
+
+    /// After a failed write: the current file is cut back to its last
+    /// whole batch (it keeps every tick delivered so far, and ends on a
+    /// whole record); the batch goes, whole, into a new file.
+    fn abandon_current(&mut self) {
+        if let Some(c) = self.current.take()
+            && let Err(e) = c.writer.cut_back(self.good_bytes)
+        {
+            tracing::error!(error = %e, "journal: cannot cut a failed file back to its last whole batch");
         }
     }
 
@@ -201,6 +227,7 @@ impl Journal {
         }
         let c = self.current.as_mut().expect("opened above");
         let before = c.writer.bytes();
+        self.good_bytes = before;
         for item in batch {
             if item.epoch != c.epoch {
                 c.writer.write_epoch(item.epoch.0)?;
@@ -211,7 +238,11 @@ impl Journal {
                 seq: item.tick.seq,
                 rx: item.tick.rx,
             })?;
-            c.writer.write(&recorded(item))?;
+            if item.derived {
+                c.writer.write_derived(&recorded(item))?;
+            } else {
+                c.writer.write(&recorded(item))?;
+            }
         }
         c.writer.flush()?;
         Stats::add(&self.stats.journal.ticks_written, batch.len() as u64);
@@ -248,9 +279,19 @@ impl Journal {
             return;
         }
         let c = self.current.take().expect("checked above");
+        let (path, len) = (c.writer.partial_path().to_owned(), c.writer.bytes());
         if let Err(e) = c.writer.finish() {
             Stats::add(&self.stats.journal.write_errors, 1);
-            tracing::error!(error = %e, "journal: closing a file");
+            tracing::error!(error = %e, "journal: closing a file; it stays without its end record");
+            // A half-written end record is cut off: the file ends on its
+            // last whole tick, as a killed server's does.
+            if let Err(e) = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(len))
+            {
+                tracing::error!(file = %path.display(), error = %e, "journal: cannot cut a half-written end record");
+            }
         }
         Stats::add(&self.stats.journal.rotations, 1);
         let next = self.watermark.load(Ordering::Acquire) + 1;

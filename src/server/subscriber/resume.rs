@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use crate::model::epoch::Epoch;
 use crate::model::tick::{ChannelSet, KeyId, wall_clock_ns};
 use crate::pipeline::ingest::Ingest;
+use crate::recordings::journal::Located;
 use crate::wire::json::JsonObject;
 use crate::wire::resume::{Resume, Since};
 
@@ -99,6 +100,43 @@ impl Outcome {
     }
 }
 
+/// What of a resume only the journal holds, looked up on a blocking thread
+/// (never the worker's): `None` without a journal, in another epoch, or
+/// when the memory history holds every position asked.
+pub(crate) async fn look_on_disk(ingest: &Ingest, resume: &Resume) -> Option<Located> {
+    let archive = ingest.archive()?.clone();
+    let epoch = ingest.epoch();
+    if resume.epoch != epoch {
+        return None;
+    }
+    let history = ingest.history();
+    let table = ingest.symbols();
+    let mut older = false;
+    let mut ts = None;
+    match resume.since {
+        Some(Since::Offset(p)) => older |= p.saturating_add(1) < history.first_offset(),
+        Some(Since::Ts(t)) if !history.offset_before_rx(t).1 => {
+            older = true;
+            ts = Some(t);
+        }
+        _ => {}
+    }
+    let seqs: Vec<(KeyId, u64)> = resume
+        .seqs
+        .iter()
+        .filter_map(|(sym, channel, seq)| {
+            let key = KeyId::new(table.lookup(sym)?.0, *channel);
+            let missed =
+                *seq < ingest.published_seq(key) && history.offset_of(key, seq + 1).is_none();
+            missed.then_some((key, seq + 1))
+        })
+        .collect();
+    if !older && seqs.is_empty() {
+        return None;
+    }
+    archive.blocking(move |a| a.locate(epoch, ts, &seqs)).await
+}
+
 /// Decides a resume for a subscription to `keys` (named) and `star`
 /// (channels subscribed through `*`), `delivered` being the offset this
 /// worker has handed its clients up to.
@@ -108,6 +146,7 @@ pub(crate) fn plan(
     keys: &[KeyId],
     star: ChannelSet,
     delivered: u64,
+    disk: Option<&Located>,
 ) -> Outcome {
     let history = ingest.history();
     let table = ingest.symbols();
@@ -146,7 +185,11 @@ pub(crate) fn plan(
             r.recovered = true;
             out.have.push((key, *seq));
             out.no_snapshot.insert(key);
-        } else if let Some(o) = history.offset_of(key, seq + 1) {
+        } else if let Some(o) = history.offset_of(key, seq + 1).or_else(|| {
+            // Older than memory: the journal's offset of it.
+            disk.and_then(|d| d.key_offsets.iter().find(|(k, _)| *k == key))
+                .map(|&(_, o)| o)
+        }) {
             r.recovered = true;
             out.have.push((key, *seq));
             out.no_snapshot.insert(key);
@@ -173,14 +216,18 @@ pub(crate) fn plan(
         match since {
             Since::Offset(p) if p > ingest.newest_offset() => (0, false, "future_offset"),
             Since::Offset(p) => {
-                let whole = p + 1 >= history.first_offset();
+                let on_disk = disk.and_then(|d| d.oldest).is_some_and(|o| p + 1 >= o);
+                let whole = p + 1 >= history.first_offset() || on_disk;
                 (p, whole, if whole { "" } else { "history_too_short" })
             }
             Since::Ts(t) if t > now.saturating_add(TS_SLACK_NS) => (0, false, "ts_in_future"),
-            Since::Ts(t) => {
-                let (p, whole) = history.offset_before_rx(t);
-                (p, whole, if whole { "" } else { "history_too_short" })
-            }
+            Since::Ts(t) => match history.offset_before_rx(t) {
+                (p, true) => (p, true, ""),
+                (p, false) => match disk.and_then(|d| d.before_ts) {
+                    Some(p) => (p, true, ""),
+                    None => (p, false, "history_too_short"),
+                },
+            },
         }
     };
     out.since = Some((whole, reason));
@@ -204,11 +251,18 @@ pub(crate) fn plan(
                 .filter(|k| star.contains(k.channel()) && !keys.contains(k)),
         );
     }
+    // Served from the journal: every tick after `p` comes from the cursor
+    // (the floor drops older live ones), so no key needs a `seq` to start
+    // after; the history's would hide the ticks only the journal holds.
+    let from_disk = p + 1 < history.first_offset();
     for key in implied {
         if explicit.contains(&key) {
             continue;
         }
         out.no_snapshot.insert(key);
+        if from_disk {
+            continue;
+        }
         if let Some(seq) = history.seq_at(key, p) {
             out.have.push((key, seq));
         } else {

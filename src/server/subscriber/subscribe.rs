@@ -189,6 +189,12 @@ pub(crate) async fn subscribe(
         }
         None => None,
     };
+    // Positions older than memory are looked up in the journal first, on
+    // a blocking thread; the plan below runs between two ring batches.
+    let disk = match &plan.resume {
+        Some(r) => resume::look_on_disk(&ctx.fanout.ingest, r).await,
+        None => None,
+    };
     let id = client.id();
     let mut st = ctx.fanout.state.borrow_mut();
     if st.client(id).is_none() {
@@ -196,7 +202,14 @@ pub(crate) async fn subscribe(
     }
     let delivered = st.delivered();
     let outcome = match &plan.resume {
-        Some(r) => resume::plan(&ctx.fanout.ingest, r, &plan.keys, plan.star(), delivered),
+        Some(r) => resume::plan(
+            &ctx.fanout.ingest,
+            r,
+            &plan.keys,
+            plan.star(),
+            delivered,
+            disk.as_ref(),
+        ),
         None => Outcome {
             offset: delivered,
             ..Outcome::default()
@@ -227,21 +240,27 @@ pub(crate) async fn subscribe(
         // A book diff means nothing without the book it applies to: book
         // keys always start from their snapshot.
         let mut snaps: Vec<RingItem> = Vec::new();
-        ctx.fanout.ingest.last_values(book_keys, &mut snaps);
+        let mut held = Vec::new();
+        ctx.fanout
+            .ingest
+            .last_values_held(book_keys, &mut snaps, &mut held);
         st.offer_snapshots(id, &snaps);
+        st.hold_snapshots(id, held);
     }
     if plan.snapshot {
         // `*` takes every key's last value; the client's entitlement
         // filters them as it filters live ticks. Keys resumed whole get
         // none: their missed ticks come from the history instead.
         let mut last: Vec<RingItem> = Vec::new();
+        let mut held = Vec::new();
         if plan.symbols.all && !outcome.star_served {
             ctx.fanout.ingest.all_last_values(plan.channels, &mut last);
         } else {
             ctx.fanout
                 .ingest
-                .last_values(plan.keys.iter().copied(), &mut last);
+                .last_values_held(plan.keys.iter().copied(), &mut last, &mut held);
         }
+        st.hold_snapshots(id, held);
         // A book key always starts from its snapshot (its diffs need it).
         last.retain(|item| item.book.is_some() || !outcome.no_snapshot.contains(&item.tick.key));
         st.offer_snapshots(id, &last);
