@@ -154,7 +154,7 @@ impl Client {
         let direct = self.order.is_empty() && self.control.is_empty() && self.unsent() < self.cap;
         if direct {
             if let Some(f) = frames.class(depth).frame(&item.tick, depth, self.encoding) {
-                self.append_book_frame(&f, item.tick.rx);
+                self.append_book_frame(f, item.tick.rx);
             }
         } else if let Some(slot) = self.keys.get_mut(&key) {
             let b = slot.book.get_or_insert_with(Default::default);
