@@ -348,24 +348,8 @@ pub fn checksum_of(
     asks: impl IntoIterator<Item = (Fixed, Fixed)>,
 ) -> u32 {
     let mut text = Vec::with_capacity(4 * CHECKSUM_LEVELS * 12);
-    let mut push = |v: Fixed| {
-        // The number's JSON text, then in place: `.` dropped, then the
-        // leading zeros.
-        let start = text.len();
-        v.write_to(&mut text);
-        let mut kept = start;
-        let mut leading = true;
-        for read in start..text.len() {
-            let b = text[read];
-            if b == b'.' || (leading && b == b'0') {
-                continue;
-            }
-            leading = false;
-            text[kept] = b;
-            kept += 1;
-        }
-        text.truncate(kept);
-    };
+    let mut digits = itoa::Buffer::new();
+    let mut push = |v: Fixed| push_checksum_digits(&mut text, &mut digits, v);
     for (px, sz) in asks.into_iter().take(CHECKSUM_LEVELS) {
         push(px);
         push(sz);
@@ -375,6 +359,39 @@ pub fn checksum_of(
         push(sz);
     }
     crc32fast::hash(&text)
+}
+
+/// Appends `v` as the checksum text writes it: its JSON number with the `.`
+/// and the leading zeros removed. For `v > 0` that is the digits of its
+/// raw value without the fraction's trailing zeros (`0.05` is raw
+/// 50,000,000: "5"), written directly; zero and negative values (never in a
+/// book) go through the JSON text.
+fn push_checksum_digits(text: &mut Vec<u8>, digits: &mut itoa::Buffer, v: Fixed) {
+    if v.raw() > 0 {
+        let mut n = v.raw() as u64;
+        for _ in 0..crate::model::decimal::FRACTION_DIGITS {
+            if !n.is_multiple_of(10) {
+                break;
+            }
+            n /= 10;
+        }
+        text.extend_from_slice(digits.format(n).as_bytes());
+        return;
+    }
+    let start = text.len();
+    v.write_to(text);
+    let mut kept = start;
+    let mut leading = true;
+    for read in start..text.len() {
+        let b = text[read];
+        if b == b'.' || (leading && b == b'0') {
+            continue;
+        }
+        leading = false;
+        text[kept] = b;
+        kept += 1;
+    }
+    text.truncate(kept);
 }
 
 /// A book's top levels per side, best first, as (price, size): every depth
@@ -616,6 +633,42 @@ mod tests {
                 old.window(10) == book.window(10)
             );
             assert_eq!(book.checksum(), reference_checksum(&book));
+        }
+    }
+
+    #[test]
+    fn checksum_digits_are_the_json_text_without_dot_and_leading_zeros() {
+        let reference = |v: Fixed| {
+            let mut num = Vec::new();
+            v.write_to(&mut num);
+            let digits = num.iter().copied().filter(|&b| b != b'.');
+            digits.skip_while(|&b| b == b'0').collect::<Vec<u8>>()
+        };
+        let mut values = vec![
+            0,
+            1,
+            9,
+            10,
+            1_000_000_000,
+            50_000_000,
+            -1,
+            -500_000_000,
+            i64::MAX,
+            i64::MIN,
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Values with many trailing zeros are the interesting ones.
+            values.push(((x >> (x % 40)) as i64).wrapping_mul(10i64.pow((x % 10) as u32)));
+        }
+        let mut buf = itoa::Buffer::new();
+        for v in values {
+            let mut got = Vec::new();
+            push_checksum_digits(&mut got, &mut buf, Fixed(v));
+            assert_eq!(got, reference(Fixed(v)), "{v}");
         }
     }
 

@@ -171,6 +171,8 @@ impl Client {
         let e = self.encoding as usize;
         Stats::add(&self.stats.ticks_out[e], 1);
         Stats::add(&self.stats.tick_frames_out[e], 1);
+        // A delivery like a tick's, for the deliveries-per-write series.
+        self.unwritten_live += 1;
         self.oldest_rx.get_or_insert(rx);
         self.append_frame(frame);
         self.frames_sent += 1;
