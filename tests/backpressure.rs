@@ -50,17 +50,11 @@ fn fast_reader(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_costs_bounded_memory_and_gets_the_newest_values() {
-    let mut c = config();
-    c.client_buffer_bytes = 16 * 1024;
-    c.socket_send_buffer = 4096;
-    c.evict_after = Duration::from_secs(60);
-    let h = start(c);
+    let h = start_with_small_buffers(16 * 1024, Duration::from_secs(60));
     let addr = h.addr();
 
     // The stalled client: tiny receive buffer, subscribed to everything, never reads.
-    let (mut stalled, head) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
-    assert!(head.starts_with("HTTP/1.1 101"));
-    stalled.recv_json().await; // hello
+    let mut stalled = stalled_client(addr).await;
     stalled.subscribe(1, &["*"], None, false).await;
 
     let mut fast = subscriber(addr).await;
@@ -123,14 +117,9 @@ async fn a_stalled_client_costs_bounded_memory_and_gets_the_newest_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_behind_too_long_gets_lagging_then_4000() {
-    let mut c = config();
-    c.client_buffer_bytes = 8 * 1024;
-    c.socket_send_buffer = 4096;
-    c.evict_after = Duration::from_millis(300);
-    let h = start(c);
+    let h = start_with_small_buffers(8 * 1024, Duration::from_millis(300));
     let addr = h.addr();
-    let (mut stalled, _) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
-    stalled.recv_json().await;
+    let mut stalled = stalled_client(addr).await;
     stalled.subscribe(1, &["*"], None, false).await;
     let mut fast = subscriber(addr).await;
     fast.subscribe(1, &["*"], None, false).await;
@@ -144,12 +133,7 @@ async fn a_client_behind_too_long_gets_lagging_then_4000() {
     }
     reader.await.unwrap();
     // Reading now: whatever was in flight, then `lagging`, then close 4000.
-    let (code, reason, texts) = stalled.recv_close().await;
-    assert_eq!(code, Some(4000), "closed as a slow consumer");
-    assert_eq!(reason, "slow consumer");
-    let lagging: Value = serde_json::from_str(texts.last().expect("a lagging notice")).unwrap();
-    assert_eq!(lagging["type"], "lagging");
-    assert!(lagging["behind_ms"].as_u64().unwrap() >= 300, "{lagging}");
+    expect_evicted(&mut stalled, 300).await;
     stalled.expect_eof().await;
     assert_eq!(h.stats().clients_evicted.load(Ordering::Relaxed), 1);
     drop(publ);

@@ -152,11 +152,7 @@ fn stream(rounds: usize, per_round: usize) -> (Vec<Vec<Value>>, Vec<Book>, Vec<u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_book_client_is_evicted_while_a_fast_one_stays_consistent() {
-    let mut c = config();
-    c.client_buffer_bytes = 8 * 1024;
-    c.socket_send_buffer = 4096;
-    c.evict_after = Duration::from_millis(300);
-    let h = start(c);
+    let h = start_with_small_buffers(8 * 1024, Duration::from_millis(300));
     let addr = h.addr();
     let (batches, refs, round_end) = stream(40, 20);
     let refs = Arc::new(refs);
@@ -164,8 +160,7 @@ async fn a_stalled_book_client_is_evicted_while_a_fast_one_stays_consistent() {
     let mut publ = publisher(addr).await;
     publ.publish(&batches[0]).await;
     let sub = json!({"op":"subscribe","id":1,"symbols":[SYM],"channels":["book"],"depth":DEPTH});
-    let (mut stalled, _) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
-    stalled.recv_json().await; // hello
+    let mut stalled = stalled_client(addr).await;
     stalled.send_json(sub.clone()).await;
     stalled.recv_until("subscribed").await;
     let mut fast = subscriber(addr).await;
@@ -213,12 +208,7 @@ async fn a_stalled_book_client_is_evicted_while_a_fast_one_stays_consistent() {
 
     // The stalled client: what was in flight is consistent, then
     // `lagging`, then close 4000.
-    let (code, reason, texts) = stalled.recv_close().await;
-    assert_eq!(code, Some(4000), "closed as a slow consumer");
-    assert_eq!(reason, "slow consumer");
-    let lagging: Value = serde_json::from_str(texts.last().expect("a lagging notice")).unwrap();
-    assert_eq!(lagging["type"], "lagging");
-    assert!(lagging["behind_ms"].as_u64().unwrap() >= 300, "{lagging}");
+    let texts = expect_evicted(&mut stalled, 300).await;
     let mut copy = Copy {
         who: "stalled",
         book: Book::new(),

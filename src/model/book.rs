@@ -242,7 +242,10 @@ impl Book {
         max_levels: usize,
     ) -> Result<(), BookError> {
         let levels = change.levels();
-        let mut seen = std::collections::HashSet::with_capacity(levels.len());
+        // Most diffs carry a level or two: a scan of the earlier levels
+        // finds a repeat without the set's allocation and hashing.
+        let mut seen = (levels.len() > SMALL_CHANGE)
+            .then(|| std::collections::HashSet::with_capacity(levels.len()));
         for (i, l) in levels.iter().enumerate() {
             let index = i + 1;
             if l.px.raw() <= 0 {
@@ -251,7 +254,11 @@ impl Book {
             if l.sz.raw() < 0 {
                 return Err(BookError::NegativeSize { index, sz: l.sz });
             }
-            if !seen.insert((l.side, l.px)) {
+            let repeated = match &mut seen {
+                Some(seen) => !seen.insert((l.side, l.px)),
+                None => levels[..i].iter().any(|e| e.side == l.side && e.px == l.px),
+            };
+            if repeated {
                 return Err(BookError::DuplicateLevel {
                     index,
                     px: l.px,
@@ -316,23 +323,165 @@ impl Book {
     /// written as its price then its size, each number in its JSON text with
     /// the `.` removed and leading zeros removed.
     pub fn checksum(&self) -> u32 {
-        let mut text = Vec::with_capacity(400);
-        let mut num = Vec::with_capacity(24);
-        let mut push = |v: Fixed, text: &mut Vec<u8>| {
-            num.clear();
-            v.write_to(&mut num);
-            let digits = num.iter().copied().filter(|&b| b != b'.');
-            text.extend(digits.skip_while(|&b| b == b'0'));
+        checksum_of(
+            self.top_bids(CHECKSUM_LEVELS),
+            self.top_asks(CHECKSUM_LEVELS),
+        )
+    }
+
+    /// Fills `w` with the top `n` levels per side (reusing its buffers).
+    pub fn fill_window(&self, n: usize, w: &mut Window) {
+        w.bids.clear();
+        w.bids.extend(self.top_bids(n));
+        w.asks.clear();
+        w.asks.extend(self.top_asks(n));
+    }
+}
+
+/// Diffs of more levels than this check for repeats with a hash set.
+const SMALL_CHANGE: usize = 16;
+
+/// [`Book::checksum`] of a book whose best levels are `bids` and `asks`
+/// (best first; only the first [`CHECKSUM_LEVELS`] of each are read).
+pub fn checksum_of(
+    bids: impl IntoIterator<Item = (Fixed, Fixed)>,
+    asks: impl IntoIterator<Item = (Fixed, Fixed)>,
+) -> u32 {
+    let mut text = Vec::with_capacity(4 * CHECKSUM_LEVELS * 12);
+    let mut digits = itoa::Buffer::new();
+    let mut push = |v: Fixed| push_checksum_digits(&mut text, &mut digits, v);
+    for (px, sz) in asks.into_iter().take(CHECKSUM_LEVELS) {
+        push(px);
+        push(sz);
+    }
+    for (px, sz) in bids.into_iter().take(CHECKSUM_LEVELS) {
+        push(px);
+        push(sz);
+    }
+    crc32fast::hash(&text)
+}
+
+/// Appends `v` as the checksum text writes it: its JSON number with the `.`
+/// and the leading zeros removed. For `v > 0` that is the digits of its
+/// raw value without the fraction's trailing zeros (`0.05` is raw
+/// 50,000,000: "5"), written directly; zero and negative values (never in a
+/// book) go through the JSON text.
+fn push_checksum_digits(text: &mut Vec<u8>, digits: &mut itoa::Buffer, v: Fixed) {
+    if v.raw() > 0 {
+        text.extend_from_slice(
+            digits
+                .format(strip_fraction_zeros(v.raw() as u64))
+                .as_bytes(),
+        );
+        return;
+    }
+    let start = text.len();
+    v.write_to(text);
+    let mut kept = start;
+    let mut leading = true;
+    for read in start..text.len() {
+        let b = text[read];
+        if b == b'.' || (leading && b == b'0') {
+            continue;
+        }
+        leading = false;
+        text[kept] = b;
+        kept += 1;
+    }
+    text.truncate(kept);
+}
+
+/// A raw value (nine fraction digits) without its fraction's trailing
+/// zeros: a whole number's nine go at once, else up to eight by 4, 2, 1
+/// (prices are mostly whole cents: one test and two divisions, where a
+/// digit at a time took seven).
+fn strip_fraction_zeros(mut n: u64) -> u64 {
+    if n.is_multiple_of(1_000_000_000) {
+        return n / 1_000_000_000;
+    }
+    if n.is_multiple_of(100_000_000) {
+        return n / 100_000_000;
+    }
+    for step in [10_000, 100, 10] {
+        if n.is_multiple_of(step) {
+            n /= step;
+        }
+    }
+    n
+}
+
+/// A book's top levels per side, best first, as (price, size): every depth
+/// class's window is a prefix of each side. Kept by ingest so that an
+/// update's window diffs need no second walk of the book and no allocation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Best bids, highest price first.
+    pub bids: Vec<(Fixed, Fixed)>,
+    /// Best asks, lowest price first.
+    pub asks: Vec<(Fixed, Fixed)>,
+}
+
+impl Window {
+    /// The top `n` levels of each side (`n` may exceed what is held).
+    fn prefix(&self, side: BookSide, n: usize) -> &[(Fixed, Fixed)] {
+        let v = match side {
+            BookSide::Bid => &self.bids,
+            BookSide::Ask => &self.asks,
         };
-        for (px, sz) in self.top_asks(CHECKSUM_LEVELS) {
-            push(px, &mut text);
-            push(sz, &mut text);
+        &v[..n.min(v.len())]
+    }
+
+    /// Whether the top `n` levels per side are the same in both.
+    pub fn same_top(&self, other: &Window, n: usize) -> bool {
+        [BookSide::Bid, BookSide::Ask]
+            .into_iter()
+            .all(|s| self.prefix(s, n) == other.prefix(s, n))
+    }
+
+    /// [`window_diff`] of the top `n` levels per side of `before` and
+    /// `after` (both must hold at least `n` per side where the book has
+    /// them), in the same order, by merging the sorted sides: linear, where
+    /// `window_diff` compares every pair.
+    pub fn diff(before: &Window, after: &Window, n: usize, out: &mut Vec<Level>) {
+        let sides = [BookSide::Bid, BookSide::Ask];
+        // Levels new or resized in the window, bids then asks.
+        for side in sides {
+            let was = before.prefix(side, n);
+            let mut j = 0;
+            for &(px, sz) in after.prefix(side, n) {
+                while j < was.len() && ahead(side, was[j].0, px) {
+                    j += 1;
+                }
+                if was.get(j) != Some(&(px, sz)) {
+                    out.push(Level { side, px, sz });
+                }
+            }
         }
-        for (px, sz) in self.top_bids(CHECKSUM_LEVELS) {
-            push(px, &mut text);
-            push(sz, &mut text);
+        // Levels that left the window, bids then asks.
+        for side in sides {
+            let now = after.prefix(side, n);
+            let mut i = 0;
+            for &(px, _) in before.prefix(side, n) {
+                while i < now.len() && ahead(side, now[i].0, px) {
+                    i += 1;
+                }
+                if now.get(i).map(|l| l.0) != Some(px) {
+                    out.push(Level {
+                        side,
+                        px,
+                        sz: Fixed::ZERO,
+                    });
+                }
+            }
         }
-        crc32fast::hash(&text)
+    }
+}
+
+/// Whether price `a` comes before price `b` on `side` (best first).
+fn ahead(side: BookSide, a: Fixed, b: Fixed) -> bool {
+    match side {
+        BookSide::Bid => a > b,
+        BookSide::Ask => a < b,
     }
 }
 
@@ -428,6 +577,128 @@ mod tests {
         .unwrap();
         let d = window_diff(&before, &b.window(3));
         assert_eq!(d, vec![lv(BookSide::Bid, 6, 2), lv(BookSide::Bid, 3, 0)]);
+    }
+
+    /// The checksum as first written (a text of filtered digits), kept as
+    /// the reference the in-place version must match.
+    fn reference_checksum(b: &Book) -> u32 {
+        let mut text = Vec::new();
+        let push = |v: Fixed, text: &mut Vec<u8>| {
+            let mut num = Vec::new();
+            v.write_to(&mut num);
+            let digits = num.iter().copied().filter(|&b| b != b'.');
+            text.extend(digits.skip_while(|&b| b == b'0'));
+        };
+        for (px, sz) in b.top_asks(CHECKSUM_LEVELS) {
+            push(px, &mut text);
+            push(sz, &mut text);
+        }
+        for (px, sz) in b.top_bids(CHECKSUM_LEVELS) {
+            push(px, &mut text);
+            push(sz, &mut text);
+        }
+        crc32fast::hash(&text)
+    }
+
+    #[test]
+    fn merged_window_diffs_and_checksums_match_the_reference_on_random_books() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut book = Book::new();
+        let (mut before, mut after) = (Window::default(), Window::default());
+        for _ in 0..5_000 {
+            book.fill_window(25, &mut before);
+            let old = book.clone();
+            // A few levels at once, around a mid price of 1000 (raw units
+            // with fractions, so the checksum text drops `.` and zeros).
+            for _ in 0..1 + next(3) {
+                let side = if next(2) == 0 {
+                    BookSide::Bid
+                } else {
+                    BookSide::Ask
+                };
+                let off = next(40) as i64 * 1_250_000;
+                let px = match side {
+                    BookSide::Bid => 999_000_000_000 - off,
+                    BookSide::Ask => 1_001_000_000_000 + off,
+                };
+                let sz = if next(4) == 0 {
+                    0
+                } else {
+                    next(5_000_000_000) as i64
+                };
+                book.set(side, Fixed(px), Fixed(sz));
+            }
+            book.fill_window(25, &mut after);
+            for n in [10, 25] {
+                let mut got = Vec::new();
+                Window::diff(&before, &after, n, &mut got);
+                assert_eq!(
+                    got,
+                    window_diff(&old.window(n), &book.window(n)),
+                    "depth {n}"
+                );
+            }
+            assert_eq!(
+                before.same_top(&after, 10),
+                old.window(10) == book.window(10)
+            );
+            assert_eq!(book.checksum(), reference_checksum(&book));
+        }
+    }
+
+    #[test]
+    fn checksum_digits_are_the_json_text_without_dot_and_leading_zeros() {
+        let reference = |v: Fixed| {
+            let mut num = Vec::new();
+            v.write_to(&mut num);
+            let digits = num.iter().copied().filter(|&b| b != b'.');
+            digits.skip_while(|&b| b == b'0').collect::<Vec<u8>>()
+        };
+        let mut values = vec![
+            0,
+            1,
+            9,
+            10,
+            1_000_000_000,
+            50_000_000,
+            -1,
+            -500_000_000,
+            i64::MAX,
+            i64::MIN,
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Values with many trailing zeros are the interesting ones.
+            values.push(((x >> (x % 40)) as i64).wrapping_mul(10i64.pow((x % 10) as u32)));
+        }
+        let mut buf = itoa::Buffer::new();
+        for v in values {
+            let mut got = Vec::new();
+            push_checksum_digits(&mut got, &mut buf, Fixed(v));
+            assert_eq!(got, reference(Fixed(v)), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_level_is_refused_in_small_and_large_changes() {
+        for n in [2usize, 40] {
+            let mut levels: Vec<Level> = (1..n as i64).map(|p| lv(BookSide::Bid, p, 1)).collect();
+            levels.push(lv(BookSide::Bid, 1, 2));
+            let snap = BookChange::Snapshot(levels);
+            assert!(matches!(
+                Book::new().apply("X", &snap, false, 100),
+                Err(BookError::DuplicateLevel { index, .. }) if index == n
+            ));
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::fmt;
 
 /// Units per whole: 1 unit = 1e-9, as in Databento's DBN.
 pub(crate) const SCALE: i64 = 1_000_000_000;
-const FRACTION_DIGITS: usize = 9;
+pub(crate) const FRACTION_DIGITS: usize = 9;
 
 /// A fixed-point decimal with nine fractional digits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

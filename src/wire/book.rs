@@ -78,17 +78,17 @@ impl BookFrames {
 
 impl ClassFrames {
     /// The frame (or SSE block) for `encoding`, encoded on first use.
-    pub fn frame(&self, tick: &Tick, depth: DepthClass, encoding: Encoding) -> Option<Bytes> {
+    /// Borrowed, not cloned: every subscriber copies it into its write
+    /// buffer, and a clone per delivery would bump one shared reference
+    /// count from every fan-out worker.
+    pub fn frame(&self, tick: &Tick, depth: DepthClass, encoding: Encoding) -> Option<&Bytes> {
         let msg = self.msg.as_ref()?;
         let cell = match encoding {
             Encoding::Json => &self.json,
             Encoding::Binary => &self.binary,
             Encoding::Sse => &self.sse,
         };
-        Some(
-            cell.get_or_init(|| encode(tick, depth, msg, encoding))
-                .clone(),
-        )
+        Some(cell.get_or_init(|| encode(tick, depth, msg, encoding)))
     }
 }
 

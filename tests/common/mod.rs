@@ -349,6 +349,42 @@ impl RawWs {
     }
 }
 
+/// A server whose clients fall behind quickly: a `cap`-byte write buffer
+/// per client and a 4 KiB socket send buffer, evicting clients behind for
+/// longer than `evict_after`.
+pub fn start_with_small_buffers(cap: usize, evict_after: Duration) -> ServerHandle {
+    let mut c = config();
+    c.client_buffer_bytes = cap;
+    c.socket_send_buffer = 4096;
+    c.evict_after = evict_after;
+    start(c)
+}
+
+/// A client that will not read: a 4 KiB receive buffer, connected to
+/// `/v1/stream` and past its `hello`. The caller subscribes it.
+pub async fn stalled_client(addr: SocketAddr) -> RawWs {
+    let (mut ws, head) = connect_with(addr, "/v1/stream", "", Some(4096)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    ws.recv_json().await; // hello
+    ws
+}
+
+/// Reads an evicted slow client to its end: the last text is `lagging`
+/// (behind at least `behind_ms`), then close 4000 "slow consumer". Returns
+/// every text before the close (what was in flight, then the notice).
+pub async fn expect_evicted(ws: &mut RawWs, behind_ms: u64) -> Vec<String> {
+    let (code, reason, texts) = ws.recv_close().await;
+    assert_eq!(code, Some(4000), "closed as a slow consumer");
+    assert_eq!(reason, "slow consumer");
+    let lagging: Value = serde_json::from_str(texts.last().expect("a lagging notice")).unwrap();
+    assert_eq!(lagging["type"], "lagging");
+    assert!(
+        lagging["behind_ms"].as_u64().unwrap() >= behind_ms,
+        "{lagging}"
+    );
+    texts
+}
+
 pub fn trade(sym: &str, ts: u64, px: &str, qty: &str) -> Value {
     serde_json::from_str(&format!(
         r#"{{"type":"trade","sym":"{sym}","ts":{ts},"px":{px},"qty":{qty},"side":"B"}}"#

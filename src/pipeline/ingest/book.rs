@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Ingest, KeyState, RingItem};
-use crate::model::book::{Book, BookChange, BookError, DepthClass, Level, window_diff};
+use crate::model::book::{
+    Book, BookChange, BookError, CHECKSUM_LEVELS, DepthClass, Level, Window, checksum_of,
+};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Channel, Event, KeyId, Tick, wall_clock_ns};
 use crate::pipeline::stats::{Origin, Stats};
@@ -40,6 +42,52 @@ pub(crate) struct BookState {
     /// update up to it, so with `--journal` it waits until the journal has
     /// written that far (`Ingest::last_values`).
     pub(super) offset: u64,
+    /// The book's top [`WINDOW_LEVELS`] per side, kept with every change:
+    /// each depth class's window is a prefix of it.
+    window: Window,
+    /// The same before the last change, for that change's window diffs.
+    prev_window: Window,
+    /// [`Book::checksum`] of the book, recomputed only when its top 10
+    /// levels changed (the only ones it covers).
+    checksum: u32,
+}
+
+/// Levels per side of the window ingest keeps: the deepest limited class.
+const WINDOW_LEVELS: usize = 25;
+
+impl BookState {
+    /// Applies a checked change (see [`Book::apply`]: on `Err` nothing
+    /// changed) and brings the kept window and checksum up to date.
+    pub(super) fn apply(
+        &mut self,
+        sym: &Arc<str>,
+        ts: u64,
+        change: &BookChange,
+        max_levels: usize,
+    ) -> Result<(), BookError> {
+        self.book
+            .apply(sym, change, self.has_snapshot, max_levels)?;
+        self.has_snapshot = true;
+        self.snapshot = None;
+        self.sym = sym.clone();
+        self.ts = ts;
+        std::mem::swap(&mut self.window, &mut self.prev_window);
+        self.book.fill_window(WINDOW_LEVELS, &mut self.window);
+        let first = matches!(change, BookChange::Snapshot(_));
+        if first || !self.window.same_top(&self.prev_window, CHECKSUM_LEVELS) {
+            let w = &self.window;
+            self.checksum = checksum_of(w.bids.iter().copied(), w.asks.iter().copied());
+        }
+        Ok(())
+    }
+
+    /// The last change's diff of the top `n` levels per side (`n` at most
+    /// [`WINDOW_LEVELS`]).
+    fn window_diff(&self, n: usize) -> Vec<Level> {
+        let mut out = Vec::new();
+        Window::diff(&self.prev_window, &self.window, n, &mut out);
+        out
+    }
 }
 
 /// A book change for one symbol, admitted (symbol interned).
@@ -109,7 +157,6 @@ impl Ingest {
         let rx = wall_clock_ns();
         let ks = seq.key(b.key);
         let state = ks.book.get_or_insert_with(Default::default);
-        let before: [Vec<Level>; 2] = [state.book.window(10), state.book.window(25)];
         let top_before = state.book.top();
         let old: Vec<Option<Fixed>> = b
             .change
@@ -117,23 +164,16 @@ impl Ingest {
             .iter()
             .map(|l| state.book.get(l.side, l.px))
             .collect();
-        if let Err(e) = state
-            .book
-            .apply(&b.sym, &b.change, state.has_snapshot, max_levels)
-        {
+        if let Err(e) = state.apply(&b.sym, b.ts, &b.change, max_levels) {
             return Some(Err(e));
         }
-        state.has_snapshot = true;
-        state.snapshot = None;
-        state.sym = b.sym.clone();
-        state.ts = b.ts;
         if ks.seq == 0 {
             self.symbols.mark_seen(b.key.symbol());
         }
         ks.seq += 1;
         let now = ks.seq;
         let state = ks.book.as_mut()?;
-        let checksum = state.book.checksum();
+        let checksum = state.checksum;
         let msgs = DepthClass::ALL.map(|class| {
             let levels = match (&b.change, class) {
                 (BookChange::Snapshot(_), _) => state.book.window(class.levels()),
@@ -145,9 +185,7 @@ impl Ingest {
                     .filter(|(l, old)| old.unwrap_or(Fixed::ZERO) != l.sz)
                     .map(|(l, _)| *l)
                     .collect(),
-                (BookChange::Diff(_), _) => {
-                    window_diff(&before[class as usize], &state.book.window(class.levels()))
-                }
+                (BookChange::Diff(_), _) => state.window_diff(class.levels()),
             };
             let snapshot = matches!(b.change, BookChange::Snapshot(_));
             if levels.is_empty() && !snapshot {
@@ -248,7 +286,7 @@ pub(super) fn snapshot_item(key: KeyId, ks: &mut KeyState) -> Option<RingItem> {
     if let Some(item) = &state.snapshot {
         return Some(item.clone());
     }
-    let checksum = state.book.checksum();
+    let checksum = state.checksum;
     let sym = state.sym.clone();
     let msgs = DepthClass::ALL.map(|class| {
         Some(BookMessage {

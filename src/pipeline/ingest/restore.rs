@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Ingest, IngestError, RingItem};
-use crate::model::book::{BookChange, BookError};
+
 use crate::model::epoch::Epoch;
 use crate::model::tick::{Channel, Event, KeyId, NewTick, Tick};
 use crate::wire::book::BookFrames;
@@ -58,7 +58,7 @@ impl Ingest {
             Some(change) => {
                 let max_levels = self.max_book_levels.load(Ordering::Relaxed);
                 let state = ks.book.get_or_insert_with(Default::default);
-                if let Err(e) = apply_book(state, &sym, t.ts, change, max_levels) {
+                if let Err(e) = state.apply(&sym, t.ts, change, max_levels) {
                     tracing::warn!(sym = %sym, seq = at.seq, error = %e, "journal: book record refused on restore");
                 }
                 state.class_seq = [at.seq; 3];
@@ -97,21 +97,4 @@ impl Ingest {
             w.notify_one();
         }
     }
-}
-
-fn apply_book(
-    state: &mut super::book::BookState,
-    sym: &Arc<str>,
-    ts: u64,
-    change: &BookChange,
-    max_levels: usize,
-) -> Result<(), BookError> {
-    state
-        .book
-        .apply(sym, change, state.has_snapshot, max_levels)?;
-    state.has_snapshot = true;
-    state.snapshot = None;
-    state.sym = sym.clone();
-    state.ts = ts;
-    Ok(())
 }

@@ -154,7 +154,7 @@ impl Client {
         let direct = self.order.is_empty() && self.control.is_empty() && self.unsent() < self.cap;
         if direct {
             if let Some(f) = frames.class(depth).frame(&item.tick, depth, self.encoding) {
-                self.append_book_frame(&f, item.tick.rx);
+                self.append_book_frame(f, item.tick.rx);
             }
         } else if let Some(slot) = self.keys.get_mut(&key) {
             let b = slot.book.get_or_insert_with(Default::default);
@@ -171,6 +171,8 @@ impl Client {
         let e = self.encoding as usize;
         Stats::add(&self.stats.ticks_out[e], 1);
         Stats::add(&self.stats.tick_frames_out[e], 1);
+        // A delivery like a tick's, for the deliveries-per-write series.
+        self.unwritten_live += 1;
         self.oldest_rx.get_or_insert(rx);
         self.append_frame(frame);
         self.frames_sent += 1;
