@@ -16,9 +16,10 @@
 //! - per key by `seq`: each key's `(seq, offset)` pairs, oldest first.
 //!
 //! Memory per tick: [`History::cost`] counts the tick's `EncodedTick`, its
-//! JSON frame and the index entries (about 450 bytes for a typical trade);
-//! the SSE event and binary record, encoded lazily, add theirs when a
-//! client of that encoding asked for the tick.
+//! JSON frame and the index entries (about 450 bytes for a typical trade),
+//! and a book update's messages with their levels; the SSE event and
+//! binary record, encoded lazily, add theirs when a client of that
+//! encoding asked for the tick.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -97,11 +98,15 @@ impl History {
 
     /// What one tick costs the history, in bytes: the shared tick and its
     /// JSON frame (held anyway while in the ring, but kept alive here
-    /// longer), its slot in the offset index and its per-key entry.
+    /// longer), a book update's messages and their levels, its slot in the
+    /// offset index and its per-key entry. Computed from what does not
+    /// change while the tick is held (lazily encoded frames are left out),
+    /// so that adding and removing a tick balance.
     pub fn cost(item: &EncodedTick) -> usize {
         std::mem::size_of::<EncodedTick>()
             + item.json.len()
             + item.tick.sym.len()
+            + item.book.as_ref().map_or(0, |b| b.held_bytes())
             + std::mem::size_of::<RingItem>()
             + std::mem::size_of::<(u64, u64)>()
     }
@@ -326,6 +331,44 @@ mod tests {
         // README and --history-bytes' help: "about 450 bytes a tick".
         let cost = History::cost(&item(0, 123_456, 1, 1_700_000_000_000_000_000));
         assert!((400..=500).contains(&cost), "{cost}");
+    }
+
+    #[test]
+    fn a_book_update_costs_its_levels() {
+        use crate::model::book::{BookSide, Level};
+        use crate::wire::book::{BookFrames, BookMessage};
+        let update = |levels: usize| {
+            let msg = || BookMessage {
+                snapshot: false,
+                from: 1,
+                levels: (0..levels)
+                    .map(|i| Level {
+                        side: BookSide::Bid,
+                        px: Fixed(i as i64),
+                        sz: Fixed(1),
+                    })
+                    .collect(),
+                checksum: 0,
+            };
+            let frames = BookFrames::new([Some(msg()), Some(msg()), None]);
+            let tick = Arc::try_unwrap(item(0, 1, 1, 1)).unwrap().tick;
+            Arc::new(EncodedTick::with_book(tick, 1, Epoch(7), frames))
+        };
+        let (small, big) = (History::cost(&update(1)), History::cost(&update(101)));
+        // Two messages of 100 more levels each: at least their `Level`s.
+        assert!(
+            big - small >= 200 * std::mem::size_of::<Level>(),
+            "{small} {big}"
+        );
+        // Adding and removing balance, so the byte bound is exact.
+        let h = History::new(HistoryLimits {
+            max_bytes: big,
+            max_age: Duration::from_secs(3600),
+        });
+        h.append(&update(101));
+        assert_eq!(h.len_bytes().1, big);
+        h.append(&item(0, 2, 2, 2));
+        assert_eq!(h.first_offset(), 2, "the book update left to make room");
     }
 
     #[test]

@@ -74,6 +74,29 @@ impl BookFrames {
     pub fn class(&self, d: DepthClass) -> &ClassFrames {
         &self.classes[d as usize]
     }
+
+    /// What these messages hold in memory while the history keeps them, in
+    /// bytes, from what is fixed when the update is sequenced (the history
+    /// adds it when the update comes in and takes the same away when it
+    /// leaves): the messages and their levels, plus each message's JSON
+    /// frame, estimated (JSON is encoded lazily, but nearly every book
+    /// update has a JSON subscriber; binary and SSE frames are left out, as
+    /// they are for ticks).
+    pub fn held_bytes(&self) -> usize {
+        /// A JSON book message: `type`, `sym`, `seq`, `from`, `depth`,
+        /// `cs`, … and about 40 bytes per `[side, px, sz]` level.
+        const JSON_BASE: usize = 120;
+        const JSON_PER_LEVEL: usize = 40;
+        std::mem::size_of::<BookFrames>()
+            + self
+                .classes
+                .iter()
+                .filter_map(|c| c.msg.as_ref())
+                .map(|m| {
+                    m.levels.len() * (std::mem::size_of::<Level>() + JSON_PER_LEVEL) + JSON_BASE
+                })
+                .sum::<usize>()
+    }
 }
 
 impl ClassFrames {
