@@ -118,6 +118,10 @@ struct ServeArgs {
     /// Most price levels per side one order book may hold.
     #[arg(long, default_value_t = tickwire::pipeline::ingest::DEFAULT_MAX_BOOK_LEVELS)]
     max_book_levels: usize,
+    /// Do not build OHLCV bars (the `bar_1s` … `bar_1d` channels) from
+    /// trades; bars replayed from a recording still flow.
+    #[arg(long)]
+    no_bars: bool,
     /// Byte cap on one client's frames queued for its socket.
     #[arg(long, default_value_t = 262_144)]
     client_buffer_bytes: usize,
@@ -329,6 +333,7 @@ impl ServeArgs {
             max_keys_per_connection: self.max_keys_per_connection,
             max_symbols: self.max_symbols,
             max_book_levels: self.max_book_levels,
+            bars: !self.no_bars,
             client_buffer_bytes: self.client_buffer_bytes,
             history: tickwire::pipeline::history::HistoryLimits {
                 max_bytes: self.history_bytes,

@@ -326,13 +326,17 @@ fn dbn_versions_1_2_3_plain_and_zstd() {
             ask: Fixed(l.ask_px),
             asz: Fixed(i64::from(l.ask_sz) * 1_000_000_000),
         };
-        if l.bid_px != dbn::UNDEF_PRICE && l.ask_px != dbn::UNDEF_PRICE && last != Some(q) {
-            last = Some(q);
+        if l.bid_px != dbn::UNDEF_PRICE && l.ask_px != dbn::UNDEF_PRICE && last.as_ref() != Some(&q)
+        {
+            last = Some(q.clone());
             want.push((m.ts_recv, q));
         }
     }
     assert_eq!(
-        ticks.iter().map(|t| (t.ts, t.event)).collect::<Vec<_>>(),
+        ticks
+            .iter()
+            .map(|t| (t.ts, t.event.clone()))
+            .collect::<Vec<_>>(),
         want
     );
 

@@ -11,6 +11,7 @@ use crate::wire::frame::{FrameBuilder, OPCODE_TEXT};
 use crate::wire::json::push_u64;
 use crate::wire::sse;
 
+use crate::model::bar::Bar;
 use crate::model::decimal::Fixed;
 use crate::model::epoch::Epoch;
 use crate::model::tick::{Event, Tick};
@@ -45,6 +46,7 @@ pub fn tick_json_as(out: &mut Vec<u8>, t: &Tick, snapshot: bool, format: TsForma
         Event::Trade { .. } => out.extend_from_slice(br#"{"type":"trade","sym":""#),
         Event::Quote { .. } => out.extend_from_slice(br#"{"type":"quote","sym":""#),
         Event::Book(_) => out.extend_from_slice(br#"{"type":"book_top","sym":""#),
+        Event::Bar(_) => out.extend_from_slice(br#"{"type":"bar","sym":""#),
     }
     out.extend_from_slice(t.sym.as_bytes());
     out.extend_from_slice(br#"","seq":"#);
@@ -65,22 +67,47 @@ pub fn tick_json_as(out: &mut Vec<u8>, t: &Tick, snapshot: bool, format: TsForma
 /// Shared by every writer of tick JSON (the feed, recordings, the bench
 /// publisher), so prices are written one way everywhere.
 pub fn event_json_fields(out: &mut Vec<u8>, event: &Event) {
-    match *event {
-        Event::Trade { px, qty, side } => {
+    match event {
+        &Event::Trade { px, qty, side } => {
             push_fixed(out, br#","px":"#, px);
             push_fixed(out, br#","qty":"#, qty);
             out.extend_from_slice(br#","side":""#);
             out.push(side.as_byte());
             out.push(b'"');
         }
-        Event::Quote { bid, bsz, ask, asz }
-        | Event::Book(crate::model::book::TopOfBook { bid, bsz, ask, asz }) => {
+        &Event::Quote { bid, bsz, ask, asz }
+        | &Event::Book(crate::model::book::TopOfBook { bid, bsz, ask, asz }) => {
             push_fixed(out, br#","bid":"#, bid);
             push_fixed(out, br#","bsz":"#, bsz);
             push_fixed(out, br#","ask":"#, ask);
             push_fixed(out, br#","asz":"#, asz);
         }
+        Event::Bar(b) => bar_json_fields(out, b),
     }
+}
+
+/// A bar's fields, each with its leading comma (docs/PROTOCOL.md "Bars").
+fn bar_json_fields(out: &mut Vec<u8>, b: &Bar) {
+    out.extend_from_slice(br#","interval":""#);
+    out.extend_from_slice(b.interval.as_str().as_bytes());
+    out.extend_from_slice(br#"","start":"#);
+    push_u64(out, b.start);
+    out.extend_from_slice(br#","end":"#);
+    push_u64(out, b.end());
+    push_fixed(out, br#","open":"#, b.open);
+    push_fixed(out, br#","high":"#, b.high);
+    push_fixed(out, br#","low":"#, b.low);
+    push_fixed(out, br#","close":"#, b.close);
+    push_fixed(out, br#","volume":"#, b.volume);
+    push_fixed(out, br#","quote_volume":"#, b.quote_volume);
+    push_fixed(out, br#","buy_volume":"#, b.buy_volume);
+    out.extend_from_slice(br#","trades":"#);
+    push_u64(out, b.trades);
+    out.extend_from_slice(if b.closed {
+        br#","closed":true"#
+    } else {
+        br#","closed":false"#
+    });
 }
 
 /// The tick as one complete text frame.
@@ -182,6 +209,55 @@ pub(crate) const RECORD_LEN: usize = 64;
 /// Offset of the flags byte in a record; bit 0 is "snapshot".
 pub(crate) const RECORD_FLAGS: usize = 1;
 pub(crate) const FLAG_SNAPSHOT: u8 = 1;
+/// Flags bit 1 of a bar record: the bar is closed.
+pub(crate) const FLAG_BAR_CLOSED: u8 = 2;
+/// Record kind of a bar (trade 1, quote 2, book 3).
+pub(crate) const KIND_BAR: u8 = 4;
+/// Size of a bar record: two 64-byte slots.
+pub(crate) const BAR_RECORD_LEN: usize = 2 * RECORD_LEN;
+
+/// The `tickwire.bin.v1` record of a bar tick (docs/PROTOCOL.md "Binary bar
+/// records"): the tick header of every record, open/high/low/close where
+/// ticks have their four values, then a second 64-byte slot.
+pub(crate) fn bar_record(t: &Tick, b: &Bar) -> [u8; BAR_RECORD_LEN] {
+    let mut r = [0u8; BAR_RECORD_LEN];
+    r[0] = KIND_BAR;
+    r[1] = if b.closed { FLAG_BAR_CLOSED } else { 0 };
+    r[2..4].copy_from_slice(&u16::from(b.interval.code()).to_le_bytes());
+    r[4..8].copy_from_slice(&t.key.symbol().to_le_bytes());
+    let words: [u64; 14] = [
+        t.seq,
+        t.ts,
+        t.rx,
+        b.open.raw() as u64,
+        b.high.raw() as u64,
+        b.low.raw() as u64,
+        b.close.raw() as u64,
+        b.volume.raw() as u64,
+        b.quote_volume.raw() as u64,
+        b.buy_volume.raw() as u64,
+        b.trades,
+        b.start,
+        b.end(),
+        0,
+    ];
+    for (i, w) in words.iter().enumerate() {
+        r[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
+    }
+    r
+}
+
+/// A bar record as one binary frame of its own (never joined with 64-byte
+/// tick records, so every frame still holds whole records of one size).
+fn bar_record_frame(t: &Tick, b: &Bar, snapshot: bool) -> Bytes {
+    let mut rec = bar_record(t, b);
+    if snapshot {
+        rec[RECORD_FLAGS] |= FLAG_SNAPSHOT;
+    }
+    let mut f = FrameBuilder::with_capacity(BAR_RECORD_LEN);
+    f.payload().extend_from_slice(&rec);
+    f.finish(crate::wire::frame::OPCODE_BINARY)
+}
 
 /// The `tickwire.bin.v1` record of a tick (docs/PROTOCOL.md's layout), live.
 /// Prices and sizes are the raw 1e-9 fixed-point units.
@@ -192,6 +268,13 @@ pub(crate) fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
         Event::Quote { bid, bsz, ask, asz } => (2u8, bid.raw(), bsz.raw(), ask.raw(), asz.raw()),
         // Never sent: a book tick goes out as its book frames.
         Event::Book(t) => (3u8, t.bid.raw(), t.bsz.raw(), t.ask.raw(), t.asz.raw()),
+        // Never sent either: a bar goes out as its own frame
+        // ([`EncodedTick::bar_frame`]); its first slot is this.
+        Event::Bar(ref b) => {
+            let mut r = [0u8; RECORD_LEN];
+            r.copy_from_slice(&bar_record(t, b)[..RECORD_LEN]);
+            return r;
+        }
     };
     r[0] = kind;
     // r[1] flags and r[2..4] reserved stay 0 for a live tick.
@@ -231,18 +314,22 @@ pub struct EncodedTick {
     /// A book update's messages per depth class (`None` for a tick): book
     /// subscribers are sent these instead of the tick's own frames.
     pub book: Option<Box<crate::wire::book::BookFrames>>,
-    /// The JSON frame and the SSE block with `ts`/`rx` as strings
-    /// (`?ts=string`), each encoded when the first such client needs it;
-    /// boxed, so a tick no such client sees costs one pointer, not two
-    /// frames' slots (ticks live on in the ring and the history).
-    ts_string: std::sync::OnceLock<Box<TsStringFrames>>,
+    /// The frames few ticks need (`?ts=string`, a bar's binary frame),
+    /// each encoded when the first client needs it; boxed, so a tick no
+    /// such client sees costs one pointer, not three frames' slots (ticks
+    /// live on in the ring and the history).
+    ts_string: std::sync::OnceLock<Box<RareFrames>>,
 }
 
-/// A tick's frames with `ts`/`rx` as strings, encoded on first use.
+/// A tick's rarely needed frames, encoded on first use.
 #[derive(Debug, Default)]
-struct TsStringFrames {
+struct RareFrames {
+    /// The JSON frame with `ts`/`rx` as strings.
     json: std::sync::OnceLock<Bytes>,
+    /// The SSE block with `ts`/`rx` as strings.
     sse: std::sync::OnceLock<Bytes>,
+    /// A bar's binary frame (one 128-byte record), live.
+    bar: std::sync::OnceLock<Bytes>,
 }
 
 impl EncodedTick {
@@ -326,6 +413,23 @@ impl EncodedTick {
             r[RECORD_FLAGS] |= FLAG_SNAPSHOT;
         }
         r
+    }
+
+    /// A bar tick's binary frame (`None` for other ticks): live shared,
+    /// a snapshot built when needed.
+    pub fn bar_frame(&self, snapshot: bool) -> Option<Bytes> {
+        let Event::Bar(b) = &self.tick.event else {
+            return None;
+        };
+        Some(if snapshot {
+            bar_record_frame(&self.tick, b, true)
+        } else {
+            self.ts_string
+                .get_or_init(Box::default)
+                .bar
+                .get_or_init(|| bar_record_frame(&self.tick, b, false))
+                .clone()
+        })
     }
 
     /// The SSE event block, live or as a snapshot (snapshots are rare, as

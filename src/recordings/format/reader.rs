@@ -213,6 +213,7 @@ impl RecordingReader {
             let len = match tag {
                 binary::TAG_TRADE => binary::TRADE_LEN,
                 binary::TAG_QUOTE => binary::QUOTE_LEN,
+                binary::TAG_BAR => binary::BAR_LEN,
                 binary::TAG_END => binary::END_LEN,
                 binary::TAG_BOOK => {
                     let head = fill_at_least(&mut self.input, binary::BOOK_HEAD_LEN)
@@ -254,7 +255,7 @@ impl RecordingReader {
                 }
                 other => {
                     return Err(self.corrupt(format!(
-                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0x04 book, 0xff end), found 0x{other:02x}"
+                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0x04 book, 0x08 bar, 0xff end), found 0x{other:02x}"
                     )));
                 }
             };
@@ -266,6 +267,7 @@ impl RecordingReader {
                     match tag {
                         binary::TAG_TRADE => "trade record",
                         binary::TAG_QUOTE => "quote record",
+                        binary::TAG_BAR => "bar record",
                         binary::TAG_END => "end record",
                         _ => "symbol record",
                     },
@@ -294,8 +296,12 @@ impl RecordingReader {
                     return Ok(None);
                 }
                 _ => {
-                    let (sym_id, ts, event) =
-                        binary::decode_tick(rec).map_err(|m| self.corrupt(m))?;
+                    let decoded = if tag == binary::TAG_BAR {
+                        binary::decode_bar(rec)
+                    } else {
+                        binary::decode_tick(rec)
+                    };
+                    let (sym_id, ts, event) = decoded.map_err(|m| self.corrupt(m))?;
                     let Some(sym) = self.symbols.get(sym_id as usize) else {
                         return Err(self.corrupt(format!(
                             "tick refers to symbol id {sym_id}, but only {} symbols are defined before it",

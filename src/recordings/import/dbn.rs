@@ -252,7 +252,7 @@ pub(super) fn read_with(
         }
         match top {
             Some(q) if last_book.get(&instrument) != Some(&q) => {
-                last_book.insert(instrument, q);
+                last_book.insert(instrument, q.clone());
                 out.push(NewTick {
                     book: None,
                     sym,

@@ -157,6 +157,8 @@ pub struct InputReport {
     pub quotes: u64,
     /// Order-book snapshots and diffs (DBN `mbo`/`mbp-10`).
     pub books: u64,
+    /// OHLCV bars (DBN `ohlcv-1s/1m/1h/1d`).
+    pub bars: u64,
     /// Rows skipped by `--skip-bad`.
     pub bad_rows: u64,
     pub bad_examples: Vec<String>,
@@ -320,6 +322,7 @@ fn read_input_as(
             Event::Trade { .. } => report.trades += 1,
             Event::Quote { .. } => report.quotes += 1,
             Event::Book(_) => report.books += 1,
+            Event::Bar(_) => report.bars += 1,
         }
     }
     Ok(report)
