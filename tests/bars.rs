@@ -331,3 +331,57 @@ async fn unknown_bar_channels_are_refused_by_name() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_dbn_bars_replay_on_their_channel() {
+    use tickwire::recordings::import::{Vendor, import};
+    use tickwire::recordings::selection::Selection;
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/glbx-mdp3_futures_ohlcv-1m_20240701T2340-20240702T0010.dbn.zst");
+    let twr = dir.path().join("bars.twr");
+    import(Vendor::Dbn, &[src], &twr, false, &Selection::default()).unwrap();
+    let want: Vec<_> = read_all(&twr)
+        .unwrap()
+        .into_iter()
+        .filter(|t| &*t.sym == "ESU4")
+        .map(|t| match t.event {
+            Event::Bar(b) => (t.ts, *b),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(want.len(), 30);
+
+    let mut cfg = config();
+    cfg.feed = FeedSource::Recording {
+        path: twr,
+        speed: Speed::Max,
+        looping: false,
+    };
+    let h = start(cfg);
+    let mut ws = subscriber(h.addr()).await;
+    ws.send_json(json!({"op":"subscribe","id":1,"symbols":["ESU4"],"channels":["bar_1m"],"resume":{"epoch":h.ingest().epoch().to_string(),"offset":0},"policy":{"bar_1m":"catchup"}}))
+        .await;
+    ws.recv_until("subscribed").await;
+    for (i, (ts, bar)) in want.iter().enumerate() {
+        let m = ws.recv_json().await;
+        assert_eq!(m["seq"].as_u64(), Some(i as u64 + 1), "{m}");
+        assert_eq!(m["ts"].as_u64(), Some(*ts));
+        assert_eq!(m["closed"], true, "imported bars are closed");
+        assert_eq!(m["trades"], 0, "DBN has no trade count");
+        let got = from_message(&m);
+        assert_eq!(
+            (
+                got.start, got.open, got.high, got.low, got.close, got.volume
+            ),
+            (
+                bar.start,
+                bar.open.raw(),
+                bar.high.raw(),
+                bar.low.raw(),
+                bar.close.raw(),
+                bar.volume.raw()
+            )
+        );
+    }
+}

@@ -66,7 +66,7 @@ pub enum ImportError {
         message: String,
     },
     #[error(
-        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10 and mbo"
+        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10, mbo and ohlcv-1s/1m/1h/1d"
     )]
     UnsupportedSchema { file: String, schema: String },
     #[error("writing the output: {0}")]
