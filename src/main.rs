@@ -103,7 +103,8 @@ struct ServeArgs {
     /// No built-in feed: only ticks from publishers on /v1/publish.
     #[arg(long)]
     no_feed: bool,
-    /// Ticks the ingest ring holds (a power of two; publishers wait when it is full).
+    /// Ticks the ingest ring holds (a power of two; publishers wait when it
+    /// is full; at least 16 while bars are built).
     #[arg(long, default_value_t = 16_384)]
     ring_capacity: usize,
     /// Largest inbound WebSocket message in bytes (bigger: close 1009).

@@ -31,7 +31,7 @@ use crate::wire::encode::EncodedTick;
 
 mod bars;
 mod book;
-pub use bars::BAR_CLOCK_EVERY;
+pub use bars::{BAR_CLOCK_EVERY, MOST_SLOTS_PER_TRADE};
 pub use book::DEFAULT_MAX_BOOK_LEVELS;
 
 /// What the ring carries: a sequenced, encoded tick, shared.

@@ -174,8 +174,16 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let role = config.bus.as_ref().map_or(NodeRole::Standalone, |b| b.role);
     // An ingest node's bus link reads the ring like one more worker.
     let ring_readers = workers + usize::from(role == NodeRole::Ingest);
+    // With bars, one trade may need several slots at once.
+    let ring_capacity = if config.bars {
+        config
+            .ring_capacity
+            .max(crate::pipeline::ingest::MOST_SLOTS_PER_TRADE)
+    } else {
+        config.ring_capacity
+    };
     let (ingest, mut readers) = Ingest::with_history(
-        config.ring_capacity,
+        ring_capacity,
         ring_readers,
         symbols,
         stats.clone(),

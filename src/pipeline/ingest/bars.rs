@@ -24,6 +24,11 @@ use crate::shutdown::Shutdown;
 /// How often the bar clock runs.
 pub const BAR_CLOCK_EVERY: Duration = Duration::from_millis(250);
 
+/// Most ring slots one trade can take: itself, and a close and an open per
+/// interval (a trade that starts a new day crosses every boundary). A ring
+/// with bars must hold at least this many, or such a trade never fits.
+pub const MOST_SLOTS_PER_TRADE: usize = 1 + 2 * BarInterval::ALL.len();
+
 /// Grace given to a silent feed before its extrapolated time closes bars.
 const SILENT_FEED_GRACE_NS: u64 = 1_000_000_000;
 
