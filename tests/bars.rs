@@ -195,8 +195,7 @@ fn first_difference(got: &Received, want: &BTreeMap<u64, RefBar>) -> Option<(u64
         })
 }
 
-/// Trades published now, `ago` seconds back (so the feed's clock is the
-/// wall clock, as for a live feed).
+/// A trade of symbol `BARS` at `ts`.
 fn trade_at(ts: u64, px: &str, qty: &str, side: &str) -> Value {
     json!({"type":"trade","sym":"BARS","ts":ts,"px":px,"qty":qty,"side":side})
 }
@@ -383,5 +382,103 @@ async fn imported_dbn_bars_replay_on_their_channel() {
                 bar.volume.raw()
             )
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_bars_replay_instead_of_being_built_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use tickwire::recordings::record::{RecordProgress, Subscription, record_channels};
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(config());
+    let addr = h.addr();
+    let progress = Arc::new(RecordProgress::default());
+    let out = dir.path().join("rec.twr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let rec = tokio::spawn({
+        let (progress, out) = (progress.clone(), out.clone());
+        async move {
+            let what = Subscription {
+                symbols: vec!["*".into()],
+                channels: vec!["trade".into(), "bar_1m".into()],
+            };
+            record_channels(
+                &format!("ws://{addr}"),
+                &Default::default(),
+                &what,
+                &out,
+                async {
+                    let _ = stop_rx.await;
+                },
+                progress,
+            )
+            .await
+        }
+    });
+    eventually("the recorder subscribed", || {
+        progress.subscribed.load(Ordering::Acquire) == 1
+    })
+    .await;
+    // Trades in three minutes of feed time: two 1m bars close, one opens.
+    let t0 = 1_700_000_040 * NS;
+    let mut publ = publisher(addr).await;
+    for (i, px) in ["10", "11", "12"].iter().enumerate() {
+        let ts = t0 + i as u64 * 60 * NS;
+        publ.publish(&[trade_at(ts, px, "1", "B"), trade_at(ts + 1, "9", "2", "S")])
+            .await;
+    }
+    // 6 trades; 1m bars: the first bar's open, two closes, and the third
+    // bar's open (published by the clock a second after the second bar's
+    // open was held back: at most one open bar a second).
+    eventually("the recorder has the trades and bars", || {
+        progress.ticks.load(Ordering::Relaxed) >= 10
+    })
+    .await;
+    stop_tx.send(()).unwrap();
+    rec.await.unwrap().unwrap();
+    let recorded: Vec<_> = read_all(&out)
+        .unwrap()
+        .into_iter()
+        .filter_map(|t| match t.event {
+            Event::Bar(b) => Some(*b),
+            _ => None,
+        })
+        .collect();
+    assert!(recorded.iter().all(|b| b.interval.as_str() == "1m"));
+    assert_eq!(recorded.iter().filter(|b| b.closed).count(), 2);
+
+    // Replayed: from the first recorded bar on, the 1m bars are the
+    // recorded ones (nothing built beside them); before it, the first
+    // trade (recorded ahead of the bar it opened) built the same open bar.
+    let mut cfg = config();
+    cfg.feed = FeedSource::Recording {
+        path: out,
+        speed: Speed::Max,
+        looping: false,
+    };
+    let h2 = start(cfg);
+    let mut ws = subscriber(h2.addr()).await;
+    ws.send_json(json!({"op":"subscribe","id":1,"symbols":["BARS"],"channels":["bar_1m"],"resume":{"epoch":h2.ingest().epoch().to_string(),"offset":0},"policy":{"bar_1m":"catchup"}}))
+        .await;
+    ws.recv_until("subscribed").await;
+    let key = |b: &RefBar, closed: bool| (b.start, b.trades, b.open, closed);
+    let mut got = Vec::new();
+    while let Ok(m) =
+        tokio::time::timeout(std::time::Duration::from_millis(1500), ws.recv_json()).await
+    {
+        assert_eq!(m["seq"].as_u64(), Some(got.len() as u64 + 1), "{m}");
+        got.push(key(&from_message(&m), m["closed"] == true));
+    }
+    let want: Vec<_> = recorded
+        .iter()
+        .map(|b| (b.start, b.trades, b.open.raw(), b.closed))
+        .collect();
+    assert!(
+        got.ends_with(&want) && got.len() <= want.len() + 1,
+        "replayed {got:?}, recorded {want:?}"
+    );
+    if got.len() > want.len() {
+        assert_eq!(got[0], want[0], "the one built bar is the recorded open");
     }
 }

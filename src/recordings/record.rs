@@ -221,7 +221,7 @@ pub async fn record_channels(
             message: format!("{e} in {}", text.chars().take(120).collect::<String>()),
         })?;
         match head.kind {
-            "trade" | "quote" => {}
+            "trade" | "quote" | "bar" => {}
             "subscribed" => {
                 epoch = head.epoch.map(|e| e.into_owned());
                 progress.subscribed.store(1, Ordering::Release);
