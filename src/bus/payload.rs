@@ -19,9 +19,8 @@ use crate::model::bar::{Bar, BarInterval};
 use crate::model::decimal::Fixed;
 use crate::model::epoch::Epoch;
 use crate::model::tick::{Event, MAX_SYMBOL_LEN, Side, Tick, validate_symbol};
-use crate::wire::encode::{
-    BAR_RECORD_LEN, FLAG_BAR_CLOSED, KIND_BAR, RECORD_LEN, bar_record, tick_record,
-};
+use crate::wire::bar::{BAR_RECORD_LEN, FLAG_BAR_CLOSED, KIND_BAR, bar_record};
+use crate::wire::encode::{RECORD_LEN, tick_record};
 
 /// Why a bus payload is not a tick.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
