@@ -25,6 +25,8 @@
 //!   core both share, `/metrics`, the ticker page.
 //! - [`recordings`]: the recording format, vendor importers, replay, record.
 //! - [`sys`]: every libc call.
+//! - [`binance`]: a Binance-compatible market-stream endpoint on its own
+//!   listener and ring reader.
 //!
 //! Dependencies point down that list: the pipeline knows nothing of the bus
 //! or the server (a gateway's bus plugs into the fan-out through
@@ -40,6 +42,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod access;
+pub mod binance;
 pub mod bus;
 pub mod model;
 pub mod net;

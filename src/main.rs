@@ -107,7 +107,8 @@ struct ServeArgs {
     /// is full; at least 16 while bars are built).
     #[arg(long, default_value_t = 16_384)]
     ring_capacity: usize,
-    /// Largest inbound WebSocket message in bytes (bigger: close 1009).
+    /// Largest inbound WebSocket message in bytes (bigger: read through and
+    /// answered `message_too_large`).
     #[arg(long, default_value_t = 65_536)]
     max_message_bytes: usize,
     /// Most (symbol, channel) keys a connection may subscribe to by name.
@@ -130,6 +131,24 @@ struct ServeArgs {
     /// a tick); 0 turns the history off.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     history_bytes: usize,
+    /// Append every sequenced tick to rotating files in DIR (recording
+    /// format) and restore from them at start-up: a restart keeps the
+    /// epoch, `seq` and offsets. Standalone servers only.
+    #[arg(long, value_name = "DIR", conflicts_with = "bus")]
+    journal: Option<std::path::PathBuf>,
+    /// Start a new journal file past this size.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, requires = "journal")]
+    journal_file_bytes: u64,
+    /// Start a new journal file past this age.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, requires = "journal")]
+    journal_file_age: Duration,
+    /// Delete the oldest journal files while all of them hold more.
+    #[arg(long, default_value_t = 1024 * 1024 * 1024, requires = "journal")]
+    journal_bytes: u64,
+    /// fdatasync the journal at most this long after a write (0 = every
+    /// batch): what a power loss can lose. A kill -9 loses nothing.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, requires = "journal")]
+    journal_sync: Duration,
     /// Ticks older than this leave the history.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     history_age: Duration,
@@ -184,6 +203,32 @@ struct ServeArgs {
     /// one is refused. Default: none.
     #[arg(long, value_name = "CIDR", num_args = 1..)]
     proxy_protocol_from: Vec<String>,
+    /// Also serve a Binance spot market-stream compatible endpoint here
+    /// (`/ws/<stream>`, `/stream?streams=`, `/api/v3/…`; TLS too with
+    /// --tls-cert). See docs/BINANCE.md.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    binance_listen: Option<SocketAddr>,
+    /// A tickwire symbol's Binance name, BINANCE=TICKWIRE (e.g.
+    /// ESM4=ES.FUT; repeatable). Default: the symbol's letters and digits.
+    #[arg(long, value_name = "PAIR", requires = "binance_listen")]
+    binance_symbol: Vec<String>,
+    /// Incoming messages per second a Binance connection may send (more
+    /// disconnects it, as on Binance).
+    #[arg(long, default_value_t = 5, requires = "binance_listen")]
+    binance_messages_per_sec: u32,
+    /// Streams one Binance connection may listen to.
+    #[arg(long, default_value_t = 1024, requires = "binance_listen")]
+    binance_max_streams: usize,
+    /// Stream events queued for one Binance connection; one whose queue is
+    /// full cannot keep up and is disconnected. At least a ring batch (1024).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1024..), requires = "binance_listen")]
+    binance_queue_len: u32,
+    /// How often the Binance endpoint pings each connection.
+    #[arg(long, default_value = "20s", value_parser = parse_duration, requires = "binance_listen")]
+    binance_ping_interval: Duration,
+    /// A Binance connection not answering a ping with a pong this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "binance_listen")]
+    binance_pong_timeout: Duration,
     /// Once listening, write the bound address (e.g. 127.0.0.1:41234) to this
     /// file: lets a parent process use `--listen 127.0.0.1:0`.
     #[arg(long, value_name = "FILE")]
@@ -326,7 +371,25 @@ impl ServeArgs {
             (None, true) => FeedSource::None,
             (None, false) => FeedSource::Embedded { speed: self.speed },
         };
+        let binance = match self.binance_listen {
+            Some(listen) => Some(tickwire::binance::BinanceConfig {
+                listen,
+                limits: tickwire::binance::limits::Limits {
+                    messages_per_sec: self.binance_messages_per_sec,
+                    max_streams: self.binance_max_streams,
+                    ping_interval: self.binance_ping_interval,
+                    pong_timeout: self.binance_pong_timeout,
+                    queue_len: self.binance_queue_len as usize,
+                },
+                symbols: std::sync::Arc::new(
+                    tickwire::binance::streams::SymbolMap::parse(&self.binance_symbol)
+                        .map_err(|e| format!("--binance-symbol: {e}"))?,
+                ),
+            }),
+            None => None,
+        };
         let config = Config {
+            binance,
             listen: self.listen,
             workers: self.workers,
             ring_capacity: self.ring_capacity,
@@ -355,6 +418,15 @@ impl ServeArgs {
             sse_heartbeat: self.sse_heartbeat,
             sse_retry: self.sse_retry,
             feed,
+            journal: self
+                .journal
+                .map(|dir| tickwire::recordings::journal::JournalConfig {
+                    dir,
+                    file_bytes: self.journal_file_bytes,
+                    file_age: self.journal_file_age,
+                    max_bytes: self.journal_bytes,
+                    sync_every: self.journal_sync,
+                }),
             reference,
             auth,
             bus,

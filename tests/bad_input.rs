@@ -140,8 +140,45 @@ async fn control_floods_are_rate_limited_then_closed_with_1008() {
     h.shutdown();
 }
 
+/// Binary frames and oversized messages are answered like control
+/// messages, so they cost tokens like them: a flood of them is refused
+/// `rate_limited` once the burst is spent, then closed with 1008.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_frame_is_refused_from_its_header_with_1009() {
+async fn binary_and_oversized_messages_spend_rate_limit_tokens() {
+    let mut c = config();
+    c.control_rate_per_sec = 1;
+    c.control_burst = 3;
+    c.max_message_bytes = 100;
+    c.max_keys_per_connection = 1;
+    let h = start(c);
+    let mut ws = subscriber(h.addr()).await;
+    for _ in 0..2 {
+        ws.send_frame(true, 2, b"\x01").await;
+    }
+    ws.send_text(&format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(500)))
+        .await;
+    ws.send_frame(true, 2, b"\x01").await;
+    let codes: Vec<Value> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(ws.recv_json().await["code"].clone());
+        }
+        v
+    };
+    assert_eq!(
+        codes,
+        ["bad_json", "bad_json", "message_too_large", "rate_limited"],
+        "the fourth is over the burst of 3"
+    );
+    for _ in 0..150 {
+        ws.send_frame(true, 2, b"\x01").await;
+    }
+    assert_eq!(ws.recv_close().await.0, Some(1008));
+    h.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_read_through_and_answered() {
     let mut c = config();
     // A subscriber's cap adds room for a subscribe naming its whole key
     // allowance (35 bytes a key): 954 + 2 × 35 = 1024.
@@ -150,17 +187,32 @@ async fn an_oversized_frame_is_refused_from_its_header_with_1009() {
     let h = start(c);
     let mut b = bystander(h.addr()).await;
     let mut ws = subscriber(h.addr()).await;
-    // Announce 100 MB and send only 10 bytes: the server must not wait for
-    // (or buffer) the rest before refusing.
+    // A 4 MB frame, 4,000 times the cap, sent in pieces: skipped as it
+    // arrives, then answered, and the connection reads on.
+    let size = 4usize << 20;
     let mut head = vec![0x81u8, 0x80 | 127];
-    head.extend_from_slice(&(100u64 << 20).to_be_bytes());
-    head.extend_from_slice(&[1, 2, 3, 4]);
-    head.extend_from_slice(b"0123456789");
+    head.extend_from_slice(&(size as u64).to_be_bytes());
+    head.extend_from_slice(&[0; 4]); // mask key 0: the payload as is
     use tokio::io::AsyncWriteExt;
     ws.stream.write_all(&head).await.unwrap();
-    let (code, reason, _) = ws.recv_close().await;
-    assert_eq!(code, Some(1009));
-    assert!(reason.contains("1024"), "{reason}");
+    let body = format!(
+        r#"{{"op":"ping","id":4,"pad":"{}"}}"#,
+        " ".repeat(size - 29)
+    );
+    assert_eq!(body.len(), size);
+    for piece in body.as_bytes().chunks(64 * 1024) {
+        ws.stream.write_all(piece).await.unwrap();
+    }
+    let e = ws.recv_json().await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_i64()),
+        (Some("message_too_large"), Some(4)),
+        "{e}"
+    );
+    let m = e["message"].as_str().unwrap();
+    assert!(m.contains(&size.to_string()) && m.contains("1024"), "{m}");
+    ws.send_text(r#"{"op":"ping","id":5}"#).await;
+    assert_eq!(ws.recv_json().await["id"], 5);
     bystander_still_served(h.addr(), &mut b, 1).await;
     h.shutdown();
 }
@@ -183,11 +235,22 @@ async fn fragments_are_reassembled_under_the_cap() {
     assert_eq!(ws.recv().await, Msg::Pong(b"interleaved ping".to_vec()));
     let (pong, _) = ws.recv_until("pong").await;
     assert_eq!(pong["id"], 3);
-    // Fragments adding up past the cap: 1009, each fragment being small.
-    ws.send_frame(false, 1, &[b' '; 600]).await;
+    // Fragments adding up past the cap, each being small: answered when
+    // the message ends, with its id (in the first fragment).
+    ws.send_frame(false, 1, br#"{"id":8,"op":"ping","x":""#)
+        .await;
     ws.send_frame(false, 0, &[b' '; 600]).await;
-    let (code, _, _) = ws.recv_close().await;
-    assert_eq!(code, Some(1009));
+    ws.send_frame(false, 0, &[b' '; 600]).await;
+    ws.send_frame(true, 0, br#""}"#).await;
+    let (e, _) = ws.recv_until("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_i64()),
+        (Some("message_too_large"), Some(8)),
+        "{e}"
+    );
+    ws.send_text(r#"{"op":"ping","id":9}"#).await;
+    assert_eq!(ws.recv_until("pong").await.0["id"], 9);
+    drop(ws);
     // A continuation with nothing to continue: 1002.
     let mut ws = subscriber(h.addr()).await;
     ws.send_frame(true, 0, b"orphan").await;

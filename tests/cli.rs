@@ -156,16 +156,7 @@ async fn json_logs_have_one_line_per_connection_open_and_close() {
         child,
         addr: "0.0.0.0:0".parse().unwrap(),
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !addr_file.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    s.addr = std::fs::read_to_string(&addr_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    s.addr = wait_for_addr_file(&addr_file);
     let mut ws = subscriber(s.addr).await;
     let local = ws.stream.local_addr().unwrap().to_string();
     ws.send_close(1000, "bye").await;
@@ -219,11 +210,7 @@ fn serve_raises_its_open_file_limit_and_warns_when_max_connections_cannot_fit() 
         child: cmd.spawn().unwrap(),
         addr: "0.0.0.0:0".parse().unwrap(),
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !addr_file.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_addr_file(&addr_file);
     let hard = tickwire::sys::fd_limit().unwrap().hard;
     let text = std::fs::read_to_string(&log).unwrap();
     // Plain text in a file: no colour escapes.

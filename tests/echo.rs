@@ -64,16 +64,20 @@ async fn the_echo_has_its_own_size_cap_and_the_stream_keeps_its_own() {
     use tokio::io::AsyncWriteExt;
     ws.stream.write_all(&head).await.unwrap();
     assert_eq!(ws.recv_close().await.0, Some(1009));
-    // The same megabyte on /v1/stream: refused at its own 1024-byte cap,
-    // from the header. Only the header and a few bytes are sent: the server
-    // closes without reading the rest, so writing it all could fail (EPIPE).
+    // The same megabyte on /v1/stream: over its own cap, read through and
+    // answered `message_too_large` (the echo, above, is closed instead).
     let mut sub = subscriber(h.addr()).await;
-    let mut head = vec![0x81u8, 0x80 | 127];
-    head.extend_from_slice(&(big.len() as u64).to_be_bytes());
-    head.extend_from_slice(&[1, 2, 3, 4]);
-    head.extend_from_slice(&big[..16]);
-    sub.stream.write_all(&head).await.unwrap();
-    assert_eq!(sub.recv_close().await.0, Some(1009));
+    sub.send_frame(true, 1, &big).await;
+    let e = sub.recv_json().await;
+    assert_eq!(e["code"], "message_too_large", "{e}");
+    let cap = echo_config().subscriber_max_message_bytes();
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("({cap} bytes)")),
+        "{e}"
+    );
     h.shutdown();
 }
 

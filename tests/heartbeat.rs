@@ -14,7 +14,12 @@ fn near_now(ns: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_heartbeats_carry_the_clock_and_the_ingest_position() {
-    let h = start(config());
+    // Positions are counted: no bars beside the trades (their number
+    // depends on the once-a-second limit).
+    let h = start(tickwire::server::config::Config {
+        bars: false,
+        ..config()
+    });
     let addr = h.addr();
     let mut publ = publisher(addr).await;
     publ.publish(&[trade("BUSY", 1, "1", "1"), trade("BUSY", 2, "1", "1")])
@@ -113,4 +118,46 @@ async fn binary_and_sse_heartbeats_and_a_bad_interval_is_refused() {
         "{body}"
     );
     drop(publ);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_from_a_heartbeats_pos_and_gets_exactly_the_ticks_after_it() {
+    let h = start(config());
+    let addr = h.addr();
+    let mut publ = publisher(addr).await;
+    publ.publish(&[trade("HB", 1, "1", "1"), trade("HB", 2, "1", "1")])
+        .await;
+    let (mut ws, _) = connect_with(addr, "/v1/stream?heartbeat=100", "", None).await;
+    let hello = ws.recv_json().await;
+    let epoch = hello["epoch"].as_str().unwrap().to_string();
+    ws.subscribe(1, &["HB"], None, false).await;
+    let (beat, _) = ws.recv_until("heartbeat").await;
+    let pos = beat["pos"].as_u64().unwrap();
+    assert!(pos >= 2, "{beat}");
+    // Gone; three more trades while away.
+    drop(ws);
+    publ.publish(&[
+        trade("HB", 3, "1", "1"),
+        trade("HB", 4, "1", "1"),
+        trade("HB", 5, "1", "1"),
+    ])
+    .await;
+    let (mut ws, _) = connect_with(addr, "/v1/stream", "", None).await;
+    ws.recv_json().await;
+    ws.send_json(serde_json::json!({"op":"subscribe","id":2,"symbols":["HB"],
+        "channels":["trade"],"resume":{"epoch":epoch,"offset":pos}}))
+        .await;
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        let v = ws.recv_json().await;
+        if v["type"] == "trade" {
+            assert_ne!(v["snap"], true, "{v}");
+            seqs.push(v["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(
+        seqs,
+        [3, 4, 5],
+        "exactly the ticks after the heartbeat's pos"
+    );
 }

@@ -136,3 +136,39 @@ fn options_symbols_with_spaces_are_mapped_to_underscores() {
         .collect();
     assert_eq!(syms, ["ESZ4_P5000", "AAPL_240119C00190000"]);
 }
+
+/// A damaged `.dbn.zst` says where decompression failed, in both streams:
+/// the decompressed bytes produced and how far into the file the decoder
+/// had read.
+#[test]
+fn a_corrupt_zst_names_the_position_of_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(data("glbx-mdp3_ESU4_20240701_mbp-1.dbn.zst")).unwrap();
+    let total = bytes.len();
+    // Cut it in the middle: decompression stops part way through.
+    bytes.truncate(total / 2);
+    let zst = dir.path().join("cut.dbn.zst");
+    std::fs::write(&zst, &bytes).unwrap();
+    let out = dir.path().join("o.twr");
+    let e = run(Vendor::Dbn, &[zst], &out).unwrap_err().to_string();
+    let number_after = |label: &str| -> u64 {
+        let at = e
+            .find(label)
+            .unwrap_or_else(|| panic!("no `{label}` in: {e}"));
+        e[at + label.len()..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("no number after `{label}`: {e}"))
+    };
+    let decompressed = number_after("after byte ");
+    let compressed = number_after("within the first ");
+    assert!(decompressed > 0, "some data came out before the cut: {e}");
+    assert!(compressed <= (total / 2) as u64, "{e}");
+    assert!(
+        e.contains(&format!("of the file's {} bytes", total / 2)),
+        "{e}"
+    );
+    assert!(!out.exists());
+}

@@ -217,3 +217,37 @@ async fn deliveries_per_write_follow_the_batches() {
     assert_eq!(get(&m, "tickwire_deliveries_per_write"), 25.5);
     h.shutdown();
 }
+
+/// An SSE stream counts in the subscriber series beside WebSocket ones,
+/// and the series' HELP says so (it said "WebSocket" only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_count_as_subscribers_and_the_help_says_so() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start(config());
+    let addr = h.addr();
+    let _ws = subscriber(addr).await;
+    let mut sse = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sse.write_all(b"GET /v1/sse?symbols=A HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    sse.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let m = scrape_metrics(addr).await;
+    assert_eq!(get(&m, r#"tickwire_connections{kind="subscriber"}"#), 2.0);
+    assert_eq!(get(&m, "tickwire_connections_opened_total"), 2.0);
+    let text = http_get(addr, "/metrics").await;
+    for series in [
+        "tickwire_connections ",
+        "tickwire_connections_opened_total ",
+        "tickwire_frames_out_total ",
+        "tickwire_upgrades_refused_total ",
+    ] {
+        let help = text
+            .lines()
+            .find(|l| l.starts_with(&format!("# HELP {series}")))
+            .unwrap_or_else(|| panic!("no HELP for {series}"));
+        assert!(help.contains("SSE"), "{help}");
+    }
+    h.shutdown();
+}

@@ -6,14 +6,13 @@
 
 mod replay_support;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use replay_support::data;
 use tickwire::model::speed::Speed;
 use tickwire::recordings::import::{Vendor, import};
-use tickwire::recordings::record::{Ending, RecordProgress, record};
+use tickwire::recordings::record::Ending;
 use tickwire::recordings::replay::client::{ReplayOptions, replay};
 use tickwire::recordings::selection::Selection;
 use tickwire::server::config::{Config, FeedSource};
@@ -40,30 +39,12 @@ async fn record_of_a_max_speed_replay_of_a_full_spy_day_keeps_every_tick() {
     })
     .unwrap();
     let addr = srv.addr();
-    let progress = Arc::new(RecordProgress::default());
     let out = dir.path().join("rec.twr");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let rec = tokio::spawn({
-        let (progress, out) = (progress.clone(), out.clone());
-        async move {
-            record(
-                &format!("ws://{addr}"),
-                &["*".into()],
-                &out,
-                async {
-                    let _ = stop_rx.await;
-                },
-                progress,
-            )
-            .await
-        }
-    });
-    for _ in 0..1000 {
-        if progress.subscribed.load(Ordering::Acquire) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let replay_support::Recorder {
+        progress,
+        stop: stop_tx,
+        task: rec,
+    } = replay_support::start_recorder(addr, &["*"], &out).await;
     let opts = ReplayOptions::new(vec![src], format!("ws://{addr}/v1/publish"), Speed::Max);
     let report = replay(&opts, std::future::pending()).await.unwrap();
     assert_eq!(report.sent, 250_601);

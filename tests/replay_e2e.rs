@@ -4,7 +4,7 @@
 mod replay_support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tickwire::model::speed::Speed;
 use tickwire::model::tick::NewTick;
 use tickwire::recordings::format::read_all;
 use tickwire::recordings::import::{Vendor, import};
-use tickwire::recordings::record::{Ending, RecordProgress, record};
+use tickwire::recordings::record::Ending;
 use tickwire::recordings::replay::client::{ReplayError, ReplayOptions, replay, summary};
 use tickwire::recordings::selection::{Selection, TimeSpec};
 use tickwire::server::config::{Config, FeedSource};
@@ -85,28 +85,12 @@ async fn import_replay_at_max_record_round_trip_is_exact() {
 
     let srv = server();
     let addr = srv.addr();
-    let progress = Arc::new(RecordProgress::default());
     let out = dir.path().join("rec.twr.zst");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let rec = tokio::spawn({
-        let (progress, out) = (progress.clone(), out.clone());
-        async move {
-            record(
-                &format!("ws://{addr}"),
-                &["*".into()],
-                &out,
-                async {
-                    let _ = stop_rx.await;
-                },
-                progress,
-            )
-            .await
-        }
-    });
-    wait_for("subscribed", || {
-        progress.subscribed.load(Ordering::Acquire) == 1
-    })
-    .await;
+    let replay_support::Recorder {
+        progress,
+        stop: stop_tx,
+        task: rec,
+    } = replay_support::start_recorder(addr, &["*"], &out).await;
 
     let opts = ReplayOptions::new(
         vec![src.clone(), es.clone()],
@@ -318,25 +302,13 @@ async fn a_server_that_goes_away_is_reported_by_replay_and_record_keeps_its_file
     );
     let srv = server();
     let addr = srv.addr();
-    let progress = Arc::new(RecordProgress::default());
     let out = dir.path().join("kept.jsonl");
-    let rec = tokio::spawn({
-        let (progress, out) = (progress.clone(), out.clone());
-        async move {
-            record(
-                &format!("ws://{addr}"),
-                &["BTCUSDT".into()],
-                &out,
-                std::future::pending(),
-                progress,
-            )
-            .await
-        }
-    });
-    wait_for("subscribed", || {
-        progress.subscribed.load(Ordering::Acquire) == 1
-    })
-    .await;
+    // Never stopped: the server going away ends it.
+    let replay_support::Recorder {
+        progress,
+        stop: _keep_running,
+        task: rec,
+    } = replay_support::start_recorder(addr, &["BTCUSDT"], &out).await;
     // Recorded pace: the replay is still running when the server stops.
     let opts = ReplayOptions::new(
         vec![src],

@@ -1220,16 +1220,7 @@ async fn behind_nginx_with_proxy_protocol_limits_and_logs_use_the_real_client() 
         addr: "0.0.0.0:0".parse().unwrap(),
         log: log.clone(),
     };
-    let deadline = Instant::now() + WAIT;
-    while !addr_file.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    node.addr = std::fs::read_to_string(&addr_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    node.addr = wait_for_addr_file(&addr_file);
     let Some(lb) = Nginx::start_with(&[node.addr], "proxy_protocol on;").await else {
         return;
     };

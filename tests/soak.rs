@@ -1228,6 +1228,17 @@ async fn ten_thousand_connections_churn_and_leave_nothing_behind() {
             mib(r.rss_peak_kb)
         );
     }
+    // Memory per connection (#5's S4 target: at most 16 KiB at peak). A
+    // 16 KiB read buffer kept by every idle connection once doubled it
+    // (29.4 KiB) while every other check here passed.
+    for (name, r) in [("round 1", &warm), ("round 2", &second)] {
+        let per_connection_kib =
+            r.rss_peak_kb.saturating_sub(rss_baseline_kb) as f64 / clients as f64;
+        assert!(
+            per_connection_kib <= 16.0,
+            "{name}: {per_connection_kib:.1} KiB per connection at peak, over the 16 KiB budget"
+        );
+    }
     // The leak check: the second identical round ends where the first did.
     let tolerance_kb = (8 * 1024).max(growth_kb / 20);
     assert!(

@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -62,16 +61,7 @@ async fn churning_30000_unpublished_names_leaves_room_for_publishers_and_no_memo
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !addr_file.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let addr = std::fs::read_to_string(&addr_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let addr = wait_for_addr_file(&addr_file);
     let pid = server.0.id();
     let mut ws = subscriber(addr).await;
     let batch =

@@ -17,7 +17,7 @@ mod common;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -217,16 +217,7 @@ fn a_subscriber_on_a_thin_link_is_conflated_and_consistent_and_nobody_else_loses
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !addr_file.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let addr: SocketAddr = std::fs::read_to_string(&addr_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = wait_for_addr_file(&addr_file);
 
     // The thin client: a thread of its own, moved into the namespace, so
     // its socket crosses the shaped veth.

@@ -238,6 +238,35 @@ impl BarSeries {
         true
     }
 
+    /// Restores the series from a journal: `bar` is the newest state of
+    /// it that was published (at event time `ts`); nothing is pending.
+    pub fn restore_bar(&mut self, bar: &Bar, ts: u64) {
+        self.current = Some(bar.clone());
+        self.last_ts = ts;
+        self.dirty = false;
+    }
+
+    /// Restores the series from a journal: folds in a trade that came after
+    /// the last bar record restored, publishing nothing. A bar it opens or
+    /// changes is pending (the clock publishes it) unless a later bar
+    /// record says it was published.
+    pub fn restore_trade(&mut self, interval: BarInterval, ts: u64, trade: (Fixed, Fixed, Side)) {
+        let (px, qty, side) = trade;
+        let start = interval.start_of(ts);
+        match &mut self.current {
+            Some(b) if b.start == start && b.closed => return,
+            Some(b) if b.start == start => {
+                b.add(px, qty, side);
+                self.last_ts = self.last_ts.max(ts);
+            }
+            current => {
+                *current = Some(Bar::open_with(interval, ts, px, qty, side));
+                self.last_ts = ts;
+            }
+        }
+        self.dirty = true;
+    }
+
     /// How many bar states [`BarSeries::on_trade`] would push for a trade
     /// at `ts` and wall clock `wall` (ingest reserves ring slots first).
     pub fn outputs_for(&self, interval: BarInterval, ts: u64, wall: u64) -> usize {

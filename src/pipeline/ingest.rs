@@ -31,8 +31,10 @@ use crate::wire::encode::EncodedTick;
 
 mod bars;
 mod book;
+mod restore;
 pub use bars::{BAR_CLOCK_EVERY, MOST_SLOTS_PER_TRADE};
 pub use book::DEFAULT_MAX_BOOK_LEVELS;
+pub use restore::Placed;
 
 /// What the ring carries: a sequenced, encoded tick, shared.
 pub type RingItem = Arc<EncodedTick>;
@@ -116,6 +118,10 @@ pub struct Ingest {
     epoch: AtomicU64,
     /// The recent ticks, appended under the sequencer lock.
     history: Arc<History>,
+    /// With `--journal`: the offset up to which the journal has written
+    /// (to the OS, so a kill -9 keeps it). Workers deliver no tick beyond
+    /// it, so no client ever holds a tick a restart would not restore.
+    delivery_gate: std::sync::OnceLock<Arc<AtomicU64>>,
 }
 
 /// A worker's end of the ring, with the waker ingest uses to signal it.
@@ -123,6 +129,9 @@ pub struct IngestReader {
     pub ring: RingReader<RingItem>,
     pub waker: Arc<Notify>,
     ingest: Arc<Ingest>,
+    /// Whether [`Ingest::gate_delivery`]'s watermark bounds this reader
+    /// (every fan-out worker's; not the journal's own).
+    gated: bool,
 }
 
 impl Ingest {
@@ -170,6 +179,7 @@ impl Ingest {
             max_book_levels: AtomicUsize::new(DEFAULT_MAX_BOOK_LEVELS),
             epoch: AtomicU64::new(epoch.0),
             history: Arc::new(History::new(history)),
+            delivery_gate: std::sync::OnceLock::new(),
         });
         let readers = ring_readers
             .into_iter()
@@ -178,6 +188,7 @@ impl Ingest {
                 ring,
                 waker,
                 ingest: ingest.clone(),
+                gated: true,
             })
             .collect();
         (ingest, readers)
@@ -362,9 +373,21 @@ impl Ingest {
         }
     }
 
+    /// The newest offset a client may be given: the journal's watermark
+    /// with `--journal` (a last value the journal has not written yet is
+    /// not a snapshot: the subscriber gets it live once it is written, so
+    /// a kill -9 never leaves a client holding a tick a restart would not
+    /// know); everything without.
+    fn deliverable(&self) -> u64 {
+        self.delivery_gate
+            .get()
+            .map_or(u64::MAX, |g| g.load(Ordering::Acquire))
+    }
+
     /// Appends the last value of each of `keys` that has one (for a book
     /// key: its snapshot).
     pub fn last_values(&self, keys: impl IntoIterator<Item = KeyId>, out: &mut Vec<RingItem>) {
+        let upto = self.deliverable();
         let mut seq = self.sequencer.lock();
         for k in keys {
             if k.channel() == crate::model::tick::Channel::Book {
@@ -375,7 +398,9 @@ impl Ingest {
                 }
                 continue;
             }
-            if let Some(Some(last)) = seq.keys.get(k.0 as usize).map(|s| s.last.as_ref()) {
+            if let Some(Some(last)) = seq.keys.get(k.0 as usize).map(|s| s.last.as_ref())
+                && last.offset <= upto
+            {
                 out.push(last.clone());
             }
         }
@@ -383,10 +408,12 @@ impl Ingest {
 
     /// Appends the last value of every key on `channels`.
     pub fn all_last_values(&self, channels: ChannelSet, out: &mut Vec<RingItem>) {
+        let upto = self.deliverable();
         let seq = self.sequencer.lock();
         for (i, ks) in seq.keys.iter().enumerate() {
             if let Some(last) = &ks.last
                 && channels.contains(KeyId(i as u32).channel())
+                && last.offset <= upto
             {
                 out.push(last.clone());
             }
@@ -502,9 +529,22 @@ impl Ingest {
 }
 
 impl IngestReader {
+    /// Reads past the delivery gate: the journal's own reader, which is
+    /// what moves the gate.
+    pub fn ungated(mut self) -> IngestReader {
+        self.gated = false;
+        self
+    }
+
     /// Reads up to `max` ticks, and lets a waiting publisher know there is room.
     pub fn read_batch(&mut self, out: &mut Vec<RingItem>, max: usize) -> usize {
-        let n = self.ring.read_batch(out, max);
+        let n = match self.ingest.delivery_gate.get().filter(|_| self.gated) {
+            Some(gate) => {
+                let upto = gate.load(Ordering::Acquire);
+                self.ring.read_batch_while(out, max, |t| t.offset <= upto)
+            }
+            None => self.ring.read_batch(out, max),
+        };
         if n > 0 {
             self.ingest.reader_progress();
         }

@@ -244,6 +244,40 @@ impl<T: Clone> RingReader<T> {
     }
 }
 
+impl<T: Clone> RingReader<T> {
+    /// [`RingReader::read_batch`], stopping before the first item `keep`
+    /// refuses: that item and those after it stay unread.
+    pub fn read_batch_while(
+        &mut self,
+        out: &mut Vec<T>,
+        max: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> usize {
+        // Acquire pairs with the writer's Release store of head (I1).
+        let head = self.shared.head.load(Ordering::Acquire);
+        let end = head.min(self.next.saturating_add(max as u64));
+        let mut pos = self.next;
+        while pos < end {
+            let slot = &self.shared.slots[(pos & self.shared.mask) as usize];
+            // SAFETY: pos < head, so the slot is published (I1); our cursor is
+            // still <= pos, so the writer will not replace it (I2).
+            let item = unsafe { slot.load() };
+            if !keep(&item) {
+                break;
+            }
+            out.push(item);
+            pos += 1;
+        }
+        let n = (pos - self.next) as usize;
+        if n > 0 {
+            self.next = pos;
+            // Release: our clones are done before the writer may reuse the slots (I2).
+            self.shared.cursors[self.index].store(pos, Ordering::Release);
+        }
+        n
+    }
+}
+
 impl<T> Drop for RingReader<T> {
     fn drop(&mut self) {
         self.shared.cursors[self.index].store(DETACHED, Ordering::Release);
@@ -271,6 +305,19 @@ mod tests {
             while r.read_batch(out, usize::MAX) > 0 {}
             assert_eq!(*out, (0..next).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn a_bounded_read_leaves_the_refused_items_for_later() {
+        let (mut w, mut readers) = ring::<u64>(8, 1);
+        for i in 0..6 {
+            assert!(w.push(i).is_ok());
+        }
+        let mut out = Vec::new();
+        assert_eq!(readers[0].read_batch_while(&mut out, 10, |&v| v < 3), 3);
+        assert_eq!(readers[0].read_batch_while(&mut out, 10, |&v| v < 3), 0);
+        assert_eq!(readers[0].read_batch(&mut out, 10), 3);
+        assert_eq!(out, [0, 1, 2, 3, 4, 5]);
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub struct Stats {
     pub queued_bytes: AtomicI64,
     /// Ticks waiting in per-key pending slots (gauge).
     pub pending_ticks: AtomicI64,
+    /// Price levels held in slow clients' pending book merges (gauge): the
+    /// bench's bound check (at most one per level per stalled key).
+    pub pending_book_levels: AtomicI64,
     /// (client, key) subscriptions by name (gauge).
     pub named_subscriptions: AtomicI64,
     /// (client, channel) subscriptions to `*` (gauge).
@@ -160,6 +163,35 @@ pub struct Stats {
     pub catchup_ticks: AtomicU64,
     /// Times a catching-up client fell out of the history (a gap).
     pub catchup_gaps: AtomicU64,
+    /// The journal (`--journal`); all zero without one.
+    pub journal: JournalStats,
+}
+
+/// Counters of the journal writer and its restore at start-up.
+#[derive(Default, Debug)]
+pub struct JournalStats {
+    /// Ticks written to journal files.
+    pub ticks_written: AtomicU64,
+    /// Bytes of journal files written (headers and position records too).
+    pub bytes_written: AtomicU64,
+    /// Files closed and a new one started (size or age).
+    pub rotations: AtomicU64,
+    /// Old files deleted to keep within `--journal-bytes`.
+    pub files_deleted: AtomicU64,
+    /// Write, flush or sync failures (disk full, I/O error): the batch is
+    /// retried into a new file; delivery waits meanwhile.
+    pub write_errors: AtomicU64,
+    /// Forced writes to the disk (`fdatasync`).
+    pub syncs: AtomicU64,
+    /// Ticks read back at start-up.
+    pub restored_ticks: AtomicU64,
+    /// Bad tails skipped at start-up (a truncated or corrupt record, e.g.
+    /// from a kill -9 mid-write); each is logged with its file and byte.
+    pub bad_tails: AtomicU64,
+    /// Bytes in those bad tails.
+    pub bad_tail_bytes: AtomicU64,
+    /// Offset of the newest tick written (gauge): the delivery watermark.
+    pub watermark: AtomicI64,
 }
 
 /// Counters of the NATS link, shared by the bus thread and `/metrics`.

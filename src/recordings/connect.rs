@@ -36,6 +36,13 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
+    /// A TLS connector for `wss://` set up as `replay` and `record` use it;
+    /// `tickwire bench`'s own WebSocket client takes it too, so that all
+    /// three trust the same roots.
+    pub fn connector(&self) -> Result<tokio_rustls::TlsConnector, ConnectError> {
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(self.config()?)))
+    }
+
     /// The rustls client configuration: the ring provider (as the server
     /// uses), the system's roots (those that parse) and the `--ca-file`
     /// certificates, which must all parse.

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod format;
 pub mod import;
 pub mod interrupt;
+pub mod journal;
 pub mod record;
 pub mod replay;
 pub mod selection;

@@ -89,6 +89,9 @@ pub struct Config {
     pub sse_retry: Duration,
     /// Where ticks come from besides publishers.
     pub feed: FeedSource,
+    /// `--journal DIR` and its bounds: every tick written to disk, and read
+    /// back at start-up; `None` (the default): a restart is a new epoch.
+    pub journal: Option<crate::recordings::journal::JournalConfig>,
     /// Reference data for `/v1/symbols?ref=1` (`--symbols-file`); `None` =
     /// names only.
     pub reference: Option<Arc<crate::server::reference::Reference>>,
@@ -103,6 +106,8 @@ pub struct Config {
     /// TLS for the main listener (`--tls-cert`/`--tls-key`); `None` =
     /// plain `ws://` and `http://`. The echo listener is always plain.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// The Binance-compatible endpoint (`--binance-listen`); `None` = off.
+    pub binance: Option<crate::binance::BinanceConfig>,
 }
 
 impl Default for Config {
@@ -141,10 +146,12 @@ impl Default for Config {
             feed: FeedSource::Embedded {
                 speed: Speed::Factor(1.0),
             },
+            journal: None,
             reference: None,
             auth: None,
             bus: None,
             tls: None,
+            binance: None,
             proxy_protocol_from: Default::default(),
         }
     }
@@ -154,7 +161,7 @@ impl Config {
     /// The largest message a subscriber may send: `max_message_bytes` plus
     /// room for a subscribe naming as many symbols (of the longest kind)
     /// as the connection may hold keys, so that a subscribe over the key
-    /// limit is answered `too_many_symbols` rather than closed with 1009.
+    /// limit is parsed and answered `too_many_symbols` with its count.
     /// Still a per-connection bound: about 400 KiB with the defaults.
     pub fn subscriber_max_message_bytes(&self) -> usize {
         let per_name = crate::model::tick::MAX_SYMBOL_LEN + 3; // quotes and comma

@@ -2,7 +2,6 @@
 //! every interval, WebSocket or SSE alike, until the connection ends.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::model::tick::wall_clock_ns;
@@ -23,11 +22,16 @@ pub(crate) async fn run(ctx: Rc<Context>, id: ClientId, every: Duration) {
         let mut st = ctx.fanout.state.borrow_mut();
         // Gone: the session ends with it and drops this future.
         let Some(c) = st.client(id) else { continue };
-        if c.is_blocked() || c.is_closing() {
+        // A client reading the history behind the worker has not had every
+        // tick up to the worker's position yet: no position to tell it.
+        if c.is_blocked() || c.is_closing() || c.catchup.is_catching_up() {
             continue;
         }
-        // The ingest position: ticks sequenced into the ring since start.
-        let pos = ctx.fanout.stats.ticks_in.load(Ordering::Relaxed);
+        // The global ingest offset of the last tick this worker handed to
+        // its clients (this one's queue holds every tick of its keys up to
+        // it): a position the client can resume from.
+        let pos = st.delivered();
+        let Some(c) = st.client(id) else { continue };
         c.push_control(heartbeat::message(c.encoding(), wall_clock_ns(), pos));
         st.flush_client(id);
     }

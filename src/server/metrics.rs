@@ -138,6 +138,7 @@ impl Collector for StatsCollector {
         self.ticks(&mut e, s)?;
         self.ring(&mut e, s)?;
         self.bus(&mut e, s)?;
+        journal(&mut e, &s.journal)?;
         self.refusals(&mut e, s)?;
         self.queues(&mut e, s)
     }
@@ -149,7 +150,7 @@ impl StatsCollector {
         gauges(
             e,
             "tickwire_connections",
-            "Open WebSocket connections, by endpoint kind.",
+            "Open connections, by endpoint kind: subscriber counts /v1/stream (WebSocket) and /v1/sse (SSE) alike, publisher /v1/publish.",
             "kind",
             &[
                 ("subscriber", load_gauge(&s.subscribers)),
@@ -165,7 +166,7 @@ impl StatsCollector {
         counter(
             e,
             "tickwire_connections_opened",
-            "WebSocket connections accepted since start.",
+            "Subscriber and publisher connections accepted since start, WebSocket and SSE alike.",
             load(&s.connections_total),
         )?;
         gauges(
@@ -211,7 +212,7 @@ impl StatsCollector {
         counters(
             e,
             "tickwire_frames_out",
-            "WebSocket frames carrying ticks, by encoding (a binary frame may carry many).",
+            "WebSocket frames (encoding json, binary) and SSE events (encoding sse) carrying ticks (a binary frame may carry many).",
             "encoding",
             &by_encoding(&s.tick_frames_out),
         )?;
@@ -397,7 +398,7 @@ impl StatsCollector {
         counters(
             e,
             "tickwire_upgrades_refused",
-            "WebSocket upgrades refused before the upgrade: 401 (unauthorized), 403 (forbidden), 503 (limit).",
+            "WebSocket upgrades and SSE requests refused before their session starts: 401 (unauthorized), 403 (forbidden), 503 (limit).",
             "reason",
             &refused,
         )?;
@@ -423,6 +424,12 @@ impl StatsCollector {
             "Ticks waiting in per-key pending slots of slow clients.",
             load_gauge(&s.pending_ticks),
         )?;
+        gauge(
+            e,
+            "tickwire_pending_book_levels",
+            "Price levels held in slow clients' merged pending book diffs (at most one per level per key).",
+            load_gauge(&s.pending_book_levels),
+        )?;
         histogram(
             e,
             "tickwire_ingest_to_encode_seconds",
@@ -436,4 +443,63 @@ impl StatsCollector {
             &s.encode_to_write,
         )
     }
+}
+
+/// The journal (`--journal`).
+fn journal(e: &mut DescriptorEncoder, j: &crate::pipeline::stats::JournalStats) -> fmt::Result {
+    for (name, help, c) in [
+        (
+            "tickwire_journal_ticks_written",
+            "Ticks written to the journal (--journal).",
+            &j.ticks_written,
+        ),
+        (
+            "tickwire_journal_bytes_written",
+            "Bytes written to journal files.",
+            &j.bytes_written,
+        ),
+        (
+            "tickwire_journal_rotations",
+            "Journal files closed and a new one started.",
+            &j.rotations,
+        ),
+        (
+            "tickwire_journal_files_deleted",
+            "Old journal files deleted to stay within --journal-bytes.",
+            &j.files_deleted,
+        ),
+        (
+            "tickwire_journal_write_errors",
+            "Journal write failures (disk full, I/O error); delivery waits until a retry succeeds.",
+            &j.write_errors,
+        ),
+        (
+            "tickwire_journal_syncs",
+            "fdatasync calls on journal files.",
+            &j.syncs,
+        ),
+        (
+            "tickwire_journal_restored_ticks",
+            "Ticks read back from the journal at start-up.",
+            &j.restored_ticks,
+        ),
+        (
+            "tickwire_journal_bad_tails",
+            "Truncated or corrupt journal tails skipped at start-up (each logged with file and byte).",
+            &j.bad_tails,
+        ),
+        (
+            "tickwire_journal_bad_tail_bytes",
+            "Bytes in the journal tails skipped at start-up.",
+            &j.bad_tail_bytes,
+        ),
+    ] {
+        counter(e, name, help, load(c))?;
+    }
+    gauge(
+        e,
+        "tickwire_journal_watermark",
+        "Offset of the newest tick written to the journal: ticks beyond it are not delivered yet.",
+        load_gauge(&j.watermark),
+    )
 }

@@ -57,6 +57,8 @@ pub enum ServerError {
     Thread(#[source] std::io::Error),
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
+    #[error(transparent)]
+    Journal(#[from] crate::recordings::journal::JournalError),
 }
 
 /// A running server.
@@ -77,6 +79,10 @@ pub struct ServerHandle {
     ingest: Arc<Ingest>,
     /// The connection counts, for [`ServerHandle::connections`].
     admission: Arc<Admission>,
+    /// The Binance endpoint's address, when `--binance-listen` is set.
+    binance_addr: Option<SocketAddr>,
+    /// Streams subscribed on the Binance endpoint, over all connections.
+    binance_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ServerHandle {
@@ -93,6 +99,17 @@ impl ServerHandle {
     /// The conformance echo listener's address, when `echo_listen` is set.
     pub fn echo_addr(&self) -> Option<SocketAddr> {
         self.echo_addr
+    }
+
+    /// The Binance endpoint's address, when `binance` is configured.
+    pub fn binance_addr(&self) -> Option<SocketAddr> {
+        self.binance_addr
+    }
+
+    /// Streams subscribed on the Binance endpoint, over all connections.
+    pub fn binance_streams(&self) -> usize {
+        self.binance_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -173,7 +190,11 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let symbols = Arc::new(SymbolTable::new(config.max_symbols));
     let role = config.bus.as_ref().map_or(NodeRole::Standalone, |b| b.role);
     // An ingest node's bus link reads the ring like one more worker.
-    let ring_readers = workers + usize::from(role == NodeRole::Ingest);
+    // So do the Binance endpoint's hub and the journal's writer.
+    let ring_readers = workers
+        + usize::from(role == NodeRole::Ingest)
+        + usize::from(config.binance.is_some())
+        + usize::from(config.journal.is_some());
     // With bars, one trade may need several slots at once.
     let ring_capacity = if config.bars {
         config
@@ -196,9 +217,21 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     ingest.set_max_book_levels(config.max_book_levels);
     // A gateway's bars come built from its ingest node, over the bus.
     ingest.set_bars(config.bars && role != NodeRole::Gateway);
+    let binance_reader = config
+        .binance
+        .is_some()
+        .then(|| readers.pop().expect("a reader for the binance endpoint"));
+    let journal_reader = config
+        .journal
+        .as_ref()
+        .map(|_| readers.pop().expect("a reader for the journal"));
+    if let Some(j) = &config.journal {
+        restore_journal(j, &ingest, &stats)?;
+    }
     let bus_reader = (role == NodeRole::Ingest)
         .then(|| readers.pop().expect("a reader per worker plus the bus"));
     let (trigger, shutdown) = shutdown_pair();
+    let mut threads_early = Vec::new();
     let admission = Admission::new(
         config.max_connections,
         config.max_connections_per_ip,
@@ -206,10 +239,19 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     );
 
     let listeners = Listeners::bind(&config, workers)?;
+    if let (Some(j), Some(reader)) = (&config.journal, journal_reader) {
+        threads_early.push(crate::recordings::journal::start(
+            j.clone(),
+            ingest.clone(),
+            reader,
+            stats.clone(),
+            shutdown.clone(),
+        )?);
+    }
     let addr = listeners.addr;
     let source = feed_source(&config.feed, role)?;
 
-    let mut threads = Vec::new();
+    let mut threads = threads_early;
     // The bus link starts before the sources: an ingest node must know
     // every key's last `seq` before it assigns the next one.
     let bus_config = config.bus.clone().map(|mut b| {
@@ -262,6 +304,34 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
             .map_err(ServerError::Thread)?;
         threads.push(t);
     }
+    let mut binance_addr = None;
+    let binance_streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if let (Some(bc), Some(reader)) = (&config.binance, binance_reader) {
+        let listener = bind(bc.listen).map_err(|source| ServerError::Bind {
+            addr: bc.listen,
+            source,
+        })?;
+        let at = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: bc.listen,
+            source,
+        })?;
+        binance_addr = Some(at);
+        tracing::info!(addr = %at, tls = config.tls.is_some(), "binance endpoint listening");
+        let t = crate::binance::spawn(crate::binance::Endpoint {
+            config: bc.clone(),
+            listener,
+            reader,
+            ingest: ingest.clone(),
+            tls: config.tls.clone(),
+            handshake_timeout: config.handshake_timeout,
+            socket_send_buffer: config.socket_send_buffer,
+            admission: admission.clone(),
+            shutdown: shutdown.clone(),
+            streams_gauge: binance_streams.clone(),
+        })
+        .map_err(ServerError::Thread)?;
+        threads.push(t);
+    }
     if let Some(source) = source {
         threads.push(spawn_source(source, ingest.clone(), shutdown.clone())?);
     }
@@ -278,7 +348,38 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         stats,
         ingest,
         admission,
+        binance_addr,
+        binance_streams,
     })
+}
+
+/// Reads the journal back into `ingest` before anything is sequenced.
+fn restore_journal(
+    j: &crate::recordings::journal::JournalConfig,
+    ingest: &Ingest,
+    stats: &Stats,
+) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&j.dir).map_err(|source| {
+        crate::recordings::journal::JournalError::Dir {
+            dir: j.dir.display().to_string(),
+            what: "cannot create the directory",
+            source,
+        }
+    })?;
+    let r = crate::recordings::journal::restore(&j.dir, ingest, stats)?;
+    if r.epoch.is_none() && r.newest_offset > 0 {
+        // A fresh epoch (a gap): offsets still move past every old one.
+        ingest.start_offsets_at(r.newest_offset + 1);
+    }
+    tracing::info!(
+        dir = %j.dir.display(),
+        ticks = r.ticks,
+        epoch = %ingest.epoch(),
+        continued = r.epoch.is_some(),
+        next_offset = ingest.newest_offset() + 1,
+        "journal restored"
+    );
+    Ok(())
 }
 
 /// Every worker's listening sockets.

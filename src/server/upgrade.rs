@@ -185,12 +185,21 @@ fn not_an_upgrade(req: &Request<Incoming>, shutdown: &Shutdown) -> Option<Respon
         return Some(r);
     }
     if shutdown.is_triggered() {
-        return Some(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down\n",
-        ));
+        return Some(shutting_down());
     }
     None
+}
+
+/// 503 to an upgrade during shutdown, with `Retry-After` as SSE's refusal
+/// has: a client may try again (another node, or this one restarted).
+fn shutting_down() -> Response<Body> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down\n",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
 }
 
 /// The subscriber subprotocol to answer with: binary wins when both are
@@ -254,4 +263,16 @@ fn handshake_refused(e: &fastwebsockets::WebSocketError) -> Response<Body> {
         );
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upgrade_during_shutdown_is_told_when_to_retry_like_sse() {
+        let r = shutting_down();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+    }
 }

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     /// A book update the book cannot take (diff before snapshot, crossed,
     /// too many levels); the book is unchanged.
     BadBook,
+    /// A message over the size cap, read through and ignored.
+    MessageTooLarge,
 }
 
 impl ErrorCode {
@@ -29,6 +31,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::BadBook => "bad_book",
+            ErrorCode::MessageTooLarge => "message_too_large",
         }
     }
 }

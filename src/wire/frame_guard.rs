@@ -1,17 +1,12 @@
-//! Framing rules fastwebsockets 0.10 does not enforce, checked on the raw
-//! bytes before it parses them.
-//!
-//! RFC 6455 requires a server to fail the connection when a client frame is
-//! not masked (§5.1) and when any control frame carries more than 125 bytes
-//! (§5.5). fastwebsockets 0.10 checks neither (its `mask` field is private and
-//! only pings are length-checked), so [`FrameGuard`] sits between the socket
-//! and the reader: it follows frame boundaries in the byte stream, looks at
-//! each header, and turns a violation into an I/O error carrying a
-//! [`FrameViolation`], which the session maps to close 1002.
+//! The byte stream a WebSocket session's reader sees: the client's, with
+//! [`FrameScanner`] applied (framing rules enforced, oversized messages
+//! withheld and reported), and the time bytes last arrived noted.
 //!
 //! Bytes before an offending header are still handed on, so messages that
-//! arrived whole before the violation are processed in order; the error is
-//! returned on the next read.
+//! arrived whole before a violation are processed in order; the error is
+//! returned on the next read. An oversized message is reported the same
+//! way, as an error on the read after the last byte before it: at a frame
+//! boundary, so fastwebsockets holds no partial frame and reads on after it.
 
 use std::io;
 use std::pin::Pin;
@@ -23,14 +18,11 @@ use std::rc::Rc;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
-/// A framing rule a client broke (RFC 6455 §5.1, §5.5): close with 1002.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum FrameViolation {
-    #[error("client frames must be masked (RFC 6455 section 5.1)")]
-    Unmasked,
-    #[error("control frame payload over 125 bytes (RFC 6455 section 5.5)")]
-    ControlTooLong,
-}
+use super::frame_scan::{FrameScanner, ScanEvent};
+pub use super::frame_scan::{FrameViolation, Oversized};
+
+/// How much is read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
 
 impl FrameViolation {
     /// Finds the violation an I/O error from [`FrameGuard`] carries.
@@ -39,121 +31,68 @@ impl FrameViolation {
     }
 }
 
-/// Where the scanner is in the byte stream.
-#[derive(Debug, Clone, Copy)]
-enum Scan {
-    /// Collecting a header: `have` bytes of it so far.
-    Header { buf: [u8; 14], have: usize },
-    /// Inside a payload: this many bytes still to skip.
-    Payload(u64),
-}
+/// An oversized message as the I/O error [`FrameGuard`] reports it with.
+#[derive(Debug, thiserror::Error)]
+#[error("message of {} bytes over the cap", .0.bytes)]
+pub struct OversizedError(pub Oversized);
 
-/// Follows frame boundaries and checks each client frame header.
-#[derive(Debug, Clone, Copy)]
-pub struct HeaderScanner {
-    state: Scan,
-}
-
-impl Default for HeaderScanner {
-    fn default() -> Self {
-        HeaderScanner {
-            state: Scan::Header {
-                buf: [0; 14],
-                have: 0,
-            },
-        }
-    }
-}
-
-/// Total header length once its first two bytes are known.
-fn header_len(b1: u8) -> usize {
-    let ext = match b1 & 0x7f {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
-}
-
-impl HeaderScanner {
-    /// Feeds the next bytes of the stream. On a violation, returns it with
-    /// the offset in `bytes` where the offending frame's header started
-    /// (`0` when it started in an earlier call).
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), (usize, FrameViolation)> {
-        let mut i = 0;
-        // Where the header being collected started within `bytes`.
-        let mut header_start = 0;
-        while i < bytes.len() {
-            match &mut self.state {
-                Scan::Payload(left) => {
-                    let take = (*left).min((bytes.len() - i) as u64);
-                    *left -= take;
-                    i += take as usize;
-                    if *left == 0 {
-                        header_start = i;
-                        self.state = Scan::Header {
-                            buf: [0; 14],
-                            have: 0,
-                        };
-                    }
-                }
-                Scan::Header { buf, have } => {
-                    if *have == 0 {
-                        header_start = i;
-                    }
-                    buf[*have] = bytes[i];
-                    *have += 1;
-                    i += 1;
-                    if *have == 2 {
-                        // Checked as soon as the second byte is in: fail fast.
-                        if buf[1] & 0x80 == 0 {
-                            return Err((header_start, FrameViolation::Unmasked));
-                        }
-                        let code = buf[1] & 0x7f;
-                        if buf[0] & 0x08 != 0 && code > 125 {
-                            return Err((header_start, FrameViolation::ControlTooLong));
-                        }
-                    }
-                    if *have >= 2 && *have == header_len(buf[1]) {
-                        let len = match buf[1] & 0x7f {
-                            126 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
-                            127 => u64::from_be_bytes(buf[2..10].try_into().unwrap_or([0; 8])),
-                            n => u64::from(n),
-                        };
-                        header_start = i;
-                        self.state = if len == 0 {
-                            Scan::Header {
-                                buf: [0; 14],
-                                have: 0,
-                            }
-                        } else {
-                            Scan::Payload(len)
-                        };
-                    }
-                }
+impl OversizedError {
+    /// Takes the oversized message out of an I/O error from [`FrameGuard`].
+    pub fn take(e: io::Error) -> Result<Oversized, io::Error> {
+        if e.get_ref().is_some_and(|i| i.is::<OversizedError>()) {
+            let inner = e.into_inner().expect("checked above");
+            match inner.downcast::<OversizedError>() {
+                Ok(o) => return Ok(o.0),
+                Err(other) => return Err(io::Error::other(other)),
             }
         }
-        Ok(())
+        Err(e)
     }
 }
 
-/// An `AsyncRead` that enforces [`FrameViolation`]'s rules on what it reads,
-/// and notes when bytes last arrived (the session's idle timeout reads it:
-/// a client sending a large message slowly is not idle).
+/// An `AsyncRead` that applies a [`FrameScanner`] to what it reads, and
+/// notes when bytes last arrived (the session's idle timeout reads it: a
+/// client sending a large message slowly is not idle).
 pub struct FrameGuard<S> {
+    /// The client's stream.
     inner: S,
-    scanner: HeaderScanner,
-    /// A violation found after bytes that were still handed on.
-    pending: Option<FrameViolation>,
+    /// Frame boundaries, rules and the size cap.
+    scanner: FrameScanner,
+    /// Bytes read from `inner`, `raw[raw_at..raw_len]` not yet scanned.
+    /// Empty while the peer is silent: a connection that waits on its
+    /// socket holds no read buffer (10,000 idle subscribers would otherwise
+    /// hold 160 MiB of them; the soak measures bytes per connection).
+    raw: Vec<u8>,
+    /// End of what `raw` holds.
+    raw_len: usize,
+    /// Start of what is not yet scanned in `raw`.
+    raw_at: usize,
+    /// Scanned bytes not yet handed on, from `out_at`.
+    out: Vec<u8>,
+    /// Start of what is not yet handed on in `out`.
+    out_at: usize,
+    /// A violation: returned on every read once `out` is drained.
+    violation: Option<FrameViolation>,
+    /// An oversized message: returned once, when `out` is drained.
+    oversized: Option<Oversized>,
+    /// When bytes last arrived (shared with the session).
     heard: Rc<Cell<Instant>>,
 }
 
 impl<S> FrameGuard<S> {
-    pub fn new(inner: S) -> Self {
+    /// A guard withholding messages over `max` bytes (`None`: handing them
+    /// on, for the reader's own limit to close with 1009).
+    pub fn new(inner: S, max: Option<usize>) -> Self {
         FrameGuard {
             inner,
-            scanner: HeaderScanner::default(),
-            pending: None,
+            scanner: FrameScanner::new(max),
+            raw: Vec::new(),
+            raw_len: 0,
+            raw_at: 0,
+            out: Vec::new(),
+            out_at: 0,
+            violation: None,
+            oversized: None,
             heard: Rc::new(Cell::new(Instant::now())),
         }
     }
@@ -164,10 +103,6 @@ impl<S> FrameGuard<S> {
     }
 }
 
-fn violation(v: FrameViolation) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, v)
-}
-
 impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -175,87 +110,133 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some(v) = this.pending {
-            return Poll::Ready(Err(violation(v)));
-        }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {}
-            other => return other,
-        }
-        if buf.filled().len() > before {
-            this.heard.set(Instant::now());
-        }
-        if let Err((at, v)) = this.scanner.feed(&buf.filled()[before..]) {
-            if at == 0 {
-                return Poll::Ready(Err(violation(v)));
+        loop {
+            if this.out_at < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.out_at);
+                buf.put_slice(&this.out[this.out_at..this.out_at + n]);
+                this.out_at += n;
+                if this.out_at == this.out.len() {
+                    this.out.clear();
+                    this.out_at = 0;
+                }
+                return Poll::Ready(Ok(()));
             }
-            // Hand on what came before the bad header; fail on the next read.
-            buf.set_filled(before + at);
-            this.pending = Some(v);
+            if let Some(v) = this.violation {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, v)));
+            }
+            if let Some(o) = this.oversized.take() {
+                return Poll::Ready(Err(io::Error::other(OversizedError(o))));
+            }
+            if this.raw_at < this.raw_len {
+                let (used, event) = this
+                    .scanner
+                    .feed(&this.raw[this.raw_at..this.raw_len], &mut this.out);
+                this.raw_at += used;
+                match event {
+                    Some(ScanEvent::Violation(v)) => this.violation = Some(v),
+                    Some(ScanEvent::Oversized(o)) => this.oversized = Some(o),
+                    None => {}
+                }
+                continue;
+            }
+            if this.raw.is_empty() {
+                this.raw = vec![0; READ_CHUNK];
+            }
+            let mut read = ReadBuf::new(&mut this.raw);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Pending => {
+                    // Everything read so far is scanned and handed on:
+                    // give both buffers back while the peer is silent.
+                    this.raw = Vec::new();
+                    this.out = Vec::new();
+                    this.raw_len = 0;
+                    this.raw_at = 0;
+                    return Poll::Pending;
+                }
+                other => return other,
+            }
+            let n = read.filled().len();
+            if n == 0 {
+                return Poll::Ready(Ok(())); // end of stream
+            }
+            this.heard.set(Instant::now());
+            this.raw_len = n;
+            this.raw_at = 0;
         }
-        Poll::Ready(Ok(()))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::frame_scan::tests::masked;
     use super::*;
+    use tokio::io::AsyncReadExt;
 
-    fn masked(opcode: u8, len: usize) -> Vec<u8> {
-        let mut f = vec![0x80 | opcode];
-        if len < 126 {
-            f.push(0x80 | len as u8);
-        } else if len <= 0xffff {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        f.extend_from_slice(&[1, 2, 3, 4]);
-        f.extend(std::iter::repeat_n(0x55, len));
-        f
+    #[tokio::test]
+    async fn an_oversized_message_is_an_error_between_the_frames_around_it() {
+        let mut stream = masked(1, 0x81, b"before");
+        stream.extend(masked(1, 0x82, &[b'x'; 300]));
+        let after = masked(1, 0x81, b"after");
+        stream.extend(&after);
+        let mut guard = FrameGuard::new(&stream[..], Some(100));
+        let mut got = vec![0; 1000];
+        let n = guard.read(&mut got).await.unwrap();
+        assert_eq!(&got[..n], &masked(1, 0x81, b"before")[..]);
+        let e = guard.read(&mut got).await.unwrap_err();
+        let o = OversizedError::take(e).unwrap();
+        assert_eq!((o.opcode, o.bytes, o.prefix.len()), (2, 300, 300));
+        let mut rest = Vec::new();
+        guard.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, after);
     }
 
-    #[test]
-    fn valid_frames_pass_whatever_the_split() {
-        let mut stream = Vec::new();
-        for (op, len) in [(1, 0), (1, 5), (2, 126), (2, 70_000), (9, 125), (8, 2)] {
-            stream.extend(masked(op, len));
-        }
-        for chunk in [1, 2, 3, 7, 13, 1000, stream.len()] {
-            let mut s = HeaderScanner::default();
-            for c in stream.chunks(chunk) {
-                assert_eq!(s.feed(c), Ok(()), "chunk size {chunk}");
+    #[tokio::test]
+    async fn a_silent_peer_releases_the_buffers_and_later_frames_still_arrive_whole() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut guard = FrameGuard::new(server, Some(100));
+        let first = masked(1, 0x81, b"first");
+        let second = masked(1, 0x81, b"second, sent after a pause");
+        let writer = {
+            let (first, second) = (first.clone(), second.clone());
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                client.write_all(&first).await.unwrap();
+                // Half of the next frame, then a pause: the guard's read
+                // waits (Pending) with nothing left to scan.
+                client.write_all(&second[..5]).await.unwrap();
+                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                client.write_all(&second[5..]).await.unwrap();
+            })
+        };
+        let mut got = Vec::new();
+        let mut chunk = vec![0; 256];
+        while got.len() < first.len() + second.len() {
+            let n = guard.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "stream ended early");
+            got.extend_from_slice(&chunk[..n]);
+            if got.len() == first.len() + 5 {
+                // Everything read is handed on; the next read waits.
+                let pending = would_wait(&mut guard).await;
+                assert!(pending, "the peer has sent nothing more yet");
+                assert!(
+                    guard.raw.is_empty() && guard.out.capacity() == 0,
+                    "buffers released while waiting"
+                );
             }
         }
+        writer.await.unwrap();
+        assert_eq!(got, [first, second].concat());
     }
 
-    #[test]
-    fn an_unmasked_frame_is_found_at_its_header() {
-        let mut stream = masked(1, 10);
-        let at = stream.len();
-        stream.extend_from_slice(&[0x81, 0x02, b'h', b'i']);
-        let mut s = HeaderScanner::default();
-        assert_eq!(s.feed(&stream), Err((at, FrameViolation::Unmasked)));
-        // Split inside the header: reported at offset 0 of the later chunk.
-        let mut s = HeaderScanner::default();
-        assert_eq!(s.feed(&stream[..at + 1]), Ok(()));
-        assert_eq!(
-            s.feed(&stream[at + 1..]),
-            Err((0, FrameViolation::Unmasked))
-        );
-    }
-
-    #[test]
-    fn long_control_frames_are_refused_pings_pongs_and_closes() {
-        for op in [8, 9, 10] {
-            let mut s = HeaderScanner::default();
-            assert_eq!(
-                s.feed(&masked(op, 126)),
-                Err((0, FrameViolation::ControlTooLong))
-            );
-        }
+    /// Polls one read of `guard` once; true when it would wait.
+    async fn would_wait(guard: &mut FrameGuard<tokio::io::DuplexStream>) -> bool {
+        let mut byte = [0u8; 0];
+        std::future::poll_fn(|cx| {
+            let mut rb = ReadBuf::new(&mut byte);
+            Poll::Ready(Pin::new(&mut *guard).poll_read(cx, &mut rb).is_pending())
+        })
+        .await
     }
 }

@@ -395,3 +395,25 @@ pub async fn scrape_metrics(addr: SocketAddr) -> std::collections::HashMap<Strin
         })
         .collect()
 }
+
+/// Waits (at most 20 s: a debug build under load starts slowly) for a
+/// `tickwire serve --addr-file PATH` child to write its address there, and
+/// returns it.
+pub fn wait_for_addr_file(path: &std::path::Path) -> SocketAddr {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // Written whole by the server, but read until it parses all the same.
+        if let Some(addr) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not start: no address in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -43,3 +43,54 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A recorder (`tickwire record`'s library call) running against a test
+/// server: its progress, the sender that stops it, its task.
+pub struct Recorder {
+    /// What it has recorded so far.
+    pub progress: std::sync::Arc<tickwire::recordings::record::RecordProgress>,
+    /// Sending (or dropping) it stops the recording.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// The recording, ending with its report.
+    pub task: tokio::task::JoinHandle<
+        Result<
+            tickwire::recordings::record::RecordReport,
+            tickwire::recordings::record::RecordError,
+        >,
+    >,
+}
+
+/// Starts recording `symbols` from the server at `addr` into `out`, and
+/// waits (at most 20 s) until it is subscribed.
+pub async fn start_recorder(addr: std::net::SocketAddr, symbols: &[&str], out: &Path) -> Recorder {
+    use std::sync::atomic::Ordering;
+    let progress = std::sync::Arc::new(tickwire::recordings::record::RecordProgress::default());
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let symbols: Vec<String> = symbols.iter().map(|s| s.to_string()).collect();
+    let task = tokio::spawn({
+        let (progress, out) = (progress.clone(), out.to_path_buf());
+        async move {
+            tickwire::recordings::record::record(
+                &format!("ws://{addr}"),
+                &symbols,
+                &out,
+                async {
+                    let _ = stop_rx.await;
+                },
+                progress,
+            )
+            .await
+        }
+    });
+    for _ in 0..2_000 {
+        if progress.subscribed.load(Ordering::Acquire) == 1 {
+            return Recorder {
+                progress,
+                stop,
+                task,
+            };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the recorder did not subscribe within 20 s");
+}

@@ -2,7 +2,8 @@
 // driven by playwright-core. Starts `tickwire serve` (bundled feed), checks
 // that ticks and latency figures appear over WebSocket, over forced SSE
 // (?transport=sse) and over the automatic fallback when WebSocket fails,
-// and saves docs/ticker.png.
+// checks the depth ladder and its in-page checksum verification on the
+// bundled mbo recording, and saves docs/ticker.png and docs/ticker-book.png.
 //
 //   cargo build && (cd tools/browser-test && npm ci && node ticker.test.mjs)
 //
@@ -23,7 +24,7 @@ const shot = path.join(root, "docs/ticker.png");
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tickwire-browser-"));
 const addrFile = path.join(tmp, "addr");
-let server, context;
+let server, bookServer, context;
 let failed = false;
 
 // The whole run is bounded.
@@ -31,7 +32,7 @@ const overall = setTimeout(() => { console.error("FAIL: browser test took over 9
 
 function cleanup(code) {
   clearTimeout(overall);
-  if (server && server.exitCode === null) server.kill("SIGTERM");
+  for (const p of [server, bookServer]) if (p && p.exitCode === null) p.kill("SIGTERM");
   const done = () => { fs.rmSync(tmp, { recursive: true, force: true }); process.exit(code); };
   if (context) context.close().catch(() => {}).finally(done); else done();
 }
@@ -50,15 +51,45 @@ async function waitFor(what, fn, ms) {
   }
 }
 
-async function startServer() {
-  server = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--addr-file", addrFile], {
+// Starts `tickwire serve` with `extra` arguments; returns [process, address].
+async function spawnServer(file, extra) {
+  const proc = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--addr-file", file, ...extra], {
     stdio: ["ignore", "ignore", "inherit"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
   });
-  server.on("exit", (c) => { if (c !== null && c !== 0) console.error("server exited with", c); });
-  return waitFor("server address file", () => {
-    try { const a = fs.readFileSync(addrFile, "utf8").trim(); return a || null; } catch { return null; }
+  proc.on("exit", (c) => { if (c !== null && c !== 0) console.error("server exited with", c); });
+  const addr = await waitFor("server address file", () => {
+    try { const a = fs.readFileSync(file, "utf8").trim(); return a || null; } catch { return null; }
   }, 10_000);
+  return [proc, addr];
+}
+
+async function startServer(extra = []) {
+  let addr;
+  [server, addr] = await spawnServer(addrFile, extra);
+  return addr;
+}
+
+// The depth ladder on the bundled mbo recording (ESM4), played in a loop:
+// levels render, update live, and every checksum verifies in the page.
+async function ladderWorks(page, label) {
+  const first = await waitFor(`${label}: ladder rows`, () => page.evaluate(() => {
+    const b = window.tickwire.book;
+    return document.querySelectorAll("#ladder tbody tr").length >= 20 && b.verified > 0 ? b : null;
+  }), 10_000);
+  const later = await waitFor(`${label}: live book updates`, () => page.evaluate((seq) => {
+    const b = window.tickwire.book;
+    return b.seq > seq && b.verified > 20 ? b : null;
+  }, first.seq), 15_000);
+  check(later.mismatches === 0 && later.verified > 20, `${label}: ${later.verified} book checksums verified in the page, ${later.mismatches} mismatches (seq ${first.seq} → ${later.seq})`);
+  const ladder = await page.evaluate(() => [...document.querySelectorAll("#ladder tbody tr")].map((tr) => [...tr.children].map((td) => td.textContent)));
+  const asks = ladder.filter((r) => r[2] !== "").map((r) => Number(r[1]));
+  const bids = ladder.filter((r) => r[0] !== "").map((r) => Number(r[1]));
+  const descending = (xs) => xs.every((x, i) => i === 0 || xs[i - 1] > x);
+  check(asks.length === 10 && bids.length === 10 && descending(asks) && descending(bids) && asks[asks.length - 1] > bids[0],
+    `${label}: ladder shows 10 asks over 10 bids, uncrossed (best ${bids[0]} / ${asks[asks.length - 1]})`);
+  const state = await page.textContent("#book-state");
+  check(/^ESM4 · seq \d+ · checksum ok ×\d+$/.test(state), `${label}: checksum state shown ("${state}")`);
 }
 
 async function ticksAppear(page, label, transport) {
@@ -159,6 +190,39 @@ try {
   // 7. /favicon.ico is served, not a 404.
   const icon = await page.evaluate(async () => { const r = await fetch("/favicon.ico"); return [r.status, r.headers.get("content-type")]; });
   check(icon[0] === 200 && icon[1] === "image/svg+xml", `favicon served (${icon.join(" ")})`);
+
+  // 8. With API keys: the page passes its ?token= on to both endpoints.
+  server.kill("SIGTERM");
+  await new Promise((r) => server.once("exit", r));
+  fs.rmSync(addrFile, { force: true });
+  const keys = path.join(tmp, "keys.toml");
+  fs.writeFileSync(keys, '[[subscriber]]\nname = "page"\nkey = "page-key-0123456789abcdef"\nsymbols = ["*"]\n');
+  const keyed = `http://${await startServer(["--config", keys])}/`;
+  for (const [transport, query] of [["ws", ""], ["sse", "&transport=sse"]]) {
+    const p = await context.newPage();
+    await p.goto(keyed + "?token=page-key-0123456789abcdef" + query);
+    await ticksAppear(p, `API key via ?token= (${transport})`, transport);
+    await p.close();
+  }
+  const nokey = await context.newPage();
+  await nokey.goto(keyed + "?transport=ws");
+  await nokey.waitForTimeout(1_500);
+  check(await nokey.evaluate(() => window.tickwire.ticks) === 0, "without ?token= a keyed server sends nothing");
+  await nokey.close();
+
+  // 9. The depth ladder, over WebSocket and over SSE.
+  const [bp, bookAddr] = await spawnServer(path.join(tmp, "book-addr"), ["--replay", path.join(root, "replay-data/esm4-mbo-20240508.twr.zst"), "--loop"]);
+  bookServer = bp;
+  const ladder = await context.newPage();
+  await ladder.goto(`http://${bookAddr}/?book=ESM4&symbols=ESM4`);
+  await ladderWorks(ladder, "ladder (WebSocket)");
+  await ladder.screenshot({ path: path.join(root, "docs/ticker-book.png") });
+  await ladder.close();
+  const ladderSse = await context.newPage();
+  await ladderSse.goto(`http://${bookAddr}/?book=ESM4&symbols=ESM4&transport=sse`);
+  await ladderSse.waitForSelector("#book-sym");
+  await ladderWorks(ladderSse, "ladder (SSE)");
+  await ladderSse.close();
 
   check(errors.length === 0, `no page errors ${errors.join("; ")}`);
   check(missing.length === 0, `no 404 while loading the pages ${missing.join(" ")}`);

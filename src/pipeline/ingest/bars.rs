@@ -120,6 +120,26 @@ impl Sequencer {
         }
     }
 
+    /// Restores bar state from a journaled tick (`serve --journal`): a bar
+    /// record becomes its series' current bar, a trade after it is folded
+    /// in silently. So the open bars continue where they were, with every
+    /// trade the journal holds, and nothing is published twice.
+    pub(super) fn restore_bars(&mut self, id: u32, sym: &Arc<str>, ts: u64, event: &Event) {
+        self.bars.saw(ts, wall_clock_ns());
+        match event {
+            Event::Bar(b) => {
+                self.bars.symbol(id, sym).series[b.interval as usize].restore_bar(b, ts);
+            }
+            &Event::Trade { px, qty, side } => {
+                let bars = self.bars.symbol(id, sym);
+                for iv in BarInterval::ALL {
+                    bars.series[iv as usize].restore_trade(iv, ts, (px, qty, side));
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Ring slots the tick at `key` with `event` needs, bars included.
     pub(super) fn slots_for(&self, key: KeyId, ts: u64, event: &Event, wall: u64) -> usize {
         if !self.bars.enabled || !matches!(event, Event::Trade { .. }) {

@@ -22,20 +22,20 @@ pub const DEFAULT_MAX_BOOK_LEVELS: usize = 5000;
 #[derive(Default)]
 pub(crate) struct BookState {
     /// The server's book.
-    book: Book,
+    pub(super) book: Book,
     /// Whether a snapshot has been applied (a diff needs one).
-    has_snapshot: bool,
+    pub(super) has_snapshot: bool,
     /// Per depth class: the last `seq` whose update changed that class's
     /// window, so the next message's `from` covers the updates in between
     /// (which changed nothing the class sees).
-    class_seq: [u64; 3],
+    pub(super) class_seq: [u64; 3],
     /// The snapshot item for the current `seq`, built for the first
     /// subscriber that needs it and shared until the next update.
-    snapshot: Option<RingItem>,
+    pub(super) snapshot: Option<RingItem>,
     /// The symbol, for snapshots.
-    sym: Arc<str>,
+    pub(super) sym: Arc<str>,
     /// Event time of the last update, for snapshots.
-    ts: u64,
+    pub(super) ts: u64,
 }
 
 /// A book change for one symbol, admitted (symbol interned).

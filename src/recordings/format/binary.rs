@@ -23,8 +23,15 @@ pub const BOOK_LEVEL_LEN: usize = 16;
 /// before anything is allocated for it).
 pub const MAX_BOOK_RECORD_LEVELS: usize = 1 << 20;
 /// Format version 3: an OHLCV bar (docs/RECORDING.md "Bar records").
-pub const TAG_BAR: u8 = 0x08;
+pub const TAG_BAR: u8 = 0x0A;
 pub const TAG_END: u8 = 0xFF;
+/// Journal files (`serve --journal`): the server's position of the next
+/// tick or book record (global ingest offset, per-key `seq`, `rx`).
+pub const TAG_POSITION: u8 = 0x08;
+/// Journal files: the feed epoch of the positions that follow.
+pub const TAG_EPOCH: u8 = 0x09;
+pub const POSITION_LEN: usize = 32;
+pub const EPOCH_LEN: usize = 16;
 
 /// Total record sizes, tag included. A symbol record is 2 + its length.
 pub const TRADE_LEN: usize = 32;
@@ -187,6 +194,20 @@ pub fn decode_book(rec: &[u8]) -> Result<(u32, u64, BookChange), String> {
         BookChange::Diff(levels)
     };
     Ok((u32_at(rec, 4), u64_at(rec, 8), change))
+}
+
+/// A position record: applies to the tick or book record that follows.
+pub fn position(out: &mut Vec<u8>, offset: u64, seq: u64, rx: u64) {
+    out.extend_from_slice(&[TAG_POSITION, 0, 0, 0, 0, 0, 0, 0]);
+    for v in [offset, seq, rx] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// An epoch record: the feed epoch of the positions after it.
+pub fn epoch(out: &mut Vec<u8>, epoch: u64) {
+    out.extend_from_slice(&[TAG_EPOCH, 0, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&epoch.to_le_bytes());
 }
 
 pub fn end(out: &mut Vec<u8>, ticks: u64) {

@@ -86,6 +86,17 @@ pub enum RecordingError {
     Empty { file: String },
 }
 
+/// Where the server placed a journaled tick: what a restart restores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The global ingest offset (connection-wide resume position).
+    pub offset: u64,
+    /// The key's `seq`.
+    pub seq: u64,
+    /// The server's receive stamp, ns (resume by time).
+    pub rx: u64,
+}
+
 /// The two encodings of a recording.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Encoding, RecordingError, VERSION, binary, jsonl, zst_note};
+use super::{Encoding, Position, RecordingError, VERSION, binary, jsonl, zst_note};
 use crate::model::book::TopOfBook;
 use crate::model::tick::Event;
 use crate::model::tick::{NewTick, validate_symbol};
@@ -43,6 +43,13 @@ pub struct RecordingReader {
     symbols: Vec<Arc<str>>,
     ticks: u64,
     done: bool,
+    /// The position record read since the last tick: it belongs to the
+    /// next tick (journal files only).
+    pending_position: Option<Position>,
+    /// The position of the tick last returned, if it had one.
+    position: Option<Position>,
+    /// The epoch from the last epoch record (journal files only).
+    epoch: Option<u64>,
     raw_read: Arc<AtomicU64>,
     raw_total: Option<u64>,
     line_buf: Vec<u8>,
@@ -112,6 +119,9 @@ impl RecordingReader {
             symbols: Vec::new(),
             ticks: 0,
             done: false,
+            pending_position: None,
+            position: None,
+            epoch: None,
             raw_read,
             raw_total,
             line_buf: Vec::with_capacity(256),
@@ -169,6 +179,23 @@ impl RecordingReader {
         self.ticks
     }
 
+    /// Byte offset of the next record (of the decompressed stream): where
+    /// a bad tail starts when the next read fails.
+    pub fn byte_offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The server position of the tick last returned (journal files;
+    /// `None` in other recordings).
+    pub fn position(&self) -> Option<Position> {
+        self.position
+    }
+
+    /// The feed epoch named by the file's epoch record (journal files).
+    pub fn epoch(&self) -> Option<u64> {
+        self.epoch
+    }
+
     fn corrupt(&self, message: String) -> RecordingError {
         RecordingError::Corrupt {
             file: self.name.clone(),
@@ -215,6 +242,8 @@ impl RecordingReader {
                 binary::TAG_QUOTE => binary::QUOTE_LEN,
                 binary::TAG_BAR => binary::BAR_LEN,
                 binary::TAG_END => binary::END_LEN,
+                binary::TAG_POSITION => binary::POSITION_LEN,
+                binary::TAG_EPOCH => binary::EPOCH_LEN,
                 binary::TAG_BOOK => {
                     let head = fill_at_least(&mut self.input, binary::BOOK_HEAD_LEN)
                         .map_err(|e| self.read_error(e, "book record"))?;
@@ -243,6 +272,7 @@ impl RecordingReader {
                     };
                     self.offset += len as u64;
                     self.ticks += 1;
+                    self.position = self.pending_position.take();
                     return Ok(Some(tick));
                 }
                 binary::TAG_SYMBOL => {
@@ -255,7 +285,7 @@ impl RecordingReader {
                 }
                 other => {
                     return Err(self.corrupt(format!(
-                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0x04 book, 0x08 bar, 0xff end), found 0x{other:02x}"
+                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0x04 book, 0x08 position, 0x09 epoch, 0x0a bar, 0xff end), found 0x{other:02x}"
                     )));
                 }
             };
@@ -269,6 +299,8 @@ impl RecordingReader {
                         binary::TAG_QUOTE => "quote record",
                         binary::TAG_BAR => "bar record",
                         binary::TAG_END => "end record",
+                        binary::TAG_POSITION => "position record",
+                        binary::TAG_EPOCH => "epoch record",
                         _ => "symbol record",
                     },
                 ));
@@ -280,6 +312,23 @@ impl RecordingReader {
                     validate_symbol(sym)
                         .map_err(|m| self.corrupt(format!("symbol record: {m}")))?;
                     self.symbols.push(Arc::from(sym));
+                    self.offset += len as u64;
+                }
+                binary::TAG_POSITION | binary::TAG_EPOCH => {
+                    if rec[1..8].iter().any(|&b| b != 0) {
+                        return Err(self.corrupt(
+                            "reserved bytes of a position or epoch record are not zero".into(),
+                        ));
+                    }
+                    if tag == binary::TAG_EPOCH {
+                        self.epoch = Some(binary::u64_at(rec, 8));
+                    } else {
+                        self.pending_position = Some(Position {
+                            offset: binary::u64_at(rec, 8),
+                            seq: binary::u64_at(rec, 16),
+                            rx: binary::u64_at(rec, 24),
+                        });
+                    }
                     self.offset += len as u64;
                 }
                 binary::TAG_END => {
@@ -316,6 +365,7 @@ impl RecordingReader {
                     };
                     self.offset += len as u64;
                     self.ticks += 1;
+                    self.position = self.pending_position.take();
                     return Ok(Some(tick));
                 }
             }

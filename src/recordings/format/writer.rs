@@ -34,6 +34,12 @@ pub struct RecordingWriter {
     symbols: HashMap<Arc<str>, u32>,
     buf: Vec<u8>,
     ticks: u64,
+    /// Bytes written so far (uncompressed), header included: a journal
+    /// rotates by it.
+    bytes: u64,
+    /// Written under its final name from the start (a journal file, read
+    /// while it grows): never renamed, and kept when dropped unfinished.
+    in_place: bool,
 }
 
 impl RecordingWriter {
@@ -76,12 +82,89 @@ impl RecordingWriter {
             symbols: HashMap::new(),
             buf: Vec::with_capacity(128),
             ticks: 0,
+            bytes: binary::HEADER_LEN as u64,
+            in_place: false,
         })
+    }
+
+    /// A binary, uncompressed recording written under `path` itself (a
+    /// journal file): readers may follow it while it grows, and one left
+    /// unfinished (a crash) stays, without its end record. The file must
+    /// not exist yet.
+    pub fn create_in_place(path: &Path) -> Result<Self, RecordingError> {
+        let name = path.display().to_string();
+        let io = |source| RecordingError::Io {
+            file: name.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io)?;
+        let mut sink = Sink::Plain(BufWriter::with_capacity(256 * 1024, file));
+        sink.writer()
+            .write_all(&binary::header(VERSION))
+            .map_err(io)?;
+        Ok(RecordingWriter {
+            name,
+            final_path: path.to_owned(),
+            tmp_path: path.to_owned(),
+            sink: Some(sink),
+            encoding: Encoding::Binary,
+            symbols: HashMap::new(),
+            buf: Vec::with_capacity(128),
+            ticks: 0,
+            bytes: binary::HEADER_LEN as u64,
+            in_place: true,
+        })
+    }
+
+    /// Writes a position record (binary only): the server's offset, `seq`
+    /// and `rx` of the tick written next.
+    pub fn write_position(&mut self, p: super::Position) -> Result<(), RecordingError> {
+        self.write_raw(|b| binary::position(b, p.offset, p.seq, p.rx))
+    }
+
+    /// Writes an epoch record (binary only).
+    pub fn write_epoch(&mut self, epoch: u64) -> Result<(), RecordingError> {
+        self.write_raw(|b| binary::epoch(b, epoch))
+    }
+
+    fn write_raw(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), RecordingError> {
+        if self.encoding != Encoding::Binary {
+            return Err(self.io(std::io::Error::other(
+                "position and epoch records exist in the binary encoding only",
+            )));
+        }
+        self.buf.clear();
+        encode(&mut self.buf);
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.sink()?.write_all(&buf);
+        self.bytes += buf.len() as u64;
+        self.buf = buf;
+        r.map_err(|e| self.io(e))
+    }
+
+    /// Flushes, then forces the file's data to the disk (`fdatasync`).
+    pub fn sync(&mut self) -> Result<(), RecordingError> {
+        self.flush()?;
+        let r = match self.sink.as_mut() {
+            Some(Sink::Plain(w)) => w.get_ref().sync_data(),
+            Some(Sink::Zstd(w)) => w.get_ref().get_ref().sync_data(),
+            None => Ok(()),
+        };
+        r.map_err(|e| self.io(e))
     }
 
     /// Ticks written so far.
     pub fn ticks(&self) -> u64 {
         self.ticks
+    }
+
+    /// Bytes written so far, header included (uncompressed).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Where the data goes until `finish` renames it.
@@ -137,6 +220,7 @@ impl RecordingWriter {
         }
         let buf = std::mem::take(&mut self.buf);
         let r = self.sink()?.write_all(&buf);
+        self.bytes += buf.len() as u64;
         self.buf = buf;
         r.map_err(|e| self.io(e))?;
         self.ticks += 1;
@@ -171,7 +255,9 @@ impl RecordingWriter {
         let file = out.into_inner().map_err(|e| self.io(e.into_error()))?;
         file.sync_all().map_err(|e| self.io(e))?;
         drop(file);
-        std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| self.io(e))?;
+        if !self.in_place {
+            std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| self.io(e))?;
+        }
         Ok(self.ticks)
     }
 }
@@ -180,7 +266,7 @@ impl Drop for RecordingWriter {
     fn drop(&mut self) {
         // Unfinished (an error, or a panic upstream): leave nothing behind
         // that could pass for a recording.
-        if self.sink.take().is_some() {
+        if self.sink.take().is_some() && !self.in_place {
             let _ = std::fs::remove_file(&self.tmp_path);
         }
     }

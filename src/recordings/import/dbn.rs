@@ -59,6 +59,37 @@ struct DbnBytes {
     note: &'static str,
 }
 
+/// Where zstd decompression failed: the positions a user can look at.
+struct ZstdPosition {
+    /// Decompressed bytes produced before the error.
+    decompressed: u64,
+    /// Compressed bytes the decoder had taken in (it reads ahead, so the
+    /// fault lies within these).
+    compressed: u64,
+    /// The compressed file's size.
+    total: u64,
+}
+
+/// Decompresses a whole zstd file, saying where it failed.
+fn decompress(raw: &[u8]) -> Result<Vec<u8>, (std::io::Error, ZstdPosition)> {
+    use std::io::Read;
+    let mut input = raw;
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
+    let result = zstd::stream::read::Decoder::with_buffer(&mut input)
+        .and_then(|mut d| d.read_to_end(&mut out));
+    match result {
+        Ok(_) => Ok(out),
+        Err(e) => Err((
+            e,
+            ZstdPosition {
+                decompressed: out.len() as u64,
+                compressed: (raw.len() - input.len()) as u64,
+                total: raw.len() as u64,
+            },
+        )),
+    }
+}
+
 /// Reads and, when it is zstd, decompresses a DBN file; refuses what is not
 /// DBN with what was found instead.
 fn load(path: &Path, file: &str) -> Result<DbnBytes, ImportError> {
@@ -77,9 +108,11 @@ fn load(path: &Path, file: &str) -> Result<DbnBytes, ImportError> {
         ""
     };
     let data = if zstd {
-        zstd::stream::decode_all(raw.as_slice()).map_err(|e| {
+        decompress(&raw).map_err(|(e, at)| {
             bad_file(format!(
-                "the zstd data cannot be decompressed ({e}): the file is truncated or corrupt"
+                "the zstd data cannot be decompressed ({e}) after byte {} of the decompressed \
+                 stream, within the first {} of the file's {} bytes: the file is truncated or corrupt",
+                at.decompressed, at.compressed, at.total
             ))
         })?
     } else {

@@ -13,6 +13,7 @@ mod dbn;
 mod dbn_book;
 mod lean;
 mod tardis;
+mod tardis_book;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,7 +93,8 @@ impl ImportError {
 pub enum Vendor {
     /// QuantConnect Lean equity tick zips (trades and quotes).
     Lean,
-    /// Tardis.dev CSV (trades, quotes).
+    /// Tardis.dev CSV (trades, quotes, incremental_book_L2,
+    /// book_snapshot_N).
     Tardis,
     /// Databento DBN v1–3, plain or zstd (trades, mbp-1, tbbo, bbo-1s,
     /// bbo-1m, mbp-10, mbo).
@@ -155,7 +157,8 @@ pub struct InputReport {
     pub file: String,
     pub trades: u64,
     pub quotes: u64,
-    /// Order-book snapshots and diffs (DBN `mbo`/`mbp-10`).
+    /// Order-book snapshots and diffs (DBN `mbo`/`mbp-10`, Binance depth,
+    /// Tardis books).
     pub books: u64,
     /// OHLCV bars (DBN `ohlcv-1s/1m/1h/1d`).
     pub bars: u64,
@@ -176,6 +179,9 @@ pub struct ImportReport {
     /// Ticks written after the window and symbol filters.
     pub written: u64,
     pub elapsed: Duration,
+    /// Whether the inputs, found in time order, were written as they were
+    /// read (one input's ticks held at a time) rather than held and sorted.
+    pub streamed: bool,
 }
 
 /// Checks that `ts` does not go back in time within one input.
@@ -376,54 +382,148 @@ pub fn import_until(
     stop: &dyn Fn() -> bool,
 ) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
-    let interrupted = || ImportError::Interrupted(out.display().to_string());
     refuse_repeated_inputs(inputs)?;
-    let mut ticks = Vec::new();
-    let mut reports = Vec::new();
-    // Binance depth: update ids are checked across the inputs, in order.
-    let mut depth_ids = binance_depth::Continuity::default();
-    for path in inputs {
-        if stop() {
-            return Err(interrupted());
-        }
-        reports.push(read_input(
-            vendor,
-            path,
-            skip_bad,
-            &mut ticks,
-            &mut depth_ids,
-        )?);
-    }
-    // Each input is already in ts order and they were appended in input
-    // order, so a stable sort by ts is exactly the stable merge.
-    ticks.sort_by_key(|t| t.ts);
-    let first_ts = ticks.first().map_or(0, |t| t.ts);
-    let window = selection.resolve(first_ts);
-    let mut writer = RecordingWriter::create(out)?;
-    for t in ticks.iter().filter(|t| window.admits(t)) {
-        if stop() {
-            // Dropping the writer removes its temporary file.
-            return Err(interrupted());
-        }
-        writer.write(t)?;
-    }
-    if writer.ticks() == 0 {
-        let why = if ticks.is_empty() {
-            "the inputs hold no ticks".to_owned()
-        } else {
-            format!(
-                "none of the {} ticks read falls inside --start/--end/--symbols",
-                ticks.len()
-            )
-        };
-        return Err(ImportError::NoTicks(why));
-    }
-    let written = writer.finish()?;
+    let args = ImportRun {
+        vendor,
+        inputs,
+        out,
+        skip_bad,
+        selection,
+        stop,
+    };
+    // Inputs in time order (each sorted, each starting no earlier than the
+    // one before ended) are written as they are read, holding one input's
+    // ticks at a time; the first one out of order abandons that and the
+    // inputs are read again, all held and sorted.
+    let ((reports, written), streamed) = match args.streamed()? {
+        Some(done) => (done, true),
+        None => (args.sorted()?, false),
+    };
     Ok(ImportReport {
         inputs: reports,
         written,
         elapsed: started.elapsed(),
+        streamed,
     })
+}
+
+/// One import's arguments, for its two ways of writing.
+struct ImportRun<'a> {
+    /// The `--from` format.
+    vendor: Vendor,
+    /// The files, in the order given.
+    inputs: &'a [PathBuf],
+    /// The recording to write.
+    out: &'a Path,
+    /// `--skip-bad`.
+    skip_bad: bool,
+    /// `--start`, `--end`, `--symbols`.
+    selection: &'a Selection,
+    /// Ctrl-C: abandon, removing the temporary output.
+    stop: &'a dyn Fn() -> bool,
+}
+
+/// The reports of the inputs read and the ticks written.
+type Imported = (Vec<InputReport>, u64);
+
+impl ImportRun<'_> {
+    fn interrupted(&self) -> ImportError {
+        ImportError::Interrupted(self.out.display().to_string())
+    }
+
+    /// Writes each input as it is read; `None` when an input is out of
+    /// time order (nothing is kept: the writer's temporary file is removed).
+    fn streamed(&self) -> Result<Option<Imported>, ImportError> {
+        let mut reports = Vec::new();
+        let mut depth_ids = binance_depth::Continuity::default();
+        let mut writer: Option<RecordingWriter> = None;
+        let mut window = None;
+        let (mut read, mut last_ts) = (0usize, None::<u64>);
+        for path in self.inputs {
+            if (self.stop)() {
+                return Err(self.interrupted());
+            }
+            let mut ticks = Vec::new();
+            let report = read_input(self.vendor, path, self.skip_bad, &mut ticks, &mut depth_ids)?;
+            reports.push(report);
+            let sorted = ticks.windows(2).all(|w| w[0].ts <= w[1].ts);
+            let follows = match (ticks.first(), last_ts) {
+                (Some(first), Some(last)) => first.ts >= last,
+                _ => true,
+            };
+            if !sorted || !follows {
+                return Ok(None);
+            }
+            let Some(first) = ticks.first() else {
+                continue;
+            };
+            let window = window.get_or_insert_with(|| self.selection.resolve(first.ts));
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(RecordingWriter::create(self.out)?),
+            };
+            for t in ticks.iter().filter(|t| window.admits(t)) {
+                if (self.stop)() {
+                    return Err(self.interrupted());
+                }
+                w.write(t)?;
+            }
+            read += ticks.len();
+            last_ts = ticks.last().map(|t| t.ts);
+        }
+        let written = finish(writer, read)?;
+        Ok(Some((reports, written)))
+    }
+
+    /// Reads every input, sorts the ticks by time, writes them.
+    fn sorted(&self) -> Result<Imported, ImportError> {
+        let mut ticks = Vec::new();
+        let mut reports = Vec::new();
+        // Binance depth: update ids are checked across the inputs, in order.
+        let mut depth_ids = binance_depth::Continuity::default();
+        for path in self.inputs {
+            if (self.stop)() {
+                return Err(self.interrupted());
+            }
+            reports.push(read_input(
+                self.vendor,
+                path,
+                self.skip_bad,
+                &mut ticks,
+                &mut depth_ids,
+            )?);
+        }
+        // Each input's ticks were appended in input order, so a stable sort
+        // by ts keeps the inputs' order among equal times.
+        ticks.sort_by_key(|t| t.ts);
+        let first_ts = ticks.first().map_or(0, |t| t.ts);
+        let window = self.selection.resolve(first_ts);
+        let mut writer = RecordingWriter::create(self.out)?;
+        for t in ticks.iter().filter(|t| window.admits(t)) {
+            if (self.stop)() {
+                // Dropping the writer removes its temporary file.
+                return Err(self.interrupted());
+            }
+            writer.write(t)?;
+        }
+        Ok((reports, finish(Some(writer), ticks.len())?))
+    }
+}
+
+/// Completes the recording, or refuses an import that wrote no tick
+/// (`read`: how many were read).
+fn finish(writer: Option<RecordingWriter>, read: usize) -> Result<u64, ImportError> {
+    match writer {
+        Some(w) if w.ticks() > 0 => Ok(w.finish()?),
+        _ => {
+            let why = if read == 0 {
+                "the inputs hold no ticks".to_owned()
+            } else {
+                format!("none of the {read} ticks read falls inside --start/--end/--symbols")
+            };
+            Err(ImportError::NoTicks(why))
+        }
+    }
 }
 
 /// Runs `tickwire import`.

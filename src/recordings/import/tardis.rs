@@ -1,4 +1,5 @@
-//! Tardis.dev CSV: `trades` (`exchange,symbol,timestamp,local_timestamp,
+//! Tardis.dev CSV: order books (`incremental_book_L2`, `book_snapshot_N`)
+//! are read by [`super::tardis_book`]; `trades` (`exchange,symbol,timestamp,local_timestamp,
 //! id,side,price,amount`) and `quotes` (`exchange,symbol,timestamp,
 //! local_timestamp,ask_amount,ask_price,bid_price,bid_amount`), told apart
 //! by the header. `timestamp` (exchange time, µs since the epoch) becomes
@@ -70,14 +71,19 @@ pub(super) fn read(
         .enumerate()
         .map(|(i, n)| (n.as_str(), i))
         .collect();
+    if let Some(layout) = super::tardis_book::layout(&col).map_err(bad_file)? {
+        super::tardis_book::read(reader, layout, &names, &file_name, bad, out)?;
+        return Ok(0);
+    }
     let is_trades = TRADE_COLUMNS.iter().all(|c| col.contains_key(c));
     let is_quotes = QUOTE_COLUMNS.iter().all(|c| col.contains_key(c));
     if !is_trades && !is_quotes {
         return Err(bad_file(format!(
-            "the header is `{}`; expected Tardis trades ({}) or quotes ({}) columns",
+            "the header is `{}`; expected Tardis trades ({}), quotes ({}), incremental_book_L2 ({}) or book_snapshot_N (asks[0].price,asks[0].amount,bids[0].price,bids[0].amount,…) columns",
             names.join(","),
             TRADE_COLUMNS.join(","),
-            QUOTE_COLUMNS.join(",")
+            QUOTE_COLUMNS.join(","),
+            super::tardis_book::INCREMENTAL_COLUMNS.join(",")
         )));
     }
     let idx = |c: &str| col[c];

@@ -29,12 +29,14 @@ use crate::shutdown::Shutdown;
 use crate::wire::encode::Encoding;
 use crate::wire::error::{ErrorCode, ProtocolError};
 use crate::wire::frame::{OPCODE_BINARY, OPCODE_PING, OPCODE_TEXT, close_code, frame};
+use crate::wire::oversized::{SizeLimits, oversized_error};
 use crate::wire::publish::{Published, parse_publish};
 use crate::wire::reply;
 use crate::wire::request::{Request, SymbolList, parse_request};
 use reader::{Inbound, MessageReader, ReadEnd};
 
-/// The largest message this kind of session reads (bigger: close 1009).
+/// The largest message this kind of session reads (bigger: answered
+/// `message_too_large`; the echo closes 1009).
 fn max_message_bytes(c: &crate::server::config::Config, kind: SessionKind) -> usize {
     match kind {
         SessionKind::Echo => c.echo_max_message_bytes,
@@ -80,7 +82,10 @@ pub(crate) async fn run(client: ClientGuard, read: ReadHalf, shutdown: Shutdown)
         }
     }
 
-    let reader = MessageReader::new(read, max_message_bytes(&ctx.config, kind));
+    // Subscribers and publishers are answered when a message is too large;
+    // a conformance peer is closed with 1009, as RFC 6455 suggests.
+    let answer_oversized = kind != SessionKind::Echo;
+    let reader = MessageReader::new(read, max_message_bytes(&ctx.config, kind), answer_oversized);
     tokio::select! {
         _ = session.read_loop(reader, shutdown) => {}
         _ = kill.notified() => {}
@@ -205,11 +210,33 @@ impl Session {
                 Ok(Inbound::Binary(payload)) if kind == SessionKind::Echo => {
                     self.client.send(frame(OPCODE_BINARY, &payload));
                 }
-                Ok(Inbound::Binary(_)) => self.refuse(&ProtocolError::new(
-                    None,
-                    ErrorCode::BadJson,
-                    "binary frames are not accepted here; send JSON text frames",
-                )),
+                Ok(Inbound::Binary(_)) => {
+                    // A frame the session must answer costs a token like any.
+                    if kind == SessionKind::Subscriber && self.rate_limited() {
+                        continue;
+                    }
+                    self.refuse(&ProtocolError::new(
+                        None,
+                        ErrorCode::BadJson,
+                        "binary frames are not accepted here; send JSON text frames",
+                    ))
+                }
+                Ok(Inbound::Oversized(message)) => {
+                    if kind == SessionKind::Subscriber && self.rate_limited() {
+                        continue;
+                    }
+                    let limits = SizeLimits {
+                        max_message_bytes: max_message_bytes(&self.ctx().config, kind),
+                        max_keys_per_connection: (kind == SessionKind::Subscriber)
+                            .then_some(self.ctx().config.max_keys_per_connection),
+                    };
+                    tracing::debug!(
+                        client = id,
+                        bytes = message.bytes,
+                        "oversized message ignored"
+                    );
+                    self.refuse(&oversized_error(&message, &limits));
+                }
                 Ok(Inbound::Text(mut payload)) => match kind {
                     SessionKind::Subscriber => self.on_control(&mut payload).await,
                     SessionKind::Publisher => self.on_publish(&payload).await,

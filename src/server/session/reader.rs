@@ -11,12 +11,16 @@ use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
 use crate::wire::frame::{close_code, frame};
-use crate::wire::frame_guard::{FrameGuard, FrameViolation};
+use crate::wire::frame_guard::{FrameGuard, FrameViolation, Oversized, OversizedError};
+use crate::wire::frame_scan::PREFIX_BYTES;
 
 /// A complete inbound message.
 pub(super) enum Inbound {
     Text(Vec<u8>),
     Binary(Vec<u8>),
+    /// A message over the cap, read through unbuffered: answered, not
+    /// closed (when the reader was made to answer them).
+    Oversized(Oversized),
     Close,
 }
 
@@ -42,10 +46,13 @@ pub(super) struct MessageReader<S> {
 }
 
 impl<S: AsyncRead + Unpin> MessageReader<S> {
-    pub(super) fn new(stream: S, max: usize) -> Self {
+    /// A reader of messages up to `max` bytes; a bigger one is returned as
+    /// [`Inbound::Oversized`] when `answer_oversized`, else closes 1009.
+    pub(super) fn new(stream: S, max: usize, answer_oversized: bool) -> Self {
         // The guard enforces the framing rules fastwebsockets 0.10 skips
-        // (masking, control frame length) before it sees the bytes.
-        let guard = FrameGuard::new(stream);
+        // (masking, control frame length) before it sees the bytes, and
+        // withholds oversized messages.
+        let guard = FrameGuard::new(stream, answer_oversized.then_some(max));
         let heard = guard.heard();
         let (mut ws, _) =
             fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
@@ -80,6 +87,16 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
             };
             let frame = match self.ws.read_frame(&mut send).await {
                 Ok(f) => f,
+                Err(WebSocketError::IoError(io)) => match OversizedError::take(io) {
+                    Ok(mut o) => {
+                        // Went over in a later fragment: its start is ours.
+                        if let Some((_, start)) = self.partial.take() {
+                            o.prefix = start[..start.len().min(PREFIX_BYTES)].to_vec();
+                        }
+                        return Ok(Inbound::Oversized(o));
+                    }
+                    Err(io) => return Err(self.classify(WebSocketError::IoError(io))),
+                },
                 Err(e) => return Err(self.classify(e)),
             };
             match frame.opcode {

@@ -180,9 +180,14 @@ async fn stream(
     mut shutdown: Shutdown,
 ) {
     let ctx = client.context().clone();
-    subscribe(&client, plan, |c, outcome| {
+    // The head is queued as the client is registered: on a gateway,
+    // `subscribe` first waits for the bus, and a `status` broadcast to
+    // every client meanwhile must come after `HTTP/1.1 200`, not before.
+    if let Some(c) = ctx.fanout.state.borrow_mut().client(client.id()) {
         c.push_control(Bytes::from_static(RESPONSE_HEAD));
         c.push_control(crate::wire::sse::retry(ctx.config.sse_retry));
+    }
+    subscribe(&client, plan, |c, outcome| {
         if let Some(status) = feed_status(&ctx, Encoding::Sse) {
             c.push_control(status);
         }

@@ -33,15 +33,50 @@ pub(crate) enum Peeked {
     NeedMore,
 }
 
-/// Classifies the start of a request.
+/// How far into a connection the peek looks: enough for `GET`, an
+/// absolute-form target's scheme and host (RFC 9112 §3.2.2) and the path.
+const PEEK_BYTES: usize = 256;
+
+/// Classifies the start of a request: `GET /v1/sse…` or, in absolute
+/// form as proxies send it, `GET http://host:port/v1/sse…`.
 pub(crate) fn classify(head: &[u8]) -> Peeked {
     const METHOD: &[u8] = b"GET ";
-    let prefix = || METHOD.iter().chain(PATH.as_bytes());
-    let len = METHOD.len() + PATH.len();
-    if head.iter().zip(prefix()).any(|(a, b)| a != b) {
+    let prefix_of = |have: &[u8], want: &[u8]| {
+        have.iter()
+            .zip(want)
+            .all(|(a, b)| a.eq_ignore_ascii_case(b))
+    };
+    if head.iter().zip(METHOD).any(|(a, b)| a != b) {
         return Peeked::Other;
     }
-    match head.get(len) {
+    let Some(mut target) = head.get(METHOD.len()..).filter(|t| !t.is_empty()) else {
+        return Peeked::NeedMore;
+    };
+    if target[0] != b'/' {
+        // Absolute form: skip the scheme and authority up to the path.
+        let scheme = [b"http://".as_slice(), b"https://"]
+            .into_iter()
+            .find(|s| prefix_of(target, s));
+        let Some(scheme) = scheme else {
+            return Peeked::Other;
+        };
+        if target.len() < scheme.len() {
+            return Peeked::NeedMore;
+        }
+        let rest = &target[scheme.len()..];
+        match rest.iter().position(|&b| matches!(b, b'/' | b' ' | b'?')) {
+            Some(at) if rest[at] == b'/' => target = &rest[at..],
+            Some(_) => return Peeked::Other,
+            None if head.len() >= PEEK_BYTES => return Peeked::Other,
+            None => return Peeked::NeedMore,
+        }
+    }
+    let path = PATH.as_bytes();
+    if target.iter().zip(path).any(|(a, b)| a != b) {
+        return Peeked::Other;
+    }
+    match target.get(path.len()) {
+        None if head.len() >= PEEK_BYTES => Peeked::Other,
         None => Peeked::NeedMore,
         Some(b'?' | b' ') => Peeked::Sse,
         Some(_) => Peeked::Other,
@@ -78,7 +113,7 @@ async fn peek_tls(conn: &mut TlsConn, timeout: Duration) -> Option<Peeked> {
 
 async fn peek_tcp(stream: &TcpStream, timeout: Duration) -> Option<Peeked> {
     let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 12];
+    let mut buf = [0u8; PEEK_BYTES];
     loop {
         let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
             .await
@@ -356,6 +391,25 @@ mod tests {
         assert_eq!(classify(b"GET /v1/sseX"), Peeked::Other);
         assert_eq!(classify(b"GET /v1/stream"), Peeked::Other);
         assert_eq!(classify(b"POST /v1/sse"), Peeked::Other);
+        // Absolute form, as a proxy sends it.
+        assert_eq!(classify(b"GET http://h:80/v1/sse?x"), Peeked::Sse);
+        assert_eq!(classify(b"GET HTTPS://h/v1/sse HTTP/1.1"), Peeked::Sse);
+        assert_eq!(classify(b"GET http://h:80"), Peeked::NeedMore);
+        assert_eq!(classify(b"GET http://h/v1/ss"), Peeked::NeedMore);
+        assert_eq!(classify(b"GET http://h/v1/stream"), Peeked::Other);
+        assert_eq!(classify(b"GET http://h?x"), Peeked::Other);
+        assert_eq!(classify(b"GET ftp://h/v1/sse"), Peeked::Other);
+        assert_eq!(
+            classify(
+                &[
+                    b'G', b'E', b'T', b' ', b'h', b't', b't', b'p', b':', b'/', b'/'
+                ]
+                .into_iter()
+                .chain(std::iter::repeat_n(b'h', PEEK_BYTES))
+                .collect::<Vec<u8>>()
+            ),
+            Peeked::Other
+        );
     }
 
     #[test]

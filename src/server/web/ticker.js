@@ -4,6 +4,10 @@
   "use strict";
   const params = new URLSearchParams(location.search);
   const forced = params.get("transport"); // "ws", "sse" or null (auto)
+  // An API key given to the page (?token=KEY) goes on to both endpoints
+  // exactly as written: the server takes `token` as is, not percent-decoded.
+  const rawToken = (location.search.match(/[?&]token=([^&]*)/) || [])[1];
+  const tokenParam = rawToken ? "&token=" + rawToken : "";
   const MAX_DEFAULT = 8;       // symbols selected on first load
   const CHART_POINTS = 240;    // trade prices kept per symbol
   const LAT_WINDOW_MS = 5000;  // latency readout window
@@ -24,8 +28,16 @@
   // ?symbols= does not make the server refuse the whole subscription.
   const SYMBOL_RE = /^[A-Za-z0-9._\/:-]{1,32}$/;
 
+  // The depth ladder's book: levels keyed by their exact JSON text.
+  const BOOK_DEPTH = 10;
+  const book = { sym: params.get("book") || "", bids: new Map(), asks: new Map(), seq: null, verified: 0, mismatches: 0, gaps: 0, dirty: false };
+  if (book.sym && !SYMBOL_RE.test(book.sym)) book.sym = "";
+
   // Exposed for tests and curious users.
-  window.tickwire = { get transport() { return transport && transport.kind; }, get ticks() { return tickCount; }, get lastTs() { return lastTs; }, latency: null };
+  window.tickwire = {
+    get transport() { return transport && transport.kind; }, get ticks() { return tickCount; }, get lastTs() { return lastTs; }, latency: null,
+    get book() { return { sym: book.sym, seq: book.seq, bids: book.bids.size, asks: book.asks.size, verified: book.verified, mismatches: book.mismatches, gaps: book.gaps }; },
+  };
 
   // The browser's clock in ms since the epoch, with sub-ms resolution
   // (Date.now() has 1 ms steps, too coarse for a feed's latency).
@@ -74,6 +86,7 @@
       if (transport) transport.resubscribe();
     });
     label.append(cb, " " + sym);
+    addBookOption(sym);
     const after = [...box.querySelectorAll("label")].find((l) => l.dataset.sym > sym);
     box.insertBefore(label, after || null);
   }
@@ -105,6 +118,89 @@
     for (const sym of list) if (!known.has(sym)) addSymbol(sym);
     if (!known.size) box.innerHTML = "<em>no symbols yet (publish some)</em>";
     else box.querySelector("em")?.remove();
+  }
+
+  // ---- depth ladder ------------------------------------------------------
+  function addBookOption(sym) {
+    const sel = $("book-sym");
+    if ([...sel.options].some((o) => o.value === sym)) return;
+    const o = new Option(sym, sym);
+    const after = [...sel.options].find((x) => x.value && x.value > sym);
+    sel.insertBefore(o, after || null);
+    if (sym === book.sym) sel.value = sym;
+  }
+
+  function chooseBook(sym) {
+    book.sym = sym; book.bids.clear(); book.asks.clear(); book.seq = null;
+    book.verified = 0; book.mismatches = 0; book.gaps = 0; book.dirty = true;
+    if (transport) transport.resubscribeBook();
+  }
+
+  // CRC-32 (IEEE, as zlib's crc32) of an ASCII string.
+  const CRC_TABLE = (() => {
+    const t = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) { let c = n; for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1; t[n] = c >>> 0; }
+    return t;
+  })();
+  function crc32(str) {
+    let c = 0xffffffff;
+    for (let i = 0; i < str.length; i++) c = CRC_TABLE[(c ^ str.charCodeAt(i)) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  }
+  // Levels best first: [priceText, sizeText].
+  const bestAsks = (n) => [...book.asks].sort((a, b) => Number(a[0]) - Number(b[0])).slice(0, n);
+  const bestBids = (n) => [...book.bids].sort((a, b) => Number(b[0]) - Number(a[0])).slice(0, n);
+  // docs/PROTOCOL.md "Book checksum": top 10 asks then top 10 bids, each
+  // price then size as in the JSON, `.` removed, then leading zeros removed.
+  function bookChecksum() {
+    const digits = (t) => t.replace(".", "").replace(/^0+/, "");
+    const part = (levels) => levels.map(([p, q]) => digits(p) + digits(q)).join("");
+    return crc32(part(bestAsks(10)) + part(bestBids(10)));
+  }
+
+  // One `book` message (its text: the numbers are read as written, so the
+  // checksum sees exactly the server's decimals).
+  function onBook(text) {
+    const m = JSON.parse(text, (k, v, ctx) => (typeof v === "number" && k !== "cs" ? (ctx && ctx.source) || String(v) : v));
+    if (m.sym !== book.sym) return;
+    const seq = Number(m.seq), from = Number(m.from);
+    if (m.snap) { book.bids.clear(); book.asks.clear(); }
+    else if (book.seq === null || from > book.seq + 1 || seq <= book.seq) {
+      // Missed something: a fresh snapshot, as the protocol says.
+      book.gaps++; book.seq = null;
+      if (transport) transport.resubscribeBook();
+      return;
+    }
+    for (const [side, key] of [[book.bids, "bids"], [book.asks, "asks"]]) {
+      for (const [p, q] of m[key] || []) { if (Number(q) === 0) side.delete(p); else side.set(p, q); }
+    }
+    book.seq = seq;
+    if (bookChecksum() === m.cs) book.verified++; else book.mismatches++;
+    book.dirty = true;
+  }
+
+  function drawLadder() {
+    if (!book.dirty) return;
+    book.dirty = false;
+    const state = $("book-state");
+    if (!book.sym) { state.textContent = "no book selected"; state.className = "book-state"; }
+    else if (book.seq === null) { state.textContent = `${book.sym} · waiting for a snapshot`; state.className = "book-state"; }
+    else {
+      const bad = book.mismatches > 0;
+      state.textContent = `${book.sym} · seq ${book.seq} · ` + (bad ? `checksum MISMATCH ×${book.mismatches} (${book.verified} ok)` : `checksum ok ×${book.verified}`);
+      state.className = "book-state " + (bad ? "bad" : "ok");
+    }
+    const body = document.querySelector("#ladder tbody");
+    body.textContent = "";
+    const line = (bsz, px, asz, cls) => {
+      const tr = document.createElement("tr");
+      if (cls) tr.className = cls;
+      for (const [v, c] of [[bsz, "bid"], [px, "px"], [asz, "ask"]]) { const td = document.createElement("td"); td.className = c; td.textContent = v; tr.append(td); }
+      body.append(tr);
+    };
+    const asks = bestAsks(BOOK_DEPTH).reverse();
+    asks.forEach(([p, q], i) => line("", p, q, i === asks.length - 1 ? "best" : ""));
+    for (const [p, q] of bestBids(BOOK_DEPTH)) line(q, p, "", "");
   }
 
   // ---- table and charts --------------------------------------------------
@@ -219,6 +315,7 @@
       });
       g.stroke();
     }
+    drawLadder();
     requestAnimationFrame(drawCharts);
   }
 
@@ -252,10 +349,19 @@
   function symbolList() { return [...selected]; }
 
   function connectWs() {
-    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/stream?ts=string";
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/stream?ts=string" + tokenParam;
     let opened = false, closedByUs = false, nextId = 1;
     const ws = new WebSocket(url, ["tickwire.json.v1"]);
     let subscribedTo = [];
+    let bookSubscribed = "";
+    const subscribeBook = () => {
+      if (ws.readyState !== WebSocket.OPEN) return;
+      // Unsubscribing first makes the subscription (also after a gap) a new
+      // one, which starts with a fresh snapshot.
+      if (bookSubscribed) ws.send(JSON.stringify({ op: "unsubscribe", id: nextId++, symbols: [bookSubscribed], channels: ["book"] }));
+      if (book.sym) ws.send(JSON.stringify({ op: "subscribe", id: nextId++, symbols: [book.sym], channels: ["book"], depth: BOOK_DEPTH }));
+      bookSubscribed = book.sym;
+    };
     const subscribe = () => {
       if (ws.readyState !== WebSocket.OPEN) return;
       const want = symbolList();
@@ -264,11 +370,12 @@
       if (want.length) ws.send(JSON.stringify({ op: "subscribe", id: nextId++, symbols: want }));
       subscribedTo = want;
     };
-    ws.onopen = () => { opened = true; wsFailures = 0; backoff = 500; setConnected("WebSocket"); subscribe(); };
+    ws.onopen = () => { opened = true; wsFailures = 0; backoff = 500; setConnected("WebSocket"); subscribe(); subscribeBook(); };
     ws.onmessage = (ev) => {
       let m;
       try { m = JSON.parse(ev.data); } catch { return; }
       if (m.type === "trade" || m.type === "quote") onTick(m);
+      else if (m.type === "book") onBook(ev.data);
       else if (m.type === "error") message(`server error (${m.code}): ${m.message}`);
       else if (m.type === "lagging") message(`the server says this page is ${m.behind_ms} ms behind`, "info");
     };
@@ -283,16 +390,23 @@
       if (ev.code && ev.code !== 1000 && ev.code !== 1006) message(`connection closed: ${ev.code} ${ev.reason}`, "info");
       reconnect();
     };
-    return { kind: "ws", resubscribe: subscribe, close: () => { closedByUs = true; ws.close(1000); } };
+    return { kind: "ws", resubscribe: subscribe, resubscribeBook: subscribeBook, close: () => { closedByUs = true; ws.close(1000); } };
   }
 
   function connectSse() {
-    let es = null, closedByUs = false;
+    let es = null, bookEs = null, closedByUs = false;
+    const openBook = () => {
+      if (bookEs) bookEs.close();
+      bookEs = null;
+      if (!book.sym) return;
+      bookEs = new EventSource(`/v1/sse?ts=string&channels=book&depth=${BOOK_DEPTH}&symbols=` + encodeURIComponent(book.sym));
+      bookEs.addEventListener("book", (ev) => { try { onBook(ev.data); } catch { /* ignore */ } });
+    };
     const open = () => {
       const syms = symbolList();
       if (es) es.close();
       if (!syms.length) { setState("idle", "idle · SSE (no symbols)"); return; }
-      es = new EventSource("/v1/sse?ts=string&symbols=" + syms.map(encodeURIComponent).join(","));
+      es = new EventSource("/v1/sse?ts=string" + tokenParam + "&symbols=" + syms.map(encodeURIComponent).join(","));
       es.onopen = () => { backoff = 500; setConnected("SSE"); };
       const tick = (ev) => { try { onTick(JSON.parse(ev.data)); } catch { /* ignore */ } };
       es.addEventListener("trade", tick);
@@ -315,7 +429,8 @@
       };
     };
     open();
-    return { kind: "sse", resubscribe: open, close: () => { closedByUs = true; if (es) es.close(); } };
+    openBook();
+    return { kind: "sse", resubscribe: open, resubscribeBook: openBook, close: () => { closedByUs = true; if (es) es.close(); if (bookEs) bookEs.close(); } };
   }
 
   function connect() {
@@ -334,6 +449,8 @@
     reconnectTimer = setTimeout(connect, wait);
   }
 
+  $("book-sym").addEventListener("change", (ev) => chooseBook(ev.target.value));
+  if (book.sym) { addBookOption(book.sym); book.dirty = true; }
   loadSymbols().then(connect);
   setInterval(loadSymbols, 10000);
   setInterval(updateReadout, 500);

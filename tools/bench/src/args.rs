@@ -99,6 +99,11 @@ pub struct BenchArgs {
     /// (default: a quarter of --seconds).
     #[arg(long)]
     pub stall_at: Option<f64>,
+    /// The order-book scenario (src/book.rs): --symbols books, --clients
+    /// at depth 10 on --per-client books each, --slow of them stalled,
+    /// --rate one-level diffs/s, then the same load as trades.
+    #[arg(long)]
+    pub book: bool,
     /// Seed for subscriptions and ticks: the same seed gives the same load.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -165,6 +170,12 @@ pub struct BenchArgs {
     /// (deliveries per write for any server; needs perf and tracing rights).
     #[arg(long)]
     pub count_syscalls: bool,
+    /// How wss:// servers are verified (--ca-file), as for replay and record.
+    #[command(flatten)]
+    pub tls: crate::tickwire_lib::ClientTls,
+    /// Reconnecting clients and the slow clients' policy.
+    #[command(flatten)]
+    pub resume: crate::resume::ResumeArgs,
 }
 
 impl BenchArgs {

@@ -11,6 +11,7 @@
 mod acc;
 mod conn;
 mod handshake;
+mod reconnect;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -22,6 +23,7 @@ use tokio::sync::{Semaphore, watch};
 
 pub use self::acc::{Acc, Counts, IntervalMsg, new_histogram};
 pub use self::handshake::probe;
+pub use self::reconnect::ReconnectAcc;
 use super::plan::{ClientSpec, Plan};
 use super::ws::{Endpoint, WsError};
 
@@ -66,6 +68,8 @@ pub struct ClientsConfig {
     pub stall: Option<(Duration, Duration)>,
     /// Ticks intended before `start + warmup` are counted but not timed.
     pub warmup: Duration,
+    /// Reconnecting clients and the slow clients' policy (`crate::resume`).
+    pub resume: crate::resume::ResumePlan,
 }
 
 /// Which of `n` endpoints a client connects to: round-robin by its id.

@@ -22,6 +22,7 @@
 //! # Map
 //!
 //! - [`args`]: the command line, its checks, the load points of a sweep.
+//! - [`book`]: the order-book scenario (`--book`).
 //! - [`mod@run`]: one run in six phases (probe, connect, settle, publish,
 //!   drain, report); this file runs them for every target, load and round.
 //! - [`target`]: the server under test, found or started (`target::spawn`).
@@ -36,6 +37,9 @@
 //! - [`watchdog`]: the hard limit on the whole command.
 //! - [`pinning`]: the server and the runner on CPUs of their own.
 //! - [`writes`]: deliveries per write (tickwire's `/metrics`, or `perf`).
+//! - [`tls`]: `wss://` (the subscribers over TLS, a relay for the publisher).
+//! - [`resume`]: the resume scenarios (reconnecting clients, the slow
+//!   clients' `catchup` policy) and their report.
 
 // The docs are written for the engineers who change this code: read them
 // with `cargo doc --document-private-items`, where links to crate-private
@@ -44,6 +48,7 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod book;
 mod clients;
 mod compare;
 mod output;
@@ -54,10 +59,12 @@ mod procstat;
 mod progress;
 mod publisher;
 mod report;
+mod resume;
 mod run;
 mod scan;
 mod target;
 mod tickwire_lib;
+mod tls;
 mod watchdog;
 mod writes;
 mod ws;
@@ -119,7 +126,12 @@ pub(crate) enum BenchError {
 /// Runs the benchmark; prints the tables, writes the files. Exits 0 when
 /// every run completed, 2 when some are partial, 1 on an error.
 pub fn run(args: BenchArgs) -> ExitCode {
-    match run_all(&args) {
+    let result = if args.book {
+        book::run(&args)
+    } else {
+        run_all(&args)
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!(
@@ -138,6 +150,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 /// (A, B, C, A, B, C, …, so that drift on the machine hits all alike).
 fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
     let channels = args::validate(args)?;
+    tls::init(&args.tls).map_err(BenchError::Usage)?;
     let targets = targets(args)?;
     // Pinned before any thread starts, so that every one inherits it.
     let pinning = pinning::Pinning::from_flags(args.pin_server.as_ref(), args.pin_runner.as_ref())?;

@@ -75,11 +75,16 @@ pub struct PublishOutcome {
 
 /// Connects to `/v1/publish` with a blocking socket.
 fn connect(ep: &Endpoint, timeout: Duration) -> Result<(TcpStream, Vec<u8>), WsError> {
-    let mut s =
-        TcpStream::connect_timeout(&ep.addr, timeout).map_err(|source| WsError::Connect {
-            addr: ep.addr,
-            source,
-        })?;
+    // wss://: the blocking socket talks to a loopback relay that does TLS.
+    let addr = if ep.tls {
+        crate::tls::publish_relay(ep)?
+    } else {
+        ep.addr
+    };
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|source| WsError::Connect {
+        addr: ep.addr,
+        source,
+    })?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(timeout))?;
     let path = "/v1/publish";

@@ -60,6 +60,8 @@ pub struct LoadReport {
     pub slow_clients: usize,
     pub stall_seconds: Option<f64>,
     pub stall_at_seconds: Option<f64>,
+    /// The slow clients' policy (`--stall-policy`); none: the server's default.
+    pub stall_policy: Option<crate::resume::StallPolicy>,
     pub seed: u64,
     pub client_threads: usize,
 }
@@ -202,6 +204,8 @@ pub struct RunReport {
     pub latency_intended: Percentiles,
     pub fast: GroupReport,
     pub slow: Option<SlowReport>,
+    /// The reconnect scenario (`--reconnect-every`): lost ticks, resume latency.
+    pub reconnect: Option<crate::resume::ReconnectReport>,
     /// All live deliveries per second of publishing.
     pub delivered_per_sec: f64,
     pub parse_errors: u64,
@@ -311,9 +315,12 @@ pub fn human(r: &RunReport) -> String {
         l.warmup_seconds,
         if l.slow_clients > 0 {
             format!(
-                ", {} slow clients on \"*\" stalling {} s",
+                ", {} slow clients on \"*\" stalling {} s{}",
                 l.slow_clients,
-                l.stall_seconds.unwrap_or(0.0)
+                l.stall_seconds.unwrap_or(0.0),
+                l.stall_policy
+                    .map(|p| format!(" (policy {})", p.name()))
+                    .unwrap_or_default()
             )
         } else {
             String::new()
@@ -358,6 +365,9 @@ pub fn human(r: &RunReport) -> String {
             ns(s.fast_during.p99_ns),
             ns(s.fast_after.p99_ns)
         );
+    }
+    if let Some(rc) = &r.reconnect {
+        rc.table(&mut o);
     }
     match &r.server_resources {
         Some(s) => {

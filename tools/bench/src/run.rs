@@ -34,6 +34,7 @@ use crate::procstat;
 use crate::progress::Progress;
 use crate::publisher::{self, PublishCounters, PublishOutcome, PublisherConfig, Source};
 use crate::report::{RunData, mb, ns, thousands};
+use crate::resume::ResumePlan;
 use crate::target::{self, Running, Target};
 use crate::tickwire_lib::wall_clock_ns;
 use crate::writes::{WriteCounter, WritesReport};
@@ -257,6 +258,7 @@ fn connect(
             )
         }),
         warmup: Duration::from_secs_f64(args.warmup()),
+        resume: ResumePlan::new(&args.resume, args.seconds),
     });
     let live = Arc::new(Live::default());
     let (phase, phase_rx) = watch::channel(Phase::Connecting);

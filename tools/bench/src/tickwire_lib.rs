@@ -7,6 +7,7 @@
 pub(crate) use tickwire::model::decimal::Fixed;
 pub(crate) use tickwire::model::speed::Speed;
 pub(crate) use tickwire::model::tick::{Event, NewTick, Side, wall_clock_ns};
+pub(crate) use tickwire::recordings::connect::ClientTls;
 pub(crate) use tickwire::recordings::format::{RecordingError, read_all};
 pub(crate) use tickwire::sys;
 pub(crate) use tickwire::wire::encode::event_json_fields;

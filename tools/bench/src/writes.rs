@@ -83,6 +83,12 @@ impl WriteCounter {
             .map(|ep| (ep.addr, tick_counters(ep.addr)))
             .collect();
         let mut note = None;
+        if running.subscribe.iter().any(|ep| ep.tls) {
+            // fetch_metrics speaks plain HTTP only; a TLS port refuses it.
+            note = Some(
+                "wss://: /metrics is not read over TLS, so deliveries per write come only from --count-syscalls".into(),
+            );
+        }
         let pids = running.pids();
         let perf = if !syscalls {
             None

@@ -55,48 +55,72 @@ pub enum WsError {
     Closed(&'static str),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Tls(String),
 }
 
-/// Where a server is: `ws://host:port`, resolved once.
+/// Where a server is: `ws://host:port` or `wss://host:port`, resolved once.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     pub url: String,
+    /// `wss://`: connections go over TLS (see `crate::tls`).
+    pub tls: bool,
+    /// The host as written, without the port: the name a TLS certificate
+    /// must carry.
+    pub host: String,
     /// `host:port` as written, for the `Host` header.
     pub authority: String,
     pub addr: SocketAddr,
 }
 
 impl Endpoint {
-    /// Parses `ws://HOST[:PORT][/...]`; a path (such as `/v1/stream`) is
+    /// Parses `ws://HOST[:PORT][/...]` or `wss://…`; a path (such as `/v1/stream`) is
     /// ignored because the runner uses both `/v1/stream` and `/v1/publish`.
     pub fn parse(url: &str) -> Result<Endpoint, WsError> {
         let bad = |why: &str| WsError::BadUrl {
             url: url.to_owned(),
             why: why.to_owned(),
         };
-        let rest = if let Some(r) = url.strip_prefix("ws://") {
-            r
-        } else if url.starts_with("wss://") {
-            return Err(bad("TLS (wss://) is not supported by the runner"));
+        let (rest, tls) = if let Some(r) = url.strip_prefix("ws://") {
+            (r, false)
+        } else if let Some(r) = url.strip_prefix("wss://") {
+            (r, true)
         } else {
-            return Err(bad("it must start with ws://"));
+            return Err(bad("it must start with ws:// or wss://"));
         };
         let authority = rest.split('/').next().unwrap_or("");
         if authority.is_empty() {
             return Err(bad("no host"));
         }
         let with_port = if authority.ends_with(']') || !authority.contains(':') {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         } else {
             authority.to_owned()
         };
-        let addr = with_port
+        let host = match authority.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => h,
+            _ => authority,
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        // The first IPv4 address, as `serve --listen` picks (so that
+        // `localhost` reaches a server on 127.0.0.1), else the first.
+        let addrs: Vec<SocketAddr> = with_port
             .to_socket_addrs()
             .map_err(|e| bad(&format!("cannot resolve `{authority}`: {e}")))?
-            .next()
+            .collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
             .ok_or_else(|| bad(&format!("`{authority}` resolves to no address")))?;
         Ok(Endpoint {
-            url: format!("ws://{authority}"),
+            url: format!("{}://{authority}", if tls { "wss" } else { "ws" }),
+            tls,
+            host,
             authority: authority.to_owned(),
             addr,
         })
@@ -303,7 +327,11 @@ mod tests {
         assert_eq!(Endpoint::parse("ws://[::1]:7").unwrap().addr.port(), 7);
         assert_eq!(Endpoint::parse("ws://127.0.0.1").unwrap().addr.port(), 80);
         assert!(Endpoint::parse("http://x").is_err());
-        assert!(Endpoint::parse("wss://127.0.0.1:1").is_err());
+        let e = Endpoint::parse("wss://127.0.0.1:1").unwrap();
+        assert!(e.tls && e.host == "127.0.0.1" && e.url == "wss://127.0.0.1:1");
+        let e = Endpoint::parse("wss://[::1]").unwrap();
+        assert!(e.host == "::1" && e.addr.port() == 443, "{e:?}");
+        assert!(Endpoint::parse("http://127.0.0.1:1").is_err());
         assert!(Endpoint::parse("ws://").is_err());
     }
 

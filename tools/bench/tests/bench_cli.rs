@@ -5,97 +5,12 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The runner, built by Cargo for this test.
-const RUNNER: &str = env!("CARGO_BIN_EXE_tickwire-bench");
+mod support;
 
-/// The `tickwire` binary: the one the runner starts servers with and the
-/// one `tickwire bench` goes through. `TICKWIRE_BIN` if set (the runner
-/// uses it too); else `tickwire` beside the runner, where `cargo test` at
-/// the root has built it. Cargo builds another package's binaries only for
-/// that package's own tests, so when it is missing (`cargo test -p
-/// tickwire-bench` in a fresh clone) it is built here, once, with the
-/// cargo running this test, into the same target directory and profile.
-fn tickwire() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TICKWIRE_BIN") {
-            return PathBuf::from(p);
-        }
-        let dir = Path::new(RUNNER)
-            .parent()
-            .expect("the runner is in a directory");
-        let bin = dir.join("tickwire");
-        if bin.is_file() {
-            return bin;
-        }
-        // target/<profile>/tickwire-bench: build the same profile there.
-        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args(["build", "--package", "tickwire", "--bin", "tickwire"])
-            .arg("--target-dir")
-            .arg(dir.parent().expect("a target directory"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile != "debug" {
-            cargo.args(["--profile", profile]);
-        }
-        let status = cargo.status().expect("running cargo to build tickwire");
-        assert!(status.success(), "cargo build --bin tickwire: {status}");
-        assert!(
-            bin.is_file(),
-            "built tickwire, but not at {} (a --target build? set TICKWIRE_BIN)",
-            bin.display()
-        );
-        bin
-    })
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tickwire-bench-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Runs the child to completion, killing it (and failing) past `limit`.
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "bench did not finish within {limit:?}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The runner, with the `tickwire` binary it starts servers with in place.
-fn runner() -> Command {
-    tickwire();
-    Command::new(RUNNER)
-}
-
-fn bench(args: &[&str], limit: Duration) -> Output {
-    let child = runner()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_bounded(child, limit)
-}
+use support::{RUNNER, bench, runner, start_server, tickwire, tmpdir, wait_bounded};
 
 /// A small well-formedness check: one root `<svg>`, every tag closed in
 /// order (no XML parser in the dependency tree).
@@ -300,42 +215,11 @@ fn a_server_speaking_another_protocol_is_a_clear_error() {
     assert!(stderr.contains("127.0.0.1"), "{stderr}");
 }
 
-// The child is handed to the caller, which kills and waits for it.
-#[allow(clippy::zombie_processes)]
-fn start_server(dir: &Path) -> (Child, String) {
-    let addr_file = dir.join("addr");
-    let mut child = Command::new(tickwire())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-feed",
-            "--addr-file",
-        ])
-        .arg(&addr_file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(a) = std::fs::read_to_string(&addr_file) {
-            return (child, format!("ws://{}", a.trim()));
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn a_server_dying_mid_run_gives_a_partial_report() {
     let dir = tmpdir("dies");
-    let (mut server, url) = start_server(&dir);
+    let (mut server, addr) = start_server(&dir, &[]);
+    let url = format!("ws://{addr}");
     let child = runner()
         .args([
             "--url",
@@ -422,7 +306,8 @@ fn bad_flags_are_refused_before_anything_starts() {
 #[test]
 fn a_url_list_spreads_clients_and_samples_each_process_once() {
     let dir = tmpdir("urls");
-    let (mut server, url) = start_server(&dir);
+    let (mut server, addr) = start_server(&dir, &[]);
+    let url = format!("ws://{addr}");
     // The same server three times: two subscriber URLs and the publisher's.
     let out = bench(
         &[

@@ -119,8 +119,9 @@ impl Client {
             return false;
         }
         b.depth = depth;
-        if b.pending.take().is_some() {
+        if let Some(m) = b.pending.take() {
             Stats::gauge(&self.stats.pending_ticks, -1);
+            Stats::gauge(&self.stats.pending_book_levels, -(m.len() as i64));
         }
         slot.last_seq = 0;
         true
@@ -142,7 +143,9 @@ impl Client {
             return false; // nothing changed in this client's window
         };
         if let Some(m) = &mut b.pending {
+            let before = m.len() as i64;
             m.absorb(&item.tick, msg);
+            Stats::gauge(&self.stats.pending_book_levels, m.len() as i64 - before);
             self.dropped += 1;
             Stats::add(&self.stats.ticks_dropped_stale, 1);
             return true;
@@ -155,7 +158,9 @@ impl Client {
             }
         } else if let Some(slot) = self.keys.get_mut(&key) {
             let b = slot.book.get_or_insert_with(Default::default);
-            b.pending = Some(BookMerge::new(&item.tick, msg));
+            let m = BookMerge::new(&item.tick, msg);
+            Stats::gauge(&self.stats.pending_book_levels, m.len() as i64);
+            b.pending = Some(m);
             Stats::gauge(&self.stats.pending_ticks, 1);
             self.order.push_back(key);
         }
@@ -182,6 +187,7 @@ impl Client {
             return false;
         };
         Stats::gauge(&self.stats.pending_ticks, -1);
+        Stats::gauge(&self.stats.pending_book_levels, -(m.len() as i64));
         let frame = encode(&m.tick, depth, &m.message(), self.encoding);
         self.append_book_frame(&frame, m.tick.rx);
         true
@@ -198,12 +204,14 @@ impl Client {
 
     /// Drops every pending book merge; returns how many there were.
     pub(super) fn discard_book_pending(&mut self) -> i64 {
-        let mut n = 0;
+        let (mut n, mut levels) = (0, 0);
         for slot in self.keys.values_mut() {
-            if let Some(b) = slot.book.as_mut() {
-                n += i64::from(b.pending.take().is_some());
+            if let Some(m) = slot.book.as_mut().and_then(|b| b.pending.take()) {
+                n += 1;
+                levels += m.len() as i64;
             }
         }
+        Stats::gauge(&self.stats.pending_book_levels, -levels);
         n
     }
 }

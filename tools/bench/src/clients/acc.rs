@@ -63,6 +63,8 @@ pub struct Acc {
     /// How connections ended: close code, "eof" or "error".
     pub ends: BTreeMap<String, u64>,
     pub slow_ends: BTreeMap<String, u64>,
+    /// Reconnecting clients' figures (`--reconnect-every`).
+    pub reconnect: super::ReconnectAcc,
     /// This second's latencies (fast clients), handed over by the ticker.
     pub(super) interval_rx: Histogram<u64>,
     pub(super) interval_intended: Histogram<u64>,
@@ -85,6 +87,7 @@ impl Acc {
             server_errors: 0,
             ends: BTreeMap::new(),
             slow_ends: BTreeMap::new(),
+            reconnect: super::ReconnectAcc::default(),
             interval_rx: new_histogram(),
             interval_intended: new_histogram(),
         }
@@ -129,6 +132,7 @@ impl Acc {
         for (k, v) in &o.slow_ends {
             *self.slow_ends.entry(k.clone()).or_default() += v;
         }
+        self.reconnect.merge(&o.reconnect);
     }
 
     /// Keeps the first few odd messages as examples for the report.

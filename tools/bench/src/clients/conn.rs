@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::handshake::open;
+use super::reconnect::{Position, Reconnector};
 use super::{Acc, ClientError, Phase, READ_BUFFER, ThreadCtx, note};
 use crate::plan::ClientSpec;
 use crate::scan::{Msg, ScanError, scan};
 use crate::tickwire_lib::wall_clock_ns;
+use crate::tls::Stream;
 use crate::ws;
 
 /// One connection's state while it runs.
@@ -25,6 +26,8 @@ struct Conn {
     keys: Vec<(u32, [u64; 2])>,
     fragment: Option<Vec<u8>>,
     mask: u64,
+    /// Set for the share of clients that reconnect (`--reconnect-every`).
+    reconnector: Option<Reconnector>,
 }
 
 impl Conn {
@@ -41,9 +44,9 @@ impl Conn {
 pub(super) async fn client(spec: ClientSpec, ctx: Rc<ThreadCtx>, phase: watch::Receiver<Phase>) {
     let permit = ctx.sem.acquire().await;
     let limit = ctx.cfg.connect_timeout;
-    let opened = tokio::time::timeout(limit, open(&spec, &ctx)).await;
+    let opened = tokio::time::timeout(limit, open(&spec, &ctx, None)).await;
     drop(permit);
-    let (stream, buf) = match opened {
+    let (mut stream, mut buf, reply) = match opened {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             ctx.live.failed.fetch_add(1, Ordering::Relaxed);
@@ -60,85 +63,171 @@ pub(super) async fn client(spec: ClientSpec, ctx: Rc<ThreadCtx>, phase: watch::R
     };
     ctx.live.connected.fetch_add(1, Ordering::Relaxed);
     let keys = spec.symbols.iter().map(|&s| (s, [0u64; 2])).collect();
+    let position = Position::of(&reply);
+    let reconnector = Reconnector::new(&ctx.cfg.resume, spec.id, spec.slow, position.clone());
+    if position.is_none() && ctx.cfg.resume.reconnects(spec.id, spec.slow) {
+        // A server without resume: this client cannot reconnect safely.
+        let why = "the server's `subscribed` has no epoch and offset to resume from";
+        ctx.acc
+            .borrow_mut()
+            .reconnect
+            .note_resumed(&serde_json::json!({"recovered": false, "reason": why}));
+    }
     let mut conn = Conn {
         mask: spec.id as u64 ^ 0x2545_F491_4F6C_DD1D,
         spec,
         keys,
         fragment: None,
+        reconnector,
     };
-    let end = run(&mut conn, stream, buf, &ctx, phase).await;
-    if let Some(end) = end {
-        ctx.live.lost.fetch_add(1, Ordering::Relaxed);
-        note(&ctx.live.first_loss, || {
-            format!("client {}: {end}", conn.spec.id)
-        });
-        let mut acc = ctx.acc.borrow_mut();
-        let ends = if conn.spec.slow {
-            &mut acc.slow_ends
-        } else {
-            &mut acc.ends
+    loop {
+        let end = match run(&mut conn, stream, buf, &ctx, phase.clone()).await {
+            RunEnd::Stopped => return,
+            RunEnd::Ended(end) => end,
+            RunEnd::Reconnect(s) => match reconnect(&mut conn, s, &ctx).await {
+                Ok((s, b)) => {
+                    (stream, buf) = (s, b);
+                    continue;
+                }
+                Err(e) => {
+                    ctx.acc.borrow_mut().reconnect.failed += 1;
+                    format!("error: reconnecting: {e}")
+                }
+            },
         };
-        let key = if let Some(rest) = end.strip_prefix("close ") {
-            rest.split_whitespace().next().unwrap_or("?").to_owned()
-        } else if end.starts_with("eof") {
-            "eof".to_owned()
-        } else {
-            "error".to_owned()
-        };
-        *ends.entry(key).or_default() += 1;
+        ended_early(&conn, &ctx, end);
+        return;
     }
 }
 
-/// Reads until told to stop. Returns why the connection ended early, if it did.
+/// Counts a connection that ended before the run told it to.
+fn ended_early(conn: &Conn, ctx: &ThreadCtx, end: String) {
+    ctx.live.lost.fetch_add(1, Ordering::Relaxed);
+    note(&ctx.live.first_loss, || {
+        format!("client {}: {end}", conn.spec.id)
+    });
+    let mut acc = ctx.acc.borrow_mut();
+    let ends = if conn.spec.slow {
+        &mut acc.slow_ends
+    } else {
+        &mut acc.ends
+    };
+    let key = if let Some(rest) = end.strip_prefix("close ") {
+        rest.split_whitespace().next().unwrap_or("?").to_owned()
+    } else if end.starts_with("eof") {
+        "eof".to_owned()
+    } else {
+        "error".to_owned()
+    };
+    *ends.entry(key).or_default() += 1;
+}
+
+/// Drops the connection and opens a new one that resumes from the
+/// client's position; the resume latency is timed from here.
+async fn reconnect(
+    conn: &mut Conn,
+    s: Stream,
+    ctx: &ThreadCtx,
+) -> Result<(Stream, BytesMut), String> {
+    let mask = conn.mask();
+    let r = conn
+        .reconnector
+        .as_mut()
+        .ok_or("only reconnecting clients reconnect")?;
+    let t0 = wall_clock_ns();
+    let method = r.disconnect(s, mask).await;
+    let resume = r.resume(&conn.keys, &ctx.cfg.plan);
+    {
+        let mut acc = ctx.acc.borrow_mut();
+        acc.reconnect.by_method[method] += 1;
+        if r.first_reconnect() {
+            acc.reconnect.clients += 1;
+        }
+    }
+    let limit = ctx.cfg.connect_timeout;
+    match tokio::time::timeout(limit, open(&conn.spec, ctx, Some(resume))).await {
+        Ok(Ok((s, buf, reply))) => {
+            ctx.acc
+                .borrow_mut()
+                .reconnect
+                .note_resumed(&reply["resumed"]);
+            r.pending = Some((t0, wall_clock_ns()));
+            Ok((s, buf))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(ClientError::Timeout(limit).to_string()),
+    }
+}
+
+/// Why [`run`] returned.
+enum RunEnd {
+    /// The run told the connection to stop.
+    Stopped,
+    /// The connection ended early; why.
+    Ended(String),
+    /// Time to reconnect: the connection to drop.
+    Reconnect(Stream),
+}
+
+/// Reads until told to stop or to reconnect.
 async fn run(
     conn: &mut Conn,
-    mut s: TcpStream,
+    mut s: Stream,
     mut buf: BytesMut,
     ctx: &ThreadCtx,
     mut phase: watch::Receiver<Phase>,
-) -> Option<String> {
+) -> RunEnd {
     let mut out = Vec::new();
     // Bytes already read with `subscribed` (snapshots) come first.
     if let Err(e) = process(conn, &mut buf, wall_clock_ns(), ctx, &mut out) {
-        return Some(e);
+        return RunEnd::Ended(e);
     }
     let mut stalled = false;
     loop {
-        if matches!(*phase.borrow_and_update(), Phase::Stop) {
-            let mut close = Vec::new();
-            let m = conn.mask();
-            ws::client_frame(&mut close, ws::OPCODE_CLOSE, &1000u16.to_be_bytes(), m);
-            let _ = tokio::time::timeout(Duration::from_millis(200), s.write_all(&close)).await;
-            return None;
-        }
+        let reconnect_at = match *phase.borrow_and_update() {
+            Phase::Stop => {
+                let mut close = Vec::new();
+                let m = conn.mask();
+                ws::client_frame(&mut close, ws::OPCODE_CLOSE, &1000u16.to_be_bytes(), m);
+                let _ = tokio::time::timeout(Duration::from_millis(200), s.write_all(&close)).await;
+                return RunEnd::Stopped;
+            }
+            Phase::Publishing { start_wall_ns } => conn
+                .reconnector
+                .as_ref()
+                .and_then(|r| r.next_at(start_wall_ns, ctx.cfg.resume.publish_seconds)),
+            Phase::Connecting => None,
+        };
         let (stall_from, stall_to) = ctx.stall.get();
         let now = wall_clock_ns();
+        let reconnect_in = Duration::from_nanos(reconnect_at.unwrap_or(0).saturating_sub(now));
         let stall_pending = conn.spec.slow && !stalled && stall_from != 0 && now < stall_to;
         let stall_in = Duration::from_nanos(stall_from.saturating_sub(now));
         tokio::select! {
-            r = phase.changed() => if r.is_err() { return None },
+            r = phase.changed() => if r.is_err() { return RunEnd::Stopped },
+            _ = tokio::time::sleep(reconnect_in), if reconnect_at.is_some() => return RunEnd::Reconnect(s),
             _ = tokio::time::sleep(stall_in), if stall_pending => {
                 // Stop reading: the socket fills, the server must cope.
                 stalled = true;
                 let left = Duration::from_nanos(stall_to.saturating_sub(wall_clock_ns()));
                 tokio::select! {
                     _ = tokio::time::sleep(left) => {}
-                    r = phase.changed() => if r.is_err() { return None },
+                    r = phase.changed() => if r.is_err() { return RunEnd::Stopped },
                 }
             }
             r = s.read_buf(&mut buf) => match r {
-                Ok(0) => return Some("eof: the server closed the TCP connection without a close frame".into()),
+                Ok(0) => return RunEnd::Ended("eof: the server closed the TCP connection without a close frame".into()),
                 Ok(_) => {
                     let now = wall_clock_ns();
                     if let Err(e) = process(conn, &mut buf, now, ctx, &mut out) {
                         if !out.is_empty() {
                             let _ = tokio::time::timeout(Duration::from_millis(200), s.write_all(&out)).await;
                         }
-                        return Some(e);
+                        return RunEnd::Ended(e);
                     }
                     if !out.is_empty() {
                         if let Err(e) = s.write_all(&out).await {
-                            return Some(format!("error: writing to the server: {e}"));
+                            return RunEnd::Ended(format!("error: writing to the server: {e}"));
                         }
                         out.clear();
                     }
@@ -146,7 +235,7 @@ async fn run(
                         buf.reserve(READ_BUFFER);
                     }
                 }
-                Err(e) => return Some(format!("error: reading: {e}")),
+                Err(e) => return RunEnd::Ended(format!("error: reading: {e}")),
             },
         }
     }
@@ -314,6 +403,17 @@ fn on_message(conn: &mut Conn, payload: &[u8], now: u64, ctx: &ThreadCtx, acc: &
         return;
     }
     counts.delivered += 1;
+    if let Some(r) = conn.reconnector.as_mut()
+        && let Some((t0, t_sub)) = r.pending
+        && t.rx >= t_sub
+    {
+        // The server stamped this tick after it answered the resume, so
+        // every missed tick came before it: caught up.
+        acc.reconnect
+            .latency
+            .saturating_record(now.saturating_sub(t0).max(1));
+        r.pending = None;
+    }
     if *last != 0 {
         if t.seq > *last + 1 {
             counts.gap_events += 1;

@@ -4,24 +4,28 @@
 use bytes::{Buf, BytesMut};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::{ClientError, READ_BUFFER, ThreadCtx, endpoint_index};
 use crate::plan::{ClientSpec, Plan};
+use crate::resume::ResumePlan;
 use crate::scan::{Msg, scan};
 use crate::tickwire_lib::wall_clock_ns;
+use crate::tls::{self, Stream};
 use crate::ws::{self, Endpoint, WsError};
 
-/// Connects, upgrades, waits for `hello`, subscribes and waits for
-/// `subscribed`. Returns the stream and the bytes already read after it.
+/// Connects, upgrades, waits for `hello`, subscribes (with `resume` when
+/// given) and waits for `subscribed`. Returns the stream, the bytes already
+/// read after it, and the `subscribed` reply.
 pub(super) async fn open(
     spec: &ClientSpec,
     ctx: &ThreadCtx,
-) -> Result<(TcpStream, BytesMut), ClientError> {
+    resume: Option<serde_json::Value>,
+) -> Result<(Stream, BytesMut, serde_json::Value), ClientError> {
     let ep = &ctx.cfg.endpoints[endpoint_index(spec, ctx.cfg.endpoints.len())];
     let (mut s, mut buf) = upgrade(ep, (spec.id as u64) << 20 ^ wall_clock_ns()).await?;
     // hello, then subscribe, then wait for `subscribed` (id 1).
     let mut said_hello = false;
+    let mut resume = resume;
     loop {
         while let Some(h) = ws::parse_head(&buf)? {
             if buf.len() < h.total() {
@@ -53,7 +57,7 @@ pub(super) async fn open(
                 }
                 said_hello = true;
                 let mut frame = Vec::new();
-                let msg = subscribe_message(spec, &ctx.cfg.plan);
+                let msg = subscribe_message(spec, &ctx.cfg.plan, &ctx.cfg.resume, resume.take());
                 let m = (spec.id as u64 ^ 0xDEAD_BEEF).to_le_bytes();
                 ws::client_frame(
                     &mut frame,
@@ -63,7 +67,8 @@ pub(super) async fn open(
                 );
                 s.write_all(&frame).await.map_err(WsError::Io)?;
             } else if kind == "subscribed" {
-                return Ok((s, buf));
+                let reply = serde_json::from_slice(&payload).unwrap_or_default();
+                return Ok((s, buf, reply));
             } else if kind == "error" {
                 return Err(ClientError::SubscribeRefused(
                     text.chars().take(300).collect(),
@@ -81,15 +86,10 @@ pub(super) async fn open(
     }
 }
 
-/// Connects to `/v1/stream` and completes the WebSocket upgrade.
-async fn upgrade(ep: &Endpoint, nonce: u64) -> Result<(TcpStream, BytesMut), WsError> {
-    let mut s = TcpStream::connect(ep.addr)
-        .await
-        .map_err(|source| WsError::Connect {
-            addr: ep.addr,
-            source,
-        })?;
-    s.set_nodelay(true)?;
+/// Connects to `/v1/stream` (over TLS for `wss://`) and completes the
+/// WebSocket upgrade.
+async fn upgrade(ep: &Endpoint, nonce: u64) -> Result<(Stream, BytesMut), WsError> {
+    let mut s = tls::connect(ep).await?;
     let path = "/v1/stream";
     let (req, accept) = ws::upgrade_request(ep, path, nonce);
     s.write_all(&req).await?;
@@ -129,7 +129,7 @@ pub async fn probe(ep: &Endpoint, limit: Duration) -> Result<String, ClientError
     }
 }
 
-async fn read_hello(s: &mut TcpStream, buf: &mut BytesMut) -> Result<String, ClientError> {
+async fn read_hello(s: &mut Stream, buf: &mut BytesMut) -> Result<String, ClientError> {
     loop {
         if let Some(h) = ws::parse_head(buf)?
             && buf.len() >= h.total()
@@ -161,7 +161,12 @@ async fn read_hello(s: &mut TcpStream, buf: &mut BytesMut) -> Result<String, Cli
     }
 }
 
-fn subscribe_message(spec: &ClientSpec, plan: &Plan) -> String {
+fn subscribe_message(
+    spec: &ClientSpec,
+    plan: &Plan,
+    scenario: &ResumePlan,
+    resume: Option<serde_json::Value>,
+) -> String {
     let symbols: Vec<&str> = if spec.all {
         vec!["*"]
     } else {
@@ -170,12 +175,23 @@ fn subscribe_message(spec: &ClientSpec, plan: &Plan) -> String {
             .map(|&i| plan.symbols[i as usize].as_str())
             .collect()
     };
-    serde_json::json!({
+    let mut msg = serde_json::json!({
         "op": "subscribe",
         "id": 1,
         "symbols": symbols,
         "channels": plan.channel_names(),
         "snapshot": true,
-    })
-    .to_string()
+    });
+    if let Some(policy) = scenario.stall_policy.filter(|_| spec.slow) {
+        let each: serde_json::Map<String, serde_json::Value> = plan
+            .channel_names()
+            .into_iter()
+            .map(|c| (c.to_owned(), policy.name().into()))
+            .collect();
+        msg["policy"] = each.into();
+    }
+    if let Some(r) = resume {
+        msg["resume"] = r;
+    }
+    msg.to_string()
 }

@@ -99,6 +99,12 @@ pub(super) fn report(
             fast_after: Percentiles::of(&acc.phases[2]),
         }
     });
+    let reconnect = crate::resume::ReconnectReport::build(
+        &crate::resume::ResumePlan::new(&args.resume, args.seconds),
+        &acc.reconnect,
+        &fast,
+        &mut notes.problems,
+    );
     let interval_hists = std::mem::take(&mut drained.intervals).into_rx();
     let (min_rx, min_intended) = (acc.rx.min(), acc.intended.min());
     if !acc.rx.is_empty() && min_rx > min_intended.saturating_add(50_000) {
@@ -138,6 +144,7 @@ pub(super) fn report(
         latency_intended: Percentiles::of(&acc.intended),
         fast,
         slow,
+        reconnect,
         delivered_per_sec: delivered_all as f64 / publish_seconds,
         parse_errors: acc.parse_errors,
         unexpected_ticks: acc.unexpected,
@@ -323,6 +330,7 @@ fn load_report(spec: &RunSpec, ctx: &Context) -> LoadReport {
         slow_clients: args.slow,
         stall_seconds: (args.slow > 0).then_some(args.stall),
         stall_at_seconds: (args.slow > 0).then_some(ctx.stall_at),
+        stall_policy: args.resume.stall_policy.filter(|_| args.slow > 0),
         seed: args.seed,
         client_threads: ctx.threads,
     }

@@ -1,0 +1,278 @@
+//! The endpoint's listener: TLS when configured, then HTTP/1.1 (hyper):
+//! `/ws…` and `/stream…` upgrade to a [`session`], REST
+//! paths are answered by [`rest`].
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::binance::encode::TimeUnit;
+use crate::binance::hub::{Hub, SubscribeError};
+use crate::binance::session::{self, Opening};
+use crate::binance::streams::StreamName;
+use crate::binance::{BinanceConfig, Endpoint, rest};
+use crate::pipeline::ingest::{Ingest, IngestReader};
+use crate::shutdown::Shutdown;
+
+/// What every connection of the endpoint shares (one thread).
+struct Shared {
+    config: BinanceConfig,
+    hub: Rc<RefCell<Hub>>,
+    ingest: Arc<Ingest>,
+    shutdown: Shutdown,
+    /// Connection limits shared with the main listener.
+    admission: Arc<crate::access::limits::Admission>,
+}
+
+/// Reads the ring and accepts connections until shutdown.
+pub(super) async fn serve(e: Endpoint) {
+    let hub = Rc::new(RefCell::new(Hub::new(
+        e.config.symbols.clone(),
+        e.config.limits.max_streams,
+        e.streams_gauge.clone(),
+    )));
+    tokio::task::spawn_local(read_ring(e.reader, hub.clone(), e.shutdown.clone()));
+    let listener = TcpListener::from_std(e.listener).expect("registering the binance listener");
+    let tls = e.tls.map(TlsAcceptor::from);
+    let shared = Rc::new(Shared {
+        config: e.config,
+        hub,
+        ingest: e.ingest,
+        shutdown: e.shutdown.clone(),
+        admission: e.admission,
+    });
+    let mut stop = e.shutdown;
+    loop {
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(err) => {
+                    tracing::warn!(error = %err, "binance: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.triggered() => break,
+        };
+        if let Err(err) = socket2::SockRef::from(&stream).set_send_buffer_size(e.socket_send_buffer)
+        {
+            tracing::debug!(%peer, error = %err, "binance: cannot set SO_SNDBUF");
+        }
+        let shared = shared.clone();
+        let tls = tls.clone();
+        let timeout = e.handshake_timeout;
+        tokio::task::spawn_local(async move {
+            match tls {
+                None => connection(shared, stream, peer).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => connection(shared, s, peer).await,
+                        _ => tracing::debug!(%peer, "binance: TLS handshake failed"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The hub's ring reader: every tick, in order, to the hub.
+async fn read_ring(mut reader: IngestReader, hub: Rc<RefCell<Hub>>, mut shutdown: Shutdown) {
+    let mut batch = Vec::new();
+    loop {
+        batch.clear();
+        if reader.read_batch(&mut batch, 1024) == 0 {
+            tokio::select! {
+                _ = reader.waker.notified() => continue,
+                _ = shutdown.triggered() => return,
+            }
+        }
+        {
+            let mut hub = hub.borrow_mut();
+            for item in &batch {
+                hub.deliver(item);
+            }
+        }
+        // Let the sessions on this thread write what was queued.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Serves HTTP/1.1 on one connection.
+async fn connection<S>(shared: Rc<Shared>, io: S, peer: std::net::SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(route(shared, req, peer)) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
+}
+
+fn json(status: u16, body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json;charset=UTF-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+/// `{"code":2,"msg":"Invalid request: …"}` with status 400.
+fn invalid(msg: &str) -> Response<Full<Bytes>> {
+    json(
+        400,
+        serde_json::json!({ "code": 2, "msg": format!("Invalid request: {msg}") })
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+fn route(
+    shared: Rc<Shared>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    if let Some((status, body)) =
+        rest::answer(&shared.ingest, &shared.config.symbols, &path, &query)
+    {
+        return json(status, body);
+    }
+    let opening = match opening(&path, &query) {
+        Some(Ok(o)) => o,
+        Some(Err(msg)) => return invalid(&msg),
+        None => {
+            return json(
+                404,
+                br#"{"code":-1,"msg":"Unknown path; streams are at /ws/<stream> and /stream?streams=, REST at /api/v3/"}"#.to_vec(),
+            );
+        }
+    };
+    if opening.streams.len() > shared.config.limits.max_streams {
+        return invalid(
+            &SubscribeError::TooMany {
+                limit: shared.config.limits.max_streams,
+                would: opening.streams.len(),
+            }
+            .to_string(),
+        );
+    }
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()));
+    let upgrade = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let (Some(accept), true) = (key, upgrade) else {
+        return invalid("this path is a WebSocket stream; send an Upgrade: websocket request");
+    };
+    let permit = match shared.admission.admit(peer.ip(), false, None) {
+        Ok(p) => p,
+        Err(refused) => {
+            return json(
+                503,
+                serde_json::json!({ "code": -1003, "msg": refused.to_string() })
+                    .to_string()
+                    .into_bytes(),
+            );
+        }
+    };
+    tokio::task::spawn_local(async move {
+        // Holds the connection's place until the session ends.
+        let _permit = permit;
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let mut ws_config = WebSocketConfig::default();
+        ws_config.max_message_size = Some(64 * 1024);
+        ws_config.max_frame_size = Some(64 * 1024);
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
+                .await;
+        session::run(
+            ws,
+            shared.hub.clone(),
+            shared.config.limits.clone(),
+            opening,
+            shared.shutdown.clone(),
+        )
+        .await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept)
+        .body(Full::new(Bytes::new()))
+        .expect("a valid response")
+}
+
+/// The streams and options a stream URL asks for: `None` when the path is
+/// not a stream path, `Err` when a name or option is invalid.
+fn opening(path: &str, query: &str) -> Option<Result<Opening, String>> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| decode(v))
+    };
+    let (combined, list) = if path == "/ws" || path == "/ws/" {
+        (false, String::new())
+    } else if let Some(rest) = path.strip_prefix("/ws/") {
+        (false, decode(rest))
+    } else if path == "/stream" || path == "/stream/" {
+        (true, param("streams").unwrap_or_default())
+    } else {
+        return None;
+    };
+    let unit = match param("timeUnit") {
+        None => TimeUnit::Millis,
+        Some(u) => match TimeUnit::parse(&u) {
+            Some(u) => u,
+            None => {
+                return Some(Err(format!(
+                    "invalid timeUnit `{u}`; expected MILLISECOND or MICROSECOND"
+                )));
+            }
+        },
+    };
+    // Like Binance, a path segment that names no stream is accepted and
+    // carries nothing: ccxt connects to `/ws/<connection number>` and
+    // subscribes with SUBSCRIBE.
+    let streams = list
+        .split('/')
+        .filter(|s| StreamName::parse(s).is_some())
+        .map(str::to_owned)
+        .collect();
+    Some(Ok(Opening {
+        streams,
+        combined,
+        unit,
+    }))
+}

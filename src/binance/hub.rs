@@ -1,0 +1,409 @@
+//! The Binance endpoint's fan-out: one ring reader turns each tick into the
+//! payloads of the Binance streams that have subscribers, once per stream
+//! and encoding (raw or combined, ms or µs), and hands the shared bytes to
+//! every subscribed connection's queue.
+//!
+//! Depth diffs are never dropped or conflated: a connection whose queue is
+//! full is disconnected (as Binance disconnects a client that cannot keep
+//! up), so every client that stays connected has seen every `U`..`u` range.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::binance::encode::{self, DepthUpdate, TimeUnit};
+use crate::binance::streams::{KINDS, StreamKind, StreamName, SymbolMap};
+use crate::model::book::{Book, DepthClass, Level, window_diff};
+use crate::model::tick::{Channel, Tick};
+use crate::pipeline::ingest::RingItem;
+
+/// A connection's id in the hub (never reused).
+pub type ConnId = u64;
+
+/// One connection as the hub sees it.
+struct Conn {
+    /// Where its stream events go; full means it cannot keep up.
+    tx: mpsc::Sender<Message>,
+    /// `combined` property: events wrapped in `{"stream":…,"data":…}`.
+    combined: bool,
+    /// `E`/`T` unit chosen at connect time.
+    unit: TimeUnit,
+    /// Its streams, in subscription order (LIST_SUBSCRIPTIONS).
+    streams: Vec<StreamName>,
+}
+
+/// A tickwire symbol's Binance names, cached by symbol id.
+struct Names {
+    /// The tickwire symbol these were made from (ids may be reused).
+    tickwire: Arc<str>,
+    /// Uppercase Binance symbol, as payloads carry it.
+    upper: Arc<str>,
+    /// Lowercase, as stream names carry it.
+    lower: Arc<str>,
+}
+
+/// The hub's copy of one book, to send diffs from snapshots and top-N.
+#[derive(Default)]
+struct Mirror {
+    /// The book after the last update seen.
+    book: Book,
+    /// `u` of the last depth event (the book's `seq` then); 0 before any.
+    last_u: u64,
+}
+
+/// Why a subscribe was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubscribeError {
+    #[error("invalid stream name `{0}`")]
+    BadName(String),
+    #[error("a connection can listen to at most {limit} streams; this would make {would}")]
+    TooMany { limit: usize, would: usize },
+}
+
+/// Every connection of the endpoint and who listens to what.
+pub struct Hub {
+    /// tickwire ↔ Binance symbols.
+    map: Arc<SymbolMap>,
+    /// `--binance-max-streams`.
+    max_streams: usize,
+    /// Connections by id.
+    conns: HashMap<ConnId, Conn>,
+    /// The next connection id.
+    next_id: ConnId,
+    /// Subscribers per lowercase symbol, per stream kind.
+    subs: HashMap<Arc<str>, [Vec<ConnId>; KINDS]>,
+    /// Indexed by symbol id.
+    names: Vec<Option<Names>>,
+    /// Books by lowercase symbol.
+    books: HashMap<Arc<str>, Mirror>,
+    /// Streams subscribed over all connections, shown to tests and
+    /// operators ([`crate::server::ServerHandle::binance_streams`]).
+    streams_gauge: Arc<AtomicUsize>,
+}
+
+/// A stream's payload in each of its four encodings, made on first use.
+struct Encoded<'a> {
+    /// The stream's name, for the combined wrapper.
+    name: String,
+    /// `[raw ms, raw µs, combined ms, combined µs]`.
+    cache: [Option<Message>; 4],
+    /// Writes the raw payload in a unit.
+    write: &'a dyn Fn(&mut Vec<u8>, TimeUnit),
+}
+
+impl Encoded<'_> {
+    fn get(&mut self, combined: bool, unit: TimeUnit) -> Message {
+        let i = usize::from(combined) * 2 + unit as usize;
+        if let Some(m) = &self.cache[i] {
+            return m.clone();
+        }
+        let mut raw = Vec::with_capacity(160);
+        (self.write)(&mut raw, unit);
+        let bytes = if combined {
+            encode::combined(&self.name, &raw)
+        } else {
+            raw
+        };
+        let text = Utf8Bytes::try_from(bytes).expect("payloads are written as UTF-8");
+        let m = Message::Text(text);
+        self.cache[i] = Some(m.clone());
+        m
+    }
+}
+
+impl Hub {
+    pub fn new(map: Arc<SymbolMap>, max_streams: usize, streams_gauge: Arc<AtomicUsize>) -> Hub {
+        Hub {
+            map,
+            max_streams,
+            conns: HashMap::new(),
+            next_id: 1,
+            subs: HashMap::new(),
+            names: Vec::new(),
+            books: HashMap::new(),
+            streams_gauge,
+        }
+    }
+
+    pub fn register(
+        &mut self,
+        tx: mpsc::Sender<Message>,
+        combined: bool,
+        unit: TimeUnit,
+    ) -> ConnId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                tx,
+                combined,
+                unit,
+                streams: Vec::new(),
+            },
+        );
+        id
+    }
+
+    /// Forgets a connection and its subscriptions (idempotent).
+    pub fn remove(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.remove(&id) {
+            for s in &c.streams {
+                self.drop_sub(s, id);
+            }
+        }
+    }
+
+    fn drop_sub(&mut self, s: &StreamName, id: ConnId) {
+        self.streams_gauge.fetch_sub(1, Ordering::Relaxed);
+        if let Some(lists) = self.subs.get_mut(&s.symbol) {
+            lists[s.kind.index()].retain(|c| *c != id);
+            if lists.iter().all(Vec::is_empty) {
+                self.subs.remove(&s.symbol);
+            }
+        }
+    }
+
+    /// Adds streams (all or none); already subscribed ones are kept once.
+    /// Returns the partial-depth snapshots to send now.
+    pub fn subscribe(&mut self, id: ConnId, names: &[String]) -> Result<(), SubscribeError> {
+        let mut parsed = Vec::with_capacity(names.len());
+        for n in names {
+            parsed.push(StreamName::parse(n).ok_or_else(|| SubscribeError::BadName(n.clone()))?);
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return Ok(());
+        };
+        let mut new: Vec<StreamName> = Vec::new();
+        for p in parsed {
+            if !conn.streams.contains(&p) && !new.contains(&p) {
+                new.push(p);
+            }
+        }
+        let would = conn.streams.len() + new.len();
+        if would > self.max_streams {
+            return Err(SubscribeError::TooMany {
+                limit: self.max_streams,
+                would,
+            });
+        }
+        conn.streams.extend(new.iter().cloned());
+        let (combined, unit) = (conn.combined, conn.unit);
+        let tx = conn.tx.clone();
+        for s in new {
+            if let StreamKind::Partial { levels, .. } = s.kind
+                && let Some(m) = self.books.get(&s.symbol).filter(|m| m.last_u > 0)
+            {
+                let levels = m.book.window(usize::from(levels));
+                let mut e = Encoded {
+                    name: s.to_name(),
+                    cache: Default::default(),
+                    write: &|out, _| encode::partial_depth(out, m.last_u, &levels),
+                };
+                let _ = tx.try_send(e.get(combined, unit));
+            }
+            self.subs.entry(s.symbol.clone()).or_default()[s.kind.index()].push(id);
+            self.streams_gauge.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Removes streams; names not subscribed (or not valid) are ignored, as
+    /// on Binance.
+    pub fn unsubscribe(&mut self, id: ConnId, names: &[String]) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let gone: Vec<StreamName> = names
+            .iter()
+            .filter_map(|n| StreamName::parse(n))
+            .filter(|s| conn.streams.contains(s))
+            .collect();
+        conn.streams.retain(|s| !gone.contains(s));
+        for s in &gone {
+            self.drop_sub(s, id);
+        }
+    }
+
+    /// The connection's streams, in subscription order.
+    pub fn list(&self, id: ConnId) -> Vec<String> {
+        self.conns
+            .get(&id)
+            .map(|c| c.streams.iter().map(StreamName::to_name).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn set_combined(&mut self, id: ConnId, combined: bool) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.combined = combined;
+        }
+    }
+
+    pub fn combined(&self, id: ConnId) -> bool {
+        self.conns.get(&id).is_some_and(|c| c.combined)
+    }
+
+    /// Connections held (for tests and logs).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// The cached Binance names of a tick's symbol.
+    fn names_of(&mut self, t: &Tick) -> (Arc<str>, Arc<str>) {
+        let idx = t.key.symbol() as usize;
+        if self.names.len() <= idx {
+            self.names.resize_with(idx + 1, || None);
+        }
+        let fresh = match &self.names[idx] {
+            Some(n) => !(Arc::ptr_eq(&n.tickwire, &t.sym) || *n.tickwire == *t.sym),
+            None => true,
+        };
+        if fresh {
+            let upper = self.map.binance_of(&t.sym);
+            self.names[idx] = Some(Names {
+                tickwire: t.sym.clone(),
+                lower: upper.to_ascii_lowercase().into(),
+                upper: upper.into(),
+            });
+        }
+        let n = self.names[idx].as_ref().expect("set above");
+        (n.upper.clone(), n.lower.clone())
+    }
+
+    /// Delivers one ring item to every subscriber of the streams it feeds.
+    pub fn deliver(&mut self, item: &RingItem) {
+        let t = &item.tick;
+        let (upper, lower) = self.names_of(t);
+        let mut doomed = Vec::new();
+        match t.key.channel() {
+            Channel::Trade => {
+                for (kind, agg) in [(StreamKind::Trade, false), (StreamKind::AggTrade, true)] {
+                    let write = |out: &mut Vec<u8>, unit| encode::trade(out, t, &upper, unit, agg);
+                    self.send(&lower, kind, &write, &mut doomed);
+                }
+            }
+            Channel::Quote => {
+                let write = |out: &mut Vec<u8>, _| encode::book_ticker(out, t, &upper);
+                self.send(&lower, StreamKind::BookTicker, &write, &mut doomed);
+            }
+            Channel::Book => self.deliver_book(item, &upper, &lower, &mut doomed),
+            Channel::Bar1s | Channel::Bar1m | Channel::Bar1h | Channel::Bar1d => {}
+        }
+        for id in doomed {
+            tracing::info!(conn = id, "binance: client cannot keep up; disconnected");
+            self.remove(id);
+        }
+    }
+
+    /// A book update: `@depth` diffs (from the full-depth message, or the
+    /// difference a snapshot makes) and `@depthN` windows.
+    fn deliver_book(
+        &mut self,
+        item: &RingItem,
+        upper: &str,
+        lower: &Arc<str>,
+        doomed: &mut Vec<ConnId>,
+    ) {
+        let t = &item.tick;
+        let Some(frames) = &item.book else { return };
+        let mirror = self.books.entry(lower.clone()).or_default();
+        // An update that changed no level (no full-depth message) still
+        // advances `u`: it goes out with no levels, so every client sees an
+        // unbroken `U` = `u` + 1 chain.
+        let msg = frames.class(DepthClass::Full).msg.as_ref();
+        let levels: Vec<Level> = match msg {
+            None => Vec::new(),
+            Some(m) if m.snapshot => {
+                let mut next = Book::new();
+                for l in &m.levels {
+                    next.set(l.side, l.px, l.sz);
+                }
+                let d = window_diff(&mirror.book.window(usize::MAX), &m.levels);
+                mirror.book = next;
+                d
+            }
+            Some(m) => {
+                for l in &m.levels {
+                    mirror.book.set(l.side, l.px, l.sz);
+                }
+                m.levels.clone()
+            }
+        };
+        let first = match mirror.last_u {
+            0 => msg.map_or(t.seq, |m| m.from),
+            last => last + 1,
+        };
+        mirror.last_u = t.seq;
+        let update = DepthUpdate {
+            symbol: upper,
+            first,
+            last: t.seq,
+            event_ns: t.rx,
+            levels: &levels,
+        };
+        let write = |out: &mut Vec<u8>, unit| encode::depth_update(out, &update, unit);
+        for fast in [false, true] {
+            self.send(lower, StreamKind::Depth { fast }, &write, doomed);
+        }
+        if msg.is_none() {
+            return;
+        }
+        for n in [5u8, 10, 20] {
+            let wanted = self.subs.get(lower).is_some_and(|l| {
+                [false, true]
+                    .iter()
+                    .any(|&fast| !l[StreamKind::Partial { levels: n, fast }.index()].is_empty())
+            });
+            if !wanted {
+                continue;
+            }
+            let window = self.books[lower].book.window(usize::from(n));
+            let write = |out: &mut Vec<u8>, _| encode::partial_depth(out, t.seq, &window);
+            for fast in [false, true] {
+                self.send(
+                    lower,
+                    StreamKind::Partial { levels: n, fast },
+                    &write,
+                    doomed,
+                );
+            }
+        }
+    }
+
+    /// Sends one stream's payload to its subscribers, encoding it on first
+    /// need; a subscriber whose queue is full or gone is put in `doomed`.
+    fn send(
+        &self,
+        lower: &Arc<str>,
+        kind: StreamKind,
+        write: &dyn Fn(&mut Vec<u8>, TimeUnit),
+        doomed: &mut Vec<ConnId>,
+    ) {
+        let Some(list) = self.subs.get(lower).map(|l| &l[kind.index()]) else {
+            return;
+        };
+        if list.is_empty() {
+            return;
+        }
+        let mut e = Encoded {
+            name: format!("{lower}{}", kind.suffix()),
+            cache: Default::default(),
+            write,
+        };
+        for id in list {
+            let Some(c) = self.conns.get(id) else {
+                continue;
+            };
+            if c.tx.try_send(e.get(c.combined, c.unit)).is_err() && !doomed.contains(id) {
+                doomed.push(*id);
+            }
+        }
+    }
+}

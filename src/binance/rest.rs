@@ -1,0 +1,158 @@
+//! The REST calls Binance clients make before streaming: `/api/v3/ping`,
+//! `/api/v3/time`, `/api/v3/exchangeInfo` and `/api/v3/depth`. Errors use
+//! Binance's REST shape, `{"code":-1121,"msg":"Invalid symbol."}`.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::binance::encode;
+use crate::binance::streams::SymbolMap;
+use crate::model::tick::wall_clock_ns;
+use crate::pipeline::ingest::Ingest;
+
+/// An answer: HTTP status and JSON body.
+pub type Answer = (u16, Vec<u8>);
+
+fn error(status: u16, code: i32, msg: &str) -> Answer {
+    (
+        status,
+        json!({ "code": code, "msg": msg }).to_string().into_bytes(),
+    )
+}
+
+fn ok(v: Value) -> Answer {
+    (200, v.to_string().into_bytes())
+}
+
+/// One query parameter's value.
+fn query<'a>(q: &'a str, name: &str) -> Option<&'a str> {
+    q.split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The tickwire symbol a Binance symbol (any case) names, among those the
+/// feed has seen.
+pub fn tickwire_symbol(ingest: &Ingest, map: &SymbolMap, binance: &str) -> Option<Arc<str>> {
+    let want = binance.to_ascii_uppercase();
+    ingest
+        .symbols()
+        .seen()
+        .into_iter()
+        .map(|(name, _)| name)
+        .find(|name| map.binance_of(name) == want)
+}
+
+/// Answers `path?query`, or `None` when it is not a REST path of ours.
+pub fn answer(ingest: &Ingest, map: &SymbolMap, path: &str, q: &str) -> Option<Answer> {
+    Some(match path {
+        "/api/v3/ping" => ok(json!({})),
+        "/api/v3/time" => ok(json!({ "serverTime": wall_clock_ns() / 1_000_000 })),
+        "/api/v3/exchangeInfo" => exchange_info(ingest, map, q),
+        "/api/v3/depth" => depth(ingest, map, q),
+        _ => return None,
+    })
+}
+
+/// `exchangeInfo`: every symbol the feed has seen, `TRADING`, with filters
+/// that accept any price and quantity tickwire can carry (8 decimals).
+fn exchange_info(ingest: &Ingest, map: &SymbolMap, q: &str) -> Answer {
+    let only = query(q, "symbol").map(str::to_ascii_uppercase);
+    let mut names: Vec<Arc<str>> = ingest
+        .symbols()
+        .seen()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    let symbols: Vec<Value> = names
+        .iter()
+        .map(|n| (map.binance_of(n), n))
+        .filter(|(b, _)| only.as_ref().is_none_or(|o| o == b))
+        .map(|(b, n)| {
+            let (base, quote) = map.assets(n);
+            json!({
+                "symbol": b,
+                "status": "TRADING",
+                "baseAsset": base,
+                "baseAssetPrecision": 8,
+                "quoteAsset": quote,
+                "quotePrecision": 8,
+                "quoteAssetPrecision": 8,
+                "baseCommissionPrecision": 8,
+                "quoteCommissionPrecision": 8,
+                "orderTypes": ["LIMIT", "MARKET"],
+                "icebergAllowed": false,
+                "ocoAllowed": false,
+                "otoAllowed": false,
+                "quoteOrderQtyMarketAllowed": true,
+                "allowTrailingStop": false,
+                "cancelReplaceAllowed": false,
+                "isSpotTradingAllowed": true,
+                "isMarginTradingAllowed": false,
+                "filters": [
+                    { "filterType": "PRICE_FILTER", "minPrice": "0.00000001", "maxPrice": "92233720368.00000000", "tickSize": "0.00000001" },
+                    { "filterType": "LOT_SIZE", "minQty": "0.00000001", "maxQty": "92233720368.00000000", "stepSize": "0.00000001" },
+                ],
+                "permissions": [],
+                "permissionSets": [["SPOT"]],
+                "defaultSelfTradePreventionMode": "NONE",
+                "allowedSelfTradePreventionModes": ["NONE"],
+            })
+        })
+        .collect();
+    if only.is_some() && symbols.is_empty() {
+        return error(400, -1121, "Invalid symbol.");
+    }
+    ok(json!({
+        "timezone": "UTC",
+        "serverTime": wall_clock_ns() / 1_000_000,
+        "rateLimits": [],
+        "exchangeFilters": [],
+        "symbols": symbols,
+    }))
+}
+
+/// `depth?symbol=&limit=`: the book's top `limit` (default 100, at most
+/// 5000) per side, `lastUpdateId` = the book's `seq`, which `@depth`
+/// events carry as `u`.
+fn depth(ingest: &Ingest, map: &SymbolMap, q: &str) -> Answer {
+    let Some(sym) = query(q, "symbol") else {
+        return error(
+            400,
+            -1102,
+            "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+        );
+    };
+    let limit = match query(q, "limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=5000).contains(&n) => n,
+        Some(_) => {
+            return error(
+                400,
+                -1100,
+                "Illegal characters found in parameter 'limit'; legal range is '1..5000'.",
+            );
+        }
+    };
+    let Some(name) = tickwire_symbol(ingest, map, sym) else {
+        return error(400, -1121, "Invalid symbol.");
+    };
+    let Some((seq, levels)) = ingest.book_state(&name) else {
+        return error(400, -1121, "Invalid symbol.");
+    };
+    let mut per_side = [0usize; 2];
+    let top: Vec<_> = levels
+        .into_iter()
+        .filter(|l| {
+            let n = &mut per_side[l.side as usize];
+            *n += 1;
+            *n <= limit
+        })
+        .collect();
+    let mut out = Vec::new();
+    encode::partial_depth(&mut out, seq, &top);
+    (200, out)
+}
