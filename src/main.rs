@@ -223,6 +223,10 @@ struct ServeArgs {
     /// full cannot keep up and is disconnected. At least a ring batch (1024).
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1024..), requires = "binance_listen")]
     binance_queue_len: u32,
+    /// Closed klines kept per symbol and interval for /api/v3/klines
+    /// (112 bytes each; Binance's `limit` is at most 1000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..), requires = "binance_listen")]
+    binance_kline_rows: u32,
     /// How often the Binance endpoint pings each connection.
     #[arg(long, default_value = "20s", value_parser = parse_duration, requires = "binance_listen")]
     binance_ping_interval: Duration,
@@ -380,6 +384,7 @@ impl ServeArgs {
                     ping_interval: self.binance_ping_interval,
                     pong_timeout: self.binance_pong_timeout,
                     queue_len: self.binance_queue_len as usize,
+                    kline_rows: self.binance_kline_rows as usize,
                 },
                 symbols: std::sync::Arc::new(
                     tickwire::binance::streams::SymbolMap::parse(&self.binance_symbol)
