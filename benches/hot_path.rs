@@ -182,5 +182,50 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, ring_hop, fanout);
+/// What bars cost a trade at ingest: admit + sequence + publish one trade
+/// (1 ms of feed time apart, so a 1 s bar closes every 1,000 trades) into
+/// a server with no clients (its one worker drains the ring), with bar
+/// building off and on.
+fn ingest_bars(c: &mut Criterion) {
+    use tickwire::model::tick::NewTick;
+    use tickwire::server::config::{Config, FeedSource};
+    let mut g = c.benchmark_group("ingest_trade");
+    g.throughput(Throughput::Elements(1));
+    let h = tickwire::server::start(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        feed: FeedSource::None,
+        workers: 1,
+        ..Config::default()
+    })
+    .expect("server starts");
+    let ingest = h.ingest();
+    let mut ts = 1_700_000_000_000_000_000u64;
+    for bars in [false, true] {
+        ingest.set_bars(bars);
+        let name = if bars { "bars_on" } else { "bars_off" };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                ts += 1_000_000;
+                let t = NewTick {
+                    sym: "BTCUSDT".into(),
+                    ts,
+                    event: Event::Trade {
+                        px: Fixed(9_666_740_000_000 + (ts / 1_000_000 % 100) as i64),
+                        qty: Fixed(12_000_000),
+                        side: Side::Buy,
+                    },
+                    book: None,
+                };
+                let a = ingest.admit(t).unwrap();
+                while ingest.try_publish(std::slice::from_ref(&a)) == 0 {
+                    std::thread::yield_now();
+                }
+            })
+        });
+    }
+    g.finish();
+    h.shutdown();
+}
+
+criterion_group!(benches, encode, ring_hop, fanout, ingest_bars);
 criterion_main!(benches);

@@ -103,7 +103,8 @@ struct ServeArgs {
     /// No built-in feed: only ticks from publishers on /v1/publish.
     #[arg(long)]
     no_feed: bool,
-    /// Ticks the ingest ring holds (a power of two; publishers wait when it is full).
+    /// Ticks the ingest ring holds (a power of two; publishers wait when it
+    /// is full; at least 16 while bars are built).
     #[arg(long, default_value_t = 16_384)]
     ring_capacity: usize,
     /// Largest inbound WebSocket message in bytes (bigger: read through and
@@ -119,6 +120,10 @@ struct ServeArgs {
     /// Most price levels per side one order book may hold.
     #[arg(long, default_value_t = tickwire::pipeline::ingest::DEFAULT_MAX_BOOK_LEVELS)]
     max_book_levels: usize,
+    /// Do not build OHLCV bars (the `bar_1s` … `bar_1d` channels) from
+    /// trades; bars replayed from a recording still flow.
+    #[arg(long)]
+    no_bars: bool,
     /// Byte cap on one client's frames queued for its socket.
     #[arg(long, default_value_t = 262_144)]
     client_buffer_bytes: usize,
@@ -222,6 +227,10 @@ struct ServeArgs {
     /// full cannot keep up and is disconnected. At least a ring batch (1024).
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1024..), requires = "binance_listen")]
     binance_queue_len: u32,
+    /// Closed klines kept per symbol and interval for /api/v3/klines
+    /// (112 bytes each; Binance's `limit` is at most 1000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..), requires = "binance_listen")]
+    binance_kline_rows: u32,
     /// How often the Binance endpoint pings each connection.
     #[arg(long, default_value = "20s", value_parser = parse_duration, requires = "binance_listen")]
     binance_ping_interval: Duration,
@@ -379,6 +388,7 @@ impl ServeArgs {
                     ping_interval: self.binance_ping_interval,
                     pong_timeout: self.binance_pong_timeout,
                     queue_len: self.binance_queue_len as usize,
+                    kline_rows: self.binance_kline_rows as usize,
                 },
                 symbols: std::sync::Arc::new(
                     tickwire::binance::streams::SymbolMap::parse(&self.binance_symbol)
@@ -396,6 +406,7 @@ impl ServeArgs {
             max_keys_per_connection: self.max_keys_per_connection,
             max_symbols: self.max_symbols,
             max_book_levels: self.max_book_levels,
+            bars: !self.no_bars,
             client_buffer_bytes: self.client_buffer_bytes,
             history: tickwire::pipeline::history::HistoryLimits {
                 max_bytes: self.history_bytes,

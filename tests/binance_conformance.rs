@@ -356,3 +356,207 @@ async fn binance_connections_count_against_the_connection_limits() {
     assert_eq!(r["result"], json!([]));
     h.shutdown();
 }
+
+/// A trade of `sym` at feed time `ts` (ns), published.
+async fn trade_at(h: &tickwire::server::ServerHandle, ts: u64, px: &str, qty: &str, side: Side) {
+    let t = tickwire::model::tick::NewTick {
+        sym: "BTCUSDT".into(),
+        ts,
+        event: tickwire::model::tick::Event::Trade {
+            px: fx(px),
+            qty: fx(qty),
+            side,
+        },
+        book: None,
+    };
+    let a = h.ingest().admit(t).unwrap();
+    h.ingest().publish(&[a]).await;
+}
+
+/// `@kline_<interval>` streams (1s, 1m, 1h, 1d; others are invalid names)
+/// carry Binance's kline payload built from tickwire's bars, and
+/// `/api/v3/klines` (and `uiKlines`) return the kept bars as Binance's
+/// rows, with its errors for bad parameters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kline_streams_and_rest_klines() {
+    const S: u64 = 1_000_000_000;
+    const T0: u64 = 1_700_000_040 * S; // a minute's start
+    let h = start(|b| b.limits.messages_per_sec = 1000);
+    let mut raw = connect(&h, "/ws/btcusdt@kline_1m").await;
+    let mut us = connect(&h, "/stream?streams=btcusdt@kline_1h&timeUnit=MICROSECOND").await;
+    let r = request(
+        &mut raw,
+        json!({"method":"SUBSCRIBE","params":["btcusdt@kline_5m"],"id":1}),
+    )
+    .await;
+    assert_eq!(
+        r,
+        json!({"error":{"code":2,"msg":"Invalid request: invalid stream name `btcusdt@kline_5m`"},"id":1})
+    );
+    wait_streams(&h, 2).await;
+    trade_at(&h, T0 + S, "100.5", "2", Side::Buy).await;
+    trade_at(&h, T0 + 2 * S, "99", "1", Side::Sell).await;
+    // The first trade's kline at once, the second's within a second.
+    let k = loop {
+        let v = next_json(&mut raw).await;
+        assert_eq!(v["e"], "kline", "{v}");
+        if v["k"]["n"] == 2 {
+            break v;
+        }
+    };
+    assert_eq!(k["s"], "BTCUSDT");
+    assert!(k["E"].as_u64().unwrap() > 1_600_000_000_000, "{k}");
+    let mut body = k["k"].clone();
+    assert_eq!(
+        body,
+        json!({"t":1_700_000_040_000u64,"T":1_700_000_099_999u64,"s":"BTCUSDT","i":"1m",
+               "f":1,"L":2,"o":"100.50000000","c":"99.00000000","h":"100.50000000","l":"99.00000000",
+               "v":"3.00000000","n":2,"x":false,"q":"300.00000000","V":"2.00000000","Q":"201.00000000","B":"0"})
+    );
+    let h1 = loop {
+        let v = next_json(&mut us).await;
+        assert_eq!(v["stream"], "btcusdt@kline_1h", "{v}");
+        if v["data"]["k"]["n"] == 2 {
+            break v["data"].clone();
+        }
+    };
+    assert_eq!(
+        (&h1["k"]["i"], &h1["k"]["t"], &h1["k"]["T"]),
+        (
+            &json!("1h"),
+            &json!(1_699_999_200_000_000u64),
+            &json!(1_700_002_799_999_999u64)
+        ),
+        "{h1}"
+    );
+    // A trade in the next minute closes the bar.
+    trade_at(&h, T0 + 61 * S, "101", "1", Side::Buy).await;
+    let closed = next_json(&mut raw).await;
+    body["x"] = json!(true);
+    assert_eq!(closed["k"], body);
+    let open = next_json(&mut raw).await;
+    assert_eq!(
+        (&open["k"]["t"], &open["k"]["n"], &open["k"]["x"]),
+        (&json!(1_700_000_100_000u64), &json!(1), &json!(false))
+    );
+
+    // REST: the closed bar, then the open one.
+    let (s, rows) = http_get(&h, "/api/v3/klines?symbol=BTCUSDT&interval=1m").await;
+    assert_eq!(s, 200, "{rows}");
+    assert_eq!(
+        rows,
+        json!([
+            [
+                1_700_000_040_000u64,
+                "100.50000000",
+                "100.50000000",
+                "99.00000000",
+                "99.00000000",
+                "3.00000000",
+                1_700_000_099_999u64,
+                "300.00000000",
+                2,
+                "2.00000000",
+                "201.00000000",
+                "0"
+            ],
+            [
+                1_700_000_100_000u64,
+                "101.00000000",
+                "101.00000000",
+                "101.00000000",
+                "101.00000000",
+                "1.00000000",
+                1_700_000_159_999u64,
+                "101.00000000",
+                1,
+                "1.00000000",
+                "101.00000000",
+                "0"
+            ]
+        ])
+    );
+    let first = |q: &str| {
+        let q = q.to_owned();
+        let h = &h;
+        async move {
+            let (s, v) =
+                http_get(h, &format!("/api/v3/klines?symbol=btcusdt&interval=1m{q}")).await;
+            assert_eq!(s, 200, "{v}");
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[0].clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(first("&limit=1").await, [json!(1_700_000_100_000u64)]);
+    assert_eq!(
+        first("&startTime=1700000040000&limit=1").await,
+        [json!(1_700_000_040_000u64)]
+    );
+    assert_eq!(
+        first("&endTime=1700000099999").await,
+        [json!(1_700_000_040_000u64)]
+    );
+    assert!(first("&startTime=1700000100001").await.is_empty());
+    let (s, ui) = http_get(&h, "/api/v3/uiKlines?symbol=BTCUSDT&interval=1m").await;
+    assert_eq!((s, ui), (200, rows));
+    let (_, us_rows) = http_get_with(
+        &h,
+        "/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime=1700000040000000&limit=1",
+        "X-MBX-TIME-UNIT: MICROSECOND\r\n",
+    )
+    .await;
+    assert_eq!(
+        (&us_rows[0][0], &us_rows[0][6]),
+        (
+            &json!(1_700_000_040_000_000u64),
+            &json!(1_700_000_099_999_999u64)
+        )
+    );
+
+    // Binance's errors.
+    let mandatory = |p: &str| json!({"code":-1102,"msg":format!("Mandatory parameter '{p}' was not sent, was empty/null, or malformed.")});
+    for (q, want) in [
+        ("interval=1m", mandatory("symbol")),
+        ("symbol=BTCUSDT", mandatory("interval")),
+        (
+            "symbol=BTCUSDT&interval=5m",
+            json!({"code":-1120,"msg":"Invalid interval."}),
+        ),
+        (
+            "symbol=NOPE&interval=1m",
+            json!({"code":-1121,"msg":"Invalid symbol."}),
+        ),
+        (
+            "symbol=BTCUSDT&interval=1m&startTime=2&endTime=1",
+            json!({"code":-1023,"msg":"Start time is greater than end time."}),
+        ),
+    ] {
+        assert_eq!(
+            http_get(&h, &format!("/api/v3/klines?{q}")).await,
+            (400, want),
+            "{q}"
+        );
+    }
+    for q in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "startTime=x",
+        "endTime=-1",
+    ] {
+        let (s, e) = http_get(
+            &h,
+            &format!("/api/v3/klines?symbol=BTCUSDT&interval=1m&{q}"),
+        )
+        .await;
+        assert_eq!((s, &e["code"]), (400, &json!(-1100)), "{q}: {e}");
+    }
+    // The stream still works after all that.
+    trade_at(&h, T0 + 62 * S, "102", "1", Side::Buy).await;
+    let next = next_json(&mut raw).await;
+    assert_eq!(next["k"]["t"], 1_700_000_100_000u64, "{next}");
+    h.shutdown();
+}

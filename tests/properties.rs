@@ -318,12 +318,13 @@ proptest! {
             prop_assert_eq!(got.len(), ticks.len());
             for t in &got {
                 prop_assert!(validate_symbol(&t.sym).is_ok(), "{:?}", t.sym);
-                let sizes_ok = match t.event {
-                    Event::Trade { qty, .. } => qty.raw() >= 0,
-                    Event::Quote { bsz, asz, .. } => bsz.raw() >= 0 && asz.raw() >= 0,
+                let sizes_ok = match &t.event {
+                    &Event::Trade { qty, .. } => qty.raw() >= 0,
+                    &Event::Quote { bsz, asz, .. } => bsz.raw() >= 0 && asz.raw() >= 0,
                     Event::Book(_) => t.book.as_ref().is_some_and(|b| {
                         b.levels().iter().all(|l| l.sz.raw() >= 0)
                     }),
+                    Event::Bar(b) => b.volume.raw() >= 0 && b.buy_volume.raw() >= 0,
                 };
                 prop_assert!(sizes_ok || ext.starts_with("twr"), "negative size from JSON: {t:?}");
             }

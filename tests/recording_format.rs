@@ -50,8 +50,31 @@ fn write(path: &Path, ticks: &[NewTick]) {
 
 #[test]
 fn every_encoding_round_trips_exactly() {
+    use tickwire::model::bar::{Bar, BarInterval};
     let dir = tempfile::tempdir().unwrap();
-    let ticks = sample();
+    let mut ticks = sample();
+    // Bars (format version 3), every interval, open and closed, extremes.
+    for (i, interval) in BarInterval::ALL.into_iter().enumerate() {
+        let bar = Bar {
+            interval,
+            start: 1_699_920_000_000_000_000,
+            open: Fixed(i64::MIN),
+            high: Fixed(i64::MAX),
+            low: Fixed(i64::MIN),
+            close: Fixed(-1),
+            volume: Fixed(i64::MAX),
+            quote_volume: Fixed(123_456_789),
+            buy_volume: Fixed(0),
+            trades: u64::MAX - i as u64,
+            closed: i % 2 == 0,
+        };
+        ticks.push(NewTick {
+            book: None,
+            sym: Arc::from("BTC/USDT"),
+            ts: 1_700_000_000_000_000_000 + i as u64,
+            event: Event::Bar(Box::new(bar)),
+        });
+    }
     for name in ["a.twr", "a.twr.zst", "a.jsonl", "a.jsonl.zst"] {
         let path = dir.path().join(name);
         write(&path, &ticks);
@@ -62,9 +85,9 @@ fn every_encoding_round_trips_exactly() {
     assert!(size("a.twr") < size("a.jsonl"));
     assert!(size("a.twr.zst") < size("a.twr"));
     let head = std::fs::read(dir.path().join("a.jsonl")).unwrap();
-    assert!(head.starts_with(b"{\"format\":\"tickwire.jsonl\",\"version\":2}\n"));
+    assert!(head.starts_with(b"{\"format\":\"tickwire.jsonl\",\"version\":3}\n"));
     let head = std::fs::read(dir.path().join("a.twr")).unwrap();
-    assert!(head.starts_with(b"tickwire.rec\x02\x00"));
+    assert!(head.starts_with(b"tickwire.rec\x03\x00"));
 }
 
 #[test]

@@ -476,6 +476,61 @@ async fn two_gateways_deliver_the_same_ticks_with_the_same_seq() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_serve_the_ingest_nodes_bars_with_its_seq() {
+    let _serial = SERIAL.lock().await;
+    let Some(deployment) = Deployment::start().await else {
+        return;
+    };
+    let Deployment { ingest, gw1, .. } = deployment;
+    let mut local = subscriber(ingest.addr).await;
+    let mut remote = subscriber(gw1.addr).await;
+    for c in [&mut local, &mut remote] {
+        c.subscribe(1, &["BAR"], Some(&["bar_1s"]), true).await;
+    }
+    wait_metric(&gw1, "tickwire_bus_subjects", |v| v == 1.0).await;
+    // Trades in three consecutive seconds of feed time: the first two bars
+    // close when the next second's trade arrives.
+    let mut publ = publisher(ingest.addr).await;
+    let t0 = 1_700_000_000_000_000_000u64;
+    for (i, px) in ["10", "11", "12"].iter().enumerate() {
+        let ts = t0 + i as u64 * 1_000_000_000;
+        publ.publish(&[trade("BAR", ts, px, "1"), trade("BAR", ts + 5, px, "2")])
+            .await;
+    }
+    let at_ingest = closed_bars(&mut local).await;
+    let at_gateway = closed_bars(&mut remote).await;
+    assert_eq!(
+        at_gateway, at_ingest,
+        "the gateway's bars are the ingest node's"
+    );
+    assert_eq!(at_ingest[0].1, t0);
+    assert_eq!(
+        (&*at_ingest[1].2, &*at_ingest[1].3, at_ingest[1].4),
+        ("11", "3", 2)
+    );
+    assert_eq!(gw1.metric("tickwire_bus_malformed_total").await, 0.0);
+}
+
+/// The first two closed bars a client gets: (seq, start, open, volume,
+/// trades).
+async fn closed_bars(ws: &mut RawWs) -> Vec<(u64, u64, String, String, u64)> {
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let v = ws.recv_json().await;
+        if v["type"] == "bar" && v["closed"] == true {
+            got.push((
+                v["seq"].as_u64().unwrap(),
+                v["start"].as_u64().unwrap(),
+                v["open"].to_string(),
+                v["volume"].to_string(),
+                v["trades"].as_u64().unwrap(),
+            ));
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_takes_from_the_bus_only_the_keys_its_clients_want() {
     let _serial = SERIAL.lock().await;
     let Some(deployment) = Deployment::start().await else {

@@ -43,6 +43,7 @@ pub(super) async fn serve(e: Endpoint) {
     let hub = Rc::new(RefCell::new(Hub::new(
         e.config.symbols.clone(),
         e.config.limits.max_streams,
+        e.config.limits.kline_rows,
         e.streams_gauge.clone(),
     )));
     tokio::task::spawn_local(read_ring(e.reader, hub.clone(), e.shutdown.clone()));
@@ -151,9 +152,24 @@ fn route(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    if let Some((status, body)) =
-        rest::answer(&shared.ingest, &shared.config.symbols, &path, &query)
-    {
+    // Binance's REST time unit is a header (streams take `timeUnit=`).
+    let unit = req
+        .headers()
+        .get("x-mbx-time-unit")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TimeUnit::parse)
+        .unwrap_or(TimeUnit::Millis);
+    let answer = rest::answer(
+        &rest::RestState {
+            ingest: &shared.ingest,
+            map: &shared.config.symbols,
+            klines: shared.hub.borrow().klines(),
+            unit,
+        },
+        &path,
+        &query,
+    );
+    if let Some((status, body)) = answer {
         return json(status, body);
     }
     let opening = match opening(&path, &query) {

@@ -15,9 +15,10 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::binance::encode::{self, DepthUpdate, TimeUnit};
+use crate::binance::klines::{KlineStore, kline_event};
 use crate::binance::streams::{KINDS, StreamKind, StreamName, SymbolMap};
 use crate::model::book::{Book, DepthClass, Level, window_diff};
-use crate::model::tick::{Channel, Tick};
+use crate::model::tick::{Channel, Event, Tick};
 use crate::pipeline::ingest::RingItem;
 
 /// A connection's id in the hub (never reused).
@@ -82,6 +83,9 @@ pub struct Hub {
     /// Streams subscribed over all connections, shown to tests and
     /// operators ([`crate::server::ServerHandle::binance_streams`]).
     streams_gauge: Arc<AtomicUsize>,
+    /// Recent klines per symbol, for `/api/v3/klines`, and the trades
+    /// seen of each current bar (`f`, `L`, `Q`).
+    klines: KlineStore,
 }
 
 /// A stream's payload in each of its four encodings, made on first use.
@@ -115,8 +119,14 @@ impl Encoded<'_> {
 }
 
 impl Hub {
-    pub fn new(map: Arc<SymbolMap>, max_streams: usize, streams_gauge: Arc<AtomicUsize>) -> Hub {
+    pub fn new(
+        map: Arc<SymbolMap>,
+        max_streams: usize,
+        kline_rows: usize,
+        streams_gauge: Arc<AtomicUsize>,
+    ) -> Hub {
         Hub {
+            klines: KlineStore::new(kline_rows),
             map,
             max_streams,
             conns: HashMap::new(),
@@ -205,6 +215,20 @@ impl Hub {
                 };
                 let _ = tx.try_send(e.get(combined, unit));
             }
+            // The open kline now (Binance pushes it every second or two
+            // even when it does not change; tickwire sends changes only).
+            if let StreamKind::Kline(iv) = s.kind
+                && let Some(k) = self.klines.open(&s.symbol.to_ascii_uppercase(), iv)
+            {
+                let upper = s.symbol.to_ascii_uppercase();
+                let now = crate::model::tick::wall_clock_ns();
+                let mut e = Encoded {
+                    name: s.to_name(),
+                    cache: Default::default(),
+                    write: &|out, unit| kline_event(out, k, &upper, now, unit),
+                };
+                let _ = tx.try_send(e.get(combined, unit));
+            }
             self.subs.entry(s.symbol.clone()).or_default()[s.kind.index()].push(id);
             self.streams_gauge.fetch_add(1, Ordering::Relaxed);
         }
@@ -255,6 +279,11 @@ impl Hub {
         self.conns.is_empty()
     }
 
+    /// The klines kept (for `/api/v3/klines`).
+    pub fn klines(&self) -> &KlineStore {
+        &self.klines
+    }
+
     /// The cached Binance names of a tick's symbol.
     fn names_of(&mut self, t: &Tick) -> (Arc<str>, Arc<str>) {
         let idx = t.key.symbol() as usize;
@@ -284,6 +313,7 @@ impl Hub {
         let mut doomed = Vec::new();
         match t.key.channel() {
             Channel::Trade => {
+                self.klines.on_trade(&upper, t);
                 for (kind, agg) in [(StreamKind::Trade, false), (StreamKind::AggTrade, true)] {
                     let write = |out: &mut Vec<u8>, unit| encode::trade(out, t, &upper, unit, agg);
                     self.send(&lower, kind, &write, &mut doomed);
@@ -294,6 +324,15 @@ impl Hub {
                 self.send(&lower, StreamKind::BookTicker, &write, &mut doomed);
             }
             Channel::Book => self.deliver_book(item, &upper, &lower, &mut doomed),
+            Channel::Bar1s | Channel::Bar1m | Channel::Bar1h | Channel::Bar1d => {
+                if let Event::Bar(bar) = &t.event {
+                    let k = self.klines.on_bar(&upper, bar);
+                    let write = |out: &mut Vec<u8>, unit| {
+                        kline_event(out, &k, &upper, t.rx, unit);
+                    };
+                    self.send(&lower, StreamKind::Kline(bar.interval), &write, &mut doomed);
+                }
+            }
         }
         for id in doomed {
             tracing::info!(conn = id, "binance: client cannot keep up; disconnected");

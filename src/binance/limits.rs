@@ -20,6 +20,9 @@ pub struct Limits {
     /// Stream events queued for one connection; a connection whose queue
     /// is full cannot keep up and is disconnected.
     pub queue_len: usize,
+    /// Closed klines kept per symbol and interval for `/api/v3/klines`
+    /// (`--binance-kline-rows`; 112 bytes each).
+    pub kline_rows: usize,
 }
 
 impl Default for Limits {
@@ -30,6 +33,7 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(60),
             queue_len: 8192,
+            kline_rows: crate::binance::klines::DEFAULT_ROWS,
         }
     }
 }

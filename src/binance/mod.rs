@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 pub mod encode;
 mod http;
 pub mod hub;
+pub mod klines;
 pub mod limits;
 pub mod request;
 pub mod rest;

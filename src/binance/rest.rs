@@ -1,13 +1,17 @@
 //! The REST calls Binance clients make before streaming: `/api/v3/ping`,
-//! `/api/v3/time`, `/api/v3/exchangeInfo` and `/api/v3/depth`. Errors use
+//! `/api/v3/time`, `/api/v3/exchangeInfo`, `/api/v3/depth` and
+//! `/api/v3/klines` (`uiKlines` answers the same: tickwire's bars need no
+//! presentation tweaks). Errors use
 //! Binance's REST shape, `{"code":-1121,"msg":"Invalid symbol."}`.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::binance::encode;
+use crate::binance::encode::{self, TimeUnit};
+use crate::binance::klines::{KlineStore, kline_row};
 use crate::binance::streams::SymbolMap;
+use crate::model::bar::BarInterval;
 use crate::model::tick::wall_clock_ns;
 use crate::pipeline::ingest::Ingest;
 
@@ -45,9 +49,21 @@ pub fn tickwire_symbol(ingest: &Ingest, map: &SymbolMap, binance: &str) -> Optio
         .find(|name| map.binance_of(name) == want)
 }
 
+/// What a REST answer may read besides the query.
+pub struct RestState<'a> {
+    pub ingest: &'a Ingest,
+    pub map: &'a SymbolMap,
+    /// The hub's klines.
+    pub klines: &'a KlineStore,
+    /// `X-MBX-TIME-UNIT` (klines' open and close times).
+    pub unit: TimeUnit,
+}
+
 /// Answers `path?query`, or `None` when it is not a REST path of ours.
-pub fn answer(ingest: &Ingest, map: &SymbolMap, path: &str, q: &str) -> Option<Answer> {
+pub fn answer(st: &RestState, path: &str, q: &str) -> Option<Answer> {
+    let (ingest, map) = (st.ingest, st.map);
     Some(match path {
+        "/api/v3/klines" | "/api/v3/uiKlines" => klines(st, q),
         "/api/v3/ping" => ok(json!({})),
         "/api/v3/time" => ok(json!({ "serverTime": wall_clock_ns() / 1_000_000 })),
         "/api/v3/exchangeInfo" => exchange_info(ingest, map, q),
@@ -155,4 +171,85 @@ fn depth(ingest: &Ingest, map: &SymbolMap, q: &str) -> Answer {
     let mut out = Vec::new();
     encode::partial_depth(&mut out, seq, &top);
     (200, out)
+}
+
+fn mandatory(name: &str) -> Answer {
+    error(
+        400,
+        -1102,
+        &format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+    )
+}
+
+/// A `startTime`/`endTime` in the request's unit, as ns.
+fn time_param(q: &str, name: &str, unit: TimeUnit) -> Result<Option<u64>, Answer> {
+    let Some(v) = query(q, name) else {
+        return Ok(None);
+    };
+    let per = match unit {
+        TimeUnit::Millis => 1_000_000,
+        TimeUnit::Micros => 1_000,
+    };
+    v.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(per))
+        .map(Some)
+        .ok_or_else(|| {
+            error(
+                400,
+                -1100,
+                &format!(
+                    "Illegal characters found in parameter '{name}'; legal range is '0..{}'.",
+                    u64::MAX / per
+                ),
+            )
+        })
+}
+
+/// `klines?symbol=&interval=&startTime=&endTime=&limit=`: the symbol's
+/// kept klines of that interval (docs/BINANCE.md "Klines").
+fn klines(st: &RestState, q: &str) -> Answer {
+    let Some(sym) = query(q, "symbol").filter(|s| !s.is_empty()) else {
+        return mandatory("symbol");
+    };
+    let Some(interval) = query(q, "interval").filter(|s| !s.is_empty()) else {
+        return mandatory("interval");
+    };
+    let Some(interval) = BarInterval::parse(interval) else {
+        return error(400, -1120, "Invalid interval.");
+    };
+    let limit = match query(q, "limit").map(str::parse::<usize>) {
+        None => 500,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return error(
+                400,
+                -1100,
+                "Illegal characters found in parameter 'limit'; legal range is '1..1000'.",
+            );
+        }
+    };
+    let (from, to) = match (
+        time_param(q, "startTime", st.unit),
+        time_param(q, "endTime", st.unit),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        return error(400, -1023, "Start time is greater than end time.");
+    }
+    let upper = sym.to_ascii_uppercase();
+    if !st.klines.knows(&upper) && tickwire_symbol(st.ingest, st.map, sym).is_none() {
+        return error(400, -1121, "Invalid symbol.");
+    }
+    let rows: Vec<Value> = st
+        .klines
+        .select(&upper, interval, from, to, limit)
+        .into_iter()
+        .map(|k| kline_row(k, st.unit))
+        .collect();
+    ok(Value::Array(rows))
 }

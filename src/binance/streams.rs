@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::model::bar::BarInterval;
+
 /// What one stream of a symbol carries; its index selects the subscriber
 /// list and the cached encodings of a tick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -19,10 +21,13 @@ pub enum StreamKind {
     Depth { fast: bool },
     /// `@depth5/10/20` (`@100ms`): the top `levels` per side.
     Partial { levels: u8, fast: bool },
+    /// `@kline_1s/1m/1h/1d`: the symbol's bars of that interval (the
+    /// intervals tickwire builds; Binance's others are not served).
+    Kline(BarInterval),
 }
 
 /// Number of stream kinds (the length of per-symbol arrays).
-pub const KINDS: usize = 11;
+pub const KINDS: usize = 15;
 
 impl StreamKind {
     /// Dense index in `0..KINDS`.
@@ -40,6 +45,7 @@ impl StreamKind {
                 };
                 5 + l * 2 + usize::from(fast)
             }
+            StreamKind::Kline(iv) => 11 + iv as usize,
         }
     }
 
@@ -54,6 +60,7 @@ impl StreamKind {
             StreamKind::Partial { levels, fast } => {
                 format!("@depth{levels}{}", if fast { "@100ms" } else { "" })
             }
+            StreamKind::Kline(iv) => format!("@kline_{}", iv.as_str()),
         }
     }
 }
@@ -86,6 +93,9 @@ impl StreamName {
             "bookTicker" => StreamKind::BookTicker,
             "depth" | "depth@1000ms" => StreamKind::Depth { fast: false },
             "depth@100ms" => StreamKind::Depth { fast: true },
+            _ if rest.starts_with("kline_") => {
+                StreamKind::Kline(BarInterval::parse(&rest["kline_".len()..])?)
+            }
             _ => {
                 let (n, fast) = match rest.strip_suffix("@100ms") {
                     Some(n) => (n, true),
@@ -197,6 +207,10 @@ mod tests {
             "btcusdt@depth5",
             "btcusdt@depth10@100ms",
             "esm4@depth20",
+            "btcusdt@kline_1s",
+            "btcusdt@kline_1m",
+            "btcusdt@kline_1h",
+            "btcusdt@kline_1d",
         ] {
             assert_eq!(StreamName::parse(n).unwrap().to_name(), n);
         }
@@ -207,6 +221,9 @@ mod tests {
             "btcusdt@ticker",
             "@trade",
             "btc/usdt@trade",
+            "btcusdt@kline_5m",
+            "btcusdt@kline_",
+            "btcusdt@kline1m",
         ] {
             assert!(StreamName::parse(bad).is_none(), "{bad}");
         }
@@ -216,6 +233,7 @@ mod tests {
                 [true, false].map(|fast| StreamKind::Partial { levels: l, fast }.index())
             })
             .chain([0, 1, 2, 3, 4])
+            .chain(BarInterval::ALL.map(|iv| StreamKind::Kline(iv).index()))
             .collect();
         assert_eq!(kinds.len(), KINDS);
     }

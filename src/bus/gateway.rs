@@ -67,7 +67,7 @@ pub(crate) fn start_gateway(
             stats,
             status: status_tx,
             key_subs: HashMap::new(),
-            star_subs: [None, None],
+            star_subs: std::array::from_fn(|_| None),
             subs: SelectAll::new(),
             live: HashSet::new(),
             reconnected,
@@ -106,7 +106,7 @@ struct Gateway {
     key_subs: HashMap<KeyId, (Arc<str>, AbortHandle)>,
     /// One wildcard subscription per channel some client wants `*` on
     /// (indexed by `Channel as usize`).
-    star_subs: [Option<AbortHandle>; 2],
+    star_subs: [Option<AbortHandle>; 7],
     /// Every tick subscription, polled as one stream by the gateway loop
     /// (no task or queue per subscription). Aborting one's handle ends it:
     /// it is dropped at the next poll, which sends NATS its `UNSUB`.

@@ -49,7 +49,7 @@ struct Counts {
     /// the map's keys are the wanted keys.
     keys: HashMap<KeyId, u32>,
     /// Indexed by `Channel as usize`.
-    star: [u32; 2],
+    star: [u32; 7],
 }
 
 impl InterestSink for Interest {

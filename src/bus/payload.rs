@@ -15,9 +15,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::model::bar::{Bar, BarInterval};
 use crate::model::decimal::Fixed;
 use crate::model::epoch::Epoch;
 use crate::model::tick::{Event, MAX_SYMBOL_LEN, Side, Tick, validate_symbol};
+use crate::wire::bar::{BAR_RECORD_LEN, FLAG_BAR_CLOSED, KIND_BAR, bar_record};
 use crate::wire::encode::{RECORD_LEN, tick_record};
 
 /// Why a bus payload is not a tick.
@@ -27,8 +29,10 @@ pub enum PayloadError {
         "payload is {0} bytes; a tick is a {RECORD_LEN}-byte record, an {EPOCH_LEN}-byte epoch and a symbol"
     )]
     Length(usize),
-    #[error("record kind {0} is neither 1 (trade) nor 2 (quote)")]
+    #[error("record kind {0} is not 1 (trade), 2 (quote) or 4 (bar)")]
     Kind(u8),
+    #[error("bar interval code {0} is not 1 to 4")]
+    Interval(u8),
     #[error("trade side byte {0:#04x} is not B, S or N")]
     Side(u8),
     #[error("seq 0: sequences start at 1")]
@@ -55,8 +59,11 @@ const EPOCH_LEN: usize = 8;
 
 /// The bus payload of a tick sequenced in `epoch`.
 pub(super) fn encode(t: &Tick, epoch: Epoch) -> Bytes {
-    let mut b = BytesMut::with_capacity(RECORD_LEN + EPOCH_LEN + t.sym.len());
-    b.put_slice(&tick_record(t));
+    let mut b = BytesMut::with_capacity(BAR_RECORD_LEN + EPOCH_LEN + t.sym.len());
+    match &t.event {
+        Event::Bar(bar) => b.put_slice(&bar_record(t, bar)),
+        _ => b.put_slice(&tick_record(t)),
+    }
     b.put_u64_le(epoch.0);
     b.put_slice(t.sym.as_bytes());
     b.freeze()
@@ -74,12 +81,18 @@ fn i64_at(p: &[u8], at: usize) -> i64 {
 
 /// Decodes a bus payload, checking everything a gateway relies on.
 pub fn decode(p: &[u8]) -> Result<BusTick, PayloadError> {
-    const HEAD: usize = RECORD_LEN + EPOCH_LEN;
-    if p.len() <= HEAD || p.len() > HEAD + MAX_SYMBOL_LEN {
+    // A bar's record is two 64-byte slots.
+    let record_len = if p.first() == Some(&KIND_BAR) {
+        BAR_RECORD_LEN
+    } else {
+        RECORD_LEN
+    };
+    let head = record_len + EPOCH_LEN;
+    if p.len() <= head || p.len() > head + MAX_SYMBOL_LEN {
         return Err(PayloadError::Length(p.len()));
     }
     let sym =
-        std::str::from_utf8(&p[HEAD..]).map_err(|_| PayloadError::Symbol("not UTF-8".into()))?;
+        std::str::from_utf8(&p[head..]).map_err(|_| PayloadError::Symbol("not UTF-8".into()))?;
     validate_symbol(sym).map_err(PayloadError::Symbol)?;
     let seq = u64_at(p, 8);
     if seq == 0 {
@@ -103,6 +116,23 @@ pub fn decode(p: &[u8]) -> Result<BusTick, PayloadError> {
             ask: Fixed(c),
             asz: Fixed(d),
         },
+        KIND_BAR => {
+            let code = p[2];
+            let interval = BarInterval::from_code(code).ok_or(PayloadError::Interval(code))?;
+            Event::Bar(Box::new(Bar {
+                interval,
+                start: u64_at(p, 96),
+                open: Fixed(a),
+                high: Fixed(b),
+                low: Fixed(c),
+                close: Fixed(d),
+                volume: Fixed(i64_at(p, 64)),
+                quote_volume: Fixed(i64_at(p, 72)),
+                buy_volume: Fixed(i64_at(p, 80)),
+                trades: u64_at(p, 88),
+                closed: p[1] & FLAG_BAR_CLOSED != 0,
+            }))
+        }
         k => return Err(PayloadError::Kind(k)),
     };
     Ok(BusTick {
@@ -111,7 +141,7 @@ pub fn decode(p: &[u8]) -> Result<BusTick, PayloadError> {
         ts: u64_at(p, 16),
         rx: u64_at(p, 24),
         event,
-        epoch: Epoch(u64_at(p, RECORD_LEN)),
+        epoch: Epoch(u64_at(p, record_len)),
     })
 }
 
@@ -133,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn trades_and_quotes_round_trip() {
+    fn trades_quotes_and_bars_round_trip() {
         for event in [
             Event::Trade {
                 px: Fixed(187_120_000_000),
@@ -146,6 +176,19 @@ mod tests {
                 ask: Fixed(i64::MIN),
                 asz: Fixed(0),
             },
+            Event::Bar(Box::new(Bar {
+                interval: BarInterval::M1,
+                start: 1_700_000_040_000_000_000,
+                open: Fixed(1),
+                high: Fixed(i64::MAX),
+                low: Fixed(i64::MIN),
+                close: Fixed(4),
+                volume: Fixed(5),
+                quote_volume: Fixed(6),
+                buy_volume: Fixed(7),
+                trades: 8,
+                closed: true,
+            })),
         ] {
             let t = tick("BRK.B", 42, event);
             let got = decode(&encode(&t, Epoch(0xfeed))).unwrap();

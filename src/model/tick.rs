@@ -10,37 +10,81 @@ use crate::model::decimal::Fixed;
 /// Longest symbol the protocol allows.
 pub(crate) const MAX_SYMBOL_LEN: usize = 32;
 
-/// `trade`, `quote` or `book`.
+/// `trade`, `quote`, `book` or one of the bar channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Channel {
     Trade = 0,
     Quote = 1,
     /// Order book snapshots and level diffs (docs/PROTOCOL.md "Order books").
     Book = 2,
+    /// One-second OHLCV bars built from the symbol's trades
+    /// (docs/PROTOCOL.md "Bars").
+    Bar1s = 3,
+    /// One-minute bars.
+    Bar1m = 4,
+    /// One-hour bars.
+    Bar1h = 5,
+    /// One-day bars (UTC days).
+    Bar1d = 6,
 }
+
+/// Channels per symbol in a [`KeyId`]'s packing (a power of two).
+const CHANNEL_SLOTS: u32 = 8;
 
 impl Channel {
     /// The tick channels: what `*` and the bus carry. Books are per named
     /// symbol and stay on the node they are published to.
-    pub const ALL: [Channel; 2] = [Channel::Trade, Channel::Quote];
+    pub const ALL: [Channel; 6] = [
+        Channel::Trade,
+        Channel::Quote,
+        Channel::Bar1s,
+        Channel::Bar1m,
+        Channel::Bar1h,
+        Channel::Bar1d,
+    ];
     /// Every channel, in `as u8` order.
-    pub const EVERY: [Channel; 3] = [Channel::Trade, Channel::Quote, Channel::Book];
+    pub const EVERY: [Channel; 7] = [
+        Channel::Trade,
+        Channel::Quote,
+        Channel::Book,
+        Channel::Bar1s,
+        Channel::Bar1m,
+        Channel::Bar1h,
+        Channel::Bar1d,
+    ];
+    /// The channel names, for error messages.
+    pub const NAMES: &str = "trade, quote, book, bar_1s, bar_1m, bar_1h and bar_1d";
 
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Trade => "trade",
             Channel::Quote => "quote",
             Channel::Book => "book",
+            Channel::Bar1s => "bar_1s",
+            Channel::Bar1m => "bar_1m",
+            Channel::Bar1h => "bar_1h",
+            Channel::Bar1d => "bar_1d",
         }
     }
 
     pub fn parse(s: &str) -> Option<Channel> {
-        match s {
-            "trade" => Some(Channel::Trade),
-            "quote" => Some(Channel::Quote),
-            "book" => Some(Channel::Book),
+        Channel::EVERY.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The bar interval of a bar channel.
+    pub fn bar_interval(self) -> Option<crate::model::bar::BarInterval> {
+        use crate::model::bar::BarInterval;
+        match self {
+            Channel::Bar1s => Some(BarInterval::S1),
+            Channel::Bar1m => Some(BarInterval::M1),
+            Channel::Bar1h => Some(BarInterval::H1),
+            Channel::Bar1d => Some(BarInterval::D1),
             _ => None,
         }
+    }
+
+    fn from_index(i: u32) -> Option<Channel> {
+        Channel::EVERY.get(i as usize).copied()
     }
 
     /// Bit for this channel in a [`ChannelSet`].
@@ -98,8 +142,10 @@ impl Side {
     }
 }
 
-/// What happened: a trade print or a top-of-book quote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What happened: a trade print, a top-of-book quote, a book update or a
+/// bar. Not `Copy`: a bar is boxed, so every tick stays small in the ring
+/// and the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Trade {
         px: Fixed,
@@ -115,6 +161,8 @@ pub enum Event {
     /// An order-book update (its levels travel beside the tick, in
     /// [`crate::wire::encode::EncodedTick::book`]); the top of book after it.
     Book(crate::model::book::TopOfBook),
+    /// An OHLCV bar's state (docs/PROTOCOL.md "Bars").
+    Bar(Box<crate::model::bar::Bar>),
 }
 
 impl Event {
@@ -123,6 +171,7 @@ impl Event {
             Event::Trade { .. } => Channel::Trade,
             Event::Quote { .. } => Channel::Quote,
             Event::Book(_) => Channel::Book,
+            Event::Bar(b) => b.interval.channel(),
         }
     }
 }
@@ -153,7 +202,7 @@ pub fn validate_symbol(s: &str) -> Result<(), String> {
 /// Dense id of a symbol, as given to clients in `subscribed.ids`.
 pub(crate) type SymbolId = u32;
 
-/// A (symbol, channel) pair, packed: `symbol_id * 4 + channel`.
+/// A (symbol, channel) pair, packed: `symbol_id * 8 + channel`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub u32);
 
@@ -165,17 +214,14 @@ pub type KeyMap<V> = std::collections::HashMap<KeyId, V, foldhash::fast::RandomS
 
 impl KeyId {
     pub fn new(symbol: SymbolId, channel: Channel) -> KeyId {
-        KeyId(symbol * 4 + channel as u32)
+        KeyId(symbol * CHANNEL_SLOTS + channel as u32)
     }
     pub fn symbol(self) -> SymbolId {
-        self.0 / 4
+        self.0 / CHANNEL_SLOTS
     }
     pub fn channel(self) -> Channel {
-        match self.0 & 3 {
-            0 => Channel::Trade,
-            1 => Channel::Quote,
-            _ => Channel::Book,
-        }
+        // Slot 7 is never packed; read it as the last bar channel.
+        Channel::from_index(self.0 % CHANNEL_SLOTS).unwrap_or(Channel::Bar1d)
     }
 }
 
@@ -240,7 +286,11 @@ mod tests {
         assert_eq!((k.symbol(), k.channel()), (7, Channel::Quote));
         let k = KeyId::new(7, Channel::Trade);
         assert_eq!((k.symbol(), k.channel()), (7, Channel::Trade));
-        let k = KeyId::new(7, Channel::Book);
-        assert_eq!((k.symbol(), k.channel()), (7, Channel::Book));
+        for c in Channel::EVERY {
+            let k = KeyId::new(7, c);
+            assert_eq!((k.symbol(), k.channel()), (7, c));
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Channel::parse("bar_5m"), None);
     }
 }

@@ -109,6 +109,11 @@ impl History {
             + item.book.as_ref().map_or(0, |b| b.held_bytes())
             + std::mem::size_of::<RingItem>()
             + std::mem::size_of::<(u64, u64)>()
+            + match item.tick.event {
+                // A bar's values live in their own allocation.
+                crate::model::tick::Event::Bar(_) => std::mem::size_of::<crate::model::bar::Bar>(),
+                _ => 0,
+            }
     }
 
     /// Appends the tick ingest just sequenced (offsets must be contiguous:

@@ -29,8 +29,10 @@ use crate::pipeline::stats::{Origin, Stats};
 use crate::shutdown::Shutdown;
 use crate::wire::encode::EncodedTick;
 
+mod bars;
 mod book;
 mod restore;
+pub use bars::{BAR_CLOCK_EVERY, MOST_SLOTS_PER_TRADE};
 pub use book::DEFAULT_MAX_BOOK_LEVELS;
 pub use restore::Placed;
 
@@ -72,6 +74,8 @@ struct Sequencer {
     next_offset: u64,
     /// Indexed by `KeyId`.
     keys: Vec<KeyState>,
+    /// Every symbol's bars and the feed's clock they close by.
+    bars: bars::BarState,
 }
 
 impl Sequencer {
@@ -177,6 +181,7 @@ impl Ingest {
                 writer,
                 next_offset: 1,
                 keys: Vec::new(),
+                bars: bars::BarState::default(),
             }),
             reader_wakers: wakers.clone(),
             writer_waiting: AtomicBool::new(false),
@@ -296,8 +301,13 @@ impl Ingest {
         {
             let mut seq = self.sequencer.lock();
             let epoch = self.epoch();
-            let free = seq.writer.free();
-            for a in batch.iter().take(free) {
+            for a in batch {
+                // One clock read per tick: bars are throttled by it.
+                let rx = wall_clock_ns();
+                let free = seq.writer.free();
+                if seq.slots_for(a.key, a.ts, &a.event, rx) > free {
+                    break;
+                }
                 let ks = seq.key(a.key);
                 if ks.seq == 0 {
                     self.symbols.mark_seen(a.key.symbol());
@@ -308,8 +318,8 @@ impl Ingest {
                     sym: a.sym.clone(),
                     seq: ks.seq,
                     ts: a.ts,
-                    rx: wall_clock_ns(),
-                    event: a.event,
+                    rx,
+                    event: a.event.clone(),
                 };
                 let item = seq.place(tick, epoch);
                 last_rx = item.tick.rx;
@@ -319,6 +329,7 @@ impl Ingest {
                     // Cannot happen: `free` slots were counted under the lock.
                     unreachable!("ring had {free} free slots under the sequencer lock");
                 }
+                seq.on_ingested(self, a, epoch, rx);
                 done += 1;
             }
             // The whole batch (a publisher frame) becomes visible at once.

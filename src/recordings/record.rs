@@ -35,6 +35,16 @@ pub struct RecordArgs {
     /// Symbols to record (comma-separated), or `*` for all.
     #[arg(long, value_name = "A,B|*", value_delimiter = ',', default_value = "*")]
     pub symbols: Vec<String>,
+    /// Channels to record (comma-separated): trade, quote, and the bar
+    /// channels bar_1s, bar_1m, bar_1h, bar_1d. Replaying recorded bars
+    /// plays them instead of building those intervals again.
+    #[arg(
+        long,
+        value_name = "CHANNELS",
+        value_delimiter = ',',
+        default_value = "trade,quote"
+    )]
+    pub channels: Vec<String>,
     /// Output recording: `.twr` binary or `.jsonl` JSON lines, `.zst` to compress.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -131,14 +141,46 @@ pub async fn record_via(
     stop: impl Future<Output = ()>,
     progress: Arc<RecordProgress>,
 ) -> Result<RecordReport, RecordError> {
+    let what = Subscription {
+        symbols: symbols.to_vec(),
+        channels: vec!["trade".into(), "quote".into()],
+    };
+    record_channels(url, tls, &what, out, stop, progress).await
+}
+
+/// What a recorder subscribes to.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    /// Symbols, or `*`.
+    pub symbols: Vec<String>,
+    /// Channel names (docs/PROTOCOL.md); the server refuses unknown ones.
+    pub channels: Vec<String>,
+}
+
+/// [`record_via`] on the channels `what` names, each with the `catchup`
+/// policy.
+pub async fn record_channels(
+    url: &str,
+    tls: &ClientTls,
+    what: &Subscription,
+    out: &std::path::Path,
+    stop: impl Future<Output = ()>,
+    progress: Arc<RecordProgress>,
+) -> Result<RecordReport, RecordError> {
     let full = ws_url(url, "/v1/stream")?;
     let mut ws = connect(&full, tls).await?;
+    let policy: serde_json::Map<String, serde_json::Value> = what
+        .channels
+        .iter()
+        .map(|c| (c.clone(), "catchup".into()))
+        .collect();
     let sub = serde_json::json!({
         "op": "subscribe",
         "id": 1,
-        "symbols": symbols,
+        "symbols": what.symbols,
+        "channels": what.channels,
         "snapshot": false,
-        "policy": {"trade": "catchup", "quote": "catchup"},
+        "policy": policy,
     });
     ws.send(Message::text(sub.to_string()))
         .await
@@ -179,7 +221,7 @@ pub async fn record_via(
             message: format!("{e} in {}", text.chars().take(120).collect::<String>()),
         })?;
         match head.kind {
-            "trade" | "quote" => {}
+            "trade" | "quote" | "bar" => {}
             "subscribed" => {
                 epoch = head.epoch.map(|e| e.into_owned());
                 progress.subscribed.store(1, Ordering::Release);
@@ -263,13 +305,12 @@ pub fn run(args: RecordArgs) -> ExitCode {
         }
     };
     let progress = Arc::new(RecordProgress::default());
-    match rt.block_on(record_via(
-        &args.url,
-        &args.tls,
-        &args.symbols,
-        &args.out,
-        stop,
-        progress,
+    let what = Subscription {
+        symbols: args.symbols.clone(),
+        channels: args.channels.clone(),
+    };
+    match rt.block_on(record_channels(
+        &args.url, &args.tls, &what, &args.out, stop, progress,
     )) {
         Ok(r) => {
             let secs = r.duration.as_secs_f64();

@@ -47,6 +47,9 @@ pub struct Config {
     /// Most price levels per side one order book may hold; a book update
     /// that would exceed it is refused (`bad_book`). Default 5000.
     pub max_book_levels: usize,
+    /// Build OHLCV bars from trades (`--no-bars` turns it off): bars take
+    /// ring slots and history offsets beside the trades.
+    pub bars: bool,
     /// Byte cap on one client's queued-for-socket frames.
     pub client_buffer_bytes: usize,
     /// Bounds of the shared history of recent ticks (`--history-bytes`,
@@ -120,6 +123,7 @@ impl Default for Config {
             max_keys_per_connection: 10_000,
             max_symbols: 1_000_000,
             max_book_levels: crate::pipeline::ingest::DEFAULT_MAX_BOOK_LEVELS,
+            bars: true,
             client_buffer_bytes: 256 * 1024,
             history: crate::pipeline::history::HistoryLimits::default(),
             socket_send_buffer: 32 * 1024,

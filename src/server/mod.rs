@@ -195,8 +195,16 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         + usize::from(role == NodeRole::Ingest)
         + usize::from(config.binance.is_some())
         + usize::from(config.journal.is_some());
+    // With bars, one trade may need several slots at once.
+    let ring_capacity = if config.bars {
+        config
+            .ring_capacity
+            .max(crate::pipeline::ingest::MOST_SLOTS_PER_TRADE)
+    } else {
+        config.ring_capacity
+    };
     let (ingest, mut readers) = Ingest::with_history(
-        config.ring_capacity,
+        ring_capacity,
         ring_readers,
         symbols,
         stats.clone(),
@@ -207,6 +215,8 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
         ingest.start_offsets_at(crate::model::tick::wall_clock_ns() / 1_000);
     }
     ingest.set_max_book_levels(config.max_book_levels);
+    // A gateway's bars come built from its ingest node, over the bus.
+    ingest.set_bars(config.bars && role != NodeRole::Gateway);
     let binance_reader = config
         .binance
         .is_some()
@@ -342,6 +352,9 @@ pub fn start(config: Config) -> Result<ServerHandle, ServerError> {
     }
     if let Some(source) = source {
         threads.push(spawn_source(source, ingest.clone(), shutdown.clone())?);
+    }
+    if config.bars && role != NodeRole::Gateway {
+        threads.push(spawn_bar_clock(ingest.clone(), shutdown.clone())?);
     }
     log_started(&config, addr, workers, role, listeners.echo_addr);
     Ok(ServerHandle {
@@ -494,6 +507,21 @@ fn spawn_source(
             if let Err(e) = rt.block_on(run_source(source, ingest, shutdown)) {
                 tracing::error!(source = name, error = %e, "feed source stopped");
             }
+        })
+        .map_err(ServerError::Thread)
+}
+
+/// Runs the bar clock (throttled open bars, closes of quiet symbols' bars)
+/// on its own small thread.
+fn spawn_bar_clock(ingest: Arc<Ingest>, shutdown: Shutdown) -> Result<JoinHandle<()>, ServerError> {
+    std::thread::Builder::new()
+        .name("tickwire-bars".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("building the bar clock's runtime");
+            rt.block_on(ingest.run_bar_clock(shutdown));
         })
         .map_err(ServerError::Thread)
 }

@@ -14,6 +14,7 @@ use crate::wire::sse;
 use crate::model::decimal::Fixed;
 use crate::model::epoch::Epoch;
 use crate::model::tick::{Event, Tick};
+use crate::wire::bar::{bar_record, bar_record_frame};
 use crate::wire::ts_format::TsFormat;
 
 fn push_fixed(out: &mut Vec<u8>, key: &[u8], v: Fixed) {
@@ -45,6 +46,7 @@ pub fn tick_json_as(out: &mut Vec<u8>, t: &Tick, snapshot: bool, format: TsForma
         Event::Trade { .. } => out.extend_from_slice(br#"{"type":"trade","sym":""#),
         Event::Quote { .. } => out.extend_from_slice(br#"{"type":"quote","sym":""#),
         Event::Book(_) => out.extend_from_slice(br#"{"type":"book_top","sym":""#),
+        Event::Bar(_) => out.extend_from_slice(br#"{"type":"bar","sym":""#),
     }
     out.extend_from_slice(t.sym.as_bytes());
     out.extend_from_slice(br#"","seq":"#);
@@ -65,21 +67,22 @@ pub fn tick_json_as(out: &mut Vec<u8>, t: &Tick, snapshot: bool, format: TsForma
 /// Shared by every writer of tick JSON (the feed, recordings, the bench
 /// publisher), so prices are written one way everywhere.
 pub fn event_json_fields(out: &mut Vec<u8>, event: &Event) {
-    match *event {
-        Event::Trade { px, qty, side } => {
+    match event {
+        &Event::Trade { px, qty, side } => {
             push_fixed(out, br#","px":"#, px);
             push_fixed(out, br#","qty":"#, qty);
             out.extend_from_slice(br#","side":""#);
             out.push(side.as_byte());
             out.push(b'"');
         }
-        Event::Quote { bid, bsz, ask, asz }
-        | Event::Book(crate::model::book::TopOfBook { bid, bsz, ask, asz }) => {
+        &Event::Quote { bid, bsz, ask, asz }
+        | &Event::Book(crate::model::book::TopOfBook { bid, bsz, ask, asz }) => {
             push_fixed(out, br#","bid":"#, bid);
             push_fixed(out, br#","bsz":"#, bsz);
             push_fixed(out, br#","ask":"#, ask);
             push_fixed(out, br#","asz":"#, asz);
         }
+        Event::Bar(b) => crate::wire::bar::bar_json_fields(out, b),
     }
 }
 
@@ -182,7 +185,6 @@ pub(crate) const RECORD_LEN: usize = 64;
 /// Offset of the flags byte in a record; bit 0 is "snapshot".
 pub(crate) const RECORD_FLAGS: usize = 1;
 pub(crate) const FLAG_SNAPSHOT: u8 = 1;
-
 /// The `tickwire.bin.v1` record of a tick (docs/PROTOCOL.md's layout), live.
 /// Prices and sizes are the raw 1e-9 fixed-point units.
 pub(crate) fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
@@ -192,6 +194,13 @@ pub(crate) fn tick_record(t: &Tick) -> [u8; RECORD_LEN] {
         Event::Quote { bid, bsz, ask, asz } => (2u8, bid.raw(), bsz.raw(), ask.raw(), asz.raw()),
         // Never sent: a book tick goes out as its book frames.
         Event::Book(t) => (3u8, t.bid.raw(), t.bsz.raw(), t.ask.raw(), t.asz.raw()),
+        // Never sent either: a bar goes out as its own frame
+        // ([`EncodedTick::bar_frame`]); its first slot is this.
+        Event::Bar(ref b) => {
+            let mut r = [0u8; RECORD_LEN];
+            r.copy_from_slice(&bar_record(t, b)[..RECORD_LEN]);
+            return r;
+        }
     };
     r[0] = kind;
     // r[1] flags and r[2..4] reserved stay 0 for a live tick.
@@ -231,22 +240,26 @@ pub struct EncodedTick {
     /// A book update's messages per depth class (`None` for a tick): book
     /// subscribers are sent these instead of the tick's own frames.
     pub book: Option<Box<crate::wire::book::BookFrames>>,
-    /// The JSON frame and the SSE block with `ts`/`rx` as strings
-    /// (`?ts=string`), each encoded when the first such client needs it;
-    /// boxed, so a tick no such client sees costs one pointer, not two
-    /// frames' slots (ticks live on in the ring and the history).
-    ts_string: std::sync::OnceLock<Box<TsStringFrames>>,
+    /// The frames few ticks need (`?ts=string`, a bar's binary frame),
+    /// each encoded when the first client needs it; boxed, so a tick no
+    /// such client sees costs one pointer, not three frames' slots (ticks
+    /// live on in the ring and the history).
+    ts_string: std::sync::OnceLock<Box<RareFrames>>,
     /// A quote a book update produced: the journal flags it so that a
     /// replay of the journal, which plays the book update, does not
     /// publish it a second time.
     pub derived: bool,
 }
 
-/// A tick's frames with `ts`/`rx` as strings, encoded on first use.
+/// A tick's rarely needed frames, encoded on first use.
 #[derive(Debug, Default)]
-struct TsStringFrames {
+struct RareFrames {
+    /// The JSON frame with `ts`/`rx` as strings.
     json: std::sync::OnceLock<Bytes>,
+    /// The SSE block with `ts`/`rx` as strings.
     sse: std::sync::OnceLock<Bytes>,
+    /// A bar's binary frame (one 128-byte record), live.
+    bar: std::sync::OnceLock<Bytes>,
 }
 
 impl EncodedTick {
@@ -332,6 +345,23 @@ impl EncodedTick {
             r[RECORD_FLAGS] |= FLAG_SNAPSHOT;
         }
         r
+    }
+
+    /// A bar tick's binary frame (`None` for other ticks): live shared,
+    /// a snapshot built when needed.
+    pub fn bar_frame(&self, snapshot: bool) -> Option<Bytes> {
+        let Event::Bar(b) = &self.tick.event else {
+            return None;
+        };
+        Some(if snapshot {
+            bar_record_frame(&self.tick, b, true)
+        } else {
+            self.ts_string
+                .get_or_init(Box::default)
+                .bar
+                .get_or_init(|| bar_record_frame(&self.tick, b, false))
+                .clone()
+        })
     }
 
     /// The SSE event block, live or as a snapshot (snapshots are rare, as

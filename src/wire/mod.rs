@@ -2,6 +2,7 @@
 //! every encoding, server → client messages, and the parsing of what clients
 //! and publishers send.
 
+pub(crate) mod bar;
 pub mod book;
 pub mod encode;
 pub(crate) mod error;

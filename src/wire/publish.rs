@@ -12,6 +12,8 @@ use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, NewTick, Side, validate_symbol};
 use crate::wire::error::{ErrorCode, ProtocolError, json_syntax_error, truncate};
 
+mod bar;
+
 /// One tick as a publisher writes it. Unknown fields are refused so that a
 /// misspelt field never silently loses data.
 #[derive(Deserialize)]
@@ -37,6 +39,35 @@ struct WireTick<'a> {
     ask: Option<&'a RawValue>,
     #[serde(borrow)]
     asz: Option<&'a RawValue>,
+    /// Bars (docs/PROTOCOL.md "Bars"): the interval, `1s` … `1d`.
+    #[serde(borrow)]
+    interval: Option<Cow<'a, str>>,
+    /// Bars: the interval's start, ns.
+    #[serde(borrow)]
+    start: Option<&'a RawValue>,
+    /// Bars: written by the server (start + interval); accepted, ignored.
+    #[serde(default, rename = "end")]
+    _end: serde::de::IgnoredAny,
+    /// Bars: the four prices and three volumes.
+    #[serde(borrow)]
+    open: Option<&'a RawValue>,
+    #[serde(borrow)]
+    high: Option<&'a RawValue>,
+    #[serde(borrow)]
+    low: Option<&'a RawValue>,
+    #[serde(borrow)]
+    close: Option<&'a RawValue>,
+    #[serde(borrow)]
+    volume: Option<&'a RawValue>,
+    #[serde(borrow)]
+    quote_volume: Option<&'a RawValue>,
+    #[serde(borrow)]
+    buy_volume: Option<&'a RawValue>,
+    /// Bars: the number of trades (0 when unknown).
+    #[serde(borrow)]
+    trades: Option<&'a RawValue>,
+    /// Bars: the interval has ended.
+    closed: Option<bool>,
     // Assigned by the server; accepted and ignored so that recorded ticks
     // can be published back as they were received.
     #[serde(default, rename = "seq")]
@@ -131,7 +162,7 @@ struct Envelope<'a> {
 }
 
 /// The fields of a publish message, for the error naming an unknown one.
-const TICK_FIELDS: &str = "type, sym, ts, then px, qty, side (trades) or bid, bsz, ask, asz (quotes); seq, rx and snap are accepted and ignored; {\"op\":\"ping\",\"id\":N} is the one op";
+const TICK_FIELDS: &str = "type, sym, ts, then px, qty, side (trades), bid, bsz, ask, asz (quotes), bids, asks (books) or interval, start, open, high, low, close, volume, quote_volume, buy_volume, trades, closed (bars); seq, rx, end and snap are accepted and ignored; {\"op\":\"ping\",\"id\":N} is the one op";
 
 /// The ops a subscriber sends on `/v1/stream`.
 const SUBSCRIBER_OPS: [&str; 3] = ["subscribe", "unsubscribe", "symbols"];
@@ -244,10 +275,16 @@ fn parse_one(text: &[u8]) -> Result<Published, ProtocolError> {
 /// The tick in a message that is one (no `op`).
 fn parse_tick(w: WireTick) -> Result<Published, ProtocolError> {
     let bad = |m: String| ProtocolError::new(None, ErrorCode::BadField, m);
-    let kind = w.kind.ok_or_else(|| {
-        bad("field `type` is missing; it is \"trade\", \"quote\", \"book\" or \"ref\"".into())
+    let kind = w.kind.clone().ok_or_else(|| {
+        bad(
+            "field `type` is missing; it is \"trade\", \"quote\", \"book\", \"bar\" or \"ref\""
+                .into(),
+        )
     })?;
-    let sym = w.sym.ok_or_else(|| bad("field `sym` is missing".into()))?;
+    let sym = w
+        .sym
+        .clone()
+        .ok_or_else(|| bad("field `sym` is missing".into()))?;
     validate_symbol(&sym).map_err(|m| ProtocolError::new(None, ErrorCode::InvalidSymbol, m))?;
     const TS: &str = "it is the event time as an integer of ns since the Unix epoch";
     let ts = match w.ts {
@@ -257,6 +294,9 @@ fn parse_tick(w: WireTick) -> Result<Published, ProtocolError> {
             .parse::<u64>()
             .map_err(|_| bad(format!("field `ts` is `{}`; {TS}", truncate(raw.get(), 30))))?,
     };
+    if kind != "bar" {
+        bar::forbid_bar_fields(&w, &kind)?;
+    }
     if kind != "book" {
         forbid(
             &[
@@ -334,6 +374,7 @@ fn parse_tick(w: WireTick) -> Result<Published, ProtocolError> {
                 side,
             }
         }
+        "bar" => bar::parse_bar(&w)?,
         "quote" => {
             forbid(&[("px", w.px), ("qty", w.qty)], "quote")?;
             if w.side.is_some() {
@@ -348,7 +389,7 @@ fn parse_tick(w: WireTick) -> Result<Published, ProtocolError> {
         }
         other => {
             return Err(bad(format!(
-                "field `type` is `{}`; it must be \"trade\", \"quote\", \"book\" or \"ref\"",
+                "field `type` is `{}`; it must be \"trade\", \"quote\", \"book\", \"bar\" or \"ref\"",
                 truncate(other, 20)
             )));
         }
@@ -408,210 +449,4 @@ fn size(name: &str, raw: Option<&RawValue>) -> Result<Fixed, ProtocolError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn one(s: &str) -> Result<Published, ProtocolError> {
-        let mut v = parse_publish(s.as_bytes());
-        assert_eq!(v.len(), 1);
-        v.pop().unwrap()
-    }
-
-    #[test]
-    fn parses_ticks_exactly() {
-        let t = one(r#"{"type":"trade","sym":"AAPL","ts":1700000000123456789,"px":189.23,"qty":100,"side":"B"}"#).unwrap();
-        assert_eq!(
-            t,
-            Published::Tick(NewTick {
-                book: None,
-                sym: "AAPL".into(),
-                ts: 1_700_000_000_123_456_789,
-                event: Event::Trade {
-                    px: Fixed(189_230_000_000),
-                    qty: Fixed(100_000_000_000),
-                    side: Side::Buy
-                },
-            })
-        );
-        let q = one(r#"{"type":"quote","sym":"BTC/USDT","ts":1,"bid":"9650.5","bsz":0.001,"ask":9650.51,"asz":1e-3,"seq":7,"rx":8}"#).unwrap();
-        let Published::Tick(q) = q else { panic!() };
-        assert_eq!(
-            q.event,
-            Event::Quote {
-                bid: Fixed(9_650_500_000_000),
-                bsz: Fixed(1_000_000),
-                ask: Fixed(9_650_510_000_000),
-                asz: Fixed(1_000_000)
-            }
-        );
-        // A trade without a side is of unknown side.
-        let Published::Tick(t) =
-            one(r#"{"type":"trade","sym":"X","ts":1,"px":1,"qty":1}"#).unwrap()
-        else {
-            panic!()
-        };
-        assert!(matches!(
-            t.event,
-            Event::Trade {
-                side: Side::Unknown,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn refuses_bad_ticks_and_says_why() {
-        for (s, code, needle) in [
-            ("{", ErrorCode::BadJson, "the end of the message"),
-            (
-                r#"{"type":"trade","sym":"A","ts":1,"px":1}"#,
-                ErrorCode::BadField,
-                "qty",
-            ),
-            (
-                r#"{"type":"trade","sym":"A","ts":1,"px":1.0000000001,"qty":1}"#,
-                ErrorCode::BadField,
-                "9 decimal",
-            ),
-            (
-                r#"{"type":"trade","sym":"A","ts":1,"px":1,"qty":-1}"#,
-                ErrorCode::BadField,
-                "negative",
-            ),
-            (
-                r#"{"type":"trade","sym":"A","ts":1,"px":1,"qty":1,"side":"X"}"#,
-                ErrorCode::BadField,
-                "side",
-            ),
-            (
-                r#"{"type":"trade","sym":"A","ts":1,"px":1,"qty":1,"bid":1}"#,
-                ErrorCode::BadField,
-                "bid",
-            ),
-            (
-                r#"{"type":"trade","sym":"A","ts":-1,"px":1,"qty":1}"#,
-                ErrorCode::BadField,
-                "ts",
-            ),
-            (
-                r#"{"type":"trade","sym":"A","px":1,"qty":1}"#,
-                ErrorCode::BadField,
-                "ts",
-            ),
-            (
-                r#"{"type":"book","sym":"A","ts":1}"#,
-                ErrorCode::BadField,
-                "bids",
-            ),
-            (
-                r#"{"type":"book","sym":"A","ts":1,"bids":[[1,-2]]}"#,
-                ErrorCode::BadField,
-                "bids[0]: field `size` is negative",
-            ),
-            (
-                r#"{"type":"book","sym":"A","ts":1,"asks":[["x",2]]}"#,
-                ErrorCode::BadField,
-                "asks[0]: field `price`",
-            ),
-            (
-                r#"{"type":"trade","sym":"A","ts":1,"px":1,"qty":1,"bids":[]}"#,
-                ErrorCode::BadField,
-                "bids",
-            ),
-            (
-                r#"{"type":"bok","sym":"A","ts":1}"#,
-                ErrorCode::BadField,
-                "type",
-            ),
-            (
-                r#"{"type":"trade","sym":"A B","ts":1,"px":1,"qty":1}"#,
-                ErrorCode::InvalidSymbol,
-                "A B",
-            ),
-            (
-                r#"{"type":"quote","sym":"A","ts":1,"bid":1,"bsz":1,"ask":1,"asz":1,"bidsz":1}"#,
-                ErrorCode::BadField,
-                "bidsz",
-            ),
-            (
-                r#"{"type":"trade","sym":"A","ts":1,"px":"abc","qty":1}"#,
-                ErrorCode::BadField,
-                "px",
-            ),
-            (
-                r#"{"type":"trade","sym":"A","ts":1,"px":true,"qty":1}"#,
-                ErrorCode::BadField,
-                "px",
-            ),
-        ] {
-            let e = one(s).unwrap_err();
-            assert_eq!(e.code, code, "{s}: {e}");
-            assert!(e.message.contains(needle), "{s}: {e}");
-        }
-    }
-
-    #[test]
-    fn parses_book_snapshots_and_diffs() {
-        let b = one(r#"{"type":"book","sym":"X","ts":5,"snap":true,"bids":[["100.5",2]],"asks":[[101,"0.5"]]}"#).unwrap();
-        let Published::Book { sym, ts, change } = b else {
-            panic!()
-        };
-        assert_eq!((&*sym, ts), ("X", 5));
-        let BookChange::Snapshot(l) = change else {
-            panic!()
-        };
-        assert_eq!(l.len(), 2);
-        assert_eq!(
-            (l[0].side, l[0].px),
-            (BookSide::Bid, Fixed(100_500_000_000))
-        );
-        assert_eq!((l[1].side, l[1].sz), (BookSide::Ask, Fixed(500_000_000)));
-        let d = one(r#"{"type":"book","sym":"X","ts":5,"asks":[[101,0]]}"#).unwrap();
-        assert!(matches!(
-            d,
-            Published::Book {
-                change: BookChange::Diff(_),
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn a_subscribe_sent_here_is_pointed_to_the_stream_with_its_id() {
-        let e = one(r#"{"op":"subscribe","id":7,"symbols":["AAPL"]}"#).unwrap_err();
-        assert_eq!(e.id, Some(7));
-        assert_eq!(e.code, ErrorCode::UnknownOp);
-        assert!(e.message.contains("/v1/stream"), "{e}");
-        assert!(!e.message.contains("expected one of"), "serde's words: {e}");
-        let e =
-            one(r#"{"type":"trade","sym":"A","ts":1,"px":1,"qty":1,"id":9,"xx":1}"#).unwrap_err();
-        assert_eq!((e.id, e.code), (Some(9), ErrorCode::BadField));
-        assert!(
-            e.message
-                .starts_with("unknown field `xx`; a tick's fields are"),
-            "{e}"
-        );
-        let e = one(r#"{"type":"trade","sym":5,"id":3}"#).unwrap_err();
-        assert_eq!(e.id, Some(3));
-        assert_eq!(e.message, "field `sym` must be a string");
-        let e = one(r#"{"type":"trade","sym":"A","ts":1,"px":1,"id":4}"#).unwrap_err();
-        assert_eq!(e.id, Some(4), "refusals after parsing carry the id too");
-        let e = one(r#"{"type":"trade","sym":tru}"#).unwrap_err();
-        assert_eq!(e.code, ErrorCode::BadJson);
-        assert_eq!(
-            e.message,
-            "the message is not valid JSON: expected true, false or null at character 26 ('}')"
-        );
-    }
-
-    #[test]
-    fn arrays_report_each_bad_element_by_position() {
-        let out = parse_publish(
-            br#"[{"type":"trade","sym":"A","ts":1,"px":1,"qty":1},{"type":"trade"},{"op":"ping","id":5}]"#,
-        );
-        assert!(matches!(out[0], Ok(Published::Tick(_))));
-        let e = out[1].as_ref().unwrap_err();
-        assert!(e.message.starts_with("tick 2 of 3:"), "{e}");
-        assert_eq!(out[2], Ok(Published::Ping { id: Some(5) }));
-    }
-}
+mod tests;

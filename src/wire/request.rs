@@ -135,7 +135,7 @@ pub fn parse_request(payload: &mut [u8]) -> Result<Request, ProtocolError> {
             let depth = parse_depth(obj.get("depth"), id)?;
             if channels.contains(Channel::Book) && symbols.all {
                 return Err(bad(
-                    "the `book` channel needs named symbols; `*` covers trade and quote only"
+                    "the `book` channel needs named symbols; `*` covers trade, quote and bars only"
                         .into(),
                 ));
             }
@@ -236,7 +236,10 @@ fn parse_channels(v: Option<&Value>, id: Option<i64>) -> Result<ChannelSet, Prot
         ProtocolError::new(
             id,
             ErrorCode::BadField,
-            "field `channels` must be an array of \"trade\", \"quote\" and/or \"book\"",
+            format!(
+                "field `channels` must be an array of channel names: {}",
+                Channel::NAMES
+            ),
         )
     };
     match v {
@@ -247,7 +250,17 @@ fn parse_channels(v: Option<&Value>, id: Option<i64>) -> Result<ChannelSet, Prot
                 let Value::String(s) = item else {
                     return Err(bad());
                 };
-                set.insert(Channel::parse(s).ok_or_else(bad)?);
+                set.insert(Channel::parse(s).ok_or_else(|| {
+                    ProtocolError::new(
+                        id,
+                        ErrorCode::BadField,
+                        format!(
+                            "field `channels`: unknown channel `{}`; channels are {}",
+                            s.chars().take(32).collect::<String>(),
+                            Channel::NAMES
+                        ),
+                    )
+                })?);
             }
             if set.is_empty() {
                 return Err(bad());

@@ -100,11 +100,18 @@ pub fn level(side: BookSide, px: &str, sz: &str) -> Level {
 }
 
 pub async fn http_get(h: &ServerHandle, path: &str) -> (u16, Value) {
+    http_get_with(h, path, "").await
+}
+
+/// [`http_get`] with more header lines (each ending in CRLF).
+pub async fn http_get_with(h: &ServerHandle, path: &str, headers: &str) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(h.binance_addr().unwrap()).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
         .await

@@ -21,7 +21,7 @@ pub struct WorkerState {
     /// Clients that subscribed to a key by name.
     index: KeyMap<Vec<ClientId>>,
     /// Clients subscribed to `*`, per channel (never `book`).
-    star: [Vec<ClientId>; 3],
+    star: [Vec<ClientId>; 7],
     dirty: Vec<ClientId>,
     /// On a gateway: told when a key gains its first or loses its last
     /// subscriber here, so the node takes from the bus only what it needs.

@@ -236,7 +236,14 @@ impl Client {
                 self.append_frame(item.json_frame(snapshot));
                 Stats::add(&self.stats.tick_frames_out[e], 1);
             }
-            Encoding::Binary => self.append_record(&item.record(snapshot)),
+            Encoding::Binary => match item.bar_frame(snapshot) {
+                // A bar's 128-byte record is a frame of its own.
+                Some(frame) => {
+                    self.append_frame(&frame);
+                    Stats::add(&self.stats.tick_frames_out[e], 1);
+                }
+                None => self.append_record(&item.record(snapshot)),
+            },
             Encoding::Sse => {
                 self.append_frame(&item.sse_event_as(snapshot, self.ts_format));
                 Stats::add(&self.stats.tick_frames_out[e], 1);

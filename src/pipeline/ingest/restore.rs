@@ -41,6 +41,9 @@ impl Ingest {
         if seq.next_offset <= 1 || seq.next_offset <= at.offset {
             seq.next_offset = at.offset + 1;
         }
+        if t.book.is_none() {
+            seq.restore_bars(id, &sym, t.ts, &t.event);
+        }
         let ks = seq.key(key);
         if ks.seq == 0 {
             self.symbols.mark_seen(id);
@@ -52,7 +55,7 @@ impl Ingest {
             seq: at.seq,
             ts: t.ts,
             rx: at.rx,
-            event: t.event,
+            event: t.event.clone(),
         };
         let item: RingItem = match &t.book {
             Some(change) => {

@@ -170,3 +170,88 @@ async fn publish_waits_for_space_then_delivers_everything() {
     assert_eq!(got, (1..=100).collect::<Vec<u64>>());
     assert!(ingest.stats.ring_full.load(Ordering::Relaxed) > 0);
 }
+
+fn trade_at(sym: &str, ts: u64, px: i64) -> NewTick {
+    NewTick {
+        ts,
+        ..trade(sym, px)
+    }
+}
+
+#[test]
+fn bars_follow_trades_with_their_own_seq_and_offsets() {
+    use crate::model::tick::Channel;
+    let (ingest, mut readers) = setup(16);
+    ingest.set_bars(true);
+    const DAY: u64 = 86_400_000_000_000;
+    let t0 = 19_000 * DAY;
+    let a = ingest.admit(trade_at("A", t0 + 5, 10)).unwrap();
+    assert_eq!(ingest.try_publish(std::slice::from_ref(&a)), 1);
+    let mut out = Vec::new();
+    readers[0].read_batch(&mut out, 100);
+    // The trade, then one new bar per interval, at the next offsets.
+    let channels: Vec<_> = out.iter().map(|e| e.tick.key.channel()).collect();
+    assert_eq!(
+        channels,
+        [
+            Channel::Trade,
+            Channel::Bar1s,
+            Channel::Bar1m,
+            Channel::Bar1h,
+            Channel::Bar1d
+        ]
+    );
+    assert_eq!(
+        out.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    // The next day's trade crosses every boundary: four closes, and (a
+    // second of wall time later) four opens: nine slots, all in one go.
+    std::thread::sleep(std::time::Duration::from_millis(1001));
+    let b = ingest.admit(trade_at("A", t0 + DAY, 11)).unwrap();
+    assert_eq!(ingest.try_publish(std::slice::from_ref(&b)), 1);
+    out.clear();
+    readers[0].read_batch(&mut out, 100);
+    assert_eq!(out.len(), 9);
+    let closed: Vec<_> = out
+        .iter()
+        .filter_map(|e| match &e.tick.event {
+            Event::Bar(b) => Some((b.closed, e.tick.seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed.iter().filter(|c| c.0).count(), 4);
+    assert!(closed.iter().all(|&(c, seq)| seq == if c { 2 } else { 3 }));
+}
+
+#[test]
+fn the_bar_clock_closes_a_quiet_symbols_bar_by_the_feeds_time() {
+    let (ingest, mut readers) = setup(64);
+    ingest.set_bars(true);
+    let t0 = 1_700_000_000_000_000_000u64;
+    let a = ingest.admit(trade_at("QUIET", t0, 10)).unwrap();
+    let b = ingest
+        .admit(trade_at("BUSY", t0 + 1_500_000_000, 10))
+        .unwrap();
+    assert_eq!(ingest.try_publish(&[a, b]), 2);
+    let mut out = Vec::new();
+    readers[0].read_batch(&mut out, 100);
+    out.clear();
+    // BUSY's trade put the feed past QUIET's 1 s bar: the clock closes it
+    // (and nothing else: every other bar is still in its interval).
+    ingest.bar_clock(wall_clock_ns());
+    readers[0].read_batch(&mut out, 100);
+    let closed: Vec<_> = out
+        .iter()
+        .map(|e| match &e.tick.event {
+            Event::Bar(b) => (e.tick.sym.to_string(), b.interval.as_str(), b.closed),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(closed, [("QUIET".to_string(), "1s", true)]);
+    // Closed once.
+    out.clear();
+    ingest.bar_clock(wall_clock_ns());
+    readers[0].read_batch(&mut out, 100);
+    assert!(out.is_empty(), "{out:?}");
+}

@@ -1,6 +1,7 @@
 //! The binary encoding's byte layout (docs/RECORDING.md): header, symbol,
-//! trade, quote and end records, all little-endian and fixed-size.
+//! trade, quote, book, bar and end records, all little-endian and fixed-size.
 
+use crate::model::bar::{Bar, BarInterval};
 use crate::model::book::{BookChange, BookSide, Level};
 use crate::model::decimal::Fixed;
 use crate::model::instrument::{Instrument, MAX_CURRENCY_LEN, validate_currency};
@@ -22,6 +23,8 @@ pub const BOOK_LEVEL_LEN: usize = 16;
 /// Most levels one book record may hold (a corrupt count is refused
 /// before anything is allocated for it).
 pub const MAX_BOOK_RECORD_LEVELS: usize = 1 << 20;
+/// Format version 3: an OHLCV bar (docs/RECORDING.md "Bar records").
+pub const TAG_BAR: u8 = 0x0A;
 pub const TAG_END: u8 = 0xFF;
 /// Journal files (`serve --journal`): the server's position of the next
 /// tick or book record (global ingest offset, per-key `seq`, `rx`).
@@ -42,6 +45,7 @@ pub const EPOCH_LEN: usize = 16;
 pub const TRADE_LEN: usize = 32;
 pub const QUOTE_LEN: usize = 48;
 pub const END_LEN: usize = 16;
+pub const BAR_LEN: usize = 88;
 
 pub fn header(version: u16) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
@@ -76,6 +80,7 @@ pub fn mark_derived(out: &mut [u8]) {
 
 pub fn tick(out: &mut Vec<u8>, sym_id: u32, ts: u64, event: &Event) {
     match *event {
+        Event::Bar(ref b) => bar(out, sym_id, ts, b),
         Event::Trade { px, qty, side } => {
             out.extend_from_slice(&[TAG_TRADE, side.as_byte(), 0, 0]);
             out.extend_from_slice(&sym_id.to_le_bytes());
@@ -95,6 +100,62 @@ pub fn tick(out: &mut Vec<u8>, sym_id: u32, ts: u64, event: &Event) {
             }
         }
     }
+}
+
+/// A bar record: tag, interval code, flags (bit 0 closed), a reserved
+/// byte, symbol id, ts, start, open, high, low, close, volume, quote
+/// volume, buy volume, trade count.
+fn bar(out: &mut Vec<u8>, sym_id: u32, ts: u64, b: &Bar) {
+    out.extend_from_slice(&[TAG_BAR, b.interval.code(), u8::from(b.closed), 0]);
+    out.extend_from_slice(&sym_id.to_le_bytes());
+    out.extend_from_slice(&ts.to_le_bytes());
+    out.extend_from_slice(&b.start.to_le_bytes());
+    for v in [
+        b.open,
+        b.high,
+        b.low,
+        b.close,
+        b.volume,
+        b.quote_volume,
+        b.buy_volume,
+    ] {
+        out.extend_from_slice(&v.raw().to_le_bytes());
+    }
+    out.extend_from_slice(&b.trades.to_le_bytes());
+}
+
+/// Decodes a whole bar record ([`BAR_LEN`] bytes): returns (symbol id, ts,
+/// event), or what is wrong with it.
+pub fn decode_bar(rec: &[u8]) -> Result<(u32, u64, Event), String> {
+    let interval = BarInterval::from_code(rec[1])
+        .ok_or_else(|| format!("bar record with interval code {}; expected 1 to 4", rec[1]))?;
+    if rec[2] > 1 || rec[3] != 0 {
+        return Err("reserved bits of a bar record are not zero".into());
+    }
+    let start = u64_at(rec, 16);
+    if !start.is_multiple_of(interval.nanos()) {
+        return Err(format!(
+            "bar record starting at {start} ns, not at the start of a {} interval",
+            interval.as_str()
+        ));
+    }
+    let b = Bar {
+        interval,
+        start,
+        open: fixed_at(rec, 24),
+        high: fixed_at(rec, 32),
+        low: fixed_at(rec, 40),
+        close: fixed_at(rec, 48),
+        volume: fixed_at(rec, 56),
+        quote_volume: fixed_at(rec, 64),
+        buy_volume: fixed_at(rec, 72),
+        trades: u64_at(rec, 80),
+        closed: rec[2] == 1,
+    };
+    if b.volume.raw() < 0 || b.buy_volume.raw() < 0 {
+        return Err("a bar volume is negative; volumes are zero or more".into());
+    }
+    Ok((u32_at(rec, 4), u64_at(rec, 8), Event::Bar(Box::new(b))))
 }
 
 /// A book record: tag, flags (bit 0 snapshot), 2 reserved bytes, symbol
@@ -298,6 +359,8 @@ pub fn decode_tick(rec: &[u8]) -> Result<(u32, u64, Event), String> {
         Event::Trade { qty, .. } => [qty, qty],
         Event::Quote { bsz, asz, .. }
         | Event::Book(crate::model::book::TopOfBook { bsz, asz, .. }) => [bsz, asz],
+        // Bars have their own record and decoder.
+        Event::Bar(_) => [Fixed::ZERO; 2],
     };
     if sizes.iter().any(|s| s.raw() < 0) {
         return Err("a size is negative; sizes are zero or more".into());

@@ -51,6 +51,7 @@ pub fn write_tick_json(out: &mut Vec<u8>, t: &NewTick) {
         Event::Trade { .. } => b"{\"type\":\"trade\",\"sym\":",
         // A book tick's top of book is written as the quote it produced.
         Event::Quote { .. } | Event::Book(_) => b"{\"type\":\"quote\",\"sym\":",
+        Event::Bar(_) => b"{\"type\":\"bar\",\"sym\":",
     });
     json_string(out, &t.sym);
     out.extend_from_slice(b",\"ts\":");

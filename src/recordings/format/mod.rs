@@ -131,10 +131,11 @@ impl Format {
 }
 
 /// Format version written by this build: 2 added book records (and the
-/// resume work's records); version 1 files (ticks only) still read.
-pub(crate) const VERSION: u16 = 2;
+/// resume work's records), 3 bar records; versions 1 (ticks only) and 2
+/// still read.
+pub(crate) const VERSION: u16 = 3;
 /// Versions this build reads.
-pub(crate) const READS: std::ops::RangeInclusive<u16> = 1..=2;
+pub(crate) const READS: std::ops::RangeInclusive<u16> = 1..=3;
 
 /// The temporary name an output is written under before the rename:
 /// `dir/.name.partial`, so it never looks like a finished recording.

@@ -263,6 +263,7 @@ impl RecordingReader {
             let len = match tag {
                 binary::TAG_TRADE => binary::TRADE_LEN,
                 binary::TAG_QUOTE => binary::QUOTE_LEN,
+                binary::TAG_BAR => binary::BAR_LEN,
                 binary::TAG_END => binary::END_LEN,
                 binary::TAG_POSITION => binary::POSITION_LEN,
                 binary::TAG_EPOCH => binary::EPOCH_LEN,
@@ -311,7 +312,7 @@ impl RecordingReader {
                 }
                 other => {
                     return Err(self.corrupt(format!(
-                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0x04 book, 0x08 position, 0x09 epoch, 0x0c reference, 0xff end), found 0x{other:02x}"
+                        "expected a record tag (0x01 symbol, 0x02 trade, 0x03 quote, 0x04 book, 0x08 position, 0x09 epoch, 0x0a bar, 0x0c reference, 0xff end), found 0x{other:02x}"
                     )));
                 }
             };
@@ -323,6 +324,7 @@ impl RecordingReader {
                     match tag {
                         binary::TAG_TRADE => "trade record",
                         binary::TAG_QUOTE => "quote record",
+                        binary::TAG_BAR => "bar record",
                         binary::TAG_END => "end record",
                         binary::TAG_POSITION => "position record",
                         binary::TAG_EPOCH => "epoch record",
@@ -370,9 +372,13 @@ impl RecordingReader {
                     return Ok(None);
                 }
                 _ => {
-                    let (sym_id, ts, event) =
-                        binary::decode_tick(rec).map_err(|m| self.corrupt(m))?;
-                    if binary::is_derived(rec) && !self.keep_derived {
+                    let decoded = if tag == binary::TAG_BAR {
+                        binary::decode_bar(rec)
+                    } else {
+                        binary::decode_tick(rec)
+                    };
+                    let (sym_id, ts, event) = decoded.map_err(|m| self.corrupt(m))?;
+                    if tag != binary::TAG_BAR && binary::is_derived(rec) && !self.keep_derived {
                         // Produced by the book record before it: playing
                         // that record produces it again.
                         self.offset += len as u64;

@@ -4,9 +4,10 @@
 //! Schemas: `trades` (each record a trade tick), `mbp-1` and `tbbo` (a
 //! record with action `T` is a trade tick; every record carries the top of
 //! book, which becomes a quote tick when it changed), `bbo-1s`/`bbo-1m`
-//! (top of book samples → quote ticks), `definition` (reference data,
-//! joined to the ticks by instrument id: `dbn_definition`). Others are
-//! refused.
+//! (top of book samples → quote ticks), `ohlcv-1s/1m/1h/1d` (each record a
+//! closed bar: docs/RECORDING.md "Bar records"), `definition` (reference
+//! data, joined to the ticks by instrument id: `dbn_definition`). Others
+//! are refused.
 //!
 //! `ts` is `ts_recv`, Databento's index timestamp: files are sorted by it,
 //! while `ts_event` (the venue's time) can step back between records.
@@ -20,13 +21,14 @@ use std::sync::Arc;
 
 use dbn::decode::DbnMetadata;
 use dbn::{
-    BboMsg, BidAskPair, InstrumentDefMsg, MboMsg, Mbp1Msg, Mbp10Msg, Record, RecordRef, Schema,
-    SymbolIndex, TradeMsg, UNDEF_PRICE, VersionUpgradePolicy,
+    BboMsg, BidAskPair, InstrumentDefMsg, MboMsg, Mbp1Msg, Mbp10Msg, OhlcvMsg, Record, RecordRef,
+    Schema, SymbolIndex, TradeMsg, UNDEF_PRICE, VersionUpgradePolicy,
 };
 
 use super::dbn_book::BookRebuilder;
 use super::dbn_definition::Definitions;
 use super::{BadRows, ImportError, OrderCheck};
+use crate::model::bar::{Bar, BarInterval};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Event, NewTick, Side, validate_symbol};
 
@@ -183,7 +185,11 @@ pub(super) fn read_with(
             | Schema::Bbo1M
             | Schema::Mbo
             | Schema::Mbp10
-            | Schema::Definition),
+            | Schema::Definition
+            | Schema::Ohlcv1S
+            | Schema::Ohlcv1M
+            | Schema::Ohlcv1H
+            | Schema::Ohlcv1D),
         ) => s,
         Some(other) => {
             return Err(ImportError::UnsupportedSchema {
@@ -258,7 +264,10 @@ pub(super) fn read_with(
         }
         let parsed = match schema {
             Schema::Mbo | Schema::Mbp10 => book_record(&rec, schema, books, &mut order),
-            _ => parse_record(&rec, schema, &mut order),
+            _ => match bar_interval(schema) {
+                Some(interval) => bar_record(&rec, interval, &mut order),
+                None => parse_record(&rec, schema, &mut order),
+            },
         };
         let (ts, trade, top) = match parsed {
             Ok(v) => v,
@@ -315,7 +324,7 @@ pub(super) fn read_with(
         }
         match top {
             Some(q) if last_book.get(&instrument) != Some(&q) => {
-                last_book.insert(instrument, q);
+                last_book.insert(instrument, q.clone());
                 out.push(NewTick {
                     book: None,
                     sym,
@@ -324,7 +333,11 @@ pub(super) fn read_with(
                 });
             }
             Some(_) => {}
-            None if !matches!(schema, Schema::Trades | Schema::Mbo | Schema::Mbp10) => no_book += 1,
+            None if !matches!(schema, Schema::Trades | Schema::Mbo | Schema::Mbp10)
+                && bar_interval(schema).is_none() =>
+            {
+                no_book += 1
+            }
             None => {}
         }
     }
@@ -342,6 +355,74 @@ pub(super) fn read_with(
         });
     }
     Ok(no_book)
+}
+
+/// The bar interval of an `ohlcv-*` schema.
+fn bar_interval(schema: Schema) -> Option<BarInterval> {
+    match schema {
+        Schema::Ohlcv1S => Some(BarInterval::S1),
+        Schema::Ohlcv1M => Some(BarInterval::M1),
+        Schema::Ohlcv1H => Some(BarInterval::H1),
+        Schema::Ohlcv1D => Some(BarInterval::D1),
+        _ => None,
+    }
+}
+
+/// An `ohlcv-*` record as a closed bar. `ts_event` is the interval's
+/// start (Databento's convention); the tick's `ts` is the interval's end,
+/// when the bar is complete, so bars keep their place in time among
+/// trades. DBN has no trade count, quote volume or aggressor volume:
+/// those are 0.
+fn bar_record(
+    rec: &RecordRef<'_>,
+    interval: BarInterval,
+    order: &mut OrderCheck,
+) -> Result<(u64, Option<Event>, Option<Event>), String> {
+    let m = rec.get::<OhlcvMsg>().ok_or_else(|| {
+        format!(
+            "record type 0x{:02x} in an ohlcv-{} file; expected ohlcv records",
+            rec.header().rtype,
+            interval.as_str()
+        )
+    })?;
+    let start = m.hd.ts_event;
+    order.check(start)?;
+    if start % interval.nanos() != 0 {
+        return Err(format!(
+            "bar at ts_event {start} does not start a {} interval",
+            interval.as_str()
+        ));
+    }
+    if [m.open, m.high, m.low, m.close].contains(&UNDEF_PRICE) {
+        return Err("a bar without a price (UNDEF_PRICE)".into());
+    }
+    if m.low > m.open.min(m.close) || m.high < m.open.max(m.close) {
+        return Err(format!(
+            "bar prices are inconsistent: open {} high {} low {} close {}",
+            Fixed(m.open),
+            Fixed(m.high),
+            Fixed(m.low),
+            Fixed(m.close)
+        ));
+    }
+    let volume = i64::try_from(m.volume)
+        .ok()
+        .and_then(Fixed::from_units)
+        .ok_or_else(|| format!("bar volume {} is out of range", m.volume))?;
+    let bar = Bar {
+        interval,
+        start,
+        open: Fixed(m.open),
+        high: Fixed(m.high),
+        low: Fixed(m.low),
+        close: Fixed(m.close),
+        volume,
+        quote_volume: Fixed::ZERO,
+        buy_volume: Fixed::ZERO,
+        trades: 0,
+        closed: true,
+    };
+    Ok((bar.end(), Some(Event::Bar(Box::new(bar))), None))
 }
 
 /// An `mbo` or `mbp-10` record through the book rebuilder: its receive

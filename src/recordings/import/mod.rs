@@ -71,7 +71,7 @@ pub enum ImportError {
         message: String,
     },
     #[error(
-        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10, mbo and definition"
+        "{file}: DBN schema `{schema}` is not supported; supported schemas are trades, mbp-1, tbbo, bbo-1s, bbo-1m, mbp-10, mbo, ohlcv-1s/1m/1h/1d and definition"
     )]
     UnsupportedSchema { file: String, schema: String },
     #[error("writing the output: {0}")]
@@ -166,6 +166,8 @@ pub struct InputReport {
     pub books: u64,
     /// DBN `definition` records read (reference data, not ticks).
     pub definitions: u64,
+    /// OHLCV bars (DBN `ohlcv-1s/1m/1h/1d`).
+    pub bars: u64,
     /// Rows skipped by `--skip-bad`.
     pub bad_rows: u64,
     pub bad_examples: Vec<String>,
@@ -334,6 +336,7 @@ fn read_input_as(
             Event::Trade { .. } => report.trades += 1,
             Event::Quote { .. } => report.quotes += 1,
             Event::Book(_) => report.books += 1,
+            Event::Bar(_) => report.bars += 1,
         }
     }
     Ok(report)

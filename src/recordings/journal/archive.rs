@@ -264,7 +264,7 @@ impl Archive {
             seq: p.seq,
             ts: t.ts,
             rx: p.rx,
-            event: t.event,
+            event: t.event.clone(),
         };
         Some(Arc::new(EncodedTick::at(tick, p.offset, epoch)))
     }

@@ -355,7 +355,7 @@ fn recorded(item: &RingItem) -> NewTick {
     NewTick {
         sym: item.tick.sym.clone(),
         ts: item.tick.ts,
-        event: item.tick.event,
+        event: item.tick.event.clone(),
         book,
     }
 }

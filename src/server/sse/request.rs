@@ -277,7 +277,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
             "heartbeat" => heartbeat = Some(crate::wire::heartbeat::parse(v).map_err(bad)?),
             other => {
                 return Err(bad(format!(
-                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote,book, depth=10|25|full, catchup=trade,quote, on_gap=conflate|evict, ts=string, heartbeat=MS and token=KEY"
+                    "unknown query parameter `{other}`; use symbols=A,B (or *), channels=trade,quote,book,bar_1s,bar_1m,bar_1h,bar_1d, depth=10|25|full, catchup=trade,quote, on_gap=conflate|evict, ts=string, heartbeat=MS and token=KEY"
                 )));
             }
         }
@@ -308,7 +308,7 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<SseRequest, Refusal> {
     };
     if all && channels.contains(Channel::Book) {
         return Err(bad(
-            "the book channel needs named symbols; * covers trade and quote only",
+            "the book channel needs named symbols; * covers trade, quote and bars only",
         ));
     }
     Ok(SseRequest {
@@ -331,7 +331,8 @@ fn parse_channels(list: &str, what: &str) -> Result<ChannelSet, Refusal> {
     for c in list.split(',').filter(|s| !s.is_empty()) {
         let ch = Channel::parse(c).ok_or_else(|| {
             bad(format!(
-                "unknown channel `{c}` in {what}; channels are trade, quote and book"
+                "unknown channel `{c}` in {what}; channels are {}",
+                Channel::NAMES
             ))
         })?;
         set.insert(ch);
