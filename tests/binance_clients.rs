@@ -297,7 +297,8 @@ async fn binance_connector_streams_trades_and_quotes_in_microseconds() {
     replay(h.ingest(), &r.btc, 100, Duration::from_millis(10)).await;
     let want = trades_of(&r.btc);
     let quotes = quotes_of(&r.btc);
-    let got = client.finish(&format!("done {} {}", want.len(), quotes.len()));
+    let (seq, book) = h.ingest().book_state("ESM4").unwrap();
+    let got = client.finish(&format!("done {} {} {seq}", want.len(), quotes.len()));
     let mut replies = got["replies"].as_array().unwrap().clone();
     replies.sort_by_key(|r| r["id"].is_string());
     assert_eq!(
@@ -321,7 +322,6 @@ async fn binance_connector_streams_trades_and_quotes_in_microseconds() {
     for (g, w) in tickers.iter().zip(&quotes) {
         assert_eq!([d(&g[1]), d(&g[2]), d(&g[3]), d(&g[4])], *w);
     }
-    let (seq, book) = h.ingest().book_state("ESM4").unwrap();
     assert_eq!(got["depth"]["lastUpdateId"].as_u64(), Some(seq));
     assert_book(&book, &got["depth"]);
     h.shutdown();

@@ -15,6 +15,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -24,7 +25,7 @@ use crate::binance::encode::TimeUnit;
 use crate::binance::hub::{Hub, SubscribeError};
 use crate::binance::session::{self, Opening};
 use crate::binance::streams::StreamName;
-use crate::binance::{BinanceConfig, Endpoint, rest};
+use crate::binance::{BinanceConfig, Endpoint, depth, rest};
 use crate::pipeline::ingest::{Ingest, IngestReader};
 use crate::shutdown::Shutdown;
 
@@ -89,14 +90,30 @@ pub(super) async fn serve(e: Endpoint) {
     }
 }
 
-/// The hub's ring reader: every tick, in order, to the hub.
+/// The hub's ring reader: every tick, in order, to the hub; and the depth
+/// windows' clock: every 100 ms (even while the ring is busy) the hub
+/// flushes its depth batches, every tenth time the 1000 ms ones too.
 async fn read_ring(mut reader: IngestReader, hub: Rc<RefCell<Hub>>, mut shutdown: Shutdown) {
     let mut batch = Vec::new();
+    let mut next_flush = Instant::now() + depth::FAST;
+    let mut flushes = 0u32;
     loop {
+        let now = Instant::now();
+        if now >= next_flush {
+            flushes = flushes.wrapping_add(1);
+            hub.borrow_mut()
+                .flush_depth(flushes.is_multiple_of(depth::FAST_PER_SLOW));
+            // A late flush (a long batch, a busy machine) moves the clock
+            // on rather than flushing twice in a row.
+            next_flush = (next_flush + depth::FAST).max(now + depth::FAST / 2);
+            tokio::task::yield_now().await;
+            continue;
+        }
         batch.clear();
         if reader.read_batch(&mut batch, 1024) == 0 {
             tokio::select! {
                 _ = reader.waker.notified() => continue,
+                _ = tokio::time::sleep_until(next_flush) => continue,
                 _ = shutdown.triggered() => return,
             }
         }
@@ -151,9 +168,14 @@ fn route(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    if let Some((status, body)) =
-        rest::answer(&shared.ingest, &shared.config.symbols, &path, &query)
-    {
+    let flushed = |lower: &str| shared.hub.borrow().depth_snapshot(lower);
+    if let Some((status, body)) = rest::answer(
+        &shared.ingest,
+        &shared.config.symbols,
+        &flushed,
+        &path,
+        &query,
+    ) {
         return json(status, body);
     }
     let opening = match opening(&path, &query) {
