@@ -84,8 +84,9 @@ pub struct Hub {
 
 /// A stream's payload in each of its four encodings, made on first use.
 struct Encoded<'a> {
-    /// The stream's name, for the combined wrapper.
-    name: String,
+    /// The stream's symbol and kind, named only for the combined wrapper
+    /// (a raw subscriber never pays for the name).
+    stream: (&'a str, StreamKind),
     /// `[raw ms, raw µs, combined ms, combined µs]`.
     cache: [Option<Message>; 4],
     /// Writes the raw payload in a unit.
@@ -101,7 +102,8 @@ impl Encoded<'_> {
         let mut raw = Vec::with_capacity(160);
         (self.write)(&mut raw, unit);
         let bytes = if combined {
-            encode::combined(&self.name, &raw)
+            let (symbol, kind) = self.stream;
+            encode::combined(&format!("{symbol}{}", kind.suffix()), &raw)
         } else {
             raw
         };
@@ -199,7 +201,7 @@ impl Hub {
             {
                 let levels = m.book.window(usize::from(levels));
                 let mut e = Encoded {
-                    name: s.to_name(),
+                    stream: (&s.symbol, s.kind),
                     cache: Default::default(),
                     write: &|out, _| encode::partial_depth(out, m.last_u, &levels),
                 };
@@ -447,7 +449,7 @@ impl Hub {
             return;
         }
         let mut e = Encoded {
-            name: format!("{lower}{}", kind.suffix()),
+            stream: (lower, kind),
             cache: Default::default(),
             write,
         };
