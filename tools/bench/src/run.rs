@@ -66,7 +66,7 @@ struct Memory {
     after_connect: u64,
     peak: u64,
     end: u64,
-    /// Each process's at the end, in [`Running::procs`] order.
+    /// Each process's at the end, in [`crate::target::Running::procs`] order.
     end_per_process: Vec<u64>,
 }
 

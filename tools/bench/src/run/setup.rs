@@ -20,7 +20,7 @@ use crate::report::thousands;
 use crate::resume::ResumePlan;
 use crate::target::{self, Running};
 
-/// The subscriber side of a run, from [`connect`] to [`drain`].
+/// The subscriber side of a run, from [`connect`] to [`super::publish::drain`].
 pub(super) struct Clients {
     /// Counters the client threads update as they go.
     pub(super) live: Arc<Live>,
