@@ -238,7 +238,8 @@ struct ServeArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "binance_listen")]
     binance_pong_timeout: Duration,
     /// Once listening, write the bound address (e.g. 127.0.0.1:41234) to this
-    /// file: lets a parent process use `--listen 127.0.0.1:0`.
+    /// file: lets a parent process use `--listen 127.0.0.1:0`. With
+    /// `--binance-listen`, a second line `binance ADDR` gives that address.
     #[arg(long, value_name = "FILE")]
     addr_file: Option<PathBuf>,
     /// API keys and the symbols each may see (TOML; see
@@ -548,9 +549,11 @@ fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
     if let Some(path) = addr_file {
         // Write then rename, so a reader never sees a partial address.
         let tmp = path.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, handle.addr().to_string())
-            .and_then(|()| std::fs::rename(&tmp, &path))
-        {
+        let mut text = handle.addr().to_string();
+        if let Some(b) = handle.binance_addr() {
+            text.push_str(&format!("\nbinance {b}"));
+        }
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
             eprintln!("tickwire: cannot write --addr-file {}: {e}", path.display());
             handle.shutdown();
             return ExitCode::FAILURE;

@@ -374,9 +374,12 @@ async fn binance_connector_streams_trades_and_quotes_in_microseconds() {
         first_before: false,
         streams: 2,
     };
-    let Some(o) = run_client(setup, |_, r| {
+    let Some(o) = run_client(setup, |h, r| {
         let (t, q) = (trades_of(&r.btc).len(), quotes_of(&r.btc).len());
-        format!("done {t} {q}")
+        // The script asks /api/v3/depth until it is this far (a REST book
+        // is the last 100 ms flush's).
+        let (seq, _) = h.ingest().book_state("ESM4").unwrap();
+        format!("done {t} {q} {seq}")
     })
     .await
     else {

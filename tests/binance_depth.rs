@@ -121,22 +121,160 @@ async fn depth_diffs_line_up_with_the_rest_snapshot() {
     h.shutdown();
 }
 
+/// Updates published within one window reach `@depth`, `@depth@100ms` and
+/// `@depth5` merged: one event whose `U`..`u` spans them, each price level
+/// once with its newest size (a removal kept as `"0.00000000"`), not one
+/// event per update. (A window boundary may fall among the updates, so up
+/// to two events are allowed; the spacing of events is a timing and is not
+/// asserted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_within_a_window_arrive_merged_per_level() {
+    use BookSide::{Ask, Bid};
+    let h = start(|_| {});
+    book(
+        &h,
+        "ESM4",
+        BookChange::Snapshot(vec![level(Bid, "99", "1"), level(Ask, "101", "1")]),
+    )
+    .await;
+    let (first_seq, _) = h.ingest().book_state("ESM4").unwrap();
+    let mut ws = connect(
+        &h,
+        "/stream?streams=esm4@depth/esm4@depth@100ms/esm4@depth5@100ms",
+    )
+    .await;
+    wait_streams(&h, 3).await;
+    // Five updates, published back to back: bid 99 set three times then
+    // removed, bid 98 added, ask 101 resized, one update with no level.
+    let updates = [
+        vec![level(Bid, "99", "2")],
+        vec![level(Bid, "99", "3"), level(Bid, "98", "4")],
+        vec![level(Ask, "101", "5")],
+        vec![level(Bid, "99", "0")],
+        vec![],
+    ];
+    for u in updates {
+        book(&h, "ESM4", BookChange::Diff(u)).await;
+    }
+    let (seq, want) = h.ingest().book_state("ESM4").unwrap();
+    assert_eq!(seq, first_seq + 5);
+
+    // Per stream: the events after the snapshot's, and the top-5 windows.
+    let mut diffs: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    let mut windows = Vec::new();
+    let done = |d: &std::collections::HashMap<String, Vec<Value>>, w: &Vec<Value>| {
+        ["esm4@depth", "esm4@depth@100ms"].iter().all(|s| {
+            d.get(*s)
+                .and_then(|v| v.last())
+                .is_some_and(|e| e["u"].as_u64() == Some(seq))
+        }) && w
+            .last()
+            .is_some_and(|w: &Value| w["lastUpdateId"].as_u64() == Some(seq))
+    };
+    while !done(&diffs, &windows) {
+        let m = next_json(&mut ws).await;
+        let stream = m["stream"].as_str().unwrap().to_owned();
+        let data = m["data"].clone();
+        if stream == "esm4@depth5@100ms" {
+            windows.push(data);
+        } else if data["u"].as_u64().unwrap() > first_seq {
+            diffs.entry(stream).or_default().push(data);
+        }
+    }
+    for (stream, events) in &diffs {
+        assert!(
+            events.len() <= 2,
+            "{stream}: 5 updates merged, not {events:?}"
+        );
+        let mut next = events[0]["U"].as_u64().unwrap();
+        assert!(
+            next <= first_seq + 1,
+            "{stream}: the first covers update {}",
+            first_seq + 1
+        );
+        let mut local = std::collections::BTreeMap::new();
+        local.insert((Ask, fx("101")), fx("1"));
+        local.insert((Bid, fx("99")), fx("1"));
+        for e in events {
+            assert_eq!(e["U"].as_u64(), Some(next), "{stream}: an unbroken chain");
+            next = e["u"].as_u64().unwrap() + 1;
+            for (side, key) in [(Bid, "b"), (Ask, "a")] {
+                let levels = e[key].as_array().unwrap();
+                let mut prices: Vec<_> = levels.iter().map(|l| dec(&l[0])).collect();
+                prices.dedup();
+                assert_eq!(
+                    prices.len(),
+                    levels.len(),
+                    "{stream}: a level once per event: {e}"
+                );
+                for l in levels {
+                    let (px, sz) = (dec(&l[0]), dec(&l[1]));
+                    if sz == Fixed::ZERO {
+                        local.remove(&(side, px));
+                    } else {
+                        local.insert((side, px), sz);
+                    }
+                }
+            }
+        }
+        let want: std::collections::BTreeMap<_, _> =
+            want.iter().map(|l| ((l.side, l.px), l.sz)).collect();
+        assert_eq!(local, want, "{stream}");
+        // The event that ends the chain holds bid 99's newest size: removed.
+        let last_99 = events
+            .iter()
+            .rev()
+            .find_map(|e| {
+                e["b"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l[0] == "99.00000000")
+                    .cloned()
+            })
+            .expect("bid 99 in an event");
+        assert_eq!(last_99[1], "0.00000000", "{stream}: the removal is kept");
+        // Most of the five updates share an event.
+        assert!(
+            events
+                .iter()
+                .any(|e| e["u"].as_u64().unwrap() - e["U"].as_u64().unwrap() >= 2),
+            "{stream}: {events:?}"
+        );
+    }
+    // The window after the updates, sent at most once per window with a
+    // change (the subscribe snapshot, then at most two).
+    assert!(windows.len() <= 3, "{windows:?}");
+    assert_eq!(
+        windows.last().unwrap()["bids"],
+        json!([["98.00000000", "4.00000000"]])
+    );
+    assert_eq!(
+        windows.last().unwrap()["asks"],
+        json!([["101.00000000", "5.00000000"]])
+    );
+    h.shutdown();
+}
+
 /// A client that stops reading is disconnected once its queue is full
 /// (never conflated: a skipped depth diff would break its book); a client
-/// that keeps reading gets every diff, an unbroken `U`/`u` chain.
+/// that keeps reading gets every trade and every diff, an unbroken `U`/`u`
+/// chain. Trades fill the queue: depth events come at most 10 a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_cannot_keep_up_is_disconnected_and_others_lose_nothing() {
     use BookSide::{Ask, Bid};
+    use tickwire::model::tick::{Event, NewTick, Side};
     // The queue must hold a ring batch (1,024): the hub queues a whole
     // batch before the sessions on its thread run.
     let h = start(|b| b.limits.queue_len = 1024);
     let px = |i: usize| format!("{}", 1000 + i);
-    let snapshot: Vec<Level> = (0..1000)
+    let snapshot: Vec<Level> = (0..100)
         .map(|i| level(Bid, &px(i), "1"))
-        .chain((0..1000).map(|i| level(Ask, &px(2000 + i), "1")))
+        .chain((0..100).map(|i| level(Ask, &px(2000 + i), "1")))
         .collect();
     book(&h, "ESM4", BookChange::Snapshot(snapshot)).await;
-    let mut reader = connect(&h, "/ws/esm4@depth").await;
+    const STREAMS: &str = "/ws/esm4@depth@100ms/esm4@trade";
+    let reader = connect(&h, STREAMS).await;
     // Upgraded by hand with a small receive buffer, then never read.
     let stalled = {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -146,20 +284,73 @@ async fn a_client_that_cannot_keep_up_is_disconnected_and_others_lose_nothing() 
         let mut s = TcpStream::from_std(s.into()).unwrap();
         use tokio::io::AsyncWriteExt;
         s.write_all(
-            b"GET /ws/esm4@depth HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            format!(
+                "GET {STREAMS} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .unwrap();
         s
     };
-    wait_streams(&h, 2).await;
-    // 1,600 diffs of 100 levels (~4 KB each): more events than the queue
-    // (1,024) and the socket buffers hold.
-    const N: u64 = 1600;
-    // The reader keeps up: it reads each 100 diffs after they are published.
-    let mut last = 1; // the snapshot's seq
-    for n in 0..N {
+    wait_streams(&h, 4).await;
+    // 8,000 trades (~170 bytes each on the wire): more events than the
+    // stalled client's queue (1,024) and socket buffers hold; a book diff
+    // of 100 levels after each 100 trades.
+    const TRADES: u64 = 8000;
+    let first_seq = h.ingest().book_state("ESM4").unwrap().0;
+    // Trades the reader has read: the publisher stays within 500 of it, so
+    // the reader (unlike the stalled client) keeps up.
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let read_by_reader = read.clone();
+    let reading = tokio::spawn(async move {
+        let mut reader = reader;
+        let (mut trades, mut last_u) = (0u64, first_seq);
+        while trades < TRADES || last_u < first_seq + TRADES / 100 {
+            let d = next_json(&mut reader).await;
+            if d["e"] == "trade" {
+                trades += 1;
+                assert_eq!(d["t"].as_u64(), Some(trades), "every trade, in order");
+                read_by_reader.store(trades, std::sync::atomic::Ordering::Relaxed);
+            } else if d["u"].as_u64().unwrap() > first_seq {
+                // The first may also cover the snapshot (Binance's step 5).
+                let first = d["U"].as_u64().unwrap();
+                if last_u == first_seq {
+                    assert!(first <= last_u + 1, "{d}");
+                } else {
+                    assert_eq!(first, last_u + 1, "an unbroken chain");
+                }
+                last_u = d["u"].as_u64().unwrap();
+            }
+        }
+        reader
+    });
+    for n in 0..TRADES / 100 {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while read.load(std::sync::atomic::Ordering::Relaxed) + 500 < n * 100 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reader is stuck"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ticks: Vec<_> = (0..100)
+            .map(|_| {
+                let t = NewTick {
+                    sym: "ESM4".into(),
+                    ts: 1_582_329_600_123_456_789,
+                    event: Event::Trade {
+                        px: fx("5234.25"),
+                        qty: fx("3"),
+                        side: Side::Buy,
+                    },
+                    book: None,
+                };
+                h.ingest().admit(t).unwrap()
+            })
+            .collect();
+        h.ingest().publish(&ticks).await;
         let sz = format!("{}", 2 + n % 7);
         book(
             &h,
@@ -167,24 +358,20 @@ async fn a_client_that_cannot_keep_up_is_disconnected_and_others_lose_nothing() 
             BookChange::Diff((0..100).map(|i| level(Bid, &px(i), &sz)).collect()),
         )
         .await;
-        if n % 100 == 99 {
-            while last < n + 2 {
-                let d = next_json(&mut reader).await;
-                assert_eq!(d["U"].as_u64(), Some(last + 1), "an unbroken chain");
-                last = d["u"].as_u64().unwrap();
-                assert_eq!(d["b"].as_array().unwrap().len(), 100);
-            }
-        }
     }
-    // The hub dropped the stalled client (and its stream) when its queue filled.
+    let reader = tokio::time::timeout(WAIT, reading)
+        .await
+        .expect("the reader got everything in time")
+        .unwrap();
+    // The hub dropped the stalled client (and its streams) when its queue filled.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while h.binance_streams() != 1 {
+    while h.binance_streams() != 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the stalled client is still held"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    drop(stalled);
+    drop((stalled, reader));
     h.shutdown();
 }

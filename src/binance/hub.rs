@@ -3,7 +3,9 @@
 //! and encoding (raw or combined, ms or µs), and hands the shared bytes to
 //! every subscribed connection's queue.
 //!
-//! Depth diffs are never dropped or conflated: a connection whose queue is
+//! Depth diffs are merged per level over Binance's 100 ms and 1000 ms
+//! windows ([`crate::binance::depth`]) and sent at each window's end by
+//! [`Hub::flush_depth`]; they are never dropped: a connection whose queue is
 //! full is disconnected (as Binance disconnects a client that cannot keep
 //! up), so every client that stays connected has seen every `U`..`u` range.
 
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use crate::binance::depth::{Batch, Mirror, speed_index};
 use crate::binance::encode::{self, DepthUpdate, TimeUnit};
 use crate::binance::klines::{KlineStore, kline_event};
 use crate::binance::streams::{KINDS, StreamKind, StreamName, SymbolMap};
@@ -46,15 +49,6 @@ struct Names {
     lower: Arc<str>,
 }
 
-/// The hub's copy of one book, to send diffs from snapshots and top-N.
-#[derive(Default)]
-struct Mirror {
-    /// The book after the last update seen.
-    book: Book,
-    /// `u` of the last depth event (the book's `seq` then); 0 before any.
-    last_u: u64,
-}
-
 /// Why a subscribe was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -78,8 +72,12 @@ pub struct Hub {
     subs: HashMap<Arc<str>, [Vec<ConnId>; KINDS]>,
     /// Indexed by symbol id.
     names: Vec<Option<Names>>,
-    /// Books by lowercase symbol.
+    /// Books by lowercase symbol, with their pending depth batches.
     books: HashMap<Arc<str>, Mirror>,
+    /// Books updated since the last 100 ms flush (`fast` batch pending).
+    dirty_fast: Vec<Arc<str>>,
+    /// Books with a 1000 ms batch pending.
+    dirty_slow: Vec<Arc<str>>,
     /// Streams subscribed over all connections, shown to tests and
     /// operators ([`crate::server::ServerHandle::binance_streams`]).
     streams_gauge: Arc<AtomicUsize>,
@@ -90,8 +88,9 @@ pub struct Hub {
 
 /// A stream's payload in each of its four encodings, made on first use.
 struct Encoded<'a> {
-    /// The stream's name, for the combined wrapper.
-    name: String,
+    /// The stream's symbol and kind, named only for the combined wrapper
+    /// (a raw subscriber never pays for the name).
+    stream: (&'a str, StreamKind),
     /// `[raw ms, raw µs, combined ms, combined µs]`.
     cache: [Option<Message>; 4],
     /// Writes the raw payload in a unit.
@@ -107,7 +106,8 @@ impl Encoded<'_> {
         let mut raw = Vec::with_capacity(160);
         (self.write)(&mut raw, unit);
         let bytes = if combined {
-            encode::combined(&self.name, &raw)
+            let (symbol, kind) = self.stream;
+            encode::combined(&format!("{symbol}{}", kind.suffix()), &raw)
         } else {
             raw
         };
@@ -134,6 +134,8 @@ impl Hub {
             subs: HashMap::new(),
             names: Vec::new(),
             books: HashMap::new(),
+            dirty_fast: Vec::new(),
+            dirty_slow: Vec::new(),
             streams_gauge,
         }
     }
@@ -209,7 +211,7 @@ impl Hub {
             {
                 let levels = m.book.window(usize::from(levels));
                 let mut e = Encoded {
-                    name: s.to_name(),
+                    stream: (&s.symbol, s.kind),
                     cache: Default::default(),
                     write: &|out, _| encode::partial_depth(out, m.last_u, &levels),
                 };
@@ -223,7 +225,7 @@ impl Hub {
                 let upper = s.symbol.to_ascii_uppercase();
                 let now = crate::model::tick::wall_clock_ns();
                 let mut e = Encoded {
-                    name: s.to_name(),
+                    stream: (&s.symbol, s.kind),
                     cache: Default::default(),
                     write: &|out, unit| kline_event(out, k, &upper, now, unit),
                 };
@@ -323,7 +325,7 @@ impl Hub {
                 let write = |out: &mut Vec<u8>, _| encode::book_ticker(out, t, &upper);
                 self.send(&lower, StreamKind::BookTicker, &write, &mut doomed);
             }
-            Channel::Book => self.deliver_book(item, &upper, &lower, &mut doomed),
+            Channel::Book => self.deliver_book(item, &upper, &lower),
             Channel::Bar1s | Channel::Bar1m | Channel::Bar1h | Channel::Bar1d => {
                 if let Event::Bar(bar) = &t.event {
                     let k = self.klines.on_bar(&upper, bar);
@@ -334,27 +336,24 @@ impl Hub {
                 }
             }
         }
-        for id in doomed {
-            tracing::info!(conn = id, "binance: client cannot keep up; disconnected");
-            self.remove(id);
-        }
+        self.drop_doomed(doomed);
     }
 
-    /// A book update: `@depth` diffs (from the full-depth message, or the
-    /// difference a snapshot makes) and `@depthN` windows.
-    fn deliver_book(
-        &mut self,
-        item: &RingItem,
-        upper: &str,
-        lower: &Arc<str>,
-        doomed: &mut Vec<ConnId>,
-    ) {
+    /// A book update: its levels (from the full-depth message, or the
+    /// difference a snapshot makes) join the book's pending 100 ms batch;
+    /// [`Hub::flush_depth`] sends them.
+    fn deliver_book(&mut self, item: &RingItem, upper: &Arc<str>, lower: &Arc<str>) {
         let t = &item.tick;
         let Some(frames) = &item.book else { return };
-        let mirror = self.books.entry(lower.clone()).or_default();
+        let mirror = self
+            .books
+            .entry(lower.clone())
+            .or_insert_with(|| Mirror::new(upper.clone()));
+        if mirror.fast.is_empty() {
+            self.dirty_fast.push(lower.clone());
+        }
         // An update that changed no level (no full-depth message) still
-        // advances `u`: it goes out with no levels, so every client sees an
-        // unbroken `U` = `u` + 1 chain.
+        // advances `u`, so every client sees an unbroken `U` = `u` + 1 chain.
         let msg = frames.class(DepthClass::Full).msg.as_ref();
         let levels: Vec<Level> = match msg {
             None => Vec::new(),
@@ -374,45 +373,103 @@ impl Hub {
                 m.levels.clone()
             }
         };
-        let first = match mirror.last_u {
-            0 => msg.map_or(t.seq, |m| m.from),
-            last => last + 1,
-        };
-        mirror.last_u = t.seq;
+        mirror.record(msg.map_or(t.seq, |m| m.from), t.seq, t.rx, &levels);
+    }
+
+    /// Ends a 100 ms window (and a 1000 ms one when `slow`): each book's
+    /// merged batch goes out once, encoded once per encoding, on
+    /// `@depth@100ms` (`@depth`), and each `@depthN@100ms` (`@depthN`)
+    /// window that changed is sent.
+    pub fn flush_depth(&mut self, slow: bool) {
+        let mut doomed = Vec::new();
+        for lower in std::mem::take(&mut self.dirty_fast) {
+            let Some(m) = self.books.get_mut(&lower) else {
+                continue;
+            };
+            let batch = std::mem::take(&mut m.fast);
+            if m.slow.is_empty() {
+                self.dirty_slow.push(lower.clone());
+            }
+            m.slow.absorb(&batch);
+            m.settle(&batch);
+            self.send_batch(&lower, &batch, true, &mut doomed);
+        }
+        self.send_windows(true, &mut doomed);
+        if slow {
+            for lower in std::mem::take(&mut self.dirty_slow) {
+                let Some(m) = self.books.get_mut(&lower) else {
+                    continue;
+                };
+                let batch = std::mem::take(&mut m.slow);
+                self.send_batch(&lower, &batch, false, &mut doomed);
+            }
+            self.send_windows(false, &mut doomed);
+        }
+        self.drop_doomed(doomed);
+    }
+
+    /// One merged batch on `@depth` (`fast`: `@depth@100ms`).
+    fn send_batch(&self, lower: &Arc<str>, batch: &Batch, fast: bool, doomed: &mut Vec<ConnId>) {
+        if batch.is_empty() || !self.has_subs(lower, StreamKind::Depth { fast }) {
+            return;
+        }
+        let levels = batch.levels();
         let update = DepthUpdate {
-            symbol: upper,
-            first,
-            last: t.seq,
-            event_ns: t.rx,
+            symbol: &self.books[lower].upper,
+            first: batch.first,
+            last: batch.last,
+            event_ns: batch.event_ns,
             levels: &levels,
         };
         let write = |out: &mut Vec<u8>, unit| encode::depth_update(out, &update, unit);
-        for fast in [false, true] {
-            self.send(lower, StreamKind::Depth { fast }, &write, doomed);
-        }
-        if msg.is_none() {
-            return;
-        }
-        for n in [5u8, 10, 20] {
-            let wanted = self.subs.get(lower).is_some_and(|l| {
-                [false, true]
-                    .iter()
-                    .any(|&fast| !l[StreamKind::Partial { levels: n, fast }.index()].is_empty())
-            });
-            if !wanted {
-                continue;
+        self.send(lower, StreamKind::Depth { fast }, &write, doomed);
+    }
+
+    /// The `@depthN` windows of one speed that changed since last sent.
+    fn send_windows(&mut self, fast: bool, doomed: &mut Vec<ConnId>) {
+        let speed = speed_index(fast);
+        let touched: Vec<Arc<str>> = self
+            .books
+            .iter_mut()
+            .filter_map(|(k, m)| std::mem::take(&mut m.touched[speed]).then(|| k.clone()))
+            .collect();
+        for lower in touched {
+            for n in [5u8, 10, 20] {
+                let kind = StreamKind::Partial { levels: n, fast };
+                if !self.has_subs(&lower, kind) {
+                    continue;
+                }
+                let m = self.books.get_mut(&lower).expect("listed above");
+                let window = m.book.window(usize::from(n));
+                if !m.window_changed((n, fast), &window) {
+                    continue;
+                }
+                let last_u = m.last_u;
+                let write = |out: &mut Vec<u8>, _| encode::partial_depth(out, last_u, &window);
+                self.send(&lower, kind, &write, doomed);
             }
-            let window = self.books[lower].book.window(usize::from(n));
-            let write = |out: &mut Vec<u8>, _| encode::partial_depth(out, t.seq, &window);
-            for fast in [false, true] {
-                self.send(
-                    lower,
-                    StreamKind::Partial { levels: n, fast },
-                    &write,
-                    doomed,
-                );
-            }
         }
+    }
+
+    fn has_subs(&self, lower: &Arc<str>, kind: StreamKind) -> bool {
+        self.subs
+            .get(lower)
+            .is_some_and(|l| !l[kind.index()].is_empty())
+    }
+
+    fn drop_doomed(&mut self, doomed: Vec<ConnId>) {
+        for id in doomed {
+            tracing::info!(conn = id, "binance: client cannot keep up; disconnected");
+            self.remove(id);
+        }
+    }
+
+    /// `/api/v3/depth`'s book: as of the last 100 ms flush, with that
+    /// flush's `u` as `lastUpdateId`, so the next `@depth@100ms` event starts
+    /// at `lastUpdateId` + 1 and the next `@depth` event spans it. `None`
+    /// when the hub cannot tell ([`Mirror::snapshot`]).
+    pub fn depth_snapshot(&self, lower: &str) -> Option<(u64, Vec<Level>)> {
+        self.books.get(lower)?.snapshot()
     }
 
     /// Sends one stream's payload to its subscribers, encoding it on first
@@ -431,7 +488,7 @@ impl Hub {
             return;
         }
         let mut e = Encoded {
-            name: format!("{lower}{}", kind.suffix()),
+            stream: (lower, kind),
             cache: Default::default(),
             write,
         };

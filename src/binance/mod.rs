@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+pub mod depth;
 pub mod encode;
 mod http;
 pub mod hub;

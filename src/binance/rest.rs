@@ -12,6 +12,7 @@ use crate::binance::encode::{self, TimeUnit};
 use crate::binance::klines::{KlineStore, kline_row};
 use crate::binance::streams::SymbolMap;
 use crate::model::bar::BarInterval;
+use crate::model::book::Level;
 use crate::model::tick::wall_clock_ns;
 use crate::pipeline::ingest::Ingest;
 
@@ -49,25 +50,32 @@ pub fn tickwire_symbol(ingest: &Ingest, map: &SymbolMap, binance: &str) -> Optio
         .find(|name| map.binance_of(name) == want)
 }
 
+/// A book's state as `/api/v3/depth` serves it, by lowercase Binance
+/// symbol: the hub's book as of its last 100 ms depth flush
+/// ([`crate::binance::hub::Hub::depth_snapshot`]).
+pub type Flushed<'a> = &'a dyn Fn(&str) -> Option<(u64, Vec<Level>)>;
+
 /// What a REST answer may read besides the query.
 pub struct RestState<'a> {
     pub ingest: &'a Ingest,
     pub map: &'a SymbolMap,
     /// The hub's klines.
     pub klines: &'a KlineStore,
+    /// The hub's books as of their last depth flush.
+    pub flushed: Flushed<'a>,
     /// `X-MBX-TIME-UNIT` (klines' open and close times).
     pub unit: TimeUnit,
 }
 
 /// Answers `path?query`, or `None` when it is not a REST path of ours.
 pub fn answer(st: &RestState, path: &str, q: &str) -> Option<Answer> {
-    let (ingest, map) = (st.ingest, st.map);
+    let (ingest, map, flushed) = (st.ingest, st.map, st.flushed);
     Some(match path {
         "/api/v3/klines" | "/api/v3/uiKlines" => klines(st, q),
         "/api/v3/ping" => ok(json!({})),
         "/api/v3/time" => ok(json!({ "serverTime": wall_clock_ns() / 1_000_000 })),
         "/api/v3/exchangeInfo" => exchange_info(ingest, map, q),
-        "/api/v3/depth" => depth(ingest, map, q),
+        "/api/v3/depth" => depth(ingest, map, flushed, q),
         _ => return None,
     })
 }
@@ -132,9 +140,11 @@ fn exchange_info(ingest: &Ingest, map: &SymbolMap, q: &str) -> Answer {
 }
 
 /// `depth?symbol=&limit=`: the book's top `limit` (default 100, at most
-/// 5000) per side, `lastUpdateId` = the book's `seq`, which `@depth`
-/// events carry as `u`.
-fn depth(ingest: &Ingest, map: &SymbolMap, q: &str) -> Answer {
+/// 5000) per side as of the last 100 ms depth flush, `lastUpdateId` = the
+/// `u` of that flush (see [`crate::binance::depth`]); when the hub has not
+/// seen the book from its first update, the live book and its `seq`, which
+/// the next depth event's `U`..`u` then spans.
+fn depth(ingest: &Ingest, map: &SymbolMap, flushed: Flushed, q: &str) -> Answer {
     let Some(sym) = query(q, "symbol") else {
         return error(
             400,
@@ -156,7 +166,8 @@ fn depth(ingest: &Ingest, map: &SymbolMap, q: &str) -> Answer {
     let Some(name) = tickwire_symbol(ingest, map, sym) else {
         return error(400, -1121, "Invalid symbol.");
     };
-    let Some((seq, levels)) = ingest.book_state(&name) else {
+    let lower = map.binance_of(&name).to_ascii_lowercase();
+    let Some((seq, levels)) = flushed(&lower).or_else(|| ingest.book_state(&name)) else {
         return error(400, -1121, "Invalid symbol.");
     };
     let mut per_side = [0usize; 2];

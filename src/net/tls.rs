@@ -157,10 +157,6 @@ impl TlsConn {
         }
     }
 
-    pub fn tcp(&self) -> &TcpStream {
-        self.stream.get_ref().0
-    }
-
     /// Plaintext read ahead and not yet consumed.
     pub fn ahead(&self) -> &[u8] {
         &self.ahead[self.pos..]
@@ -197,6 +193,12 @@ impl TlsConn {
             },
             TlsWriter { tcp: write, conn },
         )
+    }
+}
+
+impl crate::net::stream::OverTcp for TlsConn {
+    fn tcp(&self) -> &TcpStream {
+        self.stream.get_ref().0
     }
 }
 

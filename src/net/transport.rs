@@ -2,7 +2,7 @@
 //! `--tls-cert` is set.
 //!
 //! Owns the three shapes a connection takes: [`Conn`] while hyper or the
-//! SSE head reader has it (`AsyncRead + AsyncWrite`), and once a streaming
+//! SSE head reader has it (`AsyncRead + AsyncWrite`, [`MaybeTls`]), and once a streaming
 //! session takes it over, [`ReadHalf`] for the session's reader and
 //! [`Transport`] for the fan-out's non-blocking writes. Plain connections
 //! go straight to tokio's TCP halves: one `match` per write, no copy, no
@@ -13,31 +13,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::net::read_ahead;
+use crate::net::stream::MaybeTls;
 use crate::net::tls::{TlsConn, TlsReader, TlsWriter};
 
 /// An accepted connection (after its TLS handshake, if any).
-pub enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsConn>),
-}
+pub type Conn = MaybeTls<TlsConn>;
 
 impl Conn {
-    /// The socket underneath (address, socket options).
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Conn::Plain(s) => s,
-            Conn::Tls(t) => t.tcp(),
-        }
-    }
-
     /// Splits for a streaming session; `prefix` (bytes the HTTP layer read
     /// past the request) is read first.
-    pub fn into_split(self, prefix: Bytes) -> (ReadHalf, Transport) {
+    pub(crate) fn into_split(self, prefix: Bytes) -> (ReadHalf, Transport) {
         match self {
             Conn::Plain(s) => {
                 let (r, w) = s.into_split();
@@ -47,64 +36,6 @@ impl Conn {
                 let (r, w) = t.into_split(prefix);
                 (ReadHalf::Tls(r), Transport::Tls(w))
             }
-        }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(t) => Pin::new(&mut **t).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(t) => Pin::new(&mut **t).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(t) => t.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
         }
     }
 }

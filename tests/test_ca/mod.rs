@@ -1,6 +1,7 @@
 //! A test certificate authority and a `localhost` certificate it signed,
-//! shared by the TLS tests of the main endpoint (`tests/tls.rs`) and of the
-//! Binance endpoint (`tests/binance_support`).
+//! shared by the TLS tests of the main endpoint (`tests/tls.rs`), of the
+//! Binance endpoint (`tests/binance_support`) and of the bench runner
+//! (`tools/bench/tests/wss.rs`, which includes this file by path).
 
 use std::sync::Arc;
 

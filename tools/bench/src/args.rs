@@ -46,6 +46,19 @@ pub struct BenchArgs {
     /// (a deployment's ingest node; --url lists its gateways).
     #[arg(long, requires = "url")]
     pub publish_url: Option<String>,
+    /// What the subscribers speak: `tickwire` (docs/PROTOCOL.md) or
+    /// `binance` (raw Binance streams, `<sym>@trade` and `<sym>@bookTicker`,
+    /// on a server's `--binance-listen` endpoint; docs/BINANCE.md). The
+    /// publisher always uses /v1/publish. With --url, --binance-url says
+    /// where the Binance endpoint is; a server the runner starts gets
+    /// `--binance-listen`. In --compare, write a target as `binance:self` or
+    /// `binance:ws://B,pub:ws://M` instead.
+    #[arg(long, default_value = "tickwire", value_parser = crate::binance::Protocol::parse, conflicts_with = "compare")]
+    pub protocol: crate::binance::Protocol,
+    /// The Binance endpoint(s) of a --url server (ws://HOST:PORT, comma-separated
+    /// for several), for `--protocol binance`.
+    #[arg(long, requires = "url")]
+    pub binance_url: Option<String>,
     /// Measure 2 to 6 targets with the same load, alternating runs (A, B,
     /// C, A, B, C, …), and print medians and ratios (A/B for two targets,
     /// X/A for more). A target is `self` (a tickwire server started by the
@@ -53,6 +66,8 @@ pub struct BenchArgs {
     /// nats-server, an ingest node taking the publisher and N gateways
     /// taking the subscribers; nats:0 puts the subscribers on the ingest
     /// node), or URLs as for --url, with `pub:` marking the publisher's.
+    /// `binance:` before `self` or URLs puts the subscribers on Binance
+    /// streams (see --protocol), e.g. `--compare self binance:self`.
     /// `self` and `nats:N` may carry server flags of their own after a
     /// space, e.g. "nats:1 --bus-memory" "self --workers=1".
     #[arg(long, num_args = 2..=6, value_name = "TARGET")]

@@ -61,6 +61,8 @@ pub enum Phase {
 pub struct ClientsConfig {
     /// Where clients connect, round-robin ([`endpoint_index`]).
     pub endpoints: Vec<Endpoint>,
+    /// What they speak there.
+    pub protocol: crate::binance::Protocol,
     pub plan: Arc<Plan>,
     pub threads: usize,
     pub connect_timeout: Duration,

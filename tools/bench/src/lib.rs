@@ -48,6 +48,7 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod binance;
 mod book;
 mod clients;
 mod compare;
@@ -75,6 +76,7 @@ use std::time::{Duration, SystemTime};
 
 pub use self::args::BenchArgs;
 use self::args::Load;
+use self::binance::Protocol;
 use self::compare::LETTERS;
 use self::plan::{Plan, PlanInput};
 use self::publisher::Source;
@@ -214,6 +216,9 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
             slow: args.slow,
             seed: args.seed,
         })?);
+        if targets.iter().any(|t| t.protocol() == Protocol::Binance) {
+            binance::check_plan(&plan).map_err(BenchError::Usage)?;
+        }
         let source = source(args, replay.as_deref(), channels, &plan, load)?;
         for round in 1..=rounds {
             for (ti, t) in targets.iter().enumerate() {
@@ -253,14 +258,52 @@ fn targets(args: &BenchArgs) -> Result<Vec<Target>, BenchError> {
             .map(|s| Target::parse(s, &args.server_arg))
             .collect::<Result<_, _>>()
             .map_err(BenchError::Usage)?,
-        (None, Some(u)) => {
-            vec![Target::urls(u, args.publish_url.as_deref()).map_err(BenchError::Usage)?]
+        (None, Some(u)) => match (args.protocol, &args.binance_url) {
+            (Protocol::Tickwire, None) => {
+                vec![Target::urls(u, args.publish_url.as_deref()).map_err(BenchError::Usage)?]
+            }
+            (Protocol::Binance, Some(b)) => {
+                // The publisher uses the main endpoint (--url's first, or
+                // --publish-url); subscribers the Binance one.
+                let main =
+                    Target::urls(u, args.publish_url.as_deref()).map_err(BenchError::Usage)?;
+                let Target::Urls { publish, .. } = main else {
+                    unreachable!("Target::urls makes URLs")
+                };
+                vec![
+                    Target::urls(b, Some(&publish))
+                        .and_then(Target::binance)
+                        .map_err(BenchError::Usage)?,
+                ]
+            }
+            (Protocol::Binance, None) => {
+                return Err(BenchError::Usage(
+                    "--protocol binance with --url needs --binance-url (the server's --binance-listen address)".into(),
+                ));
+            }
+            (Protocol::Tickwire, Some(_)) => {
+                return Err(BenchError::Usage(
+                    "--binance-url is for --protocol binance".into(),
+                ));
+            }
+        },
+        (None, None) => {
+            let t = Target::Spawn {
+                extra: args.server_arg.clone(),
+                own: Vec::new(),
+            };
+            vec![match args.protocol {
+                Protocol::Tickwire => t,
+                Protocol::Binance => t.binance().map_err(BenchError::Usage)?,
+            }]
         }
-        (None, None) => vec![Target::Spawn {
-            extra: args.server_arg.clone(),
-            own: Vec::new(),
-        }],
     };
+    if args.book && targets.iter().any(|t| t.protocol() == Protocol::Binance) {
+        return Err(BenchError::Usage(
+            "--book measures tickwire's book channel; Binance depth streams are not benchmarked"
+                .into(),
+        ));
+    }
     if targets.len() > 1 && !args.server_pid.is_empty() {
         return Err(BenchError::Usage(
             "--server-pid names the processes of one target; with --compare the listeners' pids are looked up"

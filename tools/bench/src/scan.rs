@@ -132,7 +132,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn parse_u64(b: &[u8]) -> Option<u64> {
+pub(crate) fn parse_u64(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 20 {
         return None;
     }
@@ -146,15 +146,18 @@ fn parse_u64(b: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-/// Reads one message.
-pub fn scan(payload: &[u8]) -> Result<Msg<'_>, ScanError> {
+/// Walks a flat JSON object's members: `f(key, value is a string, raw
+/// value)` for each (a nested value comes whole, unparsed). Shared by the
+/// tickwire and Binance readers.
+pub(crate) fn members<'a>(
+    payload: &'a [u8],
+    mut f: impl FnMut(&'a [u8], bool, &'a [u8]),
+) -> Result<(), ScanError> {
     let mut c = Cursor { b: payload, i: 0 };
     c.expect(b'{', "expected `{`")?;
-    let (mut ty, mut sym, mut seq, mut ts, mut rx, mut snap) =
-        (None, None, None, None, None, false);
     c.ws();
     if c.peek() == Some(b'}') {
-        return Err(ScanError::NoType);
+        return Ok(());
     }
     loop {
         c.ws();
@@ -166,22 +169,29 @@ pub fn scan(payload: &[u8]) -> Result<Msg<'_>, ScanError> {
         c.ws();
         let quoted = c.peek() == Some(b'"');
         let v = c.value()?;
-        match key {
-            b"type" if quoted => ty = Some(v),
-            b"sym" if quoted => sym = Some(v),
-            b"seq" => seq = parse_u64(v),
-            b"ts" => ts = parse_u64(v),
-            b"rx" => rx = parse_u64(v),
-            b"snap" => snap = v == b"true",
-            _ => {}
-        }
+        f(key, quoted, v);
         c.ws();
         match c.peek() {
             Some(b',') => c.i += 1,
-            Some(b'}') => break,
+            Some(b'}') => return Ok(()),
             _ => return Err(ScanError::Syntax("expected `,` or `}`")),
         }
     }
+}
+
+/// Reads one message.
+pub fn scan(payload: &[u8]) -> Result<Msg<'_>, ScanError> {
+    let (mut ty, mut sym, mut seq, mut ts, mut rx, mut snap) =
+        (None, None, None, None, None, false);
+    members(payload, |key, quoted, v| match key {
+        b"type" if quoted => ty = Some(v),
+        b"sym" if quoted => sym = Some(v),
+        b"seq" => seq = parse_u64(v),
+        b"ts" => ts = parse_u64(v),
+        b"rx" => rx = parse_u64(v),
+        b"snap" => snap = v == b"true",
+        _ => {}
+    })?;
     let ty = ty.ok_or(ScanError::NoType)?;
     let channel = match ty {
         b"trade" => 0,

@@ -7,7 +7,10 @@
 //! A target has one **publish** endpoint (where the publisher connects)
 //! and one or more **subscribe** endpoints (clients are spread over them
 //! round-robin, [`super::clients::endpoint_index`]). A single server is
-//! both. Its **processes** are what CPU and RSS are summed over.
+//! both. Its **processes** are what CPU and RSS are summed over. A
+//! `binance:` target's subscribers speak Binance's streams on the server's
+//! Binance endpoint (`crate::binance`); its publisher still uses
+//! `/v1/publish`.
 
 mod spawn;
 
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 pub use self::spawn::{nats_server_exe, server_bin};
 use super::procstat;
 use super::ws::{Endpoint, WsError};
+use crate::binance::Protocol;
 use crate::tickwire_lib::sys::{self, Signal};
 
 /// Children to kill if the runner's hard timeout fires.
@@ -62,6 +66,10 @@ pub enum TargetError {
     },
     #[error("{what} did not report its address within {limit:?}")]
     NoAddress { what: String, limit: Duration },
+    #[error(
+        "`tickwire serve --binance-listen` did not report its Binance address (a tickwire without the Binance endpoint?)"
+    )]
+    NoBinance,
     #[error("the deployment was not ready within {limit:?}: {why}")]
     NotReady { limit: Duration, why: String },
 }
@@ -90,6 +98,10 @@ pub enum Target {
         extra: Vec<String>,
         own: Vec<String>,
     },
+    /// `binance:` + a `self` or URL target: subscribers on Binance streams
+    /// (a `self` server gets `--binance-listen`; URLs are Binance endpoints
+    /// and the publisher's `pub:` URL the main endpoint).
+    Binance(Box<Target>),
 }
 
 impl Target {
@@ -101,6 +113,9 @@ impl Target {
     /// servers of that target only (after `--server-arg`'s), e.g.
     /// `"nats:1 --bus-memory"` or `"self --workers=1"`.
     pub fn parse(s: &str, extra: &[String]) -> Result<Target, String> {
+        if let Some(rest) = s.strip_prefix("binance:") {
+            return Target::parse(rest, extra)?.binance();
+        }
         let mut words = s.split_whitespace();
         let name = words.next().unwrap_or("");
         let own: Vec<String> = words.map(str::to_owned).collect();
@@ -155,8 +170,27 @@ impl Target {
         })
     }
 
+    /// The same target with Binance subscribers: a `self` target, or URLs
+    /// whose publish URL (the main endpoint) is given apart from them.
+    pub fn binance(self) -> Result<Target, String> {
+        match self {
+            Target::Spawn { .. } => Ok(Target::Binance(Box::new(self))),
+            Target::Urls {
+                ref publish,
+                ref subscribe,
+            } if !subscribe.contains(publish) => Ok(Target::Binance(Box::new(self))),
+            Target::Urls { .. } => Err(
+                "Binance subscribers need the main endpoint for the publisher: give it as pub:ws://… (or --url with --binance-url)".into(),
+            ),
+            Target::Nats { .. } | Target::Binance(_) => {
+                Err("binance: applies to `self` or to URLs".into())
+            }
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
+            Target::Binance(inner) => format!("binance {}", inner.describe()),
             Target::Spawn { own, .. } => with_flags("tickwire", own),
             Target::Nats { gateways, own, .. } => with_flags(&format!("nats:{gateways}"), own),
             Target::Urls { publish, subscribe } => {
@@ -185,6 +219,7 @@ impl Target {
                 subscribe[0].trim_start_matches("ws://"),
                 subscribe.len() - 1
             ),
+            Target::Binance(inner) => format!("binance:{}", inner.short()),
             other => other.describe(),
         }
     }
@@ -221,6 +256,9 @@ impl Target {
                 extra: raise(extra),
                 own,
             },
+            Target::Binance(inner) => {
+                Target::Binance(Box::new(inner.with_connection_limits(connections)))
+            }
             urls => urls,
         }
     }
@@ -252,6 +290,7 @@ impl Target {
                 extra: add(extra),
                 own,
             },
+            Target::Binance(inner) => Target::Binance(Box::new(inner.with_workers(cpus))),
             urls => urls,
         }
     }
@@ -262,7 +301,18 @@ impl Target {
 
     /// Whether the runner starts `tickwire serve` for this target.
     pub fn starts_servers(&self) -> bool {
-        matches!(self, Target::Spawn { .. } | Target::Nats { .. })
+        match self {
+            Target::Binance(inner) => inner.starts_servers(),
+            t => matches!(t, Target::Spawn { .. } | Target::Nats { .. }),
+        }
+    }
+
+    /// The protocol its subscribers speak.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Target::Binance(_) => Protocol::Binance,
+            _ => Protocol::Tickwire,
+        }
     }
 }
 
@@ -290,6 +340,8 @@ pub struct Running {
     pub publish: Endpoint,
     /// Where subscribers connect, round-robin.
     pub subscribe: Vec<Endpoint>,
+    /// What the subscribers speak there.
+    pub protocol: Protocol,
     /// The processes to sample (those on this machine we can see).
     pub procs: Vec<Proc>,
     /// The NATS store of a spawned deployment, removed at the end.
@@ -449,19 +501,49 @@ pub fn start(
             Ok(Running {
                 publish,
                 subscribe,
+                protocol: Protocol::Tickwire,
                 procs,
                 store: None,
             })
         }
         Target::Spawn { extra, .. } => {
-            let (proc, endpoint) =
+            let (proc, endpoint, _) =
                 spawn::spawn_node(&self::server_bin(server_bin)?, "tickwire", extra)?;
             Ok(Running {
                 publish: endpoint.clone(),
                 subscribe: vec![endpoint],
+                protocol: Protocol::Tickwire,
                 procs: vec![proc],
                 store: None,
             })
+        }
+        Target::Binance(inner) => {
+            let mut running = match &**inner {
+                Target::Spawn { extra, .. } => {
+                    let mut extra = extra.clone();
+                    extra.extend(["--binance-listen".to_owned(), "127.0.0.1:0".to_owned()]);
+                    let (proc, endpoint, binance) =
+                        spawn::spawn_node(&self::server_bin(server_bin)?, "tickwire", &extra)?;
+                    let mut running = Running {
+                        publish: endpoint,
+                        subscribe: Vec::new(),
+                        protocol: Protocol::Binance,
+                        procs: vec![proc],
+                        store: None,
+                    };
+                    match binance {
+                        Some(b) => running.subscribe.push(b),
+                        None => {
+                            running.stop();
+                            return Err(TargetError::NoBinance);
+                        }
+                    }
+                    running
+                }
+                other => start(other, pids, server_bin)?,
+            };
+            running.protocol = Protocol::Binance;
+            Ok(running)
         }
         Target::Nats {
             gateways, extra, ..

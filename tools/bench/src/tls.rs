@@ -7,19 +7,15 @@
 //! It is set once per command ([`init`]): endpoints are parsed in many
 //! places, and all of them share one connector.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use crate::tickwire_lib::ClientTls;
+use crate::tickwire_lib::{ClientTls, MaybeTls};
 use crate::ws::{Endpoint, WsError};
 
 /// The connector for every `wss://` endpoint of this command.
@@ -33,23 +29,9 @@ pub fn init(tls: &ClientTls) -> Result<(), String> {
     Ok(())
 }
 
-/// A subscriber's connection: plain TCP or TLS over it.
-pub enum Stream {
-    /// `ws://`.
-    Plain(TcpStream),
-    /// `wss://` (boxed: a TLS session is ~1 KB, a socket a few bytes).
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    /// The TCP socket underneath (for SO_LINGER and TCP_NODELAY).
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref().0,
-        }
-    }
-}
+/// A subscriber's connection: plain TCP or TLS over it (the library's
+/// stream type, which the server's connections use too).
+pub type Stream = MaybeTls<TlsStream<TcpStream>>;
 
 /// Connects to `ep` (TCP_NODELAY), and over TLS for a `wss://` endpoint,
 /// verifying the certificate against the endpoint's host name.
@@ -74,46 +56,6 @@ pub async fn connect(ep: &Endpoint) -> Result<Stream, WsError> {
         .await
         .map_err(|e| WsError::Tls(format!("TLS handshake failed: {e}")))?;
     Ok(Stream::Tls(Box::new(tls)))
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }
 
 /// For a `wss://` publish endpoint: a loopback listener whose one

@@ -274,6 +274,61 @@ fn a_file_descriptor_limit_below_clients_is_a_clear_error() {
     assert!(stderr.contains("file-descriptor limit is 512"), "{stderr}");
 }
 
+/// `--compare self binance:self`: the same load on the main endpoint and
+/// on the Binance endpoint (raw `@trade`/`@bookTicker` streams), each
+/// delivery counted and checked by trade id / `u`, trades timed from `E`.
+#[test]
+fn the_main_and_the_binance_endpoint_in_one_compare_run() {
+    let dir = tmpdir("binance");
+    let out = bench(
+        &[
+            "--compare",
+            "self",
+            "binance:self",
+            "--rounds",
+            "1",
+            "--clients",
+            "20",
+            "--seconds",
+            "2",
+            "--warmup",
+            "0.5",
+            "--rate",
+            "200",
+            "--drain",
+            "3",
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(90),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("Binance endpoint"), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"));
+    for run in runs {
+        let fast = &run["fast"];
+        assert!(n(&fast["expected"]) > 0, "{run}");
+        assert_eq!(n(&fast["delivered"]), n(&fast["expected"]), "{run}");
+        assert_eq!(n(&fast["gap_events"]), 0);
+        assert_eq!(n(&fast["reorders"]), 0);
+        assert_eq!(n(&run["parse_errors"]), 0);
+        assert_eq!(n(&run["unexpected_ticks"]), 0);
+        assert!(n(&run["latency"]["count"]) > 0, "trades are timed: {run}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn bad_flags_are_refused_before_anything_starts() {
     for args in [
@@ -286,6 +341,11 @@ fn bad_flags_are_refused_before_anything_starts() {
         &["--compare", "self", "nats:1000"],
         &["--publish-url", "ws://127.0.0.1:1"],
         &["--url", "pub:ws://127.0.0.1:1"],
+        &["--protocol", "binance", "--url", "ws://127.0.0.1:1"],
+        &["--protocol", "fix"],
+        &["--compare", "self", "binance:nats:1"],
+        &["--compare", "self", "binance:ws://127.0.0.1:1"],
+        &["--protocol", "binance", "--all-symbols"],
         &[
             "--compare",
             "self",

@@ -1,33 +1,27 @@
 //! `tickwire bench` against `serve --tls-cert` (wss://): a certificate for
-//! `localhost` signed by a test CA made here (rcgen), trusted through
+//! `localhost` signed by the main crate's test CA (rcgen), trusted through
 //! `--ca-file`; without it the runner refuses the server clearly.
 
 mod support;
+// The one test CA of the workspace (the bench reads only its PEM files).
+#[allow(dead_code)]
+#[path = "../../../tests/test_ca/mod.rs"]
+mod test_ca;
 
 use std::path::Path;
 use std::time::Duration;
 
 use support::{bench, start_server, tmpdir};
 
-/// Writes a test CA, and a `localhost` certificate and key it signed, into
-/// `dir`; returns (ca, cert, key) paths.
+/// Writes the test CA of the main crate's TLS tests (`tests/test_ca`), and
+/// a `localhost` certificate and key it signed, into `dir`; returns (ca,
+/// cert, key) paths.
 fn pki(dir: &Path) -> [String; 3] {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "tickwire bench test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let ca = test_ca::test_ca();
     let files = [
-        ("ca.pem", ca.pem()),
-        ("cert.pem", cert.pem()),
-        ("key.pem", key.serialize_pem()),
+        ("ca.pem", ca.ca_pem),
+        ("cert.pem", ca.cert_pem),
+        ("key.pem", ca.key_pem),
     ];
     files.map(|(name, pem)| {
         let p = dir.join(name);

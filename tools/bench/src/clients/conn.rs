@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::handshake::open;
 use super::reconnect::{Position, Reconnector};
 use super::{Acc, ClientError, Phase, READ_BUFFER, ThreadCtx, note};
+use crate::binance::{self, Protocol};
 use crate::plan::ClientSpec;
 use crate::scan::{Msg, ScanError, scan};
 use crate::tickwire_lib::wall_clock_ns;
@@ -345,7 +346,11 @@ fn process(
 }
 
 fn on_message(conn: &mut Conn, payload: &[u8], now: u64, ctx: &ThreadCtx, acc: &mut Acc) {
-    let t = match scan(payload) {
+    let scanned = match ctx.cfg.protocol {
+        Protocol::Tickwire => scan(payload),
+        Protocol::Binance => binance::scan(payload),
+    };
+    let t = match scanned {
         Ok(Msg::Tick(t)) => t,
         Ok(Msg::Control(b"lagging")) => {
             acc.lagging += 1;

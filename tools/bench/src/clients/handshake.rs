@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{ClientError, READ_BUFFER, ThreadCtx, endpoint_index};
+use crate::binance::{self, Protocol};
 use crate::plan::{ClientSpec, Plan};
 use crate::resume::ResumePlan;
 use crate::scan::{Msg, scan};
@@ -22,7 +23,14 @@ pub(super) async fn open(
     resume: Option<serde_json::Value>,
 ) -> Result<(Stream, BytesMut, serde_json::Value), ClientError> {
     let ep = &ctx.cfg.endpoints[endpoint_index(spec, ctx.cfg.endpoints.len())];
-    let (mut s, mut buf) = upgrade(ep, (spec.id as u64) << 20 ^ wall_clock_ns()).await?;
+    let nonce = (spec.id as u64) << 20 ^ wall_clock_ns();
+    if ctx.cfg.protocol == Protocol::Binance {
+        // The streams are in the path: nothing to say, nothing to wait for.
+        let path = binance::stream_path(spec, &ctx.cfg.plan);
+        let (s, buf) = upgrade(ep, &path, nonce).await?;
+        return Ok((s, buf, serde_json::Value::Null));
+    }
+    let (mut s, mut buf) = upgrade(ep, STREAM_PATH, nonce).await?;
     // hello, then subscribe, then wait for `subscribed` (id 1).
     let mut said_hello = false;
     let mut resume = resume;
@@ -86,11 +94,13 @@ pub(super) async fn open(
     }
 }
 
-/// Connects to `/v1/stream` (over TLS for `wss://`) and completes the
-/// WebSocket upgrade.
-async fn upgrade(ep: &Endpoint, nonce: u64) -> Result<(Stream, BytesMut), WsError> {
+/// Where tickwire's subscribers connect.
+const STREAM_PATH: &str = "/v1/stream";
+
+/// Connects to `path` (over TLS for `wss://`) and completes the WebSocket
+/// upgrade.
+async fn upgrade(ep: &Endpoint, path: &str, nonce: u64) -> Result<(Stream, BytesMut), WsError> {
     let mut s = tls::connect(ep).await?;
-    let path = "/v1/stream";
     let (req, accept) = ws::upgrade_request(ep, path, nonce);
     s.write_all(&req).await?;
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
@@ -105,27 +115,78 @@ async fn upgrade(ep: &Endpoint, nonce: u64) -> Result<(Stream, BytesMut), WsErro
     }
 }
 
-/// Connects once and reads the `hello`, so that a dead address or a server
-/// speaking another protocol is reported once, clearly, before thousands of
-/// clients try. Returns the server's name and version from `hello`.
-pub async fn probe(ep: &Endpoint, limit: Duration) -> Result<String, ClientError> {
-    let (mut s, mut buf) = match tokio::time::timeout(limit, upgrade(ep, wall_clock_ns())).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(WsError::HandshakeTimeout {
-                addr: ep.addr,
-                path: "/v1/stream".into(),
-                secs: limit.as_secs(),
+/// Connects once and reads the `hello` (Binance: the answer to a
+/// `LIST_SUBSCRIPTIONS`), so that a dead address or a server speaking
+/// another protocol is reported once, clearly, before thousands of clients
+/// try. Returns the server's name and version from `hello`.
+pub async fn probe(
+    ep: &Endpoint,
+    protocol: Protocol,
+    limit: Duration,
+) -> Result<String, ClientError> {
+    let path = match protocol {
+        Protocol::Tickwire => STREAM_PATH,
+        Protocol::Binance => "/ws",
+    };
+    let (mut s, mut buf) =
+        match tokio::time::timeout(limit, upgrade(ep, path, wall_clock_ns())).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(WsError::HandshakeTimeout {
+                    addr: ep.addr,
+                    path: path.into(),
+                    secs: limit.as_secs(),
+                }
+                .into());
             }
-            .into());
+        };
+    let read = async {
+        match protocol {
+            Protocol::Tickwire => read_hello(&mut s, &mut buf).await,
+            Protocol::Binance => binance_reply(&mut s, &mut buf).await,
         }
     };
-    match tokio::time::timeout(limit, read_hello(&mut s, &mut buf)).await {
+    match tokio::time::timeout(limit, read).await {
         Ok(r) => r,
         Err(_) => Err(ClientError::NoHello(format!(
             "nothing within {} s",
             limit.as_secs()
         ))),
+    }
+}
+
+/// Asks a Binance endpoint for its subscriptions and reads the reply.
+async fn binance_reply(s: &mut Stream, buf: &mut BytesMut) -> Result<String, ClientError> {
+    let mut frame = Vec::new();
+    let req = br#"{"method":"LIST_SUBSCRIPTIONS","id":1}"#;
+    ws::client_frame(&mut frame, ws::OPCODE_TEXT, req, [5, 6, 7, 8]);
+    s.write_all(&frame).await.map_err(WsError::Io)?;
+    loop {
+        if let Some(h) = ws::parse_head(buf)?
+            && buf.len() >= h.total()
+        {
+            let payload = &buf[h.header_len..h.total()];
+            if h.opcode != ws::OPCODE_TEXT || binance::scan(payload) != Ok(Msg::Control(b"result"))
+            {
+                let text = String::from_utf8_lossy(payload);
+                return Err(ClientError::NoHello(format!(
+                    "not a Binance endpoint's reply to LIST_SUBSCRIPTIONS: {}",
+                    text.chars().take(200).collect::<String>()
+                )));
+            }
+            let mut close = Vec::new();
+            ws::client_frame(
+                &mut close,
+                ws::OPCODE_CLOSE,
+                &1000u16.to_be_bytes(),
+                [1, 2, 3, 4],
+            );
+            let _ = s.write_all(&close).await;
+            return Ok("Binance endpoint".into());
+        }
+        if s.read_buf(buf).await.map_err(WsError::Io)? == 0 {
+            return Err(WsError::Closed("before the reply to LIST_SUBSCRIPTIONS").into());
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{CHILDREN, Proc, Running, TEMP_DIRS, TargetError, fetch_metrics, lock, stop_all};
+use crate::binance::Protocol;
 use crate::tickwire_lib::sys::{self, Signal};
 use crate::tickwire_lib::wall_clock_ns;
 use crate::ws::Endpoint;
@@ -55,12 +56,14 @@ fn spawn_child(mut cmd: Command, log: &Path) -> std::io::Result<Child> {
     Ok(child)
 }
 
-/// Starts `exe serve --no-feed` with `extra` and waits for its address.
+/// Starts `exe serve --no-feed` with `extra` and waits for its address;
+/// and its Binance endpoint's, when `extra` has `--binance-listen` (the
+/// `--addr-file`'s `binance ADDR` line).
 pub(super) fn spawn_node(
     exe: &Path,
     role: &str,
     extra: &[String],
-) -> Result<(Proc, Endpoint), TargetError> {
+) -> Result<(Proc, Endpoint, Option<Endpoint>), TargetError> {
     let dir = std::env::temp_dir();
     let tag = format!("{}-{role}", temp_tag());
     let addr_file = dir.join(format!("{tag}.addr"));
@@ -87,7 +90,12 @@ pub(super) fn spawn_node(
         format!("`tickwire serve` ({role})")
     };
     let text = wait_for_file(&mut child, &addr_file, &log, &what)?;
-    let endpoint = Endpoint::parse(&format!("ws://{}", text.trim()))?;
+    let mut lines = text.lines().map(str::trim);
+    let endpoint = Endpoint::parse(&format!("ws://{}", lines.next().unwrap_or("")))?;
+    let binance = match lines.find_map(|l| l.strip_prefix("binance ")) {
+        Some(addr) => Some(Endpoint::parse(&format!("ws://{}", addr.trim()))?),
+        None => None,
+    };
     Ok((
         Proc {
             role: role.to_owned(),
@@ -96,6 +104,7 @@ pub(super) fn spawn_node(
             log: Some(log),
         },
         endpoint,
+        binance,
     ))
 }
 
@@ -210,6 +219,7 @@ pub(super) fn spawn_deployment(
     let mut running = Running {
         publish: Endpoint::parse("ws://127.0.0.1:1")?,
         subscribe: Vec::new(),
+        protocol: Protocol::Tickwire,
         procs: Vec::new(),
         store: Some(dir.clone()),
     };
@@ -226,11 +236,11 @@ pub(super) fn spawn_deployment(
             a.extend(extra.iter().cloned());
             a
         };
-        let (ingest, ep) = spawn_node(exe, "ingest", &node_args("ingest"))?;
+        let (ingest, ep, _) = spawn_node(exe, "ingest", &node_args("ingest"))?;
         running.procs.push(ingest);
         running.publish = ep;
         for g in 1..=gateways {
-            let (gw, ep) = spawn_node(exe, &format!("gateway-{g}"), &node_args("gateway"))?;
+            let (gw, ep, _) = spawn_node(exe, &format!("gateway-{g}"), &node_args("gateway"))?;
             running.procs.push(gw);
             running.subscribe.push(ep);
         }
