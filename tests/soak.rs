@@ -162,6 +162,10 @@ impl Server {
         // Small enough to be full after the warm-up round: the ring keeps
         // its last `capacity` ticks alive, and filling it is not a leak.
         .args(["--ring-capacity", "1024"])
+        // The same for the history of recent ticks (256 MiB and 5 minutes
+        // by default: it would still be filling in round 2, with bar
+        // updates for 200 symbols on top of the ticks).
+        .args(["--history-bytes", "1048576"])
         .arg("--addr-file")
         .arg(&addr_file)
         .env("RUST_LOG", "info")
