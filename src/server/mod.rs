@@ -35,6 +35,7 @@ mod heartbeat;
 pub(crate) mod metrics;
 pub mod reference;
 mod routes;
+pub mod serve_args;
 mod session;
 mod sse;
 mod subscriber;

@@ -15,6 +15,7 @@ mod dbn_book;
 use across::Across;
 mod dbn_definition;
 mod lean;
+mod rows;
 mod tardis;
 mod tardis_book;
 
@@ -27,6 +28,7 @@ use crate::recordings::format::{RecordingError, RecordingWriter};
 use crate::recordings::selection::Selection;
 
 pub use dbn_book::BookRebuildReport;
+pub(crate) use rows::{BadRows, OrderCheck, sanitise_symbol};
 
 /// Rebuilds the books of a DBN `mbo` or `mbp-10` file, skipping (and
 /// counting) inconsistent records as `--skip-bad` does: the rebuild's
@@ -126,35 +128,6 @@ pub struct ImportArgs {
     pub selection: Selection,
 }
 
-/// Bad-row policy and bookkeeping for one input.
-pub(crate) struct BadRows {
-    skip: bool,
-    pub count: u64,
-    pub examples: Vec<String>,
-}
-
-impl BadRows {
-    fn new(skip: bool) -> Self {
-        BadRows {
-            skip,
-            count: 0,
-            examples: Vec::new(),
-        }
-    }
-
-    /// Skips and counts a row-level error under `--skip-bad`, else returns it.
-    pub(crate) fn handle(&mut self, e: ImportError) -> Result<(), ImportError> {
-        if !self.skip || !e.is_row_level() {
-            return Err(e);
-        }
-        self.count += 1;
-        if self.examples.len() < 5 {
-            self.examples.push(e.to_string());
-        }
-        Ok(())
-    }
-}
-
 /// What one input yielded.
 #[derive(Debug, Default, Clone)]
 pub struct InputReport {
@@ -188,46 +161,6 @@ pub struct ImportReport {
     /// Whether the inputs, found in time order, were written as they were
     /// read (one input's ticks held at a time) rather than held and sorted.
     pub streamed: bool,
-}
-
-/// Checks that `ts` does not go back in time within one input.
-pub(crate) struct OrderCheck {
-    last: u64,
-}
-
-impl OrderCheck {
-    pub(crate) fn new() -> Self {
-        OrderCheck { last: 0 }
-    }
-
-    /// `Err(message)` if `ts` is earlier than the previous one.
-    pub(crate) fn check(&mut self, ts: u64) -> Result<(), String> {
-        if ts < self.last {
-            return Err(format!(
-                "timestamp {ts} is earlier than the previous row's {}; the input must be in time order",
-                self.last
-            ));
-        }
-        self.last = ts;
-        Ok(())
-    }
-}
-
-/// A vendor symbol as a tickwire symbol: options symbols of CME and OPRA
-/// hold spaces (`ESZ4 P5000`, the OCC's padded `AAPL  240119C00190000`),
-/// which the protocol's symbols cannot; each run of spaces becomes one `_`
-/// and spaces at either end are dropped (`ESZ4_P5000`,
-/// `AAPL_240119C00190000`). Every other character must already be valid.
-pub(crate) fn sanitise_symbol(raw: &str) -> std::borrow::Cow<'_, str> {
-    if !raw.contains(' ') {
-        return std::borrow::Cow::Borrowed(raw);
-    }
-    std::borrow::Cow::Owned(
-        raw.split(' ')
-            .filter(|p| !p.is_empty())
-            .collect::<Vec<_>>()
-            .join("_"),
-    )
 }
 
 /// What a file's first bytes say it is, when that is a format `import`
