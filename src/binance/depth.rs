@@ -12,12 +12,10 @@
 //! would instead be up to a second old, older than a `@depth@100ms`
 //! client's subscription: the events between would never reach it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::book::{Book, BookSide, Level};
-use crate::model::decimal::Fixed;
+use crate::model::book::{Book, Level, MergedLevels};
 
 /// The fast speed's window (`@depth@100ms`, `@depthN@100ms`).
 pub const FAST: Duration = Duration::from_millis(100);
@@ -35,7 +33,7 @@ pub struct Batch {
     pub event_ns: u64,
     /// The newest size of each level touched (0: removed), so each level
     /// appears once per event whatever number of updates touched it.
-    levels: BTreeMap<(BookSide, Fixed), Fixed>,
+    levels: MergedLevels,
 }
 
 impl Batch {
@@ -51,7 +49,7 @@ impl Batch {
         self.last = last;
         self.event_ns = event_ns;
         for l in levels {
-            self.levels.insert((l.side, l.px), l.sz);
+            self.levels.set(l);
         }
     }
 
@@ -65,22 +63,13 @@ impl Batch {
         }
         self.last = later.last;
         self.event_ns = later.event_ns;
-        self.levels
-            .extend(later.levels.iter().map(|(k, v)| (*k, *v)));
+        self.levels.absorb(&later.levels);
     }
 
     /// The merged levels, bids best first then asks best first (as
     /// Binance lists them).
     pub fn levels(&self) -> Vec<Level> {
-        let side = |s: BookSide| {
-            self.levels
-                .iter()
-                .filter(move |((side, _), _)| *side == s)
-                .map(|(&(side, px), &sz)| Level { side, px, sz })
-        };
-        let mut levels: Vec<Level> = side(BookSide::Bid).rev().collect();
-        levels.extend(side(BookSide::Ask));
-        levels
+        self.levels.to_levels()
     }
 }
 
@@ -159,8 +148,8 @@ impl Mirror {
     /// serves.
     pub fn settle(&mut self, fast: &Batch) {
         let (u, book) = self.flushed.get_or_insert_with(|| (0, Book::new()));
-        for ((side, px), sz) in &fast.levels {
-            book.set(*side, *px, *sz);
+        for l in fast.levels.iter() {
+            book.set(l.side, l.px, l.sz);
         }
         *u = fast.last;
     }
@@ -185,6 +174,7 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::book::BookSide;
 
     fn l(side: BookSide, px: &str, sz: &str) -> Level {
         Level {

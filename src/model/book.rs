@@ -26,6 +26,57 @@ pub struct Level {
     pub sz: Fixed,
 }
 
+/// Book changes merged per price level: the newest size of each level
+/// touched (0: removed), so a level appears once however many changes
+/// touched it. What a slow book client is sent (`fanout::outbox`) and what
+/// a Binance depth window carries (`binance::depth`). Memory is one entry
+/// per price level, whatever the update rate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MergedLevels(BTreeMap<(BookSide, Fixed), Fixed>);
+
+impl MergedLevels {
+    /// Sets `l`'s level to its newest size.
+    pub fn set(&mut self, l: &Level) {
+        self.0.insert((l.side, l.px), l.sz);
+    }
+
+    /// Forgets `l`'s level (a merge that replaces a whole book drops a
+    /// removed level instead of keeping its 0).
+    pub fn remove(&mut self, l: &Level) {
+        self.0.remove(&(l.side, l.px));
+    }
+
+    /// Folds in levels merged later (theirs win).
+    pub fn absorb(&mut self, later: &MergedLevels) {
+        self.0.extend(later.0.iter().map(|(k, v)| (*k, *v)));
+    }
+
+    /// Price levels held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The levels, by side then price, lowest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Level> + '_ {
+        self.0
+            .iter()
+            .map(|(&(side, px), &sz)| Level { side, px, sz })
+    }
+
+    /// The levels, bids best first then asks best first (as messages and
+    /// Binance list them).
+    pub fn to_levels(&self) -> Vec<Level> {
+        let side = |s: BookSide| self.iter().filter(move |l| l.side == s);
+        let mut levels: Vec<Level> = side(BookSide::Bid).rev().collect();
+        levels.extend(side(BookSide::Ask));
+        levels
+    }
+}
+
 /// What a publisher or importer hands in for one book.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BookChange {

@@ -11,13 +11,12 @@
 //! update rate.
 
 use super::{Client, KeySlot};
-use crate::model::book::{BookSide, DepthClass, Level};
+use crate::model::book::{DepthClass, Level, MergedLevels};
 use crate::model::decimal::Fixed;
 use crate::model::tick::{KeyId, Tick};
 use crate::pipeline::ingest::RingItem;
 use crate::pipeline::stats::Stats;
 use crate::wire::book::{BookMessage, encode};
-use std::collections::BTreeMap;
 
 /// A book key's per-client state.
 #[derive(Default)]
@@ -38,7 +37,7 @@ pub(crate) struct BookMerge {
     /// `from` of the first merged message.
     from: u64,
     /// Newest size per level; at most one entry per price level.
-    levels: BTreeMap<(BookSide, Fixed), Fixed>,
+    levels: MergedLevels,
     /// The checksum after the newest merged message.
     checksum: u32,
 }
@@ -49,7 +48,7 @@ impl BookMerge {
             tick: tick.clone(),
             snapshot: msg.snapshot,
             from: msg.from,
-            levels: BTreeMap::new(),
+            levels: MergedLevels::default(),
             checksum: msg.checksum,
         };
         m.put(&msg.levels);
@@ -59,9 +58,9 @@ impl BookMerge {
     fn put(&mut self, levels: &[Level]) {
         for l in levels {
             if self.snapshot && l.sz == Fixed::ZERO {
-                self.levels.remove(&(l.side, l.px));
+                self.levels.remove(l);
             } else {
-                self.levels.insert((l.side, l.px), l.sz);
+                self.levels.set(l);
             }
         }
     }
@@ -84,14 +83,7 @@ impl BookMerge {
 
     /// The merged message, bids best first then asks best first.
     fn message(&self) -> BookMessage {
-        let side = |s: BookSide| {
-            self.levels
-                .iter()
-                .filter(move |((side, _), _)| *side == s)
-                .map(|(&(side, px), &sz)| Level { side, px, sz })
-        };
-        let mut levels: Vec<Level> = side(BookSide::Bid).rev().collect();
-        levels.extend(side(BookSide::Ask));
+        let levels = self.levels.to_levels();
         BookMessage {
             snapshot: self.snapshot,
             from: self.from,
@@ -221,7 +213,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::book::TopOfBook;
+    use crate::model::book::{BookSide, TopOfBook};
     use crate::model::tick::{Channel, Event};
 
     fn tick(seq: u64) -> Tick {
