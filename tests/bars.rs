@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::{Value, json};
@@ -131,18 +131,30 @@ impl Received {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bars_of_a_replayed_trade_file_equal_an_independent_computation() {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("replay-data/btcusdt-20200222.twr.zst");
-    let trades: Vec<(u64, i64, i64, bool)> = read_all(&file)
+/// A recording bundled in replay-data/.
+fn replay_data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("replay-data")
+        .join(name)
+}
+
+/// The trades of `sym` in `file` stamped before `end`: (ts, px, qty, buy).
+fn trades_of(file: &Path, sym: &str, end: u64) -> Vec<(u64, i64, i64, bool)> {
+    read_all(file)
         .unwrap()
         .into_iter()
-        .filter(|t| &*t.sym == "BTCUSDT")
+        .filter(|t| &*t.sym == sym && t.ts < end)
         .filter_map(|t| match t.event {
             Event::Trade { px, qty, side } => Some((t.ts, px.raw(), qty.raw(), side == Side::Buy)),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bars_of_a_replayed_trade_file_equal_an_independent_computation() {
+    let file = replay_data("btcusdt-20200222.twr.zst");
+    let trades = trades_of(&file, "BTCUSDT", u64::MAX);
     assert_eq!(trades.len(), 9_999, "the README's count");
     let want_1s = reference_bars(&trades, NS);
     let want_1m = reference_bars(&trades, 60 * NS);
@@ -184,6 +196,74 @@ async fn bars_of_a_replayed_trade_file_equal_an_independent_computation() {
             Some("1m") => got_1m.take(&m),
             _ => panic!("unexpected {m}"),
         }
+    }
+}
+
+/// Two recordings of different dates (Binance BTCUSDT, 2020; CME ESM4,
+/// 2024) replayed at once by two publishers over real sockets: every bar
+/// of each symbol equals the independent computation over that symbol's
+/// trades. One clock for the whole feed put the 2020 symbol in 2024 and
+/// closed its bars before their trades were in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_of_different_dates_replayed_together_close_bars_by_their_own_time() {
+    use tickwire::recordings::replay::client::{ReplayOptions, replay};
+    use tickwire::recordings::selection::TimeSpec;
+    let btc = replay_data("btcusdt-20200222.twr.zst");
+    let esm = replay_data("esm4-mbo-20240508.twr.zst");
+    // Ten minutes of BTCUSDT at 200× (3 s) beside the two seconds of ESM4
+    // at recorded pace: they overlap, and many of BTCUSDT's 1 m bars are
+    // open while ESM4's 2024 ticks arrive.
+    let btc_first = read_all(&btc).unwrap()[0].ts;
+    let btc_end = btc_first + 600 * NS;
+    let mut want = BTreeMap::new();
+    for (sym, file, end) in [("BTCUSDT", &btc, btc_end), ("ESM4", &esm, u64::MAX)] {
+        let trades = trades_of(file, sym, end);
+        assert!(!trades.is_empty(), "{sym} has trades");
+        want.insert((sym, "1s"), reference_bars(&trades, NS));
+        want.insert((sym, "1m"), reference_bars(&trades, 60 * NS));
+    }
+    assert!(want[&("BTCUSDT", "1m")].len() >= 10);
+
+    let h = start(config());
+    let url = format!("ws://{}/v1/publish", h.addr());
+    let mut btc_opts = ReplayOptions::new(vec![btc], &url, Speed::Factor(200.0));
+    btc_opts.selection.end = Some(TimeSpec::Absolute(btc_end));
+    let esm_opts = ReplayOptions::new(vec![esm], &url, Speed::Factor(1.0));
+    let (btc_report, esm_report) = tokio::join!(
+        replay(&btc_opts, std::future::pending()),
+        replay(&esm_opts, std::future::pending())
+    );
+    assert_eq!(btc_report.unwrap().server_errors, 0);
+    assert_eq!(esm_report.unwrap().server_errors, 0);
+
+    let mut ws = subscriber(h.addr()).await;
+    let catchup = json!({"bar_1s":"catchup","bar_1m":"catchup"});
+    ws.send_json(json!({"op":"subscribe","id":1,"symbols":["BTCUSDT","ESM4"],"channels":["bar_1s","bar_1m"],"resume":{"epoch":h.ingest().epoch().to_string(),"offset":0},"policy":catchup}))
+        .await;
+    let (reply, _) = ws.recv_until("subscribed").await;
+    assert_eq!(reply["resumed"]["recovered"], true, "{reply}");
+    let mut got: BTreeMap<(&str, &str), Received> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    while !want
+        .iter()
+        .all(|(k, w)| got.get(k).is_some_and(|g| g.matches(w)))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bars never matched: {:?}",
+            want.iter()
+                .map(|(k, w)| (k, got.get(k).and_then(|g| first_difference(g, w))))
+                .collect::<Vec<_>>()
+        );
+        let m = ws.recv_json().await;
+        assert_eq!(m["type"], "bar", "{m}");
+        let sym = if m["sym"] == "BTCUSDT" {
+            "BTCUSDT"
+        } else {
+            "ESM4"
+        };
+        let interval = if m["interval"] == "1s" { "1s" } else { "1m" };
+        got.entry((sym, interval)).or_default().take(&m);
     }
 }
 

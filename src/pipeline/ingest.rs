@@ -31,10 +31,12 @@ use crate::wire::encode::EncodedTick;
 
 mod bars;
 mod book;
+mod clock;
 mod restore;
 mod sequenced;
 pub use bars::{BAR_CLOCK_EVERY, MOST_SLOTS_PER_TRADE};
 pub use book::DEFAULT_MAX_BOOK_LEVELS;
+pub use clock::FeedClock;
 pub use restore::Placed;
 
 /// What the ring carries: a sequenced, encoded tick, shared.
@@ -135,6 +137,9 @@ pub struct Ingest {
     /// With `--journal`: the files, read on demand for a position older
     /// than the history.
     archive: std::sync::OnceLock<Arc<crate::recordings::journal::Archive>>,
+    /// The clock of ticks published without a source of their own (a
+    /// journal being restored, tests): bars close by a source's time.
+    default_clock: FeedClock,
 }
 
 /// A worker's end of the ring, with the waker ingest uses to signal it.
@@ -194,6 +199,7 @@ impl Ingest {
             history: Arc::new(History::new(history)),
             delivery_gate: std::sync::OnceLock::new(),
             archive: std::sync::OnceLock::new(),
+            default_clock: FeedClock::new(),
         });
         let readers = ring_readers
             .into_iter()
@@ -297,6 +303,17 @@ impl Ingest {
 
     /// [`Ingest::try_publish`], counting the ticks under `origin`.
     pub fn try_publish_from(&self, batch: &[Admitted], origin: Origin) -> usize {
+        self.try_publish_from_source(batch, origin, &self.default_clock)
+    }
+
+    /// [`Ingest::try_publish_from`] for a source with its own clock (the
+    /// time its symbols' bars close by).
+    pub fn try_publish_from_source(
+        &self,
+        batch: &[Admitted],
+        origin: Origin,
+        clock: &FeedClock,
+    ) -> usize {
         let mut done = 0;
         let mut last_rx = 0;
         {
@@ -330,7 +347,7 @@ impl Ingest {
                     // Cannot happen: `free` slots were counted under the lock.
                     unreachable!("ring had {free} free slots under the sequencer lock");
                 }
-                seq.on_ingested(self, a, epoch, rx);
+                seq.on_ingested(self, a, epoch, rx, clock);
                 done += 1;
             }
             // The whole batch (a publisher frame) becomes visible at once.
@@ -360,7 +377,13 @@ impl Ingest {
 
     /// [`Ingest::publish`], counting the ticks under `origin`.
     pub async fn publish_from(&self, batch: &[Admitted], origin: Origin) {
-        self.publish_waiting(batch, |b| self.try_publish_from(b, origin))
+        self.publish_from_source(batch, origin, &self.default_clock)
+            .await
+    }
+
+    /// [`Ingest::publish_from`] for a source with its own clock.
+    pub async fn publish_from_source(&self, batch: &[Admitted], origin: Origin, clock: &FeedClock) {
+        self.publish_waiting(batch, |b| self.try_publish_from_source(b, origin, clock))
             .await
     }
 
@@ -511,6 +534,12 @@ impl IngestReader {
 /// the source's business; sequencing and everything after is ingest's.
 pub trait TickSource: Send {
     fn name(&self) -> &str;
+    /// How fast the source's `ts` moves against the wall clock (a
+    /// recording's replay speed; 1 for a live one): the pace its
+    /// [`FeedClock`] extrapolates a silence at.
+    fn pace(&self) -> f64 {
+        1.0
+    }
     fn next_batch<'a>(
         &'a mut self,
         out: &'a mut Vec<NewTick>,
@@ -525,6 +554,8 @@ pub async fn run_source(
 ) -> Result<(), IngestError> {
     let mut batch = Vec::new();
     let mut admitted = Vec::new();
+    // The source's own time, which its symbols' bars close by.
+    let clock = FeedClock::with_pace(source.pace());
     loop {
         batch.clear();
         let more = tokio::select! {
@@ -535,17 +566,24 @@ pub async fn run_source(
         for t in batch.drain(..) {
             if let Some(change) = &t.book {
                 // In order with the ticks before it.
-                ingest.publish_from(&admitted, Origin::Recorded).await;
+                ingest
+                    .publish_from_source(&admitted, Origin::Recorded, &clock)
+                    .await;
                 admitted.clear();
                 let b = ingest.admit_book(&t.sym, t.ts, (**change).clone())?;
-                if let Err(e) = ingest.publish_book(&b, Origin::Recorded).await {
+                if let Err(e) = ingest
+                    .publish_book_from_source(&b, Origin::Recorded, &clock)
+                    .await
+                {
                     tracing::warn!(source = source.name(), sym = %t.sym, error = %e, "book update refused");
                 }
                 continue;
             }
             admitted.push(ingest.admit(t)?);
         }
-        ingest.publish_from(&admitted, Origin::Recorded).await;
+        ingest
+            .publish_from_source(&admitted, Origin::Recorded, &clock)
+            .await;
         if !more {
             tracing::info!(source = source.name(), "source finished");
             return Ok(());

@@ -6,15 +6,17 @@
 //! **When a bar closes** (docs/PROTOCOL.md "Bars"): a trade of the same
 //! symbol in a later interval closes it at once. Otherwise the bar clock
 //! ([`Ingest::run_bar_clock`], every [`BAR_CLOCK_EVERY`]) closes it once
-//! the feed's time has passed its end: the feed's time is the newest `ts`
-//! of any tick ingested, or, while the whole feed is silent, that `ts`
-//! plus the wall time since, less a second of grace (a trade stamped just
-//! before the end may still be on its way). Recorded feeds keep their own
-//! time this way at any replay speed ≥ 1.
+//! the time of the symbol's source has passed its end: each source (a
+//! publisher connection, the recording `serve` plays) has its own
+//! [`FeedClock`], and a symbol's bars follow the clock of the source of
+//! its latest trade (why, and how a silent source's time moves: the
+//! [`super::clock`] module). So recordings of different dates replayed
+//! together each close their bars by their own time, at any speed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::clock::FeedClock;
 use super::{Admitted, Ingest, RingItem, Sequencer};
 use crate::model::bar::{BarInterval, BarSeries, BarUpdate};
 use crate::model::epoch::Epoch;
@@ -29,9 +31,6 @@ pub const BAR_CLOCK_EVERY: Duration = Duration::from_millis(250);
 /// with bars must hold at least this many, or such a trade never fits.
 pub const MOST_SLOTS_PER_TRADE: usize = 1 + 2 * BarInterval::ALL.len();
 
-/// Grace given to a silent feed before its extrapolated time closes bars.
-const SILENT_FEED_GRACE_NS: u64 = 1_000_000_000;
-
 /// One symbol's bar state.
 pub(super) struct SymbolBars {
     /// Per interval (in [`BarInterval::ALL`] order): the builder.
@@ -42,37 +41,23 @@ pub(super) struct SymbolBars {
     external: [bool; 4],
     /// The symbol, for the bar ticks.
     sym: Arc<str>,
+    /// The clock of the source of the symbol's latest trade: its bars
+    /// close by that source's time.
+    clock: FeedClock,
 }
 
-/// The feed's clock and every symbol's bars, beside the sequencer's keys.
+/// Every symbol's bars, beside the sequencer's keys.
 #[derive(Default)]
 pub(super) struct BarState {
     /// Build bars at all (`--no-bars` turns them off).
     pub(super) enabled: bool,
     /// Indexed by symbol id.
     symbols: Vec<Option<Box<SymbolBars>>>,
-    /// Newest `ts` of any tick ingested: the feed's time.
-    feed_ts: u64,
-    /// Wall clock when `feed_ts` last rose, to extrapolate a silent feed.
-    feed_ts_wall: u64,
 }
 
 impl BarState {
-    /// Notes a tick's event time: the feed's clock only moves forward.
-    pub(super) fn saw(&mut self, ts: u64, wall: u64) {
-        if ts > self.feed_ts {
-            self.feed_ts = ts;
-            self.feed_ts_wall = wall;
-        }
-    }
-
-    /// The feed's time at wall clock `wall`.
-    fn feed_now(&self, wall: u64) -> u64 {
-        let silent = wall.saturating_sub(self.feed_ts_wall);
-        self.feed_ts + silent.saturating_sub(SILENT_FEED_GRACE_NS)
-    }
-
-    fn symbol(&mut self, id: u32, sym: &Arc<str>) -> &mut SymbolBars {
+    /// Symbol `id`'s bars, created following `clock` if new.
+    fn symbol(&mut self, id: u32, sym: &Arc<str>, clock: &FeedClock) -> &mut SymbolBars {
         let i = id as usize;
         if self.symbols.len() <= i {
             self.symbols.resize_with(i + 1, || None);
@@ -82,6 +67,7 @@ impl BarState {
                 series: Default::default(),
                 external: [false; 4],
                 sym: sym.clone(),
+                clock: clock.clone(),
             })
         })
     }
@@ -124,14 +110,23 @@ impl Sequencer {
     /// record becomes its series' current bar, a trade after it is folded
     /// in silently. So the open bars continue where they were, with every
     /// trade the journal holds, and nothing is published twice.
-    pub(super) fn restore_bars(&mut self, id: u32, sym: &Arc<str>, ts: u64, event: &Event) {
-        self.bars.saw(ts, wall_clock_ns());
+    /// The restored symbols follow `clock` (the ingest's default) until
+    /// a source trades them again.
+    pub(super) fn restore_bars(
+        &mut self,
+        id: u32,
+        sym: &Arc<str>,
+        ts: u64,
+        event: &Event,
+        clock: &FeedClock,
+    ) {
+        clock.saw(ts, wall_clock_ns());
         match event {
             Event::Bar(b) => {
-                self.bars.symbol(id, sym).series[b.interval as usize].restore_bar(b, ts);
+                self.bars.symbol(id, sym, clock).series[b.interval as usize].restore_bar(b, ts);
             }
             &Event::Trade { px, qty, side } => {
-                let bars = self.bars.symbol(id, sym);
+                let bars = self.bars.symbol(id, sym, clock);
                 for iv in BarInterval::ALL {
                     bars.series[iv as usize].restore_trade(iv, ts, (px, qty, side));
                 }
@@ -157,18 +152,29 @@ impl Sequencer {
 
     /// Folds an admitted tick into its symbol's bars: a trade updates them
     /// (publishing what is due), a bar from a source marks its key as
-    /// external. Called right after the tick itself was staged.
-    pub(super) fn on_ingested(&mut self, ingest: &Ingest, a: &Admitted, epoch: Epoch, wall: u64) {
+    /// external. Called right after the tick itself was staged; `clock`
+    /// is the clock of the tick's source.
+    pub(super) fn on_ingested(
+        &mut self,
+        ingest: &Ingest,
+        a: &Admitted,
+        epoch: Epoch,
+        wall: u64,
+        clock: &FeedClock,
+    ) {
         let (key, sym, ts) = (a.key, &a.sym, a.ts);
-        self.bars.saw(ts, wall);
+        clock.saw(ts, wall);
         let id = key.symbol();
         match &a.event {
             Event::Bar(b) => {
-                self.bars.symbol(id, sym).external[b.interval as usize] = true;
+                self.bars.symbol(id, sym, clock).external[b.interval as usize] = true;
             }
             &Event::Trade { px, qty, side } if self.bars.enabled => {
                 let mut updates = Vec::new();
-                let bars = self.bars.symbol(id, sym);
+                let bars = self.bars.symbol(id, sym, clock);
+                if !bars.clock.is(clock) {
+                    bars.clock = clock.clone();
+                }
                 for iv in BarInterval::ALL {
                     if !bars.external[iv as usize] {
                         bars.series[iv as usize].on_trade(
@@ -195,7 +201,8 @@ impl Ingest {
     }
 
     /// One run of the bar clock at wall time `wall`: publishes open bars
-    /// that are due and closes those whose interval the feed has passed.
+    /// that are due and closes those whose interval the time of their
+    /// symbol's source has passed.
     /// Stops early when the ring is nearly full (the next run goes on).
     pub fn bar_clock(&self, wall: u64) {
         let mut published = 0u64;
@@ -205,7 +212,6 @@ impl Ingest {
                 return;
             }
             let epoch = self.epoch();
-            let feed_now = seq.bars.feed_now(wall);
             let mut updates = Vec::new();
             for id in 0..seq.bars.symbols.len() {
                 if seq.writer.free() < BarInterval::ALL.len() {
@@ -214,6 +220,7 @@ impl Ingest {
                 let Some(bars) = seq.bars.symbols[id].as_mut() else {
                     continue;
                 };
+                let feed_now = bars.clock.now(wall);
                 for iv in BarInterval::ALL {
                     if !bars.external[iv as usize] {
                         bars.series[iv as usize].on_clock(feed_now, wall, &mut updates);

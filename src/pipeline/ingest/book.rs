@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Ingest, KeyState, RingItem};
+use super::{FeedClock, Ingest, KeyState, RingItem};
 use crate::model::book::{
     Book, BookChange, BookError, CHECKSUM_LEVELS, DepthClass, Level, Window, checksum_of,
 };
@@ -132,9 +132,24 @@ impl Ingest {
     /// [`Ingest::publish`]. A refused change leaves the book as it was and
     /// publishes nothing. Returns the book's new `seq`.
     pub async fn publish_book(&self, b: &AdmittedBook, origin: Origin) -> Result<u64, BookError> {
+        self.publish_book_from_source(b, origin, &self.default_clock)
+            .await
+    }
+
+    /// [`Ingest::publish_book`] for a source with its own clock: the
+    /// update's `ts` is that source's time too.
+    pub async fn publish_book_from_source(
+        &self,
+        b: &AdmittedBook,
+        origin: Origin,
+        clock: &FeedClock,
+    ) -> Result<u64, BookError> {
         let outcome = Cell::new(None);
         self.publish_waiting(std::slice::from_ref(b), |batch| {
-            match batch.first().map(|b| self.try_publish_book(b, origin)) {
+            match batch
+                .first()
+                .map(|b| self.try_publish_book(b, origin, clock))
+            {
                 Some(Some(r)) => {
                     outcome.set(Some(r));
                     1
@@ -148,7 +163,12 @@ impl Ingest {
 
     /// One attempt: `None` when the ring has no room for the update and its
     /// quote.
-    fn try_publish_book(&self, b: &AdmittedBook, origin: Origin) -> Option<Result<u64, BookError>> {
+    fn try_publish_book(
+        &self,
+        b: &AdmittedBook,
+        origin: Origin,
+        clock: &FeedClock,
+    ) -> Option<Result<u64, BookError>> {
         let max_levels = self.max_book_levels.load(Ordering::Relaxed);
         let mut seq = self.sequencer.lock();
         if seq.writer.free() < 2 {
@@ -167,6 +187,7 @@ impl Ingest {
         if let Err(e) = state.apply(&b.sym, b.ts, &b.change, max_levels) {
             return Some(Err(e));
         }
+        clock.saw(b.ts, rx);
         if ks.seq == 0 {
             self.symbols.mark_seen(b.key.symbol());
         }

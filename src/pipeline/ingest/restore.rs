@@ -42,7 +42,7 @@ impl Ingest {
             seq.next_offset = at.offset + 1;
         }
         if t.book.is_none() {
-            seq.restore_bars(id, &sym, t.ts, &t.event);
+            seq.restore_bars(id, &sym, t.ts, &t.event, &self.default_clock);
         }
         let ks = seq.key(key);
         if ks.seq == 0 {

@@ -255,3 +255,53 @@ fn the_bar_clock_closes_a_quiet_symbols_bar_by_the_feeds_time() {
     readers[0].read_batch(&mut out, 100);
     assert!(out.is_empty(), "{out:?}");
 }
+
+#[test]
+fn each_symbol_closes_by_the_clock_of_its_own_source() {
+    let (ingest, mut readers) = setup(64);
+    ingest.set_bars(true);
+    let (old_source, new_source) = (FeedClock::new(), FeedClock::new());
+    let y2020 = 1_582_329_600_000_000_000u64;
+    let y2024 = 1_715_126_400_000_000_000u64;
+    let old = ingest.admit(trade_at("OLD", y2020, 10)).unwrap();
+    let new = ingest.admit(trade_at("NEW", y2024, 10)).unwrap();
+    let past_new = ingest
+        .admit(trade_at("NEW2", y2024 + 1_500_000_000, 10))
+        .unwrap();
+    assert_eq!(
+        ingest.try_publish_from_source(&[old], Origin::Recorded, &old_source),
+        1
+    );
+    assert_eq!(
+        ingest.try_publish_from_source(&[new, past_new], Origin::Publisher, &new_source),
+        2
+    );
+    let mut out = Vec::new();
+    readers[0].read_batch(&mut out, 100);
+    out.clear();
+    // The 2024 source is past NEW's 1 s bar; OLD's source is still in its
+    // 2020 second, so OLD's bars stay open (one global clock closed them).
+    ingest.bar_clock(wall_clock_ns());
+    readers[0].read_batch(&mut out, 100);
+    let closed: Vec<_> = out
+        .iter()
+        .map(|e| match &e.tick.event {
+            Event::Bar(b) => (e.tick.sym.to_string(), b.interval.as_str(), b.closed),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(closed, [("NEW".to_string(), "1s", true)]);
+    // A silent source's time moves on with the wall clock after the grace:
+    // three seconds later OLD's 1 s bar closes too (by its own 2020 time).
+    out.clear();
+    ingest.bar_clock(wall_clock_ns() + 3_000_000_000);
+    readers[0].read_batch(&mut out, 100);
+    let syms: Vec<_> = out
+        .iter()
+        .map(|e| (e.tick.sym.to_string(), e.tick.key.channel()))
+        .collect();
+    assert!(
+        syms.contains(&("OLD".to_string(), crate::model::tick::Channel::Bar1s)),
+        "{syms:?}"
+    );
+}

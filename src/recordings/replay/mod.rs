@@ -162,6 +162,15 @@ impl TickSource for RecordedFeed {
         &self.name
     }
 
+    /// The speed; 1 when `ts` is rebased to the wall clock (or at `max`,
+    /// where nothing says how fast the next tick comes).
+    fn pace(&self) -> f64 {
+        match self.speed {
+            Speed::Factor(f) if !self.rebase_ts => f,
+            _ => 1.0,
+        }
+    }
+
     fn next_batch<'a>(
         &'a mut self,
         out: &'a mut Vec<NewTick>,

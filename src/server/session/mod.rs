@@ -18,7 +18,7 @@ use crate::access::rate::RateLimit;
 use crate::model::tick::{ChannelSet, KeyId};
 use crate::net::transport::ReadHalf;
 use crate::pipeline::fanout::Client;
-use crate::pipeline::ingest::Admitted;
+use crate::pipeline::ingest::{Admitted, FeedClock};
 use crate::pipeline::stats::{Origin, Stats};
 use crate::server::context::Context;
 use crate::server::subscriber::{
@@ -72,6 +72,7 @@ pub(crate) async fn run(client: ClientGuard, read: ReadHalf, shutdown: Shutdown)
     let mut session = Session {
         limit: RateLimit::new(ctx.config.control_rate_per_sec, ctx.config.control_burst),
         client,
+        clock: FeedClock::new(),
     };
     // A conformance peer expects nothing but its own messages back.
     if kind != SessionKind::Echo {
@@ -103,6 +104,9 @@ struct Session {
     client: ClientGuard,
     /// Control messages (and publishers' pings) are rate limited.
     limit: RateLimit,
+    /// A publisher's own time: the bars of the symbols it trades close by
+    /// it, not by other publishers' (which may replay another date).
+    clock: FeedClock,
 }
 
 impl Session {
@@ -431,11 +435,13 @@ impl Session {
                 Ok(Published::Book { sym, ts, change }) => {
                     // In order with the ticks before it.
                     let ingest = &self.ctx().fanout.ingest;
-                    ingest.publish(&batch).await;
+                    ingest
+                        .publish_from_source(&batch, Origin::Publisher, &self.clock)
+                        .await;
                     batch.clear();
                     let refused = match ingest.admit_book(&sym, ts, change) {
                         Ok(b) => ingest
-                            .publish_book(&b, Origin::Publisher)
+                            .publish_book_from_source(&b, Origin::Publisher, &self.clock)
                             .await
                             .err()
                             .map(|e| ProtocolError::new(None, ErrorCode::BadBook, e.to_string())),
@@ -472,7 +478,7 @@ impl Session {
                 }
                 Ok(Published::Ping { id }) => {
                     // A pong confirms every tick before it has been ingested.
-                    self.ctx().fanout.ingest.publish(&batch).await;
+                    self.publish(&batch).await;
                     batch.clear();
                     if self.rate_limited() {
                         continue;
@@ -486,7 +492,16 @@ impl Session {
             }
         }
         // Waits while the ring is full: this publisher is not read meanwhile.
-        self.ctx().fanout.ingest.publish(&batch).await;
+        self.publish(&batch).await;
+    }
+
+    /// Publishes ticks of this publisher, on its clock.
+    async fn publish(&self, batch: &[Admitted]) {
+        self.ctx()
+            .fanout
+            .ingest
+            .publish_from_source(batch, Origin::Publisher, &self.clock)
+            .await;
     }
 }
 
