@@ -1553,8 +1553,8 @@ async fn a_gateway_sse_client_gets_its_response_head_before_a_status_broadcast()
     let dir = tempfile::tempdir().unwrap();
     let _ingest = Node::ingest(dir.path(), &nats, "ingest").await;
     let gw = Node::gateway(dir.path(), &nats, "gw").await;
-    // One SSE client first: the gateway looks up the last-value stream once
-    // (on its loop) and then reads from it on tasks of their own.
+    // One SSE client first, so the last-value stream is known before the
+    // pause (its lookup, like every read, runs off the gateway's loop).
     let mut warm = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     warm.write_all(b"GET /v1/sse?symbols=WARM&channels=trade HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -1592,4 +1592,70 @@ async fn a_gateway_sse_client_gets_its_response_head_before_a_status_broadcast()
             "SSE client {i} (stale seen at client {stale_at:?}) began with {head:?}"
         );
     }
+}
+
+/// nats-server paused (SIGSTOP) before the gateway's first last-value
+/// lookup: its JetStream requests then wait for their timeout. While
+/// clients keep subscribing (each subscribe asks for snapshots, so for the
+/// lookup), the gateway's loop must still check the heartbeat: a client
+/// is told the feed is stale (the ingest node's heartbeat stops reaching
+/// it, `--stale-after` 1 s), and live again once NATS resumes, and ticks
+/// then flow. Before the lookups left the loop, each one held it for the
+/// JetStream timeout, subscribes queued behind it, and no stale status
+/// came while they kept coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_nats_does_not_hold_the_gateways_stale_check() {
+    let _serial = SERIAL.lock().await;
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+    let gw = Node::gateway(dir.path(), &nats, "gw").await;
+    let mut watcher = subscriber(gw.addr).await;
+    let pid = nats.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} nats-server");
+    };
+    signal("-STOP");
+    // SSE clients, one every 100 ms (at most 150), each subscribing to a
+    // symbol of its own with its snapshot, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let subscribing = {
+        let (stop, addr) = (stop.clone(), gw.addr);
+        tokio::spawn(async move {
+            let mut streams = Vec::new();
+            for i in 0..150 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let req = format!(
+                    "GET /v1/sse?symbols=PAUSED{i}&channels=trade HTTP/1.1\r\nHost: x\r\n\r\n"
+                );
+                s.write_all(req.as_bytes()).await.unwrap();
+                streams.push(s);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            streams.len()
+        })
+    };
+    wait_status(&mut watcher, "stale").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = subscribing.await.unwrap();
+    assert!(opened > 0);
+    signal("-CONT");
+    wait_status(&mut watcher, "live").await;
+    // Ticks flow again, snapshot lookups included.
+    let mut c = subscriber(gw.addr).await;
+    c.subscribe(1, &["RESUMED"], Some(&["trade"]), true).await;
+    let mut p = publisher(ingest.addr).await;
+    p.publish(&[trade("RESUMED", 1, "1.5", "2")]).await;
+    let got = recv_ticks(&mut c, 1).await;
+    assert_eq!(
+        (&got[0]["sym"], &got[0]["seq"]),
+        (&"RESUMED".into(), &1.into())
+    );
+    assert!(gw.log().contains("feed is stale"));
 }

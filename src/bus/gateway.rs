@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use bytes::Bytes;
 use futures_util::stream::{AbortHandle, Abortable, SelectAll};
 use futures_util::{FutureExt, StreamExt};
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::heartbeat::Heartbeats;
 use super::interest::{Command, Interest};
-use super::last_values::{localize, read_keys};
+use super::last_values::{LastValueStream, localize, read_keys};
 use super::link::{self, Bus, BusLink, connect, is_connected};
 use super::subject::Subjects;
 use super::{BusConfig, BusError, Role, payload};
@@ -56,10 +56,10 @@ pub(crate) fn start_gateway(
                 return;
             }
         };
+        let (caught_up_tx, caught_up) = mpsc::unbounded_channel();
         let gw = Gateway {
             subjects: Subjects::new(&config.prefix),
-            js: jetstream::new(client.clone()),
-            stream: None,
+            stream: LastValueStream::new(jetstream::new(client.clone()), config.stream.clone()),
             client,
             config,
             ingest,
@@ -74,8 +74,9 @@ pub(crate) fn start_gateway(
             heartbeats: Heartbeats::default(),
             msgs: Vec::with_capacity(BATCH),
             ticks: Vec::with_capacity(BATCH),
+            caught_up_tx,
         };
-        gw.run(commands, shutdown).await;
+        gw.run(commands, caught_up, shutdown).await;
     })?;
     Ok(Bus {
         link: Arc::new(BusLink::new(Role::Gateway, Some(interest), status)),
@@ -86,11 +87,8 @@ pub(crate) fn start_gateway(
 /// A gateway's bus thread state.
 struct Gateway {
     client: async_nats::Client,
-    /// For the last-value stream, looked up lazily ([`Gateway::stream`]).
-    js: jetstream::Context,
-    /// The last-value stream once found; forgotten after a reconnect (a
-    /// NATS restart may have recreated it).
-    stream: Option<stream::Stream>,
+    /// The last-value stream, looked up lazily off the loop.
+    stream: LastValueStream,
     subjects: Subjects,
     config: BusConfig,
     /// The local ring the bus's ticks go into, and the local symbol table.
@@ -122,10 +120,17 @@ struct Gateway {
     /// Buffers of the message path, kept to reuse their allocation.
     msgs: Vec<async_nats::Message>,
     ticks: Vec<Tick>,
+    /// Where catch-up tasks send what they read, for the loop to publish.
+    caught_up_tx: mpsc::UnboundedSender<CaughtUp>,
 }
 
 impl Gateway {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut shutdown: Shutdown) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut caught_up: mpsc::UnboundedReceiver<CaughtUp>,
+        mut shutdown: Shutdown,
+    ) {
         let mut heartbeats = loop {
             match self.client.subscribe(self.subjects.heartbeat()).await {
                 Ok(s) => break s,
@@ -155,7 +160,8 @@ impl Gateway {
                     }
                     self.set_status(FeedStatus::Live);
                 }
-                _ = check.tick() => self.check().await,
+                Some(c) = caught_up.recv() => self.caught_up(c).await,
+                _ = check.tick() => self.check(),
             }
         }
     }
@@ -208,11 +214,11 @@ impl Gateway {
     }
 
     /// Every 100 ms: catch up after a reconnect; report the feed stale if
-    /// NATS is gone or the heartbeat quiet.
-    async fn check(&mut self) {
+    /// NATS is gone or the heartbeat quiet. Never waits for NATS.
+    fn check(&mut self) {
         if self.reconnected.swap(false, Ordering::AcqRel) {
             self.live.clear();
-            self.catch_up().await;
+            self.catch_up();
         }
         let reason = self.heartbeats.stale_reason(
             is_connected(&self.client),
@@ -391,15 +397,17 @@ impl Gateway {
             .filter(|k| !self.live.contains(k))
             .collect();
         let fetch = fetch && (!keys.is_empty() || !star.is_empty());
-        let stream = if fetch { self.stream().await } else { None };
+        let stream = self.stream.clone();
         let client = self.client.clone();
         let sync_subject = self.subjects.sync();
         let ingest = self.ingest.clone();
         let subjects = self.subjects.clone();
         let stats = self.stats.clone();
-        // On a task of its own: the loop goes on taking ticks meanwhile.
+        // On a task of its own, the stream's lookup included: the loop goes
+        // on taking ticks and checking the heartbeat meanwhile (with NATS
+        // unresponsive, a JetStream request waits for its timeout).
         tokio::spawn(async move {
-            match stream {
+            match if fetch { stream.get().await } else { None } {
                 Some(stream) => {
                     // Kept for snapshots; see `Ingest::offer_last_value`.
                     for t in read_keys(&stream, &subjects, &ingest, &stats, &keys, star).await {
@@ -416,48 +424,63 @@ impl Gateway {
         });
     }
 
-    /// The last-value stream, looked up once it exists.
-    async fn stream(&mut self) -> Option<stream::Stream> {
-        if self.stream.is_none() {
-            match self.js.get_stream(&self.config.stream).await {
-                Ok(s) => self.stream = Some(s),
-                Err(e) => {
-                    tracing::warn!(stream = %self.config.stream, error = %e, "no last-value stream yet; snapshots come from this node's cache");
-                }
-            }
-        }
-        self.stream.clone()
-    }
-
     /// After a reconnect: the ticks published while this gateway was cut
     /// off are gone, but each wanted key's last value is in JetStream.
-    /// Newer ones are published into the local ring as live ticks, so
-    /// clients get each key's latest value now, after a `seq` gap.
-    async fn catch_up(&mut self) {
-        self.stream = None;
-        let Some(stream) = self.stream().await else {
-            return;
-        };
+    /// They are read on a task of their own (the loop goes on checking
+    /// the heartbeat meanwhile) and come back to the loop, which publishes
+    /// the newer ones into the local ring as live ticks
+    /// ([`Gateway::caught_up`]), so clients get each key's latest value
+    /// now, after a `seq` gap.
+    fn catch_up(&mut self) {
+        self.stream.forget();
+        let stream = self.stream.clone();
+        let subjects = self.subjects.clone();
+        let ingest = self.ingest.clone();
+        let stats = self.stats.clone();
         let keys = self.interest.wanted_keys();
         let star = self.interest.wanted_star();
-        let fresh = read_keys(
-            &stream,
-            &self.subjects,
-            &self.ingest,
-            &self.stats,
-            &keys,
-            star,
-        )
-        .await;
-        let newer: Vec<Tick> = fresh
+        let epoch = ingest.epoch();
+        let back = self.caught_up_tx.clone();
+        tokio::spawn(async move {
+            let Some(stream) = stream.get().await else {
+                return;
+            };
+            let fresh = read_keys(&stream, &subjects, &ingest, &stats, &keys, star).await;
+            let _ = back.send(CaughtUp {
+                epoch,
+                keys: keys.len(),
+                fresh,
+            });
+        });
+    }
+
+    /// Publishes what a catch-up read that is newer than what the bus has
+    /// delivered since; nothing if the feed's epoch changed meanwhile (its
+    /// values belong to the old numbering).
+    async fn caught_up(&mut self, c: CaughtUp) {
+        if c.epoch != self.ingest.epoch() {
+            return;
+        }
+        let newer: Vec<Tick> = c
+            .fresh
             .into_iter()
             .filter(|t| t.seq > self.ingest.published_seq(t.key))
             .collect();
         tracing::info!(
-            keys = keys.len(),
+            keys = c.keys,
             caught_up = newer.len(),
             "read last values after reconnecting"
         );
         self.ingest.publish_sequenced(&newer).await;
     }
+}
+
+/// A catch-up's reading, sent back to the gateway's loop.
+struct CaughtUp {
+    /// The feed epoch when the reading began.
+    epoch: Epoch,
+    /// Keys asked for, for the log.
+    keys: usize,
+    /// Their last values, localized.
+    fresh: Vec<Tick>,
 }

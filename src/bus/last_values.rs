@@ -7,7 +7,10 @@
 //! (to catch up). What comes back is made local with [`localize`], as live
 //! ticks from the bus are.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
@@ -47,6 +50,53 @@ pub(super) async fn ensure_stream(
             stream: config.stream.clone(),
             message: e.to_string(),
         })
+}
+
+/// A gateway's handle on the last-value stream: looked up on first use by
+/// whichever task needs it (never on the gateway's loop: with NATS
+/// unresponsive, a lookup waits for JetStream's timeout, and the loop must
+/// keep checking the heartbeat meanwhile), then kept.
+#[derive(Clone)]
+pub(super) struct LastValueStream {
+    js: jetstream::Context,
+    /// The stream's name (`--bus-stream`).
+    name: String,
+    /// The stream once found; forgotten after a reconnect (a NATS restart
+    /// may have recreated it).
+    found: Arc<Mutex<Option<stream::Stream>>>,
+}
+
+impl LastValueStream {
+    pub(super) fn new(js: jetstream::Context, name: String) -> Self {
+        LastValueStream {
+            js,
+            name,
+            found: Arc::default(),
+        }
+    }
+
+    /// The stream, looked up if not known yet; `None` if NATS has none
+    /// (or does not answer).
+    pub(super) async fn get(&self) -> Option<stream::Stream> {
+        if let Some(s) = self.found.lock().clone() {
+            return Some(s);
+        }
+        match self.js.get_stream(&self.name).await {
+            Ok(s) => {
+                *self.found.lock() = Some(s.clone());
+                Some(s)
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.name, error = %e, "no last-value stream yet; snapshots come from this node's cache");
+                None
+            }
+        }
+    }
+
+    /// Looks the stream up again next time.
+    pub(super) fn forget(&self) {
+        *self.found.lock() = None;
+    }
 }
 
 /// Every last value in the stream under `filter` (a subject or wildcard).
