@@ -5,6 +5,8 @@
 
 mod ledger;
 mod process;
+/// The scale-out harness (NATS, nodes, nginx), used by tests/scaleout_*.rs.
+pub mod scaleout;
 
 #[allow(unused_imports)]
 pub use ledger::*;
