@@ -12,7 +12,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::scaleout::*;
@@ -129,31 +128,18 @@ async fn read_head(s: &mut tokio::net::TcpStream) -> String {
 async fn behind_nginx_with_proxy_protocol_limits_and_logs_use_the_real_client() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let addr_file = dir.path().join("addr");
-    let log = dir.path().join("log");
-    let child = Command::new(BIN)
-        .args([
-            "serve",
+    let node = Node::start(
+        dir.path(),
+        "node",
+        &[
             "--no-feed",
-            "--workers",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--max-connections-per-ip", "2"])
-        .args(["--proxy-protocol-from", "127.0.0.1/32", "--addr-file"])
-        .arg(&addr_file)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut node = Node {
-        child,
-        addr: "0.0.0.0:0".parse().unwrap(),
-        log: log.clone(),
-    };
-    node.addr = wait_for_addr_file(&addr_file);
+            "--max-connections-per-ip",
+            "2",
+            "--proxy-protocol-from",
+            "127.0.0.1/32",
+        ],
+    )
+    .await;
     let Some(lb) = Nginx::start_with(&[node.addr], "proxy_protocol on;").await else {
         return;
     };

@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::scaleout::*;
@@ -96,12 +95,15 @@ async fn nats_restart_mid_stream_is_a_gap_at_worst() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_ingest_node_dies_gateways_keep_clients_and_seq_continues() {
     let _serial = SERIAL.lock().await;
-    let Some(nats) = Nats::start().await else {
+    let Some(OneGateway {
+        nats,
+        dir,
+        ingest,
+        gw,
+    }) = OneGateway::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
-    let gw = Node::gateway(dir.path(), &nats, "gw").await;
     let mut c = subscriber(gw.addr).await;
     c.subscribe(1, &["KK"], Some(&["trade"]), false).await;
     wait_metric(&gw, "tickwire_bus_subjects", |v| v == 1.0).await;
@@ -243,12 +245,15 @@ async fn first_bytes(s: &mut tokio::net::TcpStream, n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_sse_client_gets_its_response_head_before_a_status_broadcast() {
     let _serial = SERIAL.lock().await;
-    let Some(nats) = Nats::start().await else {
+    let Some(OneGateway {
+        nats,
+        dir: _dir,
+        ingest: _ingest,
+        gw,
+    }) = OneGateway::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let _ingest = Node::ingest(dir.path(), &nats, "ingest").await;
-    let gw = Node::gateway(dir.path(), &nats, "gw").await;
     // One SSE client first, so the last-value stream is known before the
     // pause (its lookup, like every read, runs off the gateway's loop).
     let mut warm = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -256,12 +261,7 @@ async fn a_gateway_sse_client_gets_its_response_head_before_a_status_broadcast()
         .await
         .unwrap();
     assert!(first_bytes(&mut warm, 12).await.starts_with("HTTP/1.1 200"));
-    let pid = nats.child.as_ref().unwrap().id().to_string();
-    let signal = |sig: &str| {
-        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
-        assert!(ok.success(), "kill {sig} nats-server");
-    };
-    signal("-STOP");
+    nats.pause();
     let mut streams = Vec::new();
     let mut stale_at = None;
     // Bounded: stale within about a second; five clients more after it.
@@ -280,7 +280,7 @@ async fn a_gateway_sse_client_gets_its_response_head_before_a_status_broadcast()
     }
     let heads: Vec<String> =
         futures_util::future::join_all(streams.iter_mut().map(|s| first_bytes(s, 12))).await;
-    signal("-CONT");
+    nats.resume();
     assert!(stale_at.is_some(), "the gateway never went stale");
     for (i, head) in heads.iter().enumerate() {
         assert!(
@@ -302,19 +302,17 @@ async fn a_gateway_sse_client_gets_its_response_head_before_a_status_broadcast()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_nats_does_not_hold_the_gateways_stale_check() {
     let _serial = SERIAL.lock().await;
-    let Some(nats) = Nats::start().await else {
+    let Some(OneGateway {
+        nats,
+        dir: _dir,
+        ingest,
+        gw,
+    }) = OneGateway::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
-    let gw = Node::gateway(dir.path(), &nats, "gw").await;
     let mut watcher = subscriber(gw.addr).await;
-    let pid = nats.child.as_ref().unwrap().id().to_string();
-    let signal = |sig: &str| {
-        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
-        assert!(ok.success(), "kill {sig} nats-server");
-    };
-    signal("-STOP");
+    nats.pause();
     // SSE clients, one every 100 ms (at most 150), each subscribing to a
     // symbol of its own with its snapshot, until told to stop.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -341,7 +339,7 @@ async fn a_paused_nats_does_not_hold_the_gateways_stale_check() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let opened = subscribing.await.unwrap();
     assert!(opened > 0);
-    signal("-CONT");
+    nats.resume();
     wait_status(&mut watcher, "live").await;
     // Ticks flow again, snapshot lookups included.
     let mut c = subscriber(gw.addr).await;

@@ -171,12 +171,15 @@ async fn a_client_resumes_on_another_gateway_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingest_node_without_last_values_starts_a_new_epoch_gateways_follow() {
     let _serial = SERIAL.lock().await;
-    let Some(mut nats) = Nats::start().await else {
+    let Some(OneGateway {
+        mut nats,
+        dir,
+        ingest,
+        gw,
+    }) = OneGateway::start().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
-    let gw = Node::gateway(dir.path(), &nats, "gw").await;
     let old = hello_epoch(ingest.addr).await;
     assert_eq!(hello_epoch(gw.addr).await, old);
     let mut c = subscriber(gw.addr).await;

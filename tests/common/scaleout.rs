@@ -117,6 +117,23 @@ impl Nats {
         wait_port(self.monitor, "nats-server monitoring").await;
     }
 
+    /// Pauses (SIGSTOP) nats-server: its connections stay up, so requests
+    /// wait instead of failing at once, and nothing is delivered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes (SIGCONT) a paused nats-server.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} nats-server");
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -181,9 +198,17 @@ impl Node {
         let addr_file = dir.join(format!("{name}.addr"));
         let _ = std::fs::remove_file(&addr_file);
         let log = dir.join(format!("{name}.log"));
+        // Every test client is 127.0.0.1: the per-address limit is raised
+        // unless the test sets it.
+        let per_ip: &[&str] = if args.contains(&"--max-connections-per-ip") {
+            &[]
+        } else {
+            &["--max-connections-per-ip", "10000"]
+        };
         let child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
-            .args(["--max-connections-per-ip", "10000", "--addr-file"])
+            .args(per_ip)
+            .arg("--addr-file")
             .arg(&addr_file)
             .args(args)
             .env("RUST_LOG", "info")
@@ -270,10 +295,12 @@ pub struct Deployment {
 
 impl Deployment {
     pub async fn start() -> Option<Deployment> {
-        let nats = Nats::start().await?;
-        let dir = tempfile::tempdir().unwrap();
-        let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
-        let gw1 = Node::gateway(dir.path(), &nats, "gw1").await;
+        let OneGateway {
+            nats,
+            dir,
+            ingest,
+            gw: gw1,
+        } = OneGateway::start().await?;
         let gw2 = Node::gateway(dir.path(), &nats, "gw2").await;
         Some(Deployment {
             nats,
@@ -281,6 +308,30 @@ impl Deployment {
             ingest,
             gw1,
             gw2,
+        })
+    }
+}
+
+/// NATS, one ingest node and one live gateway, each in its own process.
+pub struct OneGateway {
+    pub nats: Nats,
+    /// Holds the nodes' logs and address files (and more nodes' of the test).
+    pub dir: tempfile::TempDir,
+    pub ingest: Node,
+    pub gw: Node,
+}
+
+impl OneGateway {
+    pub async fn start() -> Option<OneGateway> {
+        let nats = Nats::start().await?;
+        let dir = tempfile::tempdir().unwrap();
+        let ingest = Node::ingest(dir.path(), &nats, "ingest").await;
+        let gw = Node::gateway(dir.path(), &nats, "gw").await;
+        Some(OneGateway {
+            nats,
+            dir,
+            ingest,
+            gw,
         })
     }
 }

@@ -239,21 +239,28 @@ fn the_bar_clock_closes_a_quiet_symbols_bar_by_the_feeds_time() {
     out.clear();
     // BUSY's trade put the feed past QUIET's 1 s bar: the clock closes it
     // (and nothing else: every other bar is still in its interval).
-    ingest.bar_clock(wall_clock_ns());
-    readers[0].read_batch(&mut out, 100);
-    let closed: Vec<_> = out
-        .iter()
+    let closed = run_bar_clock(&ingest, &mut readers[0], wall_clock_ns());
+    assert_eq!(closed, [("QUIET".to_string(), "1s", true)]);
+    // Closed once.
+    assert!(run_bar_clock(&ingest, &mut readers[0], wall_clock_ns()).is_empty());
+}
+
+/// Runs the bar clock at `wall`; returns the bars it published, as
+/// (symbol, interval, closed).
+fn run_bar_clock(
+    ingest: &Ingest,
+    reader: &mut IngestReader,
+    wall: u64,
+) -> Vec<(String, &'static str, bool)> {
+    ingest.bar_clock(wall);
+    let mut out = Vec::new();
+    reader.read_batch(&mut out, 100);
+    out.iter()
         .map(|e| match &e.tick.event {
             Event::Bar(b) => (e.tick.sym.to_string(), b.interval.as_str(), b.closed),
             other => panic!("{other:?}"),
         })
-        .collect();
-    assert_eq!(closed, [("QUIET".to_string(), "1s", true)]);
-    // Closed once.
-    out.clear();
-    ingest.bar_clock(wall_clock_ns());
-    readers[0].read_batch(&mut out, 100);
-    assert!(out.is_empty(), "{out:?}");
+        .collect()
 }
 
 #[test]
@@ -281,27 +288,17 @@ fn each_symbol_closes_by_the_clock_of_its_own_source() {
     out.clear();
     // The 2024 source is past NEW's 1 s bar; OLD's source is still in its
     // 2020 second, so OLD's bars stay open (one global clock closed them).
-    ingest.bar_clock(wall_clock_ns());
-    readers[0].read_batch(&mut out, 100);
-    let closed: Vec<_> = out
-        .iter()
-        .map(|e| match &e.tick.event {
-            Event::Bar(b) => (e.tick.sym.to_string(), b.interval.as_str(), b.closed),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let closed = run_bar_clock(&ingest, &mut readers[0], wall_clock_ns());
     assert_eq!(closed, [("NEW".to_string(), "1s", true)]);
     // A silent source's time moves on with the wall clock after the grace:
-    // three seconds later OLD's 1 s bar closes too (by its own 2020 time).
-    out.clear();
-    ingest.bar_clock(wall_clock_ns() + 3_000_000_000);
-    readers[0].read_batch(&mut out, 100);
-    let syms: Vec<_> = out
-        .iter()
-        .map(|e| (e.tick.sym.to_string(), e.tick.key.channel()))
-        .collect();
-    assert!(
-        syms.contains(&("OLD".to_string(), crate::model::tick::Channel::Bar1s)),
-        "{syms:?}"
+    // three seconds later each source is two seconds on, OLD's 1 s bar
+    // closes by its own 2020 time, NEW2's by 2024's.
+    let closed = run_bar_clock(&ingest, &mut readers[0], wall_clock_ns() + 3_000_000_000);
+    assert_eq!(
+        closed,
+        [
+            ("OLD".to_string(), "1s", true),
+            ("NEW2".to_string(), "1s", true)
+        ]
     );
 }
