@@ -4,7 +4,9 @@
 //! level's checksum text rendered once when it enters, so an update's
 //! depth-class diffs and checksum cost a few entries, not the whole window.
 
-use super::{Book, BookSide, CHECKSUM_LEVELS, Level, Window, ahead, push_checksum_digits};
+use super::{
+    Book, BookSide, CHECKSUM_LEVELS, Level, TopOfBook, Window, ahead, push_checksum_digits,
+};
 use crate::model::decimal::Fixed;
 
 /// One level's part of the checksum text: its price's digits then its
@@ -78,6 +80,14 @@ impl KeptWindow {
     /// The kept levels.
     pub fn levels(&self) -> &Window {
         &self.levels
+    }
+
+    /// [`Book::top`] of the book the window was last brought up to, from
+    /// the window (the book's tree is not walked).
+    pub fn top(&self) -> TopOfBook {
+        let best = |v: &[(Fixed, Fixed)]| v.first().copied().unwrap_or_default();
+        let ((bid, bsz), (ask, asz)) = (best(&self.levels.bids), best(&self.levels.asks));
+        TopOfBook { bid, bsz, ask, asz }
     }
 
     /// [`Book::checksum`] of the book the window was last brought up to.
@@ -304,6 +314,7 @@ mod tests {
                 book.fill_window(25, &mut refilled);
                 assert_eq!(kept.levels(), &refilled, "after {change:?}");
                 assert_eq!(kept.checksum(), book.checksum());
+                assert_eq!(kept.top(), book.top());
                 for n in [10, 25] {
                     let (mut got, mut want) = (Vec::new(), Vec::new());
                     kept.diff_one(change, n, &mut got);
@@ -337,6 +348,7 @@ mod tests {
             book.fill_window(25, &mut refilled);
             assert_eq!(kept.levels(), &refilled);
             assert_eq!(kept.checksum(), book.checksum());
+            assert_eq!(kept.top(), book.top());
         }
     }
 }

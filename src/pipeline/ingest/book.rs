@@ -217,7 +217,7 @@ impl Ingest {
         let rx = wall_clock_ns();
         let ks = seq.key(b.key);
         let state = ks.book.get_or_insert_with(Default::default);
-        let top_before = state.book.top();
+        let top_before = state.kept.top();
         let applied = match state.apply(&b.sym, b.ts, &b.change, max_levels) {
             Ok(applied) => applied,
             Err(e) => return Some(Err(e)),
@@ -248,7 +248,7 @@ impl Ingest {
                 checksum,
             })
         });
-        let top = state.book.top();
+        let top = state.kept.top();
         let epoch = self.epoch();
         let offset = seq.next_offset;
         seq.next_offset += 1;
