@@ -13,6 +13,9 @@ use tickwire::server::serve_args::{LogFormat, ServeArgs};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's purge delay (`tickwire::sys::set_allocator_purge_delay`).
+const ALLOCATOR_PURGE_DELAY_MS: i64 = 1000;
+
 #[derive(Parser)]
 #[command(
     name = "tickwire",
@@ -68,6 +71,7 @@ fn init_logs(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    tickwire::sys::set_allocator_purge_delay(ALLOCATOR_PURGE_DELAY_MS);
     let cli = Cli::parse();
     init_logs(match &cli.command {
         Command::Serve(args) => args.log_format,

@@ -111,6 +111,42 @@ pub fn page_size() -> Option<u64> {
     u64::try_from(p).ok().filter(|&p| p > 0)
 }
 
+// The allocator's option table (mimalloc's own C API: the `mimalloc`
+// crate does not wrap it).
+use mimalloc as _;
+unsafe extern "C" {
+    fn mi_option_get(option: libc::c_int) -> libc::c_long;
+    fn mi_option_set(option: libc::c_int, value: libc::c_long);
+}
+
+/// `mi_option_purge_delay`: its place in `mi_option_e` (include/mimalloc.h
+/// of the mimalloc v2 the `mimalloc` crate builds; default 10 ms). The
+/// unit test checks it by that default.
+const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+
+/// How long (ms) mimalloc keeps memory it no longer uses before returning
+/// it to the OS, unless `MIMALLOC_PURGE_DELAY` in the environment says
+/// (benches/README.md, "Where a book update cost more than a trade"):
+/// v2's default of 10 ms made a server descheduled for longer give its
+/// free pages back and fault them in again, zeroed (as huge pages), moments
+/// later; mimalloc v3 defaults to 1000 ms.
+pub fn set_allocator_purge_delay(ms: i64) {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: mi_option_set stores an integer in mimalloc's option table;
+    // it has no preconditions, and every value is valid for the purge
+    // delay (-1: never).
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms as libc::c_long) }
+}
+
+/// mimalloc's purge delay in force (ms).
+pub fn allocator_purge_delay() -> i64 {
+    // SAFETY: mi_option_get reads mimalloc's option table (initialising
+    // the option from the environment on first use); no preconditions.
+    unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) as i64 }
+}
+
 /// The calling thread's id, as in `/proc/self/task/<tid>`.
 pub fn thread_id() -> i32 {
     // SAFETY: gettid has no preconditions and cannot fail.
@@ -253,6 +289,18 @@ pub fn die_with_parent(cmd: &mut Command, signal: Signal) {
 
 #[cfg(test)]
 mod tests {
+    /// The option index is mimalloc's purge delay: it reads as that
+    /// option's documented default (10 ms) until set, then as set.
+    #[test]
+    fn the_allocator_purge_delay_is_set_and_read_back() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return; // the environment decides; nothing of ours to check
+        }
+        assert_eq!(super::allocator_purge_delay(), 10);
+        super::set_allocator_purge_delay(1000);
+        assert_eq!(super::allocator_purge_delay(), 1000);
+    }
+
     #[test]
     fn a_thread_enters_a_network_namespace_alone() {
         let here = std::fs::read_link("/proc/thread-self/ns/net").unwrap();

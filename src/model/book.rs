@@ -8,6 +8,7 @@
 //! exactly as it was.
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 
 use crate::model::decimal::Fixed;
 
@@ -380,6 +381,16 @@ impl Book {
         )
     }
 
+    /// The best level on `side` worse than `px` (the next one down a side
+    /// listed best first).
+    pub fn next_beyond(&self, side: BookSide, px: Fixed) -> Option<(Fixed, Fixed)> {
+        let found = match side {
+            BookSide::Bid => self.bids.range(..px).next_back(),
+            BookSide::Ask => self.asks.range((Excluded(px), Unbounded)).next(),
+        };
+        found.map(|(p, s)| (*p, *s))
+    }
+
     /// Fills `w` with the top `n` levels per side (reusing its buffers).
     pub fn fill_window(&self, n: usize, w: &mut Window) {
         w.bids.clear();
@@ -562,6 +573,9 @@ pub fn window_diff(before: &[Level], after: &[Level]) -> Vec<Level> {
     }
     out
 }
+
+mod kept;
+pub use kept::{KeptWindow, WindowChange};
 
 #[cfg(test)]
 mod tests;

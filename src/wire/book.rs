@@ -46,6 +46,16 @@ pub struct ClassFrames {
     pub msg: Option<BookMessage>,
     /// JSON text frame.
     json: OnceLock<Bytes>,
+    /// The binary frame and the SSE event, boxed on first use: nearly every
+    /// book update has a JSON subscriber, fewer have the others, and the
+    /// history keeps each update's frames for minutes (two empty cells
+    /// per class would be a third of a book update's memory).
+    others: OnceLock<Box<OtherFrames>>,
+}
+
+/// A class's frames for the encodings other than JSON.
+#[derive(Debug, Default)]
+struct OtherFrames {
     /// The binary frame (header record + one record per level).
     binary: OnceLock<Bytes>,
     /// The SSE event.
@@ -108,8 +118,8 @@ impl ClassFrames {
         let msg = self.msg.as_ref()?;
         let cell = match encoding {
             Encoding::Json => &self.json,
-            Encoding::Binary => &self.binary,
-            Encoding::Sse => &self.sse,
+            Encoding::Binary => &self.others.get_or_init(Box::default).binary,
+            Encoding::Sse => &self.others.get_or_init(Box::default).sse,
         };
         Some(cell.get_or_init(|| encode(tick, depth, msg, encoding)))
     }

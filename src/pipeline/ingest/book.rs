@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::{FeedClock, Ingest, KeyState, RingItem};
 use crate::model::book::{
-    Book, BookChange, BookError, CHECKSUM_LEVELS, DepthClass, Level, Window, checksum_of,
+    Book, BookChange, BookError, DepthClass, KeptWindow, Level, Window, WindowChange,
 };
 use crate::model::decimal::Fixed;
 use crate::model::tick::{Channel, Event, KeyId, Tick, wall_clock_ns};
@@ -42,18 +42,31 @@ pub(crate) struct BookState {
     /// update up to it, so with `--journal` it waits until the journal has
     /// written that far (`Ingest::last_values`).
     pub(super) offset: u64,
-    /// The book's top [`WINDOW_LEVELS`] per side, kept with every change:
-    /// each depth class's window is a prefix of it.
-    window: Window,
-    /// The same before the last change, for that change's window diffs.
+    /// The book's top [`WINDOW_LEVELS`] per side and its checksum, kept
+    /// with every change: each limited depth class's window is a prefix.
+    kept: KeptWindow,
+    /// The kept levels before the last change of several levels, for that
+    /// change's window diffs (a one-level change's come from the change).
     prev_window: Window,
-    /// [`Book::checksum`] of the book, recomputed only when its top 10
-    /// levels changed (the only ones it covers).
-    checksum: u32,
 }
 
 /// Levels per side of the window ingest keeps: the deepest limited class.
 const WINDOW_LEVELS: usize = 25;
+
+/// How a change reached the kept window, for each depth class's message.
+pub(super) enum Applied {
+    /// A snapshot: every class is sent its whole window.
+    Snapshot,
+    /// One level changed (from size `old`); the window was kept in place.
+    One {
+        level: Level,
+        old: Option<Fixed>,
+        change: WindowChange,
+    },
+    /// Several levels: the window was refilled. `changed`: the levels
+    /// whose size changed (the full-depth diff).
+    Several { changed: Vec<Level> },
+}
 
 impl BookState {
     /// Applies a checked change (see [`Book::apply`]: on `Err` nothing
@@ -64,28 +77,75 @@ impl BookState {
         ts: u64,
         change: &BookChange,
         max_levels: usize,
-    ) -> Result<(), BookError> {
+    ) -> Result<Applied, BookError> {
+        let one = match change {
+            BookChange::Diff(l) if l.len() == 1 => Some(l[0]),
+            _ => None,
+        };
+        let old: Vec<Option<Fixed>> = match change {
+            BookChange::Diff(l) if one.is_none() => {
+                l.iter().map(|l| self.book.get(l.side, l.px)).collect()
+            }
+            _ => Vec::new(),
+        };
+        let one_old = one.and_then(|l| self.book.get(l.side, l.px));
         self.book
             .apply(sym, change, self.has_snapshot, max_levels)?;
         self.has_snapshot = true;
         self.snapshot = None;
-        self.sym = sym.clone();
-        self.ts = ts;
-        std::mem::swap(&mut self.window, &mut self.prev_window);
-        self.book.fill_window(WINDOW_LEVELS, &mut self.window);
-        let first = matches!(change, BookChange::Snapshot(_));
-        if first || !self.window.same_top(&self.prev_window, CHECKSUM_LEVELS) {
-            let w = &self.window;
-            self.checksum = checksum_of(w.bids.iter().copied(), w.asks.iter().copied());
+        if !Arc::ptr_eq(&self.sym, sym) {
+            self.sym = sym.clone();
         }
-        Ok(())
+        self.ts = ts;
+        Ok(match (change, one) {
+            (BookChange::Snapshot(_), _) => {
+                self.kept.refill(&self.book, WINDOW_LEVELS);
+                Applied::Snapshot
+            }
+            (BookChange::Diff(_), Some(level)) => Applied::One {
+                level,
+                old: one_old,
+                change: self
+                    .kept
+                    .apply_one(&self.book, level.side, level.px, one_old, level.sz),
+            },
+            (BookChange::Diff(levels), None) => {
+                self.prev_window.clone_from(self.kept.levels());
+                self.kept.refill(&self.book, WINDOW_LEVELS);
+                let changed = levels
+                    .iter()
+                    .zip(&old)
+                    .filter(|(l, old)| old.unwrap_or(Fixed::ZERO) != l.sz)
+                    .map(|(l, _)| *l)
+                    .collect();
+                Applied::Several { changed }
+            }
+        })
     }
 
-    /// The last change's diff of the top `n` levels per side (`n` at most
-    /// [`WINDOW_LEVELS`]).
-    fn window_diff(&self, n: usize) -> Vec<Level> {
+    /// The levels `class`'s message lists for the last change.
+    fn class_levels(&self, applied: &Applied, class: DepthClass) -> Vec<Level> {
         let mut out = Vec::new();
-        Window::diff(&self.prev_window, &self.window, n, &mut out);
+        match (applied, class) {
+            (Applied::Snapshot, _) => return self.book.window(class.levels()),
+            (Applied::One { level, old, .. }, DepthClass::Full) => {
+                if old.unwrap_or(Fixed::ZERO) != level.sz {
+                    out.push(*level);
+                }
+            }
+            (Applied::One { change, .. }, _) => {
+                self.kept.diff_one(*change, class.levels(), &mut out);
+            }
+            (Applied::Several { changed }, DepthClass::Full) => return changed.clone(),
+            (Applied::Several { .. }, _) => {
+                Window::diff(
+                    &self.prev_window,
+                    self.kept.levels(),
+                    class.levels(),
+                    &mut out,
+                );
+            }
+        }
         out
     }
 }
@@ -177,16 +237,11 @@ impl Ingest {
         let rx = wall_clock_ns();
         let ks = seq.key(b.key);
         let state = ks.book.get_or_insert_with(Default::default);
-        let top_before = state.book.top();
-        let old: Vec<Option<Fixed>> = b
-            .change
-            .levels()
-            .iter()
-            .map(|l| state.book.get(l.side, l.px))
-            .collect();
-        if let Err(e) = state.apply(&b.sym, b.ts, &b.change, max_levels) {
-            return Some(Err(e));
-        }
+        let top_before = state.kept.top();
+        let applied = match state.apply(&b.sym, b.ts, &b.change, max_levels) {
+            Ok(applied) => applied,
+            Err(e) => return Some(Err(e)),
+        };
         clock.saw(b.ts, rx);
         if ks.seq == 0 {
             self.symbols.mark_seen(b.key.symbol());
@@ -194,21 +249,10 @@ impl Ingest {
         ks.seq += 1;
         let now = ks.seq;
         let state = ks.book.as_mut()?;
-        let checksum = state.checksum;
+        let checksum = state.kept.checksum();
         let msgs = DepthClass::ALL.map(|class| {
-            let levels = match (&b.change, class) {
-                (BookChange::Snapshot(_), _) => state.book.window(class.levels()),
-                (BookChange::Diff(_), DepthClass::Full) => b
-                    .change
-                    .levels()
-                    .iter()
-                    .zip(&old)
-                    .filter(|(l, old)| old.unwrap_or(Fixed::ZERO) != l.sz)
-                    .map(|(l, _)| *l)
-                    .collect(),
-                (BookChange::Diff(_), _) => state.window_diff(class.levels()),
-            };
-            let snapshot = matches!(b.change, BookChange::Snapshot(_));
+            let levels = state.class_levels(&applied, class);
+            let snapshot = matches!(applied, Applied::Snapshot);
             if levels.is_empty() && !snapshot {
                 return None;
             }
@@ -225,7 +269,7 @@ impl Ingest {
                 checksum,
             })
         });
-        let top = state.book.top();
+        let top = state.kept.top();
         let epoch = self.epoch();
         let offset = seq.next_offset;
         seq.next_offset += 1;
@@ -307,7 +351,7 @@ pub(super) fn snapshot_item(key: KeyId, ks: &mut KeyState) -> Option<RingItem> {
     if let Some(item) = &state.snapshot {
         return Some(item.clone());
     }
-    let checksum = state.checksum;
+    let checksum = state.kept.checksum();
     let sym = state.sym.clone();
     let msgs = DepthClass::ALL.map(|class| {
         Some(BookMessage {
