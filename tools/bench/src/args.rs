@@ -125,7 +125,8 @@ pub struct BenchArgs {
     /// Client threads (default: one per core).
     #[arg(long)]
     pub threads: Option<u32>,
-    /// Runs per target and load point (default 1; 3 with --compare).
+    /// Runs per target and load point (default 1; 3 with --compare; with
+    /// --book, book/trades phase pairs in alternating order).
     #[arg(long)]
     pub rounds: Option<u32>,
     /// Vary the load: clients=100,1000,10000 or rate=1000,5000,20000.

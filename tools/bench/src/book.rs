@@ -10,6 +10,12 @@
 //!    near the top of the book, a fifth of them removals);
 //! 2. **trades**: `--rate` trades per second on the same symbols.
 //!
+//! With `--rounds N` the pair runs N times, in alternating order (book
+//! then trades, then trades then book, …), so that neither kind always
+//! runs first on a fresh server (whose history and heap are still growing)
+//! or always second; each phase's figures are summed over its rounds, and
+//! the book / trades ratio of each round is printed with their median.
+//!
 //! For each: latency from the server's `rx` to the client's read (p50,
 //! p99, max), deliveries, and the server's CPU per delivered message (CPU
 //! seconds used in the phase over messages the clients received in it).
@@ -53,6 +59,17 @@ struct PhaseResult {
     latency: Histogram<u64>,
     /// Messages published in the phase.
     published: u64,
+}
+
+impl PhaseResult {
+    fn empty() -> PhaseResult {
+        PhaseResult {
+            delivered: 0,
+            cpu: 0.0,
+            latency: histogram(),
+            published: 0,
+        }
+    }
 }
 
 /// What fast clients count and time, shared across their tasks (one
@@ -331,8 +348,10 @@ pub(crate) fn run(args: &BenchArgs) -> Result<bool, BenchError> {
 
 /// Everything the scenario measured.
 struct Outcome {
-    /// The book phase, then the trades phase.
+    /// The book phases, then the trades phases (summed over the rounds).
     phases: [PhaseResult; 2],
+    /// Each round's CPU per delivery, book / trades.
+    round_ratios: Vec<f64>,
     /// Stalled clients' (queued bytes, pending book levels) at the end of
     /// the book phase.
     held_end: (f64, f64),
@@ -421,56 +440,68 @@ async fn scenario(
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ args.seed.max(1));
     let secs = Duration::from_secs_f64(args.seconds);
     let warm = Duration::from_secs_f64(args.warmup.unwrap_or(1.0));
-    let mut results = Vec::new();
+    let mut totals = [PhaseResult::empty(), PhaseResult::empty()];
+    let mut round_ratios = Vec::new();
     let (mut held_end, mut held_max) = ((0.0, 0.0), (0.0f64, 0.0f64));
-    for phase in [BOOK, TRADES] {
-        let i = usize::from(phase == TRADES);
-        counters.phase.store(WARMUP, Ordering::Relaxed);
-        publish(
-            &mut publ_wr,
-            &mut rng,
-            &symbols,
-            phase,
-            args.rate,
-            Instant::now() + warm,
-        )
-        .await?;
-        let cpu0 = server_cpu(pids);
-        let n0 = counters.delivered[i].load(Ordering::Relaxed);
-        counters.phase.store(phase, Ordering::Relaxed);
-        let end = Instant::now() + secs;
-        let mut published = 0;
-        while Instant::now() < end {
-            let step = (Instant::now() + Duration::from_millis(500)).min(end);
-            published += publish(&mut publ_wr, &mut rng, &symbols, phase, args.rate, step).await?;
-            if phase == BOOK {
-                let h = held(sub_ep.addr);
-                held_max = (held_max.0.max(h.0), held_max.1.max(h.1));
+    for round in 0..args.rounds.unwrap_or(1) {
+        let order = if round % 2 == 0 {
+            [BOOK, TRADES]
+        } else {
+            [TRADES, BOOK]
+        };
+        let mut per = [0.0; 2];
+        for phase in order {
+            let i = usize::from(phase == TRADES);
+            counters.phase.store(WARMUP, Ordering::Relaxed);
+            publish(
+                &mut publ_wr,
+                &mut rng,
+                &symbols,
+                phase,
+                args.rate,
+                Instant::now() + warm,
+            )
+            .await?;
+            let cpu0 = server_cpu(pids);
+            let n0 = counters.delivered[i].load(Ordering::Relaxed);
+            counters.phase.store(phase, Ordering::Relaxed);
+            let end = Instant::now() + secs;
+            let mut published = 0;
+            while Instant::now() < end {
+                let step = (Instant::now() + Duration::from_millis(500)).min(end);
+                published +=
+                    publish(&mut publ_wr, &mut rng, &symbols, phase, args.rate, step).await?;
+                if phase == BOOK {
+                    let h = held(sub_ep.addr);
+                    held_max = (held_max.0.max(h.0), held_max.1.max(h.1));
+                }
             }
+            // What was published in the window is still arriving: the window
+            // closes once it has drained (bounded).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            counters.phase.store(WARMUP, Ordering::Relaxed);
+            let cpu = server_cpu(pids) - cpu0;
+            if phase == BOOK {
+                held_end = held(sub_ep.addr);
+            }
+            let latency = std::mem::replace(
+                &mut counters.latency.lock().expect("not poisoned")[i],
+                histogram(),
+            );
+            let delivered = counters.delivered[i].load(Ordering::Relaxed) - n0;
+            per[i] = cpu / delivered.max(1) as f64;
+            let t = &mut totals[i];
+            t.delivered += delivered;
+            t.cpu += cpu;
+            t.published += published;
+            t.latency.add(&latency).map_err(|e| e.to_string())?;
         }
-        // What was published in the window is still arriving: the window
-        // closes once it has drained (bounded).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        counters.phase.store(WARMUP, Ordering::Relaxed);
-        let cpu = server_cpu(pids) - cpu0;
-        if phase == BOOK {
-            held_end = held(sub_ep.addr);
-        }
-        let latency = std::mem::replace(
-            &mut counters.latency.lock().expect("not poisoned")[i],
-            histogram(),
-        );
-        results.push(PhaseResult {
-            delivered: counters.delivered[i].load(Ordering::Relaxed) - n0,
-            cpu,
-            latency,
-            published,
-        });
+        round_ratios.push(per[0] / per[1].max(1e-15));
     }
     drop(stalled);
-    let [book, trades]: [PhaseResult; 2] = results.try_into().map_err(|_| "two phases")?;
     Ok(Outcome {
-        phases: [book, trades],
+        phases: totals,
+        round_ratios,
         held_end,
         held_max,
         publish_errors: errors.load(Ordering::Relaxed),
@@ -479,14 +510,15 @@ async fn scenario(
 
 fn report(args: &BenchArgs, out: &Outcome) {
     println!(
-        "book scenario: {} symbols ({} levels each), {} clients x {} books at depth {DEPTH} (+ the same symbols' trades), {} stalled; {:.0} msg/s, {:.1} s per phase",
+        "book scenario: {} symbols ({} levels each), {} clients x {} books at depth {DEPTH} (+ the same symbols' trades), {} stalled; {:.0} msg/s, {:.1} s per phase, {} round(s)",
         args.symbols,
         LEVELS_PER_BOOK,
         args.clients,
         args.per_client,
         args.slow,
         args.rate,
-        args.seconds
+        args.seconds,
+        args.rounds.unwrap_or(1)
     );
     println!(
         "{:<8} {:>10} {:>11} {:>9} {:>9} {:>9} {:>12} {:>14}",
@@ -519,6 +551,16 @@ fn report(args: &BenchArgs, out: &Outcome) {
         "CPU per delivered update, book / trades: {:.2} (target: at most 1)",
         per[0] / per[1].max(1e-12)
     );
+    if out.round_ratios.len() > 1 {
+        let mut sorted = out.round_ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let each: Vec<String> = out.round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "  per round (book first in odd rounds, trades first in even): {}; median {:.2}",
+            each.join(", "),
+            sorted[sorted.len() / 2]
+        );
+    }
     let bound = (args.slow * args.per_client) as f64 * LEVELS_PER_BOOK as f64;
     println!(
         "stalled clients: {:.0} book levels held at the end ({:.0} at most; bound one per price level: {bound:.0}), queued bytes {:.0} ({:.0} at most){}",
