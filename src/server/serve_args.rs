@@ -131,6 +131,11 @@ pub struct ServeArgs {
     /// coalescing window opens, and which it then aims for (0 to 1).
     #[arg(long, default_value_t = 0.75)]
     coalesce_busy: f64,
+    /// Let the kernel back the heap with transparent huge pages. Off by
+    /// default: a huge page's first touch zeroes 2 MiB and may compact
+    /// memory on the spot, a 1–10 ms stall of a worker mid-delivery.
+    #[arg(long)]
+    huge_pages: bool,
     /// Control messages per second per connection (sustained).
     #[arg(long, default_value_t = 50)]
     control_rate: u32,
@@ -362,6 +367,7 @@ impl ServeArgs {
         coalesce.validate()?;
         let config = Config {
             coalesce,
+            huge_pages: self.huge_pages,
             binance,
             listen: self.listen,
             workers: self.workers,
