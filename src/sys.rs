@@ -251,6 +251,22 @@ pub fn die_with_parent(cmd: &mut Command, signal: Signal) {
     }
 }
 
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`, ns
+/// precise): the coalescing window's measure of a busy worker. Zero if the
+/// clock cannot be read (it always can on Linux).
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec owned by this frame; the call only
+    // writes it.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Turns transparent huge pages off for this process (`prctl
 /// PR_SET_THP_DISABLE`): from now on no page fault of the process is
 /// served with a 2 MiB page, whatever `madvise` its allocator made.
@@ -273,6 +289,22 @@ pub fn disable_transparent_huge_pages() -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn thread_cpu_time_counts_this_threads_work_only() {
+        let before = super::thread_cpu_time();
+        // Sleeping is not running...
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let slept = super::thread_cpu_time() - before;
+        // ...and spinning is.
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(20) {
+            std::hint::black_box(0u64);
+        }
+        let spun = super::thread_cpu_time() - before;
+        assert!(slept < std::time::Duration::from_millis(10), "{slept:?}");
+        assert!(spun > slept, "{spun:?} vs {slept:?}");
+    }
+
     #[test]
     fn transparent_huge_pages_can_be_turned_off() {
         // The flag is per process and inherited: set it in a child.

@@ -21,7 +21,7 @@ use crate::bus::BusLink;
 use crate::net::proxy_protocol;
 use crate::net::tls::TlsConn;
 use crate::net::transport::Conn;
-use crate::pipeline::fanout::{IdleClock, InterestSink, Worker, WorkerState};
+use crate::pipeline::fanout::{InterestSink, Worker, WorkerState};
 use crate::pipeline::ingest::{Ingest, IngestReader};
 use crate::pipeline::stats::Stats;
 use crate::server::config::Config;
@@ -56,20 +56,15 @@ impl WorkerThread {
     /// Runs the worker on the calling thread until shutdown, and until its
     /// sessions have closed (bounded by the close grace).
     pub(crate) fn run(self) {
-        // The coalescing window's measure of how busy this worker is.
-        let idle = Arc::new(IdleClock::default());
-        let (on_park, on_unpark) = (idle.clone(), idle.clone());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .on_thread_park(move || on_park.park())
-            .on_thread_unpark(move || on_unpark.unpark())
             .build()
             .expect("building a worker runtime");
         let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, self.serve(idle));
+        local.block_on(&rt, self.serve());
     }
 
-    async fn serve(self, idle: Arc<IdleClock>) {
+    async fn serve(self) {
         let WorkerThread {
             id,
             listener,
@@ -96,7 +91,6 @@ impl WorkerThread {
             evict_after: config.evict_after,
             close_timeout: config.close_timeout,
             coalesce: config.coalesce,
-            idle,
             status: bus.as_ref().map(|b| b.status()),
         });
         let ctx = Rc::new(Context {

@@ -10,22 +10,24 @@
 //! for `W` and leaves the rest of the core idle; latency is bounded by
 //! `W` plus one pass instead of by a queue.
 //!
-//! The window opens only when the worker is busy: its thread was idle
-//! (parked in the runtime, [`IdleClock`]) for less than `1 − busy` of a
-//! measuring period of [`PERIOD`]. At light load the thread idles most of
-//! the time, the window stays closed and a lone tick is written as soon as
-//! it is read. Opened, the window starts at the smoothed pass length /
-//! `busy`, then grows by a quarter each period the thread is still busier
-//! than `busy` (up to `max_window`) and shrinks by a quarter each period
-//! it is under 0.8 × `busy`; it closes when a period's busy share falls
-//! under half of `busy` (hysteresis: no flapping at the threshold). The
-//! thread's whole busy time is the input, not only the passes': writes
-//! made by blocked clients' writer tasks cost the same core. A full ring
-//! batch is never held (a backlog is delivered at once), and only the
-//! fan-out pass waits: control replies, writer tasks (blocked clients,
-//! catch-up slices) and eviction deadlines run as before.
+//! The window opens only when the worker is busy: its thread ran (CPU
+//! time, `sys::thread_cpu_time`) for at least `busy` of a measuring period
+//! of [`PERIOD`]. At light load the thread idles most of the time, the
+//! window stays closed and a lone tick is written as soon as it is read.
+//! CPU time, not wall time minus idle: a worker starved of its core by
+//! other processes is runnable but not running, and holding its passes
+//! back would only hand more of the core to them. Opened, the window
+//! starts at the smoothed pass length / `busy`, then grows by a quarter
+//! each period the thread is still busier than `busy` (up to `max_window`)
+//! and shrinks by a quarter each period it is under 0.8 × `busy`; it
+//! closes when a period's share falls under half of `busy` (hysteresis: no
+//! flapping at the threshold). The thread's whole CPU time is the input,
+//! not only the passes': writes made by blocked clients' writer tasks cost
+//! the same core. A full ring batch is never held (a backlog is delivered
+//! at once), and only the fan-out pass waits: control replies, writer
+//! tasks (blocked clients, catch-up slices) and eviction deadlines run as
+//! before.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -77,54 +79,6 @@ impl CoalesceConfig {
     }
 }
 
-/// Time a worker thread spent parked (idle) in its runtime, kept by the
-/// runtime's park/unpark hooks (`Builder::on_thread_park`).
-#[derive(Debug)]
-pub(crate) struct IdleClock {
-    /// What the nanosecond stamps count from.
-    base: std::time::Instant,
-    /// When the thread parked, ns after `base` + 1; 0 while it runs.
-    parked_at: AtomicU64,
-    /// Total parked time so far, ns.
-    idle_ns: AtomicU64,
-}
-
-impl Default for IdleClock {
-    fn default() -> Self {
-        IdleClock {
-            base: std::time::Instant::now(),
-            parked_at: AtomicU64::new(0),
-            idle_ns: AtomicU64::new(0),
-        }
-    }
-}
-
-impl IdleClock {
-    fn now_ns(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64
-    }
-
-    /// The thread is about to park. (Only the worker's own thread calls
-    /// these: relaxed ordering is enough.)
-    pub(crate) fn park(&self) {
-        self.parked_at.store(self.now_ns() + 1, Ordering::Relaxed);
-    }
-
-    /// The thread has woken up.
-    pub(crate) fn unpark(&self) {
-        let at = self.parked_at.swap(0, Ordering::Relaxed);
-        if at != 0 {
-            let idle = (self.now_ns() + 1).saturating_sub(at);
-            self.idle_ns.fetch_add(idle, Ordering::Relaxed);
-        }
-    }
-
-    /// Parked time so far.
-    pub(crate) fn idle(&self) -> Duration {
-        Duration::from_nanos(self.idle_ns.load(Ordering::Relaxed))
-    }
-}
-
 /// What a finished pass changed.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Change {
@@ -144,8 +98,8 @@ pub(crate) struct Coalescer {
     config: CoalesceConfig,
     /// Start of the measuring period under way.
     period_start: Option<Instant>,
-    /// The thread's idle total when the period started.
-    period_idle: Duration,
+    /// The thread's CPU time when the period started.
+    period_cpu: Duration,
     /// Smoothed pass length, seconds: the window's size when it opens.
     pass_secs: f64,
     /// When the last pass started: the next starts a window after it.
@@ -159,7 +113,7 @@ impl Coalescer {
         Coalescer {
             config,
             period_start: None,
-            period_idle: Duration::ZERO,
+            period_cpu: Duration::ZERO,
             pass_secs: 0.0,
             last_start: None,
             window: Duration::ZERO,
@@ -183,10 +137,16 @@ impl Coalescer {
         self.last_start.map(|s| s + self.window)
     }
 
-    /// Records a pass that ran from `start` to `end`, with the thread's
-    /// idle total (`IdleClock::idle`) at `end`, and resizes, opens or
-    /// closes the window at the end of each measuring period.
-    pub(crate) fn pass_done(&mut self, start: Instant, end: Instant, idle: Duration) -> Change {
+    /// Records a pass that ran from `start` to `end`, and resizes, opens or
+    /// closes the window at the end of each measuring period, where it
+    /// reads the thread's CPU time so far (`cpu`: one system call per
+    /// period, none per pass).
+    pub(crate) fn pass_done(
+        &mut self,
+        start: Instant,
+        end: Instant,
+        cpu: impl FnOnce() -> Duration,
+    ) -> Change {
         if self.config.max_window.is_zero() {
             return Change::None;
         }
@@ -194,17 +154,16 @@ impl Coalescer {
         self.last_start = Some(start);
         self.pass_secs += PASS_WEIGHT * (took.as_secs_f64() - self.pass_secs);
         let Some(period_start) = self.period_start else {
-            (self.period_start, self.period_idle) = (Some(start), idle);
+            (self.period_start, self.period_cpu) = (Some(start), cpu());
             return Change::None;
         };
         let elapsed = end.saturating_duration_since(period_start);
         if elapsed < PERIOD {
             return Change::None;
         }
-        let idle_share =
-            idle.saturating_sub(self.period_idle).as_secs_f64() / elapsed.as_secs_f64();
-        let busy = (1.0 - idle_share).max(0.0);
-        (self.period_start, self.period_idle) = (Some(end), idle);
+        let cpu = cpu();
+        let busy = cpu.saturating_sub(self.period_cpu).as_secs_f64() / elapsed.as_secs_f64();
+        (self.period_start, self.period_cpu) = (Some(end), cpu);
         let target = self.config.busy;
         let max = self.config.max_window.max(MIN_WINDOW);
         if !self.is_open() {
@@ -237,12 +196,12 @@ mod tests {
     }
 
     /// Runs passes of `pass_us` every `every_us` (never before the window
-    /// allows) for `ms` milliseconds from `*t`, the thread idle between
-    /// passes, and returns the changes seen.
+    /// allows) for `ms` milliseconds from `*t`, the thread running only
+    /// in passes (`cpu` counts them), and returns the changes seen.
     fn run(
         c: &mut Coalescer,
         t: &mut Instant,
-        idle: &mut Duration,
+        cpu: &mut Duration,
         pass_us: u64,
         every_us: u64,
         ms: u64,
@@ -251,14 +210,13 @@ mod tests {
         let end = at(*t, ms * 1000);
         while *t < end {
             let done = at(*t, pass_us);
-            let ch = c.pass_done(*t, done, *idle);
+            *cpu += done - *t;
+            let ch = c.pass_done(*t, done, || *cpu);
             if ch != Change::None {
                 changes.push(ch);
             }
             let next = at(*t, every_us.max(pass_us));
-            let next = c.hold_until().map_or(next, |h| h.max(next));
-            *idle += next - done;
-            *t = next;
+            *t = c.hold_until().map_or(next, |h| h.max(next));
         }
         changes
     }
@@ -266,14 +224,14 @@ mod tests {
     #[test]
     fn light_load_never_opens_the_window() {
         let mut c = Coalescer::new(CoalesceConfig::default());
-        let (mut t, mut idle) = (Instant::now(), Duration::ZERO);
+        let (mut t, mut cpu) = (Instant::now(), Duration::ZERO);
         // 100 µs passes every 500 µs (a tick to ten clients at 2,000/s),
         // with one 5 ms pass (a burst) in the middle.
-        assert!(run(&mut c, &mut t, &mut idle, 100, 500, 200).is_empty());
-        c.pass_done(t, at(t, 5000), idle);
-        idle += Duration::from_micros(500);
+        assert!(run(&mut c, &mut t, &mut cpu, 100, 500, 200).is_empty());
+        cpu += Duration::from_millis(5);
+        c.pass_done(t, at(t, 5000), || cpu);
         t = at(t, 5500);
-        assert!(run(&mut c, &mut t, &mut idle, 100, 500, 200).is_empty());
+        assert!(run(&mut c, &mut t, &mut cpu, 100, 500, 200).is_empty());
         assert_eq!(c.hold_until(), None);
     }
 
@@ -284,22 +242,22 @@ mod tests {
             busy: 0.75,
         };
         let mut c = Coalescer::new(config);
-        let (mut t, mut idle) = (Instant::now(), Duration::ZERO);
+        let (mut t, mut cpu) = (Instant::now(), Duration::ZERO);
         // Back-to-back 1 ms passes: a worker that never idles opens at
         // 1 / 0.75 ms.
         assert_eq!(
-            run(&mut c, &mut t, &mut idle, 1000, 0, 60),
+            run(&mut c, &mut t, &mut cpu, 1000, 0, 60),
             vec![Change::Opened]
         );
         let w = c.window().as_secs_f64();
         assert!((w - 0.001 / 0.75).abs() < 1e-4, "window {w}");
         // Passes of 6 ms: still busier than the target, the window grows
         // to its bound and stays there.
-        assert!(run(&mut c, &mut t, &mut idle, 6000, 0, 1000).is_empty());
+        assert!(run(&mut c, &mut t, &mut cpu, 6000, 0, 1000).is_empty());
         assert_eq!(c.window(), config.max_window);
         // Passes of 2 ms in a 4 ms window: a 50% share, under 0.8 × 0.75,
         // so it shrinks, until the share is back near the target.
-        assert!(run(&mut c, &mut t, &mut idle, 2000, 0, 1000).is_empty());
+        assert!(run(&mut c, &mut t, &mut cpu, 2000, 0, 1000).is_empty());
         let w = c.window();
         assert!(
             w < Duration::from_micros(3300) && w >= Duration::from_millis(2),
@@ -307,7 +265,7 @@ mod tests {
         );
         // Light load again: closed within a couple of periods.
         assert_eq!(
-            run(&mut c, &mut t, &mut idle, 100, 500, 200),
+            run(&mut c, &mut t, &mut cpu, 100, 500, 200),
             vec![Change::Closed]
         );
         assert_eq!(c.hold_until(), None);
@@ -319,23 +277,9 @@ mod tests {
             max_window: Duration::ZERO,
             busy: 0.75,
         });
-        let (mut t, mut idle) = (Instant::now(), Duration::ZERO);
-        assert!(run(&mut c, &mut t, &mut idle, 3000, 0, 200).is_empty());
+        let (mut t, mut cpu) = (Instant::now(), Duration::ZERO);
+        assert!(run(&mut c, &mut t, &mut cpu, 3000, 0, 200).is_empty());
         assert!(!c.is_open());
-    }
-
-    #[test]
-    fn idle_clock_counts_parked_time_only() {
-        let clock = IdleClock::default();
-        clock.unpark(); // not parked: nothing
-        assert_eq!(clock.idle(), Duration::ZERO);
-        clock.park();
-        std::thread::sleep(Duration::from_millis(2));
-        clock.unpark();
-        let idle = clock.idle();
-        assert!(idle >= Duration::from_millis(2), "{idle:?}");
-        std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(clock.idle(), idle);
     }
 
     #[test]

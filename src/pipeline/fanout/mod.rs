@@ -38,7 +38,6 @@ mod tests;
 
 pub(crate) use catchup::HistorySource;
 pub use coalesce::CoalesceConfig;
-pub(crate) use coalesce::IdleClock;
 pub(crate) use index::InterestSink;
 pub use index::WorkerState;
 pub use outbox::Client;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::coalesce::{Change, CoalesceConfig, Coalescer, IdleClock};
+use super::coalesce::{Change, CoalesceConfig, Coalescer};
 use super::{ClientId, Flushed, WorkerState};
 use crate::model::epoch::Epoch;
 use crate::model::feed::FeedStatus;
@@ -46,8 +46,6 @@ pub(crate) struct Worker {
     /// Bounds of the coalescing window a busy worker's passes wait for
     /// (`--coalesce-max-window`, `--coalesce-busy`).
     pub(crate) coalesce: CoalesceConfig,
-    /// The worker thread's idle time, the window's measure of busy.
-    pub(crate) idle: Arc<IdleClock>,
 }
 
 /// This worker's share of the coalescing gauges, taken back when its
@@ -193,7 +191,9 @@ impl Worker {
                 }
                 st.flush_dirty();
             }
-            if window.pass_done(start, Instant::now(), self.idle.idle()) == Change::Opened {
+            if window.pass_done(start, Instant::now(), crate::sys::thread_cpu_time)
+                == Change::Opened
+            {
                 Stats::add(&self.stats.coalesce_opened, 1);
             }
             gauges.show(&window);
