@@ -155,6 +155,11 @@ fn check_fd_limit(config: &Config) {
 
 fn serve(config: Config, addr_file: Option<PathBuf>) -> ExitCode {
     check_fd_limit(&config);
+    if !config.huge_pages
+        && let Err(e) = tickwire::sys::disable_transparent_huge_pages()
+    {
+        tracing::warn!(error = %e, "could not turn transparent huge pages off (--huge-pages to leave them on)");
+    }
     let feed = config.feed.clone();
     let gateway = config.bus.as_ref().is_some_and(|b| b.role == Role::Gateway);
     // Clients get their close grace, and a margin, before anything is cut.

@@ -219,6 +219,109 @@ async fn deliveries_per_write_follow_the_batches() {
     let m = scrape_metrics(addr).await;
     assert_eq!(get(&m, "tickwire_tick_writes_total"), 2.0);
     assert_eq!(get(&m, "tickwire_deliveries_per_write"), 25.5);
+
+    // At this load the coalescing window never opened: nothing waited.
+    for i in 0..20 {
+        publ.publish(&[trade("AAPL", 100 + i, "1", "1")]).await;
+        assert_eq!(sub.recv_json().await["ts"], 100 + i);
+    }
+    eventually("the lone ticks counted", || written() == 71).await;
+    let m = scrape_metrics(addr).await;
+    assert_eq!(get(&m, "tickwire_tick_writes_total"), 22.0);
+    assert_eq!(get(&m, "tickwire_coalesce_opened_total"), 0.0);
+    assert_eq!(get(&m, "tickwire_coalesce_holds_total"), 0.0);
+    assert_eq!(get(&m, "tickwire_coalesce_held_seconds_total"), 0.0);
+    assert_eq!(get(&m, "tickwire_coalesce_open_workers"), 0.0);
+    assert_eq!(get(&m, "tickwire_coalesce_window_seconds"), 0.0);
+    h.shutdown();
+}
+
+/// A worker kept busy by a flood of ticks to many clients opens its
+/// coalescing window: passes wait (counted), every tick still reaches every
+/// client once and in order; when the flood stops the window closes. The
+/// opening threshold is set low (5% of a core in CPU time) so that
+/// the flood crosses it however fast or loaded the machine is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_opens_its_coalescing_window_and_loses_nothing() {
+    const CLIENTS: usize = 50;
+    const SYMBOLS: [&str; 5] = ["C0", "C1", "C2", "C3", "C4"];
+    let mut c = config();
+    c.workers = 1;
+    c.coalesce.busy = 0.05;
+    // A bound above a debug build's pass, so that the window can grow past
+    // it and passes wait.
+    c.coalesce.max_window = std::time::Duration::from_millis(20);
+    // No client may fall behind into coalescing or eviction: the test
+    // counts every tick.
+    c.client_buffer_bytes = 16 << 20;
+    c.evict_after = std::time::Duration::from_secs(120);
+    c.idle_timeout = std::time::Duration::ZERO;
+    let h = start(c);
+    let addr = h.addr();
+    let stats = h.stats().clone();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let mut readers = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut sub = subscriber(addr).await;
+        sub.subscribe(1, &SYMBOLS, None, false).await;
+        sub.subscribe(2, &["END"], None, false).await;
+        // Reads raw bytes (cheap: the server, not this reader, is to be
+        // the busy side) up to the end marker, then checks that each
+        // symbol's ticks came one by one, in order.
+        readers.push(tokio::spawn(async move {
+            sub.read_raw_until(b"\"END\"").await;
+            let mut next = [1u64; SYMBOLS.len()];
+            loop {
+                let t = sub.recv_json().await;
+                if t["sym"] == "END" {
+                    return next;
+                }
+                let i = SYMBOLS.iter().position(|s| t["sym"] == *s).unwrap();
+                assert_eq!(t["ts"], next[i], "{t}");
+                next[i] += 1;
+            }
+        }));
+    }
+    let mut publ = publisher(addr).await;
+    // Frames of one tick per symbol, back to back, until some passes have
+    // waited (bounded).
+    let mut frames = 0u64;
+    while frames < 3_000 && load(&stats.coalesce_holds) < 10 {
+        frames += 1;
+        let ticks: Vec<_> = SYMBOLS.iter().map(|s| trade(s, frames, "1", "1")).collect();
+        publ.send_json(serde_json::Value::Array(ticks)).await;
+        if frames.is_multiple_of(20) {
+            publ.sync().await;
+        }
+    }
+    publ.publish(&[trade("END", 1, "1", "1")]).await;
+    for r in readers {
+        assert_eq!(r.await.unwrap(), [frames + 1; SYMBOLS.len()]);
+    }
+    let m = scrape_metrics(addr).await;
+    assert!(get(&m, "tickwire_coalesce_opened_total") >= 1.0, "{m:?}");
+    assert!(get(&m, "tickwire_coalesce_holds_total") >= 10.0, "{m:?}");
+    assert!(get(&m, "tickwire_coalesce_held_seconds_total") > 0.0);
+    assert_eq!(get(&m, "tickwire_ticks_dropped_stale_total"), 0.0);
+
+    // The flood is over: lone ticks, each read before the next, make the
+    // worker's passes a small share of its time, and the window closes.
+    let mut sub = subscriber(addr).await;
+    sub.subscribe(1, &["Z"], None, false).await;
+    let mut ts = 0;
+    while stats
+        .coalesce_open
+        .load(std::sync::atomic::Ordering::Relaxed)
+        != 0
+    {
+        ts += 1;
+        assert!(ts < 200, "the window stayed open at light load");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        publ.publish(&[trade("Z", ts, "1", "1")]).await;
+        assert_eq!(sub.recv_json().await["ts"], ts);
+    }
+    let m = scrape_metrics(addr).await;
+    assert_eq!(get(&m, "tickwire_coalesce_window_seconds"), 0.0);
     h.shutdown();
 }
 

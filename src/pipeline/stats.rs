@@ -166,6 +166,18 @@ pub struct Stats {
     /// Catch-up slices after which the client's writer task yielded to
     /// the worker's other tasks (one slice per flush, see `Flushed::Paused`).
     pub catchup_pauses: AtomicU64,
+    /// Fan-out passes the coalescing window made wait (ticks were read
+    /// and the window since the last pass had not passed): `coalesce.rs`.
+    pub coalesce_holds: AtomicU64,
+    /// Nanoseconds those passes waited.
+    pub coalesce_held_ns: AtomicU64,
+    /// Times a worker's window opened (its passes took at least
+    /// `--coalesce-busy` of a measuring period).
+    pub coalesce_opened: AtomicU64,
+    /// Workers whose window is open now (gauge).
+    pub coalesce_open: AtomicI64,
+    /// The open windows, summed over workers, nanoseconds (gauge).
+    pub coalesce_window_ns: AtomicI64,
     /// The journal (`--journal`); all zero without one.
     pub journal: JournalStats,
 }

@@ -59,6 +59,12 @@ pub struct Config {
     pub socket_send_buffer: usize,
     /// A client behind for longer than this gets `lagging` and close 4000.
     pub evict_after: Duration,
+    /// The coalescing window of a busy worker's fan-out passes
+    /// (`--coalesce-max-window`, `--coalesce-busy`): off at light load.
+    pub coalesce: crate::pipeline::fanout::CoalesceConfig,
+    /// Leave transparent huge pages on (`--huge-pages`); off by default
+    /// (`sys::disable_transparent_huge_pages`): a latency stall, not a gain.
+    pub huge_pages: bool,
     /// Control messages per second per connection, sustained.
     pub control_rate_per_sec: u32,
     /// Control messages a connection may send in a burst.
@@ -128,6 +134,8 @@ impl Default for Config {
             history: crate::pipeline::history::HistoryLimits::default(),
             socket_send_buffer: 32 * 1024,
             evict_after: Duration::from_secs(5),
+            coalesce: crate::pipeline::fanout::CoalesceConfig::default(),
+            huge_pages: false,
             control_rate_per_sec: 50,
             control_burst: 100,
             handshake_timeout: Duration::from_secs(10),

@@ -264,7 +264,43 @@ impl StatsCollector {
             "Clients closed with 4000 (slow consumer).",
             load(&s.clients_evicted),
         )?;
-        self.catchup(e, s)
+        self.catchup(e, s)?;
+        self.coalescing(e, s)
+    }
+
+    /// The fan-out's coalescing window (`--coalesce-max-window`).
+    fn coalescing(&self, e: &mut DescriptorEncoder, s: &Stats) -> fmt::Result {
+        counter(
+            e,
+            "tickwire_coalesce_holds",
+            "Fan-out passes that waited for a busy worker's coalescing window.",
+            load(&s.coalesce_holds),
+        )?;
+        e.encode_descriptor(
+            "tickwire_coalesce_held_seconds",
+            "Time those passes waited, seconds.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&(load(&s.coalesce_held_ns) as f64 / 1e9), None)?;
+        counter(
+            e,
+            "tickwire_coalesce_opened",
+            "Times a worker's coalescing window opened (its passes took at least --coalesce-busy of the time).",
+            load(&s.coalesce_opened),
+        )?;
+        gauge(
+            e,
+            "tickwire_coalesce_open_workers",
+            "Workers whose coalescing window is open.",
+            load_gauge(&s.coalesce_open),
+        )?;
+        ratio(
+            e,
+            "tickwire_coalesce_window_seconds",
+            "The open coalescing windows, summed over workers, seconds.",
+            load_gauge(&s.coalesce_window_ns) as f64 / 1e9,
+        )
     }
 
     /// Slow `catchup` clients reading the shared history.

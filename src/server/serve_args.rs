@@ -121,6 +121,21 @@ pub struct ServeArgs {
     /// Close a client with 4000 after it has been behind this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     evict_after: Duration,
+    /// Longest a busy worker's fan-out pass waits after the last one
+    /// started, so that each write carries more ticks (0 = never wait).
+    /// The window opens only while passes take `--coalesce-busy` of the
+    /// worker's time; at light load every tick is written at once.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    coalesce_max_window: Duration,
+    /// Share of a worker's time spent in fan-out passes at which its
+    /// coalescing window opens, and which it then aims for (0 to 1).
+    #[arg(long, default_value_t = 0.75)]
+    coalesce_busy: f64,
+    /// Let the kernel back the heap with transparent huge pages. Off by
+    /// default: a huge page's first touch zeroes 2 MiB and may compact
+    /// memory on the spot, a 1–10 ms stall of a worker mid-delivery.
+    #[arg(long)]
+    huge_pages: bool,
     /// Control messages per second per connection (sustained).
     #[arg(long, default_value_t = 50)]
     control_rate: u32,
@@ -345,7 +360,14 @@ impl ServeArgs {
             }),
             None => None,
         };
+        let coalesce = crate::pipeline::fanout::CoalesceConfig {
+            max_window: self.coalesce_max_window,
+            busy: self.coalesce_busy,
+        };
+        coalesce.validate()?;
         let config = Config {
+            coalesce,
+            huge_pages: self.huge_pages,
             binance,
             listen: self.listen,
             workers: self.workers,

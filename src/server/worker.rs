@@ -90,6 +90,7 @@ impl WorkerThread {
             stats,
             evict_after: config.evict_after,
             close_timeout: config.close_timeout,
+            coalesce: config.coalesce,
             status: bus.as_ref().map(|b| b.status()),
         });
         let ctx = Rc::new(Context {

@@ -206,6 +206,24 @@ impl RawWs {
     }
 
     /// Reads more bytes; `false` on EOF or reset.
+    /// Reads raw bytes, unparsed, until `marker` appears in what was
+    /// read: a reader that costs next to nothing while a server floods it.
+    /// The frames stay buffered for `recv` afterwards.
+    pub async fn read_raw_until(&mut self, marker: &[u8]) {
+        let mut from = self.buf.len();
+        while !self.buf[from.saturating_sub(marker.len())..]
+            .windows(marker.len())
+            .any(|w| w == marker)
+        {
+            from = self.buf.len();
+            let more = tokio::time::timeout(WAIT, self.fill()).await;
+            assert!(
+                more.expect("bytes within the wait"),
+                "EOF before the marker"
+            );
+        }
+    }
+
     async fn fill(&mut self) -> bool {
         let mut tmp = [0u8; 16384];
         match self.stream.read(&mut tmp).await {

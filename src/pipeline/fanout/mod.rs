@@ -14,6 +14,10 @@
 //! ring batch every client with something queued is flushed with one `write`;
 //! a client whose socket is full is left to its writer task, which waits for
 //! writability and evicts it (close 4000) when it stays behind too long.
+//! While the worker is busy, its passes start at least a coalescing window
+//! apart (`coalesce.rs`), so that each write carries more ticks; at light
+//! load the window is closed and every batch is written as soon as it is
+//! read.
 //!
 //! Binary (`tickwire.bin.v1`) clients get 64-byte records instead of JSON
 //! frames. Records queued back to back share one binary frame: the last
@@ -24,6 +28,7 @@
 //! announces the id.
 
 mod catchup;
+mod coalesce;
 mod index;
 mod outbox;
 mod worker;
@@ -32,6 +37,7 @@ mod worker;
 mod tests;
 
 pub(crate) use catchup::HistorySource;
+pub use coalesce::CoalesceConfig;
 pub(crate) use index::InterestSink;
 pub use index::WorkerState;
 pub use outbox::Client;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use super::coalesce::{Change, CoalesceConfig, Coalescer};
 use super::{ClientId, Flushed, WorkerState};
 use crate::model::epoch::Epoch;
 use crate::model::feed::FeedStatus;
@@ -42,6 +43,36 @@ pub(crate) struct Worker {
     /// On a gateway, the feed's status: every client is told when it
     /// changes. `None` where the feed cannot go stale.
     pub(crate) status: Option<watch::Receiver<FeedStatus>>,
+    /// Bounds of the coalescing window a busy worker's passes wait for
+    /// (`--coalesce-max-window`, `--coalesce-busy`).
+    pub(crate) coalesce: CoalesceConfig,
+}
+
+/// This worker's share of the coalescing gauges, taken back when its
+/// fan-out task ends.
+struct WindowGauges {
+    stats: Arc<Stats>,
+    /// 1 while this worker's window is open, as last shown.
+    open: i64,
+    /// This worker's window as last shown, nanoseconds.
+    window_ns: i64,
+}
+
+impl WindowGauges {
+    fn show(&mut self, window: &Coalescer) {
+        let open = i64::from(window.is_open());
+        let ns = window.window().as_nanos() as i64;
+        Stats::gauge(&self.stats.coalesce_open, open - self.open);
+        Stats::gauge(&self.stats.coalesce_window_ns, ns - self.window_ns);
+        (self.open, self.window_ns) = (open, ns);
+    }
+}
+
+impl Drop for WindowGauges {
+    fn drop(&mut self) {
+        Stats::gauge(&self.stats.coalesce_open, -self.open);
+        Stats::gauge(&self.stats.coalesce_window_ns, -self.window_ns);
+    }
 }
 
 /// Resolves when the feed status changes; never without a bus.
@@ -107,6 +138,14 @@ impl Worker {
         let mut epoch: Option<Epoch> = None;
         // Batches delivered since the task last gave way to the sessions.
         let mut unyielded = 0;
+        let mut window = Coalescer::new(self.coalesce);
+        let mut gauges = WindowGauges {
+            stats: self.stats.clone(),
+            open: 0,
+            window_ns: 0,
+        };
+        // The last batch filled RING_BATCH: more is waiting, never held.
+        let mut backlog = false;
         loop {
             batch.clear();
             if let Some(rx) = &mut status
@@ -129,6 +168,18 @@ impl Worker {
                     _ = shutdown.triggered() => return,
                 }
             }
+            if !backlog {
+                match self.hold(&window, &mut shutdown).await {
+                    None => return,
+                    Some(true) => {
+                        // What reached the ring while the pass waited joins it.
+                        let room = RING_BATCH - batch.len();
+                        reader.read_batch(&mut batch, room);
+                    }
+                    Some(false) => {}
+                }
+            }
+            let start = Instant::now();
             {
                 let mut st = self.state.borrow_mut();
                 for item in &batch {
@@ -140,6 +191,13 @@ impl Worker {
                 }
                 st.flush_dirty();
             }
+            if window.pass_done(start, Instant::now(), crate::sys::thread_cpu_time)
+                == Change::Opened
+            {
+                Stats::add(&self.stats.coalesce_opened, 1);
+            }
+            gauges.show(&window);
+            backlog = batch.len() == RING_BATCH;
             // Let sessions run between batches, but only when the ring may
             // hold more: after a short batch the next read usually finds it
             // empty and the task waits anyway, and an unconditional yield
@@ -150,6 +208,30 @@ impl Worker {
                 tokio::task::yield_now().await;
             }
         }
+    }
+
+    /// Waits until the coalescing window allows the next pass (at once
+    /// while it is closed): whether it waited, `None` when the server shut
+    /// down meanwhile.
+    async fn hold(
+        &self,
+        window: &Coalescer,
+        shutdown: &mut crate::shutdown::Shutdown,
+    ) -> Option<bool> {
+        let now = Instant::now();
+        let Some(until) = window.hold_until().filter(|&u| u > now) else {
+            return Some(false);
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = shutdown.triggered() => return None,
+        }
+        Stats::add(&self.stats.coalesce_holds, 1);
+        Stats::add(
+            &self.stats.coalesce_held_ns,
+            now.elapsed().as_nanos() as u64,
+        );
+        Some(true)
     }
 
     /// A client's writer task: waits for its socket to drain while it is
