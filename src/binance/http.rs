@@ -13,19 +13,18 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::binance::encode::TimeUnit;
 use crate::binance::hub::{Hub, SubscribeError};
 use crate::binance::session::{self, Opening};
 use crate::binance::streams::StreamName;
 use crate::binance::{BinanceConfig, Endpoint, depth, rest};
+use crate::net::tls::TlsConn;
+use crate::net::transport::Conn;
 use crate::pipeline::ingest::{Ingest, IngestReader};
 use crate::shutdown::Shutdown;
 
@@ -79,10 +78,12 @@ pub(super) async fn serve(e: Endpoint) {
         let timeout = e.handshake_timeout;
         tokio::task::spawn_local(async move {
             match tls {
-                None => connection(shared, stream, peer).await,
+                None => connection(shared, Conn::Plain(stream), peer).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => connection(shared, s, peer).await,
+                        Ok(Ok(s)) => {
+                            connection(shared, Conn::Tls(Box::new(TlsConn::new(s))), peer).await
+                        }
                         _ => tracing::debug!(%peer, "binance: TLS handshake failed"),
                     }
                 }
@@ -102,8 +103,11 @@ async fn read_ring(mut reader: IngestReader, hub: Rc<RefCell<Hub>>, mut shutdown
         let now = Instant::now();
         if now >= next_flush {
             flushes = flushes.wrapping_add(1);
-            hub.borrow_mut()
-                .flush_depth(flushes.is_multiple_of(depth::FAST_PER_SLOW));
+            {
+                let mut hub = hub.borrow_mut();
+                hub.flush_depth(flushes.is_multiple_of(depth::FAST_PER_SLOW));
+                hub.write_queued();
+            }
             // A late flush (a long batch, a busy machine) moves the clock
             // on rather than flushing twice in a row.
             next_flush = (next_flush + depth::FAST).max(now + depth::FAST / 2);
@@ -123,17 +127,16 @@ async fn read_ring(mut reader: IngestReader, hub: Rc<RefCell<Hub>>, mut shutdown
             for item in &batch {
                 hub.deliver(item);
             }
+            // One write per connection for the whole batch.
+            hub.write_queued();
         }
-        // Let the sessions on this thread write what was queued.
+        // Let the sessions and the listener on this thread have a turn.
         tokio::task::yield_now().await;
     }
 }
 
 /// Serves HTTP/1.1 on one connection.
-async fn connection<S>(shared: Rc<Shared>, io: S, peer: std::net::SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn connection(shared: Rc<Shared>, io: Conn, peer: std::net::SocketAddr) {
     let svc = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(route(shared, req, peer)) }
@@ -240,20 +243,19 @@ fn route(
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
         };
-        let mut ws_config = WebSocketConfig::default();
-        ws_config.max_message_size = Some(64 * 1024);
-        ws_config.max_frame_size = Some(64 * 1024);
-        // tungstenite zero-fills its read buffer's spare room before every
-        // read attempt, and a session polls its reader on every wake-up (each
-        // queued event): at the default 128 KiB that memset was 19% of the
-        // endpoint's CPU at the light bench load. Requests are small; the
-        // buffer still grows for a larger frame.
-        ws_config.read_buffer_size = 4 * 1024;
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
-                .await;
+        // Take the connection back from hyper, as the main endpoint does:
+        // the hub writes shared frames to its socket directly. `read_buf`
+        // holds bytes the client sent right after its request (copied: it
+        // is a view into hyper's whole read buffer).
+        let Ok(parts) = upgraded.downcast::<TokioIo<Conn>>() else {
+            tracing::error!("binance: upgraded connection is not a tickwire Conn");
+            return;
+        };
+        let early = Bytes::copy_from_slice(&parts.read_buf);
+        drop(parts.read_buf);
         session::run(
-            ws,
+            parts.io.into_inner(),
+            early,
             shared.hub.clone(),
             shared.config.limits.clone(),
             opening,
