@@ -42,8 +42,9 @@ pub struct Opening {
 /// bigger one closes the connection with 1009.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
-/// How long a Close we sent may wait for the socket to take it (a client
-/// that stopped reading), and then for the client's EOF.
+/// How long, once our Close is out, the client's EOF is waited for (a
+/// Close still queued behind a full socket waits the pong timeout: a
+/// client that reads nothing for that long is gone).
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the wait for the next message ended without one.
@@ -98,7 +99,7 @@ pub async fn run(
     );
     // When the oldest unanswered ping was sent.
     let mut ping_unanswered: Option<Instant> = None;
-    // When our Close was queued (it must be out within CLOSE_GRACE).
+    // When our Close was queued (it must be out within the pong timeout).
     let mut closing_since: Option<tokio::time::Instant> = None;
     let mut shutting_down = false;
     loop {
@@ -125,7 +126,7 @@ pub async fn run(
                         None => std::future::pending().await,
                     }
                 };
-                let close_by = closing_since.map(|t| t + CLOSE_GRACE);
+                let close_by = closing_since.map(|t| t + limits.pong_timeout);
                 tokio::select! {
                     r = &mut read => break Ok(r),
                     _ = wake.notified() => {}
