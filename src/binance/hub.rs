@@ -19,6 +19,11 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+
+/// The hub's maps, looked up per event (`subs`) and per delivery
+/// (`conns`): foldhash, as the main fan-out's [`crate::model::tick::KeyMap`]
+/// (SipHash was a fifth of the endpoint thread's instructions).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,15 +82,15 @@ pub struct Hub {
     /// `--binance-max-streams`.
     max_streams: usize,
     /// Connections by id.
-    conns: HashMap<ConnId, Conn>,
+    conns: FastMap<ConnId, Conn>,
     /// The next connection id.
     next_id: ConnId,
     /// Subscribers per lowercase symbol, per stream kind.
-    subs: HashMap<Arc<str>, [Vec<ConnId>; KINDS]>,
+    subs: FastMap<Arc<str>, [Vec<ConnId>; KINDS]>,
     /// Indexed by symbol id.
     names: Vec<Option<Names>>,
     /// Books by lowercase symbol, with their pending depth batches.
-    books: HashMap<Arc<str>, Mirror>,
+    books: FastMap<Arc<str>, Mirror>,
     /// Books updated since the last 100 ms flush (`fast` batch pending).
     dirty_fast: Vec<Arc<str>>,
     /// Books with a 1000 ms batch pending.
@@ -145,11 +150,11 @@ impl Hub {
             klines: KlineStore::new(kline_rows),
             map,
             max_streams,
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             next_id: 1,
-            subs: HashMap::new(),
+            subs: FastMap::default(),
             names: Vec::new(),
-            books: HashMap::new(),
+            books: FastMap::default(),
             dirty_fast: Vec::new(),
             dirty_slow: Vec::new(),
             streams_gauge,
