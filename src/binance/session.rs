@@ -185,34 +185,31 @@ pub async fn run(
         if !rate.allow(Instant::now()) {
             out.borrow_mut()
                 .close(close_code::POLICY, "Too many messages");
-            write_now(&out);
-            continue;
-        }
-        let text = match m {
-            Inbound::Text(t) => String::from_utf8_lossy(&t).into_owned(),
-            Inbound::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
-            Inbound::Pong => {
-                ping_unanswered = None;
-                continue;
-            }
-            // A ping's pong is queued (`obligated`).
-            Inbound::Ping => {
-                write_now(&out);
-                continue;
-            }
-            Inbound::Oversized(_) | Inbound::Close => continue,
-        };
-        let (reply, now) = handle(&hub, id, &text);
-        {
-            let mut o = out.borrow_mut();
-            o.push_control(frame(OPCODE_TEXT, reply.as_bytes()));
-            for f in now {
-                o.push_control(f);
-            }
+        } else if matches!(m, Inbound::Pong) {
+            ping_unanswered = None;
+        } else {
+            answer(&hub, id, &out, m);
         }
         write_now(&out);
     }
     hub.borrow_mut().remove(id);
+}
+
+/// Answers a request (a text or binary message) in the outbox: its reply,
+/// then what a SUBSCRIBE sends at once. A ping's pong is already queued
+/// (`obligated`); an oversized message closed the connection.
+fn answer(hub: &Rc<RefCell<Hub>>, id: ConnId, out: &Rc<RefCell<Outbox>>, m: Inbound) {
+    let text = match m {
+        Inbound::Text(t) => String::from_utf8_lossy(&t).into_owned(),
+        Inbound::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+        Inbound::Ping | Inbound::Pong | Inbound::Oversized(_) | Inbound::Close => return,
+    };
+    let (reply, now) = handle(hub, id, &text);
+    let mut o = out.borrow_mut();
+    o.push_control(frame(OPCODE_TEXT, reply.as_bytes()));
+    for f in now {
+        o.push_control(f);
+    }
 }
 
 /// Writes what the outbox holds, unless the socket is known to be full
