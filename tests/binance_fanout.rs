@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use binance_support::wire::*;
-use binance_support::{WAIT, start, wait_streams};
+use binance_support::{WAIT, start, wait_streams, wait_streams_fall_to};
 
 /// Publishes trades `from..to` of BTCUSDT (their `t` is their number, from
 /// 1), priced by number so each payload differs.
@@ -203,14 +203,7 @@ async fn a_stalled_connection_gets_its_queue_then_the_close_and_others_everythin
         .expect("the fast client got everything in time")
         .unwrap();
     // The stalled client's streams are gone from the hub.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while h.binance_streams() != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stalled client is still held"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_streams_fall_to(&h, 1).await;
     // Now it reads: trades 1..=k without a gap, then the Close.
     let mut last = 0;
     let close = loop {
