@@ -13,7 +13,7 @@ use tickwire::model::decimal::Fixed;
 use tokio::net::TcpStream;
 
 use binance_support::wire::*;
-use binance_support::{WAIT, start, wait_streams};
+use binance_support::{WAIT, start, wait_streams, wait_streams_fall_to};
 
 /// Binance's local-book procedure over `@depth` and `/api/v3/depth`
 /// (buffer events, take the snapshot, drop `u` <= lastUpdateId, apply the
@@ -364,14 +364,7 @@ async fn a_client_that_cannot_keep_up_is_disconnected_and_others_lose_nothing() 
         .expect("the reader got everything in time")
         .unwrap();
     // The hub dropped the stalled client (and its streams) when its queue filled.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while h.binance_streams() != 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stalled client is still held"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_streams_fall_to(&h, 2).await;
     drop((stalled, reader));
     h.shutdown();
 }

@@ -184,15 +184,14 @@ pub fn partial_depth(out: &mut Vec<u8>, last_update_id: u64, levels: &[Level]) {
     out.push(b'}');
 }
 
-/// `{"stream":"<name>","data":<payload>}`: a combined stream's event.
-pub fn combined(stream: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + stream.len() + 22);
+/// `{"stream":"<name>","data":<payload>}`: a combined stream's event,
+/// written into `out` (the hub's frame), the payload by `write`.
+pub fn combined_into(out: &mut Vec<u8>, stream: &str, write: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(br#"{"stream":""#);
     out.extend_from_slice(stream.as_bytes());
     out.extend_from_slice(br#"","data":"#);
-    out.extend_from_slice(payload);
+    write(out);
     out.push(b'}');
-    out
 }
 
 #[cfg(test)]
@@ -278,8 +277,10 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"lastUpdateId":9,"bids":[["1.50000000","2.00000000"]],"asks":[]}"#
         );
+        let mut out = Vec::new();
+        combined_into(&mut out, "a@trade", |o| o.extend_from_slice(b"{}"));
         assert_eq!(
-            String::from_utf8(combined("a@trade", b"{}")).unwrap(),
+            String::from_utf8(out).unwrap(),
             r#"{"stream":"a@trade","data":{}}"#
         );
     }

@@ -13,19 +13,18 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::binance::encode::TimeUnit;
 use crate::binance::hub::{Hub, SubscribeError};
 use crate::binance::session::{self, Opening};
 use crate::binance::streams::StreamName;
 use crate::binance::{BinanceConfig, Endpoint, depth, rest};
+use crate::net::tls::TlsConn;
+use crate::net::transport::Conn;
 use crate::pipeline::ingest::{Ingest, IngestReader};
 use crate::shutdown::Shutdown;
 
@@ -79,10 +78,12 @@ pub(super) async fn serve(e: Endpoint) {
         let timeout = e.handshake_timeout;
         tokio::task::spawn_local(async move {
             match tls {
-                None => connection(shared, stream, peer).await,
+                None => connection(shared, Conn::Plain(stream), peer).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => connection(shared, s, peer).await,
+                        Ok(Ok(s)) => {
+                            connection(shared, Conn::Tls(Box::new(TlsConn::new(s))), peer).await
+                        }
                         _ => tracing::debug!(%peer, "binance: TLS handshake failed"),
                     }
                 }
@@ -91,6 +92,12 @@ pub(super) async fn serve(e: Endpoint) {
     }
 }
 
+/// Ticks read from the ring at a time (as a fan-out worker).
+const RING_BATCH: usize = 1024;
+
+/// Batches delivered back to back before the reader gives way anyway.
+const MAX_UNYIELDED_BATCHES: u32 = 8;
+
 /// The hub's ring reader: every tick, in order, to the hub; and the depth
 /// windows' clock: every 100 ms (even while the ring is busy) the hub
 /// flushes its depth batches, every tenth time the 1000 ms ones too.
@@ -98,12 +105,17 @@ async fn read_ring(mut reader: IngestReader, hub: Rc<RefCell<Hub>>, mut shutdown
     let mut batch = Vec::new();
     let mut next_flush = Instant::now() + depth::FAST;
     let mut flushes = 0u32;
+    // Batches delivered since the task last gave way to the sessions.
+    let mut unyielded = 0;
     loop {
         let now = Instant::now();
         if now >= next_flush {
             flushes = flushes.wrapping_add(1);
-            hub.borrow_mut()
-                .flush_depth(flushes.is_multiple_of(depth::FAST_PER_SLOW));
+            {
+                let mut hub = hub.borrow_mut();
+                hub.flush_depth(flushes.is_multiple_of(depth::FAST_PER_SLOW));
+                hub.write_queued();
+            }
             // A late flush (a long batch, a busy machine) moves the clock
             // on rather than flushing twice in a row.
             next_flush = (next_flush + depth::FAST).max(now + depth::FAST / 2);
@@ -111,7 +123,8 @@ async fn read_ring(mut reader: IngestReader, hub: Rc<RefCell<Hub>>, mut shutdown
             continue;
         }
         batch.clear();
-        if reader.read_batch(&mut batch, 1024) == 0 {
+        if reader.read_batch(&mut batch, RING_BATCH) == 0 {
+            unyielded = 0;
             tokio::select! {
                 _ = reader.waker.notified() => continue,
                 _ = tokio::time::sleep_until(next_flush) => continue,
@@ -123,17 +136,24 @@ async fn read_ring(mut reader: IngestReader, hub: Rc<RefCell<Hub>>, mut shutdown
             for item in &batch {
                 hub.deliver(item);
             }
+            // One write per connection for the whole batch.
+            hub.write_queued();
         }
-        // Let the sessions on this thread write what was queued.
-        tokio::task::yield_now().await;
+        // Let the sessions and the listener run between batches, but only
+        // when the ring may hold more (as the main fan-out's worker): after
+        // a short batch the next read usually finds it empty and the task
+        // waits anyway, and an unconditional yield costs one more
+        // `epoll_wait` per tick at light load.
+        unyielded += 1;
+        if batch.len() == RING_BATCH || unyielded >= MAX_UNYIELDED_BATCHES {
+            unyielded = 0;
+            tokio::task::yield_now().await;
+        }
     }
 }
 
 /// Serves HTTP/1.1 on one connection.
-async fn connection<S>(shared: Rc<Shared>, io: S, peer: std::net::SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn connection(shared: Rc<Shared>, io: Conn, peer: std::net::SocketAddr) {
     let svc = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(route(shared, req, peer)) }
@@ -240,20 +260,19 @@ fn route(
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
         };
-        let mut ws_config = WebSocketConfig::default();
-        ws_config.max_message_size = Some(64 * 1024);
-        ws_config.max_frame_size = Some(64 * 1024);
-        // tungstenite zero-fills its read buffer's spare room before every
-        // read attempt, and a session polls its reader on every wake-up (each
-        // queued event): at the default 128 KiB that memset was 19% of the
-        // endpoint's CPU at the light bench load. Requests are small; the
-        // buffer still grows for a larger frame.
-        ws_config.read_buffer_size = 4 * 1024;
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
-                .await;
+        // Take the connection back from hyper, as the main endpoint does:
+        // the hub writes shared frames to its socket directly. `read_buf`
+        // holds bytes the client sent right after its request (copied: it
+        // is a view into hyper's whole read buffer).
+        let Ok(parts) = upgraded.downcast::<TokioIo<Conn>>() else {
+            tracing::error!("binance: upgraded connection is not a tickwire Conn");
+            return;
+        };
+        let early = Bytes::copy_from_slice(&parts.read_buf);
+        drop(parts.read_buf);
         session::run(
-            ws,
+            parts.io.into_inner(),
+            early,
             shared.hub.clone(),
             shared.config.limits.clone(),
             opening,

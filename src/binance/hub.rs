@@ -3,34 +3,51 @@
 //! and encoding (raw or combined, ms or µs), and hands the shared bytes to
 //! every subscribed connection's queue.
 //!
+//! Each payload is framed once ([`FrameBuilder`]: server frames are
+//! unmasked, so the whole frame is the same for every subscriber) and the
+//! shared frame is queued in each subscriber's [`Outbox`]; at the end of a
+//! ring batch (or depth window) [`Hub::write_queued`] writes every outbox it
+//! queued for, one write each, as the main endpoint's fan-out does. A
+//! connection costs no task wake-up per event: its session wakes only when
+//! its socket is full or it must close.
+//!
 //! Depth diffs are merged per level over Binance's 100 ms and 1000 ms
 //! windows ([`crate::binance::depth`]) and sent at each window's end by
 //! [`Hub::flush_depth`]; they are never dropped: a connection whose queue is
 //! full is disconnected (as Binance disconnects a client that cannot keep
 //! up), so every client that stays connected has seen every `U`..`u` range.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+
+/// The hub's maps, looked up per event (`subs`) and per delivery
+/// (`conns`): foldhash, as the main fan-out's [`crate::model::tick::KeyMap`]
+/// (SipHash was a fifth of the endpoint thread's instructions).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use bytes::Bytes;
 
 use crate::binance::depth::{Batch, Mirror, speed_index};
 use crate::binance::encode::{self, DepthUpdate, TimeUnit};
 use crate::binance::klines::{KlineStore, kline_event};
+use crate::binance::outbox::{Flushed, Outbox, Pushed};
 use crate::binance::streams::{KINDS, StreamKind, StreamName, SymbolMap};
 use crate::model::book::{Book, DepthClass, Level, window_diff};
 use crate::model::tick::{Channel, Event, Tick};
 use crate::pipeline::ingest::RingItem;
+use crate::wire::frame::{FrameBuilder, OPCODE_TEXT, close_code};
 
 /// A connection's id in the hub (never reused).
 pub type ConnId = u64;
 
 /// One connection as the hub sees it.
 struct Conn {
-    /// Where its stream events go; full means it cannot keep up.
-    tx: mpsc::Sender<Message>,
+    /// Where its stream events go (shared with its session, which queues
+    /// its replies there too); full means it cannot keep up.
+    out: Rc<RefCell<Outbox>>,
     /// `combined` property: events wrapped in `{"stream":…,"data":…}`.
     combined: bool,
     /// `E`/`T` unit chosen at connect time.
@@ -65,15 +82,15 @@ pub struct Hub {
     /// `--binance-max-streams`.
     max_streams: usize,
     /// Connections by id.
-    conns: HashMap<ConnId, Conn>,
+    conns: FastMap<ConnId, Conn>,
     /// The next connection id.
     next_id: ConnId,
     /// Subscribers per lowercase symbol, per stream kind.
-    subs: HashMap<Arc<str>, [Vec<ConnId>; KINDS]>,
+    subs: FastMap<Arc<str>, [Vec<ConnId>; KINDS]>,
     /// Indexed by symbol id.
     names: Vec<Option<Names>>,
     /// Books by lowercase symbol, with their pending depth batches.
-    books: HashMap<Arc<str>, Mirror>,
+    books: FastMap<Arc<str>, Mirror>,
     /// Books updated since the last 100 ms flush (`fast` batch pending).
     dirty_fast: Vec<Arc<str>>,
     /// Books with a 1000 ms batch pending.
@@ -84,6 +101,9 @@ pub struct Hub {
     /// Recent klines per symbol, for `/api/v3/klines`, and the trades
     /// seen of each current bar (`f`, `L`, `Q`).
     klines: KlineStore,
+    /// Outboxes queued for since the last [`Hub::write_queued`]: each is
+    /// written once per batch however many events it got.
+    queued: RefCell<Vec<Rc<RefCell<Outbox>>>>,
 }
 
 /// A stream's payload in each of its four encodings, made on first use.
@@ -91,30 +111,31 @@ struct Encoded<'a> {
     /// The stream's symbol and kind, named only for the combined wrapper
     /// (a raw subscriber never pays for the name).
     stream: (&'a str, StreamKind),
-    /// `[raw ms, raw µs, combined ms, combined µs]`.
-    cache: [Option<Message>; 4],
+    /// `[raw ms, raw µs, combined ms, combined µs]`, whole text frames.
+    cache: [Option<Bytes>; 4],
     /// Writes the raw payload in a unit.
     write: &'a dyn Fn(&mut Vec<u8>, TimeUnit),
 }
 
 impl Encoded<'_> {
-    fn get(&mut self, combined: bool, unit: TimeUnit) -> Message {
+    /// The frame for one encoding, framed once and shared (payloads are
+    /// written as UTF-8 by [`encode`]).
+    fn get(&mut self, combined: bool, unit: TimeUnit) -> Bytes {
         let i = usize::from(combined) * 2 + unit as usize;
-        if let Some(m) = &self.cache[i] {
-            return m.clone();
+        if let Some(f) = &self.cache[i] {
+            return f.clone();
         }
-        let mut raw = Vec::with_capacity(160);
-        (self.write)(&mut raw, unit);
-        let bytes = if combined {
+        let mut frame = FrameBuilder::with_capacity(192);
+        if combined {
             let (symbol, kind) = self.stream;
-            encode::combined(&format!("{symbol}{}", kind.suffix()), &raw)
+            let name = format!("{symbol}{}", kind.suffix());
+            encode::combined_into(frame.payload(), &name, |out| (self.write)(out, unit));
         } else {
-            raw
-        };
-        let text = Utf8Bytes::try_from(bytes).expect("payloads are written as UTF-8");
-        let m = Message::Text(text);
-        self.cache[i] = Some(m.clone());
-        m
+            (self.write)(frame.payload(), unit);
+        }
+        let f = frame.finish(OPCODE_TEXT);
+        self.cache[i] = Some(f.clone());
+        f
     }
 }
 
@@ -129,20 +150,21 @@ impl Hub {
             klines: KlineStore::new(kline_rows),
             map,
             max_streams,
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             next_id: 1,
-            subs: HashMap::new(),
+            subs: FastMap::default(),
             names: Vec::new(),
-            books: HashMap::new(),
+            books: FastMap::default(),
             dirty_fast: Vec::new(),
             dirty_slow: Vec::new(),
             streams_gauge,
+            queued: RefCell::new(Vec::new()),
         }
     }
 
-    pub fn register(
+    pub(crate) fn register(
         &mut self,
-        tx: mpsc::Sender<Message>,
+        out: Rc<RefCell<Outbox>>,
         combined: bool,
         unit: TimeUnit,
     ) -> ConnId {
@@ -151,7 +173,7 @@ impl Hub {
         self.conns.insert(
             id,
             Conn {
-                tx,
+                out,
                 combined,
                 unit,
                 streams: Vec::new(),
@@ -180,14 +202,19 @@ impl Hub {
     }
 
     /// Adds streams (all or none); already subscribed ones are kept once.
-    /// Returns the partial-depth snapshots to send now.
-    pub fn subscribe(&mut self, id: ConnId, names: &[String]) -> Result<(), SubscribeError> {
+    /// Returns the frames to send now, after the request's reply: the
+    /// current partial depth and open kline of the new streams.
+    pub fn subscribe(
+        &mut self,
+        id: ConnId,
+        names: &[String],
+    ) -> Result<Vec<Bytes>, SubscribeError> {
         let mut parsed = Vec::with_capacity(names.len());
         for n in names {
             parsed.push(StreamName::parse(n).ok_or_else(|| SubscribeError::BadName(n.clone()))?);
         }
         let Some(conn) = self.conns.get_mut(&id) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let mut new: Vec<StreamName> = Vec::new();
         for p in parsed {
@@ -204,7 +231,7 @@ impl Hub {
         }
         conn.streams.extend(new.iter().cloned());
         let (combined, unit) = (conn.combined, conn.unit);
-        let tx = conn.tx.clone();
+        let mut now_frames = Vec::new();
         for s in new {
             if let StreamKind::Partial { levels, .. } = s.kind
                 && let Some(m) = self.books.get(&s.symbol).filter(|m| m.last_u > 0)
@@ -215,7 +242,7 @@ impl Hub {
                     cache: Default::default(),
                     write: &|out, _| encode::partial_depth(out, m.last_u, &levels),
                 };
-                let _ = tx.try_send(e.get(combined, unit));
+                now_frames.push(e.get(combined, unit));
             }
             // The open kline now (Binance pushes it every second or two
             // even when it does not change; tickwire sends changes only).
@@ -229,12 +256,12 @@ impl Hub {
                     cache: Default::default(),
                     write: &|out, unit| kline_event(out, k, &upper, now, unit),
                 };
-                let _ = tx.try_send(e.get(combined, unit));
+                now_frames.push(e.get(combined, unit));
             }
             self.subs.entry(s.symbol.clone()).or_default()[s.kind.index()].push(id);
             self.streams_gauge.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        Ok(now_frames)
     }
 
     /// Removes streams; names not subscribed (or not valid) are ignored, as
@@ -457,10 +484,45 @@ impl Hub {
             .is_some_and(|l| !l[kind.index()].is_empty())
     }
 
+    /// Disconnects the connections whose queue was full: their Close goes
+    /// out after what they have queued, and they get nothing more.
     fn drop_doomed(&mut self, doomed: Vec<ConnId>) {
         for id in doomed {
             tracing::info!(conn = id, "binance: client cannot keep up; disconnected");
+            if let Some(c) = self.conns.get(&id) {
+                c.out
+                    .borrow_mut()
+                    .close(close_code::POLICY, "Client cannot keep up");
+                self.mark_queued(&c.out);
+            }
             self.remove(id);
+        }
+    }
+
+    /// Puts an outbox on the list [`Hub::write_queued`] writes.
+    fn mark_queued(&self, out: &Rc<RefCell<Outbox>>) {
+        let mut o = out.borrow_mut();
+        if !o.dirty {
+            o.dirty = true;
+            self.queued.borrow_mut().push(out.clone());
+        }
+    }
+
+    /// Writes every outbox queued for since the last call, once each: the
+    /// end of a ring batch or depth window. An outbox whose socket is full
+    /// is left to its session, woken to wait for room.
+    pub fn write_queued(&mut self) {
+        let queued = std::mem::take(&mut *self.queued.borrow_mut());
+        for out in &queued {
+            let mut o = out.borrow_mut();
+            o.dirty = false;
+            if o.is_blocked() {
+                continue; // its session writes once the socket has room
+            }
+            match o.flush() {
+                Ok(Flushed::Drained) => {}
+                Ok(Flushed::Blocked | Flushed::Closed) | Err(_) => o.wake().notify_one(),
+            }
         }
     }
 
@@ -496,8 +558,11 @@ impl Hub {
             let Some(c) = self.conns.get(id) else {
                 continue;
             };
-            if c.tx.try_send(e.get(c.combined, c.unit)).is_err() && !doomed.contains(id) {
-                doomed.push(*id);
+            let pushed = c.out.borrow_mut().push_event(e.get(c.combined, c.unit));
+            match pushed {
+                Pushed::Queued => self.mark_queued(&c.out),
+                Pushed::Full if !doomed.contains(id) => doomed.push(*id),
+                Pushed::Full => {}
             }
         }
     }

@@ -72,14 +72,14 @@ pub struct KlineStore {
     /// Closed klines kept per symbol and interval.
     rows: usize,
     /// By uppercase Binance symbol, per interval ([`BarInterval::ALL`]).
-    series: HashMap<Arc<str>, [Series; 4]>,
+    series: HashMap<Arc<str>, [Series; 4], foldhash::fast::RandomState>,
 }
 
 impl KlineStore {
     pub fn new(rows: usize) -> KlineStore {
         KlineStore {
             rows,
-            series: HashMap::new(),
+            series: HashMap::default(),
         }
     }
 

@@ -5,9 +5,11 @@
 //! make first. docs/BINANCE.md is the contract.
 //!
 //! It runs on its own thread with its own listener and ring reader: the
-//! [`hub`] turns each tick into Binance payloads once per stream and
-//! encoding and queues them for each subscribed [`session`]; [`http`]
-//! routes a connection to a WebSocket session or a [`rest`] answer.
+//! [`hub`] turns each tick into Binance frames once per stream and
+//! encoding, queues them in each subscribed connection's [`outbox`] and
+//! writes those once per batch; a [`session`] reads the connection's
+//! requests; [`http`] routes a connection to a WebSocket session or a
+//! [`rest`] answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ mod http;
 pub mod hub;
 pub mod klines;
 pub mod limits;
+pub(crate) mod outbox;
 pub mod request;
 pub mod rest;
 mod session;

@@ -1,24 +1,32 @@
-//! One Binance stream connection: its queue of stream events, its live
-//! requests, the message-rate limit and the ping/pong keepalive.
+//! One Binance stream connection: its live requests, the message-rate
+//! limit, the ping/pong keepalive, and the writes the hub left to it.
+//!
+//! Stream events reach the socket without this task: the hub queues them
+//! in the connection's [`Outbox`] and writes it at the end of each batch.
+//! The session reads requests (fastwebsockets, through the main
+//! endpoint's [`MessageReader`], which enforces RFC 6455's framing rules),
+//! queues its replies, pings, pongs and Close in the same outbox (so they
+//! never split an event's frame and keep their place among the events),
+//! and wakes only to read, to wait for room when the socket was full, to
+//! ping, or to end the connection.
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
+use fastwebsockets::OpCode;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::binance::encode::TimeUnit;
 use crate::binance::hub::{ConnId, Hub, SubscribeError};
 use crate::binance::limits::{Limits, MessageRate};
+use crate::binance::outbox::{Flushed, Outbox};
 use crate::binance::request::{self, Method, RequestError};
+use crate::net::transport::Conn;
+use crate::server::session::reader::{Inbound, MessageReader, ReadEnd};
 use crate::shutdown::Shutdown;
+use crate::wire::frame::{OPCODE_PING, OPCODE_TEXT, close_code, frame};
 
 /// How a connection starts: what the URL asked for.
 pub struct Opening {
@@ -30,26 +38,60 @@ pub struct Opening {
     pub unit: TimeUnit,
 }
 
-/// Stream events written per flush at most, so requests are read between.
-const EVENTS_PER_FLUSH: usize = 256;
+/// Largest request message (a SUBSCRIBE of 1,024 streams is ~30 KiB); a
+/// bigger one closes the connection with 1009.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
-/// Runs a connection until it closes.
-pub async fn run<S>(
-    ws: WebSocketStream<S>,
+/// How long, once our Close is out, the client's EOF is waited for (a
+/// Close still queued behind a full socket waits the pong timeout: a
+/// client that reads nothing for that long is gone).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the wait for the next message ended without one.
+enum Woken {
+    /// The outbox is finished (our Close is out, or the socket failed).
+    Finished,
+    /// Our Close is queued and the socket took none of it in time.
+    CloseTimedOut,
+}
+
+/// Runs a connection until it closes. `early`: bytes the client sent
+/// right after its upgrade request (hyper read them).
+pub async fn run(
+    conn: Conn,
+    early: Bytes,
     hub: Rc<RefCell<Hub>>,
     limits: Limits,
     opening: Opening,
     mut shutdown: Shutdown,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (tx, mut rx) = mpsc::channel(limits.queue_len);
+) {
+    let (read, write) = conn.into_split(early);
+    let out = Rc::new(RefCell::new(Outbox::new(write, limits.queue_len)));
+    let wake = out.borrow().wake();
     let id = hub
         .borrow_mut()
-        .register(tx, opening.combined, opening.unit);
+        .register(out.clone(), opening.combined, opening.unit);
     // The URL's streams were checked before the upgrade.
-    let _ = hub.borrow_mut().subscribe(id, &opening.streams);
-    let (mut sink, mut stream) = ws.split();
+    let now = hub
+        .borrow_mut()
+        .subscribe(id, &opening.streams)
+        .unwrap_or_default();
+    for f in now {
+        out.borrow_mut().push_control(f);
+    }
+    write_now(&out);
+    let mut reader = MessageReader::new(read, MAX_REQUEST_BYTES, false, false).reporting_pings();
+    // Pongs to the client's pings and the echo of its Close, in order
+    // with everything queued.
+    let obliged_out = out.clone();
+    let mut obligated = move |op: OpCode, f: Bytes| {
+        let mut o = obliged_out.borrow_mut();
+        if op == OpCode::Close {
+            o.close_with_frame(f);
+        } else {
+            o.push_control(f);
+        }
+    };
     let mut rate = MessageRate::new(limits.messages_per_sec);
     let mut ping = tokio::time::interval_at(
         tokio::time::Instant::now() + limits.ping_interval,
@@ -57,97 +99,158 @@ pub async fn run<S>(
     );
     // When the oldest unanswered ping was sent.
     let mut ping_unanswered: Option<Instant> = None;
-    let close = |code: CloseCode, why: &str| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: why.to_owned().into(),
-        }))
-    };
+    // When our Close was queued (it must be out within the pong timeout).
+    let mut closing_since: Option<tokio::time::Instant> = None;
+    let mut shutting_down = false;
     loop {
-        tokio::select! {
-            m = stream.next() => {
-                let Some(Ok(m)) = m else { break };
-                if matches!(m, Message::Close(_)) {
-                    break;
+        // The read future stays pinned while the rest happens:
+        // `read_frame` is not cancel-safe.
+        let next = {
+            let read = reader.next(&mut obligated);
+            tokio::pin!(read);
+            loop {
+                if out.borrow().is_finished() {
+                    break Err(Woken::Finished);
                 }
-                if !matches!(m, Message::Frame(_)) && !rate.allow(Instant::now()) {
-                    let _ = sink.send(close(CloseCode::Policy, "Too many messages")).await;
-                    break;
+                if out.borrow().is_closing() {
+                    closing_since.get_or_insert_with(tokio::time::Instant::now);
                 }
-                let reply = match m {
-                    Message::Text(t) => handle(&hub, id, t.as_str()),
-                    Message::Binary(b) => handle(&hub, id, &String::from_utf8_lossy(&b)),
-                    Message::Pong(_) => {
-                        ping_unanswered = None;
-                        continue;
+                // Room on a full socket: only waited for while blocked.
+                let writer = out
+                    .borrow()
+                    .write_half()
+                    .filter(|_| out.borrow().is_blocked());
+                let room = async {
+                    match &writer {
+                        Some(w) => w.writable().await,
+                        None => std::future::pending().await,
                     }
-                    _ => continue,
                 };
-                if sink.send(Message::Text(reply.into())).await.is_err() {
-                    break;
-                }
-            }
-            out = rx.recv() => {
-                let Some(first) = out else {
-                    let _ = sink.send(close(CloseCode::Policy, "Client cannot keep up")).await;
-                    break;
-                };
-                if sink.feed(first).await.is_err() {
-                    break;
-                }
-                let mut n = 1;
-                while n < EVENTS_PER_FLUSH {
-                    let Ok(m) = rx.try_recv() else { break };
-                    if sink.feed(m).await.is_err() {
-                        break;
+                let close_by = closing_since.map(|t| t + limits.pong_timeout);
+                tokio::select! {
+                    r = &mut read => break Ok(r),
+                    _ = wake.notified() => {}
+                    _ = room => write_now(&out),
+                    _ = ping.tick() => {
+                        let mut o = out.borrow_mut();
+                        if ping_unanswered.is_some_and(|t| t.elapsed() >= limits.pong_timeout) {
+                            o.close(close_code::POLICY, "Pong timeout");
+                        } else {
+                            ping_unanswered.get_or_insert_with(Instant::now);
+                            let stamp = crate::model::tick::wall_clock_ns() / 1_000_000;
+                            o.push_control(frame(OPCODE_PING, stamp.to_string().as_bytes()));
+                        }
+                        drop(o);
+                        write_now(&out);
                     }
-                    n += 1;
-                }
-                if sink.flush().await.is_err() {
-                    break;
-                }
-            }
-            _ = ping.tick() => {
-                if ping_unanswered.is_some_and(|t| t.elapsed() >= limits.pong_timeout) {
-                    let _ = sink.send(close(CloseCode::Policy, "Pong timeout")).await;
-                    break;
-                }
-                ping_unanswered.get_or_insert_with(Instant::now);
-                let stamp = crate::model::tick::wall_clock_ns() / 1_000_000;
-                if sink.send(Message::Ping(stamp.to_string().into_bytes().into())).await.is_err() {
-                    break;
+                    _ = shutdown.triggered(), if !shutting_down => {
+                        shutting_down = true;
+                        out.borrow_mut().close(close_code::GOING_AWAY, "Server shutting down");
+                        write_now(&out);
+                    }
+                    _ = tokio::time::sleep_until(close_by.unwrap_or_else(tokio::time::Instant::now)),
+                        if close_by.is_some() => break Err(Woken::CloseTimedOut),
                 }
             }
-            _ = shutdown.triggered() => {
-                let _ = sink.send(close(CloseCode::Away, "Server shutting down")).await;
+        };
+        let m = match next {
+            Ok(Ok(m)) => m,
+            // The peer went away, or broke the protocol: close with its code.
+            Ok(Err(ReadEnd::Gone)) | Err(Woken::CloseTimedOut) => break,
+            Ok(Err(ReadEnd::Violation(code, why))) => {
+                out.borrow_mut().close(code, &why);
+                write_now(&out);
                 break;
             }
+            Err(Woken::Finished) => {
+                // Our Close is out: read until the client's EOF (closing a
+                // socket with unread input resets it), within the grace.
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    let mut discard = |_: OpCode, _: Bytes| {};
+                    while reader.next(&mut discard).await.is_ok() {}
+                })
+                .await;
+                break;
+            }
+        };
+        if matches!(m, Inbound::Close) {
+            // The echo is queued (`obligated`): write it and end.
+            write_now(&out);
+            break;
         }
+        if out.borrow().is_closing() {
+            continue; // nothing is answered after our Close
+        }
+        // Text, binary, ping and pong frames all count, as on Binance.
+        if !rate.allow(Instant::now()) {
+            out.borrow_mut()
+                .close(close_code::POLICY, "Too many messages");
+        } else if matches!(m, Inbound::Pong) {
+            ping_unanswered = None;
+        } else {
+            answer(&hub, id, &out, m);
+        }
+        write_now(&out);
     }
     hub.borrow_mut().remove(id);
 }
 
-/// Answers one request message.
-fn handle(hub: &Rc<RefCell<Hub>>, id: ConnId, text: &str) -> String {
+/// Answers a request (a text or binary message) in the outbox: its reply,
+/// then what a SUBSCRIBE sends at once. A ping's pong is already queued
+/// (`obligated`); an oversized message closed the connection.
+fn answer(hub: &Rc<RefCell<Hub>>, id: ConnId, out: &Rc<RefCell<Outbox>>, m: Inbound) {
+    let text = match m {
+        Inbound::Text(t) => String::from_utf8_lossy(&t).into_owned(),
+        Inbound::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+        Inbound::Ping | Inbound::Pong | Inbound::Oversized(_) | Inbound::Close => return,
+    };
+    let (reply, now) = handle(hub, id, &text);
+    let mut o = out.borrow_mut();
+    o.push_control(frame(OPCODE_TEXT, reply.as_bytes()));
+    for f in now {
+        o.push_control(f);
+    }
+}
+
+/// Writes what the outbox holds, unless the socket is known to be full
+/// (then the session is already waiting for room).
+fn write_now(out: &Rc<RefCell<Outbox>>) {
+    let mut o = out.borrow_mut();
+    if !o.is_finished() {
+        // An error leaves the outbox finished: the loop ends the session.
+        let _: Result<Flushed, _> = o.flush();
+    }
+}
+
+/// Answers one request message: the reply, and the frames a SUBSCRIBE
+/// sends at once after it (current partial depth, open kline).
+fn handle(hub: &Rc<RefCell<Hub>>, id: ConnId, text: &str) -> (String, Vec<Bytes>) {
     let req = match request::parse(text) {
         Ok(r) => r,
-        Err(e) => return request::error_reply(&e),
+        Err(e) => return (request::error_reply(&e), Vec::new()),
     };
+    let mut now = Vec::new();
     let mut hub = hub.borrow_mut();
     let result = match req.method {
         Method::Subscribe(names) => match hub.subscribe(id, &names) {
-            Ok(()) => Value::Null,
+            Ok(frames) => {
+                now = frames;
+                Value::Null
+            }
             Err(e) => {
                 let msg = match e {
                     SubscribeError::BadName(_) | SubscribeError::TooMany { .. } => {
                         format!("Invalid request: {e}")
                     }
                 };
-                return request::error_reply(&RequestError {
-                    code: 2,
-                    msg,
-                    id: req.id,
-                });
+                return (
+                    request::error_reply(&RequestError {
+                        code: 2,
+                        msg,
+                        id: req.id,
+                    }),
+                    Vec::new(),
+                );
             }
         },
         Method::Unsubscribe(names) => {
@@ -161,5 +264,5 @@ fn handle(hub: &Rc<RefCell<Hub>>, id: ConnId, text: &str) -> String {
         }
         Method::GetCombined => Value::Bool(hub.combined(id)),
     };
-    request::result_reply(result, &req.id)
+    (request::result_reply(result, &req.id), now)
 }

@@ -36,7 +36,7 @@ pub(crate) mod metrics;
 pub mod reference;
 mod routes;
 pub mod serve_args;
-mod session;
+pub(crate) mod session;
 mod sse;
 mod subscriber;
 mod upgrade;

@@ -112,3 +112,17 @@ pub async fn wait_streams(h: &ServerHandle, n: usize) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Waits until the endpoint holds only `n` stream subscriptions: a
+/// disconnected client's are gone.
+pub async fn wait_streams_fall_to(h: &ServerHandle, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.binance_streams() > n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a disconnected client's streams are still held ({} > {n})",
+            h.binance_streams()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

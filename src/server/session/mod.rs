@@ -7,7 +7,7 @@
 //! `read_frame` is not cancel-safe; writing goes through the client's outbox
 //! in [`crate::pipeline::fanout`].
 
-mod reader;
+pub(crate) mod reader;
 
 use bytes::Bytes;
 use fastwebsockets::OpCode;
@@ -213,6 +213,8 @@ impl Session {
                     return;
                 }
                 Ok(_) if closing => continue,
+                // Not reported: this reader was not made `reporting_pings`.
+                Ok(Inbound::Ping | Inbound::Pong) => continue,
                 Ok(Inbound::Text(payload)) if kind == SessionKind::Echo => {
                     self.client.send(frame(OPCODE_TEXT, &payload));
                 }

@@ -15,17 +15,23 @@ use crate::wire::frame_guard::{FrameGuard, FrameViolation, Oversized, OversizedE
 use crate::wire::frame_scan::PREFIX_BYTES;
 
 /// A complete inbound message.
-pub(super) enum Inbound {
+pub(crate) enum Inbound {
     Text(Vec<u8>),
     Binary(Vec<u8>),
     /// A message over the cap, read through unbuffered: answered, not
     /// closed (when the reader was made to answer them).
     Oversized(Oversized),
     Close,
+    /// A ping (already answered through `obligated`), reported only by a
+    /// reader made [`MessageReader::reporting_pings`]: the Binance endpoint
+    /// counts pings and pongs against its message rate.
+    Ping,
+    /// A pong: the Binance endpoint's keepalive expects one per ping.
+    Pong,
 }
 
 /// Why reading stopped.
-pub(super) enum ReadEnd {
+pub(crate) enum ReadEnd {
     /// The peer went away (EOF, reset).
     Gone,
     /// The peer broke the protocol: close with this code.
@@ -34,7 +40,7 @@ pub(super) enum ReadEnd {
 
 /// Reads whole messages: reassembles fragments under the size cap and
 /// turns framing errors into the close code RFC 6455 asks for.
-pub(super) struct MessageReader<S> {
+pub(crate) struct MessageReader<S> {
     /// fastwebsockets' reader, over the guard that checks what it skips.
     ws: WebSocketRead<FrameGuard<S>>,
     /// When bytes last arrived (set by the guard): the idle timeout's clock.
@@ -43,6 +49,9 @@ pub(super) struct MessageReader<S> {
     max: usize,
     /// A fragmented message so far: its opcode and payload.
     partial: Option<(OpCode, Vec<u8>)>,
+    /// Return pings and pongs as [`Inbound::Ping`] / [`Inbound::Pong`]
+    /// instead of taking them in silently.
+    report_pings: bool,
 }
 
 impl<S: AsyncRead + Unpin> MessageReader<S> {
@@ -50,7 +59,7 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
     /// [`Inbound::Oversized`] when `answer_oversized`, else closes 1009.
     /// `busy`: the peer sends continuously (a publisher), so the read
     /// buffers are kept between reads instead of given back.
-    pub(super) fn new(stream: S, max: usize, answer_oversized: bool, busy: bool) -> Self {
+    pub(crate) fn new(stream: S, max: usize, answer_oversized: bool, busy: bool) -> Self {
         // The guard enforces the framing rules fastwebsockets 0.10 skips
         // (masking, control frame length) before it sees the bytes, and
         // withholds oversized messages.
@@ -69,17 +78,25 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
             heard,
             max,
             partial: None,
+            report_pings: false,
         }
     }
 
+    /// Makes [`MessageReader::next`] return pings and pongs too (a ping is
+    /// still answered through `obligated` first).
+    pub(crate) fn reporting_pings(mut self) -> Self {
+        self.report_pings = true;
+        self
+    }
+
     /// When bytes last arrived from the peer.
-    pub(super) fn heard(&self) -> Rc<Cell<Instant>> {
+    pub(crate) fn heard(&self) -> Rc<Cell<Instant>> {
         self.heard.clone()
     }
 
     /// Reads the next message; `obligated` receives the frames the protocol
     /// obliges us to send (pong, close echo) as complete frames.
-    pub(super) async fn next(
+    pub(crate) async fn next(
         &mut self,
         obligated: &mut impl FnMut(OpCode, Bytes),
     ) -> Result<Inbound, ReadEnd> {
@@ -104,6 +121,8 @@ impl<S: AsyncRead + Unpin> MessageReader<S> {
             };
             match frame.opcode {
                 OpCode::Close => return Ok(Inbound::Close),
+                OpCode::Ping if self.report_pings => return Ok(Inbound::Ping),
+                OpCode::Pong if self.report_pings => return Ok(Inbound::Pong),
                 OpCode::Ping | OpCode::Pong => continue,
                 OpCode::Text | OpCode::Binary => {
                     if self.partial.is_some() {
