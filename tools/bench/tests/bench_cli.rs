@@ -506,10 +506,16 @@ fn standalone_and_nats_deployments_in_one_run() {
     for (i, run) in runs.iter().enumerate() {
         assert_eq!(n(&run["target_index"]), i as u64);
         let fast = &run["fast"];
-        // The same load everywhere, and every tick arrives: the runner
-        // waited for the gateways' bus subscriptions before publishing.
-        assert_eq!(n(&fast["expected"]), expected, "run {i}");
-        assert_eq!(n(&fast["delivered"]), expected, "run {i}: {fast}");
+        // The same load everywhere (the publisher keeps a schedule, so a
+        // loaded machine can shift a tick or two across the window's
+        // edges), and every tick arrives: the runner waited for the
+        // gateways' bus subscriptions before publishing.
+        let this = n(&fast["expected"]);
+        assert!(
+            this.abs_diff(expected) * 50 <= expected,
+            "run {i}: {this} ticks expected against run 0's {expected}"
+        );
+        assert_eq!(n(&fast["delivered"]), this, "run {i}: {fast}");
         assert_eq!(n(&fast["gap_events"]), 0, "run {i}");
         assert_eq!(n(&fast["reorders"]), 0, "run {i}");
         assert_eq!(n(&run["unexpected_ticks"]), 0, "run {i}");
