@@ -128,8 +128,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     coalesce_max_window: Duration,
     /// Share of a worker's time spent in fan-out passes at which its
-    /// coalescing window opens, and which it then aims for (0 to 1).
-    #[arg(long, default_value_t = 0.75)]
+    /// coalescing window opens, and which it then aims for (0 to 1):
+    /// near saturation by default, so a worker that keeps up is never held.
+    #[arg(long, default_value_t = 0.9)]
     coalesce_busy: f64,
     /// Let the kernel back the heap with transparent huge pages. Off by
     /// default: a huge page's first touch zeroes 2 MiB and may compact
