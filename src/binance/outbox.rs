@@ -177,6 +177,8 @@ impl Outbox {
             return Ok(Flushed::Blocked);
         }
         while !self.frames.is_empty() {
+            // How many bytes this write is offered, to tell a short write.
+            let mut offered = self.frames[0].len() - self.front_sent;
             let written = if self.frames.len() == 1 {
                 // The common case at light load: one event, written from
                 // the shared frame itself.
@@ -191,13 +193,14 @@ impl Outbox {
                         }
                         buf.extend_from_slice(f);
                     }
+                    offered = buf.len();
                     write.try_write(buf)
                 })
             };
             match written {
                 Ok(n) => {
-                    let all = self.consume(n);
-                    if !all || !write.is_flushed() {
+                    self.consume(n);
+                    if n < offered || !write.is_flushed() {
                         self.blocked = true;
                         return Ok(Flushed::Blocked);
                     }
@@ -223,36 +226,18 @@ impl Outbox {
         Ok(Flushed::Drained)
     }
 
-    /// Drops the `n` bytes just written from the front of the queue;
-    /// `true` when the write took everything it was given (the gathered
-    /// frames, or the single one).
-    fn consume(&mut self, mut n: usize) -> bool {
-        let mut offered = 0;
-        let mut first = true;
-        for f in &self.frames {
-            let len = if first {
-                f.len() - self.front_sent
-            } else {
-                f.len()
-            };
-            if !first && offered + len > GATHER_BYTES {
-                break;
-            }
-            offered += len;
-            first = false;
-        }
-        let all = n >= offered;
+    /// Drops the `n` bytes just written from the front of the queue.
+    fn consume(&mut self, mut n: usize) {
         while n > 0 {
             let left = self.frames[0].len() - self.front_sent;
             if n < left {
                 self.front_sent += n;
-                return false;
+                return;
             }
             n -= left;
             self.front_sent = 0;
             self.frames.pop_front();
         }
-        all
     }
 }
 
