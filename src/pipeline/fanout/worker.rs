@@ -62,6 +62,10 @@ impl WindowGauges {
     fn show(&mut self, window: &Coalescer) {
         let open = i64::from(window.is_open());
         let ns = window.window().as_nanos() as i64;
+        if (open, ns) == (self.open, self.window_ns) {
+            // The usual pass: nothing to show, no shared counter touched.
+            return;
+        }
         Stats::gauge(&self.stats.coalesce_open, open - self.open);
         Stats::gauge(&self.stats.coalesce_window_ns, ns - self.window_ns);
         (self.open, self.window_ns) = (open, ns);
