@@ -6,19 +6,22 @@
 //! coordinated omission: when the server pushes back (TCP backpressure) or
 //! the publisher wakes late, the ticks it could not send on time carry the
 //! delay into the latency measured from `ts`. A blocking thread with a 1 µs
-//! timer slack wakes within tens of µs of its schedule; tokio's timer wheel
-//! has 1 ms granularity, which would add up to 1 ms to every tick.
+//! timer slack, absolute sleeps, a short spin and a raised priority
+//! ([`crate::pacing`]) wakes within microseconds of its schedule even with
+//! busy client threads on its CPU; tokio's timer wheel has 1 ms
+//! granularity, which would add up to 1 ms to every tick.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use super::plan::{Plan, SplitMix64};
 use super::ws::{self, Endpoint, WsError};
+use crate::pacing::{self, PacingReport, PublisherPriority};
 use crate::tickwire_lib::{Event, Fixed, NewTick, Side, Speed, event_json_fields, wall_clock_ns};
 
 /// Ticks per publish frame at most (sent as a JSON array when > 1).
@@ -44,6 +47,10 @@ pub struct PublisherConfig {
     pub source: Source,
     pub duration: Duration,
     pub seed: u64,
+    /// `--publisher-priority`: the scheduling the thread asks for.
+    pub priority: PublisherPriority,
+    /// `--publisher-spin-us`, in ns: the spin that ends each sleep.
+    pub spin_ns: u64,
 }
 
 /// Live figures the progress line and the drain wait read.
@@ -68,6 +75,8 @@ pub struct PublishOutcome {
     pub seconds: f64,
     /// How late each batch left against its schedule, ns.
     pub lateness: Histogram<u64>,
+    /// The scheduling the thread got and its spin.
+    pub pacing: PacingReport,
     /// Why publishing stopped early, if it did.
     pub failure: Option<String>,
     pub server_error_samples: Vec<String>,
@@ -277,6 +286,14 @@ fn run(
 ) -> PublishOutcome {
     // Wake-ups within ~1 µs of the deadline instead of the default 50 µs.
     let _ = crate::tickwire_lib::sys::set_timer_slack(1000);
+    let scheduled = !matches!(
+        cfg.source,
+        Source::Replay {
+            speed: Speed::Max,
+            ..
+        }
+    );
+    let (scheduling, fallback) = pacing::raise(cfg.priority, scheduled);
     let mut out = PublishOutcome {
         published: 0,
         expected_fast: 0,
@@ -284,6 +301,11 @@ fn run(
         start_wall_ns: wall_clock_ns(),
         seconds: 0.0,
         lateness: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
+        pacing: PacingReport {
+            scheduling,
+            fallback,
+            spin_us: cfg.spin_ns / 1000,
+        },
         failure: None,
         server_error_samples: Vec::new(),
     };
@@ -309,7 +331,9 @@ fn run(
     let schedule = Schedule::new(&cfg.source);
     let offset = |i: u64| schedule.offset(i);
 
-    let start = Instant::now();
+    // The schedule on CLOCK_MONOTONIC, the clock the sleeps wait on.
+    let start = crate::tickwire_lib::sys::monotonic_ns();
+    let elapsed = || crate::tickwire_lib::sys::monotonic_ns().saturating_sub(start);
     let start_wall = wall_clock_ns();
     out.start_wall_ns = start_wall;
     let mut payload = Vec::with_capacity(MAX_BATCH * 128);
@@ -317,7 +341,7 @@ fn run(
     let mut i: u64 = 0;
     let mut finished = false;
     while !finished && !stop.load(Ordering::Relaxed) {
-        let now_off = start.elapsed().as_nanos() as u64;
+        let now_off = elapsed();
         if now_off >= dur_ns {
             break;
         }
@@ -389,18 +413,16 @@ fn run(
             }
         }
         if let Some(next) = offset(i) {
-            let now = start.elapsed().as_nanos() as u64;
+            let now = elapsed();
             let wake = next.min(dur_ns);
             if wake > now {
                 // Sleep in slices so that `stop` is noticed within 100 ms.
-                std::thread::sleep(Duration::from_nanos((wake - now).min(100_000_000)));
+                let wake = wake.min(now + 100_000_000);
+                pacing::wait_until(start + wake, cfg.spin_ns);
             }
         }
     }
-    out.seconds = start
-        .elapsed()
-        .as_secs_f64()
-        .min(cfg.duration.as_secs_f64());
+    out.seconds = (elapsed() as f64 / 1e9).min(cfg.duration.as_secs_f64());
     counters.done.store(true, Ordering::Release);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
