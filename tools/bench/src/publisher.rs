@@ -293,7 +293,6 @@ fn run(
             ..
         }
     );
-    let (scheduling, fallback) = pacing::raise(cfg.priority, scheduled);
     let mut out = PublishOutcome {
         published: 0,
         expected_fast: 0,
@@ -301,11 +300,7 @@ fn run(
         start_wall_ns: wall_clock_ns(),
         seconds: 0.0,
         lateness: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
-        pacing: PacingReport {
-            scheduling,
-            fallback,
-            spin_us: cfg.spin_ns / 1000,
-        },
+        pacing: PacingReport::default(),
         failure: None,
         server_error_samples: Vec::new(),
     };
@@ -323,6 +318,13 @@ fn run(
         let (c, sm) = (counters.clone(), samples.clone());
         std::thread::spawn(move || read_replies(s, leftover, c, sm))
     });
+    // Raised after the reader thread started, which must not inherit it.
+    let (scheduling, fallback) = pacing::raise(cfg.priority, scheduled);
+    out.pacing = PacingReport {
+        scheduling,
+        fallback,
+        spin_us: cfg.spin_ns / 1000,
+    };
 
     let plan = &cfg.plan;
     let mut rng = SplitMix64::new(cfg.seed ^ 0x005E_ED0F_7B11);

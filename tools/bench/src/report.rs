@@ -381,19 +381,21 @@ pub fn human(r: &RunReport) -> String {
         if let (Some(a), Some(b)) = (m.rss_stall_start, m.rss_stall_end) {
             let queued = match (m.queued_bytes_stall_start, m.queued_bytes_stall_end) {
                 (Some(qa), Some(qb)) => format!(
-                    " · tickwire_queued_bytes {} → {}",
+                    " · tickwire_queued_bytes {} → {} (highest {})",
                     mb(qa as u64),
-                    mb(qb as u64)
+                    mb(qb as u64),
+                    mb(m.queued_bytes_stall_peak.unwrap_or(0.0) as u64)
                 ),
                 _ => String::new(),
             };
             let _ = writeln!(
                 o,
-                "  stall RSS    {} at the stall's start → {} at its end ({}{}) → {} after the drain{queued}",
+                "  stall RSS    {} at the stall's start → {} at its end ({}{}; highest {}) → {} after the drain{queued}",
                 mb(a),
                 mb(b),
                 if b >= a { "+" } else { "-" },
                 mb(b.abs_diff(a)),
+                m.rss_stall_peak.map_or("-".into(), mb),
                 m.rss_after_drain.map_or("-".into(), mb)
             );
         }

@@ -39,7 +39,18 @@ pub struct StallMemory {
     /// the same points (`None`: not a tickwire server, or no answer).
     pub queued_bytes_stall_start: Option<f64>,
     pub queued_bytes_stall_end: Option<f64>,
+    /// The highest RSS sampled during the stall (every 50 ms), and the
+    /// highest `tickwire_queued_bytes` (asked every [`QUEUED_EVERY`]
+    /// samples): a server that evicts its stalled clients before the
+    /// stall ends has freed their queues by then.
+    pub rss_stall_peak: Option<u64>,
+    pub queued_bytes_stall_peak: Option<f64>,
 }
+
+/// `/metrics` is asked every this many samples during the stall (the
+/// publish loop samples every 50 ms: twice a second), not to load the
+/// server under test with scrapes.
+const QUEUED_EVERY: u32 = 10;
 
 impl StallMemory {
     /// RSS growth over the stall window, bytes (negative: it shrank).
@@ -56,6 +67,8 @@ pub(crate) struct StallSampler {
     /// Where `/metrics` is asked (the publish endpoint).
     metrics: std::net::SocketAddr,
     pub memory: StallMemory,
+    /// Samples taken inside the stall window so far.
+    inside: u32,
 }
 
 impl StallSampler {
@@ -66,6 +79,7 @@ impl StallSampler {
             end_ns,
             metrics,
             memory: StallMemory::default(),
+            inside: 0,
         }
     }
 
@@ -78,6 +92,17 @@ impl StallSampler {
         if self.memory.rss_stall_start.is_none() && now_ns >= self.start_ns {
             self.memory.rss_stall_start = rss;
             self.memory.queued_bytes_stall_start = self.queued();
+        }
+        if now_ns >= self.start_ns && now_ns < self.end_ns {
+            let m = &mut self.memory;
+            m.rss_stall_peak = m.rss_stall_peak.max(rss);
+            if self.inside.is_multiple_of(QUEUED_EVERY)
+                && let Some(q) = self.queued()
+            {
+                let m = &mut self.memory;
+                m.queued_bytes_stall_peak = Some(m.queued_bytes_stall_peak.map_or(q, |p| p.max(q)));
+            }
+            self.inside += 1;
         }
         if self.memory.rss_stall_end.is_none() && now_ns >= self.end_ns {
             self.memory.rss_stall_end = rss;
@@ -132,7 +157,7 @@ pub(crate) fn control_summary(runs: &[RunData], targets: &[Target]) -> (String, 
         let queued = |v: &[&RunReport]| {
             median(
                 v.iter()
-                    .filter_map(|r| r.slow.as_ref()?.memory.queued_bytes_stall_end)
+                    .filter_map(|r| r.slow.as_ref()?.memory.queued_bytes_stall_peak)
                     .collect(),
             )
         };
@@ -172,7 +197,7 @@ pub(crate) fn control_summary(runs: &[RunData], targets: &[Target]) -> (String, 
         if qs.is_finite() {
             let _ = writeln!(
                 o,
-                "  {:<30}tickwire_queued_bytes at the stall's end: {} stalled, {} control",
+                "  {:<30}tickwire_queued_bytes, highest during the stall: {} stalled, {} control",
                 "",
                 signed_mb(qs),
                 signed_mb(qc)
@@ -187,8 +212,8 @@ pub(crate) fn control_summary(runs: &[RunData], targets: &[Target]) -> (String, 
             "fast_p99_during_stall_ns": crate::compare::finite(ps),
             "fast_p99_same_window_control_ns": crate::compare::finite(pc),
             "fast_p99_moved": crate::compare::finite(moved),
-            "queued_bytes_stall_end": crate::compare::finite(qs),
-            "queued_bytes_stall_end_control": crate::compare::finite(qc),
+            "queued_bytes_stall_peak": crate::compare::finite(qs),
+            "queued_bytes_stall_peak_control": crate::compare::finite(qc),
         }));
     }
     (o, serde_json::json!({ "targets": rows }))
@@ -211,6 +236,7 @@ mod tests {
         assert_eq!(s.memory.rss_stall_start, Some(20));
         assert_eq!(s.memory.rss_stall_end, Some(40));
         assert_eq!(s.memory.growth(), Some(20.0));
+        assert_eq!(s.memory.rss_stall_peak, Some(25));
         let mut none = StallSampler::new(None, addr);
         none.observe(5_000, Some(1));
         assert_eq!(none.memory.growth(), None);

@@ -251,6 +251,8 @@ fn stall_control_runs_both_and_separates_the_stalled_share() {
         assert!(n(&m["rss_after_drain"]) > 1_000_000, "{m}");
         // A tickwire server answers /metrics: its queue is reported.
         assert!(m["queued_bytes_stall_end"].as_f64().is_some(), "{m}");
+        assert!(m["queued_bytes_stall_peak"].as_f64().is_some(), "{m}");
+        assert!(n(&m["rss_stall_peak"]) >= a.min(b), "{m}");
         growth.push(b as f64 - a as f64);
         assert!(n(&slow["fast_during"]["count"]) > 0, "{slow}");
     }
