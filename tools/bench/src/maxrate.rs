@@ -101,6 +101,13 @@ pub(crate) fn search(setup: Setup) -> Result<bool, BenchError> {
         slow: args.slow,
         seed: args.seed,
     })?);
+    if setup
+        .targets
+        .iter()
+        .any(|t| t.protocol() == crate::binance::Protocol::Binance)
+    {
+        crate::binance::check_plan(&plan).map_err(BenchError::Usage)?;
+    }
     let started = SystemTime::now();
     let mut runs: Vec<RunData> = Vec::new();
     let mut all_complete = true;
@@ -183,6 +190,7 @@ fn figures_of(data: &RunData, round: usize) -> RoundFigures {
         p99_intended_ns: r.latency_intended.p99_ns,
         timed: r.latency_intended.count,
         publisher_late_p99_ns: r.publish.lateness_p99_ns,
+        publisher_waited_ms: r.publish.pacing.run_queue_wait_ms,
         other_cores: r.runner.other_processes_cores,
     }
 }
@@ -190,7 +198,7 @@ fn figures_of(data: &RunData, round: usize) -> RoundFigures {
 /// One line per run instead of the full table (report.json has it all).
 fn run_line(label: &str, f: &RoundFigures, bound_ns: u64) -> String {
     format!(
-        "── {label}: p50 / p99 from intended {} / {} ({} the bound) · missing {} · skipped {} · publisher late p99 {} · other processes {:.2} cores{}",
+        "── {label}: p50 / p99 from intended {} / {} ({} the bound) · missing {} · skipped {} · publisher late p99 {} (waited for a CPU {}) · other processes {:.2} cores{}",
         ns(f.p50_intended_ns),
         ns(f.p99_intended_ns),
         if f.p99_intended_ns < bound_ns {
@@ -201,6 +209,8 @@ fn run_line(label: &str, f: &RoundFigures, bound_ns: u64) -> String {
         thousands(f.missing),
         thousands(f.gap_ticks),
         ns(f.publisher_late_p99_ns),
+        f.publisher_waited_ms
+            .map_or("?".into(), |w| format!("{w:.1} ms")),
         f.other_cores,
         if f.complete { "" } else { " [PARTIAL]" }
     )

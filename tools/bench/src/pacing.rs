@@ -51,6 +51,22 @@ pub struct PacingReport {
     pub fallback: String,
     /// The spin at the end of each sleep, µs (0: none).
     pub spin_us: u64,
+    /// Time the thread spent runnable but waiting for a CPU while it
+    /// published (`/proc/thread-self/schedstat`), ms: lateness with little
+    /// of it came from elsewhere (interrupts, the hypervisor, a blocked
+    /// write).
+    pub run_queue_wait_ms: Option<f64>,
+    /// How long each write of a publish frame took, p99 and max, ns: a
+    /// server that stops reading makes the publisher late through them.
+    pub write_p99_ns: u64,
+    pub write_max_ns: u64,
+}
+
+/// The calling thread's time waiting on a run queue so far, ns (the
+/// second field of `/proc/thread-self/schedstat`).
+pub fn run_queue_wait_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Raises the calling thread's priority as `want` asks, falling back
@@ -113,6 +129,13 @@ mod tests {
         }
         // A deadline already past returns at once.
         wait_until(0, 20_000);
+    }
+
+    #[test]
+    fn run_queue_wait_is_read_and_never_goes_back() {
+        let a = run_queue_wait_ns().expect("schedstat is readable");
+        std::thread::yield_now();
+        assert!(run_queue_wait_ns().unwrap() >= a);
     }
 
     #[test]

@@ -41,6 +41,20 @@ pub enum Source {
     },
 }
 
+impl Source {
+    /// Whether ticks are due at set times (everything but a recording at
+    /// max speed, which is sent as fast as the server takes it).
+    fn has_schedule(&self) -> bool {
+        !matches!(
+            self,
+            Source::Replay {
+                speed: Speed::Max,
+                ..
+            }
+        )
+    }
+}
+
 pub struct PublisherConfig {
     pub endpoint: Endpoint,
     pub plan: Arc<Plan>,
@@ -75,11 +89,25 @@ pub struct PublishOutcome {
     pub seconds: f64,
     /// How late each batch left against its schedule, ns.
     pub lateness: Histogram<u64>,
+    /// How long each frame's write took, ns.
+    pub writes: Histogram<u64>,
     /// The scheduling the thread got and its spin.
     pub pacing: PacingReport,
     /// Why publishing stopped early, if it did.
     pub failure: Option<String>,
     pub server_error_samples: Vec<String>,
+}
+
+impl PublishOutcome {
+    /// Counts `n` ticks sent, and the deliveries they are expected to make.
+    fn count(&mut self, n: u64, fast: u64, slow: u64, counters: &PublishCounters) {
+        self.published += n;
+        self.expected_fast += fast;
+        self.expected_slow += slow;
+        counters.published.fetch_add(n, Ordering::Relaxed);
+        counters.expected_fast.fetch_add(fast, Ordering::Relaxed);
+        counters.expected_slow.fetch_add(slow, Ordering::Relaxed);
+    }
 }
 
 /// Connects to `/v1/publish` with a blocking socket.
@@ -286,13 +314,6 @@ fn run(
 ) -> PublishOutcome {
     // Wake-ups within ~1 µs of the deadline instead of the default 50 µs.
     let _ = crate::tickwire_lib::sys::set_timer_slack(1000);
-    let scheduled = !matches!(
-        cfg.source,
-        Source::Replay {
-            speed: Speed::Max,
-            ..
-        }
-    );
     let mut out = PublishOutcome {
         published: 0,
         expected_fast: 0,
@@ -300,6 +321,7 @@ fn run(
         start_wall_ns: wall_clock_ns(),
         seconds: 0.0,
         lateness: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
+        writes: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
         pacing: PacingReport::default(),
         failure: None,
         server_error_samples: Vec::new(),
@@ -319,12 +341,14 @@ fn run(
         std::thread::spawn(move || read_replies(s, leftover, c, sm))
     });
     // Raised after the reader thread started, which must not inherit it.
-    let (scheduling, fallback) = pacing::raise(cfg.priority, scheduled);
+    let (scheduling, fallback) = pacing::raise(cfg.priority, cfg.source.has_schedule());
     out.pacing = PacingReport {
         scheduling,
         fallback,
         spin_us: cfg.spin_ns / 1000,
+        ..PacingReport::default()
     };
+    let waited0 = pacing::run_queue_wait_ns();
 
     let plan = &cfg.plan;
     let mut rng = SplitMix64::new(cfg.seed ^ 0x005E_ED0F_7B11);
@@ -393,6 +417,7 @@ fn run(
             frame.clear();
             let m = mask_rng.next_u64().to_le_bytes();
             ws::client_frame(&mut frame, ws::OPCODE_TEXT, body, [m[0], m[1], m[2], m[3]]);
+            let before = elapsed();
             if let Err(e) = stream.write_all(&frame) {
                 out.failure = Some(format!(
                     "publisher: writing to the server failed after {} ticks: {e}",
@@ -400,12 +425,8 @@ fn run(
                 ));
                 break;
             }
-            out.published += n as u64;
-            out.expected_fast += fast;
-            out.expected_slow += slow;
-            counters.published.fetch_add(n as u64, Ordering::Relaxed);
-            counters.expected_fast.fetch_add(fast, Ordering::Relaxed);
-            counters.expected_slow.fetch_add(slow, Ordering::Relaxed);
+            out.writes.saturating_record((elapsed() - before).max(1));
+            out.count(n as u64, fast, slow, counters);
             if let Some(first) = first_intended {
                 out.lateness
                     .saturating_record(now_off.saturating_sub(first).max(1));
@@ -425,7 +446,25 @@ fn run(
         }
     }
     out.seconds = (elapsed() as f64 / 1e9).min(cfg.duration.as_secs_f64());
+    out.pacing.run_queue_wait_ms = waited0
+        .zip(pacing::run_queue_wait_ns())
+        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e6);
+    out.pacing.write_p99_ns = out.writes.value_at_quantile(0.99);
+    out.pacing.write_max_ns = out.writes.max();
     counters.done.store(true, Ordering::Release);
+    out.server_error_samples = close_when_stopped(stream, reader, &samples, stop);
+    out
+}
+
+/// After publishing: keeps the connection open until `stop` (late `error`
+/// replies still count), then closes it, waits for the reply reader and
+/// returns the `error` replies it kept.
+fn close_when_stopped(
+    mut stream: TcpStream,
+    reader: Option<std::thread::JoinHandle<()>>,
+    samples: &Mutex<Vec<String>>,
+    stop: &AtomicBool,
+) -> Vec<String> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -441,9 +480,7 @@ fn run(
     if let Some(r) = reader {
         let _ = r.join();
     }
-    out.server_error_samples =
-        std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
-    out
+    std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 #[cfg(test)]

@@ -464,6 +464,15 @@ pub fn human(r: &RunReport) -> String {
             String::new()
         }
     );
+    let pc = &r.publish.pacing;
+    let _ = writeln!(
+        o,
+        "  publisher    waited for a CPU {} in all · writes p99 {}, max {}",
+        pc.run_queue_wait_ms
+            .map_or("(not known)".into(), |w| format!("{w:.1} ms")),
+        ns(pc.write_p99_ns),
+        ns(pc.write_max_ns)
+    );
     let w = &r.writes;
     let mut parts = Vec::new();
     if let (Some(d), Some(n)) = (w.metrics_deliveries_per_write, w.metrics_tick_writes) {

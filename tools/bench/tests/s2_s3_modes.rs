@@ -34,6 +34,9 @@ fn check_pacing(doc: &Value) {
             assert!(!p["fallback"].as_str().unwrap().is_empty(), "{p}");
         }
         assert_eq!(n(&p["spin_us"]), 20);
+        assert!(p["run_queue_wait_ms"].as_f64().unwrap() >= 0.0, "{p}");
+        assert!(n(&p["write_max_ns"]) >= n(&p["write_p99_ns"]), "{p}");
+        assert!(n(&p["write_p99_ns"]) > 0, "{p}");
     }
 }
 

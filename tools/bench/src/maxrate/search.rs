@@ -28,6 +28,9 @@ pub(crate) struct RoundFigures {
     /// The publisher's own lateness (p99), ns: how much of the p99 is not
     /// the server's.
     pub publisher_late_p99_ns: u64,
+    /// How long the publisher waited for a CPU over the run, ms (`None`:
+    /// not known): little of it means its lateness came from elsewhere.
+    pub publisher_waited_ms: Option<f64>,
     /// Cores other processes kept busy: how noisy the round was.
     pub other_cores: f64,
 }
@@ -263,6 +266,7 @@ mod tests {
             p99_intended_ns: (p99_ms * 1e6) as u64,
             timed: 1000,
             publisher_late_p99_ns: 10_000,
+            publisher_waited_ms: Some(0.1),
             other_cores: 0.0,
         }
     }
