@@ -31,7 +31,9 @@ use crate::{BenchError, output, watchdog};
 /// `--find-max-rate`: the rates searched, ticks/s.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateRange {
+    /// The ladder's first rung.
     pub low: f64,
+    /// Its last: a target passing here is reported "at or above" it.
     pub high: f64,
 }
 
@@ -53,12 +55,19 @@ pub fn parse_range(s: &str) -> Result<RateRange, String> {
 
 /// What the search needs from `run_all`'s setup.
 pub(crate) struct Setup<'a> {
+    /// The flags (load, `--p99-bound`, `--rate-steps`, outputs).
     pub args: &'a BenchArgs,
+    /// `--find-max-rate`.
     pub range: RateRange,
+    /// The `--compare` targets (or the one target), in letter order.
     pub targets: &'a [Target],
+    /// Already applied to the runner; each run pins the server.
     pub pinning: &'a Pinning,
+    /// Runs per target and rate.
     pub rounds: usize,
+    /// The symbols published (synthetic names).
     pub symbols: Vec<String>,
+    /// The channel mask (bit 0 trade, bit 1 quote).
     pub channels: u8,
 }
 

@@ -56,9 +56,11 @@ pub struct PacingReport {
     /// of it came from elsewhere (interrupts, the hypervisor, a blocked
     /// write).
     pub run_queue_wait_ms: Option<f64>,
-    /// How long each write of a publish frame took, p99 and max, ns: a
-    /// server that stops reading makes the publisher late through them.
+    /// How long each write of a publish frame took, p99, ns: a server
+    /// that stops reading, or the CPU's loopback receive work that the
+    /// kernel runs inside the write, makes the publisher late through them.
     pub write_p99_ns: u64,
+    /// The longest write, ns.
     pub write_max_ns: u64,
 }
 

@@ -33,17 +33,20 @@ pub struct StallMemory {
     /// RSS (summed over the target's processes) when the stall started,
     /// when it ended, and after the drain, bytes.
     pub rss_stall_start: Option<u64>,
+    /// At the first sample after the stall (the slow clients read again).
     pub rss_stall_end: Option<u64>,
+    /// After the drain: what the server kept.
     pub rss_after_drain: Option<u64>,
     /// `tickwire_queued_bytes` from the publish endpoint's `/metrics` at
     /// the same points (`None`: not a tickwire server, or no answer).
     pub queued_bytes_stall_start: Option<f64>,
+    /// The same at the stall's end.
     pub queued_bytes_stall_end: Option<f64>,
-    /// The highest RSS sampled during the stall (every 50 ms), and the
-    /// highest `tickwire_queued_bytes` (asked every [`QUEUED_EVERY`]
-    /// samples): a server that evicts its stalled clients before the
-    /// stall ends has freed their queues by then.
+    /// The highest RSS sampled during the stall (every 50 ms).
     pub rss_stall_peak: Option<u64>,
+    /// The highest `tickwire_queued_bytes` during the stall (asked every
+    /// [`QUEUED_EVERY`] samples): a server that evicts its stalled clients
+    /// before the stall ends has freed their queues by then.
     pub queued_bytes_stall_peak: Option<f64>,
 }
 

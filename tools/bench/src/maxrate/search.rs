@@ -10,6 +10,7 @@ use crate::compare::median;
 /// One run's figures that the verdict needs.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct RoundFigures {
+    /// Which round (1-based), to find the run in report.json.
     pub round: usize,
     /// The run completed (no problem: the server did not die, the
     /// publisher was not refused, no connection was lost, …).
@@ -49,7 +50,9 @@ impl RoundFigures {
 /// A target at one rate, over its rounds, and the verdict.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct RateResult {
+    /// Ticks/s.
     pub rate: f64,
+    /// Each round's figures, in round order.
     pub rounds: Vec<RoundFigures>,
     /// Every round delivered every tick (see [`RoundFigures::delivered_every_tick`]).
     pub delivered_every_tick: bool,
@@ -143,6 +146,7 @@ impl TargetSearch {
 
 /// The whole search: the ladder's rungs, then bisection steps.
 pub(crate) struct Search {
+    /// The ladder's first rung and its last (`--find-max-rate`).
     pub low: f64,
     pub high: f64,
     /// Bisection steps after the ladder.
@@ -231,8 +235,11 @@ impl Search {
 /// passed at the top of the range).
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct RatioRange {
+    /// Of the highest passing rates (`None`: one target passed nothing).
     pub ratio: Option<f64>,
+    /// The lowest the brackets allow (`None`: the other target never failed).
     pub at_least: Option<f64>,
+    /// The highest (`None`: this target never failed, so no upper bound).
     pub at_most: Option<f64>,
 }
 
