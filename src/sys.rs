@@ -303,6 +303,74 @@ pub fn thread_cpu_time() -> std::time::Duration {
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// CLOCK_MONOTONIC now, ns: the clock [`sleep_until_monotonic`] sleeps on
+/// (a schedule kept in these units needs no conversion from `Instant`).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec owned by this frame; the call only
+    // writes it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sleeps until CLOCK_MONOTONIC reads `deadline_ns` (`clock_nanosleep`
+/// with `TIMER_ABSTIME`): an absolute deadline, so the time spent before
+/// the call is not added to the sleep, and a signal cannot stretch it.
+pub fn sleep_until_monotonic(deadline_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    loop {
+        // SAFETY: `ts` is a valid timespec; with TIMER_ABSTIME the
+        // remaining-time pointer is not used, so null is allowed.
+        let r = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+        // EINTR: a signal woke us before the deadline; sleep on.
+        if r != libc::EINTR {
+            return;
+        }
+    }
+}
+
+/// Puts the calling thread under SCHED_FIFO at `priority` (1–99): it then
+/// runs as soon as it wakes, ahead of every ordinary thread on its CPU.
+/// Needs CAP_SYS_NICE (root) or an RLIMIT_RTPRIO allowance; EPERM if not.
+pub fn set_thread_fifo(priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a valid sched_param owned by this frame; pid 0
+    // is the calling thread, and the call only reads `param`.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the calling thread's nice value (Linux applies `setpriority` to
+/// one thread when given its tid). Lowering it below 0 needs CAP_SYS_NICE.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    let tid = thread_id() as libc::id_t;
+    // SAFETY: setpriority takes plain integers and changes only the
+    // scheduling weight of thread `tid`, this one.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Turns transparent huge pages off for this process (`prctl
 /// PR_SET_THP_DISABLE`): from now on no page fault of the process is
 /// served with a 2 MiB page, whatever `madvise` its allocator made.
@@ -450,6 +518,43 @@ mod tests {
         let other = std::thread::spawn(thread_id).join().unwrap();
         assert_ne!(me, other);
         assert!(std::path::Path::new(&format!("/proc/self/task/{me}")).exists());
+    }
+
+    #[test]
+    fn absolute_sleeps_end_at_or_after_their_deadline() {
+        let start = monotonic_ns();
+        let deadline = start + 2_000_000;
+        sleep_until_monotonic(deadline);
+        assert!(monotonic_ns() >= deadline);
+        // A deadline in the past returns at once (no wrap-around).
+        sleep_until_monotonic(start);
+        assert!(monotonic_ns() >= start);
+    }
+
+    #[test]
+    fn thread_priority_is_raised_or_refused_with_a_reason() {
+        std::thread::spawn(|| {
+            match set_thread_fifo(5) {
+                Ok(()) => {
+                    // SAFETY: pid 0 is this thread; the call takes no pointer.
+                    let policy = unsafe { libc::sched_getscheduler(0) };
+                    assert_eq!(policy, libc::SCHED_FIFO);
+                }
+                Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}"),
+            }
+        })
+        .join()
+        .unwrap();
+        std::thread::spawn(|| {
+            // Raising nice (lowering priority) is always allowed.
+            set_thread_nice(5).unwrap();
+            let tid = thread_id() as libc::id_t;
+            // SAFETY: getpriority takes plain integers and reads thread `tid`'s nice.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+            assert_eq!(nice, 5);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

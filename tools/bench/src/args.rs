@@ -114,6 +114,13 @@ pub struct BenchArgs {
     /// (default: a quarter of --seconds).
     #[arg(long)]
     pub stall_at: Option<f64>,
+    /// S3: run every target twice per round, with the stall and as a
+    /// control with the same --slow clients reading throughout, and report
+    /// the stalled clients' share of the server's RSS growth (growth over
+    /// the stall window minus the control's over the same window) and the
+    /// fast clients' p99 during the stall against the control's.
+    #[arg(long, requires = "slow", conflicts_with_all = ["find_max_rate", "book"])]
+    pub stall_control: bool,
     /// The order-book scenario (src/book.rs): --symbols books, --clients
     /// at depth 10 on --per-client books each, --slow of them stalled,
     /// --rate one-level diffs/s, then the same load as trades.
@@ -132,6 +139,25 @@ pub struct BenchArgs {
     /// Vary the load: clients=100,1000,10000 or rate=1000,5000,20000.
     #[arg(long, value_parser = parse_sweep)]
     pub sweep: Option<Sweep>,
+    /// S2: find each target's highest rate (ticks/s, searched between LOW
+    /// and HIGH) with every tick delivered to fast clients and p99 from
+    /// intended send time under --p99-bound. A ladder doubling from LOW,
+    /// then --rate-steps of bisection per target, each rate run --rounds
+    /// times (default 3) alternating between targets; a rate passes when
+    /// every round delivered every tick and the median round's p99 is
+    /// under the bound. Reports each target's bracket (highest passing,
+    /// lowest failing), every rate's rounds, and the ratio with the range
+    /// the brackets allow. Prints the most time it can take first.
+    #[arg(long, value_name = "LOW..HIGH", value_parser = crate::maxrate::parse_range, conflicts_with_all = ["sweep", "replay", "book"])]
+    pub find_max_rate: Option<crate::maxrate::RateRange>,
+    /// The p99 (from intended send time) a rate must stay under, for
+    /// --find-max-rate.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = crate::resume::parse_duration)]
+    pub p99_bound: std::time::Duration,
+    /// Bisection steps after the ladder, for --find-max-rate (each halves
+    /// a target's bracket, geometrically).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub rate_steps: u32,
     /// Directory for the report files.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
@@ -182,6 +208,19 @@ pub struct BenchArgs {
     /// client threads default to their number.
     #[arg(long, value_name = "CPUS", value_parser = crate::pinning::parse_cpu_list)]
     pub pin_runner: Option<crate::pinning::CpuList>,
+    /// The publisher thread's scheduling: `realtime` (SCHED_FIFO 10,
+    /// falling back to nice -10, then to the ordinary scheduler; the
+    /// report says which it got and why), `nice` or `normal` (as before
+    /// this flag). A raised priority keeps the publisher on its schedule
+    /// while client threads share its CPU, so that latency from intended
+    /// send time is the server's and not the publisher's wake-up delay.
+    #[arg(long, value_enum, default_value = "realtime")]
+    pub publisher_priority: crate::pacing::PublisherPriority,
+    /// The publisher spins this many µs at the end of each sleep, to cover
+    /// the timer's own lateness (0: no spin). Only where the sleep is at
+    /// least 8 times longer, so spinning takes at most an eighth of its CPU.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub publisher_spin_us: u64,
     /// Count the target's write and read system calls with `perf stat`
     /// (deliveries per write for any server; needs perf and tracing rights).
     #[arg(long)]
@@ -272,6 +311,9 @@ pub(crate) fn validate(args: &BenchArgs) -> Result<u8, BenchError> {
     }
     if mask == 0 {
         return usage("--channels needs at least one of trade, quote".into());
+    }
+    if args.stall_control && args.slow == 0 {
+        return usage("--stall-control needs --slow clients to stall".into());
     }
     if args.threads == Some(0) || args.rounds == Some(0) {
         return usage("--threads and --rounds must be at least 1".into());

@@ -68,6 +68,10 @@ pub struct ClientsConfig {
     pub connect_timeout: Duration,
     /// Slow clients stop reading `.0` after publishing starts, for `.1`.
     pub stall: Option<(Duration, Duration)>,
+    /// A `--stall-control` run: the stall window is kept (the fast
+    /// clients' phases are timed against it) but the slow clients read
+    /// throughout.
+    pub stall_control: bool,
     /// Ticks intended before `start + warmup` are counted but not timed.
     pub warmup: Duration,
     /// Reconnecting clients and the slow clients' policy (`crate::resume`).

@@ -130,7 +130,7 @@ pub(crate) fn compare(runs: &[RunData], targets: &[Target], loads: &[Load]) -> C
             .map(|ti| {
                 runs.iter()
                     .map(|r| &r.report)
-                    .filter(|r| r.point == load.point && r.target_index == ti)
+                    .filter(|r| r.point == load.point && r.target_index == ti && !r.stall_control)
                     .collect()
             })
             .collect();

@@ -27,7 +27,8 @@
 //!   drain, report); this file runs them for every target, load and round.
 //! - [`target`]: the server under test, found or started (`target::spawn`).
 //! - [`plan`]: who subscribes to what, and the ticks' symbols.
-//! - [`publisher`]: ticks sent on a schedule (synthetic or a recording).
+//! - [`publisher`]: ticks sent on a schedule (synthetic or a recording);
+//!   [`pacing`]: how it keeps that schedule (priority, absolute sleeps).
 //! - [`clients`]: the subscribers; they receive, check and time every tick.
 //! - [`ws`], [`scan`]: the lean WebSocket client and tick scanner.
 //! - [`procstat`]: CPU and memory from `/proc`; the file-descriptor limit.
@@ -40,6 +41,8 @@
 //! - [`tls`]: `wss://` (the subscribers over TLS, a relay for the publisher).
 //! - [`resume`]: the resume scenarios (reconnecting clients, the slow
 //!   clients' `catchup` policy) and their report.
+//! - [`maxrate`]: `--find-max-rate`, S2's highest rate under a p99 bound.
+//! - [`stall`]: S3's memory at the stall's edges and `--stall-control`.
 
 // The docs are written for the engineers who change this code: read them
 // with `cargo doc --document-private-items`, where links to crate-private
@@ -52,7 +55,9 @@ mod binance;
 mod book;
 mod clients;
 mod compare;
+mod maxrate;
 mod output;
+mod pacing;
 mod pinning;
 mod plan;
 mod plot;
@@ -63,6 +68,7 @@ mod report;
 mod resume;
 mod run;
 mod scan;
+mod stall;
 mod target;
 mod tickwire_lib;
 mod tls;
@@ -161,9 +167,14 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
         .into_iter()
         .map(|t| t.with_workers(pinning.server.len()))
         .collect();
-    let rounds = args
-        .rounds
-        .map_or(if targets.len() > 1 { 3 } else { 1 }, |r| r as usize);
+    let rounds = args.rounds.map_or(
+        if targets.len() > 1 || args.find_max_rate.is_some() {
+            3
+        } else {
+            1
+        },
+        |r| r as usize,
+    );
     let loads = Load::all(args);
 
     // File descriptors: every client, the publisher, and a margin.
@@ -193,6 +204,23 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
         None => Plan::synthetic_symbols(args.symbols),
     };
 
+    if let Some(range) = args.find_max_rate {
+        return maxrate::search(maxrate::Setup {
+            args,
+            range,
+            targets: &targets,
+            pinning: &pinning,
+            rounds,
+            symbols,
+            channels,
+        });
+    }
+    // A control run beside every stalled one.
+    let variants: &[bool] = if args.stall_control {
+        &[false, true]
+    } else {
+        &[false]
+    };
     // A hard bound on the whole command: runs are bounded one by one, this
     // catches what nothing else does.
     let per_run = args.connect_timeout + args.seconds + args.drain + 40.0
@@ -200,7 +228,7 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
         + if targets.iter().any(Target::is_deployment) { 40.0 } else { 0.0 };
     let budget = args
         .timeout
-        .unwrap_or(per_run * (loads.len() * rounds * targets.len()) as f64 + 30.0);
+        .unwrap_or(per_run * (loads.len() * rounds * targets.len() * variants.len()) as f64 + 30.0);
     watchdog::start(Duration::from_secs_f64(budget));
 
     let started = SystemTime::now();
@@ -222,21 +250,29 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
         let source = source(args, replay.as_deref(), channels, &plan, load)?;
         for round in 1..=rounds {
             for (ti, t) in targets.iter().enumerate() {
-                let label = run_label(t, ti, targets.len(), load, round, rounds);
-                let data = run::run_once(&RunSpec {
-                    args,
-                    pinning: &pinning,
-                    target_index: ti,
-                    target: t,
-                    plan: &plan,
-                    source: &source,
-                    load,
-                    round,
-                    label: &label,
-                })?;
-                println!("{}", report::human(&data.report));
-                all_complete &= data.report.complete;
-                runs.push(data);
+                // Stalled and control alternate which goes first by round.
+                for k in 0..variants.len() {
+                    let control = variants[(k + round + 1) % variants.len()];
+                    let mut label = run_label(t, ti, targets.len(), load, round, rounds);
+                    if args.stall_control {
+                        label.push_str(if control { " control" } else { " stalled" });
+                    }
+                    let data = run::run_once(&RunSpec {
+                        args,
+                        pinning: &pinning,
+                        target_index: ti,
+                        target: t,
+                        plan: &plan,
+                        source: &source,
+                        load,
+                        round,
+                        label: &label,
+                        stall_control: control,
+                    })?;
+                    println!("{}", report::human(&data.report));
+                    all_complete &= data.report.complete;
+                    runs.push(data);
+                }
             }
         }
     }
@@ -245,7 +281,12 @@ fn run_all(args: &BenchArgs) -> Result<bool, BenchError> {
     if let Some(c) = &comparison {
         println!("{}", c.text);
     }
-    output::write_outputs(args, &runs, &targets, comparison.as_ref(), started)?;
+    let control = args.stall_control.then(|| {
+        let (text, json) = stall::control_summary(&runs, &targets);
+        println!("{text}");
+        ("stall_control", json)
+    });
+    output::write_outputs(args, &runs, &targets, comparison.as_ref(), control, started)?;
     Ok(all_complete)
 }
 

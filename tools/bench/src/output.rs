@@ -18,6 +18,7 @@ pub(crate) fn write_outputs(
     runs: &[RunData],
     targets: &[Target],
     comparison: Option<&Comparison>,
+    extra: Option<(&str, serde_json::Value)>,
     started: SystemTime,
 ) -> Result<(), BenchError> {
     let out = |p: &Option<PathBuf>, name: &str| p.clone().unwrap_or_else(|| args.out.join(name));
@@ -58,6 +59,11 @@ pub(crate) fn write_outputs(
         "comparison": comparison.map(|c| c.json.clone()),
         "sweep": sweep_json,
     });
+    let mut doc = doc;
+    // A mode's own summary (`max_rate`, `stall_control`).
+    if let Some((key, value)) = extra {
+        doc[key] = value;
+    }
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     std::fs::write(&json, text).map_err(werr(&json))?;
     println!("report: {}", json.display());

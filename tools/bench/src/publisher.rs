@@ -6,19 +6,22 @@
 //! coordinated omission: when the server pushes back (TCP backpressure) or
 //! the publisher wakes late, the ticks it could not send on time carry the
 //! delay into the latency measured from `ts`. A blocking thread with a 1 µs
-//! timer slack wakes within tens of µs of its schedule; tokio's timer wheel
-//! has 1 ms granularity, which would add up to 1 ms to every tick.
+//! timer slack, absolute sleeps, a short spin and a raised priority
+//! ([`crate::pacing`]) wakes within microseconds of its schedule even with
+//! busy client threads on its CPU; tokio's timer wheel has 1 ms
+//! granularity, which would add up to 1 ms to every tick.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use super::plan::{Plan, SplitMix64};
 use super::ws::{self, Endpoint, WsError};
+use crate::pacing::{self, PacingReport, PublisherPriority};
 use crate::tickwire_lib::{Event, Fixed, NewTick, Side, Speed, event_json_fields, wall_clock_ns};
 
 /// Ticks per publish frame at most (sent as a JSON array when > 1).
@@ -38,12 +41,30 @@ pub enum Source {
     },
 }
 
+impl Source {
+    /// Whether ticks are due at set times (everything but a recording at
+    /// max speed, which is sent as fast as the server takes it).
+    fn has_schedule(&self) -> bool {
+        !matches!(
+            self,
+            Source::Replay {
+                speed: Speed::Max,
+                ..
+            }
+        )
+    }
+}
+
 pub struct PublisherConfig {
     pub endpoint: Endpoint,
     pub plan: Arc<Plan>,
     pub source: Source,
     pub duration: Duration,
     pub seed: u64,
+    /// `--publisher-priority`: the scheduling the thread asks for.
+    pub priority: PublisherPriority,
+    /// `--publisher-spin-us`, in ns: the spin that ends each sleep.
+    pub spin_ns: u64,
 }
 
 /// Live figures the progress line and the drain wait read.
@@ -68,9 +89,25 @@ pub struct PublishOutcome {
     pub seconds: f64,
     /// How late each batch left against its schedule, ns.
     pub lateness: Histogram<u64>,
+    /// How long each frame's write took, ns.
+    pub writes: Histogram<u64>,
+    /// The scheduling the thread got and its spin.
+    pub pacing: PacingReport,
     /// Why publishing stopped early, if it did.
     pub failure: Option<String>,
     pub server_error_samples: Vec<String>,
+}
+
+impl PublishOutcome {
+    /// Counts `n` ticks sent, and the deliveries they are expected to make.
+    fn count(&mut self, n: u64, fast: u64, slow: u64, counters: &PublishCounters) {
+        self.published += n;
+        self.expected_fast += fast;
+        self.expected_slow += slow;
+        counters.published.fetch_add(n, Ordering::Relaxed);
+        counters.expected_fast.fetch_add(fast, Ordering::Relaxed);
+        counters.expected_slow.fetch_add(slow, Ordering::Relaxed);
+    }
 }
 
 /// Connects to `/v1/publish` with a blocking socket.
@@ -284,6 +321,8 @@ fn run(
         start_wall_ns: wall_clock_ns(),
         seconds: 0.0,
         lateness: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
+        writes: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
+        pacing: PacingReport::default(),
         failure: None,
         server_error_samples: Vec::new(),
     };
@@ -301,6 +340,15 @@ fn run(
         let (c, sm) = (counters.clone(), samples.clone());
         std::thread::spawn(move || read_replies(s, leftover, c, sm))
     });
+    // Raised after the reader thread started, which must not inherit it.
+    let (scheduling, fallback) = pacing::raise(cfg.priority, cfg.source.has_schedule());
+    out.pacing = PacingReport {
+        scheduling,
+        fallback,
+        spin_us: cfg.spin_ns / 1000,
+        ..PacingReport::default()
+    };
+    let waited0 = pacing::run_queue_wait_ns();
 
     let plan = &cfg.plan;
     let mut rng = SplitMix64::new(cfg.seed ^ 0x005E_ED0F_7B11);
@@ -309,7 +357,9 @@ fn run(
     let schedule = Schedule::new(&cfg.source);
     let offset = |i: u64| schedule.offset(i);
 
-    let start = Instant::now();
+    // The schedule on CLOCK_MONOTONIC, the clock the sleeps wait on.
+    let start = crate::tickwire_lib::sys::monotonic_ns();
+    let elapsed = || crate::tickwire_lib::sys::monotonic_ns().saturating_sub(start);
     let start_wall = wall_clock_ns();
     out.start_wall_ns = start_wall;
     let mut payload = Vec::with_capacity(MAX_BATCH * 128);
@@ -317,7 +367,7 @@ fn run(
     let mut i: u64 = 0;
     let mut finished = false;
     while !finished && !stop.load(Ordering::Relaxed) {
-        let now_off = start.elapsed().as_nanos() as u64;
+        let now_off = elapsed();
         if now_off >= dur_ns {
             break;
         }
@@ -367,6 +417,7 @@ fn run(
             frame.clear();
             let m = mask_rng.next_u64().to_le_bytes();
             ws::client_frame(&mut frame, ws::OPCODE_TEXT, body, [m[0], m[1], m[2], m[3]]);
+            let before = elapsed();
             if let Err(e) = stream.write_all(&frame) {
                 out.failure = Some(format!(
                     "publisher: writing to the server failed after {} ticks: {e}",
@@ -374,12 +425,8 @@ fn run(
                 ));
                 break;
             }
-            out.published += n as u64;
-            out.expected_fast += fast;
-            out.expected_slow += slow;
-            counters.published.fetch_add(n as u64, Ordering::Relaxed);
-            counters.expected_fast.fetch_add(fast, Ordering::Relaxed);
-            counters.expected_slow.fetch_add(slow, Ordering::Relaxed);
+            out.writes.saturating_record((elapsed() - before).max(1));
+            out.count(n as u64, fast, slow, counters);
             if let Some(first) = first_intended {
                 out.lateness
                     .saturating_record(now_off.saturating_sub(first).max(1));
@@ -389,19 +436,35 @@ fn run(
             }
         }
         if let Some(next) = offset(i) {
-            let now = start.elapsed().as_nanos() as u64;
+            let now = elapsed();
             let wake = next.min(dur_ns);
             if wake > now {
                 // Sleep in slices so that `stop` is noticed within 100 ms.
-                std::thread::sleep(Duration::from_nanos((wake - now).min(100_000_000)));
+                let wake = wake.min(now + 100_000_000);
+                pacing::wait_until(start + wake, cfg.spin_ns);
             }
         }
     }
-    out.seconds = start
-        .elapsed()
-        .as_secs_f64()
-        .min(cfg.duration.as_secs_f64());
+    out.seconds = (elapsed() as f64 / 1e9).min(cfg.duration.as_secs_f64());
+    out.pacing.run_queue_wait_ms = waited0
+        .zip(pacing::run_queue_wait_ns())
+        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e6);
+    out.pacing.write_p99_ns = out.writes.value_at_quantile(0.99);
+    out.pacing.write_max_ns = out.writes.max();
     counters.done.store(true, Ordering::Release);
+    out.server_error_samples = close_when_stopped(stream, reader, &samples, stop);
+    out
+}
+
+/// After publishing: keeps the connection open until `stop` (late `error`
+/// replies still count), then closes it, waits for the reply reader and
+/// returns the `error` replies it kept.
+fn close_when_stopped(
+    mut stream: TcpStream,
+    reader: Option<std::thread::JoinHandle<()>>,
+    samples: &Mutex<Vec<String>>,
+    stop: &AtomicBool,
+) -> Vec<String> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -417,9 +480,7 @@ fn run(
     if let Some(r) = reader {
         let _ = r.join();
     }
-    out.server_error_samples =
-        std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
-    out
+    std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 #[cfg(test)]

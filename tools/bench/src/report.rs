@@ -89,6 +89,9 @@ pub struct PublishReport {
     pub ticks_per_sec: f64,
     pub lateness_p99_ns: u64,
     pub lateness_max_ns: u64,
+    /// The publisher thread's scheduling (`--publisher-priority`) and spin:
+    /// what its lateness was measured under.
+    pub pacing: crate::pacing::PacingReport,
     pub server_errors: u64,
     pub server_error_samples: Vec<String>,
 }
@@ -102,6 +105,8 @@ pub struct SlowReport {
     pub fast_before: Percentiles,
     pub fast_during: Percentiles,
     pub fast_after: Percentiles,
+    /// The server's memory at the stall's edges (see [`crate::stall`]).
+    pub memory: crate::stall::StallMemory,
 }
 
 /// Fewest clients a run needs for its per-connection memory to be
@@ -187,6 +192,8 @@ pub struct RunReport {
     pub server: String,
     pub spawned: bool,
     pub round: usize,
+    /// A `--stall-control` control run (the slow clients did not stall).
+    pub stall_control: bool,
     /// The swept parameter and its value, in a sweep.
     pub point: Option<(String, f64)>,
     /// False when the run was cut short: see `problems`.
@@ -360,11 +367,38 @@ pub fn human(r: &RunReport) -> String {
         );
         let _ = writeln!(
             o,
-            "  fast p99     before the stall {} · during {} · after {}",
+            "  fast p99     before the stall {} · during {} · after {}{}",
             ns(s.fast_before.p99_ns),
             ns(s.fast_during.p99_ns),
-            ns(s.fast_after.p99_ns)
+            ns(s.fast_after.p99_ns),
+            if r.stall_control {
+                " (control: the slow clients read throughout)"
+            } else {
+                ""
+            }
         );
+        let m = &s.memory;
+        if let (Some(a), Some(b)) = (m.rss_stall_start, m.rss_stall_end) {
+            let queued = match (m.queued_bytes_stall_start, m.queued_bytes_stall_end) {
+                (Some(qa), Some(qb)) => format!(
+                    " · tickwire_queued_bytes {} → {} (highest {})",
+                    mb(qa as u64),
+                    mb(qb as u64),
+                    mb(m.queued_bytes_stall_peak.unwrap_or(0.0) as u64)
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                o,
+                "  stall RSS    {} at the stall's start → {} at its end ({}{}; highest {}) → {} after the drain{queued}",
+                mb(a),
+                mb(b),
+                if b >= a { "+" } else { "-" },
+                mb(b.abs_diff(a)),
+                m.rss_stall_peak.map_or("-".into(), mb),
+                m.rss_after_drain.map_or("-".into(), mb)
+            );
+        }
     }
     if let Some(rc) = &r.reconnect {
         rc.table(&mut o);
@@ -414,7 +448,7 @@ pub fn human(r: &RunReport) -> String {
     }
     let _ = writeln!(
         o,
-        "  runner       {:.2} CPU-s · {:.3} CPU-s per M deliveries · busiest client thread {:.0}% · interrupts {:.2} cores · other processes {:.2} cores · publisher {} ticks ({:.0}/s), late p99 {}",
+        "  runner       {:.2} CPU-s · {:.3} CPU-s per M deliveries · busiest client thread {:.0}% · interrupts {:.2} cores · other processes {:.2} cores · publisher {} ticks ({:.0}/s), late p99 {} ({}{})",
         r.runner.cpu_seconds,
         r.runner.cpu_seconds_per_million,
         r.runner.busiest_client_thread * 100.0,
@@ -422,7 +456,22 @@ pub fn human(r: &RunReport) -> String {
         r.runner.other_processes_cores,
         thousands(r.publish.published),
         r.publish.ticks_per_sec,
-        ns(r.publish.lateness_p99_ns)
+        ns(r.publish.lateness_p99_ns),
+        r.publish.pacing.scheduling,
+        if r.publish.pacing.spin_us > 0 {
+            format!(", spin {} µs", r.publish.pacing.spin_us)
+        } else {
+            String::new()
+        }
+    );
+    let pc = &r.publish.pacing;
+    let _ = writeln!(
+        o,
+        "  publisher    waited for a CPU {} in all · writes p99 {}, max {}",
+        pc.run_queue_wait_ms
+            .map_or("(not known)".into(), |w| format!("{w:.1} ms")),
+        ns(pc.write_p99_ns),
+        ns(pc.write_max_ns)
     );
     let w = &r.writes;
     let mut parts = Vec::new();

@@ -47,6 +47,9 @@ pub(crate) struct RunSpec<'a> {
     pub round: usize,
     /// How the run is named in progress lines and tables.
     pub label: &'a str,
+    /// The control of `--stall-control`: the slow clients read through
+    /// the stall window instead of stalling.
+    pub stall_control: bool,
 }
 
 /// What the phases found that the report must say.
@@ -68,6 +71,8 @@ struct Memory {
     end: u64,
     /// Each process's at the end, in [`crate::target::Running::procs`] order.
     end_per_process: Vec<u64>,
+    /// At the stall's edges (runs with `--slow`).
+    stall: crate::stall::StallMemory,
 }
 
 /// Runs the six phases against one target. What the runner started is

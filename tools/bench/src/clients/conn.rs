@@ -202,7 +202,11 @@ async fn run(
         let (stall_from, stall_to) = ctx.stall.get();
         let now = wall_clock_ns();
         let reconnect_in = Duration::from_nanos(reconnect_at.unwrap_or(0).saturating_sub(now));
-        let stall_pending = conn.spec.slow && !stalled && stall_from != 0 && now < stall_to;
+        let stall_pending = conn.spec.slow
+            && !ctx.cfg.stall_control
+            && !stalled
+            && stall_from != 0
+            && now < stall_to;
         let stall_in = Duration::from_nanos(stall_from.saturating_sub(now));
         tokio::select! {
             r = phase.changed() => if r.is_err() { return RunEnd::Stopped },

@@ -17,6 +17,7 @@ use crate::procstat;
 use crate::progress::Progress;
 use crate::publisher::{self, PublishCounters, PublishOutcome, PublisherConfig};
 use crate::report::{mb, ns, thousands};
+use crate::stall::StallSampler;
 use crate::target::Running;
 use crate::tickwire_lib::wall_clock_ns;
 use crate::writes::{WriteCounter, WritesReport};
@@ -89,6 +90,8 @@ pub(super) fn publish(
             source: spec.source.clone(),
             duration: Duration::from_secs_f64(args.seconds),
             seed: args.seed,
+            priority: args.publisher_priority,
+            spin_ns: args.publisher_spin_us * 1000,
         },
         counters.clone(),
         stop.clone(),
@@ -97,6 +100,11 @@ pub(super) fn publish(
 
     let mut intervals = Intervals::default();
     memory.peak = memory.after_connect;
+    let stall_window = (args.slow > 0).then(|| {
+        let at = start_wall + (clients.stall_at * 1e9) as u64;
+        (at, at + (args.stall * 1e9) as u64)
+    });
+    let mut stall = StallSampler::new(stall_window, running.publish.addr);
     let total = spec.plan.clients.len() as u64;
     let mut last_delivered = 0u64;
     let mut last_at = Instant::now();
@@ -104,9 +112,11 @@ pub(super) fn publish(
     let mut server_gone = None;
     loop {
         intervals.absorb(&clients.intervals);
-        if let Some(r) = total_rss(&pids) {
+        let rss = total_rss(&pids);
+        if let Some(r) = rss {
             memory.peak = memory.peak.max(r);
         }
+        stall.observe(wall_clock_ns(), rss);
         if let Some(st) = running.exited() {
             server_gone = Some(st);
             break;
@@ -157,6 +167,7 @@ pub(super) fn publish(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    memory.stall = stall.memory;
     Ok(Publishing {
         counters,
         stop,
@@ -225,6 +236,9 @@ pub(super) fn drain(
         .map(|&p| procstat::process_rss(p).unwrap_or(0))
         .collect();
     memory.end = memory.end_per_process.iter().sum();
+    if memory.stall.rss_stall_start.is_some() {
+        memory.stall.rss_after_drain = Some(memory.end);
+    }
     memory.peak = memory.peak.max(memory.end);
     progress.done();
 

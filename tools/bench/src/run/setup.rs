@@ -99,6 +99,7 @@ pub(super) fn connect(
             )
         }),
         warmup: Duration::from_secs_f64(args.warmup()),
+        stall_control: spec.stall_control,
         resume: ResumePlan::new(&args.resume, args.seconds),
     });
     let live = Arc::new(Live::default());

@@ -97,6 +97,7 @@ pub(super) fn report(
             fast_before: Percentiles::of(&acc.phases[0]),
             fast_during: Percentiles::of(&acc.phases[1]),
             fast_after: Percentiles::of(&acc.phases[2]),
+            memory: memory.stall.clone(),
         }
     });
     let reconnect = crate::resume::ReconnectReport::build(
@@ -124,6 +125,7 @@ pub(super) fn report(
         server: ctx.server.clone(),
         spawned: drained.spawned,
         round: spec.round,
+        stall_control: spec.stall_control,
         point: spec.load.point.clone(),
         complete: notes.problems.is_empty(),
         problems: notes.problems,
@@ -137,6 +139,7 @@ pub(super) fn report(
             ticks_per_sec: pub_out.published as f64 / publish_seconds,
             lateness_p99_ns: pub_out.lateness.value_at_quantile(0.99),
             lateness_max_ns: pub_out.lateness.max(),
+            pacing: pub_out.pacing.clone(),
             server_errors: drained.counters.server_errors.load(Ordering::Relaxed),
             server_error_samples: pub_out.server_error_samples,
         },
@@ -272,6 +275,12 @@ fn resources(
 /// Warnings and problems about the ticks themselves: a late publisher,
 /// clocks that disagree, ticks that never arrived or that nobody wanted.
 fn check_deliveries(spec: &RunSpec, pub_out: &PublishOutcome, acc: &Acc, notes: &mut Notes) {
+    if !pub_out.pacing.fallback.is_empty() {
+        notes.warnings.push(format!(
+            "the publisher thread runs under {}: {}",
+            pub_out.pacing.scheduling, pub_out.pacing.fallback
+        ));
+    }
     let late_p99 = pub_out.lateness.value_at_quantile(0.99);
     if late_p99 > 1_000_000 {
         notes.warnings.push(format!(
