@@ -142,7 +142,6 @@ fn short_run_against_a_spawned_server_reports_consistent_figures() {
         hlog.contains("#[StartTime:") && hlog.contains("HISTF"),
         "{hlog}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -255,7 +254,6 @@ fn a_server_dying_mid_run_gives_a_partial_report() {
     assert_eq!(doc["complete"], false);
     assert_eq!(doc["runs"][0]["complete"], false);
     assert!(!doc["runs"][0]["problems"].as_array().unwrap().is_empty());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -326,7 +324,6 @@ fn the_main_and_the_binance_endpoint_in_one_compare_run() {
         assert_eq!(n(&run["unexpected_ticks"]), 0);
         assert!(n(&run["latency"]["count"]) > 0, "trades are timed: {run}");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -407,7 +404,6 @@ fn a_url_list_spreads_clients_and_samples_each_process_once() {
         serde_json::json!([server.id()]),
         "one process behind three URLs is sampled once"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Whether nats-server is installed. When it is not, the caller skips its
@@ -555,7 +551,6 @@ fn standalone_and_nats_deployments_in_one_run() {
     }
     assert!(children_of_runner(runner).is_empty());
     assert!(runner_temp_dirs(runner).is_empty());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -563,6 +558,7 @@ fn the_hard_timeout_stops_a_whole_deployment() {
     if !nats_server_available() {
         return;
     }
+    let out_dir = tmpdir("nats-timeout");
     let child = runner()
         .args(["--compare", "nats:1", "self", "--timeout", "4"])
         .args([
@@ -574,7 +570,7 @@ fn the_hard_timeout_stops_a_whole_deployment() {
             "100",
             "--quiet",
         ])
-        .args(["--out", tmpdir("nats-timeout").to_str().unwrap()])
+        .args(["--out", out_dir.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

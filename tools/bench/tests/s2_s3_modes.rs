@@ -130,7 +130,6 @@ fn find_max_rate_brackets_agree_with_the_runs() {
     assert_eq!(ratio["ratio"], "A/B");
     assert_eq!(ratio["range"]["ratio"].as_f64(), Some(1.0));
     assert!(ratio["range"]["at_most"].is_null());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A bound no run can meet (1 µs): the lowest rate fails, the ladder stops
@@ -179,7 +178,6 @@ fn find_max_rate_with_an_unreachable_bound_passes_nothing() {
         "{t}"
     );
     assert_eq!(doc["runs"].as_array().unwrap().len(), 1);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -273,5 +271,4 @@ fn stall_control_runs_both_and_separates_the_stalled_share() {
     );
     // The comparison tables leave control runs out.
     assert!(doc["comparison"].is_null());
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -53,11 +53,23 @@ pub fn tickwire() -> &'static Path {
     })
 }
 
-pub fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tickwire-bench-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory for one test, removed when the test ends (passed or
+/// failed): a test suite run leaves nothing behind in the temp directory.
+pub struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+pub fn tmpdir(name: &str) -> Scratch {
+    let d = tempfile::Builder::new()
+        .prefix(&format!("tickwire-bench-test-{name}-"))
+        .tempdir()
+        .expect("a scratch directory");
+    Scratch(d)
 }
 
 /// Runs the child to completion, killing it (and failing) past `limit`.
