@@ -20,14 +20,9 @@ impl Drop for Server {
 }
 
 fn spawn(args: &[&str]) -> Server {
-    let dir = std::env::temp_dir().join(format!(
-        "tickwire-cli-{}-{}",
-        std::process::id(),
-        args.len()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let addr_file = dir.join(format!("addr-{}", Instant::now().elapsed().as_nanos()));
-    let _ = std::fs::remove_file(&addr_file);
+    // Its own directory, removed when this returns: it holds only the address.
+    let dir = tempfile::tempdir().unwrap();
+    let addr_file = dir.path().join("addr");
     let child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
         .args(["serve", "--listen", "127.0.0.1:0", "--addr-file"])
         .arg(&addr_file)
