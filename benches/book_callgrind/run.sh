@@ -32,7 +32,7 @@ while kill -0 $BP 2>/dev/null; do
   sleep 0.5
   callgrind_control -d $VP >/dev/null 2>&1 || true
   curl -s "http://$ADDR/metrics" |
-    grep -E "^tickwire_(ticks_out_total|bytes_out_total|ticks_in_total)" |
+    grep -E "^tickwire_(ticks_out_total|bytes_out_total|ticks_in_total|connections_opened_total|tick_writes_total|tick_deliveries_total)" |
     awk -v t=$i '{split($1,a,"{"); s[a[1]]+=$NF} END{printf "%d", t; for(k in s) printf " %s=%d", k, s[k]; print ""}' \
     >>"$D/metrics.txt"
   i=$((i+1))

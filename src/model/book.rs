@@ -178,6 +178,11 @@ pub struct Book {
     bids: BTreeMap<Fixed, Fixed>,
     /// Asks by price; the best ask is the first entry.
     asks: BTreeMap<Fixed, Fixed>,
+    /// The best bid's and best ask's prices, kept by every `set`: the
+    /// crossing check after each update reads them instead of walking to
+    /// both trees' far ends (a cache miss per node on a busy server); a
+    /// side is walked only when its best level is removed.
+    best: [Option<Fixed>; 2],
 }
 
 /// Best bid and ask with their sizes (zeros for an empty side).
@@ -203,10 +208,11 @@ impl Book {
         Book::default()
     }
 
-    fn side_mut(&mut self, side: BookSide) -> &mut BTreeMap<Fixed, Fixed> {
+    /// The best price on `side`, from the tree.
+    fn walk_best(&self, side: BookSide) -> Option<Fixed> {
         match side {
-            BookSide::Bid => &mut self.bids,
-            BookSide::Ask => &mut self.asks,
+            BookSide::Bid => self.bids.keys().next_back().copied(),
+            BookSide::Ask => self.asks.keys().next().copied(),
         }
     }
 
@@ -265,21 +271,31 @@ impl Book {
     /// Sets a level (size 0 removes it), without checks: for importers
     /// rebuilding a vendor's book and for clients applying diffs.
     pub fn set(&mut self, side: BookSide, px: Fixed, sz: Fixed) {
+        let tree = match side {
+            BookSide::Bid => &mut self.bids,
+            BookSide::Ask => &mut self.asks,
+        };
+        let best = self.best[side as usize];
         if sz == Fixed::ZERO {
-            self.side_mut(side).remove(&px);
+            if tree.remove(&px).is_some() && best == Some(px) {
+                self.best[side as usize] = self.walk_best(side);
+            }
         } else {
-            self.side_mut(side).insert(px, sz);
+            tree.insert(px, sz);
+            if best.is_none_or(|b| ahead(side, px, b)) {
+                self.best[side as usize] = Some(px);
+            }
         }
     }
 
     /// Whether the best bid is at or above the best ask.
     pub fn crossed_or_locked(&self) -> Option<(&'static str, Fixed, Fixed)> {
-        let bid = self.bids.keys().next_back()?;
-        let ask = self.asks.keys().next()?;
-        match bid.cmp(ask) {
+        let bid = self.best[BookSide::Bid as usize]?;
+        let ask = self.best[BookSide::Ask as usize]?;
+        match bid.cmp(&ask) {
             std::cmp::Ordering::Less => None,
-            std::cmp::Ordering::Equal => Some(("locked", *bid, *ask)),
-            std::cmp::Ordering::Greater => Some(("crossed", *bid, *ask)),
+            std::cmp::Ordering::Equal => Some(("locked", bid, ask)),
+            std::cmp::Ordering::Greater => Some(("crossed", bid, ask)),
         }
     }
 

@@ -204,3 +204,44 @@ fn the_checksum_follows_krakens_text() {
     );
     assert_eq!(b.checksum(), crc32fast::hash(b"45285214528355"));
 }
+
+/// The best prices `set` keeps equal the trees' ends after every change
+/// (inserts above and below the best, resizes, removals of the best and of
+/// other levels, a side emptied), and the crossing check reads the same as
+/// one that walks the trees.
+#[test]
+fn kept_best_prices_follow_every_set() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let mut b = Book::new();
+    for _ in 0..20_000 {
+        let side = if next(2) == 0 {
+            BookSide::Bid
+        } else {
+            BookSide::Ask
+        };
+        // Sizes of 0 a third of the time: removals, often of the best.
+        let sz = if next(3) == 0 { 0 } else { 1 + next(9) as i64 };
+        b.set(
+            side,
+            Fixed::from_units(90 + next(20) as i64).unwrap(),
+            Fixed::from_units(sz).unwrap(),
+        );
+        for s in [BookSide::Bid, BookSide::Ask] {
+            assert_eq!(b.best[s as usize], b.walk_best(s), "{s:?}");
+        }
+        let walked = match (b.bids.keys().next_back(), b.asks.keys().next()) {
+            (Some(bid), Some(ask)) if bid >= ask => Some((*bid, *ask)),
+            _ => None,
+        };
+        assert_eq!(
+            b.crossed_or_locked().map(|(_, bid, ask)| (bid, ask)),
+            walked
+        );
+    }
+}

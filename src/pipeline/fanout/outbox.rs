@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::access::auth::Entitlement;
+use crate::model::book::DepthClass;
 use crate::model::tick::{ChannelSet, KeyId, KeyMap, SymbolId, Tick};
 use crate::net::transport::Transport;
 use crate::pipeline::ingest::RingItem;
@@ -43,8 +44,14 @@ pub(super) struct KeySlot {
     /// symbol is entitled, decided on its first tick through `*` and kept
     /// (`None` = not decided yet). Named keys were checked at subscribe.
     pub(super) entitled: Option<bool>,
-    /// Book keys: the client's depth and its merged pending diff.
-    book: Option<Box<book_merge::BookSlot>>,
+    /// Book keys: the window this client keeps. Inline (one byte in the
+    /// slot's padding), not behind a pointer: every book update offered to
+    /// the client reads it, and a separate allocation per client and key
+    /// was a cache miss per offer.
+    book_depth: DepthClass,
+    /// Book keys: changes merged while the client was behind (boxed: only
+    /// a slow client has one).
+    book_pending: Option<Box<book_merge::BookMerge>>,
 }
 
 /// How far a flush got.

@@ -126,6 +126,12 @@ pub struct BenchArgs {
     /// --rate one-level diffs/s, then the same load as trades.
     #[arg(long)]
     pub book: bool,
+    /// With --book: the diffs touch the top N levels of a side (default
+    /// 12: levels 11-12 of a depth-10 book are outside every subscriber's
+    /// window, so a sixth of the updates reach no client; 10 gives every
+    /// update the same 5 deliveries a trade has). 1-20.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub book_levels: u64,
     /// Seed for subscriptions and ticks: the same seed gives the same load.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

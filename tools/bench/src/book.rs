@@ -7,7 +7,8 @@
 //! connections, one after the other:
 //!
 //! 1. **book**: `--rate` one-level book diffs per second (absolute sizes
-//!    near the top of the book, a fifth of them removals);
+//!    in the top `--book-levels` levels, default 12, a fifth of them
+//!    removals);
 //! 2. **trades**: `--rate` trades per second on the same symbols.
 //!
 //! With `--rounds N` the pair runs N times, in alternating order (book
@@ -18,7 +19,11 @@
 //!
 //! For each: latency from the server's `rx` to the client's read (p50,
 //! p99, max), deliveries, and the server's CPU per delivered message (CPU
-//! seconds used in the phase over messages the clients received in it).
+//! seconds used in the phase over messages the clients received in it);
+//! and, from the server's `/metrics`, what that figure depends on besides
+//! the code: bytes per delivery, deliveries per write, deliveries per
+//! sequenced tick (a diff outside every subscriber's depth reaches nobody)
+//! and CPU per sequenced tick, with the cores other processes kept busy.
 //! For the stalled clients, at the end of the book phase and at its
 //! highest: `tickwire_queued_bytes` and `tickwire_pending_book_levels`,
 //! checked against the bound of one entry per price level (stalled clients
@@ -38,6 +43,9 @@ use super::procstat;
 use super::target::{self, Target};
 use super::ws::{self, Endpoint, OPCODE_TEXT};
 
+mod phase;
+use phase::{PhaseResult, Sample};
+
 /// Levels per side of each book; price levels a book can have in all.
 const LEVELS_PER_SIDE: i64 = 20;
 const LEVELS_PER_BOOK: u64 = 2 * LEVELS_PER_SIDE as u64;
@@ -48,29 +56,6 @@ const DEPTH: u32 = 10;
 const WARMUP: u8 = 0;
 const BOOK: u8 = 1;
 const TRADES: u8 = 3;
-
-/// One phase's figures.
-struct PhaseResult {
-    /// Messages the fast clients received during the phase.
-    delivered: u64,
-    /// Server CPU seconds used during the phase.
-    cpu: f64,
-    /// Latency (ns) from `rx` to the client's read.
-    latency: Histogram<u64>,
-    /// Messages published in the phase.
-    published: u64,
-}
-
-impl PhaseResult {
-    fn empty() -> PhaseResult {
-        PhaseResult {
-            delivered: 0,
-            cpu: 0.0,
-            latency: histogram(),
-            published: 0,
-        }
-    }
-}
 
 /// What fast clients count and time, shared across their tasks (one
 /// thread: the locks are never contended).
@@ -230,9 +215,9 @@ fn snapshots(symbols: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// One message of the phase: a one-level book diff in the top 12 levels
-/// (a fifth of them removals), or a trade.
-fn message(rng: &mut Rng, symbols: &[String], phase: u8) -> String {
+/// One message of the phase: a one-level book diff in the top `levels`
+/// levels (a fifth of them removals), or a trade.
+fn message(rng: &mut Rng, symbols: &[String], phase: u8, levels: u64) -> String {
     let sym = &symbols[rng.below(symbols.len() as u64) as usize];
     let ts = now_ns();
     if phase == TRADES {
@@ -241,7 +226,7 @@ fn message(rng: &mut Rng, symbols: &[String], phase: u8) -> String {
             "{{\"type\":\"trade\",\"sym\":\"{sym}\",\"ts\":{ts},\"px\":{px},\"qty\":1,\"side\":\"B\"}}"
         );
     }
-    let i = rng.below(12) as i64;
+    let i = rng.below(levels) as i64;
     let size = if rng.below(5) == 0 {
         0
     } else {
@@ -265,6 +250,7 @@ async fn publish<W: AsyncWriteExt + Unpin>(
     rng: &mut Rng,
     symbols: &[String],
     phase: u8,
+    levels: u64,
     rate: f64,
     until: Instant,
 ) -> Result<u64, String> {
@@ -281,7 +267,9 @@ async fn publish<W: AsyncWriteExt + Unpin>(
         // runner that fell behind sends what is due in several.
         while sent < due {
             let n = (due - sent).min(200);
-            let batch: Vec<String> = (0..n).map(|_| message(rng, symbols, phase)).collect();
+            let batch: Vec<String> = (0..n)
+                .map(|_| message(rng, symbols, phase, levels))
+                .collect();
             send_text(w, &format!("[{}]", batch.join(",")), (sent + n) as u32)
                 .await
                 .map_err(|e| format!("publisher: {e}"))?;
@@ -458,19 +446,28 @@ async fn scenario(
                 &mut rng,
                 &symbols,
                 phase,
+                args.book_levels,
                 args.rate,
                 Instant::now() + warm,
             )
             .await?;
-            let cpu0 = server_cpu(pids);
+            let before = Sample::take(sub_ep.addr, server_cpu(pids));
             let n0 = counters.delivered[i].load(Ordering::Relaxed);
             counters.phase.store(phase, Ordering::Relaxed);
             let end = Instant::now() + secs;
             let mut published = 0;
             while Instant::now() < end {
                 let step = (Instant::now() + Duration::from_millis(500)).min(end);
-                published +=
-                    publish(&mut publ_wr, &mut rng, &symbols, phase, args.rate, step).await?;
+                published += publish(
+                    &mut publ_wr,
+                    &mut rng,
+                    &symbols,
+                    phase,
+                    args.book_levels,
+                    args.rate,
+                    step,
+                )
+                .await?;
                 if phase == BOOK {
                     let h = held(sub_ep.addr);
                     held_max = (held_max.0.max(h.0), held_max.1.max(h.1));
@@ -480,7 +477,8 @@ async fn scenario(
             // closes once it has drained (bounded).
             tokio::time::sleep(Duration::from_millis(300)).await;
             counters.phase.store(WARMUP, Ordering::Relaxed);
-            let cpu = server_cpu(pids) - cpu0;
+            let after = Sample::take(sub_ep.addr, server_cpu(pids));
+            let cpu = after.server_cpu() - before.server_cpu();
             if phase == BOOK {
                 held_end = held(sub_ep.addr);
             }
@@ -495,6 +493,7 @@ async fn scenario(
             t.cpu += cpu;
             t.published += published;
             t.latency.add(&latency).map_err(|e| e.to_string())?;
+            t.add_sample(&before, &after);
         }
         round_ratios.push(per[0] / per[1].max(1e-15));
     }
@@ -510,9 +509,10 @@ async fn scenario(
 
 fn report(args: &BenchArgs, out: &Outcome) {
     println!(
-        "book scenario: {} symbols ({} levels each), {} clients x {} books at depth {DEPTH} (+ the same symbols' trades), {} stalled; {:.0} msg/s, {:.1} s per phase, {} round(s)",
+        "book scenario: {} symbols ({} levels each, diffs in the top {} per side), {} clients x {} books at depth {DEPTH} (+ the same symbols' trades), {} stalled; {:.0} msg/s, {:.1} s per phase, {} round(s)",
         args.symbols,
         LEVELS_PER_BOOK,
+        args.book_levels,
         args.clients,
         args.per_client,
         args.slow,
@@ -545,6 +545,27 @@ fn report(args: &BenchArgs, out: &Outcome) {
             p.latency.max() as f64 / 1e6,
             p.cpu,
             per[i]
+        );
+    }
+    println!(
+        "{:<8} {:>14} {:>14} {:>16} {:>16} {:>15}",
+        "phase",
+        "bytes/deliv.",
+        "deliv./write",
+        "deliv./tick in",
+        "CPU µs/tick in",
+        "others (cores)"
+    );
+    for (name, p) in ["book", "trades"].iter().zip(&out.phases) {
+        let (bytes, per_write, per_in) = p.counters.ratios();
+        println!(
+            "{:<8} {:>14.1} {:>14.2} {:>16.2} {:>16.2} {:>15.2}",
+            name,
+            bytes,
+            per_write,
+            per_in,
+            p.cpu * 1e6 / p.counters.ticks_in.max(1.0),
+            p.others_cpu / p.wall.max(1e-9)
         );
     }
     println!(
@@ -603,7 +624,7 @@ mod tests {
         let mut rng = Rng(7);
         for _ in 0..1000 {
             let m: serde_json::Value =
-                serde_json::from_str(&message(&mut rng, &symbols, BOOK)).unwrap();
+                serde_json::from_str(&message(&mut rng, &symbols, BOOK, 12)).unwrap();
             for (key, ok) in [("bids", 99.87..=99.99), ("asks", 100.01..=100.12)] {
                 for l in m[key].as_array().unwrap() {
                     let px: f64 = l[0].as_str().unwrap().parse().unwrap();

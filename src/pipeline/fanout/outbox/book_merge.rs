@@ -18,15 +18,6 @@ use crate::pipeline::ingest::RingItem;
 use crate::pipeline::stats::Stats;
 use crate::wire::book::{BookMessage, encode};
 
-/// A book key's per-client state.
-#[derive(Default)]
-pub(crate) struct BookSlot {
-    /// The window this client keeps.
-    depth: DepthClass,
-    /// Changes merged while the client was behind.
-    pending: Option<BookMerge>,
-}
-
 /// Book messages merged for one slow client, sent as one message.
 pub(crate) struct BookMerge {
     /// The newest update's tick (sym, seq, ts, rx of the merged message).
@@ -96,7 +87,7 @@ impl BookMerge {
 impl KeySlot {
     /// Whether a merged book message waits in this slot.
     pub(super) fn has_book_pending(&self) -> bool {
-        self.book.as_ref().is_some_and(|b| b.pending.is_some())
+        self.book_pending.is_some()
     }
 }
 
@@ -106,12 +97,11 @@ impl Client {
     /// returns whether it changed.
     pub(crate) fn set_book_depth(&mut self, key: KeyId, depth: DepthClass) -> bool {
         let slot = self.keys.entry(key).or_default();
-        let b = slot.book.get_or_insert_with(Default::default);
-        if b.depth == depth {
+        if slot.book_depth == depth {
             return false;
         }
-        b.depth = depth;
-        if let Some(m) = b.pending.take() {
+        slot.book_depth = depth;
+        if let Some(m) = slot.book_pending.take() {
             Stats::gauge(&self.stats.pending_ticks, -1);
             Stats::gauge(&self.stats.pending_book_levels, -(m.len() as i64));
         }
@@ -129,12 +119,11 @@ impl Client {
         let Some(slot) = self.keys.get_mut(&key) else {
             return false;
         };
-        let b = slot.book.get_or_insert_with(Default::default);
-        let depth = b.depth;
+        let depth = slot.book_depth;
         let Some(msg) = frames.class(depth).msg.as_ref() else {
             return false; // nothing changed in this client's window
         };
-        if let Some(m) = &mut b.pending {
+        if let Some(m) = &mut slot.book_pending {
             let before = m.len() as i64;
             m.absorb(&item.tick, msg);
             Stats::gauge(&self.stats.pending_book_levels, m.len() as i64 - before);
@@ -149,10 +138,9 @@ impl Client {
                 self.append_book_frame(f, item.tick.rx);
             }
         } else if let Some(slot) = self.keys.get_mut(&key) {
-            let b = slot.book.get_or_insert_with(Default::default);
             let m = BookMerge::new(&item.tick, msg);
             Stats::gauge(&self.stats.pending_book_levels, m.len() as i64);
-            b.pending = Some(m);
+            slot.book_pending = Some(Box::new(m));
             Stats::gauge(&self.stats.pending_ticks, 1);
             self.order.push_back(key);
         }
@@ -173,11 +161,11 @@ impl Client {
     /// In `fill`: sends `key`'s merged book message if one waits; returns
     /// whether it did.
     pub(super) fn fill_book(&mut self, key: KeyId) -> bool {
-        let Some(b) = self.keys.get_mut(&key).and_then(|s| s.book.as_mut()) else {
+        let Some(slot) = self.keys.get_mut(&key) else {
             return false;
         };
-        let depth = b.depth;
-        let Some(m) = b.pending.take() else {
+        let depth = slot.book_depth;
+        let Some(m) = slot.book_pending.take() else {
             return false;
         };
         Stats::gauge(&self.stats.pending_ticks, -1);
@@ -192,7 +180,7 @@ impl Client {
     pub fn pending_book_levels(&self) -> usize {
         self.keys
             .values()
-            .filter_map(|s| s.book.as_ref()?.pending.as_ref().map(BookMerge::len))
+            .filter_map(|s| s.book_pending.as_ref().map(|m| m.len()))
             .sum()
     }
 
@@ -200,7 +188,7 @@ impl Client {
     pub(super) fn discard_book_pending(&mut self) -> i64 {
         let (mut n, mut levels) = (0, 0);
         for slot in self.keys.values_mut() {
-            if let Some(m) = slot.book.as_mut().and_then(|b| b.pending.take()) {
+            if let Some(m) = slot.book_pending.take() {
                 n += 1;
                 levels += m.len() as i64;
             }
