@@ -5,7 +5,8 @@
 //! SSE head reader has it (`AsyncRead + AsyncWrite`, [`MaybeTls`]), and once a streaming
 //! session takes it over, [`ReadHalf`] for the session's reader and
 //! [`Transport`] for the fan-out's non-blocking writes. Plain connections
-//! go straight to tokio's TCP halves: one `match` per write, no copy, no
+//! write with `send(2)` on tokio's TCP write half, through tokio only when
+//! the socket is full ([`try_send`]): one `match` per write, no copy, no
 //! dynamic dispatch; TLS goes through [`crate::net::tls`].
 
 use std::io;
