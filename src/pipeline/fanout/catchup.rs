@@ -142,6 +142,16 @@ pub(crate) struct Catchup {
 }
 
 impl Catchup {
+    /// Where `floor` and `cursor` sit in the struct (the client's layout
+    /// test).
+    #[cfg(test)]
+    pub(super) fn hot_offsets() -> (usize, usize) {
+        (
+            std::mem::offset_of!(Catchup, floor),
+            std::mem::offset_of!(Catchup, cursor),
+        )
+    }
+
     /// Whether a live tick on `key`'s channel is read from the history by
     /// the cursor instead.
     pub(super) fn covers(&self, key: KeyId) -> bool {

@@ -25,6 +25,8 @@ use super::catchup::Catchup;
 
 mod book_merge;
 mod close;
+#[cfg(test)]
+mod layout;
 
 /// Most records one binary frame carries (16 KiB of payload): big enough
 /// that a backlog costs few frame headers, small enough that a client can
@@ -70,7 +72,8 @@ pub(crate) enum Flushed {
 /// fields one delivery and one write read were spread over 7 of the
 /// struct's 8 cache lines. In this order they fill the first four (then
 /// the catch-up state's floor and cursor), and the fields only control
-/// messages, closes and eviction use come last.
+/// messages, closes and eviction use come last (`outbox/layout.rs` keeps
+/// it so).
 #[repr(C)]
 pub struct Client {
     // ---- read or written for every delivery and every write ----
