@@ -227,5 +227,91 @@ fn ingest_bars(c: &mut Criterion) {
     h.shutdown();
 }
 
-criterion_group!(benches, encode, ring_hop, fanout, ingest_bars);
+/// S1's shape in memory: 1,000 clients, each subscribed to 20 of 200 keys
+/// (10 symbols × 2 channels of 100), so that their state (≈2.5 MB with the
+/// key maps and buffers) does not fit one core's L2 and every delivery
+/// finds its client cold, as at S1. One iteration is one pass: a tick on
+/// each of 10 keys (~1,000 deliveries), then every client that got one
+/// takes its output (the write, without the socket).
+fn fanout_s1_shape(c: &mut Criterion) {
+    const CLIENTS: usize = 1_000;
+    const KEYS: u32 = 200;
+    const PER_CLIENT: usize = 20;
+    const PASS: u32 = 10;
+    let stats = Arc::new(Stats::default());
+    let mut st = WorkerState::default();
+    let key = |k: u32| {
+        KeyId::new(
+            k / 2,
+            if k.is_multiple_of(2) {
+                Channel::Trade
+            } else {
+                Channel::Quote
+            },
+        )
+    };
+    let mut subscribers: Vec<Vec<usize>> = vec![Vec::new(); KEYS as usize];
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..CLIENTS {
+        let id = st.add_in_memory_client(stats.clone(), 256 * 1024);
+        let mut mine: Vec<u32> = Vec::new();
+        while mine.len() < PER_CLIENT {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let k = (rng % u64::from(KEYS)) as u32;
+            if !mine.contains(&k) {
+                mine.push(k);
+                subscribers[k as usize].push(id);
+            }
+        }
+        let keys: Vec<KeyId> = mine.iter().map(|&k| key(k)).collect();
+        st.subscribe_keys(id, &keys);
+    }
+    let mut next_key = 0u32;
+    let mut seq = 0u64;
+    let per_pass: usize = (0..PASS).map(|k| subscribers[k as usize].len()).sum();
+    let mut g = c.benchmark_group("fanout");
+    g.throughput(Throughput::Elements(per_pass as u64));
+    g.bench_function("s1_shape_pass_of_10_ticks_to_1000_clients", |b| {
+        b.iter_batched(
+            || {
+                let first = next_key;
+                next_key = (next_key + PASS) % KEYS;
+                (0..PASS)
+                    .map(|i| {
+                        seq += 1;
+                        let k = (first + i) % KEYS;
+                        let tick = Tick {
+                            key: key(k),
+                            ..sample_tick(seq)
+                        };
+                        (k, Arc::new(EncodedTick::new(tick)))
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |items| {
+                for (_, item) in &items {
+                    st.deliver(item);
+                }
+                for (k, _) in &items {
+                    for &id in &subscribers[*k as usize] {
+                        black_box(st.client(id).unwrap().take_output());
+                    }
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    encode,
+    ring_hop,
+    fanout,
+    fanout_s1_shape,
+    ingest_bars
+);
 criterion_main!(benches);

@@ -122,23 +122,36 @@ impl DiskStage {
 
 /// A client's catch-up state; near-zero memory whatever it is behind by.
 #[derive(Default)]
+#[repr(C)]
 pub(crate) struct Catchup {
+    /// Live ticks below this offset are not the client's: it resumed from a
+    /// position past them (see `Client::skip_before`). 0: none.
+    /// (First, with `cursor`: both are read for every live tick, and
+    /// `repr(C)` keeps them next to the client's hot fields.)
+    floor: u64,
+    /// Set while the client is catching up.
+    cursor: Option<Cursor>,
     /// Channels whose slow-consumer policy is `catchup` (the rest conflate).
     pub(crate) policy: ChannelSet,
     /// What to do on falling out of the history.
     pub(crate) on_gap: OnGap,
     /// The worker's history, once the client was registered with one.
     pub(crate) source: Option<HistorySource>,
-    /// Set while the client is catching up.
-    cursor: Option<Cursor>,
     /// Times the client fell out of the history.
     pub(crate) gaps: u64,
-    /// Live ticks below this offset are not the client's: it resumed from a
-    /// position past them (see `Client::skip_before`). 0: none.
-    floor: u64,
 }
 
 impl Catchup {
+    /// Where `floor` and `cursor` sit in the struct (the client's layout
+    /// test).
+    #[cfg(test)]
+    pub(super) fn hot_offsets() -> (usize, usize) {
+        (
+            std::mem::offset_of!(Catchup, floor),
+            std::mem::offset_of!(Catchup, cursor),
+        )
+    }
+
     /// Whether a live tick on `key`'s channel is read from the history by
     /// the cursor instead.
     pub(super) fn covers(&self, key: KeyId) -> bool {

@@ -2,8 +2,9 @@
 //! loopback: the figure deliveries per write multiplies (benches/README.md,
 //! "Where the limit is").
 //!
-//! `cargo run --release -p tickwire-bench --example write_cost -- [CONNS] [WRITES] [BYTES] [SENDER_CPU] [RECEIVER_CPU]`
-//! (defaults 100 connections, 400,000 writes, 100 bytes, CPUs 0 and 1).
+//! `cargo run --release -p tickwire-bench --example write_cost -- [CONNS] [WRITES] [BYTES] [SENDER_CPU] [RECEIVER_CPU] [CONGESTION]`
+//! (defaults 100 connections, 400,000 writes, 100 bytes, CPUs 0 and 1, the
+//! system's congestion control).
 //!
 //! One thread writes `BYTES`-byte frames round-robin to `CONNS` loopback TCP
 //! connections (TCP_NODELAY, as a feed server's are), pinned to one CPU;
@@ -20,15 +21,10 @@ use std::time::Instant;
 
 use tickwire::sys;
 
-/// utime + stime of the calling thread, seconds (from /proc, 10 ms ticks).
+/// CPU time of the calling thread, seconds (`CLOCK_THREAD_CPUTIME_ID`:
+/// exact, where /proc's utime + stime move in 10 ms ticks).
 fn thread_cpu() -> f64 {
-    let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = sys::clock_ticks_per_second().unwrap_or(100) as f64;
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // After the ')': state is field 0; utime and stime are 11 and 12.
-    (get(11) + get(12)) / ticks
+    sys::thread_cpu_time().as_secs_f64()
 }
 
 /// (busy, irq + softirq) seconds of one CPU so far, from /proc/stat.
@@ -53,6 +49,9 @@ fn main() {
     let arg = |i: usize, d: usize| a.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
     let (conns, writes, bytes) = (arg(0, 100), arg(1, 400_000), arg(2, 100));
     let (tx_cpu, rx_cpu) = (arg(3, 0), arg(4, 1));
+    // The senders' congestion control (`cubic`, `reno`, …); the system's
+    // default (`sysctl net.ipv4.tcp_congestion_control`) when absent.
+    let congestion = a.get(5).cloned();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let mut senders = Vec::new();
@@ -60,6 +59,11 @@ fn main() {
     for _ in 0..conns {
         let s = TcpStream::connect(addr).expect("connect");
         s.set_nodelay(true).expect("nodelay");
+        if let Some(cc) = &congestion {
+            socket2::SockRef::from(&s)
+                .set_tcp_congestion(cc.as_bytes())
+                .expect("TCP_CONGESTION");
+        }
         senders.push(s);
         receivers.push(listener.accept().expect("accept").0);
     }
@@ -102,7 +106,8 @@ fn main() {
     let got = rx.join().expect("receiver");
     let w = writes as f64;
     println!(
-        "{writes} writes of {bytes} bytes to {conns} connections in {wall:.2} s ({:.0} writes/s on one CPU)",
+        "{writes} writes of {bytes} bytes to {conns} connections ({}) in {wall:.2} s ({:.0} writes/s on one CPU)",
+        congestion.as_deref().unwrap_or("system congestion control"),
         w / wall
     );
     println!(
