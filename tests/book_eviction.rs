@@ -238,3 +238,38 @@ async fn a_stalled_book_client_is_evicted_while_a_fast_one_stays_consistent() {
     assert_no_leaks(&h).await;
     h.shutdown();
 }
+
+/// A stalled book client that goes away before it is evicted (here the
+/// eviction is an hour off) takes its merged levels with it: the
+/// `tickwire_pending_book_levels` gauge returns to zero, as the pending
+/// ticks and queued bytes do. (It used to keep the levels of every such
+/// client: a server that had seen stalled book clients disconnect
+/// reported levels held by nobody.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_book_client_that_disconnects_leaves_no_pending_levels() {
+    let h = start_with_small_buffers(8 * 1024, Duration::from_secs(3600));
+    let addr = h.addr();
+    let (batches, _refs, _round_end) = stream(40, 20);
+    let mut publ = publisher(addr).await;
+    publ.publish(&batches[0]).await;
+    let sub = json!({"op":"subscribe","id":1,"symbols":[SYM],"channels":["book"],"depth":DEPTH});
+    let mut stalled = stalled_client(addr).await;
+    stalled.send_json(sub).await;
+    stalled.recv_until("subscribed").await;
+    for batch in &batches[1..] {
+        publ.send_json(Value::Array(batch.clone())).await;
+    }
+    // Past its byte cap, its changes merge per level.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.stats().pending_book_levels.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled client never held merged levels"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stalled);
+    drop(publ);
+    assert_no_leaks(&h).await;
+    h.shutdown();
+}

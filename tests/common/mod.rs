@@ -62,13 +62,14 @@ pub async fn assert_no_leaks(h: &ServerHandle) {
             s.publishers.load(Ordering::Relaxed),
             s.queued_bytes.load(Ordering::Relaxed),
             s.pending_ticks.load(Ordering::Relaxed),
+            s.pending_book_levels.load(Ordering::Relaxed),
         ]
     };
     let deadline = tokio::time::Instant::now() + WAIT;
-    while gauges() != [0; 4] {
+    while gauges() != [0; 5] {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "leak: [subscribers, publishers, queued_bytes, pending_ticks] = {:?}",
+            "leak: [subscribers, publishers, queued_bytes, pending_ticks, pending_book_levels] = {:?}",
             gauges()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;

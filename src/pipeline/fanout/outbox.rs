@@ -435,5 +435,9 @@ impl Drop for Client {
             .filter(|s| s.pending.is_some() || s.has_book_pending())
             .count();
         Stats::gauge(&self.stats.pending_ticks, -(pending as i64));
+        Stats::gauge(
+            &self.stats.pending_book_levels,
+            -(self.pending_book_levels() as i64),
+        );
     }
 }
