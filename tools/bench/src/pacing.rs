@@ -67,8 +67,8 @@ pub struct PacingReport {
 /// The calling thread's time waiting on a run queue so far, ns (the
 /// second field of `/proc/thread-self/schedstat`).
 pub fn run_queue_wait_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    s.split_whitespace().nth(1)?.parse().ok()
+    crate::procstat::schedstat(std::path::Path::new("/proc/thread-self/schedstat"))
+        .map(|(_, waited)| waited)
 }
 
 /// Raises the calling thread's priority as `want` asks, falling back

@@ -58,12 +58,17 @@ fn cpu_from_stat(path: &str) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
-/// Seconds on a CPU from a `/proc/.../schedstat` file (its first field,
-/// the scheduler's own runtime in ns).
-fn cpu_from_schedstat(path: &std::path::Path) -> Option<f64> {
+/// A `/proc/.../schedstat` file's first two fields, ns: time on a CPU (the
+/// scheduler's own runtime) and time runnable but waiting on a run queue.
+pub fn schedstat(path: &std::path::Path) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(path).ok()?;
-    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
-    Some(ns as f64 / 1e9)
+    let mut fields = s.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??))
+}
+
+/// Seconds on a CPU from a `/proc/.../schedstat` file.
+fn cpu_from_schedstat(path: &std::path::Path) -> Option<f64> {
+    schedstat(path).map(|(ns, _)| ns as f64 / 1e9)
 }
 
 /// CPU seconds (user + system) a process has used, all threads.
