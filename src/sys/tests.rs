@@ -2,7 +2,7 @@
 
 use super::*;
 use std::io;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Child;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -205,7 +205,22 @@ fn kill_sends_the_signal_asked_for() {
         (Signal::Terminate, libc::SIGTERM),
         (Signal::Kill, libc::SIGKILL),
     ] {
-        let child = Command::new("sleep").arg("30").spawn().unwrap();
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        // The child starts with the signal's default action whatever this
+        // test inherited: a shell's background job (`cargo test &`, a CI
+        // script started with `&`) runs with SIGINT ignored, and `sleep`
+        // would inherit that and never end.
+        // SAFETY: the closure runs in the forked child before exec; it makes
+        // one `signal` call, which is async-signal-safe, and neither
+        // allocates nor takes a lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::signal(raw, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
         kill(child.id(), signal).unwrap();
         assert_eq!(wait_bounded(child).signal(), Some(raw));
     }
