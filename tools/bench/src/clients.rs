@@ -193,11 +193,15 @@ fn thread_main(
         let _ = ticker.await;
     });
     drop(local);
-    match Rc::try_unwrap(ctx) {
+    let mut acc = match Rc::try_unwrap(ctx) {
         Ok(ctx) => ctx.acc.into_inner(),
         // Every task has ended, so no other reference is left; be safe anyway.
         Err(ctx) => std::mem::replace(&mut *ctx.acc.borrow_mut(), Acc::empty()),
-    }
+    };
+    // Ticks a connection read after the ticker's last hand-off (or with
+    // no ticker at all) still count in the totals.
+    acc.take_interval();
+    acc
 }
 
 /// Follows the phase for the thread and hands over one interval histogram
@@ -230,9 +234,7 @@ async fn ticker(
                 }
             }
             Phase::Stop => {
-                let mut acc = ctx.acc.borrow_mut();
-                let rx = std::mem::replace(&mut acc.interval_rx, new_histogram());
-                let intended = std::mem::replace(&mut acc.interval_intended, new_histogram());
+                let (rx, intended) = ctx.acc.borrow_mut().take_interval();
                 let _ = tx.send(IntervalMsg {
                     index,
                     rx,
@@ -244,10 +246,7 @@ async fn ticker(
         tokio::select! {
             changed = phase.changed() => if changed.is_err() { return },
             _ = async { tick.as_mut().expect("guarded").tick().await }, if tick.is_some() => {
-                let mut acc = ctx.acc.borrow_mut();
-                let rx = std::mem::replace(&mut acc.interval_rx, new_histogram());
-                let intended = std::mem::replace(&mut acc.interval_intended, new_histogram());
-                drop(acc);
+                let (rx, intended) = ctx.acc.borrow_mut().take_interval();
                 let _ = tx.send(IntervalMsg { index, rx, intended });
                 index += 1;
             }

@@ -66,6 +66,9 @@ pub struct Acc {
     /// Reconnecting clients' figures (`--reconnect-every`).
     pub reconnect: super::ReconnectAcc,
     /// This second's latencies (fast clients), handed over by the ticker.
+    /// A fast client's tick is recorded here only; [`Acc::take_interval`]
+    /// adds the second into `rx` and `intended` (one record per latency on
+    /// the hot path instead of two).
     pub(super) interval_rx: Histogram<u64>,
     pub(super) interval_intended: Histogram<u64>,
 }
@@ -133,6 +136,17 @@ impl Acc {
             *self.slow_ends.entry(k.clone()).or_default() += v;
         }
         self.reconnect.merge(&o.reconnect);
+    }
+
+    /// Ends this second: adds its latencies into the run's totals and
+    /// hands them over (from `rx`, from intended), leaving empty ones.
+    pub(super) fn take_interval(&mut self) -> (Histogram<u64>, Histogram<u64>) {
+        let rx = std::mem::replace(&mut self.interval_rx, new_histogram());
+        let intended = std::mem::replace(&mut self.interval_intended, new_histogram());
+        // Same bounds everywhere, so `add` cannot fail.
+        let _ = self.rx.add(&rx);
+        let _ = self.intended.add(&intended);
+        (rx, intended)
     }
 
     /// Keeps the first few odd messages as examples for the report.
