@@ -24,7 +24,7 @@ pat = {
  # phase only, the runner's samples of the stalled clients' memory).
  'http': re.compile(r'server::worker::serve_connection::\{\{closure\}\} \['),
 }
-tot = {k: dict(ingest=0, fanout=0, total=0, tin=0, tout=0, bytes=0, n=0) for k in ('book','trades')}
+tot = {k: dict(ingest=0, fanout=0, total=0, tin=0, tout=0, bytes=0, n=0, unchanged=0) for k in ('book','trades')}
 own = {k: collections.Counter() for k in ('book','trades')}
 prev = {}
 for n, f in dumps:
@@ -54,13 +54,15 @@ for n, f in dumps:
             if mm: own[kind][mm.group(2)[:90]] += int(mm.group(1).replace(',',''))
     t['ingest'] += best['ingest_book'] if kind=='book' else best['ingest_trade']
     t['fanout'] += best['deliver'] + best['flush']
+    t['unchanged'] += dm.get('tickwire_book_unchanged_total', 0)
     t['tin'] += dm['tickwire_ticks_in_total']; t['tout'] += dm['tickwire_ticks_out_total']; t['bytes'] += dm['tickwire_bytes_out_total']; t['n'] += 1
 for k,t in tot.items():
     per = (t['ingest']+t['fanout'])/t['tout']
     print(f"{k:6}: {t['n']} dumps, ticks in {t['tin']:,}, deliveries {t['tout']:,} ({t['tout']/t['tin']:.2f}/msg), "
           f"ingest Ir/msg {t['ingest']/t['tin']:,.0f}, fan-out Ir/delivery {t['fanout']/t['tout']:,.0f}, "
           f"(ingest+fan-out) Ir/delivery {per:,.0f}, whole process (less /metrics) Ir/delivery {t['total']/t['tout']:,.0f}, "
-          f"bytes/delivery {t['bytes']/t['tout']:.1f}")
+          f"bytes/delivery {t['bytes']/t['tout']:.1f}, whole process Ir per sequenced tick {t['total']/t['tin']:,.0f}, "
+          f"diffs not sequenced (changed nothing) {t['unchanged']:,}")
 b, t = tot['book'], tot['trades']
 r = lambda x: (x['ingest']+x['fanout'])/x['tout']
 print(f"ratio (ingest+fan-out) Ir per delivery, book/trades: {r(b)/r(t):.2f}")

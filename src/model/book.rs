@@ -301,14 +301,18 @@ impl Book {
 
     /// Applies a change after checking it whole: on `Err` the book is as it
     /// was. `has_snapshot` says whether this book has ever been given one
-    /// (a diff needs one); `max_levels` bounds each side.
+    /// (a diff needs one); `max_levels` bounds each side. Returns whether
+    /// the book changed: a diff whose every level already has its size
+    /// (a removal of an absent level, a size sent again, no levels at all)
+    /// is accepted and changes nothing; a snapshot always counts as a
+    /// change (it replaces the book).
     pub fn apply(
         &mut self,
         sym: &str,
         change: &BookChange,
         has_snapshot: bool,
         max_levels: usize,
-    ) -> Result<(), BookError> {
+    ) -> Result<bool, BookError> {
         let levels = change.levels();
         // Most diffs carry a level or two: a scan of the earlier levels
         // finds a repeat without the set's allocation and hashing.
@@ -345,7 +349,7 @@ impl Book {
                 }
                 next.check(max_levels)?;
                 *self = next;
-                Ok(())
+                Ok(true)
             }
             BookChange::Diff(levels) => {
                 if !has_snapshot {
@@ -355,6 +359,14 @@ impl Book {
                     .iter()
                     .map(|l| (l.side, l.px, self.get(l.side, l.px)))
                     .collect();
+                let unchanged = levels
+                    .iter()
+                    .zip(&undo)
+                    .all(|(l, (_, _, old))| old.unwrap_or(Fixed::ZERO) == l.sz);
+                if unchanged {
+                    // The book was valid and stays as it is.
+                    return Ok(false);
+                }
                 for l in levels {
                     self.set(l.side, l.px, l.sz);
                 }
@@ -364,7 +376,7 @@ impl Book {
                     }
                     return Err(e);
                 }
-                Ok(())
+                Ok(true)
             }
         }
     }

@@ -118,6 +118,11 @@ pub struct Stats {
     pub clients_evicted: AtomicU64,
     /// Publisher ticks refused as malformed.
     pub publish_errors: AtomicU64,
+    /// Book diffs accepted but not sequenced because every level already
+    /// had its size (a removal of an absent level, a size sent again):
+    /// real depth feeds send many, and they would otherwise take a `seq`
+    /// and a history entry and reach nobody.
+    pub book_unchanged: AtomicU64,
     /// Control messages refused with an `error`.
     pub request_errors: AtomicU64,
     /// Bytes accepted for subscriber sockets and not yet written (gauge).

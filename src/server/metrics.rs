@@ -202,6 +202,12 @@ impl StatsCollector {
                 ("bus", load(&s.ticks_in_by_origin[Origin::Bus as usize])),
             ],
         )?;
+        counter(
+            e,
+            "tickwire_book_unchanged",
+            "Book diffs accepted but not sequenced: every level already had its size (a removal of an absent level, a size sent again), so no seq, no history entry, no message.",
+            load(&s.book_unchanged),
+        )?;
         counters(
             e,
             "tickwire_ticks_out",

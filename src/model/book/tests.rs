@@ -245,3 +245,40 @@ fn kept_best_prices_follow_every_set() {
         );
     }
 }
+
+#[test]
+fn a_diff_that_changes_nothing_says_so_and_a_snapshot_always_changes() {
+    let mut b = Book::new();
+    let snap = BookChange::Snapshot(vec![lv(BookSide::Bid, 99, 1), lv(BookSide::Ask, 101, 2)]);
+    assert_eq!(b.apply("X", &snap, false, 100), Ok(true));
+    let before = b.clone();
+    for noop in [
+        vec![lv(BookSide::Bid, 98, 0)],
+        vec![lv(BookSide::Ask, 101, 2), lv(BookSide::Ask, 105, 0)],
+        vec![],
+    ] {
+        assert_eq!(b.apply("X", &BookChange::Diff(noop), true, 100), Ok(false));
+        assert_eq!(b, before);
+    }
+    // Still checked whole: a bad level is refused, not taken as no change.
+    assert!(
+        b.apply(
+            "X",
+            &BookChange::Diff(vec![lv(BookSide::Bid, 0, 0)]),
+            true,
+            100
+        )
+        .is_err()
+    );
+    let mixed = BookChange::Diff(vec![lv(BookSide::Bid, 98, 0), lv(BookSide::Bid, 97, 4)]);
+    assert_eq!(b.apply("X", &mixed, true, 100), Ok(true));
+    assert_eq!(
+        b.get(BookSide::Bid, Fixed::from_units(97).unwrap()),
+        Some(Fixed::from_units(4).unwrap())
+    );
+    assert_eq!(
+        b.apply("X", &snap, true, 100),
+        Ok(true),
+        "a snapshot is a change even if it equals the book"
+    );
+}

@@ -66,6 +66,10 @@ pub(super) enum Applied {
     /// Several levels: the window was refilled. `changed`: the levels
     /// whose size changed (the full-depth diff).
     Several { changed: Vec<Level> },
+    /// A diff whose every level already had its size: the book, its
+    /// window and everything kept for snapshots are as they were, and the
+    /// update is not sequenced (docs/PROTOCOL.md, "Publishing books").
+    Unchanged,
 }
 
 impl BookState {
@@ -89,8 +93,12 @@ impl BookState {
             _ => Vec::new(),
         };
         let one_old = one.and_then(|l| self.book.get(l.side, l.px));
-        self.book
-            .apply(sym, change, self.has_snapshot, max_levels)?;
+        if !self
+            .book
+            .apply(sym, change, self.has_snapshot, max_levels)?
+        {
+            return Ok(Applied::Unchanged);
+        }
         self.has_snapshot = true;
         self.snapshot = None;
         if !Arc::ptr_eq(&self.sym, sym) {
@@ -127,6 +135,7 @@ impl BookState {
     fn class_levels(&self, applied: &Applied, class: DepthClass) -> Vec<Level> {
         let mut out = Vec::new();
         match (applied, class) {
+            (Applied::Unchanged, _) => {}
             (Applied::Snapshot, _) => return self.book.window(class.levels()),
             (Applied::One { level, old, .. }, DepthClass::Full) => {
                 if old.unwrap_or(Fixed::ZERO) != level.sz {
@@ -190,7 +199,10 @@ impl Ingest {
     /// Applies a book change and publishes it (and the `quote` tick when
     /// the top of book moved), waiting for ring space like
     /// [`Ingest::publish`]. A refused change leaves the book as it was and
-    /// publishes nothing. Returns the book's new `seq`.
+    /// publishes nothing; so does a diff that changes nothing, which is
+    /// accepted and counted (`Stats::book_unchanged`). Returns the book's
+    /// `seq` after the change (the same `seq` for a diff that changed
+    /// nothing).
     pub async fn publish_book(&self, b: &AdmittedBook, origin: Origin) -> Result<u64, BookError> {
         self.publish_book_from_source(b, origin, &self.default_clock)
             .await
@@ -243,6 +255,14 @@ impl Ingest {
             Err(e) => return Some(Err(e)),
         };
         clock.saw(b.ts, rx);
+        if matches!(applied, Applied::Unchanged) {
+            // Accepted, but no `seq`, history entry, ring item or quote:
+            // every client's diffs stay contiguous without it.
+            let now = ks.seq;
+            drop(seq);
+            Stats::add(&self.stats.book_unchanged, 1);
+            return Some(Ok(now));
+        }
         if ks.seq == 0 {
             self.symbols.mark_seen(b.key.symbol());
         }

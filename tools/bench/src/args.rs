@@ -6,6 +6,40 @@ use std::path::PathBuf;
 use crate::BenchError;
 use crate::tickwire_lib::Speed;
 
+/// `--book-depth`: a book subscriber's depth (docs/PROTOCOL.md, "Order
+/// books").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BookDepth {
+    /// The top 10 levels per side (the server's default).
+    #[value(name = "10")]
+    D10,
+    /// The top 25 levels per side.
+    #[value(name = "25")]
+    D25,
+    /// Every level.
+    Full,
+}
+
+impl BookDepth {
+    /// The subscribe request's `depth` value.
+    pub fn json(self) -> &'static str {
+        match self {
+            BookDepth::D10 => "10",
+            BookDepth::D25 => "25",
+            BookDepth::Full => "\"full\"",
+        }
+    }
+
+    /// As the report prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BookDepth::D10 => "10",
+            BookDepth::D25 => "25",
+            BookDepth::Full => "full",
+        }
+    }
+}
+
 /// `--sweep`: the parameter and its values. Boxed to keep the CLI enum small.
 pub type Sweep = Box<(String, Vec<f64>)>;
 
@@ -122,16 +156,25 @@ pub struct BenchArgs {
     #[arg(long, requires = "slow", conflicts_with_all = ["find_max_rate", "book"])]
     pub stall_control: bool,
     /// The order-book scenario (src/book.rs): --symbols books, --clients
-    /// at depth 10 on --per-client books each, --slow of them stalled,
+    /// at --book-depth on --per-client books each, --slow of them stalled,
     /// --rate one-level diffs/s, then the same load as trades.
     #[arg(long)]
     pub book: bool,
     /// With --book: the diffs touch the top N levels of a side (default
-    /// 12: levels 11-12 of a depth-10 book are outside every subscriber's
-    /// window, so a sixth of the updates reach no client; 10 gives every
-    /// update the same 5 deliveries a trade has). 1-20.
+    /// 12: at depth 10, levels 11-12 are outside every subscriber's window,
+    /// so a sixth of the updates reach no client). 10 keeps every diff in a
+    /// depth-10 window, but not every diff changes the book: a removal of a
+    /// level already removed changes nothing (the server does not sequence
+    /// it), and a tenth of the updates also derive a `quote` nobody here
+    /// subscribes to, so a sequenced tick still reaches fewer clients than
+    /// a trade's 5 (`deliv./tick in` in the report). 1-20.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=20))]
     pub book_levels: u64,
+    /// With --book: the depth every book subscriber asks for. `full`
+    /// receives every update that changes the book, so book and trades
+    /// reach the same clients per update (equal fan-out).
+    #[arg(long, value_enum, default_value_t = BookDepth::D10)]
+    pub book_depth: BookDepth,
     /// Seed for subscriptions and ticks: the same seed gives the same load.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

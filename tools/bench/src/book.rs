@@ -2,7 +2,9 @@
 //!
 //! One server (started by the runner, or `--url`), `--symbols` books of 40
 //! levels (20 per side), `--clients` subscribers each on `--per-client`
-//! books at depth 10 and the same symbols' trades, `--slow` more stalled
+//! books at `--book-depth` (default 10; `full` receives every update that
+//! changes the book, the fan-out a trade has) and the same symbols'
+//! trades, `--slow` more stalled
 //! (a 4 KiB receive buffer, never read). Two measured phases on the same
 //! connections, one after the other:
 //!
@@ -49,8 +51,6 @@ use phase::{PhaseResult, Sample};
 /// Levels per side of each book; price levels a book can have in all.
 const LEVELS_PER_SIDE: i64 = 20;
 const LEVELS_PER_BOOK: u64 = 2 * LEVELS_PER_SIDE as u64;
-/// The depth every book subscriber asks for.
-const DEPTH: u32 = 10;
 
 /// What phase the run is in (clients time messages only while measuring).
 const WARMUP: u8 = 0;
@@ -368,7 +368,7 @@ async fn connect_clients(
             .join(",");
         send_text(
             &mut s,
-            &format!("{{\"op\":\"subscribe\",\"id\":1,\"symbols\":[{list}],\"channels\":[\"book\"],\"depth\":{DEPTH}}}"),
+            &format!("{{\"op\":\"subscribe\",\"id\":1,\"symbols\":[{list}],\"channels\":[\"book\"],\"depth\":{}}}", args.book_depth.json()),
             i as u32,
         )
         .await?;
@@ -509,12 +509,13 @@ async fn scenario(
 
 fn report(args: &BenchArgs, out: &Outcome) {
     println!(
-        "book scenario: {} symbols ({} levels each, diffs in the top {} per side), {} clients x {} books at depth {DEPTH} (+ the same symbols' trades), {} stalled; {:.0} msg/s, {:.1} s per phase, {} round(s)",
+        "book scenario: {} symbols ({} levels each, diffs in the top {} per side), {} clients x {} books at depth {} (+ the same symbols' trades), {} stalled; {:.0} msg/s, {:.1} s per phase, {} round(s)",
         args.symbols,
         LEVELS_PER_BOOK,
         args.book_levels,
         args.clients,
         args.per_client,
+        args.book_depth.name(),
         args.slow,
         args.rate,
         args.seconds,
@@ -548,26 +549,31 @@ fn report(args: &BenchArgs, out: &Outcome) {
         );
     }
     println!(
-        "{:<8} {:>14} {:>14} {:>16} {:>16} {:>15}",
+        "{:<8} {:>14} {:>14} {:>16} {:>16} {:>15} {:>12}",
         "phase",
         "bytes/deliv.",
         "deliv./write",
         "deliv./tick in",
         "CPU µs/tick in",
-        "others (cores)"
+        "others (cores)",
+        "unchanged"
     );
     for (name, p) in ["book", "trades"].iter().zip(&out.phases) {
         let (bytes, per_write, per_in) = p.counters.ratios();
         println!(
-            "{:<8} {:>14.1} {:>14.2} {:>16.2} {:>16.2} {:>15.2}",
+            "{:<8} {:>14.1} {:>14.2} {:>16.2} {:>16.2} {:>15.2} {:>12.0}",
             name,
             bytes,
             per_write,
             per_in,
             p.cpu * 1e6 / p.counters.ticks_in.max(1.0),
-            p.others_cpu / p.wall.max(1e-9)
+            p.others_cpu / p.wall.max(1e-9),
+            p.counters.book_unchanged
         );
     }
+    println!(
+        "  (tick in: ticks the server sequenced, derived quotes included; unchanged: book diffs it accepted without sequencing, as they changed nothing, from tickwire_book_unchanged_total: 0 on a server without that counter)"
+    );
     println!(
         "CPU per delivered update, book / trades: {:.2} (target: at most 1)",
         per[0] / per[1].max(1e-12)

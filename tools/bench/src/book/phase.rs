@@ -51,6 +51,7 @@ impl PhaseResult {
         self.counters.bytes_out += d("tickwire_bytes_out_total");
         self.counters.tick_writes += d("tickwire_tick_writes_total");
         self.counters.tick_deliveries += d("tickwire_tick_deliveries_total");
+        self.counters.book_unchanged += d("tickwire_book_unchanged_total");
         let ours = (after.server_cpu - before.server_cpu) + (after.runner_cpu - before.runner_cpu);
         if let (Some(a), Some(b)) = (before.system, after.system) {
             self.others_cpu += (b.process - a.process - ours).max(0.0);
@@ -73,6 +74,9 @@ pub(super) struct Counted {
     pub tick_writes: f64,
     /// Live ticks those writes carried.
     pub tick_deliveries: f64,
+    /// Book diffs accepted but not sequenced (they changed nothing): the
+    /// published messages `ticks_in` leaves out.
+    pub book_unchanged: f64,
 }
 
 impl Counted {
