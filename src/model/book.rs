@@ -431,75 +431,6 @@ impl Book {
 /// Diffs of more levels than this check for repeats with a hash set.
 const SMALL_CHANGE: usize = 16;
 
-/// [`Book::checksum`] of a book whose best levels are `bids` and `asks`
-/// (best first; only the first [`CHECKSUM_LEVELS`] of each are read).
-pub fn checksum_of(
-    bids: impl IntoIterator<Item = (Fixed, Fixed)>,
-    asks: impl IntoIterator<Item = (Fixed, Fixed)>,
-) -> u32 {
-    let mut text = Vec::with_capacity(4 * CHECKSUM_LEVELS * 12);
-    let mut digits = itoa::Buffer::new();
-    let mut push = |v: Fixed| push_checksum_digits(&mut text, &mut digits, v);
-    for (px, sz) in asks.into_iter().take(CHECKSUM_LEVELS) {
-        push(px);
-        push(sz);
-    }
-    for (px, sz) in bids.into_iter().take(CHECKSUM_LEVELS) {
-        push(px);
-        push(sz);
-    }
-    crc32fast::hash(&text)
-}
-
-/// Appends `v` as the checksum text writes it: its JSON number with the `.`
-/// and the leading zeros removed. For `v > 0` that is the digits of its
-/// raw value without the fraction's trailing zeros (`0.05` is raw
-/// 50,000,000: "5"), written directly; zero and negative values (never in a
-/// book) go through the JSON text.
-fn push_checksum_digits(text: &mut Vec<u8>, digits: &mut itoa::Buffer, v: Fixed) {
-    if v.raw() > 0 {
-        text.extend_from_slice(
-            digits
-                .format(strip_fraction_zeros(v.raw() as u64))
-                .as_bytes(),
-        );
-        return;
-    }
-    let start = text.len();
-    v.write_to(text);
-    let mut kept = start;
-    let mut leading = true;
-    for read in start..text.len() {
-        let b = text[read];
-        if b == b'.' || (leading && b == b'0') {
-            continue;
-        }
-        leading = false;
-        text[kept] = b;
-        kept += 1;
-    }
-    text.truncate(kept);
-}
-
-/// A raw value (nine fraction digits) without its fraction's trailing
-/// zeros: a whole number's nine go at once, else up to eight by 4, 2, 1
-/// (prices are mostly whole cents: one test and two divisions, where a
-/// digit at a time took seven).
-fn strip_fraction_zeros(mut n: u64) -> u64 {
-    if n.is_multiple_of(1_000_000_000) {
-        return n / 1_000_000_000;
-    }
-    if n.is_multiple_of(100_000_000) {
-        return n / 100_000_000;
-    }
-    for step in [10_000, 100, 10] {
-        if n.is_multiple_of(step) {
-            n /= step;
-        }
-    }
-    n
-}
-
 /// A book's top levels per side, best first, as (price, size): every depth
 /// class's window is a prefix of each side. Kept by ingest so that an
 /// update's window diffs need no second walk of the book and no allocation.
@@ -575,9 +506,6 @@ fn ahead(side: BookSide, a: Fixed, b: Fixed) -> bool {
     }
 }
 
-/// Levels per side the checksum covers.
-pub const CHECKSUM_LEVELS: usize = 10;
-
 /// The levels that change a client's window of `n` levels per side from
 /// `before` to `after`: a level new or resized in the window is set, a level
 /// that left it is removed (size 0). Bids first, then asks, best first.
@@ -602,7 +530,9 @@ pub fn window_diff(before: &[Level], after: &[Level]) -> Vec<Level> {
     out
 }
 
+mod checksum;
 mod kept;
+pub use checksum::{CHECKSUM_LEVELS, checksum_of};
 pub use kept::{KeptWindow, WindowChange};
 
 #[cfg(test)]

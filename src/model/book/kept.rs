@@ -4,9 +4,8 @@
 //! level's checksum text rendered once when it enters, so an update's
 //! depth-class diffs and checksum cost a few entries, not the whole window.
 
-use super::{
-    Book, BookSide, CHECKSUM_LEVELS, Level, TopOfBook, Window, ahead, push_checksum_digits,
-};
+use super::checksum::push_checksum_digits;
+use super::{Book, BookSide, CHECKSUM_LEVELS, Level, TopOfBook, Window, ahead};
 use crate::model::decimal::Fixed;
 
 /// One level's part of the checksum text: its price's digits then its

@@ -1,5 +1,6 @@
 //! Unit tests of the book model: levels, windows and their diffs, the checksum.
 
+use super::checksum::push_checksum_digits;
 use super::*;
 
 fn lv(side: BookSide, px: i64, sz: i64) -> Level {

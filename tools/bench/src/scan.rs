@@ -560,7 +560,11 @@ mod tests {
             for c in &mut t {
                 x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                 let r = (x >> 33) as u8;
-                *c = if r.is_multiple_of(4) { r } else { b'0' + r % 10 };
+                *c = if r.is_multiple_of(4) {
+                    r
+                } else {
+                    b'0' + r % 10
+                };
             }
             assert_eq!(eight_digits(&t), parse_u64(&t), "{t:?}");
         }
