@@ -123,8 +123,10 @@ pub struct ServeArgs {
     evict_after: Duration,
     /// Longest a busy worker's fan-out pass waits after the last one
     /// started, so that each write carries more ticks (0 = never wait).
-    /// The window opens only while passes take `--coalesce-busy` of the
-    /// worker's time; at light load every tick is written at once.
+    /// The window opens only while the worker thread uses
+    /// `--coalesce-busy` of its core, or `--coalesce-paying-busy` where its
+    /// clients' tick rate makes holding pay; at light load every tick is
+    /// written at once.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     coalesce_max_window: Duration,
     /// Share of a core a worker thread uses (its CPU time) at which its

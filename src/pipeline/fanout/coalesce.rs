@@ -92,9 +92,10 @@ impl Default for CoalesceConfig {
             // kept up, and raised p50 from ~1 ms to 4–7 ms for ~1.4 ticks
             // per write (benches/README.md, "Quiet re-run, stop 5").
             busy: 0.9,
-            // 0.75 where holding pays: S1 (λ = 200/s) held at 0.75 made
-            // fewer writes than at 0.9 with a p99 no worse
-            // (benches/README.md, "Performance round 6").
+            // 0.75 where holding pays: at S1 (λ = 200/s) it made 2.4 ticks
+            // per write against 2.1 at 0.9, 0.92–0.94× the CPU per
+            // delivery, p99 within the runs' noise (benches/README.md,
+            // "Performance round 6").
             paying_busy: 0.75,
             // 2 ticks per write in at most 10 ms: λ ≥ 160/s. S1's 200/s
             // gives 2.3, λ 80–100/s gives 1.4–1.6 and stays out.
