@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use super::coalesce::Reach;
+use super::reach::Reach;
 use super::{Client, ClientId, Flushed, HistorySource};
 use crate::model::symbols::{SymbolHold, SymbolTable};
 use crate::model::tick::{Channel, ChannelSet, KeyId, KeyMap, SymbolId};
