@@ -124,6 +124,24 @@ fn bad_flags_are_refused_with_a_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/feed.jsonl"), "{err}");
+    // The coalescing window's bounds, each named with what was given.
+    for (flag, value, says) in [
+        (
+            "--coalesce-paying-busy",
+            "0.95",
+            "at most --coalesce-busy (0.9), got 0.95",
+        ),
+        ("--coalesce-min-yield", "0.5", "at least 1, got 0.5"),
+        ("--coalesce-busy", "1.5", "at most 1, got 1.5"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["serve", "--no-feed", "--listen", "127.0.0.1:0", flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains(says), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use common::*;
 use serde_json::json;
+use tickwire::server::ServerHandle;
 use tickwire::server::config::FeedSource;
 
 fn get(m: &HashMap<String, f64>, k: &str) -> f64 {
@@ -79,7 +80,18 @@ async fn metrics_follow_a_known_workload() {
             == 0
     })
     .await;
-    let m = scrape_metrics(addr).await;
+    // The bar clock's updates for AAPL (nobody's subscription) may reach
+    // the ring just before the scrape, ahead of the worker on a loaded
+    // machine (12 of them once, in a `cargo test --workspace`): let it
+    // read them.
+    let mut m = scrape_metrics(addr).await;
+    for _ in 0..200 {
+        if get(&m, "tickwire_ring_occupancy") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        m = scrape_metrics(addr).await;
+    }
     let expect = [
         (r#"tickwire_connections{kind="subscriber"}"#, 2.0),
         (r#"tickwire_connections{kind="publisher"}"#, 1.0),
@@ -248,6 +260,7 @@ async fn a_busy_worker_opens_its_coalescing_window_and_loses_nothing() {
     let mut c = config();
     c.workers = 1;
     c.coalesce.busy = 0.05;
+    c.coalesce.paying_busy = 0.05;
     // A bound above a debug build's pass, so that the window can grow past
     // it and passes wait.
     c.coalesce.max_window = std::time::Duration::from_millis(20);
@@ -323,6 +336,61 @@ async fn a_busy_worker_opens_its_coalescing_window_and_loses_nothing() {
     let m = scrape_metrics(addr).await;
     assert_eq!(get(&m, "tickwire_coalesce_window_seconds"), 0.0);
     h.shutdown();
+}
+
+/// The gate on the clients' tick rate (`--coalesce-min-yield`), without
+/// timing: two servers get the same lone ticks, each in its own measuring
+/// period, with the share at which a window opens where holding pays set
+/// so low that any pass reaches it, and `--coalesce-busy` at a whole core,
+/// which lone ticks never reach. Where any rate pays (`min_yield` 1) the
+/// worker says so and its window opens; where none can (10⁶ ticks per
+/// write), it stays closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_opens_below_busy_only_where_holding_pays() {
+    let server = |min_yield: f64| {
+        let mut c = config();
+        c.workers = 1;
+        c.coalesce.busy = 1.0;
+        c.coalesce.paying_busy = 1e-6;
+        c.coalesce.min_yield = min_yield;
+        c.idle_timeout = std::time::Duration::ZERO;
+        assert_eq!(c.coalesce.validate(), Ok(()));
+        start(c)
+    };
+    let (pays, never) = (server(1.0), server(1e6));
+    let mut subs = Vec::new();
+    let mut pubs = Vec::new();
+    for h in [&pays, &never] {
+        let mut sub = subscriber(h.addr()).await;
+        sub.subscribe(1, &["P"], None, false).await;
+        subs.push(sub);
+        pubs.push(publisher(h.addr()).await);
+    }
+    let opened = |h: &ServerHandle| {
+        h.stats()
+            .coalesce_opened
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut ts = 0;
+    while opened(&pays) == 0 {
+        ts += 1;
+        assert!(ts < 100, "the window never opened where any rate pays");
+        // Longer than a measuring period (50 ms): each tick's pass ends one.
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        for (p, s) in pubs.iter_mut().zip(&mut subs) {
+            p.publish(&[trade("P", ts, "1", "1")]).await;
+            assert_eq!(s.recv_json().await["ts"], ts);
+        }
+    }
+    let m = scrape_metrics(pays.addr()).await;
+    assert_eq!(get(&m, "tickwire_coalesce_paying_workers"), 1.0);
+    assert!(get(&m, "tickwire_coalesce_opened_total") >= 1.0);
+    let m = scrape_metrics(never.addr()).await;
+    assert_eq!(get(&m, "tickwire_coalesce_paying_workers"), 0.0);
+    assert_eq!(get(&m, "tickwire_coalesce_opened_total"), 0.0);
+    assert_eq!(get(&m, "tickwire_coalesce_open_workers"), 0.0);
+    pays.shutdown();
+    never.shutdown();
 }
 
 /// An SSE stream counts in the subscriber series beside WebSocket ones,

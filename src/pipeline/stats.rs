@@ -176,9 +176,13 @@ pub struct Stats {
     pub coalesce_holds: AtomicU64,
     /// Nanoseconds those passes waited.
     pub coalesce_held_ns: AtomicU64,
-    /// Times a worker's window opened (its passes took at least
-    /// `--coalesce-busy` of a measuring period).
+    /// Times a worker's window opened (its thread used at least
+    /// `--coalesce-busy` of a measuring period, or `--coalesce-paying-busy`
+    /// where holding pays).
     pub coalesce_opened: AtomicU64,
+    /// Workers whose clients' measured rate makes holding pay (gauge):
+    /// their window opens at `--coalesce-paying-busy`.
+    pub coalesce_paying: AtomicI64,
     /// Workers whose window is open now (gauge).
     pub coalesce_open: AtomicI64,
     /// The open windows, summed over workers, nanoseconds (gauge).

@@ -292,8 +292,14 @@ impl StatsCollector {
         counter(
             e,
             "tickwire_coalesce_opened",
-            "Times a worker's coalescing window opened (its passes took at least --coalesce-busy of the time).",
+            "Times a worker's coalescing window opened (its thread used --coalesce-busy of a core, or --coalesce-paying-busy where holding pays).",
             load(&s.coalesce_opened),
+        )?;
+        gauge(
+            e,
+            "tickwire_coalesce_paying_workers",
+            "Workers whose clients' tick rate makes holding pay (--coalesce-min-yield): their window opens at --coalesce-paying-busy.",
+            load_gauge(&s.coalesce_paying),
         )?;
         gauge(
             e,

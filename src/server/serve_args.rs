@@ -123,15 +123,29 @@ pub struct ServeArgs {
     evict_after: Duration,
     /// Longest a busy worker's fan-out pass waits after the last one
     /// started, so that each write carries more ticks (0 = never wait).
-    /// The window opens only while passes take `--coalesce-busy` of the
-    /// worker's time; at light load every tick is written at once.
+    /// The window opens only while the worker thread uses
+    /// `--coalesce-busy` of its core, or `--coalesce-paying-busy` where its
+    /// clients' tick rate makes holding pay; at light load every tick is
+    /// written at once.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     coalesce_max_window: Duration,
-    /// Share of a worker's time spent in fan-out passes at which its
-    /// coalescing window opens, and which it then aims for (0 to 1):
-    /// near saturation by default, so a worker that keeps up is never held.
+    /// Share of a core a worker thread uses (its CPU time) at which its
+    /// coalescing window opens whatever its clients' tick rate, and which
+    /// it then aims for (0 to 1): near saturation, where holding is what
+    /// keeps the worker from queueing.
     #[arg(long, default_value_t = 0.9)]
     coalesce_busy: f64,
+    /// The lower share at which the window opens when holding pays (see
+    /// `--coalesce-min-yield`), and which it then aims for (above 0, at
+    /// most `--coalesce-busy`).
+    #[arg(long, default_value_t = 0.75)]
+    coalesce_paying_busy: f64,
+    /// Ticks per write that holding for `--coalesce-max-window` must be
+    /// expected to buy, at the per-client tick rate the worker measures,
+    /// for the window to open at `--coalesce-paying-busy` (at least 1; 2
+    /// with 10 ms: clients getting 160 ticks/s or more).
+    #[arg(long, default_value_t = 2.0)]
+    coalesce_min_yield: f64,
     /// Let the kernel back the heap with transparent huge pages. Off by
     /// default: a huge page's first touch zeroes 2 MiB and may compact
     /// memory on the spot, a 1–10 ms stall of a worker mid-delivery.
@@ -364,6 +378,8 @@ impl ServeArgs {
         let coalesce = crate::pipeline::fanout::CoalesceConfig {
             max_window: self.coalesce_max_window,
             busy: self.coalesce_busy,
+            paying_busy: self.coalesce_paying_busy,
+            min_yield: self.coalesce_min_yield,
         };
         coalesce.validate()?;
         let config = Config {

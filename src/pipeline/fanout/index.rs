@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use slab::Slab;
 
+use super::reach::Reach;
 use super::{Client, ClientId, Flushed, HistorySource};
 use crate::model::symbols::{SymbolHold, SymbolTable};
 use crate::model::tick::{Channel, ChannelSet, KeyId, KeyMap, SymbolId};
@@ -39,6 +40,13 @@ pub struct WorkerState {
     /// Clients with a book snapshot held until delivery passes its last
     /// update (`hold_snapshots`); may name clients gone since.
     holding: Vec<ClientId>,
+    /// Live deliveries and distinct clients reached in the coalescing
+    /// window's measuring period under way: its per-client rate.
+    reach: Reach,
+    /// Number of that period: a client whose `reach_period` equals it was
+    /// already counted. New clients hold 0, which no period has once
+    /// the first one started (`take_reach`).
+    reach_period: u16,
 }
 
 /// Told when a key gains its first or loses its last subscriber on a
@@ -69,6 +77,13 @@ impl WorkerState {
             symbols: Some(symbols),
             ..WorkerState::default()
         }
+    }
+
+    /// What the measuring period reached, starting the next one.
+    pub(crate) fn take_reach(&mut self) -> Reach {
+        // Never 0, the number a new client starts with.
+        self.reach_period = self.reach_period.wrapping_add(1).max(1);
+        std::mem::take(&mut self.reach)
     }
 
     /// Gives this worker's clients the shared history to catch up from.
@@ -391,6 +406,8 @@ impl WorkerState {
             index,
             star,
             dirty,
+            reach,
+            reach_period,
             ..
         } = self;
         let named = index.get(&key).map(Vec::as_slice).unwrap_or(&[]);
@@ -399,6 +416,12 @@ impl WorkerState {
             let c = &mut clients[id];
             if !c.offer(item, false) {
                 continue;
+            }
+            // Two adds and a compare on a line the offer just touched.
+            reach.deliveries += 1;
+            if c.reach_period != *reach_period {
+                c.reach_period = *reach_period;
+                reach.clients += 1;
             }
             if !c.blocked && c.unsent() >= c.cap / 2 {
                 // A big batch: write now rather than let a client that keeps

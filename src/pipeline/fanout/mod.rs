@@ -31,6 +31,7 @@ mod catchup;
 mod coalesce;
 mod index;
 mod outbox;
+mod reach;
 mod worker;
 
 #[cfg(test)]

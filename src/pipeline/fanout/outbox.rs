@@ -126,6 +126,12 @@ pub struct Client {
     ts_format: TsFormat,
     /// Channels subscribed through `*`.
     pub(super) star: ChannelSet,
+    /// The worker's measuring period in which this client last got a
+    /// tick: it counts once among the clients the period reached, from
+    /// which the coalescing window reads the per-client rate (`coalesce.rs`).
+    /// 16 bits fit the padding before `catchup`; a number comes back after
+    /// ~55 minutes, when at worst one client goes uncounted for a period.
+    pub(super) reach_period: u16,
     /// Its slow-consumer policy per channel and, while it catches up, its
     /// position in the shared history (`catchup.rs`); its floor and cursor
     /// are read for every live tick.
@@ -184,6 +190,7 @@ impl Client {
             frame_ends: Vec::new(),
             dirty: false,
             blocked: false,
+            reach_period: 0,
             behind_since: None,
             closing: false,
             close_deadline: None,

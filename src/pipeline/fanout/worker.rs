@@ -44,7 +44,8 @@ pub(crate) struct Worker {
     /// changes. `None` where the feed cannot go stale.
     pub(crate) status: Option<watch::Receiver<FeedStatus>>,
     /// Bounds of the coalescing window a busy worker's passes wait for
-    /// (`--coalesce-max-window`, `--coalesce-busy`).
+    /// (`--coalesce-max-window`, `--coalesce-busy`, `--coalesce-paying-busy`,
+    /// `--coalesce-min-yield`).
     pub(crate) coalesce: CoalesceConfig,
 }
 
@@ -56,19 +57,23 @@ struct WindowGauges {
     open: i64,
     /// This worker's window as last shown, nanoseconds.
     window_ns: i64,
+    /// 1 while holding pays for this worker's clients, as last shown.
+    paying: i64,
 }
 
 impl WindowGauges {
     fn show(&mut self, window: &Coalescer) {
         let open = i64::from(window.is_open());
         let ns = window.window().as_nanos() as i64;
-        if (open, ns) == (self.open, self.window_ns) {
+        let paying = i64::from(window.pays());
+        if (open, ns, paying) == (self.open, self.window_ns, self.paying) {
             // The usual pass: nothing to show, no shared counter touched.
             return;
         }
         Stats::gauge(&self.stats.coalesce_open, open - self.open);
         Stats::gauge(&self.stats.coalesce_window_ns, ns - self.window_ns);
-        (self.open, self.window_ns) = (open, ns);
+        Stats::gauge(&self.stats.coalesce_paying, paying - self.paying);
+        (self.open, self.window_ns, self.paying) = (open, ns, paying);
     }
 }
 
@@ -76,6 +81,7 @@ impl Drop for WindowGauges {
     fn drop(&mut self) {
         Stats::gauge(&self.stats.coalesce_open, -self.open);
         Stats::gauge(&self.stats.coalesce_window_ns, -self.window_ns);
+        Stats::gauge(&self.stats.coalesce_paying, -self.paying);
     }
 }
 
@@ -147,6 +153,7 @@ impl Worker {
             stats: self.stats.clone(),
             open: 0,
             window_ns: 0,
+            paying: 0,
         };
         // The last batch filled RING_BATCH: more is waiting, never held.
         let mut backlog = false;
@@ -195,9 +202,20 @@ impl Worker {
                 }
                 st.flush_dirty();
             }
-            if window.pass_done(start, Instant::now(), crate::sys::thread_cpu_time)
-                == Change::Opened
-            {
+            let reach = || self.state.borrow_mut().take_reach();
+            let change =
+                window.pass_done(start, Instant::now(), crate::sys::thread_cpu_time, reach);
+            if change != Change::None {
+                tracing::debug!(
+                    worker = self.id,
+                    ?change,
+                    window_us = window.window().as_micros() as u64,
+                    client_rate = window.client_rate(),
+                    pays = window.pays(),
+                    "coalescing window"
+                );
+            }
+            if change == Change::Opened {
                 Stats::add(&self.stats.coalesce_opened, 1);
             }
             gauges.show(&window);

@@ -34,6 +34,7 @@ fn the_fields_a_delivery_reads_sit_in_the_first_four_cache_lines() {
         ("encoding", offset_of!(Client, encoding)),
         ("ts_format", offset_of!(Client, ts_format)),
         ("star", offset_of!(Client, star)),
+        ("reach_period", offset_of!(Client, reach_period)),
     ];
     for (name, at) in hot {
         assert!(at < HOT_BYTES, "{name} at byte {at}, past the hot lines");
