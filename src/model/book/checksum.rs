@@ -8,7 +8,7 @@ use crate::model::decimal::Fixed;
 /// Levels per side the checksum covers.
 pub const CHECKSUM_LEVELS: usize = 10;
 
-/// [`Book::checksum`] of a book whose best levels are `bids` and `asks`
+/// [`Book::checksum`](super::Book::checksum) of a book whose best levels are `bids` and `asks`
 /// (best first; only the first [`CHECKSUM_LEVELS`] of each are read).
 pub fn checksum_of(
     bids: impl IntoIterator<Item = (Fixed, Fixed)>,
