@@ -31,12 +31,16 @@
 //! `--coalesce-paying-busy` (0.75) and aims for it; otherwise it opens
 //! only at `--coalesce-busy` (0.9), a worker close to falling behind,
 //! whatever λ. Opened, the window starts at the smoothed pass length /
-//! the target share, then grows by a quarter each period the thread is
-//! busier than the target (up to `max_window`) and shrinks by a quarter
-//! each period it is under 0.8 × the target; it closes when a period's
-//! share falls under half the target, or when holding stops paying while
-//! the thread is under `--coalesce-busy` (hysteresis on both: no flapping
-//! at a threshold). The thread's whole CPU time is the input, not only the
+//! the target share and grows by a quarter each period the thread is
+//! busier than the target (up to `max_window`). Where holding pays it
+//! shrinks by a quarter each period under 0.8 × the target and closes when
+//! a period's share falls under half the target. Where it does not pay the
+//! window is only a guard for a worker close to falling behind: it halves
+//! each period the thread is under `--coalesce-busy` and closes under
+//! 0.8 × that, at its smallest, or when holding stops paying (so a window
+//! opened by a burst, a wave of subscriptions say, does not stay open for
+//! the rest of the load). Hysteresis on the rate and the shares: no
+//! flapping at a threshold. The thread's whole CPU time is the input, not only the
 //! passes': writes made by blocked clients' writer tasks cost the same
 //! core. A full ring batch is never held (a backlog is delivered at once),
 //! and only the fan-out pass waits: control replies, writer tasks (blocked
